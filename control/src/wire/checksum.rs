@@ -1,0 +1,94 @@
+//! The Internet checksum (RFC 1071): the one's complement of the one's complement sum of the
+//! data taken as big-endian 16-bit words, an odd last byte padded with zero.
+//!
+//! Summed eight bytes at a time in native order with end-around carry; RFC 1071 §2(B) shows the
+//! sum is byte-order independent up to a final swap, so this equals the word-by-word definition.
+
+/// One's complement sum of `data`, folded to 16 bits, as a big-endian word value.
+pub fn ones_complement_sum(data: &[u8]) -> u16 {
+    let mut acc: u64 = 0;
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_ne_bytes(c.try_into().expect("chunk of 8"));
+        let (s, carry) = acc.overflowing_add(w);
+        acc = s + carry as u64;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut tail = [0u8; 8];
+        tail[..rest.len()].copy_from_slice(rest);
+        let (s, carry) = acc.overflowing_add(u64::from_ne_bytes(tail));
+        acc = s + carry as u64;
+    }
+    // Fold 64 -> 16 bits, adding carries back in.
+    let mut folded = (acc >> 32) + (acc & 0xFFFF_FFFF);
+    folded = (folded >> 16) + (folded & 0xFFFF);
+    folded = (folded >> 16) + (folded & 0xFFFF);
+    folded = (folded >> 16) + (folded & 0xFFFF);
+    u16::from_be(folded as u16)
+}
+
+/// The checksum to store: the complement of the sum (computed with the checksum field zeroed).
+pub fn checksum(data: &[u8]) -> u16 {
+    !ones_complement_sum(data)
+}
+
+/// True when `data`, checksum field included, sums to all ones.
+pub fn verify(data: &[u8]) -> bool {
+    ones_complement_sum(data) == 0xFFFF
+}
+
+/// The textbook definition, one big-endian word at a time. Kept as the oracle for tests and as
+/// the baseline of the checksum benchmark.
+pub fn ones_complement_sum_bytewise(data: &[u8]) -> u16 {
+    let mut acc: u32 = 0;
+    let mut i = 0;
+    while i + 1 < data.len() {
+        acc += u32::from(u16::from_be_bytes([data[i], data[i + 1]]));
+        i += 2;
+    }
+    if i < data.len() {
+        acc += u32::from(data[i]) << 8;
+    }
+    while acc > 0xFFFF {
+        acc = (acc >> 16) + (acc & 0xFFFF);
+    }
+    acc as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn rfc1071_example() {
+        // RFC 1071 §3: words 0001 f203 f4f5 f6f7 sum to ddf2.
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(ones_complement_sum(&data), 0xddf2);
+        assert_eq!(checksum(&data), !0xddf2);
+    }
+
+    #[test]
+    fn odd_length_pads_with_zero() {
+        assert_eq!(ones_complement_sum(&[0xab]), 0xab00);
+        assert_eq!(ones_complement_sum(&[0x12, 0x34, 0x56]), 0x1234 + 0x5600);
+        assert_eq!(ones_complement_sum(&[]), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn wordwise_equals_bytewise(data in proptest::collection::vec(any::<u8>(), 0..2100)) {
+            prop_assert_eq!(ones_complement_sum(&data), ones_complement_sum_bytewise(&data));
+        }
+
+        #[test]
+        fn stored_checksum_verifies(mut data in proptest::collection::vec(any::<u8>(), 2..1100)) {
+            data[0] = 0;
+            data[1] = 0;
+            let c = checksum(&data);
+            data[..2].copy_from_slice(&c.to_be_bytes());
+            prop_assert!(verify(&data));
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! Every packet's bytes, read and written in place (zerocopy views, network byte order).
+//!
+//! A packet is a DNP header ([`dnp`]) followed by a protocol body chosen by the header's flag.
+//! The byte tables are in `docs/PROTOCOL.md`; golden vectors in the tests keep the two in step.
+
+pub mod checksum;
+pub mod dnp;
+pub mod drp;
+
+pub use dnp::{DEFAULT_MTU, DNP_HEADER_LEN, DnpError, DnpHeader, Flag, Packet};
+
+/// Why a protocol body could not be read. Bodies are only parsed after the DNP checksum passed,
+/// so these mean a bug or a hostile peer, never line noise; they are dropped and counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyError {
+    /// Fewer bytes than the fixed part of the body needs.
+    TooShort { needed: usize, got: usize },
+    /// A type or kind field with a value we do not define.
+    UnknownKind(u16),
+    /// A count field that does not match the bytes that follow.
+    BadCount,
+    /// Bytes left over after the last field.
+    TrailingBytes(usize),
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::TooShort { needed, got } => {
+                write!(f, "body too short: needed {needed} bytes, got {got}")
+            }
+            BodyError::UnknownKind(k) => write!(f, "unknown body kind {k}"),
+            BodyError::BadCount => write!(f, "count field disagrees with the body length"),
+            BodyError::TrailingBytes(n) => write!(f, "{n} unexpected bytes after the body"),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {}

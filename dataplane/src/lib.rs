@@ -1,0 +1,2 @@
+//! The Burghers dataplane: RMTP cores, node composition, and the engines that move bytes and
+//! time for them (`sim` now; `threaded` and `uring` later).
