@@ -41,6 +41,9 @@ fn services() -> Vec<ServiceEntry> {
     ]
 }
 
+/// Decides, for a packet a node puts on a link, whether it may go (`false` drops it).
+type Filter = Box<dyn FnMut(NodeAddr, &RapMessage<'_>) -> bool>;
+
 #[derive(Default)]
 struct Node {
     server: Option<RapServer>,
@@ -57,7 +60,7 @@ struct Net {
     seq: u64,
     unroutable: u64,
     /// Called for every packet a node is about to put on a link; `false` drops it.
-    filter: Box<dyn FnMut(NodeAddr, &RapMessage<'_>) -> bool>,
+    filter: Filter,
 }
 
 impl Net {
