@@ -562,3 +562,89 @@ fn malformed_and_stray_messages_are_counted_not_obeyed() {
     assert!(gmp.poll_transmit().is_none());
     assert!(gmp.poll_event().is_none());
 }
+
+mod random_operations {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Subscribe(u16, u16, u16),
+        Unsubscribe(u16, u16, u16),
+        Join(u16, u16, u16),
+        Leave(u16, u16, u16),
+        Routes(usize),
+        Wait(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u16..3, 1u16..6, 0u16..3).prop_map(|(a, b, c)| Op::Subscribe(a, b, c)),
+            (0u16..3, 1u16..6, 0u16..3).prop_map(|(a, b, c)| Op::Unsubscribe(a, b, c)),
+            (0u16..3, 1u16..6, 1u16..6).prop_map(|(a, b, c)| Op::Join(a, b, c)),
+            (0u16..3, 1u16..6, 1u16..6).prop_map(|(a, b, c)| Op::Leave(a, b, c)),
+            (0usize..3).prop_map(Op::Routes),
+            (0u64..15_000).prop_map(Op::Wait),
+        ]
+    }
+
+    /// Three views node 1 may have of nodes 2..=5: all direct, all through 2, none.
+    fn tables() -> [RoutingTable; 3] {
+        let direct = bfs_routes(&edges(&[(1, 2), (1, 3), (1, 4), (1, 5)]), n(1));
+        let via2 = bfs_routes(&edges(&[(1, 2), (2, 3), (2, 4), (2, 5)]), n(1));
+        [direct, via2, RoutingTable::empty(n(1))]
+    }
+
+    proptest! {
+        #[test]
+        fn invariants_hold_whatever_happens(ops in proptest::collection::vec(op(), 1..80)) {
+            let tables = tables();
+            let mut routes = tables[0].clone();
+            let mut gmp = Gmp::new(n(1), &Timers::default());
+            let mut now = Instant::ZERO;
+            for op in ops {
+                match op {
+                    Op::Subscribe(gr, s, sid) => {
+                        let _ = gmp.subscribe(now, g(gr), n(s), sid, &routes);
+                    }
+                    Op::Unsubscribe(gr, s, sid) => {
+                        let _ = gmp.unsubscribe(now, g(gr), n(s), sid, &routes);
+                    }
+                    Op::Join(gr, s, from) => {
+                        gmp.handle_packet(now, n(from), GmpMessage::join(g(gr), n(s)), &routes)
+                    }
+                    Op::Leave(gr, s, from) => {
+                        gmp.handle_packet(now, n(from), GmpMessage::leave(g(gr), n(s)), &routes)
+                    }
+                    Op::Routes(i) => {
+                        routes = tables[i].clone();
+                        gmp.routes_changed(now, &routes);
+                    }
+                    Op::Wait(ms) => {
+                        let until = now + Duration::from_millis(ms);
+                        while let Some(t) = gmp.poll_timeout().filter(|&t| t <= until) {
+                            prop_assert!(t >= now, "deadline {t} in the past of {now}");
+                            now = t;
+                            gmp.handle_timeout(now, &routes);
+                            prop_assert!(gmp.poll_timeout().is_none_or(|d| d > now));
+                        }
+                        now = until;
+                    }
+                }
+                for e in gmp.table().entries() {
+                    prop_assert!(!e.downstream.is_empty() || !e.local_members.is_empty(), "{e:?}");
+                    if let Some(up) = e.upstream {
+                        prop_assert!(!e.downstream.contains(&up), "{e:?}");
+                        prop_assert!(e.sender != n(1));
+                    }
+                    prop_assert!(!e.downstream.contains(&n(1)));
+                }
+                while let Some(t) = gmp.poll_transmit() {
+                    let p = Packet::parse(&t.packet, DEFAULT_MTU).unwrap();
+                    prop_assert_eq!(p.dst(), Addr::Node(t.to));
+                    prop_assert!(GmpMessage::parse(p.body()).is_ok());
+                }
+            }
+        }
+    }
+}
