@@ -14,6 +14,7 @@ pub use addr::{Addr, GroupAddr, NodeAddr};
 pub use time::Instant;
 pub mod drp;
 pub mod gmp;
+pub mod rap;
 
 /// A packet a protocol core wants sent: a whole sealed DNP packet and the neighbour to send it
 /// to. The engine maps the neighbour's address to its socket.

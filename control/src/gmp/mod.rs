@@ -1,5 +1,74 @@
 //! GMP, soft-state multicast group membership (seed §4), as a sans-IO state machine.
+//!
+//! Membership is per (group, sender): each pair has its own tree rooted at the sender. A node
+//! that has local members or downstream neighbours for a tree joins toward the sender (to
+//! `next_hop(sender)`) at once and then every refresh period; a downstream neighbour that has
+//! not joined for the expiry period is dropped; the last member leaving sends a leave upstream.
 
+mod machine;
 pub mod table;
+mod tree;
 
+pub use machine::Gmp;
 pub use table::{MulticastTable, TreeEntry};
+
+use crate::addr::{GroupAddr, NodeAddr};
+
+/// Why a local subscription change was refused (the seed's `-1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GmpError {
+    /// The service is already subscribed to this (group, sender).
+    AlreadyMember,
+    /// The service is not subscribed to this (group, sender).
+    NotMember,
+}
+
+impl std::fmt::Display for GmpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GmpError::AlreadyMember => write!(f, "already a member of this group and sender"),
+            GmpError::NotMember => write!(f, "not a member of this group and sender"),
+        }
+    }
+}
+
+impl std::error::Error for GmpError {}
+
+/// What GMP tells the layer above (RMTP, the node's status output).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GmpEvent {
+    /// The tree's published entry changed (created, removed, new upstream, members changed).
+    /// At most one per tree per call into [`Gmp`].
+    TreeChanged { group: GroupAddr, sender: NodeAddr },
+    /// A downstream neighbour stopped refreshing and was dropped.
+    DownstreamExpired {
+        group: GroupAddr,
+        sender: NodeAddr,
+        neighbour: NodeAddr,
+    },
+}
+
+/// Counters; every message GMP sends, receives, refuses or times out is counted here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GmpStats {
+    pub joins_sent: u64,
+    pub joins_received: u64,
+    pub leaves_sent: u64,
+    pub leaves_received: u64,
+    /// Periodic joins (a subset of `joins_sent`).
+    pub refreshes: u64,
+    /// Downstream entries dropped for want of a join.
+    pub expiries: u64,
+    /// Times a tree's upstream neighbour changed (route changes, routes appearing).
+    pub upstream_changes: u64,
+    /// Refresh times at which the sender had no route (the tree waits for one).
+    pub unroutable: u64,
+    /// Received messages that changed nothing: joins from our own upstream (see
+    /// `loop_guarded`), joins from ourselves, leaves from neighbours that were not downstream.
+    pub ignored: u64,
+    /// Joins ignored because they came from the tree's upstream neighbour (a subset of
+    /// `ignored`): accepting one would make a two-node loop.
+    pub loop_guarded: u64,
+    /// Bodies that did not parse.
+    pub malformed: u64,
+}

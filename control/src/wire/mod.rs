@@ -6,6 +6,8 @@
 pub mod checksum;
 pub mod dnp;
 pub mod drp;
+pub mod gmp;
+pub mod rap;
 
 pub use dnp::{DEFAULT_MTU, DNP_HEADER_LEN, DnpError, DnpHeader, Flag, Packet};
 
@@ -21,6 +23,12 @@ pub enum BodyError {
     BadCount,
     /// Bytes left over after the last field.
     TrailingBytes(usize),
+    /// An address field outside the range its role allows (a group below 0xF000, a node zero).
+    BadAddress(crate::addr::AddrError),
+    /// A text field that is not UTF-8.
+    BadUtf8,
+    /// A numeric field whose value its role forbids (e.g. a zero segment size).
+    OutOfRange { field: &'static str, value: u64 },
 }
 
 impl std::fmt::Display for BodyError {
@@ -32,6 +40,9 @@ impl std::fmt::Display for BodyError {
             BodyError::UnknownKind(k) => write!(f, "unknown body kind {k}"),
             BodyError::BadCount => write!(f, "count field disagrees with the body length"),
             BodyError::TrailingBytes(n) => write!(f, "{n} unexpected bytes after the body"),
+            BodyError::BadAddress(e) => write!(f, "bad address field: {e}"),
+            BodyError::BadUtf8 => write!(f, "text field is not UTF-8"),
+            BodyError::OutOfRange { field, value } => write!(f, "{field} {value} is out of range"),
         }
     }
 }
