@@ -405,3 +405,23 @@ fn unreadable_file_names_the_file() {
     let as_error: &dyn std::error::Error = &e;
     assert!(as_error.to_string().contains("missing.toml"));
 }
+
+#[test]
+fn type_errors_name_the_key_in_toml_terms() {
+    expect(
+        "node = 5\n",
+        1,
+        "node: invalid type: integer `5`, expected an array",
+    );
+    expect("node = [5]\n", 1, "expected a [[node]] table");
+    expect(
+        "node = [{addr = \"x\", socket = \"127.0.0.1:7001\"}]\n",
+        1,
+        "addr: invalid type: string \"x\", expected an integer",
+    );
+    expect(
+        &format!("{NODES}[[link]]\nnodes = [1, \"2\"]\n"),
+        11,
+        "invalid type: string \"2\", expected an integer",
+    );
+}

@@ -252,3 +252,17 @@ fn a_thousand_node_graph_builds_and_round_trips_quickly() {
         start.elapsed() - total
     );
 }
+
+#[test]
+fn the_documented_example_is_valid() {
+    let doc = include_str!("../../docs/TOPOLOGY.md");
+    let start = doc.find("```toml\n").expect("an example") + "```toml\n".len();
+    let len = doc[start..].find("```").expect("the example's end");
+    let t = Topology::from_toml_str(&doc[start..start + len], "TOPOLOGY.md").unwrap();
+    assert_eq!(t.nodes.len(), 3);
+    assert_eq!(t.network.timers.hello_interval, Duration::from_millis(500));
+    let lossy = &t.links[2];
+    assert_eq!((lossy.a.get(), lossy.b.get()), (2, 3));
+    assert_eq!(lossy.faults.jitter, Duration::from_micros(500));
+    assert_eq!(t.schedule.len(), 2);
+}

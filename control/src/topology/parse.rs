@@ -204,11 +204,14 @@ impl Cx<'_> {
         if message.contains("key") && is_key && !message.contains(spanned) {
             message = format!("{message} `{spanned}`");
         } else if message.starts_with("invalid") {
-            // The value's span: name the key written before it on the same line.
-            let before = self.text.get(..span.start).unwrap_or("");
-            let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
-            if let Some((key, _)) = line.split_once('=') {
-                let key = key.trim();
+            // The span is the value: name the key if `key =` comes right before it.
+            let before = self.text.get(..span.start).unwrap_or("").trim_end();
+            if let Some(before) = before.strip_suffix('=') {
+                let before = before.trim_end();
+                let key_start = before
+                    .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+                    .map_or(0, |i| i + 1);
+                let key = &before[key_start..];
                 if !key.is_empty() {
                     message = format!("{key}: {message}");
                 }
