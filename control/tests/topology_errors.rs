@@ -50,7 +50,11 @@ fn the_base_files_are_valid() {
 
 #[test]
 fn toml_syntax_error() {
-    let e = expect(&format!("{NODES}[[link]]\nnodes = [1, 2\n"), 11, "");
+    let e = expect(
+        &format!("{NODES}[[link]]\nnodes = [1, 2\n"),
+        11,
+        "unclosed array",
+    );
     assert!(!e.message.is_empty());
     expect("[[node]\naddr = 1\n", 1, "unclosed array table");
 }
