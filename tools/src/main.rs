@@ -21,7 +21,7 @@ struct Cli {
 enum Command {
     /// Run a topology in the deterministic simulator and print what it converged to.
     Sim(sim::SimArgs),
-    /// Generate a topology file (random connected graph or a standard shape).
+    /// Generate a topology file (random connected graph or a standard shape), or check one.
     Topo(topo::TopoArgs),
 }
 

@@ -1,8 +1,16 @@
 //! The topology file: nodes (16-bit address, UDP socket address), links between them, network
 //! options (MTU, timers), per-link fault settings, and a schedule of link/node events.
 //!
-//! This module holds the model; `parse` reads it from TOML with file/line errors, `build` makes
-//! the standard shapes, `generate` makes random connected graphs.
+//! This module holds the model; `parse` reads it from TOML (errors name file, line and column),
+//! `write` writes it back, `build` makes the standard shapes and random connected graphs, and
+//! `graph` answers connectedness and diameter questions about the links.
+
+pub mod build;
+pub mod graph;
+pub mod parse;
+mod write;
+
+pub use parse::{ConfigError, Position};
 
 use crate::addr::NodeAddr;
 use std::net::SocketAddr;
