@@ -845,3 +845,109 @@ fn thousand_nodes_sixty_seconds_of_hellos() {
         sim.nodes().map(|(_, t)| u64::from(t.tick)).sum::<u64>()
     );
 }
+
+/// A node with a deadline that moves later on every hello it hears (a dead-neighbour timer, as
+/// DRP has), to exercise the engine's lazy re-arming. It insists it is never woken early.
+struct Watch {
+    addr: NodeAddr,
+    peer: NodeAddr,
+    next_hello: Instant,
+    /// When the peer is declared dead unless heard from; `None` once it is.
+    dead_at: Option<Instant>,
+    heard: Vec<Instant>,
+    declared_dead: Vec<Instant>,
+    out: Vec<Transmit>,
+}
+
+const DEAD_AFTER: Duration = Duration::from_secs(3);
+
+impl SimNode for Watch {
+    fn handle_datagram(&mut self, now: Instant, from: NodeAddr, datagram: &[u8]) {
+        assert_eq!(from, self.peer);
+        assert!(Packet::parse(datagram, 1024).is_ok());
+        self.heard.push(now);
+        self.dead_at = Some(now + DEAD_AFTER);
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Some(
+            self.dead_at
+                .map_or(self.next_hello, |d| d.min(self.next_hello)),
+        )
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        assert!(
+            self.poll_timeout().is_some_and(|t| t <= now),
+            "woken early at {now}"
+        );
+        if self.dead_at.is_some_and(|d| d <= now) {
+            self.declared_dead.push(now);
+            self.dead_at = None;
+        }
+        if self.next_hello <= now {
+            let packet = toy_packet(self.peer.into(), self.addr.into(), KIND_HELLO, 0, 0, 0, 0);
+            self.out.push(Transmit {
+                to: self.peer,
+                packet,
+            });
+            self.next_hello += Duration::from_secs(1);
+        }
+    }
+}
+
+#[test]
+fn deadlines_that_move_later_fire_on_time_and_never_early() {
+    let schedule = vec![
+        ScheduledEvent {
+            at: Duration::from_secs(10),
+            action: Action::LinkDown(n(1), n(2)),
+        },
+        ScheduledEvent {
+            at: Duration::from_secs(20),
+            action: Action::LinkUp(n(1), n(2)),
+        },
+    ];
+    let faults = Faults {
+        delay: Duration::from_millis(10),
+        ..Faults::default()
+    };
+    let topo = topology(2, &[(1, 2)], faults, schedule);
+    let mut sim = Sim::new(&topo, 1, |b: Boot| Watch {
+        addr: b.addr,
+        peer: n(3 - b.addr.get()),
+        // Only node 1 says hello; node 2 just listens, so its one deadline is the dead timer.
+        next_hello: if b.addr == n(1) {
+            b.now + Duration::from_millis(100)
+        } else {
+            Instant::from_nanos(u64::MAX)
+        },
+        dead_at: Some(b.now + DEAD_AFTER),
+        heard: Vec::new(),
+        declared_dead: Vec::new(),
+        out: Vec::new(),
+    })
+    .unwrap();
+    let mut most_pending = 0;
+    while sim.now() < ms(30_000) {
+        sim.run_for(Duration::from_millis(100));
+        most_pending = most_pending.max(sim.pending_events());
+    }
+    let e = sim.engine_stats();
+    println!("{e}; at most {most_pending} events pending");
+    let listener = sim.node(n(2)).unwrap();
+    let last_before = *listener.heard.iter().rfind(|&&t| t < ms(10_000)).unwrap();
+    assert_eq!(last_before, ms(9_110));
+    assert_eq!(listener.declared_dead, [last_before + DEAD_AFTER]);
+    assert!(listener.heard.iter().any(|&t| t > ms(20_000)));
+    // The talker never hears anything: dead at exactly 3 s.
+    assert_eq!(sim.node(n(1)).unwrap().declared_dead, [ms(3_000)]);
+    // Each hello pushed the deadline later without a new heap entry: the live entries are the
+    // node's own, and stale ones never pile up.
+    assert!(e.timers_rearmed > 0);
+    assert!(most_pending <= 6, "{most_pending}");
+}

@@ -174,6 +174,11 @@ impl<N: SimNode> Sim<N> {
         self.seed
     }
 
+    /// The network's MTU (from the topology), for nodes and checks that parse packets.
+    pub fn mtu(&self) -> usize {
+        self.mtu
+    }
+
     /// The time of the earliest pending event (possibly a stale timer).
     pub fn next_event_time(&self) -> Option<Instant> {
         self.queue.peek_time()
