@@ -1,0 +1,285 @@
+//! One direction of a link: its faults, its own random stream, its counters, and the code that
+//! decides what becomes of a packet offered to it.
+//!
+//! Each direction draws from its own stream (forked from the run's seed by the (from, to) pair),
+//! so what happens on one link never shifts the randomness of another: changing traffic on
+//! link A leaves link B's fate sequence untouched.
+
+use super::stats::LinkStats;
+use control::rng::Rng;
+use control::topology::Faults;
+use control::wire::{DNP_HEADER_LEN, Packet, checksum};
+use std::time::Duration;
+
+/// A directed link `from -> to` (node indices into the engine's sorted node list).
+#[derive(Debug)]
+pub(super) struct DirLink {
+    pub from: u32,
+    pub to: u32,
+    faults: Faults,
+    /// Probability of the checksum-defeating corrupter (payload changed, checksum recomputed).
+    pub undetected: f64,
+    rng: Rng,
+    pub stats: LinkStats,
+    /// Bumped each time the link goes down, so copies sent before that are discarded on arrival.
+    pub epoch: u32,
+    /// Copies scheduled and not yet arrived.
+    pub in_flight: u64,
+}
+
+/// A copy that survived the link, and how long it spends on the wire.
+pub(super) struct Copy {
+    pub delay: Duration,
+    pub packet: Vec<u8>,
+}
+
+/// What the link does with one offered packet, beyond the faults of its own settings.
+pub(super) struct Offer {
+    /// Network MTU, to tell whether a corrupted copy still passes DNP parsing.
+    pub mtu: usize,
+    /// Upper bound of the extra hold-back given to reordered copies.
+    pub reorder_window: Duration,
+}
+
+impl DirLink {
+    pub(super) fn new(from: u32, to: u32, faults: Faults, rng: Rng) -> Self {
+        DirLink {
+            from,
+            to,
+            faults,
+            undetected: 0.0,
+            rng,
+            stats: LinkStats::default(),
+            epoch: 0,
+            in_flight: 0,
+        }
+    }
+
+    pub(super) fn faults(&self) -> Faults {
+        self.faults
+    }
+
+    pub(super) fn is_down(&self) -> bool {
+        self.faults.down
+    }
+
+    /// Replaces the faults. Going down starts a new epoch: whatever is on the wire is lost.
+    pub(super) fn set_faults(&mut self, faults: Faults) {
+        if faults.down && !self.faults.down {
+            self.epoch = self.epoch.wrapping_add(1);
+        }
+        self.faults = faults;
+    }
+
+    /// Applies the faults to one offered packet and appends each surviving copy to `out`.
+    ///
+    /// The draws happen in a fixed order (loss, duplicate, then per copy: undetected corruption,
+    /// corruption, jitter, reorder) so one seed always gives one outcome.
+    pub(super) fn offer(&mut self, packet: Vec<u8>, how: &Offer, out: &mut Vec<Copy>) {
+        self.stats.offered += 1;
+        if self.faults.down {
+            self.stats.dropped_down += 1;
+            return;
+        }
+        if self.rng.chance(self.faults.loss) {
+            self.stats.lost += 1;
+            return;
+        }
+        let mut second = None;
+        if self.rng.chance(self.faults.duplicate) {
+            self.stats.duplicated += 1;
+            second = Some(packet.clone());
+        }
+        for packet in std::iter::once(packet).chain(second) {
+            let copy = self.mangle(packet, how);
+            out.push(copy);
+        }
+    }
+
+    fn mangle(&mut self, mut packet: Vec<u8>, how: &Offer) -> Copy {
+        if self.rng.chance(self.undetected) && corrupt_undetected(&mut packet, &mut self.rng) {
+            self.stats.corrupted_undetected += 1;
+        }
+        if self.rng.chance(self.faults.corrupt) && flip_bits(&mut packet, &mut self.rng) {
+            self.stats.corrupted += 1;
+            if Packet::parse(&packet, how.mtu).is_ok() {
+                self.stats.corrupted_escaped += 1;
+            }
+        }
+        let mut delay = self.faults.delay;
+        if !self.faults.jitter.is_zero() {
+            delay += nanos_upto(&mut self.rng, self.faults.jitter);
+        }
+        if self.rng.chance(self.faults.reorder) {
+            self.stats.reordered += 1;
+            // At least 1 ns, so a copy held back always lands behind one sent at the same instant.
+            delay += Duration::from_nanos(1) + nanos_upto(&mut self.rng, how.reorder_window);
+        }
+        Copy { delay, packet }
+    }
+}
+
+/// Uniform in `[0, max]`, nanosecond grain.
+fn nanos_upto(rng: &mut Rng, max: Duration) -> Duration {
+    let max = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(rng.below(max.saturating_add(1)))
+}
+
+/// `n` distinct indices below `len` (fewer if `len < n`), in draw order.
+fn distinct(rng: &mut Rng, n: u64, len: u64) -> impl Iterator<Item = u64> + use<> {
+    let mut picked = [u64::MAX; 3];
+    let n = n.min(len).min(3) as usize;
+    for i in 0..n {
+        loop {
+            let v = rng.below(len);
+            if !picked[..i].contains(&v) {
+                picked[i] = v;
+                break;
+            }
+        }
+    }
+    picked.into_iter().take(n)
+}
+
+/// Flips 1..=3 distinct random bits anywhere in the packet. False for an empty packet.
+pub(super) fn flip_bits(packet: &mut [u8], rng: &mut Rng) -> bool {
+    let bits = packet.len() as u64 * 8;
+    if bits == 0 {
+        return false;
+    }
+    let n = 1 + rng.below(3);
+    for bit in distinct(rng, n, bits) {
+        packet[(bit / 8) as usize] ^= 1 << (bit % 8);
+    }
+    true
+}
+
+/// Changes 1..=3 distinct payload bytes (after the DNP header) and reseals the checksum so DNP
+/// accepts the packet. False when there is no payload to change.
+pub(super) fn corrupt_undetected(packet: &mut [u8], rng: &mut Rng) -> bool {
+    let Some(payload_len) = packet.len().checked_sub(DNP_HEADER_LEN) else {
+        return false;
+    };
+    if payload_len == 0 {
+        return false;
+    }
+    let n = 1 + rng.below(3);
+    for i in distinct(rng, n, payload_len as u64) {
+        // XOR with a non-zero mask: the byte always changes.
+        packet[DNP_HEADER_LEN + i as usize] ^= 1 + rng.below(255) as u8;
+    }
+    packet[..2].copy_from_slice(&[0, 0]);
+    let sum = checksum::checksum(packet);
+    packet[..2].copy_from_slice(&sum.to_be_bytes());
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use control::Addr;
+    use control::wire::{DEFAULT_MTU, Flag, dnp};
+
+    fn sealed(body_len: usize) -> Vec<u8> {
+        let body: Vec<u8> = (0..body_len).map(|i| i as u8).collect();
+        dnp::frame(Addr::from_raw(2), Addr::from_raw(1), Flag::RmtpData, &body)
+    }
+
+    fn hamming(a: &[u8], b: &[u8]) -> u32 {
+        a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()
+    }
+
+    #[test]
+    fn flips_one_to_three_bits() {
+        let mut rng = Rng::new(3);
+        let mut seen = [0u32; 4];
+        for _ in 0..3000 {
+            let orig = sealed(20);
+            let mut p = orig.clone();
+            assert!(flip_bits(&mut p, &mut rng));
+            let d = hamming(&orig, &p);
+            assert!((1..=3).contains(&d), "{d} bits flipped");
+            seen[d as usize] += 1;
+        }
+        assert!(seen[1..].iter().all(|&c| c > 800), "{seen:?}");
+        assert!(!flip_bits(&mut [], &mut rng));
+        // A 1-byte packet has 8 bits: still 1..=3 distinct flips.
+        let mut one = [0u8];
+        assert!(flip_bits(&mut one, &mut rng));
+        assert!((1..=3).contains(&one[0].count_ones()));
+    }
+
+    #[test]
+    fn undetected_corruption_passes_dnp_and_changes_payload_only() {
+        let mut rng = Rng::new(9);
+        for len in 1..40 {
+            let orig = sealed(len);
+            let mut p = orig.clone();
+            assert!(corrupt_undetected(&mut p, &mut rng));
+            let parsed = Packet::parse(&p, DEFAULT_MTU).expect("DNP accepts it");
+            assert_ne!(parsed.body(), &orig[DNP_HEADER_LEN..]);
+            assert_eq!(p[2..DNP_HEADER_LEN], orig[2..DNP_HEADER_LEN]);
+        }
+        let mut header_only = sealed(0);
+        let before = header_only.clone();
+        assert!(!corrupt_undetected(&mut header_only, &mut rng));
+        assert_eq!(header_only, before);
+        assert!(!corrupt_undetected(&mut [1, 2, 3], &mut rng));
+    }
+
+    #[test]
+    fn down_link_drops_and_starts_a_new_epoch() {
+        let mut link = DirLink::new(0, 1, Faults::default(), Rng::new(1));
+        let how = Offer {
+            mtu: DEFAULT_MTU,
+            reorder_window: Duration::ZERO,
+        };
+        let mut out = Vec::new();
+        link.offer(sealed(4), &how, &mut out);
+        assert_eq!(out.len(), 1);
+        link.set_faults(Faults {
+            down: true,
+            ..Faults::default()
+        });
+        assert_eq!(link.epoch, 1);
+        link.offer(sealed(4), &how, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(link.stats.dropped_down, 1);
+        assert_eq!(link.stats.offered, 2);
+        // Staying down does not start another epoch.
+        link.set_faults(link.faults());
+        assert_eq!(link.epoch, 1);
+    }
+
+    #[test]
+    fn delay_jitter_and_reorder_bounds() {
+        let faults = Faults {
+            delay: Duration::from_millis(10),
+            jitter: Duration::from_millis(2),
+            reorder: 0.5,
+            ..Faults::default()
+        };
+        let mut link = DirLink::new(0, 1, faults, Rng::new(5));
+        let how = Offer {
+            mtu: DEFAULT_MTU,
+            reorder_window: Duration::from_millis(30),
+        };
+        let mut out = Vec::new();
+        for _ in 0..2000 {
+            link.offer(sealed(4), &how, &mut out);
+        }
+        let held = out
+            .iter()
+            .filter(|c| c.delay > Duration::from_millis(12))
+            .count();
+        assert!(out.iter().all(|c| c.delay >= Duration::from_millis(10)));
+        assert!(
+            out.iter()
+                .all(|c| c.delay <= Duration::from_millis(42) + Duration::from_nanos(1))
+        );
+        // Held copies are nearly all the reordered ones (a hold-back can be tiny).
+        assert!(held as u64 <= link.stats.reordered);
+        assert!(held as u64 > link.stats.reordered * 9 / 10, "{held}");
+        assert!((900..1100).contains(&link.stats.reordered));
+    }
+}

@@ -1,0 +1,126 @@
+//! The event queue: a min-heap ordered by (time, insertion sequence), so events at one instant
+//! run in the order they were scheduled and a run never depends on heap internals.
+
+use control::Instant;
+use control::topology::Action;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+/// Something that happens at an instant.
+#[derive(Debug)]
+pub(super) enum Event {
+    /// A copy of a packet reaches the far end of a directed link.
+    Arrival(Arrival),
+    /// A node's timer, valid only while `generation` is the node's current one.
+    Timer { node: u32, generation: u32 },
+    /// A link/node action from the topology's schedule.
+    Scheduled(Action),
+}
+
+/// A packet copy on the wire, stamped with what must still hold when it lands.
+#[derive(Debug)]
+pub(super) struct Arrival {
+    pub link: u32,
+    /// The link's down-epoch at send time; a link that went down since discards it.
+    pub link_epoch: u32,
+    /// Incarnations of the two ends at send time; a reboot of either discards it.
+    pub from_incarnation: u32,
+    pub to_incarnation: u32,
+    pub packet: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    at: Instant,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Entry {}
+
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Entry {
+    /// Reversed: `BinaryHeap` is a max-heap and we want the earliest (time, seq) on top.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct EventQueue {
+    heap: BinaryHeap<Entry>,
+    next_seq: u64,
+}
+
+impl EventQueue {
+    pub(super) fn push(&mut self, at: Instant, event: Event) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.heap.push(Entry { at, seq, event });
+    }
+
+    pub(super) fn peek_time(&self) -> Option<Instant> {
+        self.heap.peek().map(|e| e.at)
+    }
+
+    /// The next event if it is due at or before `t`.
+    pub(super) fn pop_due(&mut self, t: Instant) -> Option<(Instant, Event)> {
+        if self.heap.peek()?.at > t {
+            return None;
+        }
+        self.heap.pop().map(|e| (e.at, e.event))
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.heap.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timer(node: u32) -> Event {
+        Event::Timer {
+            node,
+            generation: 0,
+        }
+    }
+
+    #[test]
+    fn time_first_then_insertion_order() {
+        let mut q = EventQueue::default();
+        q.push(Instant::from_nanos(20), timer(0));
+        q.push(Instant::from_nanos(10), timer(1));
+        q.push(Instant::from_nanos(20), timer(2));
+        q.push(Instant::from_nanos(10), timer(3));
+        let mut order = Vec::new();
+        while let Some((at, Event::Timer { node, .. })) = q.pop_due(Instant::from_nanos(u64::MAX)) {
+            order.push((at.as_nanos(), node));
+        }
+        assert_eq!(order, [(10, 1), (10, 3), (20, 0), (20, 2)]);
+    }
+
+    #[test]
+    fn pop_due_stops_at_the_horizon() {
+        let mut q = EventQueue::default();
+        q.push(Instant::from_nanos(5), timer(0));
+        q.push(Instant::from_nanos(7), timer(1));
+        assert!(q.pop_due(Instant::from_nanos(4)).is_none());
+        assert!(q.pop_due(Instant::from_nanos(5)).is_some());
+        assert!(q.pop_due(Instant::from_nanos(6)).is_none());
+        assert_eq!(q.peek_time(), Some(Instant::from_nanos(7)));
+        assert_eq!(q.len(), 1);
+    }
+}
