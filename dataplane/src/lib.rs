@@ -2,3 +2,4 @@
 //! time for them (`sim` now; `threaded` and `uring` later).
 
 pub mod sim;
+pub mod node;

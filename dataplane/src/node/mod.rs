@@ -1,0 +1,323 @@
+//! One Burghers node as a single sans-IO state machine: DNP validation and dispatch by flag,
+//! DRP, GMP, RAP (a server announcing this node's transfers and a client to ask others), and the
+//! RMTP parts. The simulator runs it directly; it is also the reference composition the real
+//! engines are checked against.
+
+mod stats;
+
+pub use stats::NodeStats;
+
+use crate::sim::{Boot, SimNode};
+use control::drp::{Drp, DrpEvent, RoutingTable};
+use control::gmp::{Gmp, GmpError, MulticastTable};
+use control::rap::{RapClient, RapEvent, RapServer};
+use control::topology::Topology;
+use control::wire::dnp::{Flag, Packet};
+use control::wire::rap::{RapMessage, ServiceEntry};
+use control::{Addr, GroupAddr, Instant, NodeAddr, Transmit};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// Service id of every node's RAP server.
+pub const RAP_SERVER_SID: u16 = 1;
+/// Service id of every node's RAP client.
+pub const RAP_CLIENT_SID: u16 = 2;
+
+/// What a node tells whoever drives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// A RAP server answered our request.
+    Services { server: NodeAddr, list: Vec<ServiceEntry> },
+}
+
+pub struct Node {
+    me: NodeAddr,
+    mtu: usize,
+    drp: Drp,
+    gmp: Gmp,
+    rap_server: RapServer,
+    rap_client: RapClient,
+    routes: Arc<RoutingTable>,
+    mcast: Arc<MulticastTable>,
+    out: VecDeque<Transmit>,
+    events: VecDeque<NodeEvent>,
+    stats: NodeStats,
+}
+
+impl Node {
+    pub fn new(me: NodeAddr, topology: &Topology, now: Instant) -> Node {
+        let timers = &topology.network.timers;
+        let drp = Drp::new(me, topology, now);
+        let routes = drp.routes();
+        let gmp = Gmp::new(me, timers);
+        let mcast = gmp.table();
+        let rap_server = RapServer::with_options(
+            me,
+            RAP_SERVER_SID,
+            Vec::new(),
+            control::rap::RapServerOptions { mtu: topology.network.mtu, ..Default::default() },
+        )
+        .expect("an empty service list always fits");
+        let mut node = Node {
+            me,
+            mtu: topology.network.mtu,
+            drp,
+            gmp,
+            rap_server,
+            rap_client: RapClient::new(me, RAP_CLIENT_SID, timers),
+            routes,
+            mcast,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: NodeStats::default(),
+        };
+        node.sync(now);
+        node
+    }
+
+    pub fn me(&self) -> NodeAddr {
+        self.me
+    }
+
+    pub fn routes(&self) -> &Arc<RoutingTable> {
+        &self.routes
+    }
+
+    pub fn multicast(&self) -> &Arc<MulticastTable> {
+        &self.mcast
+    }
+
+    pub fn drp(&self) -> &Drp {
+        &self.drp
+    }
+
+    pub fn gmp(&self) -> &Gmp {
+        &self.gmp
+    }
+
+    pub fn rap_server(&self) -> &RapServer {
+        &self.rap_server
+    }
+
+    pub fn rap_client(&self) -> &RapClient {
+        &self.rap_client
+    }
+
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    pub fn poll_event(&mut self) -> Option<NodeEvent> {
+        self.events.pop_front()
+    }
+
+    /// Subscribes local client `sid` to the tree of (`group`, `sender`).
+    pub fn subscribe(
+        &mut self,
+        now: Instant,
+        group: GroupAddr,
+        sender: NodeAddr,
+        sid: u16,
+    ) -> Result<(), GmpError> {
+        let result = self.gmp.subscribe(now, group, sender, sid, &self.routes);
+        self.sync(now);
+        result
+    }
+
+    pub fn unsubscribe(
+        &mut self,
+        now: Instant,
+        group: GroupAddr,
+        sender: NodeAddr,
+        sid: u16,
+    ) -> Result<(), GmpError> {
+        let result = self.gmp.unsubscribe(now, group, sender, sid, &self.routes);
+        self.sync(now);
+        result
+    }
+
+    /// Asks `server`'s RAP server for its services; the answer comes as [`NodeEvent::Services`].
+    pub fn request_services(&mut self, now: Instant, server: NodeAddr) {
+        self.rap_client.request(now, server, RAP_SERVER_SID);
+        self.rap_client.handle_timeout(now, &self.routes);
+        self.sync(now);
+    }
+
+    /// Replaces what this node's RAP server announces.
+    pub fn set_services(
+        &mut self,
+        services: Vec<ServiceEntry>,
+    ) -> Result<(), control::rap::RapError> {
+        self.rap_server.set_services(services)
+    }
+
+    /// Leaves the network cleanly: terminate packets to every neighbour.
+    pub fn terminate(&mut self, now: Instant) {
+        self.drp.terminate(now);
+        self.sync(now);
+    }
+
+    /// A datagram from neighbour `from`: validated, then handed to its protocol.
+    pub fn handle_datagram(&mut self, now: Instant, from: NodeAddr, datagram: &[u8]) {
+        let packet = match Packet::parse(datagram, self.mtu) {
+            Ok(p) => p,
+            Err(e) => {
+                self.stats.count_dnp_error(&e);
+                return;
+            }
+        };
+        self.stats.accepted += 1;
+        match packet.flag() {
+            Flag::Drp => {
+                if self.drp.handle_body(now, from, packet.body()).is_err() {
+                    self.stats.malformed_body += 1;
+                }
+            }
+            Flag::Gmp => {
+                if self.gmp.handle_body(now, from, packet.body(), &self.routes).is_err() {
+                    self.stats.malformed_body += 1;
+                }
+            }
+            Flag::Rap => self.handle_rap(now, &packet),
+            Flag::RmtpData
+            | Flag::RmtpRetransmit
+            | Flag::RmtpNack
+            | Flag::RmtpMab
+            | Flag::RmtpNcf
+            | Flag::RmtpSpm => self.stats.rmtp_ignored += 1,
+        }
+        self.sync(now);
+    }
+
+    fn handle_rap(&mut self, now: Instant, packet: &Packet<'_>) {
+        match packet.dst() {
+            Addr::Node(dst) if dst == self.me => {}
+            Addr::Node(dst) => return self.forward_unicast(dst, packet.bytes()),
+            _ => {
+                self.stats.misaddressed += 1;
+                return;
+            }
+        }
+        let Addr::Node(src) = packet.src() else {
+            self.stats.misaddressed += 1;
+            return;
+        };
+        match RapMessage::parse(packet.body()) {
+            Ok(msg) if msg.dst_sid == RAP_SERVER_SID => {
+                self.rap_server.handle_packet(now, src, msg)
+            }
+            Ok(msg) if msg.dst_sid == RAP_CLIENT_SID => {
+                self.rap_client.handle_packet(now, src, msg)
+            }
+            Ok(_) => self.stats.unknown_service += 1,
+            Err(_) => self.stats.malformed_body += 1,
+        }
+    }
+
+    /// An end-to-end packet for another node goes on, unchanged, toward its destination.
+    fn forward_unicast(&mut self, dst: NodeAddr, bytes: &[u8]) {
+        match self.routes.next_hop(dst) {
+            Some(to) => {
+                self.stats.forwarded += 1;
+                self.out.push_back(Transmit { to, packet: bytes.to_vec() });
+            }
+            None => self.stats.no_route += 1,
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.drp.poll_timeout().is_some_and(|t| t <= now) {
+            self.drp.handle_timeout(now);
+        }
+        // Routes may have just changed: let GMP and RAP see the new table before their timers.
+        self.sync(now);
+        if self.gmp.poll_timeout().is_some_and(|t| t <= now) {
+            self.gmp.handle_timeout(now, &self.routes);
+        }
+        if self.rap_server.poll_timeout().is_some_and(|t| t <= now) {
+            self.rap_server.handle_timeout(now);
+        }
+        if self.rap_client.poll_timeout().is_some_and(|t| t <= now) {
+            self.rap_client.handle_timeout(now, &self.routes);
+        }
+        self.sync(now);
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.drp.poll_timeout(),
+            self.gmp.poll_timeout(),
+            self.rap_server.poll_timeout(),
+            self.rap_client.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    /// Moves what the cores produced to where it goes: route changes to GMP and RAP, tables to
+    /// their published snapshots, packets to the outgoing queue.
+    fn sync(&mut self, now: Instant) {
+        while let Some(event) = self.drp.poll_event() {
+            if event == DrpEvent::RoutesChanged {
+                self.routes = self.drp.routes();
+                self.gmp.routes_changed(now, &self.routes);
+                self.rap_client.routes_changed(now, &self.routes);
+            }
+        }
+        while let Some(t) = self.drp.poll_transmit() {
+            self.out.push_back(t);
+        }
+        while let Some(t) = self.gmp.poll_transmit() {
+            self.out.push_back(t);
+        }
+        while self.gmp.poll_event().is_some() {}
+        self.mcast = self.gmp.table();
+        while let Some(packet) = self.rap_server.poll_transmit() {
+            self.send_routed(packet);
+        }
+        while let Some(packet) = self.rap_client.poll_transmit() {
+            self.send_routed(packet);
+        }
+        while let Some(RapEvent::Services { server, list, .. }) = self.rap_client.poll_event() {
+            self.events.push_back(NodeEvent::Services { server, list });
+        }
+    }
+
+    /// Sends a sealed packet toward its DNP destination.
+    fn send_routed(&mut self, packet: Vec<u8>) {
+        let dst = u16::from_be_bytes([packet[2], packet[3]]);
+        match NodeAddr::new(dst).and_then(|d| self.routes.next_hop(d)) {
+            Some(to) => self.out.push_back(Transmit { to, packet }),
+            None => self.stats.no_route += 1,
+        }
+    }
+}
+
+impl SimNode for Node {
+    fn handle_datagram(&mut self, now: Instant, from: NodeAddr, datagram: &[u8]) {
+        Node::handle_datagram(self, now, from, datagram)
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        Node::poll_transmit(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Node::poll_timeout(self)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        Node::handle_timeout(self, now)
+    }
+}
+
+/// The `make_node` function the simulator needs: every node built from the same topology.
+pub fn sim_factory(topology: &Topology) -> impl FnMut(Boot) -> Node + 'static {
+    let topology = topology.clone();
+    move |boot: Boot| Node::new(boot.addr, &topology, boot.now)
+}
