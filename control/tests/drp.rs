@@ -313,7 +313,12 @@ impl Net {
 
     fn assert_converged(&self) {
         let bad = self.mismatches(&self.oracle());
-        assert!(bad.is_empty(), "{} wrong routes: {:?}", bad.len(), &bad[..bad.len().min(10)]);
+        assert!(
+            bad.is_empty(),
+            "{} wrong routes: {:?}",
+            bad.len(),
+            &bad[..bad.len().min(10)]
+        );
     }
 
     fn total<F: Fn(&control::drp::DrpStats) -> u64>(&self, f: F) -> u64 {
@@ -339,12 +344,40 @@ impl Net {
 
 #[test]
 fn converges_on_line_ring_and_grid() {
-    for (label, topo) in [
+    for (shape, topo) in [
         ("line of 7", line(7)),
         ("ring of 9", ring(9)),
         ("4x4 grid", grid(4, 4)),
     ] {
-        let mut net = Net::new(&topo);
+        for whole_file in [true, false] {
+            converges(shape, &topo, whole_file);
+        }
+    }
+}
+
+/// With the whole file, routes are right from the first hellos (the sequence-zero LSPs) and
+/// flooding confirms them; with only its own links in each node's file, routes come from
+/// flooding alone.
+fn converges(shape: &str, topo: &Topology, whole_file: bool) {
+    {
+        let label = format!(
+            "{shape}, {}",
+            if whole_file {
+                "whole file"
+            } else {
+                "own links only"
+            }
+        );
+        let label = label.as_str();
+        let mut net = Net::empty(topo);
+        for s in &topo.nodes {
+            let file = if whole_file {
+                topo.clone()
+            } else {
+                own_links(topo, s.addr)
+            };
+            net.boot(s.addr, &file);
+        }
         let took = net.converge(secs(5)).unwrap_or_else(|| {
             panic!("{label}: {:?}", net.mismatches(&net.oracle()));
         });
@@ -355,7 +388,11 @@ fn converges_on_line_ring_and_grid() {
         let published = net.total(|s| s.routes_published);
         net.run_for(secs(5));
         net.assert_converged();
-        assert_eq!(net.total(|s| s.lsps_sent), lsps, "{label}: LSPs still flowing");
+        assert_eq!(
+            net.total(|s| s.lsps_sent),
+            lsps,
+            "{label}: LSPs still flowing"
+        );
         assert_eq!(net.total(|s| s.routes_published), published);
         // Every node knows every node, with a real (non-zero) sequence.
         for d in net.nodes.values() {
@@ -363,6 +400,20 @@ fn converges_on_line_ring_and_grid() {
             assert!(d.lsdb().iter().all(|(_, e)| e.sequence >= 1));
         }
     }
+}
+
+/// The file a node would have if it knew only itself and its neighbours.
+fn own_links(topo: &Topology, me: NodeAddr) -> Topology {
+    let mut addrs = vec![me.get()];
+    addrs.extend(topo.neighbours(me).iter().map(|a| a.get()));
+    let links: Vec<(u16, u16)> = topo
+        .neighbours(me)
+        .iter()
+        .map(|a| (me.get(), a.get()))
+        .collect();
+    let mut t = topology(&addrs, &links);
+    t.network = topo.network.clone();
+    t
 }
 
 #[test]
@@ -379,7 +430,10 @@ fn a_cut_link_is_avoided_and_a_healed_one_comes_back() {
     net.run_for(ms(2500));
     assert!(net.nodes[&x].neighbours().contains(&y));
     let took = net.converge(secs(3)).expect("routes avoid the cut link");
-    println!("cut {x}-{y}: routes avoided it {:.3}s after 2.5s", took.as_secs_f64());
+    println!(
+        "cut {x}-{y}: routes avoided it {:.3}s after 2.5s",
+        took.as_secs_f64()
+    );
     assert!(!net.nodes[&x].neighbours().contains(&y));
     assert!(net.events[&x].contains(&DrpEvent::NeighbourDown(y)));
     assert!(net.events[&y].contains(&DrpEvent::NeighbourDown(x)));
@@ -389,7 +443,10 @@ fn a_cut_link_is_avoided_and_a_healed_one_comes_back() {
     // Heal: former-neighbour probes (every 5 s) find the link again.
     net.cut.remove(&key(x, y));
     let took = net.converge(secs(7)).expect("routes use the healed link");
-    println!("healed {x}-{y}: routes back after {:.3}s", took.as_secs_f64());
+    println!(
+        "healed {x}-{y}: routes back after {:.3}s",
+        took.as_secs_f64()
+    );
     assert!(net.nodes[&x].neighbours().contains(&y));
     assert_eq!(*net.nodes[&x].routes(), *before);
 }
@@ -433,7 +490,11 @@ fn flooding_converges_at_30_percent_loss() {
     // This test is about reliable flooding, not failure detection: with 3 hellos per dead
     // interval, 30% loss would declare a link dead every second or so somewhere in the grid.
     topo.network.timers.dead_hellos = 12;
-    let mut net = Net::new(&topo);
+    // Each node's file holds only its own links, so every route must come from flooding.
+    let mut net = Net::empty(&topo);
+    for s in &topo.nodes {
+        net.boot(s.addr, &own_links(&topo, s.addr));
+    }
     net.loss = 0.3;
     let took = net.converge(secs(30)).unwrap_or_else(|| {
         panic!("{:?}", net.mismatches(&net.oracle()));
@@ -472,7 +533,10 @@ fn terminate_removes_a_node_at_once() {
     let took = net.converge(ms(500)).unwrap_or_else(|| {
         panic!("{:?}", net.mismatches(&net.oracle()));
     });
-    println!("terminate of {t}: routes without it after {:.3}s", took.as_secs_f64());
+    println!(
+        "terminate of {t}: routes without it after {:.3}s",
+        took.as_secs_f64()
+    );
     for x in nbrs {
         let d = &net.nodes[&x];
         assert!(!d.neighbours().contains(&t));
@@ -480,55 +544,81 @@ fn terminate_removes_a_node_at_once() {
         assert!(net.events[&x].contains(&DrpEvent::NeighbourDown(t)));
     }
     for d in net.nodes.values() {
-        assert_eq!(d.routes().next_hop(t), None, "{} still routes to {t}", d.me());
+        assert_eq!(
+            d.routes().next_hop(t),
+            None,
+            "{} still routes to {t}",
+            d.me()
+        );
     }
 }
 
 #[test]
 fn a_restarted_node_with_a_lower_sequence_converges() {
-    let topo = ring(8);
-    let mut net = Net::new(&topo);
-    net.converge(secs(5)).expect("converges");
-    let r = n(scrambled(2, 8));
-    // Raise r's sequence: flap one of its links a few times.
-    let other = net.nodes[&r].neighbours()[0];
-    for _ in 0..3 {
-        net.cut.insert(key(r, other));
-        net.converge(secs(5)).expect("converges while cut");
-        net.cut.remove(&key(r, other));
-        net.converge(secs(7)).expect("converges when healed");
+    // Quick: back before the dead interval, so the neighbours never notice (only its LSP going
+    // backwards shows it). Slow: the neighbours declared it dead meanwhile.
+    for (label, down_for) in [("quick", ms(500)), ("slow", secs(5))] {
+        let topo = ring(8);
+        let mut net = Net::new(&topo);
+        net.converge(secs(5)).expect("converges");
+        let r = n(scrambled(2, 8));
+        // Raise r's sequence: flap one of its links a few times.
+        let other = net.nodes[&r].neighbours()[0];
+        for _ in 0..3 {
+            net.cut.insert(key(r, other));
+            net.converge(secs(5)).expect("converges while cut");
+            net.cut.remove(&key(r, other));
+            net.converge(secs(7)).expect("converges when healed");
+        }
+        let old_seq = net.nodes[&r].sequence();
+        assert!(old_seq >= 4, "{old_seq}");
+        let others_up = |net: &Net| -> u64 {
+            net.nodes
+                .iter()
+                .filter(|(a, _)| **a != r)
+                .map(|(_, d)| d.stats().neighbours_up)
+                .sum()
+        };
+        let ups = others_up(&net);
+        // Crash (no terminate) and come back with a fresh instance.
+        net.nodes.remove(&r);
+        net.run_for(down_for);
+        net.boot(r, &topo);
+        assert_eq!(net.nodes[&r].sequence(), 0);
+        let took = net.converge(secs(5)).expect("converges after restart");
+        println!(
+            "{label} restart of {r} (sequence was {old_seq}): routes right after {:.3}s",
+            took.as_secs_f64()
+        );
+        // Let flooding settle, then every database agrees on r's new, higher sequence.
+        net.run_for(secs(3));
+        net.assert_converged();
+        let d = &net.nodes[&r];
+        assert!(
+            d.sequence() > old_seq,
+            "{label}: {} <= {old_seq}",
+            d.sequence()
+        );
+        assert!(d.stats().sequence_jumps >= 1);
+        assert!(d.lsdb().iter().all(|(_, e)| e.sequence >= 1));
+        assert_eq!(d.known_nodes().len(), 8);
+        for x in net.nodes.values() {
+            assert_eq!(
+                x.lsdb().get(r).unwrap().sequence,
+                d.sequence(),
+                "at {}",
+                x.me()
+            );
+        }
+        assert_eq!(d.stats().neighbours_up, 2);
+        if label == "quick" {
+            // The neighbours never saw it go; one of them noticed the restart from its LSP.
+            assert_eq!(others_up(&net), ups);
+            assert!(net.total(|s| s.neighbour_restarts) >= 1);
+        } else {
+            assert_eq!(others_up(&net), ups + 2);
+        }
     }
-    let old_seq = net.nodes[&r].sequence();
-    assert!(old_seq >= 4, "{old_seq}");
-    // Restart quicker than the dead interval: the neighbours never see it go.
-    let others_up = |net: &Net| -> u64 {
-        net.nodes
-            .iter()
-            .filter(|(a, _)| **a != r)
-            .map(|(_, d)| d.stats().neighbours_up)
-            .sum()
-    };
-    let ups = others_up(&net);
-    net.boot(r, &topo);
-    assert_eq!(net.nodes[&r].sequence(), 0);
-    let took = net.converge(secs(5)).expect("converges after restart");
-    println!(
-        "restart of {r} (sequence was {old_seq}): routes right after {:.3}s",
-        took.as_secs_f64()
-    );
-    // Let flooding settle, then every database agrees on r's new, higher sequence.
-    net.run_for(secs(3));
-    net.assert_converged();
-    let d = &net.nodes[&r];
-    assert!(d.sequence() > old_seq, "{} <= {old_seq}", d.sequence());
-    assert!(d.stats().sequence_jumps >= 1);
-    assert!(d.lsdb().iter().all(|(_, e)| e.sequence >= 1));
-    for x in net.nodes.values() {
-        assert_eq!(x.lsdb().get(r).unwrap().sequence, d.sequence(), "at {}", x.me());
-    }
-    // Only r's own view of its neighbours came up; theirs never went down.
-    assert_eq!(d.stats().neighbours_up, 2);
-    assert_eq!(others_up(&net), ups);
 }
 
 #[test]
@@ -574,10 +664,24 @@ fn bad_and_unexpected_input_is_counted_not_fatal() {
     let t = Instant::from_millis(10);
 
     // Ack for an LSP nobody has: ignored.
-    d.handle_packet(t, nb, DrpMessage::LspAck { originator: 77, sequence: 5 });
+    d.handle_packet(
+        t,
+        nb,
+        DrpMessage::LspAck {
+            originator: 77,
+            sequence: 5,
+        },
+    );
     assert_eq!(d.stats().ignored_messages, 1);
     // Ack with originator 0: bad.
-    d.handle_packet(t, nb, DrpMessage::LspAck { originator: 0, sequence: 5 });
+    d.handle_packet(
+        t,
+        nb,
+        DrpMessage::LspAck {
+            originator: 0,
+            sequence: 5,
+        },
+    );
     assert_eq!(d.stats().bad_messages, 1);
     // LSPs with originator 0, a neighbour 0, a neighbour in the group range: bad, not acked.
     let acks = d.stats().acks_sent;
@@ -606,6 +710,30 @@ fn bad_and_unexpected_input_is_counted_not_fatal() {
     // Time moves on without a panic, and the first hellos went out.
     d.handle_timeout(Instant::from_millis(2000));
     assert!(d.stats().hellos_sent >= 1);
+}
+
+#[test]
+fn a_terminate_takes_effect_on_the_packet() {
+    let topo = line(3);
+    let me = topo.nodes[0].addr;
+    let nb = topo.neighbours(me)[0];
+    let mut d = Drp::new(me, &topo, Instant::ZERO);
+    d.handle_timeout(Instant::ZERO);
+    let t = Instant::from_millis(10);
+    d.handle_packet(t, nb, DrpMessage::Hello);
+    d.handle_timeout(t);
+    assert_eq!(d.neighbours(), vec![nb]);
+    assert_eq!(d.routes().next_hop(nb), Some(nb));
+    while d.poll_event().is_some() {}
+    let t = Instant::from_millis(20);
+    d.handle_packet(t, nb, DrpMessage::Terminate);
+    assert!(d.neighbours().is_empty());
+    assert_eq!(d.poll_event(), Some(DrpEvent::NeighbourDown(nb)));
+    // Recomputing routes is due at this very instant.
+    assert_eq!(d.poll_timeout(), Some(t));
+    d.handle_timeout(t);
+    assert_eq!(d.poll_event(), Some(DrpEvent::RoutesChanged));
+    assert!(d.routes().is_empty());
 }
 
 #[test]
@@ -638,7 +766,10 @@ fn a_thousand_nodes_converge() {
     net.report("32x32 grid, databases full after 3s", took);
     let flooded = wall.elapsed();
     // A cut in the middle: detected after the dead interval, flooded to all 1024 nodes.
-    let (x, y) = (n(scrambled(16 * 32 + 16, 1024)), n(scrambled(16 * 32 + 17, 1024)));
+    let (x, y) = (
+        n(scrambled(16 * 32 + 16, 1024)),
+        n(scrambled(16 * 32 + 17, 1024)),
+    );
     net.cut.insert(key(x, y));
     let packets = net.packets;
     let took = net.converge(secs(6)).expect("converges around the cut");

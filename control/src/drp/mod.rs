@@ -24,6 +24,7 @@ use crate::Transmit;
 use crate::addr::NodeAddr;
 use crate::time::Instant;
 use crate::topology::{Timers, Topology};
+use crate::wire::BodyError;
 use crate::wire::dnp::{DNP_HEADER_LEN, Flag, frame};
 use crate::wire::drp::{self as body, DrpMessage, Lsp};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -44,7 +45,9 @@ pub enum DrpEvent {
 enum Link {
     /// Listed in the topology file but never heard: hello every hello interval.
     Configured,
-    Live { last_heard: Instant },
+    Live {
+        last_heard: Instant,
+    },
     /// Was live, then went silent or terminated: probed every former-probe interval (seed §3.5).
     Former,
 }
@@ -81,6 +84,25 @@ impl Neighbour {
     }
 }
 
+/// One node's DRP. The rules, in brief (seed §3 and where we go beyond it):
+///
+/// - Hellos every hello interval to live neighbours and to file neighbours never heard yet;
+///   every former-probe interval to former (dead or terminated) neighbours. Any hello, LSP or
+///   LSP-ack from a node makes it a live neighbour, whether the file lists it or not; silence
+///   for the dead interval, or a terminate, makes it former.
+/// - A change of the live neighbour set originates our LSP with the next sequence number; a
+///   burst of changes is coalesced (no two originations closer than a tenth of the hello
+///   interval, the `hold`).
+/// - Flooding: every LSP we hold is pending for each live neighbour that has not acknowledged
+///   it (or sent it to us), and is re-sent every LSP-retransmit interval until it is. A received
+///   LSP is always acknowledged; a newer one replaces ours and is flooded to everyone but the
+///   sender; an older one gets our copy sent back.
+/// - A new neighbour is sent our whole database: real LSPs at once, sequence-zero (file) ones
+///   after one retransmit interval, if no real LSP replaced them by then.
+/// - Restarts: our own LSP arriving with a sequence at least ours makes us jump past it; a
+///   neighbour's own LSP arriving older than ours means it restarted, and it gets our database.
+/// - Routes: [`spf::shortest_paths`] over the database, run when a neighbour changes (at once)
+///   or flooding changed the database (at most once per `hold`); published only if different.
 pub struct Drp {
     me: NodeAddr,
     timers: Timers,
@@ -209,6 +231,26 @@ impl Drp {
                 self.stats.acks_recv += 1;
                 self.heard(now, from);
                 self.handle_ack(from, originator, sequence);
+            }
+        }
+    }
+
+    /// Parses a DRP body (after the DNP header) and handles it. A malformed body is counted in
+    /// `bad_messages` and its error returned; nothing else happens.
+    pub fn handle_body(
+        &mut self,
+        now: Instant,
+        from: NodeAddr,
+        body: &[u8],
+    ) -> Result<(), BodyError> {
+        match DrpMessage::parse(body) {
+            Ok(msg) => {
+                self.handle_packet(now, from, msg);
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.bad_messages += 1;
+                Err(e)
             }
         }
     }
@@ -488,8 +530,7 @@ impl Drp {
             return;
         };
         let claims_ours = entry.sequence != FILE_SEQUENCE
-            && (entry.sequence > own.sequence
-                || (entry.sequence == own.sequence && *own != entry));
+            && (entry.sequence > own.sequence || (entry.sequence == own.sequence && *own != entry));
         if claims_ours {
             self.stats.sequence_jumps += 1;
             self.my_seq = self.my_seq.max(entry.sequence);
@@ -508,10 +549,7 @@ impl Drp {
             self.stats.bad_messages += 1;
             return;
         };
-        let current = self
-            .lsdb
-            .get(orig)
-            .is_some_and(|e| e.sequence == sequence);
+        let current = self.lsdb.get(orig).is_some_and(|e| e.sequence == sequence);
         if !current || !self.clear_pending(from, orig) {
             // Unknown or superseded LSP, or a duplicate acknowledgement.
             self.stats.ignored_messages += 1;
@@ -565,8 +603,10 @@ impl Drp {
         }
     }
 
-    /// Makes our current LSP of `orig` pending for live neighbour `n`, first sent at `due`
-    /// (at once if `due <= now`) and then every retransmit interval until acknowledged.
+    /// Makes our current LSP of `orig` pending for live neighbour `n`, first sent at `due` and
+    /// then every retransmit interval until acknowledged. Even a send due now waits for the next
+    /// `handle_timeout` (at this same instant): if the same LSP arrives from `n` meanwhile (in
+    /// the same batch), it counts as acknowledged and is not sent at all.
     fn offer(&mut self, now: Instant, n: NodeAddr, orig: NodeAddr, due: Instant) {
         let Some(nb) = self.nbrs.get_mut(&n) else {
             return;
@@ -577,19 +617,12 @@ impl Drp {
         if let Some(old) = nb.pending.remove(&orig) {
             self.sends.remove(&(old.due, n, orig));
         }
-        let p = if due <= now {
-            Pending {
-                due: now + self.timers.lsp_retransmit,
-                sent: true,
-            }
-        } else {
-            Pending { due, sent: false }
+        let p = Pending {
+            due: due.max(now),
+            sent: false,
         };
         nb.pending.insert(orig, p);
         self.sends.insert((p.due, n, orig));
-        if due <= now {
-            self.transmit_lsp(n, orig);
-        }
     }
 
     /// A pending send fell due (its entry was already taken off `sends`).
