@@ -119,3 +119,46 @@ mod tests {
         assert_eq!(hops, [Some(0), Some(1), None, None, None]);
     }
 }
+
+impl Topology {
+    /// The routing table every node should converge to over the links for which `link_up`
+    /// holds: shortest paths by hop count, ties broken toward the lowest-addressed first hop.
+    /// Tables by node index. An oracle written apart from DRP's own SPF, for tests and for
+    /// telling when a run has converged.
+    pub fn expected_routes(
+        &self,
+        link_up: impl Fn(NodeAddr, NodeAddr) -> bool,
+    ) -> Vec<crate::drp::RoutingTable> {
+        let addr = |i: usize| self.nodes[i].addr;
+        let adj: Vec<Vec<usize>> = self
+            .adjacency()
+            .into_iter()
+            .enumerate()
+            .map(|(i, list)| list.into_iter().filter(|&j| link_up(addr(i), addr(j))).collect())
+            .collect();
+        let mut routes = vec![Vec::new(); adj.len()];
+        for dst in 0..adj.len() {
+            let dist = bfs(&adj, dst);
+            for (src, d) in dist.iter().enumerate() {
+                let Some(d) = *d else { continue };
+                if src == dst {
+                    continue;
+                }
+                // Neighbour lists ascend, so the first one a hop closer is the lowest.
+                let next = adj[src].iter().find(|&&n| dist[n] == Some(d - 1));
+                if let Some(&next) = next {
+                    routes[src].push(crate::drp::Route {
+                        dst: addr(dst),
+                        next_hop: addr(next),
+                        hops: u16::try_from(d).unwrap_or(u16::MAX),
+                    });
+                }
+            }
+        }
+        routes
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| crate::drp::RoutingTable::new(addr(i), r))
+            .collect()
+    }
+}
