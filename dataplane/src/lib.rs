@@ -1,5 +1,5 @@
 //! The Burghers dataplane: RMTP cores, node composition, and the engines that move bytes and
 //! time for them (`sim` now; `threaded` and `uring` later).
 
-pub mod sim;
 pub mod node;
+pub mod sim;

@@ -134,7 +134,11 @@ impl Topology {
             .adjacency()
             .into_iter()
             .enumerate()
-            .map(|(i, list)| list.into_iter().filter(|&j| link_up(addr(i), addr(j))).collect())
+            .map(|(i, list)| {
+                list.into_iter()
+                    .filter(|&j| link_up(addr(i), addr(j)))
+                    .collect()
+            })
             .collect();
         let mut routes = vec![Vec::new(); adj.len()];
         for dst in 0..adj.len() {

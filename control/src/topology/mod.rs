@@ -146,6 +146,28 @@ impl Topology {
         self.links.iter().find(|l| l.a == a && l.b == b)
     }
 
+    /// The file a node would have if it knew only itself, its neighbours and the links between
+    /// itself and them: what DRP must learn the rest of the network from.
+    pub fn local_view(&self, me: NodeAddr) -> Topology {
+        let neighbours = self.neighbours(me);
+        Topology {
+            network: self.network.clone(),
+            nodes: self
+                .nodes
+                .iter()
+                .filter(|n| n.addr == me || neighbours.contains(&n.addr))
+                .cloned()
+                .collect(),
+            links: self
+                .links
+                .iter()
+                .filter(|l| l.a == me || l.b == me)
+                .cloned()
+                .collect(),
+            schedule: Vec::new(),
+        }
+    }
+
     /// The neighbours of `addr` according to the file, ascending.
     pub fn neighbours(&self, addr: NodeAddr) -> Vec<NodeAddr> {
         let mut out: Vec<NodeAddr> = self

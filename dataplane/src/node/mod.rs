@@ -27,7 +27,10 @@ pub const RAP_CLIENT_SID: u16 = 2;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeEvent {
     /// A RAP server answered our request.
-    Services { server: NodeAddr, list: Vec<ServiceEntry> },
+    Services {
+        server: NodeAddr,
+        list: Vec<ServiceEntry>,
+    },
 }
 
 pub struct Node {
@@ -55,7 +58,10 @@ impl Node {
             me,
             RAP_SERVER_SID,
             Vec::new(),
-            control::rap::RapServerOptions { mtu: topology.network.mtu, ..Default::default() },
+            control::rap::RapServerOptions {
+                mtu: topology.network.mtu,
+                ..Default::default()
+            },
         )
         .expect("an empty service list always fits");
         let mut node = Node {
@@ -174,7 +180,11 @@ impl Node {
                 }
             }
             Flag::Gmp => {
-                if self.gmp.handle_body(now, from, packet.body(), &self.routes).is_err() {
+                if self
+                    .gmp
+                    .handle_body(now, from, packet.body(), &self.routes)
+                    .is_err()
+                {
                     self.stats.malformed_body += 1;
                 }
             }
@@ -219,7 +229,10 @@ impl Node {
         match self.routes.next_hop(dst) {
             Some(to) => {
                 self.stats.forwarded += 1;
-                self.out.push_back(Transmit { to, packet: bytes.to_vec() });
+                self.out.push_back(Transmit {
+                    to,
+                    packet: bytes.to_vec(),
+                });
             }
             None => self.stats.no_route += 1,
         }

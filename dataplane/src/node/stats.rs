@@ -37,6 +37,10 @@ impl NodeStats {
 
     /// Every datagram DNP refused.
     pub fn rejected(&self) -> u64 {
-        self.too_short + self.too_long + self.length_mismatch + self.bad_checksum + self.unknown_flag
+        self.too_short
+            + self.too_long
+            + self.length_mismatch
+            + self.bad_checksum
+            + self.unknown_flag
     }
 }
