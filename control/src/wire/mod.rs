@@ -6,6 +6,7 @@
 pub mod checksum;
 pub mod dnp;
 pub mod drp;
+pub mod rmtp;
 
 pub use dnp::{DEFAULT_MTU, DNP_HEADER_LEN, DnpError, DnpHeader, Flag, Packet};
 
