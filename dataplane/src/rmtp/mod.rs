@@ -9,13 +9,13 @@
 //! (the `FileSink` writes the file it is given, which is its job).
 
 pub mod receiver;
-// RELAY pub mod relay;
+pub mod relay;
 pub mod sender;
 pub mod sink;
 pub mod source;
 
 pub use receiver::{ReceiverConfig, ReceiverEvent, ReceiverStats, RmtpReceiver};
-// RELAY pub use relay::{Fanout, Hop, RelayAction, RelayConfig, RelayStats, RelayTransmit, RmtpRelay};
+pub use relay::{Fanout, Hop, RelayAction, RelayConfig, RelayStats, RelayTransmit, RmtpRelay};
 pub use sender::{RmtpSender, SenderConfig, SenderStats};
 pub use sink::{FileSink, MemSink, Sink, SinkError};
 pub use source::{MemSource, Source};

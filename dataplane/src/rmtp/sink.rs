@@ -59,6 +59,20 @@ pub trait Sink {
     fn abort(&mut self);
 }
 
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkError> {
+        (**self).write_at(offset, data)
+    }
+
+    fn finish(&mut self, hash: &[u8; 32]) -> Result<(), SinkError> {
+        (**self).finish(hash)
+    }
+
+    fn abort(&mut self) {
+        (**self).abort()
+    }
+}
+
 /// Writes `NAME.partial` in a directory and renames it to `NAME` only after a verified hash.
 pub struct FileSink {
     file: Option<io::BufWriter<File>>,
