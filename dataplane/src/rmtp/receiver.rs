@@ -46,10 +46,10 @@ impl ReceiverConfig {
             sender,
             mtu,
             window: 256 * 1024,
-            nack_delay: Duration::from_millis(2),
-            nack_retry: Duration::from_millis(20),
-            nack_retry_max: Duration::from_millis(500),
-            ncf_holdoff: Duration::from_millis(60),
+            nack_delay: Duration::from_millis(1),
+            nack_retry: Duration::from_millis(10),
+            nack_retry_max: Duration::from_millis(200),
+            ncf_holdoff: Duration::from_millis(15),
             mab_interval: Duration::from_millis(50),
             mab_step: 0,
             max_missing: 1 << 16,
@@ -568,6 +568,10 @@ mod tests {
     fn rx() -> RmtpReceiver<MemSink> {
         let mut c = ReceiverConfig::new(n(5), GroupAddr::new(G).unwrap(), n(1), DEFAULT_MTU);
         c.window = 1000;
+        c.nack_delay = Duration::from_millis(2);
+        c.nack_retry = Duration::from_millis(20);
+        c.nack_retry_max = Duration::from_millis(500);
+        c.ncf_holdoff = Duration::from_millis(60);
         RmtpReceiver::new(c, MemSink::new(), Instant::ZERO)
     }
 

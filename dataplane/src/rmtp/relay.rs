@@ -67,7 +67,7 @@ impl RelayConfig {
             mtu,
             max_trees: 64,
             nack_entries: 4096,
-            nack_stale: Duration::from_millis(40),
+            nack_stale: Duration::from_millis(10),
             nack_expire: Duration::from_secs(2),
             mab_interval: Duration::from_millis(50),
             mab_expire: Duration::from_secs(3),
@@ -237,8 +237,12 @@ struct NackEntry {
     waiters: u64,
     /// Peers owed an NCF for this sequence.
     ncf_due: u64,
+    /// When the sequence last went upstream (or was first asked).
     requested_at: Instant,
     upstream_due: bool,
+    /// Upstream confirmed it with an NCF (or it went to the local sender): no more retries of
+    /// our own; only a NACK arriving after the entry is stale sends it again.
+    confirmed: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -318,6 +322,8 @@ struct Tree {
     next_mab_at: Instant,
     /// Oldest sequence the sender still repairs (from SPM).
     trailing: u64,
+    /// When unconfirmed upstream NACKs are due again.
+    next_retry_at: Option<Instant>,
     last_activity: Instant,
 }
 
@@ -487,6 +493,7 @@ impl RmtpRelay {
                     mab_due: false,
                     next_mab_at: now + self.config.mab_interval,
                     trailing: 0,
+                    next_retry_at: None,
                     last_activity: now,
                 });
                 self.index.insert(pos, (key, slot as u16));
@@ -568,13 +575,40 @@ impl RmtpRelay {
                 };
                 self.on_upward(now, PeerKey::Neighbour(from), packet, mcast, routing)
             }
-            Flag::RmtpNcf => {
-                // Confirms a NACK of ours; our entry already keeps us from repeating it.
-                self.stats.ncfs_received += 1;
-                RelayAction::Consumed
-            }
+            Flag::RmtpNcf => self.on_ncf(packet),
             _ => RelayAction::Drop(DropReason::Malformed),
         }
+    }
+
+    /// Upstream confirms NACKs of ours: stop retrying them (PGM: a network element repeats its
+    /// NAK until it sees the NCF).
+    fn on_ncf(&mut self, packet: &Packet<'_>) -> RelayAction {
+        self.stats.ncfs_received += 1;
+        if packet.dst().raw() != self.config.me.get() {
+            return RelayAction::Drop(DropReason::NotOnTree);
+        }
+        let Ok(ncf) = rmtp::Ncf::parse(packet.body()) else {
+            return RelayAction::Drop(DropReason::Malformed);
+        };
+        let Some(slot) = self
+            .index
+            .binary_search_by_key(&(ncf.group, ncf.sender), |(k, _)| *k)
+            .ok()
+            .map(|i| usize::from(self.index[i].1))
+        else {
+            return RelayAction::Drop(DropReason::NotOnTree);
+        };
+        let tree = self.trees[slot].as_mut().expect("indexed slot is used");
+        for r in ncf.ranges.iter() {
+            let from = tree.nacks.partition_point(|e| e.seq < r.first);
+            for e in tree.nacks[from..]
+                .iter_mut()
+                .take_while(|e| e.seq < r.end())
+            {
+                e.confirmed = true;
+            }
+        }
+        RelayAction::Consumed
     }
 
     fn on_downward(
@@ -865,7 +899,14 @@ impl RmtpRelay {
 
     /// The earliest time `handle_timeout` has work (periodic MABs, expiries).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.trees.iter().flatten().map(|t| t.next_mab_at).min()
+        self.trees
+            .iter()
+            .flatten()
+            .map(|t| {
+                t.next_retry_at
+                    .map_or(t.next_mab_at, |r| r.min(t.next_mab_at))
+            })
+            .min()
     }
 
     /// Periodic work: prune peers and send the minimum MAB upstream, expire old NACK entries,
@@ -901,6 +942,23 @@ impl RmtpRelay {
             let expire = cfg.nack_expire;
             tree.nacks
                 .retain(|e| now.saturating_since(e.requested_at) < expire);
+            // Unconfirmed NACKs of ours are repeated upstream every `nack_stale`.
+            if tree.next_retry_at.is_some_and(|t| t <= now) {
+                tree.next_retry_at = None;
+                for e in tree.nacks.iter_mut() {
+                    if e.confirmed || e.upstream_due {
+                        continue;
+                    }
+                    if now.saturating_since(e.requested_at) >= cfg.nack_stale {
+                        e.upstream_due = true;
+                        e.requested_at = now;
+                        tree.nack_upstream_pending = true;
+                    } else {
+                        let at = e.requested_at + cfg.nack_stale;
+                        tree.next_retry_at = Some(tree.next_retry_at.map_or(at, |t| t.min(at)));
+                    }
+                }
+            }
         }
     }
 
@@ -914,12 +972,13 @@ impl RmtpRelay {
         }
         let me = self.config.me;
         let mtu = self.config.mtu;
+        let stale = self.config.nack_stale;
         for slot in 0..self.trees.len() {
             let Some(tree) = self.trees[slot].as_mut() else {
                 continue;
             };
             if tree.nack_upstream_pending
-                && let Some(t) = build_upstream_nack(tree, me, mtu, buf)
+                && let Some(t) = build_upstream_nack(tree, me, mtu, stale, now, buf)
             {
                 self.stats.nacks_sent_upstream += 1;
                 self.stats.nack_seqs_sent_upstream += t.1;
@@ -1007,6 +1066,7 @@ fn record_nack(tree: &mut Tree, seq: u64, bit: u64, now: Instant, stale: Duratio
                 Recorded::Waiting
             } else if now.saturating_since(e.requested_at) >= stale {
                 e.upstream_due = true;
+                e.confirmed = false;
                 e.requested_at = now;
                 tree.nack_upstream_pending = true;
                 Recorded::Upstream
@@ -1026,6 +1086,7 @@ fn record_nack(tree: &mut Tree, seq: u64, bit: u64, now: Instant, stale: Duratio
                     ncf_due: bit,
                     requested_at: now,
                     upstream_due: true,
+                    confirmed: false,
                 },
             );
             tree.nack_upstream_pending = true;
@@ -1040,6 +1101,8 @@ fn build_upstream_nack(
     tree: &mut Tree,
     me: NodeAddr,
     mtu: usize,
+    stale: Duration,
+    now: Instant,
     buf: &mut [u8],
 ) -> Option<(RelayTransmit, u64)> {
     // Without a way up (sender unreachable) the entries wait for one.
@@ -1054,9 +1117,15 @@ fn build_upstream_nack(
             break;
         }
         e.upstream_due = false;
+        // Handing a NACK to the local sender cannot be lost: nothing to confirm.
+        e.confirmed = hop == Hop::Local;
         seqs += 1;
     }
     tree.nack_upstream_pending = more;
+    if hop != Hop::Local {
+        let at = now + stale;
+        tree.next_retry_at = Some(tree.next_retry_at.map_or(at, |t| t.min(at)));
+    }
     if ranges.is_empty() {
         return None;
     }

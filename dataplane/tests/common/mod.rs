@@ -301,7 +301,8 @@ impl Net {
         if self.dead.contains(&f.from) || self.dead.contains(&f.to) {
             return;
         }
-        if self.rng.chance(self.loss) {
+        let lost = self.rng.chance(self.loss);
+        if lost {
             self.links.lost += 1;
             return;
         }
@@ -346,7 +347,7 @@ impl Net {
             {
                 let p = Packet::parse(&buf[..len], DEFAULT_MTU).unwrap();
                 let action = node.relay.handle_local(now, &p, &node.mcast, &node.routing);
-                self.execute(id, action, &buf[..len].to_vec());
+                self.execute(id, action, &buf[..len]);
                 progress = true;
             }
             let node = self.nodes.get_mut(&id).unwrap();
