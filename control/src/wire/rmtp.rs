@@ -15,7 +15,7 @@
 
 use super::BodyError;
 use super::dnp::{DNP_HEADER_LEN, Flag, seal};
-use crate::addr::{Addr, GroupAddr, NodeAddr};
+use crate::addr::{GroupAddr, NodeAddr};
 use zerocopy::byteorder::network_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -507,22 +507,10 @@ pub fn retag(packet: &mut [u8], flag: Flag) {
     packet[..2].copy_from_slice(&new_sum.to_be_bytes());
 }
 
-/// The DNP address of a group as carried in RMTP bodies, if it is one.
-pub fn group_of(raw: u16) -> Option<GroupAddr> {
-    GroupAddr::new(raw)
-}
-
-/// The DNP address of a node as carried in RMTP bodies, if it is one.
-pub fn node_of(raw: u16) -> Option<NodeAddr> {
-    match Addr::from_raw(raw) {
-        Addr::Node(n) => Some(n),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::addr::Addr;
     use crate::wire::dnp::{DEFAULT_MTU, Packet, frame};
     use proptest::prelude::*;
 

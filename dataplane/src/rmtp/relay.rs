@@ -107,6 +107,8 @@ pub struct RelayStats {
     pub retransmit_unrequested: u64,
     pub nack_table_full: u64,
     pub tree_table_full: u64,
+    /// Packets dropped because a tree or its peer table (64 peers) was full.
+    pub drops_table_full: u64,
     pub fanout_overflow: u64,
     pub repair_queue_full: u64,
     pub nacks_below_trailing: u64,
@@ -552,7 +554,7 @@ impl RmtpRelay {
                 DropReason::NotOnTree => self.stats.drops_not_on_tree += 1,
                 DropReason::NotFromUpstream => self.stats.drops_not_from_upstream += 1,
                 DropReason::Unrequested => self.stats.retransmit_unrequested += 1,
-                DropReason::TableFull => {}
+                DropReason::TableFull => self.stats.drops_table_full += 1,
             },
         }
     }

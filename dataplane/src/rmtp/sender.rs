@@ -14,6 +14,9 @@ use control::{GroupAddr, Instant, NodeAddr};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+/// Sequences one NACK can queue for repair (a full NACK of single sequences is 84).
+const MAX_REPAIRS_PER_NACK: usize = 1 << 16;
+
 #[derive(Clone, Debug)]
 pub struct SenderConfig {
     pub me: NodeAddr,
@@ -211,11 +214,17 @@ impl<S: Source> RmtpSender<S> {
         self.stats.nacks_received += 1;
         let (trail, lead) = (self.trailing_edge(), self.next_seq);
         let holdoff = self.config.repair_holdoff;
+        // However wide the ranges, one NACK queues at most what a window of repairs needs.
+        let mut budget = MAX_REPAIRS_PER_NACK;
         for r in ranges {
             if r.first < trail || r.end() > lead {
                 self.stats.nacks_out_of_window += 1;
             }
             for seq in r.first.max(trail)..r.end().min(lead) {
+                if budget == 0 {
+                    return;
+                }
+                budget -= 1;
                 match self.last_repair.get(&seq) {
                     Some(&at) if now.saturating_since(at) < holdoff => {
                         self.stats.repairs_suppressed += 1;
