@@ -2,4 +2,5 @@
 //! time for them (`sim` now; `threaded` and `uring` later).
 
 pub mod node;
+pub mod rmtp;
 pub mod sim;

@@ -94,32 +94,6 @@ fn bfs(adj: &[Vec<usize>], start: usize) -> Vec<Option<usize>> {
     dist
 }
 
-#[cfg(test)]
-mod tests {
-    use crate::topology::build;
-
-    #[test]
-    fn diameters_of_the_standard_shapes() {
-        assert_eq!(build::line(5, 7001).diameter(), Some(4));
-        assert_eq!(build::ring(8, 7001).diameter(), Some(4));
-        assert_eq!(build::star(6, 7001).diameter(), Some(2));
-        assert_eq!(build::binary_tree(3, 7001).diameter(), Some(4));
-        assert_eq!(build::grid(4, 4, 7001).diameter(), Some(6));
-        assert_eq!(build::line(1, 7001).diameter(), Some(0));
-    }
-
-    #[test]
-    fn a_missing_link_splits_the_graph() {
-        let mut t = build::line(5, 7001);
-        t.links.remove(1);
-        assert_eq!(t.components(), 2);
-        assert!(!t.is_connected());
-        assert_eq!(t.diameter(), None);
-        let hops = t.hops_from(crate::NodeAddr::new(1).unwrap());
-        assert_eq!(hops, [Some(0), Some(1), None, None, None]);
-    }
-}
-
 impl Topology {
     /// The routing table every node should converge to over the links for which `link_up`
     /// holds: shortest paths by hop count, ties broken toward the lowest-addressed first hop.
@@ -164,5 +138,31 @@ impl Topology {
             .enumerate()
             .map(|(i, r)| crate::drp::RoutingTable::new(addr(i), r))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::topology::build;
+
+    #[test]
+    fn diameters_of_the_standard_shapes() {
+        assert_eq!(build::line(5, 7001).diameter(), Some(4));
+        assert_eq!(build::ring(8, 7001).diameter(), Some(4));
+        assert_eq!(build::star(6, 7001).diameter(), Some(2));
+        assert_eq!(build::binary_tree(3, 7001).diameter(), Some(4));
+        assert_eq!(build::grid(4, 4, 7001).diameter(), Some(6));
+        assert_eq!(build::line(1, 7001).diameter(), Some(0));
+    }
+
+    #[test]
+    fn a_missing_link_splits_the_graph() {
+        let mut t = build::line(5, 7001);
+        t.links.remove(1);
+        assert_eq!(t.components(), 2);
+        assert!(!t.is_connected());
+        assert_eq!(t.diameter(), None);
+        let hops = t.hops_from(crate::NodeAddr::new(1).unwrap());
+        assert_eq!(hops, [Some(0), Some(1), None, None, None]);
     }
 }

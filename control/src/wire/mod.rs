@@ -8,6 +8,7 @@ pub mod dnp;
 pub mod drp;
 pub mod gmp;
 pub mod rap;
+pub mod rmtp;
 
 pub use dnp::{DEFAULT_MTU, DNP_HEADER_LEN, DnpError, DnpHeader, Flag, Packet};
 

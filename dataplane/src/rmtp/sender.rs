@@ -1,0 +1,508 @@
+//! The RMTP sender (seed §6.3): sends a [`Source`] to a group in equal-size segments, never past
+//! the minimum MAB its tree reports, answers NACKs with RETRANSMITs, and announces its window and
+//! the end of the transfer in SPMs (from PGM).
+//!
+//! Packets are built into a buffer the caller provides ([`RmtpSender::poll_transmit`]); the
+//! payload is read from the source straight into that buffer. Sealed packets have DNP dst =
+//! group, src = the sender node; the node hands them to its relay as locally originated.
+
+use super::RmtpError;
+use super::source::Source;
+use control::wire::dnp::{DNP_HEADER_LEN, Flag, Packet};
+use control::wire::rmtp::{self, DATA_HEADER_LEN, Mab, Nack, SeqRange, SpmFields, TOTAL_UNKNOWN};
+use control::{GroupAddr, Instant, NodeAddr};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// Sequences one NACK can queue for repair (a full NACK of single sequences is 84).
+const MAX_REPAIRS_PER_NACK: usize = 1 << 16;
+
+#[derive(Clone, Debug)]
+pub struct SenderConfig {
+    pub me: NodeAddr,
+    pub group: GroupAddr,
+    /// Largest DNP packet; the segment size defaults to what fits in it.
+    pub mtu: usize,
+    /// Payload bytes per DATA packet; `None` for the most the MTU allows.
+    pub segment_size: Option<u16>,
+    /// How far (bytes) the sender may go before any MAB arrives.
+    pub initial_window: u64,
+    /// Pacing of DATA and RETRANSMIT in bytes per second (payload + headers); `None`: unpaced.
+    pub rate: Option<u64>,
+    /// SPM period while sending.
+    pub spm_interval: Duration,
+    /// SPM period once every segment was sent and until every receiver has everything: faster,
+    /// so that tail loss is noticed quickly.
+    pub spm_interval_end: Duration,
+    /// A sequence repaired less than this long ago is not repaired again (one NACK storm, one
+    /// repair).
+    pub repair_holdoff: Duration,
+}
+
+impl SenderConfig {
+    pub fn new(me: NodeAddr, group: GroupAddr, mtu: usize) -> Self {
+        SenderConfig {
+            me,
+            group,
+            mtu,
+            segment_size: None,
+            initial_window: 64 * 1024,
+            rate: None,
+            spm_interval: Duration::from_millis(100),
+            spm_interval_end: Duration::from_millis(20),
+            repair_holdoff: Duration::from_millis(10),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SenderStats {
+    pub data_sent: u64,
+    pub data_bytes_sent: u64,
+    pub retransmissions: u64,
+    pub spms_sent: u64,
+    pub nacks_received: u64,
+    /// Sequences asked again within the hold-off (not repaired twice).
+    pub repairs_suppressed: u64,
+    /// Sequences asked outside the window [trailing, leading).
+    pub nacks_out_of_window: u64,
+    /// Times the sender had data ready but the flow window was closed.
+    pub window_stalls: u64,
+    pub mabs_received: u64,
+    /// Bytes every receiver holds (the highest aggregated `received`).
+    pub bytes_acked: u64,
+    pub malformed: u64,
+}
+
+pub struct RmtpSender<S: Source> {
+    config: SenderConfig,
+    source: S,
+    segment: u64,
+    total: u64,
+    segments: u64,
+    /// Leading edge: the next sequence sent for the first time.
+    next_seq: u64,
+    hasher: blake3::Hasher,
+    hash: Option<[u8; 32]>,
+    /// Latest aggregated MAB from the tree; `None` until one arrives.
+    mab: Option<u64>,
+    /// Highest aggregated `received` (never goes back: the trailing edge only advances).
+    received: u64,
+    stalled: bool,
+    repairs: BTreeSet<u64>,
+    last_repair: BTreeMap<u64, Instant>,
+    pace_at: Instant,
+    next_spm_at: Instant,
+    spm_sequence: u64,
+    stats: SenderStats,
+}
+
+impl<S: Source> RmtpSender<S> {
+    pub fn new(config: SenderConfig, source: S, now: Instant) -> Self {
+        let max = rmtp::max_payload(config.mtu).min(usize::from(u16::MAX)) as u16;
+        let segment = u64::from(config.segment_size.unwrap_or(max).clamp(1, max.max(1)));
+        let total = source.len();
+        let segments = total.div_ceil(segment);
+        let mut s = RmtpSender {
+            config,
+            source,
+            segment,
+            total,
+            segments,
+            next_seq: 0,
+            hasher: blake3::Hasher::new(),
+            hash: None,
+            mab: None,
+            received: 0,
+            stalled: false,
+            repairs: BTreeSet::new(),
+            last_repair: BTreeMap::new(),
+            pace_at: now,
+            next_spm_at: now,
+            spm_sequence: 0,
+            stats: SenderStats::default(),
+        };
+        if segments == 0 {
+            s.hash = Some(*s.hasher.finalize().as_bytes());
+        }
+        s
+    }
+
+    pub fn stats(&self) -> &SenderStats {
+        &self.stats
+    }
+
+    pub fn segment_size(&self) -> u64 {
+        self.segment
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Leading edge: every sequence below was sent at least once.
+    pub fn leading_edge(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Bytes sent for the first time (the leading edge as an offset).
+    pub fn sent_offset(&self) -> u64 {
+        (self.next_seq * self.segment).min(self.total)
+    }
+
+    /// Oldest sequence still repaired: every receiver holds everything below.
+    pub fn trailing_edge(&self) -> u64 {
+        self.received / self.segment
+    }
+
+    /// The flow window's end (bytes) the sender obeys now.
+    pub fn window_end(&self) -> u64 {
+        self.mab.unwrap_or(self.config.initial_window)
+    }
+
+    /// Every segment sent once (the hash is known).
+    pub fn is_finished(&self) -> bool {
+        self.hash.is_some()
+    }
+
+    /// Every receiver in the tree reported the whole transfer.
+    pub fn is_complete(&self) -> bool {
+        self.is_finished() && self.received >= self.total
+    }
+
+    pub fn hash(&self) -> Option<[u8; 32]> {
+        self.hash
+    }
+
+    /// A NACK or MAB addressed to this sender (handed over by the node's relay).
+    pub fn handle_packet(&mut self, now: Instant, packet: &Packet<'_>) -> Result<(), RmtpError> {
+        let res = self.dispatch(now, packet);
+        if res.is_err() {
+            self.stats.malformed += 1;
+        }
+        res
+    }
+
+    fn dispatch(&mut self, now: Instant, packet: &Packet<'_>) -> Result<(), RmtpError> {
+        if packet.dst().raw() != self.config.me.get() {
+            return Err(RmtpError::OtherTree);
+        }
+        match packet.flag() {
+            Flag::RmtpNack => {
+                let nack = Nack::parse(packet.body())?;
+                if nack.group != self.config.group.get() {
+                    return Err(RmtpError::OtherTree);
+                }
+                self.handle_nack(now, nack.ranges.iter());
+                Ok(())
+            }
+            Flag::RmtpMab => {
+                let mab = Mab::parse(packet.body())?;
+                if mab.group != self.config.group.get() {
+                    return Err(RmtpError::OtherTree);
+                }
+                self.handle_mab(now, mab.mab, mab.received);
+                Ok(())
+            }
+            other => Err(RmtpError::UnexpectedFlag(other as u16)),
+        }
+    }
+
+    /// Queues repairs for the sequences asked, within [trailing, leading) and not repaired in
+    /// the last `repair_holdoff`.
+    pub fn handle_nack(&mut self, now: Instant, ranges: impl IntoIterator<Item = SeqRange>) {
+        self.stats.nacks_received += 1;
+        let (trail, lead) = (self.trailing_edge(), self.next_seq);
+        let holdoff = self.config.repair_holdoff;
+        // However wide the ranges, one NACK queues at most what a window of repairs needs.
+        let mut budget = MAX_REPAIRS_PER_NACK;
+        for r in ranges {
+            if r.first < trail || r.end() > lead {
+                self.stats.nacks_out_of_window += 1;
+            }
+            for seq in r.first.max(trail)..r.end().min(lead) {
+                if budget == 0 {
+                    return;
+                }
+                budget -= 1;
+                match self.last_repair.get(&seq) {
+                    Some(&at) if now.saturating_since(at) < holdoff => {
+                        self.stats.repairs_suppressed += 1;
+                    }
+                    _ => {
+                        self.repairs.insert(seq);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The tree's aggregated window: `mab` bounds what may be sent, `received` what everyone
+    /// holds.
+    pub fn handle_mab(&mut self, _now: Instant, mab: u64, received: u64) {
+        self.stats.mabs_received += 1;
+        self.mab = Some(mab);
+        self.received = self.received.max(received.min(self.total));
+        self.stats.bytes_acked = self.received;
+        // Repairs for what everyone now holds are moot.
+        let trail = self.trailing_edge();
+        while self.repairs.first().is_some_and(|&s| s < trail) {
+            self.repairs.pop_first();
+        }
+        while self
+            .last_repair
+            .first_key_value()
+            .is_some_and(|(&s, _)| s < trail)
+        {
+            self.last_repair.pop_first();
+        }
+    }
+
+    fn next_new_fits(&self) -> bool {
+        self.next_seq < self.segments && {
+            let offset = self.next_seq * self.segment;
+            let len = self.segment.min(self.total - offset);
+            offset + len <= self.window_end()
+        }
+    }
+
+    fn spm_due(&self, now: Instant) -> bool {
+        now >= self.next_spm_at
+    }
+
+    /// When the sender next has something to do (an SPM or a paced packet).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let data = (!self.repairs.is_empty() || self.next_new_fits()).then_some(self.pace_at);
+        Some(data.map_or(self.next_spm_at, |d| d.min(self.next_spm_at)))
+    }
+
+    /// Timers are checked in `poll_transmit`; this only drops old repair hold-offs.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let holdoff = self.config.repair_holdoff;
+        self.last_repair
+            .retain(|_, at| now.saturating_since(*at) < holdoff);
+    }
+
+    /// The next packet to send, written into `buf` (at least `mtu` bytes); its length.
+    /// Order: a due SPM, then repairs, then new data within the window, all paced.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        if self.spm_due(now) {
+            return Some(self.build_spm(now, buf));
+        }
+        if now < self.pace_at {
+            return None;
+        }
+        let trail = self.trailing_edge();
+        while let Some(seq) = self.repairs.pop_first() {
+            if seq < trail || seq >= self.next_seq {
+                continue;
+            }
+            let len = self.build_data(buf, seq, Flag::RmtpRetransmit);
+            self.last_repair.insert(seq, now);
+            self.stats.retransmissions += 1;
+            self.pace(now, len);
+            return Some(len);
+        }
+        if self.next_seq >= self.segments {
+            return None;
+        }
+        if !self.next_new_fits() {
+            if !self.stalled {
+                self.stalled = true;
+                self.stats.window_stalls += 1;
+            }
+            return None;
+        }
+        self.stalled = false;
+        let seq = self.next_seq;
+        let len = self.build_data(buf, seq, Flag::RmtpData);
+        let payload = &buf[DNP_HEADER_LEN + DATA_HEADER_LEN..len];
+        self.hasher.update(payload);
+        self.stats.data_sent += 1;
+        self.stats.data_bytes_sent += payload.len() as u64;
+        self.next_seq += 1;
+        if self.next_seq == self.segments {
+            self.hash = Some(*self.hasher.finalize().as_bytes());
+            // Announce the end at once: receivers learn the total, the hash and any tail loss.
+            self.next_spm_at = now;
+        }
+        self.pace(now, len);
+        Some(len)
+    }
+
+    fn pace(&mut self, now: Instant, len: usize) {
+        if let Some(rate) = self.config.rate.filter(|r| *r > 0) {
+            let nanos = (len as u128 * 1_000_000_000 / u128::from(rate)) as u64;
+            self.pace_at = self.pace_at.max(now) + Duration::from_nanos(nanos);
+        }
+    }
+
+    fn build_data(&mut self, buf: &mut [u8], seq: u64, flag: Flag) -> usize {
+        let offset = seq * self.segment;
+        let want = self.segment.min(self.total - offset) as usize;
+        let start = DNP_HEADER_LEN + DATA_HEADER_LEN;
+        let got = self.source.read_at(offset, &mut buf[start..start + want]);
+        // A source that shrank under us sends what it has; the hash tells receivers.
+        let len = start + got;
+        rmtp::seal_data(
+            &mut buf[..len],
+            self.config.group,
+            self.config.me,
+            flag,
+            seq,
+            offset,
+        );
+        len
+    }
+
+    fn build_spm(&mut self, now: Instant, buf: &mut [u8]) -> usize {
+        let finished = self.is_finished();
+        let spm = SpmFields {
+            spm_sequence: self.spm_sequence,
+            trailing: self.trailing_edge(),
+            leading: self.next_seq,
+            segment_size: self.segment as u16,
+            total: if self.total == u64::MAX {
+                TOTAL_UNKNOWN
+            } else {
+                self.total
+            },
+            finished,
+            hash: self.hash.unwrap_or([0; 32]),
+        };
+        self.spm_sequence += 1;
+        self.stats.spms_sent += 1;
+        // Fast at the end (tail loss, hash), a slow heartbeat once everyone has everything:
+        // a receiver that lost every finishing SPM still completes.
+        self.next_spm_at = now
+            + if finished && !self.is_complete() {
+                self.config.spm_interval_end
+            } else {
+                self.config.spm_interval
+            };
+        rmtp::build_spm(buf, self.config.group, self.config.me, &spm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rmtp::source::MemSource;
+    use control::wire::DEFAULT_MTU;
+    use control::wire::rmtp::RmtpMessage;
+
+    fn cfg() -> SenderConfig {
+        let mut c = SenderConfig::new(
+            NodeAddr::new(1).unwrap(),
+            GroupAddr::new(0xF000).unwrap(),
+            DEFAULT_MTU,
+        );
+        c.segment_size = Some(100);
+        c.initial_window = 1000;
+        c
+    }
+
+    fn drain(s: &mut RmtpSender<MemSource>, now: Instant) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; DEFAULT_MTU];
+        while let Some(n) = s.poll_transmit(now, &mut buf) {
+            out.push(buf[..n].to_vec());
+        }
+        out
+    }
+
+    type Parsed = (Flag, Option<(u64, Vec<u8>)>, Option<SpmFields>);
+
+    fn parse(p: &[u8]) -> Parsed {
+        let pk = Packet::parse(p, DEFAULT_MTU).unwrap();
+        match RmtpMessage::parse(pk.flag(), pk.body()).unwrap() {
+            RmtpMessage::Data(d) | RmtpMessage::Retransmit(d) => {
+                assert!(d.crc_ok());
+                (pk.flag(), Some((d.sequence(), d.payload().to_vec())), None)
+            }
+            RmtpMessage::Spm(s) => (pk.flag(), None, Some(s)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn sends_within_the_window_then_repairs_once() {
+        let data: Vec<u8> = (0..2050u32).map(|i| i as u8).collect();
+        let mut s = RmtpSender::new(cfg(), MemSource::new(data.clone()), Instant::ZERO);
+        let out = drain(&mut s, Instant::ZERO);
+        // One SPM then ten 100-byte segments fill the initial 1000-byte window.
+        assert_eq!(out.len(), 11);
+        assert_eq!(parse(&out[0]).0, Flag::RmtpSpm);
+        assert_eq!(s.sent_offset(), 1000);
+        assert_eq!(s.stats().window_stalls, 1);
+        for (i, p) in out[1..].iter().enumerate() {
+            let (flag, d, _) = parse(p);
+            let (seq, payload) = d.unwrap();
+            assert_eq!(flag, Flag::RmtpData);
+            assert_eq!(seq, i as u64);
+            assert_eq!(payload, &data[i * 100..i * 100 + 100]);
+        }
+        // The same NACK three times: one repair.
+        let t = Instant::from_millis(1);
+        for _ in 0..3 {
+            s.handle_nack(t, [SeqRange { first: 3, len: 2 }]);
+            let _ = drain(&mut s, t);
+        }
+        assert_eq!(s.stats().retransmissions, 2);
+        assert_eq!(s.stats().repairs_suppressed, 4);
+        // A NACK beyond the leading edge repairs nothing.
+        s.handle_nack(t, [SeqRange::single(50)]);
+        assert!(drain(&mut s, t).is_empty());
+        // The window opens; the rest goes, the last segment is short, an SPM says finished.
+        s.handle_mab(t, 1_000_000, 500);
+        let out = drain(&mut s, t);
+        let (_, last, _) = parse(&out[out.len() - 2]);
+        assert_eq!(last.unwrap(), (20, data[2000..].to_vec()));
+        let (_, _, spm) = parse(out.last().unwrap());
+        let spm = spm.unwrap();
+        assert!(spm.finished);
+        assert_eq!((spm.total, spm.leading, spm.trailing), (2050, 21, 5));
+        assert_eq!(spm.hash, *blake3::hash(&data).as_bytes());
+        // Repairs below the trailing edge are refused.
+        s.handle_nack(t + Duration::from_secs(1), [SeqRange::single(2)]);
+        let out = drain(&mut s, t + Duration::from_secs(1));
+        assert!(out.iter().all(|p| parse(p).0 == Flag::RmtpSpm));
+        assert!(!s.is_complete());
+        s.handle_mab(t, 1_000_000, 2050);
+        assert!(s.is_complete());
+        // Complete: SPMs slow down to the heartbeat period.
+        let later = t + Duration::from_secs(2);
+        assert_eq!(drain(&mut s, later).len(), 1);
+        assert_eq!(s.poll_timeout(), Some(later + Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn pacing_spreads_packets() {
+        let mut c = cfg();
+        c.rate = Some(130_000); // one 130-byte packet per millisecond
+        let mut s = RmtpSender::new(c, MemSource::new(vec![0; 1000]), Instant::ZERO);
+        let mut buf = [0u8; DEFAULT_MTU];
+        let mut sent = 0;
+        for ms in 0..5 {
+            let now = Instant::from_millis(ms);
+            while let Some(n) = s.poll_transmit(now, &mut buf) {
+                if n == 130 {
+                    sent += 1;
+                }
+            }
+        }
+        assert_eq!(sent, 5);
+        assert_eq!(s.poll_timeout(), Some(Instant::from_millis(5)));
+    }
+
+    #[test]
+    fn empty_transfer_finishes_at_once() {
+        let mut s = RmtpSender::new(cfg(), MemSource::new(Vec::new()), Instant::ZERO);
+        let out = drain(&mut s, Instant::ZERO);
+        assert_eq!(out.len(), 1);
+        let spm = parse(&out[0]).2.unwrap();
+        assert!(spm.finished);
+        assert_eq!(spm.total, 0);
+        assert_eq!(spm.hash, *blake3::hash(b"").as_bytes());
+    }
+}

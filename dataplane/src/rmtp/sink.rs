@@ -1,0 +1,207 @@
+//! Where a receiver's bytes go. Data arrives contiguous and in order; the sink hashes what it
+//! is given and makes the result final only when the whole transfer's BLAKE3 hash matches.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug)]
+pub enum SinkError {
+    Io(io::Error),
+    /// The bytes written do not hash to what the sender announced.
+    HashMismatch {
+        expected: [u8; 32],
+        actual: [u8; 32],
+    },
+    /// A write that does not continue where the last one ended (a receiver bug).
+    OutOfOrder {
+        expected: u64,
+        got: u64,
+    },
+}
+
+impl std::fmt::Display for SinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SinkError::Io(e) => write!(f, "i/o error: {e}"),
+            SinkError::HashMismatch { expected, actual } => write!(
+                f,
+                "content hash mismatch: sender announced {}, received data hashes to {}",
+                hex(expected),
+                hex(actual)
+            ),
+            SinkError::OutOfOrder { expected, got } => {
+                write!(f, "write at offset {got}, expected {expected}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SinkError {}
+
+impl From<io::Error> for SinkError {
+    fn from(e: io::Error) -> Self {
+        SinkError::Io(e)
+    }
+}
+
+fn hex(h: &[u8; 32]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The receiving end of one transfer.
+pub trait Sink {
+    /// Appends `data`; `offset` is always the number of bytes written so far.
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkError>;
+    /// Every byte was written: check the content hash and make the result final.
+    fn finish(&mut self, hash: &[u8; 32]) -> Result<(), SinkError>;
+    /// Give up; what was written stays clearly partial.
+    fn abort(&mut self);
+}
+
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkError> {
+        (**self).write_at(offset, data)
+    }
+
+    fn finish(&mut self, hash: &[u8; 32]) -> Result<(), SinkError> {
+        (**self).finish(hash)
+    }
+
+    fn abort(&mut self) {
+        (**self).abort()
+    }
+}
+
+/// Writes `NAME.partial` in a directory and renames it to `NAME` only after a verified hash.
+pub struct FileSink {
+    file: Option<io::BufWriter<File>>,
+    partial: PathBuf,
+    final_path: PathBuf,
+    written: u64,
+    hasher: blake3::Hasher,
+}
+
+impl FileSink {
+    /// Creates (or truncates) `dir/NAME.partial`. `name` must be a plain file name.
+    pub fn create(dir: &Path, name: &str) -> io::Result<Self> {
+        let plain = Path::new(name)
+            .file_name()
+            .is_some_and(|f| f == std::ffi::OsStr::new(name));
+        if !plain || name == "." || name == ".." {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{name:?} is not a plain file name"),
+            ));
+        }
+        let partial = dir.join(format!("{name}.partial"));
+        let file = File::create(&partial)?;
+        Ok(FileSink {
+            file: Some(io::BufWriter::with_capacity(256 * 1024, file)),
+            partial,
+            final_path: dir.join(name),
+            written: 0,
+            hasher: blake3::Hasher::new(),
+        })
+    }
+
+    pub fn partial_path(&self) -> &Path {
+        &self.partial
+    }
+
+    pub fn final_path(&self) -> &Path {
+        &self.final_path
+    }
+}
+
+impl Sink for FileSink {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkError> {
+        if offset != self.written {
+            return Err(SinkError::OutOfOrder {
+                expected: self.written,
+                got: offset,
+            });
+        }
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("sink already closed"))?;
+        file.write_all(data)?;
+        self.hasher.update(data);
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    fn finish(&mut self, hash: &[u8; 32]) -> Result<(), SinkError> {
+        let mut file = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("sink already closed"))?;
+        file.flush()?;
+        let actual = *self.hasher.finalize().as_bytes();
+        if actual != *hash {
+            return Err(SinkError::HashMismatch {
+                expected: *hash,
+                actual,
+            });
+        }
+        file.get_ref().sync_all()?;
+        drop(file);
+        fs::rename(&self.partial, &self.final_path)?;
+        Ok(())
+    }
+
+    fn abort(&mut self) {
+        if let Some(mut f) = self.file.take() {
+            // Best effort: the partial file is kept for inspection whatever happens here.
+            let _ = f.flush();
+        }
+    }
+}
+
+/// An in-memory sink for tests: the bytes, and whether `finish` verified them.
+#[derive(Debug, Default)]
+pub struct MemSink {
+    pub data: Vec<u8>,
+    hasher: blake3::Hasher,
+    /// `Some(true)` after a verified finish, `Some(false)` after a mismatch or abort.
+    pub verified: Option<bool>,
+}
+
+impl MemSink {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Sink for MemSink {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkError> {
+        if offset != self.data.len() as u64 {
+            return Err(SinkError::OutOfOrder {
+                expected: self.data.len() as u64,
+                got: offset,
+            });
+        }
+        self.data.extend_from_slice(data);
+        self.hasher.update(data);
+        Ok(())
+    }
+
+    fn finish(&mut self, hash: &[u8; 32]) -> Result<(), SinkError> {
+        let actual = *self.hasher.finalize().as_bytes();
+        let ok = actual == *hash;
+        self.verified = Some(ok);
+        if ok {
+            Ok(())
+        } else {
+            Err(SinkError::HashMismatch {
+                expected: *hash,
+                actual,
+            })
+        }
+    }
+
+    fn abort(&mut self) {
+        self.verified = Some(false);
+    }
+}
