@@ -4,8 +4,13 @@
 //! engines are checked against.
 
 mod stats;
+mod transfers;
 
 pub use stats::NodeStats;
+pub use transfers::{RmtpOptions, TransferEvent, Transfers};
+
+use crate::rmtp::{Sink, Source};
+use transfers::Ctx;
 
 use crate::sim::{Boot, SimNode};
 use control::drp::{Drp, DrpEvent, RoutingTable};
@@ -31,7 +36,31 @@ pub enum NodeEvent {
         server: NodeAddr,
         list: Vec<ServiceEntry>,
     },
+    /// A local transfer completed or failed.
+    Transfer(TransferEvent),
 }
+
+/// Why a transfer could not be started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartError {
+    /// This node already sends to that group, or that client id is already receiving.
+    Busy,
+    /// The service list no longer fits one RAP packet.
+    Announce(String),
+    Membership(GmpError),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Busy => write!(f, "already sending to that group or receiving on that id"),
+            StartError::Announce(e) => write!(f, "cannot announce the transfer: {e}"),
+            StartError::Membership(e) => write!(f, "cannot join the group: {e:?}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
 
 pub struct Node {
     me: NodeAddr,
@@ -40,6 +69,7 @@ pub struct Node {
     gmp: Gmp,
     rap_server: RapServer,
     rap_client: RapClient,
+    transfers: Transfers,
     routes: Arc<RoutingTable>,
     mcast: Arc<MulticastTable>,
     out: VecDeque<Transmit>,
@@ -49,6 +79,15 @@ pub struct Node {
 
 impl Node {
     pub fn new(me: NodeAddr, topology: &Topology, now: Instant) -> Node {
+        Node::with_options(me, topology, now, RmtpOptions::default())
+    }
+
+    pub fn with_options(
+        me: NodeAddr,
+        topology: &Topology,
+        now: Instant,
+        options: RmtpOptions,
+    ) -> Node {
         let timers = &topology.network.timers;
         let drp = Drp::new(me, topology, now);
         let routes = drp.routes();
@@ -71,6 +110,7 @@ impl Node {
             gmp,
             rap_server,
             rap_client: RapClient::new(me, RAP_CLIENT_SID, timers),
+            transfers: Transfers::new(me, topology.network.mtu, options),
             routes,
             mcast,
             out: VecDeque::new(),
@@ -111,6 +151,67 @@ impl Node {
 
     pub fn stats(&self) -> &NodeStats {
         &self.stats
+    }
+
+    pub fn transfers(&self) -> &Transfers {
+        &self.transfers
+    }
+
+    /// Starts multicasting `source` to `group` from this node, and announces it over RAP as
+    /// `name`. Receivers that joined before the start get it all; later ones NACK what they missed.
+    pub fn start_send(
+        &mut self,
+        now: Instant,
+        group: GroupAddr,
+        name: &str,
+        source: Box<dyn Source>,
+    ) -> Result<ServiceEntry, StartError> {
+        let entry = ServiceEntry {
+            group,
+            sender: self.me,
+            size: source.len(),
+            hash: content_hash(source.as_ref()),
+            segment_size: u16::try_from(control::wire::rmtp::max_payload(self.mtu))
+                .unwrap_or(u16::MAX),
+            name: name.to_string(),
+        };
+        let mut services = self.rap_server.services().to_vec();
+        services.push(entry.clone());
+        self.rap_server
+            .set_services(services)
+            .map_err(|e| StartError::Announce(format!("{e:?}")))?;
+        if !self.transfers.add_sender(now, group, source) {
+            return Err(StartError::Busy);
+        }
+        self.sync(now);
+        Ok(entry)
+    }
+
+    /// Joins (`group`, `sender`) as local client `sid` and writes what arrives to `sink`.
+    pub fn start_receive(
+        &mut self,
+        now: Instant,
+        group: GroupAddr,
+        sender: NodeAddr,
+        sid: u16,
+        sink: Box<dyn Sink>,
+    ) -> Result<(), StartError> {
+        if !self.transfers.add_receiver(now, sid, group, sender, sink) {
+            return Err(StartError::Busy);
+        }
+        if let Err(e) = self.gmp.subscribe(now, group, sender, sid, &self.routes) {
+            self.transfers.remove_receiver(sid);
+            return Err(StartError::Membership(e));
+        }
+        self.sync(now);
+        Ok(())
+    }
+
+    /// Stops local receiver `sid` and leaves its group; an incomplete output stays partial.
+    pub fn stop_receive(&mut self, now: Instant, group: GroupAddr, sender: NodeAddr, sid: u16) {
+        self.transfers.remove_receiver(sid);
+        let _ = self.gmp.unsubscribe(now, group, sender, sid, &self.routes);
+        self.sync(now);
     }
 
     pub fn poll_event(&mut self) -> Option<NodeEvent> {
@@ -194,7 +295,14 @@ impl Node {
             | Flag::RmtpNack
             | Flag::RmtpMab
             | Flag::RmtpNcf
-            | Flag::RmtpSpm => self.stats.rmtp_ignored += 1,
+            | Flag::RmtpSpm => {
+                let ctx = Ctx {
+                    mcast: &self.mcast,
+                    routes: &self.routes,
+                    out: &mut self.out,
+                };
+                self.transfers.handle_packet(now, from, &packet, ctx);
+            }
         }
         self.sync(now);
     }
@@ -254,6 +362,15 @@ impl Node {
             self.rap_client.handle_timeout(now, &self.routes);
         }
         self.sync(now);
+        if self.transfers.poll_timeout().is_some_and(|t| t <= now) {
+            let ctx = Ctx {
+                mcast: &self.mcast,
+                routes: &self.routes,
+                out: &mut self.out,
+            };
+            self.transfers.handle_timeout(now, ctx);
+            self.sync(now);
+        }
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -262,6 +379,7 @@ impl Node {
             self.gmp.poll_timeout(),
             self.rap_server.poll_timeout(),
             self.rap_client.poll_timeout(),
+            self.transfers.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -299,6 +417,9 @@ impl Node {
         while let Some(RapEvent::Services { server, list, .. }) = self.rap_client.poll_event() {
             self.events.push_back(NodeEvent::Services { server, list });
         }
+        while let Some(e) = self.transfers.poll_event() {
+            self.events.push_back(NodeEvent::Transfer(e));
+        }
     }
 
     /// Sends a sealed packet toward its DNP destination.
@@ -333,4 +454,20 @@ impl SimNode for Node {
 pub fn sim_factory(topology: &Topology) -> impl FnMut(Boot) -> Node + 'static {
     let topology = topology.clone();
     move |boot: Boot| Node::new(boot.addr, &topology, boot.now)
+}
+
+/// BLAKE3 of a whole source, read in 64 KiB pieces.
+fn content_hash(source: &dyn Source) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut offset = 0;
+    while offset < source.len() {
+        let n = source.read_at(offset, &mut buf);
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        offset += n as u64;
+    }
+    *hasher.finalize().as_bytes()
 }

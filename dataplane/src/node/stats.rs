@@ -20,8 +20,6 @@ pub struct NodeStats {
     pub forwarded: u64,
     /// Packets dropped because no route leads to their destination.
     pub no_route: u64,
-    /// RMTP packets on a node without RMTP.
-    pub rmtp_ignored: u64,
 }
 
 impl NodeStats {

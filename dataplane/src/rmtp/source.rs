@@ -44,3 +44,13 @@ impl Source for MemSource {
         n
     }
 }
+
+impl<S: Source + ?Sized> Source for Box<S> {
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> usize {
+        (**self).read_at(offset, buf)
+    }
+}

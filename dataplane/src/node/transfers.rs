@@ -1,0 +1,383 @@
+//! RMTP on one node: the relay serving every tree, plus the local senders (one per group this
+//! node sends to) and local receivers (one per subscribing client id). Packets move between
+//! them the way the seed's middle layer moves them between its client and server threads.
+
+use crate::rmtp::{
+    Hop, ReceiverConfig, ReceiverEvent, ReceiverStats, RelayAction, RelayConfig, RelayStats,
+    RmtpReceiver, RmtpRelay, RmtpSender, SenderConfig, SenderStats, Sink, Source,
+};
+use control::drp::RoutingTable;
+use control::gmp::MulticastTable;
+use control::wire::dnp::{Flag, Packet};
+use control::wire::rmtp::RmtpMessage;
+use control::{Addr, GroupAddr, Instant, NodeAddr, Transmit};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Tunables of the RMTP parts of a node; the defaults suit millisecond links.
+#[derive(Clone, Debug)]
+pub struct RmtpOptions {
+    /// Repair cache per tree at relays, bytes (0: off).
+    pub cache_bytes: usize,
+    /// A receiver's window: bytes it accepts beyond what it delivered.
+    pub receiver_window: u64,
+    /// How far a sender may go before the first MAB arrives.
+    pub initial_window: u64,
+    /// Sender pacing, bytes per second; `None`: window-limited only.
+    pub sender_rate: Option<u64>,
+}
+
+impl Default for RmtpOptions {
+    fn default() -> Self {
+        RmtpOptions {
+            cache_bytes: 1 << 20,
+            receiver_window: 256 * 1024,
+            initial_window: 64 * 1024,
+            sender_rate: None,
+        }
+    }
+}
+
+/// What happened to a local transfer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransferEvent {
+    /// Every byte delivered and its hash verified: the file is under its final name.
+    Received {
+        sid: u16,
+        group: GroupAddr,
+        sender: NodeAddr,
+        bytes: u64,
+        at: Instant,
+    },
+    /// The transfer cannot complete; the output stays partial.
+    ReceiveFailed {
+        sid: u16,
+        group: GroupAddr,
+        sender: NodeAddr,
+        reason: String,
+    },
+    /// Every receiver in the tree reported the whole transfer.
+    Sent {
+        group: GroupAddr,
+        bytes: u64,
+        at: Instant,
+    },
+}
+
+struct LocalReceiver {
+    group: GroupAddr,
+    sender: NodeAddr,
+    core: RmtpReceiver<Box<dyn Sink>>,
+}
+
+struct LocalSender {
+    core: RmtpSender<Box<dyn Source>>,
+    reported: bool,
+}
+
+pub struct Transfers {
+    me: NodeAddr,
+    mtu: usize,
+    options: RmtpOptions,
+    relay: RmtpRelay,
+    senders: BTreeMap<GroupAddr, LocalSender>,
+    receivers: BTreeMap<u16, LocalReceiver>,
+    /// Where cores build their packets; one MTU, reused.
+    buf: Vec<u8>,
+    events: VecDeque<TransferEvent>,
+}
+
+/// What the node hands in on every call: the current tables and where packets go.
+pub struct Ctx<'a> {
+    pub mcast: &'a MulticastTable,
+    pub routes: &'a RoutingTable,
+    pub out: &'a mut VecDeque<Transmit>,
+}
+
+impl Transfers {
+    pub fn new(me: NodeAddr, mtu: usize, options: RmtpOptions) -> Self {
+        let mut relay = RelayConfig::new(me, mtu);
+        relay.cache_bytes = options.cache_bytes;
+        Transfers {
+            me,
+            mtu,
+            options,
+            relay: RmtpRelay::new(relay),
+            senders: BTreeMap::new(),
+            receivers: BTreeMap::new(),
+            buf: vec![0; mtu],
+            events: VecDeque::new(),
+        }
+    }
+
+    pub fn relay_stats(&self) -> &RelayStats {
+        self.relay.stats()
+    }
+
+    pub fn sender_stats(&self, group: GroupAddr) -> Option<&SenderStats> {
+        self.senders.get(&group).map(|s| s.core.stats())
+    }
+
+    pub fn receiver_stats(&self, sid: u16) -> Option<&ReceiverStats> {
+        self.receivers.get(&sid).map(|r| r.core.stats())
+    }
+
+    /// Bytes a local receiver has handed to its sink.
+    pub fn delivered(&self, sid: u16) -> Option<u64> {
+        self.receivers.get(&sid).map(|r| r.core.delivered())
+    }
+
+    pub fn sink(&self, sid: u16) -> Option<&dyn Sink> {
+        self.receivers.get(&sid).map(|r| r.core.sink().as_ref())
+    }
+
+    pub fn poll_event(&mut self) -> Option<TransferEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn add_sender(&mut self, now: Instant, group: GroupAddr, source: Box<dyn Source>) -> bool {
+        if self.senders.contains_key(&group) {
+            return false;
+        }
+        let mut config = SenderConfig::new(self.me, group, self.mtu);
+        config.initial_window = self.options.initial_window;
+        config.rate = self.options.sender_rate;
+        let core = RmtpSender::new(config, source, now);
+        self.senders.insert(
+            group,
+            LocalSender {
+                core,
+                reported: false,
+            },
+        );
+        true
+    }
+
+    pub fn add_receiver(
+        &mut self,
+        now: Instant,
+        sid: u16,
+        group: GroupAddr,
+        sender: NodeAddr,
+        sink: Box<dyn Sink>,
+    ) -> bool {
+        if self.receivers.contains_key(&sid) {
+            return false;
+        }
+        let mut config = ReceiverConfig::new(self.me, group, sender, self.mtu);
+        config.window = self.options.receiver_window;
+        let core = RmtpReceiver::new(config, sink, now);
+        self.receivers.insert(
+            sid,
+            LocalReceiver {
+                group,
+                sender,
+                core,
+            },
+        );
+        true
+    }
+
+    /// Stops a local receiver; its output stays partial unless it had completed.
+    pub fn remove_receiver(&mut self, sid: u16) -> bool {
+        match self.receivers.remove(&sid) {
+            Some(mut r) => {
+                r.core.abort();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// An RMTP packet from neighbour `from`.
+    pub fn handle_packet(
+        &mut self,
+        now: Instant,
+        from: NodeAddr,
+        packet: &Packet<'_>,
+        ctx: Ctx<'_>,
+    ) {
+        let action = self.relay.handle(now, from, packet, ctx.mcast, ctx.routes);
+        self.execute(now, action, packet, ctx.out);
+        self.pump(now, ctx);
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let senders = self.senders.values().filter_map(|s| s.core.poll_timeout());
+        let receivers = self
+            .receivers
+            .values()
+            .filter_map(|r| r.core.poll_timeout());
+        self.relay
+            .poll_timeout()
+            .into_iter()
+            .chain(senders)
+            .chain(receivers)
+            .min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant, ctx: Ctx<'_>) {
+        if self.relay.poll_timeout().is_some_and(|t| t <= now) {
+            self.relay.handle_timeout(now, ctx.mcast, ctx.routes);
+        }
+        for s in self.senders.values_mut() {
+            if s.core.poll_timeout().is_some_and(|t| t <= now) {
+                s.core.handle_timeout(now);
+            }
+        }
+        for r in self.receivers.values_mut() {
+            if r.core.poll_timeout().is_some_and(|t| t <= now) {
+                r.core.handle_timeout(now);
+            }
+        }
+        self.pump(now, ctx);
+    }
+
+    /// Carries out a relay decision on a packet it was shown.
+    fn execute(
+        &mut self,
+        now: Instant,
+        action: RelayAction,
+        packet: &Packet<'_>,
+        out: &mut VecDeque<Transmit>,
+    ) {
+        if let RelayAction::Forward { to, deliver_local } = action {
+            for neighbour in to.iter() {
+                out.push_back(Transmit {
+                    to: neighbour,
+                    packet: packet.bytes().to_vec(),
+                });
+            }
+            if deliver_local {
+                self.deliver_local(now, packet);
+            }
+        }
+    }
+
+    /// A packet for this node's own cores: NACKs and MABs to the tree's local sender, data,
+    /// SPMs and NCFs to the tree's local receivers.
+    fn deliver_local(&mut self, now: Instant, packet: &Packet<'_>) {
+        match packet.flag() {
+            Flag::RmtpNack | Flag::RmtpMab => {
+                let group = rmtp_group(packet);
+                if let Some(s) = group.and_then(|g| self.senders.get_mut(&g)) {
+                    let _ = s.core.handle_packet(now, packet);
+                }
+            }
+            _ => {
+                let tree = match (packet.dst(), packet.src()) {
+                    (Addr::Group(g), Addr::Node(s)) => Some((g, s)),
+                    // An NCF is addressed to this node; its body names the tree.
+                    _ => ncf_tree(packet),
+                };
+                let Some((group, sender)) = tree else { return };
+                for r in self.receivers.values_mut() {
+                    if r.group == group && r.sender == sender {
+                        let _ = r.core.handle_packet(now, packet);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lets every local core send what it has, until none has anything more.
+    fn pump(&mut self, now: Instant, ctx: Ctx<'_>) {
+        let mut buf = std::mem::take(&mut self.buf);
+        loop {
+            let mut progress = false;
+            let groups: Vec<GroupAddr> = self.senders.keys().copied().collect();
+            for group in groups {
+                while let Some(len) = self
+                    .senders
+                    .get_mut(&group)
+                    .and_then(|s| s.core.poll_transmit(now, &mut buf))
+                {
+                    let Ok(p) = Packet::parse(&buf[..len], self.mtu) else {
+                        break;
+                    };
+                    let action = self.relay.handle_local(now, &p, ctx.mcast, ctx.routes);
+                    self.execute(now, action, &p, ctx.out);
+                    progress = true;
+                }
+            }
+            for (&sid, r) in self.receivers.iter_mut() {
+                while let Some(len) = r.core.poll_transmit(now, &mut buf) {
+                    if let Ok(p) = Packet::parse(&buf[..len], self.mtu) {
+                        let _ = self
+                            .relay
+                            .handle_local_member(now, sid, &p, ctx.mcast, ctx.routes);
+                    }
+                    progress = true;
+                }
+            }
+            while let Some(t) = self.relay.poll_transmit(now, &mut buf) {
+                match t.to {
+                    Hop::Neighbour(to) => ctx.out.push_back(Transmit {
+                        to,
+                        packet: buf[..t.len].to_vec(),
+                    }),
+                    Hop::Local => {
+                        if let Ok(p) = Packet::parse(&buf[..t.len], self.mtu) {
+                            self.deliver_local(now, &p);
+                        }
+                    }
+                }
+                progress = true;
+            }
+            if !progress {
+                break;
+            }
+        }
+        self.buf = buf;
+        self.collect_events(now);
+    }
+
+    fn collect_events(&mut self, now: Instant) {
+        for (&sid, r) in self.receivers.iter_mut() {
+            while let Some(e) = r.core.poll_event() {
+                let (group, sender) = (r.group, r.sender);
+                self.events.push_back(match e {
+                    ReceiverEvent::Complete { bytes, .. } => TransferEvent::Received {
+                        sid,
+                        group,
+                        sender,
+                        bytes,
+                        at: now,
+                    },
+                    ReceiverEvent::Failed(reason) => TransferEvent::ReceiveFailed {
+                        sid,
+                        group,
+                        sender,
+                        reason: format!("{reason:?}"),
+                    },
+                });
+            }
+        }
+        for (&group, s) in self.senders.iter_mut() {
+            if !s.reported && s.core.is_complete() {
+                s.reported = true;
+                self.events.push_back(TransferEvent::Sent {
+                    group,
+                    bytes: s.core.total(),
+                    at: now,
+                });
+            }
+        }
+    }
+}
+
+/// The group a NACK or MAB body names.
+fn rmtp_group(packet: &Packet<'_>) -> Option<GroupAddr> {
+    match RmtpMessage::parse(packet.flag(), packet.body()).ok()? {
+        RmtpMessage::Nack(n) => GroupAddr::new(n.group),
+        RmtpMessage::Mab(m) => GroupAddr::new(m.group),
+        _ => None,
+    }
+}
+
+/// The (group, sender) an NCF body names.
+fn ncf_tree(packet: &Packet<'_>) -> Option<(GroupAddr, NodeAddr)> {
+    match RmtpMessage::parse(packet.flag(), packet.body()).ok()? {
+        RmtpMessage::Ncf(n) => Some((GroupAddr::new(n.group)?, NodeAddr::new(n.sender)?)),
+        _ => None,
+    }
+}
