@@ -12,7 +12,12 @@ use support::*;
 const MIB: usize = 1 << 20;
 
 fn lossy() -> Faults {
-    Faults { loss: 0.10, corrupt: 0.01, delay: Duration::from_millis(1), ..Faults::default() }
+    Faults {
+        loss: 0.10,
+        corrupt: 0.01,
+        delay: Duration::from_millis(1),
+        ..Faults::default()
+    }
 }
 
 fn tree_transfer(size: usize) {
@@ -21,12 +26,27 @@ fn tree_transfer(size: usize) {
     // false "dead" would only cost time. Six missed hellos make that rare.
     topology.network.timers.dead_hellos = 6;
     let leaves = [n(4), n(5), n(6), n(7)];
-    let mut s = Scenario::start(topology, 1, RmtpOptions::default(), n(1), &leaves, content(size, 7));
+    let mut s = Scenario::start(
+        topology,
+        1,
+        RmtpOptions::default(),
+        n(1),
+        &leaves,
+        content(size, 7),
+    );
     for r in leaves {
-        s.sim.set_undetected_corruption(r, n(r.get() / 2), 0.002).unwrap();
+        s.sim
+            .set_undetected_corruption(r, n(r.get() / 2), 0.002)
+            .unwrap();
     }
-    assert!(s.run_until_received(&leaves, Duration::from_secs(600)), "not all leaves completed");
-    s.report(&format!("7-node tree, {} MiB, 10% loss, 1% corruption", size / MIB));
+    assert!(
+        s.run_until_received(&leaves, Duration::from_secs(600)),
+        "not all leaves completed"
+    );
+    s.report(&format!(
+        "7-node tree, {} MiB, 10% loss, 1% corruption",
+        size / MIB
+    ));
     s.assert_identical(&leaves);
 }
 
@@ -39,4 +59,145 @@ fn a_file_reaches_every_leaf_of_the_tree_through_loss_and_corruption() {
 #[ignore = "64 MiB: run with --release -- --ignored"]
 fn sixty_four_mib_to_every_leaf_of_the_tree() {
     tree_transfer(64 * MIB);
+}
+
+fn random50_transfer(size: usize) {
+    let mut topology = with_faults(build::random_connected(50, 25, 5, 7001), lossy());
+    topology.network.timers.dead_hellos = 6;
+    // Twenty receivers spread over the graph, the sender at node 1.
+    let receivers: Vec<_> = (0..20).map(|i| n(2 + (i * 37 % 49) as u16)).collect();
+    let mut s = Scenario::start(
+        topology,
+        3,
+        RmtpOptions::default(),
+        n(1),
+        &receivers,
+        content(size, 9),
+    );
+    assert!(
+        s.run_until_received(&receivers, Duration::from_secs(600)),
+        "not all receivers completed"
+    );
+    s.report(&format!(
+        "random 50 nodes, 20 receivers, {} MiB, 10% loss, 1% corruption",
+        size / MIB
+    ));
+    s.assert_identical(&receivers);
+}
+
+#[test]
+fn a_file_reaches_twenty_receivers_of_a_random_50_node_network() {
+    random50_transfer(MIB);
+}
+
+#[test]
+#[ignore = "64 MiB: run with --release -- --ignored"]
+fn sixty_four_mib_to_twenty_receivers_of_a_random_50_node_network() {
+    random50_transfer(64 * MIB);
+}
+
+/// NACK mentions of each sequence delivered to `sender`, counted by a tap on the simulator.
+fn count_nacks_at(
+    s: &mut Scenario,
+) -> std::rc::Rc<std::cell::RefCell<std::collections::BTreeMap<u64, u64>>> {
+    use control::wire::dnp::{Flag, Packet};
+    use control::wire::rmtp::RmtpMessage;
+    let counts = std::rc::Rc::new(std::cell::RefCell::new(std::collections::BTreeMap::new()));
+    let seen = counts.clone();
+    let sender = s.sender;
+    s.sim.set_tap(move |_, _, to, bytes| {
+        if to != sender {
+            return;
+        }
+        let Ok(p) = Packet::parse(bytes, 1024) else {
+            return;
+        };
+        if p.flag() != Flag::RmtpNack {
+            return;
+        }
+        if let Ok(RmtpMessage::Nack(nack)) = RmtpMessage::parse(p.flag(), p.body()) {
+            for range in nack.ranges.iter() {
+                for seq in range.first..range.first + u64::from(range.len) {
+                    *seen.borrow_mut().entry(seq).or_insert(0) += 1;
+                }
+            }
+        }
+    });
+    counts
+}
+
+#[test]
+fn nacks_are_aggregated_to_about_one_per_sender_link_per_loss() {
+    let topology = with_faults(
+        build::binary_tree(3, 7001),
+        Faults {
+            loss: 0.05,
+            delay: Duration::from_millis(1),
+            ..Faults::default()
+        },
+    );
+    let receivers = [n(2), n(3), n(4), n(5), n(6), n(7)];
+    let options = RmtpOptions {
+        cache_bytes: 0,
+        ..RmtpOptions::default()
+    };
+    let mut s = Scenario::start(topology, 5, options, n(1), &receivers, content(2 * MIB, 11));
+    let counts = count_nacks_at(&mut s);
+    assert!(s.run_until_received(&receivers, Duration::from_secs(300)));
+    s.report("NACK aggregation, 7-node tree, 5% loss, cache off");
+    s.assert_identical(&receivers);
+    let counts = counts.borrow();
+    let mentions: u64 = counts.values().sum();
+    let adjacent_links = 2.0;
+    let per_seq = mentions as f64 / counts.len().max(1) as f64;
+    let f = s.figures();
+    println!(
+        "  sender got {mentions} NACK mentions for {} sequences: {per_seq:.2} per lost sequence (sender links: {adjacent_links}); max for one sequence {}",
+        counts.len(),
+        counts.values().max().unwrap_or(&0)
+    );
+    let receiver_mentions: u64 = receivers
+        .iter()
+        .filter_map(|r| {
+            s.sim
+                .node(*r)?
+                .transfers()
+                .receiver_stats(SID)
+                .map(|st| st.sequences_nacked)
+        })
+        .sum();
+    let ratio = receiver_mentions as f64 / mentions.max(1) as f64;
+    println!(
+        "  sequences NACKed by receivers {receiver_mentions} : at the sender {mentions} = {ratio:.1} : 1 (packets {} : {})",
+        f.receiver_nacks, f.nacks_at_sender
+    );
+    assert!(!counts.is_empty(), "the loss must have caused NACKs");
+    assert!(
+        per_seq <= adjacent_links,
+        "NACKs per lost sequence at the sender: {per_seq:.2}"
+    );
+    assert!(ratio > 1.2, "relays should absorb NACKs: {ratio:.2}");
+}
+
+#[test]
+fn with_the_repair_cache_most_repairs_come_from_relays() {
+    let topology = with_faults(build::binary_tree(3, 7001), lossy());
+    let leaves = [n(4), n(5), n(6), n(7)];
+    let mut s = Scenario::start(
+        topology,
+        6,
+        RmtpOptions::default(),
+        n(1),
+        &leaves,
+        content(2 * MIB, 12),
+    );
+    assert!(s.run_until_received(&leaves, Duration::from_secs(300)));
+    s.report("repair cache, 7-node tree, 10% loss");
+    s.assert_identical(&leaves);
+    let share = s.figures().cache_share();
+    assert!(
+        share > 0.5,
+        "only {:.0}% of repairs came from relay caches",
+        share * 100.0
+    );
 }

@@ -113,6 +113,11 @@ impl Transfers {
         self.relay.stats()
     }
 
+    /// The local sender of `group`, for its progress (sent offset, window, completion).
+    pub fn sender(&self, group: GroupAddr) -> Option<&RmtpSender<Box<dyn Source>>> {
+        self.senders.get(&group).map(|s| &s.core)
+    }
+
     pub fn sender_stats(&self, group: GroupAddr) -> Option<&SenderStats> {
         self.senders.get(&group).map(|s| s.core.stats())
     }

@@ -69,6 +69,8 @@ pub struct Sim<N> {
     make_node: Box<dyn FnMut(Boot) -> N>,
     node_seeds: Rng,
     trace: TraceHash,
+    /// Sees every delivered datagram (tests count packets with it).
+    tap: Option<Box<dyn FnMut(Instant, NodeAddr, NodeAddr, &[u8])>>,
     dropped_no_link: u64,
     engine: EngineStats,
     reorder_window: Duration,
@@ -150,6 +152,7 @@ impl<N: SimNode> Sim<N> {
             make_node: Box::new(make_node),
             node_seeds: Rng::new(seed).fork(NODE_SEEDS),
             trace: TraceHash::default(),
+            tap: None,
             dropped_no_link: 0,
             engine: EngineStats::default(),
             reorder_window: Duration::from_millis(10),
@@ -420,6 +423,25 @@ impl<N: SimNode> Sim<N> {
 
     /// A hash of every delivery so far (time, link, bytes, in order): equal for two runs with
     /// one seed and one setup, different (with overwhelming probability) otherwise.
+    /// Gives the direction `from` → `to` a serialisation rate in bytes per second (`None`:
+    /// infinitely fast, the default). Packets queue behind each other, without a limit.
+    pub fn set_rate(
+        &mut self,
+        from: NodeAddr,
+        to: NodeAddr,
+        rate: Option<u64>,
+    ) -> Result<(), SimError> {
+        let l = self.dir_link(from, to)?;
+        self.links[l].rate = rate;
+        Ok(())
+    }
+
+    /// Calls `tap(now, from, to, datagram)` for every datagram delivered from now on, before
+    /// the receiving node sees it. One tap at a time; a new one replaces the old.
+    pub fn set_tap(&mut self, tap: impl FnMut(Instant, NodeAddr, NodeAddr, &[u8]) + 'static) {
+        self.tap = Some(Box::new(tap));
+    }
+
     pub fn trace_hash(&self) -> u64 {
         self.trace.value()
     }
@@ -511,6 +533,9 @@ impl<N: SimNode> Sim<N> {
         link.stats.delivered += 1;
         self.trace
             .delivery(self.now, from_addr, slot.addr, &a.packet);
+        if let Some(tap) = self.tap.as_mut() {
+            tap(self.now, from_addr, slot.addr, &a.packet);
+        }
         node.handle_datagram(self.now, from_addr, &a.packet);
         self.after_touch(to);
     }
@@ -603,8 +628,9 @@ impl<N: SimNode> Sim<N> {
         link.offer(t.packet, &how, &mut self.copies);
         for copy in self.copies.drain(..) {
             link.in_flight += 1;
+            let on_wire = link.serialised(self.now, copy.packet.len());
             self.queue.push(
-                self.now + copy.delay,
+                on_wire + copy.delay,
                 Event::Arrival(Arrival {
                     link: l as u32,
                     link_epoch: link.epoch,

@@ -6,6 +6,7 @@
 //! link A leaves link B's fate sequence untouched.
 
 use super::stats::LinkStats;
+use control::Instant;
 use control::rng::Rng;
 use control::topology::Faults;
 use control::wire::{DNP_HEADER_LEN, Packet, checksum};
@@ -25,6 +26,10 @@ pub(super) struct DirLink {
     pub epoch: u32,
     /// Copies scheduled and not yet arrived.
     pub in_flight: u64,
+    /// Serialisation rate in bytes per second; `None`: infinitely fast.
+    pub rate: Option<u64>,
+    /// When the link finishes sending what it already took (with a rate).
+    pub busy_until: Instant,
 }
 
 /// A copy that survived the link, and how long it spends on the wire.
@@ -52,7 +57,21 @@ impl DirLink {
             stats: LinkStats::default(),
             epoch: 0,
             in_flight: 0,
+            rate: None,
+            busy_until: Instant::ZERO,
         }
+    }
+
+    /// When a copy of `len` bytes offered at `now` is fully on the wire: packets queue behind
+    /// each other at the link's rate (an unbounded queue), or leave at once without a rate.
+    pub(super) fn serialised(&mut self, now: Instant, len: usize) -> Instant {
+        let Some(rate) = self.rate.filter(|&r| r > 0) else {
+            return now;
+        };
+        let start = self.busy_until.max(now);
+        let nanos = (len as u128 * 1_000_000_000 / u128::from(rate)) as u64;
+        self.busy_until = start + Duration::from_nanos(nanos);
+        self.busy_until
     }
 
     pub(super) fn faults(&self) -> Faults {

@@ -52,7 +52,13 @@ pub struct CheckSink {
 impl CheckSink {
     pub fn new() -> (Self, Rc<RefCell<Outcome>>) {
         let outcome = Rc::new(RefCell::new(Outcome::default()));
-        (CheckSink { hasher: blake3::Hasher::new(), outcome: outcome.clone() }, outcome)
+        (
+            CheckSink {
+                hasher: blake3::Hasher::new(),
+                outcome: outcome.clone(),
+            },
+            outcome,
+        )
     }
 }
 
@@ -60,7 +66,10 @@ impl Sink for CheckSink {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkError> {
         let mut o = self.outcome.borrow_mut();
         if offset != o.written {
-            return Err(SinkError::OutOfOrder { expected: o.written, got: offset });
+            return Err(SinkError::OutOfOrder {
+                expected: o.written,
+                got: offset,
+            });
         }
         o.written += data.len() as u64;
         self.hasher.update(data);
@@ -75,7 +84,10 @@ impl Sink for CheckSink {
         if actual == *hash {
             Ok(())
         } else {
-            Err(SinkError::HashMismatch { expected: *hash, actual })
+            Err(SinkError::HashMismatch {
+                expected: *hash,
+                actual,
+            })
         }
     }
 
@@ -117,7 +129,8 @@ impl Scenario {
         data: Vec<u8>,
     ) -> Scenario {
         let file = topology.clone();
-        let make = move |boot: Boot| Node::with_options(boot.addr, &file, boot.now, options.clone());
+        let make =
+            move |boot: Boot| Node::with_options(boot.addr, &file, boot.now, options.clone());
         let mut sim = Sim::new(&topology, seed, make).expect("valid topology");
         sim.run_for(Duration::from_secs(2));
         let mut outcomes = BTreeMap::new();
@@ -177,7 +190,9 @@ impl Scenario {
         self.sim.set_cond_interval(Duration::from_millis(10));
         let done = self
             .sim
-            .run_until_cond(deadline, |_| outcomes.iter().all(|o| o.borrow().verified == Some(true)))
+            .run_until_cond(deadline, |_| {
+                outcomes.iter().all(|o| o.borrow().verified == Some(true))
+            })
             .is_some();
         self.collect();
         done
@@ -202,7 +217,10 @@ impl Scenario {
                 .get(r)
                 .map(|t| format!("{:.3}s", t.saturating_since(self.started_at).as_secs_f64()))
                 .unwrap_or_else(|| "-".into());
-            let stats = self.sim.node(*r).and_then(|node| node.transfers().receiver_stats(SID).cloned());
+            let stats = self
+                .sim
+                .node(*r)
+                .and_then(|node| node.transfers().receiver_stats(SID).cloned());
             match stats {
                 Some(s) => println!(
                     "  receiver {r:>3}: complete after {took:>8}, nacks {:>5}, repairs {:>5}, dup {:>5}, crc-fail {:>3}",
@@ -214,7 +232,17 @@ impl Scenario {
         let f = self.figures();
         println!(
             "  sender: data {} retransmissions {} nacks-in {} stalls {}; relays: forwarded {} nacks-up {} cache-repairs {} ncf {}; links: lost {} corrupted {} undetected {}",
-            f.data_sent, f.sender_retransmissions, f.nacks_at_sender, f.window_stalls, f.forwarded, f.nacks_upstream, f.cache_repairs, f.ncfs_sent, f.lost, f.corrupted, f.undetected
+            f.data_sent,
+            f.sender_retransmissions,
+            f.nacks_at_sender,
+            f.window_stalls,
+            f.forwarded,
+            f.nacks_upstream,
+            f.cache_repairs,
+            f.ncfs_sent,
+            f.lost,
+            f.corrupted,
+            f.undetected
         );
         println!(
             "  NACKs: receivers sent {}, sender got {} (aggregation {:.1}:1); repairs from caches {:.0}%",
@@ -227,7 +255,11 @@ impl Scenario {
 
     pub fn figures(&self) -> Figures {
         let mut f = Figures::default();
-        if let Some(s) = self.sim.node(self.sender).and_then(|n| n.transfers().sender_stats(group()).cloned()) {
+        if let Some(s) = self
+            .sim
+            .node(self.sender)
+            .and_then(|n| n.transfers().sender_stats(group()).cloned())
+        {
             f.data_sent = s.data_sent;
             f.sender_retransmissions = s.retransmissions;
             f.nacks_at_sender = s.nacks_received;
@@ -271,6 +303,10 @@ impl Figures {
     /// Share of all repairs that came from relay caches rather than the sender.
     pub fn cache_share(&self) -> f64 {
         let total = self.cache_repairs + self.sender_retransmissions;
-        if total == 0 { 0.0 } else { self.cache_repairs as f64 / total as f64 }
+        if total == 0 {
+            0.0
+        } else {
+            self.cache_repairs as f64 / total as f64
+        }
     }
 }
