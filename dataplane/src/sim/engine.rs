@@ -58,6 +58,9 @@ impl<N> Slot<N> {
 }
 
 /// A simulated network of nodes of type `N`. See the module documentation for the event model.
+/// An observer of delivered datagrams: `(now, from, to, datagram)`.
+type Tap = dyn FnMut(Instant, NodeAddr, NodeAddr, &[u8]);
+
 pub struct Sim<N> {
     now: Instant,
     seed: u64,
@@ -70,7 +73,7 @@ pub struct Sim<N> {
     node_seeds: Rng,
     trace: TraceHash,
     /// Sees every delivered datagram (tests count packets with it).
-    tap: Option<Box<dyn FnMut(Instant, NodeAddr, NodeAddr, &[u8])>>,
+    tap: Option<Box<Tap>>,
     dropped_no_link: u64,
     engine: EngineStats,
     reorder_window: Duration,
