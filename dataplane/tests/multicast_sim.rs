@@ -39,14 +39,12 @@ fn tree_transfer(size: usize) {
             .set_undetected_corruption(r, n(r.get() / 2), 0.002)
             .unwrap();
     }
-    assert!(
-        s.run_until_received(&leaves, Duration::from_secs(600)),
-        "not all leaves completed"
-    );
+    let done = s.run_until_received(&leaves, Duration::from_secs(600));
     s.report(&format!(
         "7-node tree, {} MiB, 10% loss, 1% corruption",
         size / MIB
     ));
+    assert!(done, "not all leaves completed");
     s.assert_identical(&leaves);
 }
 
@@ -74,14 +72,12 @@ fn random50_transfer(size: usize) {
         &receivers,
         content(size, 9),
     );
-    assert!(
-        s.run_until_received(&receivers, Duration::from_secs(600)),
-        "not all receivers completed"
-    );
+    let done = s.run_until_received(&receivers, Duration::from_secs(600));
     s.report(&format!(
         "random 50 nodes, 20 receivers, {} MiB, 10% loss, 1% corruption",
         size / MIB
     ));
+    assert!(done, "not all receivers completed");
     s.assert_identical(&receivers);
 }
 

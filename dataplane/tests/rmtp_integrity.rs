@@ -133,17 +133,15 @@ fn direct_transfer(dir: &TempDir, name: &str, data: &[u8], lie_about_hash: bool)
     for _ in 0..100_000 {
         now += Duration::from_micros(500);
         while let Some(len) = sender.poll_transmit(now, &mut buf) {
-            if lie_about_hash && buf[7] == 0x15 {
-                // Flip a hash byte of the SPM and reseal: only the final BLAKE3 check can tell.
-                buf[len - 1] ^= 0xFF;
-                let p = &mut buf[..len];
-                control::wire::dnp::seal(
-                    p,
-                    g().into(),
-                    n(1).into(),
-                    control::wire::dnp::Flag::RmtpSpm,
-                );
-            }
+            let len = if lie_about_hash && buf[7] == 0x15 {
+                // A sender announcing the wrong hash (CRC trailer made valid again): only the
+                // final BLAKE3 check can tell.
+                let mut spm = control::wire::rmtp::SpmFields::parse(&buf[10..len]).unwrap();
+                spm.hash[0] ^= 0xFF;
+                control::wire::rmtp::build_spm(&mut buf, g(), n(1), &spm)
+            } else {
+                len
+            };
             if !rng.chance(0.1) {
                 let _ = rx.handle_packet(now, &Packet::parse(&buf[..len], DEFAULT_MTU).unwrap());
             }

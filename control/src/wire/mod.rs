@@ -24,6 +24,8 @@ pub enum BodyError {
     BadCount,
     /// Bytes left over after the last field.
     TrailingBytes(usize),
+    /// A CRC-32C trailer that does not match the body (corruption the DNP checksum missed).
+    BadCrc,
     /// An address field outside the range its role allows (a group below 0xF000, a node zero).
     BadAddress(crate::addr::AddrError),
     /// A text field that is not UTF-8.
@@ -41,6 +43,7 @@ impl std::fmt::Display for BodyError {
             BodyError::UnknownKind(k) => write!(f, "unknown body kind {k}"),
             BodyError::BadCount => write!(f, "count field disagrees with the body length"),
             BodyError::TrailingBytes(n) => write!(f, "{n} unexpected bytes after the body"),
+            BodyError::BadCrc => write!(f, "CRC-32C trailer does not match the body"),
             BodyError::BadAddress(e) => write!(f, "bad address field: {e}"),
             BodyError::BadUtf8 => write!(f, "text field is not UTF-8"),
             BodyError::OutOfRange { field, value } => write!(f, "{field} {value} is out of range"),

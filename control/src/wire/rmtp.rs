@@ -1,17 +1,18 @@
 //! RMTP bodies (seed §6 plus PGM's NCF and SPM), after the DNP header, all big-endian.
-//! The byte tables are in `docs/PROTOCOL-rmtp.md`; the golden vectors below keep the two in step.
+//! The byte tables are in `docs/PROTOCOL.md`; the golden vectors below keep the two in step.
 //!
 //! | flag            | DNP dst               | DNP src        | body                                  |
 //! |-----------------|-----------------------|----------------|---------------------------------------|
 //! | DATA/RETRANSMIT | group                 | sender         | sequence u64, offset u64, crc u32, payload |
-//! | NACK            | sender                | emitting node  | group u16, count u16, count × range   |
-//! | NCF             | downstream NACKer     | emitting node  | group u16, sender u16, count u16, count × range |
-//! | MAB             | sender                | emitting node  | group u16, mab u64, received u64      |
-//! | SPM             | group                 | sender         | see [`SpmFields`]                     |
+//! | NACK            | sender                | emitting node  | group u16, count u16, count × range, crc |
+//! | NCF             | downstream NACKer     | emitting node  | group u16, sender u16, count u16, count × range, crc |
+//! | MAB             | sender                | emitting node  | group u16, mab u64, received u64, crc |
+//! | SPM             | group                 | sender         | see [`SpmFields`], crc                |
 //!
 //! A range is `first u64, len u32` (12 bytes): the sequences `first..first + len`, `len >= 1`.
 //! Data carries a CRC-32C over sequence, offset and payload: the 16-bit DNP checksum is per hop
 //! and weak, the CRC is end to end (sender to receiver) and catches what the checksum misses.
+//! Control bodies end with a CRC-32C trailer over the bytes before it, for the same reason.
 
 use super::BodyError;
 use super::dnp::{DNP_HEADER_LEN, Flag, seal};
@@ -25,7 +26,11 @@ pub const DATA_HEADER_LEN: usize = 20;
 pub const RANGE_LEN: usize = 12;
 pub const NACK_FIXED_LEN: usize = 4;
 pub const NCF_FIXED_LEN: usize = 6;
+/// Every control body (NACK, NCF, MAB, SPM) ends with a CRC-32C of the bytes before it.
+pub const CRC_LEN: usize = 4;
+/// MAB body fields, without the CRC trailer.
 pub const MAB_LEN: usize = 18;
+/// SPM body fields, without the CRC trailer.
 pub const SPM_LEN: usize = 67;
 /// SPM `total` while the sender does not yet know the size of what it sends.
 pub const TOTAL_UNKNOWN: u64 = u64::MAX;
@@ -37,14 +42,14 @@ pub const fn max_payload(mtu: usize) -> usize {
     mtu.saturating_sub(DNP_HEADER_LEN + DATA_HEADER_LEN)
 }
 
-/// The most ranges one NACK can carry under `mtu` (84 at the default 1024).
+/// The most ranges one NACK can carry under `mtu` (83 at the default 1024).
 pub const fn max_nack_ranges(mtu: usize) -> usize {
-    mtu.saturating_sub(DNP_HEADER_LEN + NACK_FIXED_LEN) / RANGE_LEN
+    mtu.saturating_sub(DNP_HEADER_LEN + NACK_FIXED_LEN + CRC_LEN) / RANGE_LEN
 }
 
-/// The most ranges one NCF can carry under `mtu` (84 at the default 1024).
+/// The most ranges one NCF can carry under `mtu` (83 at the default 1024).
 pub const fn max_ncf_ranges(mtu: usize) -> usize {
-    mtu.saturating_sub(DNP_HEADER_LEN + NCF_FIXED_LEN) / RANGE_LEN
+    mtu.saturating_sub(DNP_HEADER_LEN + NCF_FIXED_LEN + CRC_LEN) / RANGE_LEN
 }
 
 /// Sequences `first..first + len`, as carried in NACK and NCF.
@@ -276,8 +281,31 @@ fn too_short(needed: usize, body: &[u8]) -> BodyError {
     }
 }
 
+/// The fields of a control body whose CRC-32C trailer matches; a corrupted body that slipped
+/// past the 16-bit DNP checksum is refused here rather than acted upon.
+fn checked(body: &[u8]) -> Result<&[u8], BodyError> {
+    let Some(split) = body.len().checked_sub(CRC_LEN) else {
+        return Err(too_short(CRC_LEN, body));
+    };
+    let (fields, trailer) = body.split_at(split);
+    let carried = u32::from_be_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+    if crc32c::crc32c(fields) == carried {
+        Ok(fields)
+    } else {
+        Err(BodyError::BadCrc)
+    }
+}
+
+/// Appends the CRC-32C of `body[..len]` after it; returns the length with the trailer.
+fn append_crc(body: &mut [u8], len: usize) -> usize {
+    let crc = crc32c::crc32c(&body[..len]);
+    body[len..len + CRC_LEN].copy_from_slice(&crc.to_be_bytes());
+    len + CRC_LEN
+}
+
 impl<'a> Nack<'a> {
     pub fn parse(body: &'a [u8]) -> Result<Self, BodyError> {
+        let body = checked(body)?;
         let (group, rest) =
             U16::read_from_prefix(body).map_err(|_| too_short(NACK_FIXED_LEN, body))?;
         let (count, rest) =
@@ -291,6 +319,7 @@ impl<'a> Nack<'a> {
 
 impl<'a> Ncf<'a> {
     pub fn parse(body: &'a [u8]) -> Result<Self, BodyError> {
+        let body = checked(body)?;
         let (fixed, rest) =
             <[U16; 3]>::read_from_prefix(body).map_err(|_| too_short(NCF_FIXED_LEN, body))?;
         Ok(Ncf {
@@ -303,6 +332,7 @@ impl<'a> Ncf<'a> {
 
 impl Mab {
     pub fn parse(body: &[u8]) -> Result<Self, BodyError> {
+        let body = checked(body)?;
         let (w, rest) = MabWire::read_from_prefix(body).map_err(|_| too_short(MAB_LEN, body))?;
         no_trailing(rest)?;
         Ok(Mab {
@@ -319,12 +349,13 @@ impl Mab {
             received: self.received.into(),
         };
         body[..MAB_LEN].copy_from_slice(w.as_bytes());
-        MAB_LEN
+        append_crc(body, MAB_LEN)
     }
 }
 
 impl SpmFields {
     pub fn parse(body: &[u8]) -> Result<Self, BodyError> {
+        let body = checked(body)?;
         let (w, rest) = SpmWire::read_from_prefix(body).map_err(|_| too_short(SPM_LEN, body))?;
         no_trailing(rest)?;
         // Reserved flag bits must be zero, so that they can be given a meaning later.
@@ -353,7 +384,7 @@ impl SpmFields {
             hash: self.hash,
         };
         body[..SPM_LEN].copy_from_slice(w.as_bytes());
-        SPM_LEN
+        append_crc(body, SPM_LEN)
     }
 }
 
@@ -385,7 +416,8 @@ pub fn write_nack(body: &mut [u8], group: GroupAddr, ranges: &[SeqRange]) -> usi
     let count = u16::try_from(ranges.len()).expect("range count fits u16");
     body[..2].copy_from_slice(&group.get().to_be_bytes());
     body[2..4].copy_from_slice(&count.to_be_bytes());
-    NACK_FIXED_LEN + write_ranges(&mut body[NACK_FIXED_LEN..], ranges)
+    let len = NACK_FIXED_LEN + write_ranges(&mut body[NACK_FIXED_LEN..], ranges);
+    append_crc(body, len)
 }
 
 /// Writes an NCF body into `body`, returns its length. Panics as [`write_nack`].
@@ -400,7 +432,8 @@ pub fn write_ncf(
     body[..2].copy_from_slice(&group.get().to_be_bytes());
     body[2..4].copy_from_slice(&sender.get().to_be_bytes());
     body[4..6].copy_from_slice(&count.to_be_bytes());
-    NCF_FIXED_LEN + write_ranges(&mut body[NCF_FIXED_LEN..], ranges)
+    let len = NCF_FIXED_LEN + write_ranges(&mut body[NCF_FIXED_LEN..], ranges);
+    append_crc(body, len)
 }
 
 /// Builds a whole sealed NACK packet into `packet`; returns its length.
@@ -569,19 +602,21 @@ mod tests {
         assert_eq!(
             hex(&buf[..len]),
             concat!(
-                "ffa50001000200120026",
+                "c6fb000100020012002a",
                 "f0000002",
                 "000000000000000500000002",
-                "010203040506070800000001"
+                "010203040506070800000001",
+                "e90e4f97"
             )
         );
         let len = build_ncf(&mut buf, n(3), n(2), g(0xF000), n(1), &ranges[..1]);
         assert_eq!(
             hex(&buf[..len]),
             concat!(
-                "0fc1000300020014001c",
+                "53730003000200140020",
                 "f000000100010000000000000005",
-                "00000002"
+                "00000002",
+                "c03afc0e"
             )
         );
         let mab = Mab {
@@ -593,10 +628,11 @@ mod tests {
         assert_eq!(
             hex(&buf[..len]),
             concat!(
-                "8fcb000100020013001c",
+                "37520001000200130020",
                 "f000",
                 "0000000000010000",
-                "0000000000008000"
+                "0000000000008000",
+                "c2bb95b9"
             )
         );
         let spm = SpmFields {
@@ -612,16 +648,23 @@ mod tests {
         assert_eq!(
             hex(&buf[..len]),
             concat!(
-                "30aef00000010015004d",
+                "03d0f000000100150051",
                 "0000000000000007",
                 "0000000000000001",
                 "0000000000000009",
                 "03e2",
                 "0000000000001f40",
                 "01",
-                "abababababababababababababababababababababababababababababababab"
+                "abababababababababababababababababababababababababababababababab",
+                "c1961896"
             )
         );
+    }
+
+    fn with_crc(fields: &[u8]) -> Vec<u8> {
+        let mut body = fields.to_vec();
+        body.extend_from_slice(&crc32c::crc32c(fields).to_be_bytes());
+        body
     }
 
     #[test]
@@ -634,40 +677,52 @@ mod tests {
             }
         );
         assert_eq!(
-            Nack::parse(&[0xF0, 0]).unwrap_err(),
+            Nack::parse(&with_crc(&[0xF0, 0])).unwrap_err(),
             BodyError::TooShort { needed: 4, got: 2 }
         );
         // Count 0.
         assert_eq!(
-            Nack::parse(&[0xF0, 0, 0, 0]).unwrap_err(),
+            Nack::parse(&with_crc(&[0xF0, 0, 0, 0])).unwrap_err(),
             BodyError::BadCount
         );
         // Count 2 but one range.
         let mut b = vec![0xF0, 0, 0, 2];
         b.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1]);
-        assert_eq!(Nack::parse(&b).unwrap_err(), BodyError::BadCount);
+        assert_eq!(Nack::parse(&with_crc(&b)).unwrap_err(), BodyError::BadCount);
         // Empty range.
         let mut b = vec![0xF0, 0, 0, 1];
         b.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]);
-        assert_eq!(Nack::parse(&b).unwrap_err(), BodyError::BadCount);
+        assert_eq!(Nack::parse(&with_crc(&b)).unwrap_err(), BodyError::BadCount);
         // Range wrapping past u64::MAX.
         let mut b = vec![0xF0, 0, 0, 1];
         b.extend_from_slice(&[0xFF; 8]);
         b.extend_from_slice(&[0, 0, 0, 2]);
-        assert_eq!(Nack::parse(&b).unwrap_err(), BodyError::BadCount);
+        assert_eq!(Nack::parse(&with_crc(&b)).unwrap_err(), BodyError::BadCount);
         // One byte too many.
         let mut b = vec![0xF0, 0, 0, 1];
         b.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 9]);
-        assert_eq!(Nack::parse(&b).unwrap_err(), BodyError::TrailingBytes(1));
         assert_eq!(
-            Mab::parse(&[0; 19]).unwrap_err(),
+            Nack::parse(&with_crc(&b)).unwrap_err(),
+            BodyError::TrailingBytes(1)
+        );
+        assert_eq!(
+            Mab::parse(&with_crc(&[0; 19])).unwrap_err(),
             BodyError::TrailingBytes(1)
         );
         let mut spm = [0u8; SPM_LEN];
         spm[34] = 0x02;
         assert_eq!(
-            SpmFields::parse(&spm).unwrap_err(),
+            SpmFields::parse(&with_crc(&spm)).unwrap_err(),
             BodyError::UnknownKind(2)
+        );
+        // A good body with one bit changed: the CRC trailer refuses it.
+        let mut good = [0u8; 40];
+        let len = write_nack(&mut good, g(0xF000), &[SeqRange::single(3)]);
+        good[5] ^= 0x10;
+        assert_eq!(Nack::parse(&good[..len]).unwrap_err(), BodyError::BadCrc);
+        assert_eq!(
+            Mab::parse(&[0; 3]).unwrap_err(),
+            BodyError::TooShort { needed: 4, got: 3 }
         );
         assert_eq!(
             RmtpMessage::parse(Flag::Drp, &[]).unwrap_err(),

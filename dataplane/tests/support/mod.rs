@@ -172,8 +172,14 @@ impl Scenario {
             }
             let mut node = self.sim.node_mut(r).unwrap();
             while let Some(e) = node.poll_event() {
-                if let NodeEvent::Transfer(TransferEvent::Received { at, .. }) = e {
-                    self.completed_at.insert(r, at);
+                match e {
+                    NodeEvent::Transfer(TransferEvent::Received { at, .. }) => {
+                        self.completed_at.insert(r, at);
+                    }
+                    NodeEvent::Transfer(TransferEvent::ReceiveFailed { reason, .. }) => {
+                        println!("  receiver {r} failed: {reason}");
+                    }
+                    _ => {}
                 }
             }
         }
@@ -227,6 +233,17 @@ impl Scenario {
                     s.nacks_sent, s.repairs_received, s.duplicates, s.crc_failures
                 ),
                 None => println!("  receiver {r:>3}: down"),
+            }
+            let o = self.outcomes[r].borrow();
+            if o.verified != Some(true) {
+                let delivered = self
+                    .sim
+                    .node(*r)
+                    .and_then(|node| node.transfers().delivered(SID));
+                println!(
+                    "      not verified: written {} of {}, delivered {delivered:?}, {:?}",
+                    o.written, self.data_len, o.verified
+                );
             }
         }
         let f = self.figures();
