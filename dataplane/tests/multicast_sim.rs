@@ -197,3 +197,144 @@ fn with_the_repair_cache_most_repairs_come_from_relays() {
         share * 100.0
     );
 }
+
+#[test]
+fn a_slow_receiver_bounds_the_sender_and_when_it_dies_the_others_finish() {
+    let topology = with_faults(
+        build::binary_tree(3, 7001),
+        Faults {
+            delay: Duration::from_millis(1),
+            ..Faults::default()
+        },
+    );
+    let leaves = [n(4), n(5), n(6), n(7)];
+    let window = 64 * 1024;
+    let options = RmtpOptions {
+        receiver_window: window,
+        initial_window: 32 * 1024,
+        ..RmtpOptions::default()
+    };
+    let mut s = Scenario::start(topology, 8, options, n(1), &leaves, content(8 * MIB, 13));
+    // Node 7 sits behind a 200 kB/s link; the rest of the tree is unlimited.
+    s.sim.set_rate(n(3), n(7), Some(200_000)).unwrap();
+    let slow = n(7);
+    let mut max_in_flight = 0;
+    let start = s.sim.now();
+    while s.sim.now() < start + Duration::from_secs(5) {
+        s.sim.run_for(Duration::from_millis(1));
+        let sent = s
+            .sim
+            .node(n(1))
+            .unwrap()
+            .transfers()
+            .sender(group())
+            .unwrap()
+            .sent_offset();
+        let slowest = leaves
+            .iter()
+            .map(|r| s.sim.node(*r).unwrap().transfers().delivered(SID).unwrap())
+            .min()
+            .unwrap();
+        max_in_flight = max_in_flight.max(sent.saturating_sub(slowest));
+        assert!(
+            sent <= slowest + window,
+            "sent {sent} beyond the slowest receiver {slowest} + window"
+        );
+    }
+    let slow_delivered = s
+        .sim
+        .node(slow)
+        .unwrap()
+        .transfers()
+        .delivered(SID)
+        .unwrap();
+    let sent = s
+        .sim
+        .node(n(1))
+        .unwrap()
+        .transfers()
+        .sender(group())
+        .unwrap()
+        .sent_offset();
+    println!(
+        "slow receiver: after 5 s it has {slow_delivered} bytes (~200 kB/s), the sender sent {sent}; most in flight {max_in_flight} (window {window})"
+    );
+    assert!(
+        sent < 2 * MIB as u64,
+        "the slow receiver must hold the sender back"
+    );
+
+    s.sim.node_down(slow).unwrap();
+    let killed_at = s.sim.now();
+    let others = [n(4), n(5), n(6)];
+    let done = s.run_until_received(&others, Duration::from_secs(120));
+    s.report("slow receiver, then it dies");
+    assert!(
+        done,
+        "the others must finish once the dead receiver is pruned"
+    );
+    s.assert_identical(&others);
+    let last = others.iter().map(|r| s.completed_at[r]).max().unwrap();
+    println!(
+        "others finished {:.3}s after node 7 died",
+        last.saturating_since(killed_at).as_secs_f64()
+    );
+}
+
+#[test]
+fn a_tree_link_failing_mid_transfer_reroutes_and_every_receiver_completes() {
+    let topology = with_faults(
+        build::grid(4, 4, 7001),
+        Faults {
+            loss: 0.02,
+            delay: Duration::from_millis(1),
+            ..Faults::default()
+        },
+    );
+    let receivers = [n(4), n(13), n(16), n(11), n(7)];
+    let options = RmtpOptions {
+        sender_rate: Some(2_000_000),
+        ..RmtpOptions::default()
+    };
+    let mut s = Scenario::start(topology, 9, options, n(1), &receivers, content(4 * MIB, 14));
+    s.sim.run_for(Duration::from_millis(500));
+    // Cut the first link of the tree on the sender's side that carries traffic.
+    let entry = s
+        .sim
+        .node(n(1))
+        .unwrap()
+        .multicast()
+        .lookup(group(), n(1))
+        .cloned()
+        .unwrap();
+    let child = entry.downstream[0];
+    s.sim.link_down(n(1), child).unwrap();
+    let delivered_at_cut: Vec<u64> = receivers
+        .iter()
+        .map(|r| s.sim.node(*r).unwrap().transfers().delivered(SID).unwrap())
+        .collect();
+    println!(
+        "cut link 1-{child} at {} with receivers at {delivered_at_cut:?} bytes",
+        s.sim.now()
+    );
+    assert!(
+        delivered_at_cut.iter().any(|&d| d < 4 * MIB as u64),
+        "the cut must come mid-transfer"
+    );
+    let done = s.run_until_received(&receivers, Duration::from_secs(120));
+    s.report("grid 4x4, tree link cut mid-transfer");
+    assert!(done, "every receiver must complete over the new tree");
+    s.assert_identical(&receivers);
+    let after = s
+        .sim
+        .node(n(1))
+        .unwrap()
+        .multicast()
+        .lookup(group(), n(1))
+        .cloned()
+        .unwrap();
+    assert!(
+        !after.downstream.contains(&child),
+        "the tree re-formed without the cut link"
+    );
+}
