@@ -1,14 +1,12 @@
 //! GMP and RAP through whole simulated nodes: membership soft state and service announcements
 //! over lossy links.
 
-mod support;
-
 use control::topology::{Faults, build};
 use dataplane::node::{Node, NodeEvent, RmtpOptions, sim_factory};
 use dataplane::rmtp::MemSource;
 use dataplane::sim::Sim;
+use dataplane::sim::scenario::*;
 use std::time::Duration;
-use support::*;
 
 #[test]
 fn a_client_learns_a_servers_services_over_lossy_links_and_the_server_forgets_it() {
@@ -105,7 +103,7 @@ fn joins_and_leaves_propagate_and_a_silent_branch_expires_after_the_interval() {
     };
     for leaf in [4, 5, 7] {
         let now = sim.now();
-        let (sink, _) = CheckSink::new();
+        let (sink, _) = CheckSink::with_outcome();
         sim.node_mut(n(leaf))
             .unwrap()
             .start_receive(now, group(), n(1), SID, Box::new(sink))

@@ -2,12 +2,10 @@
 //! receiver byte for byte through loss, corruption and failures. Each test prints its figures.
 //! The default run uses small files; `cargo test --release -- --ignored` runs the full 64 MiB.
 
-mod support;
-
 use control::topology::{Faults, build};
 use dataplane::node::RmtpOptions;
+use dataplane::sim::scenario::*;
 use std::time::Duration;
-use support::*;
 
 const MIB: usize = 1 << 20;
 
@@ -33,7 +31,8 @@ fn tree_transfer(size: usize) {
         n(1),
         &leaves,
         content(size, 7),
-    );
+    )
+    .unwrap();
     for r in leaves {
         s.sim
             .set_undetected_corruption(r, n(r.get() / 2), 0.002)
@@ -71,7 +70,8 @@ fn random50_transfer(size: usize) {
         n(1),
         &receivers,
         content(size, 9),
-    );
+    )
+    .unwrap();
     let done = s.run_until_received(&receivers, Duration::from_secs(600));
     s.report(&format!(
         "random 50 nodes, 20 receivers, {} MiB, 10% loss, 1% corruption",
@@ -137,7 +137,8 @@ fn nacks_are_aggregated_to_about_one_per_sender_link_per_loss() {
         cache_bytes: 0,
         ..RmtpOptions::default()
     };
-    let mut s = Scenario::start(topology, 5, options, n(1), &receivers, content(2 * MIB, 11));
+    let mut s =
+        Scenario::start(topology, 5, options, n(1), &receivers, content(2 * MIB, 11)).unwrap();
     let counts = count_nacks_at(&mut s);
     assert!(s.run_until_received(&receivers, Duration::from_secs(300)));
     s.report("NACK aggregation, 7-node tree, 5% loss, cache off");
@@ -186,7 +187,8 @@ fn with_the_repair_cache_most_repairs_come_from_relays() {
         n(1),
         &leaves,
         content(2 * MIB, 12),
-    );
+    )
+    .unwrap();
     assert!(s.run_until_received(&leaves, Duration::from_secs(300)));
     s.report("repair cache, 7-node tree, 10% loss");
     s.assert_identical(&leaves);
@@ -214,7 +216,7 @@ fn a_slow_receiver_bounds_the_sender_and_when_it_dies_the_others_finish() {
         initial_window: 32 * 1024,
         ..RmtpOptions::default()
     };
-    let mut s = Scenario::start(topology, 8, options, n(1), &leaves, content(8 * MIB, 13));
+    let mut s = Scenario::start(topology, 8, options, n(1), &leaves, content(8 * MIB, 13)).unwrap();
     // Node 7 sits behind a 200 kB/s link; the rest of the tree is unlimited.
     s.sim.set_rate(n(3), n(7), Some(200_000)).unwrap();
     let slow = n(7);
@@ -296,7 +298,8 @@ fn a_tree_link_failing_mid_transfer_reroutes_and_every_receiver_completes() {
         sender_rate: Some(2_000_000),
         ..RmtpOptions::default()
     };
-    let mut s = Scenario::start(topology, 9, options, n(1), &receivers, content(4 * MIB, 14));
+    let mut s =
+        Scenario::start(topology, 9, options, n(1), &receivers, content(4 * MIB, 14)).unwrap();
     s.sim.run_for(Duration::from_millis(500));
     // Cut the first link of the tree on the sender's side that carries traffic.
     let entry = s

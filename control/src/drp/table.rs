@@ -75,7 +75,12 @@ impl std::fmt::Display for RoutingTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "node {}: {} routes", self.me, self.routes.len())?;
         for r in &self.routes {
-            writeln!(f, "  {:>5} via {:>5} ({} hops)", r.dst, r.next_hop, r.hops)?;
+            let plural = if r.hops == 1 { "" } else { "s" };
+            writeln!(
+                f,
+                "  {:>5} via {:>5} ({} hop{plural})",
+                r.dst, r.next_hop, r.hops
+            )?;
         }
         Ok(())
     }

@@ -37,6 +37,7 @@
 mod engine;
 mod link;
 mod queue;
+pub mod scenario;
 mod stats;
 mod trace;
 

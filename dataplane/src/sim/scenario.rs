@@ -1,26 +1,29 @@
-//! Shared pieces of the multicast simulator tests: a simulated network of full nodes, sinks
-//! that verify what they are given, and figures to print.
-#![allow(dead_code)]
+//! One multicast transfer through a simulated network of full nodes: boot, converge, subscribe
+//! the receivers, send, and report per-receiver completion and the counters a user asks about.
+//! Used by the simulator tests and by `burghers sim --send`.
 
+use super::{Boot, Sim};
+use crate::node::{Node, NodeEvent, RmtpOptions, TransferEvent};
+use crate::rmtp::{MemSource, Sink, SinkError};
 use control::rng::Rng;
 use control::topology::{Faults, Topology};
 use control::{GroupAddr, Instant, NodeAddr};
-use dataplane::node::{Node, NodeEvent, RmtpOptions, TransferEvent};
-use dataplane::rmtp::{MemSource, Sink, SinkError};
-use dataplane::sim::{Boot, Sim};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+/// The client id every scenario receiver subscribes with.
 pub const SID: u16 = 100;
 
+/// A node address; panics on 0 or a group address (for tests and literals).
 pub fn n(v: u16) -> NodeAddr {
-    NodeAddr::new(v).unwrap()
+    NodeAddr::new(v).expect("a node address")
 }
 
+/// The group every scenario sends to.
 pub fn group() -> GroupAddr {
-    GroupAddr::from_index(1).unwrap()
+    GroupAddr::from_index(1).expect("group 1 exists")
 }
 
 /// Deterministic pseudo-random content.
@@ -50,7 +53,8 @@ pub struct CheckSink {
 }
 
 impl CheckSink {
-    pub fn new() -> (Self, Rc<RefCell<Outcome>>) {
+    /// A sink and the handle through which its outcome is read.
+    pub fn with_outcome() -> (Self, Rc<RefCell<Outcome>>) {
         let outcome = Rc::new(RefCell::new(Outcome::default()));
         (
             CheckSink {
@@ -127,20 +131,25 @@ impl Scenario {
         sender: NodeAddr,
         receivers: &[NodeAddr],
         data: Vec<u8>,
-    ) -> Scenario {
+    ) -> Result<Scenario, String> {
+        for &node in receivers.iter().chain([&sender]) {
+            if topology.node(node).is_none() {
+                return Err(format!("node {node} is not in the topology"));
+            }
+        }
         let file = topology.clone();
         let make =
             move |boot: Boot| Node::with_options(boot.addr, &file, boot.now, options.clone());
-        let mut sim = Sim::new(&topology, seed, make).expect("valid topology");
+        let mut sim = Sim::new(&topology, seed, make).map_err(|e| e.to_string())?;
         sim.run_for(Duration::from_secs(2));
         let mut outcomes = BTreeMap::new();
         for &r in receivers {
-            let (sink, outcome) = CheckSink::new();
+            let (sink, outcome) = CheckSink::with_outcome();
             let now = sim.now();
             sim.node_mut(r)
-                .unwrap()
+                .ok_or_else(|| format!("node {r} is down"))?
                 .start_receive(now, group(), sender, SID, Box::new(sink))
-                .expect("subscribe");
+                .map_err(|e| format!("node {r} cannot receive: {e}"))?;
             outcomes.insert(r, outcome);
         }
         sim.run_for(Duration::from_secs(2));
@@ -148,10 +157,10 @@ impl Scenario {
         let data_len = data.len() as u64;
         let now = sim.now();
         sim.node_mut(sender)
-            .unwrap()
+            .ok_or_else(|| format!("node {sender} is down"))?
             .start_send(now, group(), "payload.bin", Box::new(MemSource::new(data)))
-            .expect("start sending");
-        Scenario {
+            .map_err(|e| format!("node {sender} cannot send: {e}"))?;
+        Ok(Scenario {
             sim,
             topology,
             sender,
@@ -161,7 +170,7 @@ impl Scenario {
             data_hash,
             data_len,
             started_at: now,
-        }
+        })
     }
 
     /// Collects completion events from every node.
@@ -170,7 +179,9 @@ impl Scenario {
             if !self.sim.is_up(r) {
                 continue;
             }
-            let mut node = self.sim.node_mut(r).unwrap();
+            let Some(mut node) = self.sim.node_mut(r) else {
+                continue;
+            };
             while let Some(e) = node.poll_event() {
                 match e {
                     NodeEvent::Transfer(TransferEvent::Received { at, .. }) => {
@@ -221,7 +232,17 @@ impl Scenario {
             let took = self
                 .completed_at
                 .get(r)
-                .map(|t| format!("{:.3}s", t.saturating_since(self.started_at).as_secs_f64()))
+                .map(|t| t.saturating_since(self.started_at));
+            let goodput = took
+                .map(|d| {
+                    format!(
+                        "{:.1} MB/s",
+                        self.data_len as f64 / d.as_secs_f64().max(1e-9) / 1e6
+                    )
+                })
+                .unwrap_or_else(|| "-".into());
+            let took = took
+                .map(|d| format!("{:.3}s", d.as_secs_f64()))
                 .unwrap_or_else(|| "-".into());
             let stats = self
                 .sim
@@ -229,7 +250,7 @@ impl Scenario {
                 .and_then(|node| node.transfers().receiver_stats(SID).cloned());
             match stats {
                 Some(s) => println!(
-                    "  receiver {r:>3}: complete after {took:>8}, nacks {:>5}, repairs {:>5}, dup {:>5}, crc-fail {:>3}",
+                    "  receiver {r:>3}: complete after {took:>8} ({goodput}), nacks {:>5}, repairs {:>5}, dup {:>5}, crc-fail {:>3}",
                     s.nacks_sent, s.repairs_received, s.duplicates, s.crc_failures
                 ),
                 None => println!("  receiver {r:>3}: down"),
