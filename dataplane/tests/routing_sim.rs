@@ -3,7 +3,7 @@
 
 use control::NodeAddr;
 use control::topology::{Faults, Topology, build};
-use dataplane::node::{Node, sim_factory};
+use dataplane::node::{Node, routes_converged, sim_factory};
 use dataplane::sim::{Boot, Sim};
 use std::time::Duration;
 
@@ -23,18 +23,6 @@ fn sim_local_files(topology: &Topology, seed: u64) -> Sim<Node> {
     Sim::new(topology, seed, factory).expect("valid topology")
 }
 
-/// True when every up node's table equals the oracle over the links that are up.
-fn converged(sim: &Sim<Node>, topology: &Topology) -> bool {
-    let expected =
-        topology.expected_routes(|a, b| sim.is_link_up(a, b) && sim.is_up(a) && sim.is_up(b));
-    topology.nodes.iter().zip(&expected).all(|(spec, want)| {
-        !sim.is_up(spec.addr)
-            || sim
-                .node(spec.addr)
-                .is_some_and(|node| node.routes().routes() == want.routes())
-    })
-}
-
 /// Runs until converged (checked every `every`), returns the virtual time it took.
 fn converge(
     sim: &mut Sim<Node>,
@@ -46,7 +34,7 @@ fn converge(
     sim.set_cond_interval(every);
     let deadline = start + within;
     let at = sim
-        .run_until_cond(deadline, |s| converged(s, topology))
+        .run_until_cond(deadline, |s| routes_converged(s, topology))
         .unwrap_or_else(|| panic!("not converged within {within:?}"));
     at.saturating_since(start)
 }
@@ -191,7 +179,7 @@ fn flooding_is_reliable_at_30_percent_loss_and_corruption_is_never_acted_upon() 
     // Convergence at the first instant can be luck: stay converged through several hello periods.
     for _ in 0..20 {
         s.run_for(Duration::from_millis(500));
-        assert!(converged(&s, &topology), "diverged at {}", s.now());
+        assert!(routes_converged(&s, &topology), "diverged at {}", s.now());
     }
     let totals = s.totals();
     let rejected: u64 = s.nodes().map(|(_, node)| node.stats().bad_checksum).sum();

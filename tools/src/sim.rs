@@ -2,7 +2,7 @@
 
 use control::NodeAddr;
 use control::topology::Topology;
-use dataplane::node::{Node, RmtpOptions, sim_factory};
+use dataplane::node::{Node, RmtpOptions, routes_converged, sim_factory};
 use dataplane::sim::Sim;
 use dataplane::sim::scenario::{Scenario, content};
 use std::path::PathBuf;
@@ -123,7 +123,7 @@ pub fn run(args: SimArgs) -> Result<(), String> {
         10
     }));
     let deadline = sim.now() + Duration::from_secs_f64(args.until);
-    let converged_at = sim.run_until_cond(deadline, |s| converged(s, &topology));
+    let converged_at = sim.run_until_cond(deadline, |s| routes_converged(s, &topology));
     if !args.quiet {
         for (_, node) in sim.nodes() {
             print!("{}", node.routes());
@@ -216,16 +216,4 @@ fn transfer(
     }
     println!("every copy verified (BLAKE3 equal to the source)");
     Ok(())
-}
-
-/// Every up node's table equals the true shortest paths over the links that are up.
-fn converged(sim: &Sim<Node>, topology: &Topology) -> bool {
-    let expected =
-        topology.expected_routes(|a, b| sim.is_link_up(a, b) && sim.is_up(a) && sim.is_up(b));
-    topology.nodes.iter().zip(&expected).all(|(spec, want)| {
-        !sim.is_up(spec.addr)
-            || sim
-                .node(spec.addr)
-                .is_some_and(|n| n.routes().routes() == want.routes())
-    })
 }

@@ -450,6 +450,19 @@ impl SimNode for Node {
     }
 }
 
+/// True when every up node's routing table equals the true shortest paths
+/// ([`Topology::expected_routes`]) over the links that are up in `sim`.
+pub fn routes_converged(sim: &crate::sim::Sim<Node>, topology: &Topology) -> bool {
+    let expected =
+        topology.expected_routes(|a, b| sim.is_link_up(a, b) && sim.is_up(a) && sim.is_up(b));
+    topology.nodes.iter().zip(&expected).all(|(spec, want)| {
+        !sim.is_up(spec.addr)
+            || sim
+                .node(spec.addr)
+                .is_some_and(|node| node.routes().routes() == want.routes())
+    })
+}
+
 /// The `make_node` function the simulator needs: every node built from the same topology.
 pub fn sim_factory(topology: &Topology) -> impl FnMut(Boot) -> Node + 'static {
     let topology = topology.clone();
