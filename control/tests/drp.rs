@@ -313,7 +313,12 @@ impl Net {
 
     fn assert_converged(&self) {
         let bad = self.mismatches(&self.oracle());
-        assert!(bad.is_empty(), "{} wrong routes: {:?}", bad.len(), &bad[..bad.len().min(10)]);
+        assert!(
+            bad.is_empty(),
+            "{} wrong routes: {:?}",
+            bad.len(),
+            &bad[..bad.len().min(10)]
+        );
     }
 
     fn total<F: Fn(&control::drp::DrpStats) -> u64>(&self, f: F) -> u64 {
@@ -355,7 +360,11 @@ fn converges_on_line_ring_and_grid() {
         let published = net.total(|s| s.routes_published);
         net.run_for(secs(5));
         net.assert_converged();
-        assert_eq!(net.total(|s| s.lsps_sent), lsps, "{label}: LSPs still flowing");
+        assert_eq!(
+            net.total(|s| s.lsps_sent),
+            lsps,
+            "{label}: LSPs still flowing"
+        );
         assert_eq!(net.total(|s| s.routes_published), published);
         // Every node knows every node, with a real (non-zero) sequence.
         for d in net.nodes.values() {
@@ -379,7 +388,10 @@ fn a_cut_link_is_avoided_and_a_healed_one_comes_back() {
     net.run_for(ms(2500));
     assert!(net.nodes[&x].neighbours().contains(&y));
     let took = net.converge(secs(3)).expect("routes avoid the cut link");
-    println!("cut {x}-{y}: routes avoided it {:.3}s after 2.5s", took.as_secs_f64());
+    println!(
+        "cut {x}-{y}: routes avoided it {:.3}s after 2.5s",
+        took.as_secs_f64()
+    );
     assert!(!net.nodes[&x].neighbours().contains(&y));
     assert!(net.events[&x].contains(&DrpEvent::NeighbourDown(y)));
     assert!(net.events[&y].contains(&DrpEvent::NeighbourDown(x)));
@@ -389,7 +401,10 @@ fn a_cut_link_is_avoided_and_a_healed_one_comes_back() {
     // Heal: former-neighbour probes (every 5 s) find the link again.
     net.cut.remove(&key(x, y));
     let took = net.converge(secs(7)).expect("routes use the healed link");
-    println!("healed {x}-{y}: routes back after {:.3}s", took.as_secs_f64());
+    println!(
+        "healed {x}-{y}: routes back after {:.3}s",
+        took.as_secs_f64()
+    );
     assert!(net.nodes[&x].neighbours().contains(&y));
     assert_eq!(*net.nodes[&x].routes(), *before);
 }
@@ -472,7 +487,10 @@ fn terminate_removes_a_node_at_once() {
     let took = net.converge(ms(500)).unwrap_or_else(|| {
         panic!("{:?}", net.mismatches(&net.oracle()));
     });
-    println!("terminate of {t}: routes without it after {:.3}s", took.as_secs_f64());
+    println!(
+        "terminate of {t}: routes without it after {:.3}s",
+        took.as_secs_f64()
+    );
     for x in nbrs {
         let d = &net.nodes[&x];
         assert!(!d.neighbours().contains(&t));
@@ -480,7 +498,12 @@ fn terminate_removes_a_node_at_once() {
         assert!(net.events[&x].contains(&DrpEvent::NeighbourDown(t)));
     }
     for d in net.nodes.values() {
-        assert_eq!(d.routes().next_hop(t), None, "{} still routes to {t}", d.me());
+        assert_eq!(
+            d.routes().next_hop(t),
+            None,
+            "{} still routes to {t}",
+            d.me()
+        );
     }
 }
 
@@ -524,7 +547,12 @@ fn a_restarted_node_with_a_lower_sequence_converges() {
     assert!(d.stats().sequence_jumps >= 1);
     assert!(d.lsdb().iter().all(|(_, e)| e.sequence >= 1));
     for x in net.nodes.values() {
-        assert_eq!(x.lsdb().get(r).unwrap().sequence, d.sequence(), "at {}", x.me());
+        assert_eq!(
+            x.lsdb().get(r).unwrap().sequence,
+            d.sequence(),
+            "at {}",
+            x.me()
+        );
     }
     // Only r's own view of its neighbours came up; theirs never went down.
     assert_eq!(d.stats().neighbours_up, 2);
@@ -574,10 +602,24 @@ fn bad_and_unexpected_input_is_counted_not_fatal() {
     let t = Instant::from_millis(10);
 
     // Ack for an LSP nobody has: ignored.
-    d.handle_packet(t, nb, DrpMessage::LspAck { originator: 77, sequence: 5 });
+    d.handle_packet(
+        t,
+        nb,
+        DrpMessage::LspAck {
+            originator: 77,
+            sequence: 5,
+        },
+    );
     assert_eq!(d.stats().ignored_messages, 1);
     // Ack with originator 0: bad.
-    d.handle_packet(t, nb, DrpMessage::LspAck { originator: 0, sequence: 5 });
+    d.handle_packet(
+        t,
+        nb,
+        DrpMessage::LspAck {
+            originator: 0,
+            sequence: 5,
+        },
+    );
     assert_eq!(d.stats().bad_messages, 1);
     // LSPs with originator 0, a neighbour 0, a neighbour in the group range: bad, not acked.
     let acks = d.stats().acks_sent;
@@ -638,7 +680,10 @@ fn a_thousand_nodes_converge() {
     net.report("32x32 grid, databases full after 3s", took);
     let flooded = wall.elapsed();
     // A cut in the middle: detected after the dead interval, flooded to all 1024 nodes.
-    let (x, y) = (n(scrambled(16 * 32 + 16, 1024)), n(scrambled(16 * 32 + 17, 1024)));
+    let (x, y) = (
+        n(scrambled(16 * 32 + 16, 1024)),
+        n(scrambled(16 * 32 + 17, 1024)),
+    );
     net.cut.insert(key(x, y));
     let packets = net.packets;
     let took = net.converge(secs(6)).expect("converges around the cut");

@@ -1,4 +1,6 @@
 //! The Burghers dataplane: RMTP cores, node composition, and the engines that move bytes and
-//! time for them (`sim` now; `threaded` and `uring` later).
+//! time for them (`sim`, `threaded`; `uring` later).
 
+pub mod garbler;
 pub mod sim;
+mod sync;

@@ -44,7 +44,9 @@ pub enum DrpEvent {
 enum Link {
     /// Listed in the topology file but never heard: hello every hello interval.
     Configured,
-    Live { last_heard: Instant },
+    Live {
+        last_heard: Instant,
+    },
     /// Was live, then went silent or terminated: probed every former-probe interval (seed §3.5).
     Former,
 }
@@ -488,8 +490,7 @@ impl Drp {
             return;
         };
         let claims_ours = entry.sequence != FILE_SEQUENCE
-            && (entry.sequence > own.sequence
-                || (entry.sequence == own.sequence && *own != entry));
+            && (entry.sequence > own.sequence || (entry.sequence == own.sequence && *own != entry));
         if claims_ours {
             self.stats.sequence_jumps += 1;
             self.my_seq = self.my_seq.max(entry.sequence);
@@ -508,10 +509,7 @@ impl Drp {
             self.stats.bad_messages += 1;
             return;
         };
-        let current = self
-            .lsdb
-            .get(orig)
-            .is_some_and(|e| e.sequence == sequence);
+        let current = self.lsdb.get(orig).is_some_and(|e| e.sequence == sequence);
         if !current || !self.clear_pending(from, orig) {
             // Unknown or superseded LSP, or a duplicate acknowledgement.
             self.stats.ignored_messages += 1;

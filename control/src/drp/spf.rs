@@ -12,7 +12,7 @@
 //! expands a whole level before the next, so taking the minimum first hop over predecessors as
 //! they are seen is final before the node itself is expanded.
 
-use super::lsdb::{LspEntry, Lsdb};
+use super::lsdb::{Lsdb, LspEntry};
 use super::table::Route;
 use crate::addr::NodeAddr;
 use std::collections::VecDeque;
@@ -98,7 +98,10 @@ mod tests {
         assert_eq!((r4.next_hop, r4.hops), (n(2), 2));
         // From 4, both first hops tie for node 1 as well.
         let routes = shortest_paths(n(4), &[n(2), n(3)], &db);
-        assert_eq!(routes.iter().find(|r| r.dst == n(1)).unwrap().next_hop, n(2));
+        assert_eq!(
+            routes.iter().find(|r| r.dst == n(1)).unwrap().next_hop,
+            n(2)
+        );
     }
 
     #[test]
