@@ -4,3 +4,4 @@
 pub mod garbler;
 pub mod sim;
 mod sync;
+pub mod threaded;
