@@ -7,6 +7,7 @@
 use control::topology::{Timers, Topology};
 use control::{GroupAddr, NodeAddr};
 use dataplane::threaded::{ThreadedNode, ThreadedOptions};
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
@@ -128,8 +129,8 @@ fn hops_from(
     while let Some(u) = queue.pop_front() {
         let d = dist[&u];
         for &v in adj.get(&u).into_iter().flatten() {
-            if !dist.contains_key(&v) {
-                dist.insert(v, d + 1);
+            if let Entry::Vacant(e) = dist.entry(v) {
+                e.insert(d + 1);
                 queue.push_back(v);
             }
         }
