@@ -84,10 +84,13 @@ fn client_learns_services_across_two_lossy_hops() {
         s1.rap_client.provides_received, 5,
         "one answer per exchange"
     );
-    assert!(server.requests_received >= 5);
+    // A provide re-sent for an earlier exchange (its ack lost) may answer the next request
+    // before that request arrives, so the server may see fewer than five; each answer crossed
+    // node 2, and so did at least the first request.
+    assert!(server.requests_received >= 1);
     assert!(
-        s2.dnp.forwarded >= 10,
-        "every request and provide crossed node 2"
+        s2.dnp.forwarded >= 6,
+        "provides and requests crossed node 2"
     );
     assert!(lost > 0, "the links really were lossy");
     net.stop();

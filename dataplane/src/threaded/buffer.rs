@@ -231,6 +231,7 @@ pub trait BufferHandle: Send + Sync {
     fn name(&self) -> &str;
     fn stats(&self) -> BufferStats;
     fn close(&self);
+    fn kick(&self);
 }
 
 impl<T: Send> BufferHandle for ImpatientBuffer<T> {
@@ -244,5 +245,9 @@ impl<T: Send> BufferHandle for ImpatientBuffer<T> {
 
     fn close(&self) {
         ImpatientBuffer::close(self)
+    }
+
+    fn kick(&self) {
+        ImpatientBuffer::kick(self)
     }
 }

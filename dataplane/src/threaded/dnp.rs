@@ -269,11 +269,14 @@ impl Dnp {
         *write(&self.routes) = table;
     }
 
-    pub(crate) fn publish_multicast(&self, table: Arc<MulticastTable>) {
+    /// Replaces the multicast table; false if it is the one already published.
+    pub(crate) fn publish_multicast(&self, table: Arc<MulticastTable>) -> bool {
         let mut current = write(&self.multicast);
-        if !Arc::ptr_eq(&current, &table) {
-            *current = table;
+        if Arc::ptr_eq(&current, &table) {
+            return false;
         }
+        *current = table;
+        true
     }
 
     // ---- peers and the garbler ----

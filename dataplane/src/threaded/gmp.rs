@@ -76,9 +76,12 @@ fn drain(node: &Node, mut gmp: MutexGuard<'_, Gmp>) {
     }
     // Events only say which trees changed; the table says how, and the core counts expiries.
     while gmp.poll_event().is_some() {}
-    node.dnp.publish_multicast(gmp.table());
+    let changed = node.dnp.publish_multicast(gmp.table());
     drop(gmp);
     for t in out {
         let _ = node.dnp.send_to_neighbour(t.to, &t.packet);
+    }
+    if changed {
+        node.tables_changed();
     }
 }

@@ -33,6 +33,7 @@ mod node;
 mod packet;
 mod rap;
 mod receiver;
+mod schedule;
 mod signal;
 mod stats;
 

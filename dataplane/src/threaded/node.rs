@@ -8,7 +8,7 @@ use super::packet::Received;
 use super::rap::{ClientSlot, RapRequestError, ServerSlot};
 use super::signal::Signal;
 use super::stats::NodeStats;
-use super::{drp, gmp, rap, receiver};
+use super::{drp, gmp, rap, receiver, schedule};
 use crate::sync::{lock, read, write};
 use control::drp::{Drp, RoutingTable};
 use control::gmp::{Gmp, GmpError, MulticastTable};
@@ -45,6 +45,9 @@ pub struct ThreadedOptions {
     pub rap_client_sid: u16,
     /// RAP servers started with the node (more can be added while it runs).
     pub rap_servers: Vec<RapServerConfig>,
+    /// Apply the topology's schedule of link events that touch this node (see
+    /// [`ThreadedNode::start`]); off by default, as harnesses usually drive faults themselves.
+    pub apply_schedule: bool,
     /// How long the receiver blocks in `recvfrom` before it looks whether the node is stopping
     /// (a safety net: stopping also wakes it with a datagram).
     pub recv_timeout: Duration,
@@ -57,6 +60,7 @@ impl Default for ThreadedOptions {
             buffer_capacity: DEFAULT_CAPACITY,
             rap_client_sid: DEFAULT_RAP_CLIENT_SID,
             rap_servers: Vec::new(),
+            apply_schedule: false,
             recv_timeout: Duration::from_millis(250),
         }
     }
@@ -76,12 +80,16 @@ pub(crate) struct Node {
     pub hello_wake: Signal,
     /// "The topology has changed": wakes the LSP thread.
     pub lsp_wake: Signal,
+    /// Only stops the schedule thread.
+    pub schedule_wake: Signal,
     pub gmp: Mutex<Gmp>,
     rap_servers: RwLock<BTreeMap<u16, Arc<ServerSlot>>>,
     pub rap_client: ClientSlot,
     stopping: AtomicBool,
     /// Buffers registered by layers added on top (RMTP), closed at shutdown.
     extra_buffers: Mutex<Vec<Arc<dyn BufferHandle>>>,
+    /// Buffers whose consumers want a kick whenever a table is republished.
+    table_watchers: Mutex<Vec<Arc<dyn BufferHandle>>>,
     /// Every thread but the receiver, joined at shutdown.
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -91,6 +99,14 @@ impl Node {
     pub fn routes_changed(&self) {
         gmp::routes_changed(self);
         rap::routes_changed(self);
+        self.tables_changed();
+    }
+
+    /// Wakes the consumers that watch the tables (the RMTP middle layer prunes and re-routes).
+    pub fn tables_changed(&self) {
+        for w in lock(&self.table_watchers).iter() {
+            w.kick();
+        }
     }
 
     fn spawn(
@@ -156,6 +172,9 @@ fn invalid(msg: String) -> io::Error {
 
 impl ThreadedNode {
     /// Binds the node's UDP socket at its address in the topology file and starts its threads.
+    /// The file's link faults toward each neighbour are applied by the garbler from the start;
+    /// with [`ThreadedOptions::apply_schedule`] the file's `link_down`/`link_up` events for this
+    /// node's links are applied at their times since the node started.
     pub fn start(
         topology: &Topology,
         me: NodeAddr,
@@ -212,6 +231,7 @@ impl ThreadedNode {
             drp: Mutex::new(Drp::new(me, topology, now)),
             hello_wake: Signal::default(),
             lsp_wake: Signal::default(),
+            schedule_wake: Signal::default(),
             gmp: Mutex::new(Gmp::new(me, &timers)),
             rap_servers: RwLock::new(BTreeMap::new()),
             rap_client: ClientSlot::new(
@@ -220,6 +240,7 @@ impl ThreadedNode {
             ),
             stopping: AtomicBool::new(false),
             extra_buffers: Mutex::new(Vec::new()),
+            table_watchers: Mutex::new(Vec::new()),
             threads: Mutex::new(Vec::new()),
             dnp,
         });
@@ -236,6 +257,10 @@ impl ThreadedNode {
         node.spawn("drp-lsp", drp::lsp)?;
         node.spawn("gmp", gmp::thread)?;
         node.spawn("rap-client", rap::client_thread)?;
+        let events = schedule::relevant(me, &topology.schedule);
+        if options.apply_schedule && !events.is_empty() {
+            node.spawn("schedule", move |node| schedule::thread(node, events))?;
+        }
         let rx = Arc::clone(&node);
         this.receiver = Some(
             std::thread::Builder::new()
@@ -379,6 +404,12 @@ impl ThreadedNode {
         lock(&self.node.extra_buffers).push(buf);
     }
 
+    /// Kicks `buf`'s consumer ([`Pop::Kicked`](super::Pop::Kicked)) whenever the routing or
+    /// multicast table is republished, so it can re-read them without polling.
+    pub fn watch_tables(&self, buf: Arc<dyn BufferHandle>) {
+        lock(&self.node.table_watchers).push(buf);
+    }
+
     /// Starts a thread the node joins at shutdown. It must return once the buffers it waits
     /// on are closed (their `pop` returns `None` / `Pop::Closed`) or [`Self::is_stopping`].
     pub fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
@@ -436,6 +467,7 @@ impl ThreadedNode {
         }
         n.hello_wake.stop();
         n.lsp_wake.stop();
+        n.schedule_wake.stop();
         n.rap_client.stop();
         let threads = std::mem::take(&mut *lock(&n.threads));
         for t in threads {
