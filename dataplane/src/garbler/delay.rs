@@ -228,6 +228,8 @@ mod tests {
             .collect();
         assert_eq!(got, [1, 2, 3]);
         assert!(Instant::now() >= t0 + Duration::from_millis(20));
+        // The thread counts a packet after the sink returns: join it before reading.
+        line.shutdown();
         let s = line.stats();
         assert_eq!((s.scheduled, s.sent, s.pending), (3, 3, 0));
     }

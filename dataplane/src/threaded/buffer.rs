@@ -69,6 +69,9 @@ struct State<T> {
     queue: VecDeque<T>,
     closed: bool,
     kicked: bool,
+    /// Consumers blocked in a wait: a push signals only if there is one (as glibc's
+    /// `pthread_cond_signal` does for the seed; std's condvar would make a system call).
+    waiting: usize,
     stats: BufferStats,
 }
 
@@ -91,6 +94,7 @@ impl<T> ImpatientBuffer<T> {
                 queue: VecDeque::with_capacity(capacity),
                 closed: false,
                 kicked: false,
+                waiting: 0,
                 stats: BufferStats::default(),
             }),
             ready: Condvar::new(),
@@ -123,9 +127,12 @@ impl<T> ImpatientBuffer<T> {
         s.queue.push_back(item);
         s.stats.pushed += 1;
         s.stats.high_water = s.stats.high_water.max(s.queue.len() as u64);
+        let wake = s.waiting > 0;
         drop(s);
         drop(old);
-        self.ready.notify_one();
+        if wake {
+            self.ready.notify_one();
+        }
         outcome
     }
 
@@ -158,7 +165,9 @@ impl<T> ImpatientBuffer<T> {
             if deadline.is_some_and(|d| d <= Instant::now()) {
                 return Pop::Timeout;
             }
+            s.waiting += 1;
             s = wait_until(&self.ready, s, deadline);
+            s.waiting -= 1;
         }
     }
 
