@@ -126,8 +126,7 @@ impl Node {
         let server = RapServer::with_options(self.me, sid, services, self.rap_options)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let inbox = Arc::new(ImpatientBuffer::new(format!("rap.{sid}"), self.capacity));
-        if self.stopping.load(Ordering::Acquire) || !self.dnp.register_rap(sid, Arc::clone(&inbox))
-        {
+        if !self.dnp.register_rap(sid, Arc::clone(&inbox)) {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 format!("RAP service id {sid} is already in use on node {}", self.me),
