@@ -1,6 +1,9 @@
 //! The Burghers dataplane: RMTP cores, node composition, and the engines that move bytes and
-//! time for them (`sim` now; `threaded` and `uring` later).
+//! time for them (`sim`, `threaded`; `uring` later).
 
+pub mod garbler;
 pub mod node;
 pub mod rmtp;
 pub mod sim;
+mod sync;
+pub mod threaded;

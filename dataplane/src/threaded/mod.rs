@@ -1,0 +1,48 @@
+//! The threaded engine: the seed's own design (sections 1–6 of the 2001 document) on real UDP
+//! sockets, built faithfully so that the io_uring engine has an honest baseline to be measured
+//! against, on the same wire format byte for byte (the same sans-IO cores build every packet).
+//!
+//! ```text
+//!                        UDP socket (one per node)
+//!                               │ recvfrom, one heap buffer per datagram
+//!                     ┌─────────▼──────────┐
+//!                     │ DNP receiver thread│ parse (length, checksum, flag), map the source
+//!                     └─┬──────┬──────┬──┬─┘ socket to a neighbour, dispatch by flag
+//!     impatient buffers │      │      │  └──────────────► forward by next_hop (sendto)
+//!        (100, drop     ▼      ▼      ▼
+//!         oldest)     [drp]  [gmp]  [rap.<sid>] ...      [rmtp] (once an RMTP layer attaches)
+//!                       │      │      │                    │
+//!      DRP receiver ◄───┘      │      ├─► RAP server thread per server
+//!      DRP hello  ─┐           │      └─► RAP client thread
+//!      DRP LSP    ─┴─ Mutex<Drp>       GMP thread ── Mutex<Gmp>
+//!            │ publishes RwLock<Arc<RoutingTable>>  │ publishes RwLock<Arc<MulticastTable>>
+//!            ▼                                      ▼
+//!     every sender: Dnp::send_to_neighbour / send_routed ── garbler ── sendto per packet
+//! ```
+//!
+//! `docs/ARCHITECTURE.md` ("The threaded engine") maps each piece to the seed's sections and
+//! says where the RMTP middle-layer, client and server threads plug in.
+
+mod buffer;
+mod clock;
+mod counters;
+mod dnp;
+mod drp;
+mod gmp;
+mod node;
+mod packet;
+mod rap;
+mod receiver;
+mod schedule;
+mod signal;
+mod stats;
+
+pub use buffer::{BufferHandle, BufferStats, DEFAULT_CAPACITY, ImpatientBuffer, Pop, Push};
+pub use clock::Clock;
+pub use counters::{DnpStats, ERROR_NAMES, FLAG_NAMES};
+pub use dnp::{Dnp, PeerInfo, SendError};
+pub use node::{DEFAULT_RAP_CLIENT_SID, RapServerConfig, ThreadedNode, ThreadedOptions};
+pub use packet::{PacketBuf, Received};
+pub use rap::RapRequestError;
+pub use signal::{Signal, Wake};
+pub use stats::NodeStats;

@@ -1,0 +1,507 @@
+//! A threaded node: the state its threads share, how it starts, what it offers while it runs,
+//! and how it stops.
+
+use super::buffer::{BufferHandle, DEFAULT_CAPACITY, ImpatientBuffer};
+use super::clock::Clock;
+use super::dnp::{Dnp, DnpConfig, PeerInfo, SendError};
+use super::packet::Received;
+use super::rap::{ClientSlot, RapRequestError, ServerSlot};
+use super::signal::Signal;
+use super::stats::NodeStats;
+use super::{drp, gmp, rap, receiver, schedule};
+use crate::sync::{lock, read, write};
+use control::drp::{Drp, RoutingTable};
+use control::gmp::{Gmp, GmpError, MulticastTable};
+use control::rap::{RapClient, RapServer, RapServerOptions, ServiceEntry};
+use control::topology::{Faults, Timers, Topology};
+use control::wire::gmp::GmpMessage;
+use control::{GroupAddr, NodeAddr};
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// The service id of a node's RAP client unless the options say otherwise.
+pub const DEFAULT_RAP_CLIENT_SID: u16 = 0xFFFE;
+
+/// One RAP server to run: its service id and the list it offers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RapServerConfig {
+    pub sid: u16,
+    pub services: Vec<ServiceEntry>,
+}
+
+/// How a threaded node runs, beyond what the topology file says.
+#[derive(Clone, Debug)]
+pub struct ThreadedOptions {
+    /// Seed of the garbler's per-link random streams.
+    pub seed: u64,
+    /// Capacity of each impatient buffer (the seed's 100).
+    pub buffer_capacity: usize,
+    /// Service id of this node's RAP client endpoint.
+    pub rap_client_sid: u16,
+    /// RAP servers started with the node (more can be added while it runs).
+    pub rap_servers: Vec<RapServerConfig>,
+    /// Apply the topology's schedule of link events that touch this node (see
+    /// [`ThreadedNode::start`]); off by default, as harnesses usually drive faults themselves.
+    pub apply_schedule: bool,
+    /// How long the receiver blocks in `recvfrom` before it looks whether the node is stopping
+    /// (a safety net: stopping also wakes it with a datagram).
+    pub recv_timeout: Duration,
+}
+
+impl Default for ThreadedOptions {
+    fn default() -> Self {
+        ThreadedOptions {
+            seed: 0,
+            buffer_capacity: DEFAULT_CAPACITY,
+            rap_client_sid: DEFAULT_RAP_CLIENT_SID,
+            rap_servers: Vec::new(),
+            apply_schedule: false,
+            recv_timeout: Duration::from_millis(250),
+        }
+    }
+}
+
+/// What every thread of a node shares.
+pub(crate) struct Node {
+    pub me: NodeAddr,
+    pub dnp: Arc<Dnp>,
+    pub clock: Clock,
+    pub timers: Timers,
+    /// Capacity of every impatient buffer.
+    capacity: usize,
+    rap_options: RapServerOptions,
+    pub drp: Mutex<Drp>,
+    /// The hello thread's condition variable (the seed's `DRP_emergency`): only stops it.
+    pub hello_wake: Signal,
+    /// "The topology has changed": wakes the LSP thread.
+    pub lsp_wake: Signal,
+    /// Only stops the schedule thread.
+    pub schedule_wake: Signal,
+    pub gmp: Mutex<Gmp>,
+    rap_servers: RwLock<BTreeMap<u16, Arc<ServerSlot>>>,
+    pub rap_client: ClientSlot,
+    stopping: AtomicBool,
+    /// Buffers registered by layers added on top (RMTP), closed at shutdown.
+    extra_buffers: Mutex<Vec<Arc<dyn BufferHandle>>>,
+    /// Buffers whose consumers want a kick whenever a table is republished.
+    table_watchers: Mutex<Vec<Arc<dyn BufferHandle>>>,
+    /// Every thread but the receiver, joined at shutdown.
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Node {
+    /// DRP published a new routing table: GMP re-forms its trees, RAP resumes paused requests.
+    pub fn routes_changed(&self) {
+        gmp::routes_changed(self);
+        rap::routes_changed(self);
+        self.tables_changed();
+    }
+
+    /// Wakes the consumers that watch the tables (the RMTP middle layer prunes and re-routes).
+    pub fn tables_changed(&self) {
+        for w in lock(&self.table_watchers).iter() {
+            w.kick();
+        }
+    }
+
+    fn spawn(
+        self: &Arc<Self>,
+        what: &str,
+        f: impl FnOnce(&Node) + Send + 'static,
+    ) -> io::Result<()> {
+        let node = Arc::clone(self);
+        let handle = std::thread::Builder::new()
+            .name(format!("n{}-{what}", self.me))
+            .spawn(move || f(&node))?;
+        lock(&self.threads).push(handle);
+        Ok(())
+    }
+
+    fn add_rap_server(self: &Arc<Self>, sid: u16, services: Vec<ServiceEntry>) -> io::Result<()> {
+        let server = RapServer::with_options(self.me, sid, services, self.rap_options)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let inbox = Arc::new(ImpatientBuffer::new(format!("rap.{sid}"), self.capacity));
+        if !self.dnp.register_rap(sid, Arc::clone(&inbox)) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("RAP service id {sid} is already in use on node {}", self.me),
+            ));
+        }
+        let slot = Arc::new(ServerSlot {
+            server: Mutex::new(server),
+            inbox,
+        });
+        write(&self.rap_servers).insert(sid, Arc::clone(&slot));
+        self.spawn(&format!("rap-server-{sid}"), move |node| {
+            rap::server_thread(node, &slot)
+        })
+    }
+
+    fn buffers(&self) -> Vec<Arc<dyn BufferHandle>> {
+        let mut all: Vec<Arc<dyn BufferHandle>> = vec![
+            Arc::clone(self.dnp.drp_in()) as Arc<dyn BufferHandle>,
+            Arc::clone(self.dnp.gmp_in()) as Arc<dyn BufferHandle>,
+        ];
+        if let Some(b) = self.dnp.rmtp_in() {
+            all.push(Arc::clone(b) as Arc<dyn BufferHandle>);
+        }
+        for slot in read(&self.rap_servers).values() {
+            all.push(Arc::clone(&slot.inbox) as Arc<dyn BufferHandle>);
+        }
+        all.push(Arc::clone(&self.rap_client.inbox) as Arc<dyn BufferHandle>);
+        all.extend(lock(&self.extra_buffers).iter().cloned());
+        all
+    }
+}
+
+/// A Burghers node on the seed's threaded design (see the module documentation).
+pub struct ThreadedNode {
+    node: Arc<Node>,
+    receiver: Option<JoinHandle<()>>,
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+impl ThreadedNode {
+    /// Binds the node's UDP socket at its address in the topology file and starts its threads.
+    /// The file's link faults toward each neighbour are applied by the garbler from the start;
+    /// with [`ThreadedOptions::apply_schedule`] the file's `link_down`/`link_up` events for this
+    /// node's links are applied at their times since the node started.
+    pub fn start(
+        topology: &Topology,
+        me: NodeAddr,
+        options: ThreadedOptions,
+    ) -> io::Result<ThreadedNode> {
+        let spec = topology
+            .node(me)
+            .ok_or_else(|| invalid(format!("node {me} is not in the topology")))?;
+        let socket = UdpSocket::bind(spec.socket)?;
+        Self::start_with_socket(topology, me, socket, options)
+    }
+
+    /// Starts the node on a socket the caller bound (tests bind every socket first, on port 0,
+    /// and write the addresses into the topology, so no port is ever raced for).
+    pub fn start_with_socket(
+        topology: &Topology,
+        me: NodeAddr,
+        socket: UdpSocket,
+        options: ThreadedOptions,
+    ) -> io::Result<ThreadedNode> {
+        if topology.node(me).is_none() {
+            return Err(invalid(format!("node {me} is not in the topology")));
+        }
+        socket.set_read_timeout(Some(options.recv_timeout.max(Duration::from_millis(1))))?;
+        let clock = Clock::start();
+        let now = clock.now();
+        let timers = topology.network.timers;
+        let capacity = options.buffer_capacity.max(1);
+        let dnp = Arc::new(Dnp::new(
+            me,
+            topology,
+            socket,
+            clock,
+            DnpConfig {
+                seed: options.seed,
+                capacity,
+            },
+        )?);
+        let client_inbox = Arc::new(ImpatientBuffer::new(
+            format!("rap.{}", options.rap_client_sid),
+            capacity,
+        ));
+        dnp.register_rap(options.rap_client_sid, Arc::clone(&client_inbox));
+        let node = Arc::new(Node {
+            me,
+            clock,
+            timers,
+            capacity,
+            rap_options: RapServerOptions {
+                mtu: topology.network.mtu,
+                resend_interval: timers.rap_retry,
+                ..RapServerOptions::default()
+            },
+            drp: Mutex::new(Drp::new(me, topology, now)),
+            hello_wake: Signal::default(),
+            lsp_wake: Signal::default(),
+            schedule_wake: Signal::default(),
+            gmp: Mutex::new(Gmp::new(me, &timers)),
+            rap_servers: RwLock::new(BTreeMap::new()),
+            rap_client: ClientSlot::new(
+                RapClient::new(me, options.rap_client_sid, &timers),
+                client_inbox,
+            ),
+            stopping: AtomicBool::new(false),
+            extra_buffers: Mutex::new(Vec::new()),
+            table_watchers: Mutex::new(Vec::new()),
+            threads: Mutex::new(Vec::new()),
+            dnp,
+        });
+        let mut this = ThreadedNode {
+            node: Arc::clone(&node),
+            receiver: None,
+        };
+        // From here on a failure stops what was started (dropping `this` shuts it down).
+        for s in options.rap_servers {
+            node.add_rap_server(s.sid, s.services)?;
+        }
+        node.spawn("drp-rx", drp::receiver)?;
+        node.spawn("drp-hello", drp::hello)?;
+        node.spawn("drp-lsp", drp::lsp)?;
+        node.spawn("gmp", gmp::thread)?;
+        node.spawn("rap-client", rap::client_thread)?;
+        let events = schedule::relevant(me, &topology.schedule);
+        if options.apply_schedule && !events.is_empty() {
+            node.spawn("schedule", move |node| schedule::thread(node, events))?;
+        }
+        let rx = Arc::clone(&node);
+        this.receiver = Some(
+            std::thread::Builder::new()
+                .name(format!("n{me}-dnp-rx"))
+                .spawn(move || receiver::run(&rx.dnp, &rx.stopping))?,
+        );
+        Ok(this)
+    }
+
+    pub fn addr(&self) -> NodeAddr {
+        self.node.me
+    }
+
+    /// The socket address the node is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.node.dnp.local_addr()
+    }
+
+    /// The DNP layer: sending (`send_to_neighbour`, `send_routed`), tables, peers, the garbler.
+    pub fn dnp(&self) -> Arc<Dnp> {
+        Arc::clone(&self.node.dnp)
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.node.clock
+    }
+
+    pub fn timers(&self) -> Timers {
+        self.node.timers
+    }
+
+    // ---- inspection ----
+
+    pub fn routes(&self) -> Arc<RoutingTable> {
+        self.node.dnp.routes()
+    }
+
+    pub fn next_hop(&self, dst: NodeAddr) -> Option<NodeAddr> {
+        self.node.dnp.next_hop(dst)
+    }
+
+    pub fn multicast(&self) -> Arc<MulticastTable> {
+        self.node.dnp.multicast()
+    }
+
+    /// Live DRP neighbours, ascending.
+    pub fn neighbours(&self) -> Vec<NodeAddr> {
+        lock(&self.node.drp).neighbours()
+    }
+
+    /// Every node in DRP's link-state database, this one included.
+    pub fn known_nodes(&self) -> Vec<NodeAddr> {
+        lock(&self.node.drp).known_nodes()
+    }
+
+    /// Every node with a known socket address.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.node.dnp.peers()
+    }
+
+    // ---- the garbler ----
+
+    /// Replaces the faults this node applies to what it sends to `neighbour`. A link's two
+    /// directions are garbled by its two ends: set both to take a link down.
+    pub fn set_faults(&self, neighbour: NodeAddr, faults: Faults) -> Result<(), SendError> {
+        self.node.dnp.set_faults(neighbour, faults)
+    }
+
+    pub fn faults(&self, neighbour: NodeAddr) -> Option<Faults> {
+        self.node.dnp.faults(neighbour)
+    }
+
+    // ---- GMP ----
+
+    /// A local client (service id `sid`) joins the tree of (`group`, `sender`).
+    pub fn subscribe(&self, group: GroupAddr, sender: NodeAddr, sid: u16) -> Result<(), GmpError> {
+        gmp::subscribe(&self.node, group, sender, sid, true)
+    }
+
+    pub fn unsubscribe(
+        &self,
+        group: GroupAddr,
+        sender: NodeAddr,
+        sid: u16,
+    ) -> Result<(), GmpError> {
+        gmp::subscribe(&self.node, group, sender, sid, false)
+    }
+
+    // ---- RAP ----
+
+    /// Starts another RAP server thread. Fails if the id is in use or the list does not fit
+    /// one packet.
+    pub fn add_rap_server(&self, sid: u16, services: Vec<ServiceEntry>) -> io::Result<()> {
+        self.node.add_rap_server(sid, services)
+    }
+
+    /// Replaces a running server's list (answers still pending carry it from their next
+    /// re-send).
+    pub fn set_rap_services(&self, sid: u16, services: Vec<ServiceEntry>) -> io::Result<()> {
+        let slot = read(&self.node.rap_servers).get(&sid).cloned();
+        let slot = slot.ok_or_else(|| invalid(format!("no RAP server with service id {sid}")))?;
+        lock(&slot.server)
+            .set_services(services)
+            .map_err(|e| invalid(e.to_string()))
+    }
+
+    /// Asks RAP service `server_sid` on node `server` for its list, waiting at most `timeout`.
+    pub fn request_services(
+        &self,
+        server: NodeAddr,
+        server_sid: u16,
+        timeout: Duration,
+    ) -> Result<Vec<ServiceEntry>, RapRequestError> {
+        rap::request_services(&self.node, server, server_sid, timeout)
+    }
+
+    pub fn rap_client_sid(&self) -> u16 {
+        self.node.rap_client.sid
+    }
+
+    // ---- hooks for the layers above (RMTP) ----
+
+    /// Attaches the RMTP middle layer: from now on DNP queues every RMTP packet (data,
+    /// retransmissions, NACK, MAB, NCF, SPM) in the returned buffer, for the middle-layer
+    /// thread (seed §6.1). Before this, RMTP packets for another node are forwarded by
+    /// `next_hop` and the rest are dropped and counted. Calling it again returns the same buffer.
+    pub fn attach_rmtp(&self) -> Arc<ImpatientBuffer<Received>> {
+        self.node.dnp.claim_rmtp()
+    }
+
+    /// A new impatient buffer of the node's capacity, closed at shutdown and reported in the
+    /// node's stats (for the RMTP client and server threads' inboxes).
+    pub fn new_buffer<T: Send + 'static>(&self, name: &str) -> Arc<ImpatientBuffer<T>> {
+        let buf = Arc::new(ImpatientBuffer::new(name, self.node.capacity));
+        self.register_buffer(Arc::clone(&buf) as Arc<dyn BufferHandle>);
+        buf
+    }
+
+    /// Closes `buf` at shutdown (waking its consumer) and reports it in the node's stats.
+    pub fn register_buffer(&self, buf: Arc<dyn BufferHandle>) {
+        lock(&self.node.extra_buffers).push(buf);
+    }
+
+    /// Kicks `buf`'s consumer ([`Pop::Kicked`](super::Pop::Kicked)) whenever the routing or
+    /// multicast table is republished, so it can re-read them without polling.
+    pub fn watch_tables(&self, buf: Arc<dyn BufferHandle>) {
+        lock(&self.node.table_watchers).push(buf);
+    }
+
+    /// Starts a thread the node joins at shutdown. It must return once the buffers it waits
+    /// on are closed (their `pop` returns `None` / `Pop::Closed`) or [`Self::is_stopping`].
+    pub fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+        self.node.spawn(name, move |_| f())
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.node.stopping.load(Ordering::Acquire)
+    }
+
+    // ---- counters ----
+
+    pub fn stats(&self) -> NodeStats {
+        let n = &self.node;
+        let rap_servers = read(&n.rap_servers)
+            .iter()
+            .map(|(&sid, slot)| (sid, *lock(&slot.server).stats()))
+            .collect();
+        NodeStats {
+            addr: n.me,
+            uptime: n.clock.uptime(),
+            threads: lock(&n.threads).len() + usize::from(self.receiver.is_some()) + 1,
+            dnp: n.dnp.stats(),
+            buffers: n
+                .buffers()
+                .iter()
+                .map(|b| (b.name().to_string(), b.stats()))
+                .collect(),
+            drp: lock(&n.drp).stats().clone(),
+            gmp: *lock(&n.gmp).stats(),
+            rap_servers,
+            rap_client: *lock(&n.rap_client.client).stats(),
+            garbler: n.dnp.garbler_stats(),
+            delay_line: n.dnp.delay_stats(),
+        }
+    }
+
+    // ---- shutdown ----
+
+    /// Stops the node cleanly: every protocol thread is stopped and joined, then the node
+    /// leaves every multicast tree it is in (a leave to each upstream) and sends DRP terminates
+    /// to its live neighbours (which drop it at once instead of after the dead interval), then
+    /// the receiver and the garbler's delay line stop.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let n = &self.node;
+        if n.stopping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for b in n.buffers() {
+            b.close();
+        }
+        n.hello_wake.stop();
+        n.lsp_wake.stop();
+        n.schedule_wake.stop();
+        n.rap_client.stop();
+        let threads = std::mem::take(&mut *lock(&n.threads));
+        for t in threads {
+            // A thread that panicked has reported it; the others are still joined.
+            let _ = t.join();
+        }
+        // Nobody else sends now, so no refresh can follow these last words.
+        for e in n.dnp.multicast().entries() {
+            if let Some(up) = e.upstream {
+                let leave = GmpMessage::leave(e.group, e.sender).packet(up, n.me);
+                let _ = n.dnp.send_to_neighbour(up, &leave);
+            }
+        }
+        let mut drp = lock(&n.drp);
+        drp.terminate(n.clock.now());
+        drp::drain_final(n, drp);
+        n.dnp.wake_receiver();
+        if let Some(t) = self.receiver.take() {
+            let _ = t.join();
+        }
+        n.dnp.shutdown_delay_line();
+    }
+}
+
+impl Drop for ThreadedNode {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl std::fmt::Debug for ThreadedNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadedNode")
+            .field("addr", &self.node.me)
+            .field("local_addr", &self.local_addr())
+            .finish()
+    }
+}

@@ -1,0 +1,170 @@
+//! A snapshot of every counter of a threaded node, printable as `name value` lines.
+
+use super::buffer::BufferStats;
+use super::counters::DnpStats;
+use crate::garbler::{DelayStats, GarblerStats};
+use control::NodeAddr;
+use control::drp::DrpStats;
+use control::gmp::GmpStats;
+use control::rap::{RapClientStats, RapServerStats};
+use std::fmt;
+use std::time::Duration;
+
+/// Every counter of one node at one moment. [`NodeStats::lines`] flattens it into
+/// `(name, value)` pairs in a fixed order (what `Display` prints and what a serialiser or the
+/// CLI can take as they are); [`NodeStats::get`] looks one up by that name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeStats {
+    pub addr: NodeAddr,
+    pub uptime: Duration,
+    /// Threads the node runs (its own and registered ones).
+    pub threads: usize,
+    pub dnp: DnpStats,
+    /// Every impatient buffer by name (`drp`, `gmp`, `rap.<sid>`, `rmtp`, registered ones).
+    pub buffers: Vec<(String, BufferStats)>,
+    pub drp: DrpStats,
+    pub gmp: GmpStats,
+    pub rap_servers: Vec<(u16, RapServerStats)>,
+    pub rap_client: RapClientStats,
+    /// Directions that have garbled anything, by neighbour.
+    pub garbler: Vec<(NodeAddr, GarblerStats)>,
+    pub delay_line: DelayStats,
+}
+
+macro_rules! fields {
+    ($out:ident, $prefix:expr, $s:expr, [$($f:ident),* $(,)?]) => {
+        $( $out.push((format!("{}.{}", $prefix, stringify!($f)), $s.$f)); )*
+    };
+}
+
+impl NodeStats {
+    pub fn lines(&self) -> Vec<(String, u64)> {
+        let mut out = vec![
+            ("node.addr".to_string(), u64::from(self.addr.get())),
+            (
+                "node.uptime_ms".to_string(),
+                u64::try_from(self.uptime.as_millis()).unwrap_or(u64::MAX),
+            ),
+            ("node.threads".to_string(), self.threads as u64),
+        ];
+        for (name, v) in self.dnp.fields() {
+            out.push((format!("dnp.{name}"), v));
+        }
+        for (buf, s) in &self.buffers {
+            for (name, v) in s.fields() {
+                out.push((format!("buffer.{buf}.{name}"), v));
+            }
+        }
+        let d = &self.drp;
+        fields!(
+            out,
+            "drp",
+            d,
+            [
+                hellos_sent,
+                hellos_recv,
+                lsps_originated,
+                lsps_sent,
+                lsps_recv,
+                lsps_new,
+                lsps_dup,
+                lsps_old,
+                acks_sent,
+                acks_recv,
+                retransmissions,
+                neighbours_up,
+                neighbours_down,
+                terminates_sent,
+                terminates_recv,
+                sequence_jumps,
+                neighbour_restarts,
+                lsps_truncated,
+                bad_messages,
+                ignored_messages,
+                spf_runs,
+                routes_published,
+            ]
+        );
+        let g = &self.gmp;
+        fields!(
+            out,
+            "gmp",
+            g,
+            [
+                joins_sent,
+                joins_received,
+                leaves_sent,
+                leaves_received,
+                refreshes,
+                expiries,
+                upstream_changes,
+                unroutable,
+                ignored,
+                loop_guarded,
+                malformed,
+            ]
+        );
+        for (sid, s) in &self.rap_servers {
+            fields!(
+                out,
+                format!("rap_server.{sid}"),
+                s,
+                [
+                    requests_received,
+                    duplicate_requests,
+                    provides_sent,
+                    resends,
+                    acks_received,
+                    stale_acks,
+                    gave_up,
+                    ignored,
+                    malformed,
+                    encode_failures,
+                ]
+            );
+        }
+        let c = &self.rap_client;
+        fields!(
+            out,
+            "rap_client",
+            c,
+            [
+                requests_sent,
+                retries,
+                paused,
+                provides_received,
+                duplicate_provides,
+                unsolicited_provides,
+                acks_sent,
+                ignored,
+                malformed,
+            ]
+        );
+        for (n, s) in &self.garbler {
+            for (name, v) in s.fields() {
+                out.push((format!("garbler.{n}.{name}"), v));
+            }
+        }
+        for (name, v) in self.delay_line.fields() {
+            out.push((format!("garbler.delay.{name}"), v));
+        }
+        out
+    }
+
+    /// One counter by its line name, e.g. `dnp.rx_error_bad_checksum` or `buffer.drp.dropped`.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.lines()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+    }
+}
+
+impl fmt::Display for NodeStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (name, value) in self.lines() {
+            writeln!(f, "{name} {value}")?;
+        }
+        Ok(())
+    }
+}
