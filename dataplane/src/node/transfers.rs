@@ -289,11 +289,12 @@ impl Transfers {
         let mut buf = std::mem::take(&mut self.buf);
         loop {
             let mut progress = false;
-            let groups: Vec<GroupAddr> = self.senders.keys().copied().collect();
-            for group in groups {
+            // By position, not by iterator: executing a decision needs `&mut self`.
+            for i in 0..self.senders.len() {
                 while let Some(len) = self
                     .senders
-                    .get_mut(&group)
+                    .values_mut()
+                    .nth(i)
                     .and_then(|s| s.core.poll_transmit(now, &mut buf))
                 {
                     let Ok(p) = Packet::parse(&buf[..len], self.mtu) else {
