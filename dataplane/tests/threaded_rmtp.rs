@@ -10,9 +10,7 @@ use control::{GroupAddr, NodeAddr};
 use dataplane::node::{RAP_SERVER_SID, StartError};
 use dataplane::rmtp::{FileSink, FileSource, MemSource};
 use dataplane::sim::scenario::content;
-use dataplane::threaded::{
-    ReceiveHandle, ReceiveOptions, ReceiveState, SendHandle, SendOptions, ThreadedNode,
-};
+use dataplane::threaded::{ReceiveHandle, ReceiveOptions, ReceiveState, SendHandle, SendOptions};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use threaded_common::*;
