@@ -583,3 +583,51 @@ fn abort_busy_ids_and_a_node_without_rmtp() {
     );
     bare.stop();
 }
+
+/// The figures of a clean, unpaced run (the window alone limits the sender): bursts beyond the
+/// kernel's socket buffers are lost and repaired, so this shows what the defaults give.
+#[test]
+#[ignore = "figures only: cargo test --release --test threaded_rmtp -- --ignored --nocapture"]
+fn figures_of_a_clean_unpaced_tree() {
+    let size = 32 * MIB;
+    let data = content(size, 15);
+    let dir = TempDir::new("clean");
+    let net = start_net(build::binary_tree(3, 7001), None);
+    let group = g(8);
+    let leaves = [n(4), n(5), n(6), n(7)];
+    let rx = join_all(&net, &dir, group, n(1), &leaves, &receive_options(LIMIT));
+    wait_for_members(&net, group, n(1), &leaves);
+    let start = Instant::now();
+    let send = net
+        .node(1)
+        .send(group, NAME, mem(&data), SendOptions::default())
+        .unwrap();
+    for (r, h) in &rx {
+        assert_eq!(
+            h.wait(Duration::from_secs(600)),
+            ReceiveState::Complete,
+            "node {r}"
+        );
+    }
+    let elapsed = start.elapsed();
+    assert!(send.wait(LIMIT));
+    report(
+        "7-node tree, clean links, unpaced",
+        size,
+        elapsed,
+        &send,
+        &rx,
+    );
+    for r in [1, 2, 4] {
+        let s = net.node(r).stats();
+        println!(
+            "  node {r}: buffer.rmtp.dropped {}, relay copies {}",
+            s.get("buffer.rmtp.dropped").unwrap(),
+            s.get("rmtp.relay.forwarded_copies").unwrap()
+        );
+    }
+    for (r, _) in &rx {
+        assert_received(&dir, *r, &data);
+    }
+    net.stop();
+}

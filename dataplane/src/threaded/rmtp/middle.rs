@@ -41,7 +41,7 @@ pub(crate) struct MiddleCounters {
     table_changes: AtomicU64,
 }
 
-/// A snapshot of [`MiddleCounters`].
+/// Counters of the middle-layer thread (the relay core counts its own decisions).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MiddleStats {
     /// RMTP packets taken from DNP's buffer.
