@@ -527,6 +527,11 @@ fn abort_busy_ids_and_a_node_without_rmtp() {
     // A tiny transfer completes; the sender learns it and ends, withdrawing its announcement.
     assert_eq!(h.wait(LIMIT), ReceiveState::Complete);
     assert!(send.wait(LIMIT));
+    assert!(
+        h.wait_ended(LIMIT),
+        "the client leaves once the sender knows"
+    );
+    assert!(net.node(2).multicast().lookup(group, n(1)).is_none());
     assert_eq!(std::fs::read(dir.of(n(2)).join(NAME)).unwrap(), b"hello");
     let withdrawn = wait_until(LIMIT, || {
         net.node(2)

@@ -262,6 +262,24 @@ impl ReceiveHandle {
         }
     }
 
+    /// Waits at most `timeout` for the client thread to end (it left the group); true if it
+    /// has. A completed client stays in the group until the sender's SPM shows that every
+    /// receiver has everything (about one SPM interval), so that the MAB which completes the
+    /// sender is not cut off: a program about to stop its node after `Complete` waits for this.
+    pub fn wait_ended(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut s = lock(&self.shared.status);
+        loop {
+            if !s.running {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            s = wait_until(&self.shared.changed, s, Some(deadline));
+        }
+    }
+
     /// Gives up: the sink is aborted (a file stays `NAME.partial`), the client leaves the group
     /// and the state becomes `Failed("aborted")`. Nothing happens to a completed transfer.
     pub fn abort(&self) {
