@@ -10,18 +10,19 @@
 //!                     └─┬──────┬──────┬──┬─┘ socket to a neighbour, dispatch by flag
 //!     impatient buffers │      │      │  └──────────────► forward by next_hop (sendto)
 //!        (100, drop     ▼      ▼      ▼
-//!         oldest)     [drp]  [gmp]  [rap.<sid>] ...      [rmtp] (once an RMTP layer attaches)
+//!         oldest)     [drp]  [gmp]  [rap.<sid>] ...      [rmtp]
 //!                       │      │      │                    │
 //!      DRP receiver ◄───┘      │      ├─► RAP server thread per server
-//!      DRP hello  ─┐           │      └─► RAP client thread
-//!      DRP LSP    ─┴─ Mutex<Drp>       GMP thread ── Mutex<Gmp>
-//!            │ publishes RwLock<Arc<RoutingTable>>  │ publishes RwLock<Arc<MulticastTable>>
-//!            ▼                                      ▼
+//!      DRP hello  ─┐           │      └─► RAP client thread  ▼
+//!      DRP LSP    ─┴─ Mutex<Drp>       GMP thread      RMTP middle layer ◄── [rmtp.local] ◄─┐
+//!            │ publishes RwLock<Arc<RoutingTable>>  │     │ Mutex<RmtpRelay>             │
+//!            ▼                                      ▼     ├► [rmtp.client.<sid>] ► client ┘
+//!        RwLock<Arc<MulticastTable>> (GMP publishes)     └► [rmtp.server.<group>] ► server
 //!     every sender: Dnp::send_to_neighbour / send_routed ── garbler ── sendto per packet
 //! ```
 //!
-//! `docs/ARCHITECTURE.md` ("The threaded engine") maps each piece to the seed's sections and
-//! says where the RMTP middle-layer, client and server threads plug in.
+//! `docs/ARCHITECTURE.md` ("The threaded engine") maps each piece to the seed's sections;
+//! [`ThreadedNode::send`] and [`ThreadedNode::receive`] start RMTP transfers.
 
 mod buffer;
 mod clock;
@@ -33,6 +34,7 @@ mod node;
 mod packet;
 mod rap;
 mod receiver;
+mod rmtp;
 mod schedule;
 mod signal;
 mod stats;
@@ -44,5 +46,9 @@ pub use dnp::{Dnp, PeerInfo, SendError};
 pub use node::{DEFAULT_RAP_CLIENT_SID, RapServerConfig, ThreadedNode, ThreadedOptions};
 pub use packet::{PacketBuf, Received};
 pub use rap::RapRequestError;
+pub use rmtp::{
+    MiddleStats, ReceiveHandle, ReceiveOptions, ReceiveProgress, ReceiveState, RmtpStats,
+    SendHandle, SendOptions, SendProgress,
+};
 pub use signal::{Signal, Wake};
 pub use stats::NodeStats;
