@@ -127,9 +127,10 @@ fn joins_and_leaves_propagate_and_a_silent_branch_expires_after_the_interval() {
     assert_eq!(downstream(&sim, 2), vec![n(4)]);
     assert_eq!(downstream(&sim, 1), vec![n(2), n(3)]);
 
-    // Node 7 goes silent (crashes without a leave): node 3 expires it after the interval, then
-    // leaves upstream, and the sender prunes the branch.
-    sim.node_down(n(7)).unwrap();
+    // Node 7 restarts at once and forgets its membership: its link stays up (its neighbours'
+    // DRP never notices), so nothing but the soft state can remove it. Node 3 expires the silent
+    // entry after the interval, then leaves upstream, and the sender prunes the branch.
+    sim.reboot(n(7)).unwrap();
     let died = sim.now();
     sim.set_cond_interval(Duration::from_millis(1));
     let at3 = sim
@@ -144,12 +145,17 @@ fn joins_and_leaves_propagate_and_a_silent_branch_expires_after_the_interval() {
         .unwrap();
     let silent3 = at3.saturating_since(died);
     println!(
-        "node 7 silent at {died}: node 3 expired it after {:.3}s (interval {expire:?}), the sender pruned the branch after {:.3}s",
+        "node 7 restarted (silent) at {died}: node 3 expired it after {:.3}s (interval {expire:?}), the sender pruned the branch after {:.3}s",
         silent3.as_secs_f64(),
         at1.saturating_since(died).as_secs_f64()
     );
-    // The last join came up to one refresh period before the crash.
+    // The last join came up to one refresh period before the restart.
     let refresh = topology.network.timers.gmp_refresh;
+    assert_eq!(
+        sim.node(n(3)).unwrap().gmp().stats().detached,
+        0,
+        "expired, not detached"
+    );
     assert!(
         silent3 + refresh >= expire && silent3 <= expire + Duration::from_millis(50),
         "{silent3:?}"

@@ -188,11 +188,26 @@ impl Gmp {
     }
 
     /// Routing changed: every tree re-forms toward its sender's new next hop at once (leave to
-    /// the old upstream, join to the new one), and a neighbour that is now our upstream stops
-    /// being downstream of us.
+    /// the old upstream, join to the new one), a neighbour that is now our upstream stops being
+    /// downstream of us, and a downstream neighbour that is no longer adjacent (its link died)
+    /// is dropped at once instead of after the expiry: it re-joins through its new upstream.
     pub fn routes_changed(&mut self, now: Instant, routes: &RoutingTable) {
         let keys: Vec<Key> = self.trees.keys().copied().collect();
         for key in keys {
+            let Some(tree) = self.trees.get_mut(&key) else {
+                continue;
+            };
+            let before = tree.downstream.len();
+            tree.downstream
+                .retain(|&d, _| routes.next_hop(d) == Some(d));
+            let detached = before - tree.downstream.len();
+            if detached > 0 {
+                self.stats.detached += detached as u64;
+                self.changed.insert(key);
+                if self.remove_if_empty(key) {
+                    continue;
+                }
+            }
             if key.1 != self.me {
                 self.reroute(now, key, routes, false);
             }

@@ -69,6 +69,9 @@ pub struct GmpStats {
     /// Joins ignored because they came from the tree's upstream neighbour (a subset of
     /// `ignored`): accepting one would make a two-node loop.
     pub loop_guarded: u64,
+    /// Downstream neighbours dropped because routing says they are no longer adjacent (their
+    /// link died): they cannot be downstream of us, and their leave could not reach us.
+    pub detached: u64,
     /// Bodies that did not parse.
     pub malformed: u64,
 }

@@ -12,8 +12,10 @@
 //!   until the entry is stale. Every NACKer gets an NCF.
 //! - RETRANSMIT goes only toward those who asked (the NACK table), and the entry goes with it.
 //! - MABs: the latest per downstream neighbour and per local member; the minimum goes upstream
-//!   periodically and when it changes. Peers that left the tree, or that routing says are
-//!   unreachable, do not count; unreachable ones that stay silent are pruned.
+//!   periodically and when it changes. Peers that left the tree do not count; a downstream
+//!   neighbour whose link is gone no longer holds the window, but keeps holding the trailing
+//!   edge (`received`) until it has been silent for `mab_expire` and is pruned, so a branch
+//!   that comes back by another path can still be repaired.
 //!
 //! On the sender's own node the "upstream" is the local sender: NACKs and MABs reaching the root
 //! come out as packets for [`Hop::Local`].
@@ -390,16 +392,21 @@ impl Tree {
         expire: Duration,
     ) -> u64 {
         let mut prunes = 0;
-        let mut min: Option<(u64, u64)> = None;
+        let mut mab: Option<u64> = None;
+        let mut received: Option<u64> = None;
         for i in 0..self.peers.len() {
             let p = self.peers[i];
             if !p.used {
                 continue;
             }
+            // A downstream peer counts for the window only while it is still our direct
+            // neighbour: once its link is gone its reports cannot reach us, even if routing
+            // reaches it another way (it joins through its new upstream), and waiting for it
+            // would stall the tree.
             let (in_tree, reachable) = match p.key {
                 PeerKey::Neighbour(n) => (
                     entry.downstream.binary_search(&n).is_ok(),
-                    routing.is_reachable(n),
+                    routing.next_hop(n) == Some(n),
                 ),
                 PeerKey::Local(m) => (entry.local_members.binary_search(&m).is_ok(), true),
             };
@@ -408,13 +415,17 @@ impl Tree {
                 prunes += 1;
                 continue;
             }
-            if reachable && p.has_mab {
-                min = Some(match min {
-                    None => (p.mab, p.received),
-                    Some((m, r)) => (m.min(p.mab), r.min(p.received)),
-                });
+            if p.has_mab {
+                // Until it is pruned, a peer out of reach still holds the trailing edge (what
+                // it has not got stays repairable when it comes back by another path), but
+                // no longer the window.
+                received = Some(received.map_or(p.received, |r| r.min(p.received)));
+                if reachable {
+                    mab = Some(mab.map_or(p.mab, |m| m.min(p.mab)));
+                }
             }
         }
+        let min = mab.zip(received);
         self.min = min;
         if min.is_some() && min != self.sent {
             self.mab_due = true;

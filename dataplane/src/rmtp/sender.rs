@@ -37,6 +37,11 @@ pub struct SenderConfig {
     /// A sequence repaired less than this long ago is not repaired again (one NACK storm, one
     /// repair).
     pub repair_holdoff: Duration,
+    /// Keep every sent sequence repairable (trailing edge 0). The source is random access, so
+    /// this costs no memory, and a receiver whose branch vanished for a while (a link cut, a
+    /// re-formed tree) can still be repaired when it comes back. Off: the trailing edge follows
+    /// what every receiver reported holding, as in PGM.
+    pub retain_all: bool,
 }
 
 impl SenderConfig {
@@ -51,6 +56,7 @@ impl SenderConfig {
             spm_interval: Duration::from_millis(100),
             spm_interval_end: Duration::from_millis(20),
             repair_holdoff: Duration::from_millis(10),
+            retain_all: true,
         }
     }
 }
@@ -150,8 +156,18 @@ impl<S: Source> RmtpSender<S> {
         (self.next_seq * self.segment).min(self.total)
     }
 
-    /// Oldest sequence still repaired: every receiver holds everything below.
+    /// Oldest sequence still repaired: 0 with `retain_all`, else every receiver holds
+    /// everything below.
     pub fn trailing_edge(&self) -> u64 {
+        if self.config.retain_all {
+            0
+        } else {
+            self.acked_edge()
+        }
+    }
+
+    /// Every receiver reported holding every sequence below this one.
+    fn acked_edge(&self) -> u64 {
         self.received / self.segment
     }
 
@@ -244,15 +260,17 @@ impl<S: Source> RmtpSender<S> {
         self.mab = Some(mab);
         self.received = self.received.max(received.min(self.total));
         self.stats.bytes_acked = self.received;
-        // Repairs for what everyone now holds are moot.
+        // Repairs below the trailing edge are refused; hold-off memory for what everyone
+        // reported holding is no longer needed.
         let trail = self.trailing_edge();
         while self.repairs.first().is_some_and(|&s| s < trail) {
             self.repairs.pop_first();
         }
+        let acked = self.acked_edge();
         while self
             .last_repair
             .first_key_value()
-            .is_some_and(|(&s, _)| s < trail)
+            .is_some_and(|(&s, _)| s < acked)
         {
             self.last_repair.pop_first();
         }
@@ -428,7 +446,10 @@ mod tests {
     #[test]
     fn sends_within_the_window_then_repairs_once() {
         let data: Vec<u8> = (0..2050u32).map(|i| i as u8).collect();
-        let mut s = RmtpSender::new(cfg(), MemSource::new(data.clone()), Instant::ZERO);
+        // PGM's trailing edge: repairs stop below what every receiver reported holding.
+        let mut c = cfg();
+        c.retain_all = false;
+        let mut s = RmtpSender::new(c, MemSource::new(data.clone()), Instant::ZERO);
         let out = drain(&mut s, Instant::ZERO);
         // One SPM then ten 100-byte segments fill the initial 1000-byte window.
         assert_eq!(out.len(), 11);
@@ -462,6 +483,13 @@ mod tests {
         let spm = spm.unwrap();
         assert!(spm.finished);
         assert_eq!((spm.total, spm.leading, spm.trailing), (2050, 21, 5));
+        let mut keep = RmtpSender::new(cfg(), MemSource::new(data.clone()), Instant::ZERO);
+        keep.handle_mab(t, 1_000_000, 500);
+        assert_eq!(
+            keep.trailing_edge(),
+            0,
+            "retain_all keeps every sequence repairable"
+        );
         assert_eq!(spm.hash, *blake3::hash(&data).as_bytes());
         // Repairs below the trailing edge are refused.
         s.handle_nack(t + Duration::from_secs(1), [SeqRange::single(2)]);
