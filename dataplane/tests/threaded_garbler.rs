@@ -26,7 +26,7 @@ fn corruption_and_duplicates_are_caught_and_counted_on_both_sides() {
         duplicate: 0.2,
         ..Faults::default()
     };
-    let net = Net::start(topology);
+    let net = Net::start_without_rmtp(topology);
     let links = links_of(&net.topology);
     // DRP converges through the damage.
     assert!(
@@ -87,7 +87,7 @@ fn delayed_jittered_and_reordered_packets_all_arrive_out_of_order() {
         reorder: 0.5,
         ..Faults::default()
     };
-    let net = Net::start(topology);
+    let net = Net::start_without_rmtp(topology);
     let links = links_of(&net.topology);
     assert!(
         wait_until(LIMIT, || net.routes_are(&links)).is_some(),

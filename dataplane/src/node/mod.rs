@@ -48,6 +48,8 @@ pub enum StartError {
     /// The service list no longer fits one RAP packet.
     Announce(String),
     Membership(GmpError),
+    /// The engine cannot run it now (it is stopping, or runs no RMTP layer).
+    Unavailable(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -56,6 +58,7 @@ impl std::fmt::Display for StartError {
             StartError::Busy => write!(f, "already sending to that group or receiving on that id"),
             StartError::Announce(e) => write!(f, "cannot announce the transfer: {e}"),
             StartError::Membership(e) => write!(f, "cannot join the group: {e:?}"),
+            StartError::Unavailable(why) => write!(f, "cannot start the transfer: {why}"),
         }
     }
 }
@@ -470,7 +473,7 @@ pub fn sim_factory(topology: &Topology) -> impl FnMut(Boot) -> Node + 'static {
 }
 
 /// BLAKE3 of a whole source, read in 64 KiB pieces.
-fn content_hash(source: &dyn Source) -> [u8; 32] {
+pub(crate) fn content_hash(source: &dyn Source) -> [u8; 32] {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut offset = 0;

@@ -18,7 +18,7 @@ pub use receiver::{ReceiverConfig, ReceiverEvent, ReceiverStats, RmtpReceiver};
 pub use relay::{Fanout, Hop, RelayAction, RelayConfig, RelayStats, RelayTransmit, RmtpRelay};
 pub use sender::{RmtpSender, SenderConfig, SenderStats};
 pub use sink::{FileSink, MemSink, Sink, SinkError};
-pub use source::{MemSource, Source};
+pub use source::{FileSource, MemSource, Source};
 
 use control::wire::BodyError;
 

@@ -33,6 +33,7 @@ mod node;
 mod packet;
 mod rap;
 mod receiver;
+mod rmtp;
 mod schedule;
 mod signal;
 mod stats;
@@ -44,5 +45,9 @@ pub use dnp::{Dnp, PeerInfo, SendError};
 pub use node::{DEFAULT_RAP_CLIENT_SID, RapServerConfig, ThreadedNode, ThreadedOptions};
 pub use packet::{PacketBuf, Received};
 pub use rap::RapRequestError;
+pub use rmtp::{
+    MiddleStats, ReceiveHandle, ReceiveOptions, ReceiveProgress, ReceiveState, RmtpStats,
+    SendHandle, SendOptions, SendProgress,
+};
 pub use signal::{Signal, Wake};
 pub use stats::NodeStats;

@@ -6,9 +6,14 @@ use super::clock::Clock;
 use super::dnp::{Dnp, DnpConfig, PeerInfo, SendError};
 use super::packet::Received;
 use super::rap::{ClientSlot, RapRequestError, ServerSlot};
+use super::rmtp::{
+    self as rmtp_layer, Layer, ReceiveHandle, ReceiveOptions, SendHandle, SendOptions,
+};
 use super::signal::Signal;
 use super::stats::NodeStats;
 use super::{drp, gmp, rap, receiver, schedule};
+use crate::node::{RAP_SERVER_SID, StartError};
+use crate::rmtp::{Sink, Source};
 use crate::sync::{lock, read, write};
 use control::drp::{Drp, RoutingTable};
 use control::gmp::{Gmp, GmpError, MulticastTable};
@@ -51,6 +56,10 @@ pub struct ThreadedOptions {
     /// How long the receiver blocks in `recvfrom` before it looks whether the node is stopping
     /// (a safety net: stopping also wakes it with a datagram).
     pub recv_timeout: Duration,
+    /// Run the RMTP middle-layer thread (seed §6.1) from the start, as every node must to
+    /// relay; [`ThreadedNode::send`] and [`ThreadedNode::receive`] need it. Off only for tests
+    /// that consume the RMTP buffer themselves ([`ThreadedNode::attach_rmtp`]).
+    pub rmtp: bool,
 }
 
 impl Default for ThreadedOptions {
@@ -62,6 +71,7 @@ impl Default for ThreadedOptions {
             rap_servers: Vec::new(),
             apply_schedule: false,
             recv_timeout: Duration::from_millis(250),
+            rmtp: true,
         }
     }
 }
@@ -85,6 +95,8 @@ pub(crate) struct Node {
     pub gmp: Mutex<Gmp>,
     rap_servers: RwLock<BTreeMap<u16, Arc<ServerSlot>>>,
     pub rap_client: ClientSlot,
+    /// The RMTP middle layer and the local RMTP servers and clients.
+    pub rmtp: Option<Layer>,
     stopping: AtomicBool,
     /// Buffers registered by layers added on top (RMTP), closed at shutdown.
     extra_buffers: Mutex<Vec<Arc<dyn BufferHandle>>>,
@@ -109,7 +121,15 @@ impl Node {
         }
     }
 
-    fn spawn(
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub(crate) fn spawn(
         self: &Arc<Self>,
         what: &str,
         f: impl FnOnce(&Node) + Send + 'static,
@@ -142,6 +162,44 @@ impl Node {
         })
     }
 
+    /// Adds `entry` to the list of RAP server [`RAP_SERVER_SID`] (started if need be), replacing
+    /// an earlier entry of the same tree.
+    pub(crate) fn announce(self: &Arc<Self>, entry: ServiceEntry) -> io::Result<()> {
+        for _ in 0..2 {
+            let slot = read(&self.rap_servers).get(&RAP_SERVER_SID).cloned();
+            let Some(slot) = slot else {
+                match self.add_rap_server(RAP_SERVER_SID, vec![entry.clone()]) {
+                    // Another transfer started the server meanwhile: add to its list.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                    other => return other,
+                }
+            };
+            let mut server = lock(&slot.server);
+            let mut list = server.services().to_vec();
+            list.retain(|e| (e.group, e.sender) != (entry.group, entry.sender));
+            list.push(entry);
+            return server
+                .set_services(list)
+                .map_err(|e| invalid(e.to_string()));
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("RAP service id {RAP_SERVER_SID} is taken by this node's RAP client"),
+        ))
+    }
+
+    /// Removes `entry` from RAP server [`RAP_SERVER_SID`]'s list (a transfer that ended).
+    pub(crate) fn withdraw(&self, entry: &ServiceEntry) {
+        let slot = read(&self.rap_servers).get(&RAP_SERVER_SID).cloned();
+        if let Some(slot) = slot {
+            let mut server = lock(&slot.server);
+            let mut list = server.services().to_vec();
+            list.retain(|e| e != entry);
+            // A shorter list always fits.
+            let _ = server.set_services(list);
+        }
+    }
+
     fn buffers(&self) -> Vec<Arc<dyn BufferHandle>> {
         let mut all: Vec<Arc<dyn BufferHandle>> = vec![
             Arc::clone(self.dnp.drp_in()) as Arc<dyn BufferHandle>,
@@ -155,6 +213,9 @@ impl Node {
         }
         all.push(Arc::clone(&self.rap_client.inbox) as Arc<dyn BufferHandle>);
         all.extend(lock(&self.extra_buffers).iter().cloned());
+        if let Some(layer) = &self.rmtp {
+            all.extend(layer.buffers());
+        }
         all
     }
 }
@@ -217,6 +278,9 @@ impl ThreadedNode {
             capacity,
         ));
         dnp.register_rap(options.rap_client_sid, Arc::clone(&client_inbox));
+        let rmtp = options
+            .rmtp
+            .then(|| Layer::new(me, dnp.mtu(), dnp.claim_rmtp(), capacity));
         let node = Arc::new(Node {
             me,
             clock,
@@ -237,6 +301,7 @@ impl ThreadedNode {
                 RapClient::new(me, options.rap_client_sid, &timers),
                 client_inbox,
             ),
+            rmtp,
             stopping: AtomicBool::new(false),
             extra_buffers: Mutex::new(Vec::new()),
             table_watchers: Mutex::new(Vec::new()),
@@ -256,6 +321,11 @@ impl ThreadedNode {
         node.spawn("drp-lsp", drp::lsp)?;
         node.spawn("gmp", gmp::thread)?;
         node.spawn("rap-client", rap::client_thread)?;
+        if node.rmtp.is_some() {
+            node.spawn("rmtp-middle", rmtp_layer::middle_thread)?;
+            // Table changes kick the middle layer, which prunes and re-reads upstreams.
+            lock(&node.table_watchers).push(Arc::clone(&node.dnp.claim_rmtp()) as _);
+        }
         let events = schedule::relevant(me, &topology.schedule);
         if options.apply_schedule && !events.is_empty() {
             node.spawn("schedule", move |node| schedule::thread(node, events))?;
@@ -380,6 +450,36 @@ impl ThreadedNode {
         self.node.rap_client.sid
     }
 
+    // ---- RMTP transfers ----
+
+    /// Multicasts `source` to `group` from this node (an RMTP server thread) and announces it
+    /// as `name` on this node's RAP server with service id [`RAP_SERVER_SID`] (created if it
+    /// does not exist). Receivers that join later NACK what they missed. The server ends a
+    /// moment after every receiver has everything, and its announcement goes with it.
+    pub fn send(
+        &self,
+        group: GroupAddr,
+        name: &str,
+        source: Box<dyn Source + Send>,
+        options: SendOptions,
+    ) -> Result<SendHandle, StartError> {
+        rmtp_layer::send(&self.node, group, name, source, options)
+    }
+
+    /// Joins (`group`, `sender`) as local client `sid` (an RMTP client thread) and writes the
+    /// transfer to `sink`. The client leaves the group when the transfer completes (once the
+    /// sender knows), fails, is aborted, or the node stops.
+    pub fn receive(
+        &self,
+        group: GroupAddr,
+        sender: NodeAddr,
+        sid: u16,
+        sink: Box<dyn Sink + Send>,
+        options: ReceiveOptions,
+    ) -> Result<ReceiveHandle, StartError> {
+        rmtp_layer::receive(&self.node, group, sender, sid, sink, options)
+    }
+
     // ---- hooks for the layers above (RMTP) ----
 
     /// Attaches the RMTP middle layer: from now on DNP queues every RMTP packet (data,
@@ -416,7 +516,7 @@ impl ThreadedNode {
     }
 
     pub fn is_stopping(&self) -> bool {
-        self.node.stopping.load(Ordering::Acquire)
+        self.node.is_stopping()
     }
 
     // ---- counters ----
@@ -443,6 +543,7 @@ impl ThreadedNode {
             rap_client: *lock(&n.rap_client.client).stats(),
             garbler: n.dnp.garbler_stats(),
             delay_line: n.dnp.delay_stats(),
+            rmtp: n.rmtp.as_ref().map(Layer::stats),
         }
     }
 

@@ -2,6 +2,7 @@
 
 use super::buffer::BufferStats;
 use super::counters::DnpStats;
+use super::rmtp::{ReceiveState, RmtpStats};
 use crate::garbler::{DelayStats, GarblerStats};
 use control::NodeAddr;
 use control::drp::DrpStats;
@@ -29,6 +30,8 @@ pub struct NodeStats {
     /// Directions that have garbled anything, by neighbour.
     pub garbler: Vec<(NodeAddr, GarblerStats)>,
     pub delay_line: DelayStats,
+    /// The RMTP threads (absent on a node started without its middle layer).
+    pub rmtp: Option<RmtpStats>,
 }
 
 macro_rules! fields {
@@ -148,6 +151,9 @@ impl NodeStats {
         for (name, v) in self.delay_line.fields() {
             out.push((format!("garbler.delay.{name}"), v));
         }
+        if let Some(r) = &self.rmtp {
+            rmtp_lines(&mut out, r);
+        }
         out
     }
 
@@ -166,5 +172,101 @@ impl fmt::Display for NodeStats {
             writeln!(f, "{name} {value}")?;
         }
         Ok(())
+    }
+}
+
+/// `rmtp.middle.*` (the middle-layer thread), `rmtp.relay.*` (its core), `rmtp.server.<group>.*`
+/// and `rmtp.client.<sid>.*` (progress, then the core's counters).
+fn rmtp_lines(out: &mut Vec<(String, u64)>, r: &RmtpStats) {
+    for (name, v) in r.middle.fields() {
+        out.push((format!("rmtp.middle.{name}"), v));
+    }
+    let s = &r.relay;
+    fields!(
+        out,
+        "rmtp.relay",
+        s,
+        [
+            forwarded,
+            forwarded_copies,
+            delivered_local,
+            nacks_received,
+            nack_seqs_aggregated,
+            nacks_sent_upstream,
+            nack_seqs_sent_upstream,
+            ncfs_sent,
+            ncfs_received,
+            retransmissions_forwarded,
+            repairs_from_cache,
+            cache_corrupt,
+            mabs_received,
+            mabs_sent,
+            prunes,
+            drops_malformed,
+            drops_not_on_tree,
+            drops_not_from_upstream,
+            retransmit_unrequested,
+            nack_table_full,
+            tree_table_full,
+            drops_table_full,
+            fanout_overflow,
+            repair_queue_full,
+            nacks_below_trailing,
+        ]
+    );
+    for (group, p, s) in &r.servers {
+        let prefix = format!("rmtp.server.{group}");
+        fields!(out, prefix, p, [total, sent, acked]);
+        out.push((format!("{prefix}.complete"), u64::from(p.complete)));
+        fields!(
+            out,
+            prefix,
+            s,
+            [
+                data_sent,
+                data_bytes_sent,
+                retransmissions,
+                spms_sent,
+                nacks_received,
+                repairs_suppressed,
+                nacks_out_of_window,
+                window_stalls,
+                mabs_received,
+                bytes_acked,
+                malformed,
+            ]
+        );
+    }
+    for (sid, p, s) in &r.clients {
+        let prefix = format!("rmtp.client.{sid}");
+        out.push((format!("{prefix}.delivered"), p.delivered));
+        out.push((format!("{prefix}.total"), p.total.unwrap_or(0)));
+        out.push((
+            format!("{prefix}.complete"),
+            u64::from(p.state == ReceiveState::Complete),
+        ));
+        out.push((
+            format!("{prefix}.failed"),
+            u64::from(matches!(p.state, ReceiveState::Failed(_))),
+        ));
+        fields!(
+            out,
+            prefix,
+            s,
+            [
+                delivered_bytes,
+                data_received,
+                duplicates,
+                crc_failures,
+                nacks_sent,
+                sequences_nacked,
+                ncfs_received,
+                repairs_received,
+                beyond_window,
+                malformed,
+                spms_received,
+                mabs_sent,
+            ]
+        );
     }
 }

@@ -82,6 +82,20 @@ impl Net {
         )
     }
 
+    /// Nodes without the RMTP middle layer, for tests that consume the RMTP buffer themselves
+    /// (`attach_rmtp`) or that need a node to forward RMTP unicast by `next_hop`.
+    pub fn start_without_rmtp(topology: Topology) -> Net {
+        Self::start_with(
+            topology,
+            |a| ThreadedOptions {
+                seed: u64::from(a.get()),
+                rmtp: false,
+                ..ThreadedOptions::default()
+            },
+            |_, t| t.clone(),
+        )
+    }
+
     pub fn node(&self, a: u16) -> &ThreadedNode {
         &self.nodes[&n(a)]
     }

@@ -1,0 +1,279 @@
+//! What a caller of [`ThreadedNode::send`](crate::threaded::ThreadedNode::send) and
+//! [`ThreadedNode::receive`](crate::threaded::ThreadedNode::receive) holds: options in, and
+//! handles that read the progress the RMTP server and client threads publish (a mutex and a
+//! condition variable per transfer, updated once per batch of packets).
+
+use crate::rmtp::{ReceiverStats, SenderStats};
+use crate::sync::{lock, wait_until};
+use crate::threaded::buffer::ImpatientBuffer;
+use crate::threaded::packet::Received;
+use control::rap::ServiceEntry;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How a local RMTP server sends.
+#[derive(Clone, Debug, Default)]
+pub struct SendOptions {
+    /// Pacing of data and repairs, bytes per second; `None`: limited by the receivers' window
+    /// only.
+    pub rate: Option<u64>,
+    /// How far (bytes) the sender may go before the first MAB arrives; `None`: the core's
+    /// default (64 KiB).
+    pub initial_window: Option<u64>,
+}
+
+/// How a local RMTP client receives.
+#[derive(Clone, Debug)]
+pub struct ReceiveOptions {
+    /// Bytes accepted beyond what was written to the sink (the MAB's window).
+    pub window: u64,
+    /// The receiver fails when the sender has been unreachable by routing, or silent (no DATA
+    /// or SPM of the transfer), this long.
+    pub sender_timeout: Duration,
+}
+
+impl Default for ReceiveOptions {
+    fn default() -> Self {
+        ReceiveOptions {
+            window: 256 * 1024,
+            sender_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A sender's progress.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SendProgress {
+    /// Bytes in the transfer.
+    pub total: u64,
+    /// Bytes sent at least once.
+    pub sent: u64,
+    /// Bytes every receiver reported holding.
+    pub acked: u64,
+    pub retransmissions: u64,
+    /// NACK packets that reached the sender (after aggregation in the tree).
+    pub nacks: u64,
+    /// Every receiver has everything.
+    pub complete: bool,
+}
+
+/// Where a receiver stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReceiveState {
+    Receiving,
+    /// Every byte is in the sink and its hash verified (a file sink renamed its file).
+    Complete,
+    /// The transfer stopped; a file sink leaves `NAME.partial`.
+    Failed(String),
+}
+
+/// A receiver's progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiveProgress {
+    /// Bytes written to the sink, in order.
+    pub delivered: u64,
+    /// The transfer's size, once an SPM announced it.
+    pub total: Option<u64>,
+    /// Retransmissions used (from the sender or a relay's cache).
+    pub repairs: u64,
+    /// NACK packets sent.
+    pub nacks: u64,
+    /// Data packets refused for a bad CRC (corruption the DNP checksum missed).
+    pub crc_failures: u64,
+    pub state: ReceiveState,
+}
+
+/// What a server thread publishes.
+pub(crate) struct SendStatus {
+    pub progress: SendProgress,
+    pub stats: SenderStats,
+    /// The thread has not ended yet.
+    pub running: bool,
+}
+
+pub(crate) struct SendShared {
+    pub status: Mutex<SendStatus>,
+    changed: Condvar,
+    pub entry: ServiceEntry,
+}
+
+impl SendShared {
+    pub fn new(entry: ServiceEntry) -> Arc<Self> {
+        Arc::new(SendShared {
+            status: Mutex::new(SendStatus {
+                progress: SendProgress {
+                    total: entry.size,
+                    ..SendProgress::default()
+                },
+                stats: SenderStats::default(),
+                running: true,
+            }),
+            changed: Condvar::new(),
+            entry,
+        })
+    }
+
+    /// Publishes the thread's view; wakes waiters only when something they wait for changed.
+    pub fn publish(&self, progress: SendProgress, stats: &SenderStats) {
+        let mut s = lock(&self.status);
+        let wake = progress.complete != s.progress.complete;
+        s.progress = progress;
+        s.stats.clone_from(stats);
+        drop(s);
+        if wake {
+            self.changed.notify_all();
+        }
+    }
+
+    pub fn ended(&self) {
+        lock(&self.status).running = false;
+        self.changed.notify_all();
+    }
+
+    pub fn is_running(&self) -> bool {
+        lock(&self.status).running
+    }
+}
+
+/// The caller's side of a transfer this node multicasts. Cloning shares it.
+#[derive(Clone)]
+pub struct SendHandle {
+    pub(crate) shared: Arc<SendShared>,
+}
+
+impl SendHandle {
+    pub fn progress(&self) -> SendProgress {
+        lock(&self.shared.status).progress.clone()
+    }
+
+    /// Waits at most `timeout` until every receiver has everything; true if they have. Returns
+    /// early (false) if the server thread ended incomplete (the node stopped).
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut s = lock(&self.shared.status);
+        loop {
+            if s.progress.complete {
+                return true;
+            }
+            if !s.running || Instant::now() >= deadline {
+                return false;
+            }
+            s = wait_until(&self.shared.changed, s, Some(deadline));
+        }
+    }
+
+    /// What this node's RAP server announces for the transfer.
+    pub fn entry(&self) -> &ServiceEntry {
+        &self.shared.entry
+    }
+}
+
+impl std::fmt::Debug for SendHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendHandle")
+            .field("name", &self.shared.entry.name)
+            .field("progress", &self.progress())
+            .finish()
+    }
+}
+
+/// What a client thread publishes.
+pub(crate) struct ReceiveStatus {
+    pub progress: ReceiveProgress,
+    pub stats: ReceiverStats,
+    pub running: bool,
+}
+
+pub(crate) struct ReceiveShared {
+    pub status: Mutex<ReceiveStatus>,
+    changed: Condvar,
+    abort: AtomicBool,
+    /// The client thread's inbox, kicked to make it see an abort.
+    inbox: Arc<ImpatientBuffer<Received>>,
+}
+
+impl ReceiveShared {
+    pub fn new(inbox: Arc<ImpatientBuffer<Received>>) -> Arc<Self> {
+        Arc::new(ReceiveShared {
+            status: Mutex::new(ReceiveStatus {
+                progress: ReceiveProgress {
+                    delivered: 0,
+                    total: None,
+                    repairs: 0,
+                    nacks: 0,
+                    crc_failures: 0,
+                    state: ReceiveState::Receiving,
+                },
+                stats: ReceiverStats::default(),
+                running: true,
+            }),
+            changed: Condvar::new(),
+            abort: AtomicBool::new(false),
+            inbox,
+        })
+    }
+
+    pub fn publish(&self, progress: ReceiveProgress, stats: &ReceiverStats) {
+        let mut s = lock(&self.status);
+        let wake = progress.state != s.progress.state;
+        s.progress = progress;
+        s.stats.clone_from(stats);
+        drop(s);
+        if wake {
+            self.changed.notify_all();
+        }
+    }
+
+    pub fn ended(&self) {
+        lock(&self.status).running = false;
+        self.changed.notify_all();
+    }
+
+    pub fn is_running(&self) -> bool {
+        lock(&self.status).running
+    }
+
+    pub fn abort_requested(&self) -> bool {
+        self.abort.load(Ordering::Acquire)
+    }
+}
+
+/// The caller's side of a transfer a local client receives. Cloning shares it.
+#[derive(Clone)]
+pub struct ReceiveHandle {
+    pub(crate) shared: Arc<ReceiveShared>,
+}
+
+impl ReceiveHandle {
+    pub fn progress(&self) -> ReceiveProgress {
+        lock(&self.shared.status).progress.clone()
+    }
+
+    /// Waits at most `timeout` for the transfer to complete or fail; the state when it returns.
+    pub fn wait(&self, timeout: Duration) -> ReceiveState {
+        let deadline = Instant::now() + timeout;
+        let mut s = lock(&self.shared.status);
+        loop {
+            if s.progress.state != ReceiveState::Receiving || Instant::now() >= deadline {
+                return s.progress.state.clone();
+            }
+            s = wait_until(&self.shared.changed, s, Some(deadline));
+        }
+    }
+
+    /// Gives up: the sink is aborted (a file stays `NAME.partial`), the client leaves the group
+    /// and the state becomes `Failed("aborted")`. Nothing happens to a completed transfer.
+    pub fn abort(&self) {
+        self.shared.abort.store(true, Ordering::Release);
+        self.shared.inbox.kick();
+    }
+}
+
+impl std::fmt::Debug for ReceiveHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiveHandle")
+            .field("progress", &self.progress())
+            .finish()
+    }
+}
