@@ -5,6 +5,9 @@ mod ctl;
 mod host;
 mod logging;
 mod node;
+mod progress;
+mod recv;
+mod send;
 mod services;
 mod shutdown;
 mod sim;
@@ -37,6 +40,10 @@ struct Cli {
 enum Command {
     /// Run one node until stopped (SIGINT, SIGTERM or `ctl stop`).
     Node(node::NodeCmd),
+    /// Host a node and multicast a file from it to a group.
+    Send(send::SendArgs),
+    /// Host a node and receive a group's file on it.
+    Recv(recv::RecvArgs),
     /// List what a node announces over RAP.
     Services(services::ServicesArgs),
     /// Inspect and change a running node: routes, groups, stats, link faults.
@@ -52,6 +59,8 @@ fn main() -> ExitCode {
     logging::init(cli.verbose);
     let result = match cli.command {
         Command::Node(args) => node::run(args),
+        Command::Send(args) => send::run(args),
+        Command::Recv(args) => recv::run(args),
         Command::Services(args) => services::run(args),
         Command::Ctl(args) => ctl::run(args),
         Command::Sim(args) => sim::run(args),
