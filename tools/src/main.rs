@@ -2,6 +2,7 @@
 
 mod args;
 mod ctl;
+mod demo;
 mod host;
 mod logging;
 mod node;
@@ -38,6 +39,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start a 7-node network on loopback and multicast a file from the root to every leaf.
+    Demo(demo::DemoArgs),
     /// Run one node until stopped (SIGINT, SIGTERM or `ctl stop`).
     Node(node::NodeCmd),
     /// Host a node and multicast a file from it to a group.
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.verbose);
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args, cli.verbose),
         Command::Node(args) => node::run(args),
         Command::Send(args) => send::run(args),
         Command::Recv(args) => recv::run(args),

@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 #[command(after_help = "\
 Starts node --addr of the topology (as `burghers node` does, control socket included), then
 multicasts FILE to the group with RMTP and announces it over RAP (see `burghers services`).
-Receivers are `burghers recv` processes on other nodes; start them first, so that the data
-they get from the first packet on is not repaired later. It exits 0 once every receiver in
+Receivers are `burghers recv` processes on other nodes; start them first. Their joins reach
+this node once it is up, so it waits --settle-ms (and, with --wait-branches, until those
+neighbours joined) before the first byte: a receiver that joins later gets only what the
+sender can still repair. It exits 0 once every receiver in
 the group's tree holds the whole file (after a short linger for the last acknowledgements),
 or non-zero if interrupted or --timeout passes first.
 
@@ -42,6 +44,10 @@ pub struct SendArgs {
     /// have joined the group's tree, e.g. the children of the root.
     #[arg(long, value_name = "NODES", value_delimiter = ',', value_parser = parse_node)]
     pub wait_branches: Vec<NodeAddr>,
+    /// Time for receivers to join before the first byte (after --wait-branches, if given)
+    /// [default: three GMP refresh periods of the topology].
+    #[arg(long = "settle-ms", value_name = "MS", value_parser = parse_millis)]
+    pub settle: Option<Duration>,
     /// Give up (exit non-zero) if not every receiver has the file after this long.
     #[arg(long = "timeout-ms", value_name = "MS", value_parser = parse_millis)]
     pub timeout: Option<Duration>,
@@ -73,6 +79,16 @@ pub fn run(args: SendArgs) -> Result<(), String> {
     {
         host.stop();
         return Err(e);
+    }
+    // A receiver joins once it has a route to this node, so trees form only now that this
+    // node is up; one that joins after the first bytes can only be repaired from what the
+    // sender still holds.
+    let settle = args
+        .settle
+        .unwrap_or(host.topology.network.timers.gmp_refresh * 3);
+    if !settle.is_zero() && host.wait(settle) {
+        host.stop();
+        return Err("interrupted before the transfer started".into());
     }
     let options = SendOptions {
         rate: args.rate,
