@@ -401,3 +401,93 @@ pub fn table_map(t: &RoutingTable) -> BTreeMap<u16, (u16, u16)> {
 pub fn exists(path: &Path) -> bool {
     path.symlink_metadata().is_ok()
 }
+
+/// Transfer tests keep both cores busy: one at a time, so timers stay honest.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `size` pseudo-random bytes (xorshift from `seed`) written to `path`.
+pub fn write_random(path: &Path, size: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let data: Vec<u8> = (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    std::fs::write(path, &data).expect("write the source file");
+    data
+}
+
+impl Lab {
+    /// `burghers recv` on `addr` for group 1 from `sender`, into `out-<addr>/`, joining at once
+    /// under `name` (or, with `None`, once the sender announces it over RAP); `extra`
+    /// arguments appended.
+    pub fn spawn_recv(
+        &mut self,
+        addr: u16,
+        sender: u16,
+        name: Option<&str>,
+        extra: &[&str],
+    ) -> usize {
+        let topo = self.topology_arg();
+        let out = self.path(&format!("out-{addr}")).display().to_string();
+        let (a, s) = (addr.to_string(), sender.to_string());
+        let mut args = vec![
+            "recv",
+            "-v",
+            "--topology",
+            &topo,
+            "--addr",
+            &a,
+            "--group",
+            "1",
+            "--sender",
+            &s,
+            "--out",
+            &out,
+        ];
+        if let Some(name) = name {
+            args.extend_from_slice(&["--name", name]);
+        }
+        args.extend_from_slice(extra);
+        self.spawn(&format!("recv{addr}"), &args)
+    }
+
+    /// `burghers send FILE` on `addr` to group 1; `extra` arguments appended.
+    pub fn spawn_send(&mut self, addr: u16, file: &Path, extra: &[&str]) -> usize {
+        let topo = self.topology_arg();
+        let file = file.display().to_string();
+        let a = addr.to_string();
+        let mut args = vec![
+            "send",
+            "-v",
+            &file,
+            "--topology",
+            &topo,
+            "--addr",
+            &a,
+            "--group",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        self.spawn(&format!("send{addr}"), &args)
+    }
+
+    /// Bytes the receiver on `addr` has written so far (0 if it cannot be asked).
+    pub fn delivered(&self, addr: u16) -> u64 {
+        self.ctl(addr, &["stats", "rmtp.client.100.delivered"])
+            .ok()
+            .and_then(|t| t.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The receiver output directory of `addr`.
+    pub fn out(&self, addr: u16) -> PathBuf {
+        self.path(&format!("out-{addr}"))
+    }
+}

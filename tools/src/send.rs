@@ -3,7 +3,9 @@
 use crate::args::{parse_group, parse_millis, parse_node, parse_size};
 use crate::host::{Host, NodeArgs};
 use crate::progress::{Progress, mib, rate};
+use control::rap::ServiceEntry;
 use control::{GroupAddr, NodeAddr};
+use dataplane::node::RAP_SERVER_SID;
 use dataplane::rmtp::FileSource;
 use dataplane::threaded::{SendHandle, SendOptions};
 use std::path::PathBuf;
@@ -86,6 +88,11 @@ pub fn run(args: SendArgs) -> Result<(), String> {
     let settle = args
         .settle
         .unwrap_or(host.topology.network.timers.gmp_refresh * 3);
+    // Announced now, so that receivers that learn the name over RAP can join meanwhile.
+    if let Err(e) = pre_announce(&host, &args, &name) {
+        host.stop();
+        return Err(e);
+    }
     if !settle.is_zero() && host.wait(settle) {
         host.stop();
         return Err("interrupted before the transfer started".into());
@@ -224,6 +231,25 @@ fn wait_for_branches(
             return Err("interrupted before the transfer started".into());
         }
     }
+}
+
+/// Puts the transfer's RAP entry (what `ThreadedNode::send` will announce) on this node's RAP
+/// server ahead of the first byte.
+fn pre_announce(host: &Host, args: &SendArgs, name: &str) -> Result<(), String> {
+    let (size, hash) = crate::recv::file_hash(&args.file)
+        .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
+    let mtu = host.topology.network.mtu;
+    let entry = ServiceEntry {
+        group: args.group,
+        sender: host.addr(),
+        size,
+        hash,
+        segment_size: u16::try_from(control::wire::rmtp::max_payload(mtu)).unwrap_or(u16::MAX),
+        name: name.to_string(),
+    };
+    host.node
+        .set_rap_services(RAP_SERVER_SID, vec![entry])
+        .map_err(|e| format!("cannot announce {name}: {e}"))
 }
 
 fn describe(label: &str, h: &SendHandle) -> String {
