@@ -274,6 +274,12 @@ fn a_sender_killed_mid_transfer_leaves_partial_files_and_failing_receivers() {
         "{listed}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let transfers = lab.ctl_ok(4, &["transfers"]);
+    assert!(
+        transfers.starts_with("1 transfer(s)\n  recv g1 payload.bin: delivered ")
+            && transfers.contains("state Receiving"),
+        "{transfers}"
+    );
     lab.signal(tx, "KILL");
     let killed_at = Instant::now();
     for (&l, &id) in leaves.iter().zip(&rx) {

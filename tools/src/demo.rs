@@ -589,3 +589,31 @@ impl View {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_counters_and_summaries() {
+        let stats = "rmtp.relay.nacks_received 12\nrmtp.relay.nacks_received_x 5\n";
+        assert_eq!(counter(stats, "rmtp.relay.nacks_received"), 12);
+        assert_eq!(counter(stats, "rmtp.relay.mabs_sent"), 0);
+        let out = "received x\nsummary: state=complete bytes=10 seconds=1.500\n";
+        let s = summary_of(out);
+        assert_eq!(s["state"], "complete");
+        assert_eq!(s["seconds"], "1.500");
+        assert!(summary_of("no summary here").is_empty());
+    }
+
+    #[test]
+    fn random_files_are_seeded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let ha = write_random(&a, 100_003, 5).unwrap();
+        assert_eq!(write_random(&b, 100_003, 5).unwrap(), ha);
+        assert_eq!(std::fs::metadata(&a).unwrap().len(), 100_003);
+        assert_eq!(file_hash(&a).unwrap(), (100_003, ha));
+        assert_ne!(write_random(&b, 100_003, 6).unwrap(), ha);
+    }
+}

@@ -11,6 +11,8 @@ const LINE_INTERVAL: Duration = Duration::from_secs(1);
 pub struct Progress {
     label: String,
     bar: Option<ProgressBar>,
+    /// The bar shows a spinner until the total is known, then bytes, rate and ETA.
+    sized: bool,
     quiet: bool,
     last_line: Option<(Instant, u64)>,
 }
@@ -19,20 +21,19 @@ impl Progress {
     /// `quiet` shows nothing at all.
     pub fn new(label: &str, quiet: bool) -> Progress {
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
-            let bar = ProgressBar::new(0);
-            let style = ProgressStyle::with_template(
-                "{prefix} [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+            let bar = ProgressBar::new_spinner();
+            let style = ProgressStyle::with_template("{prefix} {spinner} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner());
             bar.set_style(style);
             bar.set_prefix(label.to_string());
+            bar.set_message("waiting for the sender");
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
         Progress {
             label: label.to_string(),
             bar,
+            sized: false,
             quiet,
             last_line: None,
         }
@@ -45,8 +46,22 @@ impl Progress {
             return;
         }
         if let Some(bar) = &self.bar {
-            if let Some(t) = total {
-                bar.set_length(t);
+            match total {
+                Some(t) if !self.sized => {
+                    // Rate and ETA count from the first data, not from the wait before it.
+                    let style = ProgressStyle::with_template(
+                        "{prefix} [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> ");
+                    bar.set_style(style);
+                    bar.set_length(t);
+                    bar.reset_elapsed();
+                    bar.reset_eta();
+                    self.sized = true;
+                }
+                _ if !self.sized => return,
+                _ => {}
             }
             bar.set_position(done);
             bar.set_message(extra.to_string());
