@@ -521,6 +521,12 @@ impl Drop for Lab {
     }
 }
 
+impl Drop for View {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 /// Four bars on a terminal; a line every few seconds otherwise.
 struct View {
     bars: Option<(MultiProgress, BTreeMap<u16, ProgressBar>)>,
