@@ -1,5 +1,16 @@
 //! The `burghers` command.
 
+mod args;
+mod ctl;
+mod demo;
+mod host;
+mod logging;
+mod node;
+mod progress;
+mod recv;
+mod send;
+mod services;
+mod shutdown;
 mod sim;
 mod topo;
 
@@ -10,15 +21,36 @@ use std::process::ExitCode;
 #[command(
     name = "burghers",
     version,
-    about = "Reliable multicast overlay network: simulator, nodes and tools"
+    about = "Reliable multicast overlay network: simulator, nodes and tools",
+    after_help = "\
+Examples:
+  burghers demo                                         # a 7-node network on loopback
+  burghers node --topology topologies/tree7.toml --addr 1
+  burghers ctl --topology topologies/tree7.toml --node 1 routes
+  burghers sim topologies/grid4x4.toml"
 )]
 struct Cli {
+    /// More log output on standard error (-v info, -vv debug, -vvv trace).
+    #[arg(long, short, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start a 7-node network on loopback and multicast a file from the root to every leaf.
+    Demo(demo::DemoArgs),
+    /// Run one node until stopped (SIGINT, SIGTERM or `ctl stop`).
+    Node(node::NodeCmd),
+    /// Host a node and multicast a file from it to a group.
+    Send(send::SendArgs),
+    /// Host a node and receive a group's file on it.
+    Recv(recv::RecvArgs),
+    /// List what a node announces over RAP.
+    Services(services::ServicesArgs),
+    /// Inspect and change a running node: routes, groups, stats, link faults.
+    Ctl(ctl::CtlArgs),
     /// Run a topology in the deterministic simulator and print what it converged to.
     Sim(sim::SimArgs),
     /// Generate a topology file (random connected graph or a standard shape), or check one.
@@ -27,7 +59,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    logging::init(cli.verbose);
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args, cli.verbose),
+        Command::Node(args) => node::run(args),
+        Command::Send(args) => send::run(args),
+        Command::Recv(args) => recv::run(args),
+        Command::Services(args) => services::run(args),
+        Command::Ctl(args) => ctl::run(args),
         Command::Sim(args) => sim::run(args),
         Command::Topo(args) => topo::run(args),
     };
@@ -36,6 +75,36 @@ fn main() -> ExitCode {
         Err(message) => {
             eprintln!("burghers: {message}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Every subcommand, nested ones included, shows an example in its --help.
+    #[test]
+    fn every_subcommand_has_an_example() {
+        fn check(cmd: &mut clap::Command, path: &str) {
+            let help = cmd.render_long_help().to_string();
+            assert!(help.contains("burghers "), "`{path} --help` has no example");
+            // clap's generated `help` subcommand is no command of ours.
+            for sub in cmd.get_subcommands_mut().filter(|s| s.get_name() != "help") {
+                let name = format!("{path} {}", sub.get_name());
+                check(sub, &name);
+            }
+        }
+        let mut cmd = Cli::command();
+        for sub in cmd.get_subcommands_mut() {
+            let name = format!("burghers {}", sub.get_name());
+            check(sub, &name);
         }
     }
 }

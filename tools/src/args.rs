@@ -1,0 +1,135 @@
+//! Parsers for command-line values shared by several subcommands: sizes, probabilities, node
+//! and group addresses. Each returns a one-line message clap shows after "invalid value".
+
+use control::topology::Topology;
+use control::{GroupAddr, NodeAddr};
+
+/// `123`, `4k`/`4KiB` (×1024), `64M`/`64MiB`, `1G`/`1GiB`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a size like 4MiB or 500k, got {text:?}"))?;
+    let scale = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        "g" | "gib" | "gb" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "unknown size unit {unit:?} in {text:?} (use k, M or G)"
+            ));
+        }
+    };
+    number
+        .checked_mul(scale)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("size {text:?} out of range"))
+}
+
+pub fn parse_probability(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!(
+            "expected a probability between 0 and 1, got {text:?}"
+        )),
+    }
+}
+
+/// A node address: `1` to `61439`.
+pub fn parse_node(text: &str) -> Result<NodeAddr, String> {
+    let raw: u16 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a node address (1..61439), got {text:?}"))?;
+    NodeAddr::try_new(raw).map_err(|e| format!("{text:?} is no node address: {e}"))
+}
+
+/// A multicast group: its index (`1` is group 0xF001), the same with a `g` (`g1`, how groups
+/// are printed), or the raw address in hex (`0xF001`).
+pub fn parse_group(text: &str) -> Result<GroupAddr, String> {
+    let t = text.trim();
+    let bad = || {
+        format!(
+            "expected a group like 1, g1 or 0xF001 (index 0..4095 or address 0xF000..0xFFFF), got {text:?}"
+        )
+    };
+    if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        let raw = u16::from_str_radix(hex, 16).map_err(|_| bad())?;
+        return GroupAddr::new(raw).ok_or_else(bad);
+    }
+    let index = t.strip_prefix(['g', 'G']).unwrap_or(t);
+    let index: u16 = index.parse().map_err(|_| bad())?;
+    GroupAddr::from_index(index).ok_or_else(bad)
+}
+
+/// A non-negative number of milliseconds (fractions allowed).
+pub fn parse_millis(text: &str) -> Result<std::time::Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(ms) if ms.is_finite() && (0.0..=1e12).contains(&ms) => {
+            Ok(std::time::Duration::from_secs_f64(ms / 1000.0))
+        }
+        _ => Err(format!(
+            "expected a number of milliseconds (0 or more), got {text:?}"
+        )),
+    }
+}
+
+/// Loads a topology file; the error names the file and the line.
+pub fn load_topology(path: &std::path::Path) -> Result<Topology, String> {
+    Topology::load(path).map_err(|e| e.to_string())
+}
+
+/// `addr` if the topology has such a node.
+pub fn node_in(topology: &Topology, addr: NodeAddr) -> Result<NodeAddr, String> {
+    topology
+        .node(addr)
+        .map(|n| n.addr)
+        .ok_or_else(|| format!("node {addr} is not in the topology"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_by_index_name_or_address() {
+        let g1 = GroupAddr::new(0xF001).unwrap();
+        assert_eq!(parse_group("1"), Ok(g1));
+        assert_eq!(parse_group("g1"), Ok(g1));
+        assert_eq!(parse_group("0xF001"), Ok(g1));
+        assert_eq!(parse_group("0"), Ok(GroupAddr::new(0xF000).unwrap()));
+        assert_eq!(parse_group("4095"), Ok(GroupAddr::new(0xFFFF).unwrap()));
+        for bad in ["4096", "0x0001", "x", "g", "-1", ""] {
+            let e = parse_group(bad).unwrap_err();
+            assert!(e.contains("expected a group"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn nodes_in_range_only() {
+        assert_eq!(parse_node("7").map(NodeAddr::get), Ok(7));
+        assert!(parse_node("0").unwrap_err().contains("reserved"));
+        assert!(parse_node("61440").is_err());
+        assert!(parse_node("seven").unwrap_err().contains("node address"));
+    }
+
+    #[test]
+    fn sizes_and_probabilities() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("500k"), Ok(500 << 10));
+        assert_eq!(parse_size("123"), Ok(123));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+        assert_eq!(parse_probability("0.05"), Ok(0.05));
+        assert!(parse_probability("1.5").is_err());
+        assert!(parse_probability("NaN").is_err());
+        assert_eq!(
+            parse_millis("2.5"),
+            Ok(std::time::Duration::from_micros(2500))
+        );
+        assert!(parse_millis("-1").is_err());
+    }
+}

@@ -1,0 +1,625 @@
+//! `burghers demo`: a real 7-node network on loopback, one process per node, moving a file
+//! from the root to every leaf through lossy links, with every copy verified.
+
+use crate::args::{parse_probability, parse_size};
+use crate::ctl::client;
+use crate::progress::{mib, rate};
+use crate::recv::file_hash;
+use crate::shutdown::Shutdown;
+use control::rng::Rng;
+use control::topology::{Faults, Timers, Topology, build};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{IsTerminal, Write};
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+const ROOT: u16 = 1;
+const RELAYS: [u16; 2] = [2, 3];
+const LEAVES: [u16; 4] = [4, 5, 6, 7];
+const FILE_NAME: &str = "demo.bin";
+const SID: u16 = 100;
+
+#[derive(clap::Args)]
+#[command(after_help = "\
+Writes a topology for the 7-node binary tree on free loopback ports with the given loss on
+every link, starts one `burghers` process per node (node 1 runs `send`, nodes 2 and 3 run
+`node`, the leaves 4-7 run `recv`), multicasts a random file from the root to the four leaves,
+checks every copy against the source's BLAKE3, prints a summary, stops every process and
+removes its temporary directory. Exits 0 only if every copy is verified.
+
+Examples:
+  burghers demo
+  burghers demo --size 8MiB --loss 0.05
+  burghers demo --keep -v          # keep the directory with every process's log")]
+pub struct DemoArgs {
+    /// Size of the random file.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub size: u64,
+    /// Loss probability on every link (both directions).
+    #[arg(long, value_name = "P", default_value = "0.02", value_parser = parse_probability)]
+    pub loss: f64,
+    /// Seed of the file's content and of the links' faults.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Give up after this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub timeout: u64,
+    /// Keep the temporary directory (topology, files, every process's output) and print it.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// Timers for a quick start that stay calm while the transfer keeps both cores busy.
+fn demo_timers() -> Timers {
+    Timers {
+        hello_interval: Duration::from_millis(200),
+        dead_hellos: 15,
+        lsp_retransmit: Duration::from_millis(200),
+        former_probe_interval: Duration::from_millis(1000),
+        gmp_refresh: Duration::from_millis(200),
+        gmp_expire: Duration::from_millis(5000),
+        rap_retry: Duration::from_millis(200),
+    }
+}
+
+pub fn run(args: DemoArgs, verbose: u8) -> Result<(), String> {
+    let shutdown = Shutdown::install()?;
+    let dir = tempfile::Builder::new()
+        .prefix("burghers-demo-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let mut lab = Lab::new(dir.path(), verbose)?;
+    let result = demo(&args, &mut lab, &shutdown);
+    lab.stop_all();
+    if args.keep {
+        let kept = dir.keep();
+        println!("kept {}", kept.display());
+    }
+    result
+}
+
+fn demo(args: &DemoArgs, lab: &mut Lab, shutdown: &Shutdown) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let check = |what: &str| -> Result<(), String> {
+        if shutdown.is_raised() {
+            return Err(format!("interrupted while {what}"));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "gave up after {}s while {what} (run with --keep to see every log)",
+                args.timeout
+            ));
+        }
+        Ok(())
+    };
+    let topology = lab.write_topology(args)?;
+    let source = lab.dir.join(FILE_NAME);
+    let source_hash = write_random(&source, args.size, args.seed)?;
+    println!(
+        "burghers demo: {} from node {ROOT} to nodes 4-7 of the 7-node tree, {}% loss on every link, one process per node (threaded engine)",
+        mib(args.size),
+        args.loss * 100.0
+    );
+
+    // The relays and the receivers first, so the whole tree exists before the first byte.
+    let started = Instant::now();
+    for r in RELAYS {
+        lab.spawn(&format!("node{r}"), &["node", "--addr", &r.to_string()]);
+    }
+    for l in LEAVES {
+        let out = lab.dir.join(format!("node{l}"));
+        lab.spawn(
+            &format!("recv{l}"),
+            &[
+                "recv",
+                "--addr",
+                &l.to_string(),
+                "--group",
+                "1",
+                "--sender",
+                &ROOT.to_string(),
+                "--name",
+                FILE_NAME,
+                "--out",
+                &out.display().to_string(),
+                "--sender-timeout-ms",
+                "30000",
+                "--quiet",
+            ],
+        );
+    }
+    // A leaf can join only once it has a route to the sender, so the tree forms when the
+    // root is up: the root's `send` waits for both branches before its first byte.
+    loop {
+        check("starting the relays and the receivers")?;
+        lab.check_alive()?;
+        let up = RELAYS
+            .iter()
+            .chain(&LEAVES)
+            .all(|&n| lab.ctl(&topology, n, "info").is_ok());
+        if up {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!(
+        "  6 processes up in {:.1}s; node {ROOT} starts, waits for the tree and sends",
+        started.elapsed().as_secs_f64()
+    );
+    let send_started = Instant::now();
+    lab.spawn(
+        "send1",
+        &[
+            "send",
+            &source.display().to_string(),
+            "--addr",
+            &ROOT.to_string(),
+            "--group",
+            "1",
+            "--wait-branches",
+            "2,3",
+            "--quiet",
+        ],
+    );
+
+    // Watch the leaves until every receiver process has exited.
+    let mut view = View::new(args.size);
+    let mut done: BTreeMap<u16, (ExitStatus, Duration)> = BTreeMap::new();
+    while done.len() < LEAVES.len() {
+        check("moving the file")?;
+        for l in LEAVES {
+            if done.contains_key(&l) {
+                continue;
+            }
+            if let Some(status) = lab.exited(&format!("recv{l}")) {
+                done.insert(l, (status, send_started.elapsed()));
+                let summary = summary_of(&lab.stdout(&format!("recv{l}")));
+                let bytes = summary.get("bytes").and_then(|b| b.parse().ok());
+                view.set(l, bytes.unwrap_or(0), true);
+            } else if let Ok(stats) = lab.ctl(&topology, l, &format!("stats rmtp.client.{SID}.")) {
+                view.set(
+                    l,
+                    counter(&stats, &format!("rmtp.client.{SID}.delivered")),
+                    false,
+                );
+            }
+        }
+        if lab.exited("send1").is_some_and(|s| !s.success()) {
+            break;
+        }
+        view.tick(send_started.elapsed());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    view.finish();
+    // The sender exits once everyone acknowledged, after a short linger.
+    let send_status = loop {
+        if let Some(s) = lab.exited("send1") {
+            break Some(s);
+        }
+        if send_started.elapsed() > Duration::from_secs(args.timeout) || shutdown.is_raised() {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let relay_stats: Vec<String> = RELAYS
+        .iter()
+        .map(|&r| {
+            lab.ctl(&topology, r, "stats rmtp.relay.")
+                .unwrap_or_default()
+        })
+        .collect();
+
+    // Verify and summarise.
+    println!(
+        "  {:<8} {:>9} {:>12} {:>8} {:>7}  copy",
+        "receiver", "time", "goodput", "repairs", "NACKs"
+    );
+    let mut verified = 0;
+    let mut receiver_nacks = 0;
+    for l in LEAVES {
+        let summary = summary_of(&lab.stdout(&format!("recv{l}")));
+        let copy = lab.dir.join(format!("node{l}")).join(FILE_NAME);
+        let status = &done.get(&l).map(|d| d.0);
+        let verdict = match file_hash(&copy) {
+            Ok((len, hash)) if len == args.size && hash == source_hash => {
+                if status.is_some_and(|s| s.success()) {
+                    verified += 1;
+                    "verified (BLAKE3 equal to the source)".to_string()
+                } else {
+                    "complete, but the receiver reported a failure".to_string()
+                }
+            }
+            Ok(_) => "DIFFERENT from the source".to_string(),
+            Err(_) => {
+                let why = lab
+                    .stderr(&format!("recv{l}"))
+                    .lines()
+                    .last()
+                    .unwrap_or("no output")
+                    .to_string();
+                format!("missing: {why}")
+            }
+        };
+        let seconds = summary
+            .get("seconds")
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|_| summary.get("state").is_some_and(|s| s == "complete"));
+        let num = |k: &str| {
+            summary
+                .get(k)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        receiver_nacks += num("nacks");
+        println!(
+            "  node {l:<3} {:>9} {:>12} {:>8} {:>7}  {verdict}",
+            seconds.map_or("-".into(), |s| format!("{s:.2}s")),
+            seconds.map_or("-".into(), |s| rate(args.size, Duration::from_secs_f64(s))),
+            num("repairs"),
+            num("nacks"),
+        );
+    }
+    let send_summary = summary_of(&lab.stdout("send1"));
+    let sender_num = |k: &str| {
+        send_summary
+            .get(k)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let sender_nacks = sender_num("nacks");
+    let cache_repairs: u64 = relay_stats
+        .iter()
+        .map(|s| counter(s, "rmtp.relay.repairs_from_cache"))
+        .sum();
+    let relay_nacks_in: u64 = relay_stats
+        .iter()
+        .map(|s| counter(s, "rmtp.relay.nacks_received"))
+        .sum();
+    let relay_nacks_up: u64 = relay_stats
+        .iter()
+        .map(|s| counter(s, "rmtp.relay.nacks_sent_upstream"))
+        .sum();
+    println!(
+        "  sender: {} retransmissions; relays 2 and 3: {cache_repairs} repairs from their caches, {relay_nacks_in} NACKs in, {relay_nacks_up} sent up",
+        sender_num("retransmissions")
+    );
+    println!(
+        "  NACK aggregation: the receivers sent {receiver_nacks} NACKs, the sender got {sender_nacks} ({:.1}:1)",
+        receiver_nacks as f64 / sender_nacks.max(1) as f64
+    );
+    let sender_ok = send_status.is_some_and(|s| s.success());
+    if verified == LEAVES.len() && sender_ok {
+        println!(
+            "  every copy verified, the last {:.1}s after the sender started",
+            done.values()
+                .map(|d| d.1)
+                .max()
+                .unwrap_or_default()
+                .as_secs_f64()
+        );
+        Ok(())
+    } else if verified == LEAVES.len() {
+        Err("every copy verified, but the sender did not finish cleanly".into())
+    } else {
+        Err(format!(
+            "{} of {} copies verified (run with --keep to see every log)",
+            verified,
+            LEAVES.len()
+        ))
+    }
+}
+
+/// `name value` lines -> one value.
+fn counter(stats: &str, name: &str) -> u64 {
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The `summary: key=value ...` line a `send` or `recv` prints last.
+fn summary_of(stdout: &str) -> BTreeMap<String, String> {
+    stdout
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("summary: "))
+        .map(|s| {
+            s.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Writes `size` seeded random bytes to `path`; returns their BLAKE3.
+fn write_random(path: &Path, size: u64, seed: u64) -> Result<[u8; 32], String> {
+    let io = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let mut file = std::io::BufWriter::new(File::create(path).map_err(io)?);
+    let mut rng = Rng::new(seed);
+    let mut hasher = blake3::Hasher::new();
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = usize::try_from(left.min(chunk.len() as u64)).unwrap_or(chunk.len());
+        for word in chunk[..n].chunks_mut(8) {
+            let r = rng.next_u64().to_le_bytes();
+            word.copy_from_slice(&r[..word.len()]);
+        }
+        file.write_all(&chunk[..n]).map_err(io)?;
+        hasher.update(&chunk[..n]);
+        left -= n as u64;
+    }
+    file.flush().map_err(io)?;
+    Ok(*hasher.finalize().as_bytes())
+}
+
+/// The demo's processes: children of this executable, each with its output in the directory.
+struct Lab {
+    dir: PathBuf,
+    exe: PathBuf,
+    verbose: u8,
+    topology_path: PathBuf,
+    children: BTreeMap<String, (Child, Option<ExitStatus>)>,
+}
+
+impl Lab {
+    fn new(dir: &Path, verbose: u8) -> Result<Lab, String> {
+        let exe = std::env::current_exe()
+            .map_err(|e| format!("cannot find the burghers executable: {e}"))?;
+        Ok(Lab {
+            dir: dir.to_path_buf(),
+            exe,
+            verbose,
+            topology_path: dir.join("tree7.toml"),
+            children: BTreeMap::new(),
+        })
+    }
+
+    /// The 7-node tree on free loopback ports, with the demo's timers and loss.
+    fn write_topology(&self, args: &DemoArgs) -> Result<Topology, String> {
+        let mut t = build::binary_tree(3, build::DEFAULT_BASE_PORT);
+        t.network.timers = demo_timers();
+        // Bind them all at once so they are distinct, then let the nodes have them.
+        let sockets: Vec<UdpSocket> = t
+            .nodes
+            .iter()
+            .map(|_| UdpSocket::bind("127.0.0.1:0"))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("cannot find free loopback ports: {e}"))?;
+        for (spec, s) in t.nodes.iter_mut().zip(&sockets) {
+            spec.socket = s
+                .local_addr()
+                .map_err(|e| format!("cannot find free loopback ports: {e}"))?;
+        }
+        drop(sockets);
+        for link in &mut t.links {
+            link.faults = Faults {
+                loss: args.loss,
+                ..Faults::default()
+            };
+        }
+        std::fs::write(&self.topology_path, t.to_toml())
+            .map_err(|e| format!("cannot write the topology: {e}"))?;
+        Ok(t)
+    }
+
+    fn spawn(&mut self, name: &str, args: &[&str]) {
+        let out = File::create(self.dir.join(format!("{name}.out")));
+        let err = File::create(self.dir.join(format!("{name}.err")));
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(args)
+            .arg("--topology")
+            .arg(&self.topology_path)
+            .env("TMPDIR", &self.dir)
+            .stdin(Stdio::null())
+            .stdout(out.map_or_else(|_| Stdio::null(), Stdio::from))
+            .stderr(err.map_or_else(|_| Stdio::null(), Stdio::from));
+        if self.verbose > 0 {
+            cmd.arg(format!("-{}", "v".repeat(usize::from(self.verbose))));
+        }
+        match cmd.spawn() {
+            Ok(child) => {
+                self.children.insert(name.to_string(), (child, None));
+            }
+            Err(e) => {
+                let _ = std::fs::write(self.dir.join(format!("{name}.err")), e.to_string());
+            }
+        }
+    }
+
+    /// The exit status of a child that has ended.
+    fn exited(&mut self, name: &str) -> Option<ExitStatus> {
+        let (child, status) = self.children.get_mut(name)?;
+        if status.is_none() {
+            *status = child.try_wait().ok().flatten();
+        }
+        *status
+    }
+
+    /// An error if a process ended while it should be running.
+    fn check_alive(&mut self) -> Result<(), String> {
+        let names: Vec<String> = self.children.keys().cloned().collect();
+        for name in names {
+            if let Some(status) = self.exited(&name) {
+                let last = self.stderr(&name);
+                return Err(format!(
+                    "{name} ended early ({status}): {}",
+                    last.lines().last().unwrap_or("no output")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn ctl(&self, topology: &Topology, node: u16, request: &str) -> Result<String, String> {
+        let addr = control::NodeAddr::try_new(node).map_err(|e| e.to_string())?;
+        let path = self.socket_of(topology, addr)?;
+        client::request(&path, request, Duration::from_secs(5))
+    }
+
+    /// Where a child's control socket is: its default path under the demo's `$TMPDIR`.
+    fn socket_of(&self, topology: &Topology, addr: control::NodeAddr) -> Result<PathBuf, String> {
+        let port = topology
+            .node(addr)
+            .map(|n| n.socket.port())
+            .ok_or("no such node")?;
+        Ok(self
+            .dir
+            .join("burghers")
+            .join(format!("node-{addr}-{port}.sock")))
+    }
+
+    fn stdout(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{name}.out"))).unwrap_or_default()
+    }
+
+    fn stderr(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{name}.err"))).unwrap_or_default()
+    }
+
+    /// Stops every child: a clean `ctl stop` first, SIGKILL for any still running after a
+    /// grace period; waits for each.
+    fn stop_all(&mut self) {
+        let topology = Topology::load(&self.topology_path).ok();
+        let names: Vec<String> = self.children.keys().cloned().collect();
+        for name in &names {
+            if self.exited(name).is_none()
+                && let Some(t) = &topology
+                && let Some(addr) = name
+                    .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+                    .parse::<u16>()
+                    .ok()
+                    .and_then(control::NodeAddr::new)
+                && let Ok(path) = self.socket_of(t, addr)
+            {
+                let _ = client::request(&path, "stop", Duration::from_secs(2));
+            }
+        }
+        let grace = Instant::now() + Duration::from_secs(5);
+        for name in &names {
+            while self.exited(name).is_none() && Instant::now() < grace {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if let Some((child, status)) = self.children.get_mut(name)
+                && status.is_none()
+            {
+                let _ = child.kill();
+                *status = child.wait().ok();
+            }
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Four bars on a terminal; a line every few seconds otherwise.
+struct View {
+    bars: Option<(MultiProgress, BTreeMap<u16, ProgressBar>)>,
+    delivered: BTreeMap<u16, u64>,
+    last_line: Instant,
+}
+
+impl View {
+    fn new(size: u64) -> View {
+        let bars = std::io::stderr().is_terminal().then(|| {
+            let multi = MultiProgress::new();
+            let style = ProgressStyle::with_template(
+                "  {prefix} [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            let bars = LEAVES
+                .iter()
+                .map(|&l| {
+                    let bar = multi.add(ProgressBar::new(size));
+                    bar.set_style(style.clone());
+                    bar.set_prefix(format!("node {l}"));
+                    (l, bar)
+                })
+                .collect();
+            (multi, bars)
+        });
+        View {
+            bars,
+            delivered: BTreeMap::new(),
+            last_line: Instant::now(),
+        }
+    }
+
+    fn set(&mut self, leaf: u16, delivered: u64, finished: bool) {
+        self.delivered.insert(leaf, delivered);
+        if let Some((_, bars)) = &self.bars
+            && let Some(bar) = bars.get(&leaf)
+        {
+            bar.set_position(delivered);
+            if finished {
+                bar.finish();
+            }
+        }
+    }
+
+    fn tick(&mut self, elapsed: Duration) {
+        if self.bars.is_some() || self.last_line.elapsed() < Duration::from_secs(2) {
+            return;
+        }
+        self.last_line = Instant::now();
+        let parts: Vec<String> = self
+            .delivered
+            .iter()
+            .map(|(l, d)| format!("node {l} {}", mib(*d)))
+            .collect();
+        println!("  {:>5.1}s: {}", elapsed.as_secs_f64(), parts.join(", "));
+    }
+
+    fn finish(&mut self) {
+        if let Some((multi, bars)) = self.bars.take() {
+            for bar in bars.values() {
+                bar.finish_and_clear();
+            }
+            let _ = multi.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_counters_and_summaries() {
+        let stats = "rmtp.relay.nacks_received 12\nrmtp.relay.nacks_received_x 5\n";
+        assert_eq!(counter(stats, "rmtp.relay.nacks_received"), 12);
+        assert_eq!(counter(stats, "rmtp.relay.mabs_sent"), 0);
+        let out = "received x\nsummary: state=complete bytes=10 seconds=1.500\n";
+        let s = summary_of(out);
+        assert_eq!(s["state"], "complete");
+        assert_eq!(s["seconds"], "1.500");
+        assert!(summary_of("no summary here").is_empty());
+    }
+
+    #[test]
+    fn random_files_are_seeded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let ha = write_random(&a, 100_003, 5).unwrap();
+        assert_eq!(write_random(&b, 100_003, 5).unwrap(), ha);
+        assert_eq!(std::fs::metadata(&a).unwrap().len(), 100_003);
+        assert_eq!(file_hash(&a).unwrap(), (100_003, ha));
+        assert_ne!(write_random(&b, 100_003, 6).unwrap(), ha);
+    }
+}
