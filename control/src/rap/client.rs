@@ -105,16 +105,9 @@ impl RapClient {
         src: NodeAddr,
         body: &[u8],
     ) -> Result<(), BodyError> {
-        match RapMessage::parse(body) {
-            Ok(msg) => {
-                self.handle_packet(now, src, msg);
-                Ok(())
-            }
-            Err(e) => {
-                self.stats.malformed += 1;
-                Err(e)
-            }
-        }
+        let msg = super::parse_counted(body, &mut self.stats.malformed)?;
+        self.handle_packet(now, src, msg);
+        Ok(())
     }
 
     pub fn handle_packet(&mut self, _now: Instant, src: NodeAddr, msg: RapMessage<'_>) {

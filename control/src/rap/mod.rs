@@ -22,6 +22,13 @@ pub use crate::wire::rap::{ListError, RapBody, RapMessage, ServiceEntry};
 pub use client::{RapClient, RapClientStats, RapEvent};
 pub use server::{RapServer, RapServerOptions, RapServerStats};
 
+use crate::wire::BodyError;
+
+/// Parses a received RAP body; a malformed one is counted in `malformed` and its error returned.
+fn parse_counted<'a>(body: &'a [u8], malformed: &mut u64) -> Result<RapMessage<'a>, BodyError> {
+    RapMessage::parse(body).inspect_err(|_| *malformed += 1)
+}
+
 /// Why a server cannot offer a service list.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RapError {
