@@ -84,40 +84,42 @@ pub struct ReceiveProgress {
     pub state: ReceiveState,
 }
 
-/// What a server thread publishes.
-pub(crate) struct SendStatus {
-    pub progress: SendProgress,
-    pub stats: SenderStats,
+/// What a server or client thread publishes.
+pub(crate) struct Status<P, S> {
+    pub progress: P,
+    pub stats: S,
     /// The thread has not ended yet.
     pub running: bool,
 }
 
-pub(crate) struct SendShared {
-    pub status: Mutex<SendStatus>,
+/// A thread's published status, the condition variable its waiters sleep on, and what else
+/// the handle shares with the thread (`X`).
+pub(crate) struct Shared<P, S, X> {
+    pub status: Mutex<Status<P, S>>,
     changed: Condvar,
-    pub entry: ServiceEntry,
+    /// Whether a new progress is worth waking the waiters for (what they wait for changed).
+    wakes: fn(&P, &P) -> bool,
+    extra: X,
 }
 
-impl SendShared {
-    pub fn new(entry: ServiceEntry) -> Arc<Self> {
-        Arc::new(SendShared {
-            status: Mutex::new(SendStatus {
-                progress: SendProgress {
-                    total: entry.size,
-                    ..SendProgress::default()
-                },
-                stats: SenderStats::default(),
+impl<P, S: Clone, X> Shared<P, S, X> {
+    fn create(progress: P, stats: S, wakes: fn(&P, &P) -> bool, extra: X) -> Arc<Self> {
+        Arc::new(Shared {
+            status: Mutex::new(Status {
+                progress,
+                stats,
                 running: true,
             }),
             changed: Condvar::new(),
-            entry,
+            wakes,
+            extra,
         })
     }
 
     /// Publishes the thread's view; wakes waiters only when something they wait for changed.
-    pub fn publish(&self, progress: SendProgress, stats: &SenderStats) {
+    pub fn publish(&self, progress: P, stats: &S) {
         let mut s = lock(&self.status);
-        let wake = progress.complete != s.progress.complete;
+        let wake = (self.wakes)(&s.progress, &progress);
         s.progress = progress;
         s.stats.clone_from(stats);
         drop(s);
@@ -133,6 +135,28 @@ impl SendShared {
 
     pub fn is_running(&self) -> bool {
         lock(&self.status).running
+    }
+}
+
+/// What a server thread shares with its [`SendHandle`]: the entry its RAP server announces.
+pub(crate) type SendShared = Shared<SendProgress, SenderStats, ServiceEntry>;
+
+impl SendShared {
+    pub fn new(entry: ServiceEntry) -> Arc<Self> {
+        let progress = SendProgress {
+            total: entry.size,
+            ..SendProgress::default()
+        };
+        Shared::create(
+            progress,
+            SenderStats::default(),
+            |old, new| old.complete != new.complete,
+            entry,
+        )
+    }
+
+    pub fn entry(&self) -> &ServiceEntry {
+        &self.extra
     }
 }
 
@@ -165,77 +189,52 @@ impl SendHandle {
 
     /// What this node's RAP server announces for the transfer.
     pub fn entry(&self) -> &ServiceEntry {
-        &self.shared.entry
+        self.shared.entry()
     }
 }
 
 impl std::fmt::Debug for SendHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SendHandle")
-            .field("name", &self.shared.entry.name)
+            .field("name", &self.shared.entry().name)
             .field("progress", &self.progress())
             .finish()
     }
 }
 
-/// What a client thread publishes.
-pub(crate) struct ReceiveStatus {
-    pub progress: ReceiveProgress,
-    pub stats: ReceiverStats,
-    pub running: bool,
-}
-
-pub(crate) struct ReceiveShared {
-    pub status: Mutex<ReceiveStatus>,
-    changed: Condvar,
+/// What a client thread shares with its [`ReceiveHandle`].
+pub(crate) struct ReceiveExtra {
     abort: AtomicBool,
     /// The client thread's inbox, kicked to make it see an abort.
     inbox: Arc<ImpatientBuffer<Received>>,
 }
 
+pub(crate) type ReceiveShared = Shared<ReceiveProgress, ReceiverStats, ReceiveExtra>;
+
 impl ReceiveShared {
     pub fn new(inbox: Arc<ImpatientBuffer<Received>>) -> Arc<Self> {
-        Arc::new(ReceiveShared {
-            status: Mutex::new(ReceiveStatus {
-                progress: ReceiveProgress {
-                    delivered: 0,
-                    total: None,
-                    repairs: 0,
-                    nacks: 0,
-                    crc_failures: 0,
-                    state: ReceiveState::Receiving,
-                },
-                stats: ReceiverStats::default(),
-                running: true,
-            }),
-            changed: Condvar::new(),
+        let progress = ReceiveProgress {
+            delivered: 0,
+            total: None,
+            repairs: 0,
+            nacks: 0,
+            crc_failures: 0,
+            state: ReceiveState::Receiving,
+        };
+        let extra = ReceiveExtra {
             abort: AtomicBool::new(false),
             inbox,
-        })
-    }
-
-    pub fn publish(&self, progress: ReceiveProgress, stats: &ReceiverStats) {
-        let mut s = lock(&self.status);
-        let wake = progress.state != s.progress.state;
-        s.progress = progress;
-        s.stats.clone_from(stats);
-        drop(s);
-        if wake {
-            self.changed.notify_all();
-        }
-    }
-
-    pub fn ended(&self) {
-        lock(&self.status).running = false;
-        self.changed.notify_all();
-    }
-
-    pub fn is_running(&self) -> bool {
-        lock(&self.status).running
+        };
+        Shared::create(
+            progress,
+            ReceiverStats::default(),
+            |old, new| old.state != new.state,
+            extra,
+        )
     }
 
     pub fn abort_requested(&self) -> bool {
-        self.abort.load(Ordering::Acquire)
+        self.extra.abort.load(Ordering::Acquire)
     }
 }
 
@@ -283,8 +282,8 @@ impl ReceiveHandle {
     /// Gives up: the sink is aborted (a file stays `NAME.partial`), the client leaves the group
     /// and the state becomes `Failed("aborted")`. Nothing happens to a completed transfer.
     pub fn abort(&self) {
-        self.shared.abort.store(true, Ordering::Release);
-        self.shared.inbox.kick();
+        self.shared.extra.abort.store(true, Ordering::Release);
+        self.shared.extra.inbox.kick();
     }
 }
 

@@ -70,7 +70,7 @@ pub(crate) fn thread(node: &Node, slot: &ServerSlot, mut core: RmtpSender<Box<dy
         }
     }
     slot.shared.publish(progress(&core), core.stats());
-    node.withdraw(&slot.shared.entry);
+    node.withdraw(slot.shared.entry());
     slot.inbox.close();
     slot.shared.ended();
 }
