@@ -85,21 +85,35 @@ fn source(node: &Node, r: &Received) -> Option<NodeAddr> {
     }
 }
 
+/// Waits for a packet in `inbox` until the core's `deadline` and hands its source and body to
+/// `handle`; false once the inbox is closed (the thread ends).
+fn receive(
+    node: &Node,
+    inbox: &ImpatientBuffer<Received>,
+    deadline: Option<control::Instant>,
+    handle: impl FnOnce(control::Instant, NodeAddr, &[u8]),
+) -> bool {
+    match inbox.pop_until(deadline.and_then(|t| node.clock.to_std(t))) {
+        Pop::Item(r) => {
+            if let Some(src) = source(node, &r) {
+                handle(node.clock.now(), src, r.body());
+            }
+            true
+        }
+        Pop::Timeout | Pop::Kicked => true,
+        Pop::Closed => false,
+    }
+}
+
 pub(crate) fn server_thread(node: &Node, slot: &ServerSlot) {
     loop {
-        let deadline = lock(&slot.server)
-            .poll_timeout()
-            .and_then(|t| node.clock.to_std(t));
-        match slot.inbox.pop_until(deadline) {
-            Pop::Item(r) => {
-                if let Some(src) = source(node, &r) {
-                    let now = node.clock.now();
-                    // Malformed bodies are counted by the core.
-                    let _ = lock(&slot.server).handle_body(now, src, r.body());
-                }
-            }
-            Pop::Timeout | Pop::Kicked => {}
-            Pop::Closed => return,
+        let deadline = lock(&slot.server).poll_timeout();
+        let open = receive(node, &slot.inbox, deadline, |now, src, body| {
+            // Malformed bodies are counted by the core.
+            let _ = lock(&slot.server).handle_body(now, src, body);
+        });
+        if !open {
+            return;
         }
         let now = node.clock.now();
         let mut server = lock(&slot.server);
@@ -121,18 +135,12 @@ pub(crate) fn server_thread(node: &Node, slot: &ServerSlot) {
 pub(crate) fn client_thread(node: &Node) {
     let slot = &node.rap_client;
     loop {
-        let deadline = lock(&slot.client)
-            .poll_timeout()
-            .and_then(|t| node.clock.to_std(t));
-        match slot.inbox.pop_until(deadline) {
-            Pop::Item(r) => {
-                if let Some(src) = source(node, &r) {
-                    let now = node.clock.now();
-                    let _ = lock(&slot.client).handle_body(now, src, r.body());
-                }
-            }
-            Pop::Timeout | Pop::Kicked => {}
-            Pop::Closed => return,
+        let deadline = lock(&slot.client).poll_timeout();
+        let open = receive(node, &slot.inbox, deadline, |now, src, body| {
+            let _ = lock(&slot.client).handle_body(now, src, body);
+        });
+        if !open {
+            return;
         }
         let now = node.clock.now();
         let routes = node.dnp.routes();
