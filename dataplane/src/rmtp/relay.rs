@@ -815,6 +815,26 @@ impl RmtpRelay {
         }
     }
 
+    /// For a NACK or MAB from `peer`: the tree entry of (group, sender), the relay's slot for
+    /// that tree and the peer's index in it (both made if new), or why the packet is dropped.
+    fn tree_and_peer<'m>(
+        &mut self,
+        now: Instant,
+        peer: PeerKey,
+        group: GroupAddr,
+        sender: NodeAddr,
+        mcast: &'m MulticastTable,
+    ) -> Result<(&'m TreeEntry, usize, usize), DropReason> {
+        let entry = mcast.lookup(group, sender).ok_or(DropReason::NotOnTree)?;
+        if !Self::peer_in_tree(entry, peer) {
+            return Err(DropReason::NotOnTree);
+        }
+        let slot = self.tree_slot(entry, now).ok_or(DropReason::TableFull)?;
+        let tree = self.trees[slot].as_mut().expect("slot in use");
+        let pi = tree.peer_index(peer, now).ok_or(DropReason::TableFull)?;
+        Ok((entry, slot, pi))
+    }
+
     fn nack(
         &mut self,
         now: Instant,
@@ -825,19 +845,11 @@ impl RmtpRelay {
         mcast: &MulticastTable,
     ) -> RelayAction {
         self.stats.nacks_received += 1;
-        let Some(entry) = mcast.lookup(group, sender) else {
-            return RelayAction::Drop(DropReason::NotOnTree);
-        };
-        if !Self::peer_in_tree(entry, peer) {
-            return RelayAction::Drop(DropReason::NotOnTree);
-        }
-        let Some(slot) = self.tree_slot(entry, now) else {
-            return RelayAction::Drop(DropReason::TableFull);
+        let (_, slot, pi) = match self.tree_and_peer(now, peer, group, sender, mcast) {
+            Ok(found) => found,
+            Err(reason) => return RelayAction::Drop(reason),
         };
         let tree = self.trees[slot].as_mut().expect("slot in use");
-        let Some(pi) = tree.peer_index(peer, now) else {
-            return RelayAction::Drop(DropReason::TableFull);
-        };
         tree.peers[pi].last_heard = now;
         let bit = 1u64 << pi;
         // A NACK names at most what fits one packet; bound the work whatever the ranges say.
@@ -887,20 +899,12 @@ impl RmtpRelay {
         routing: &RoutingTable,
     ) -> RelayAction {
         self.stats.mabs_received += 1;
-        let Some(entry) = mcast.lookup(group, sender) else {
-            return RelayAction::Drop(DropReason::NotOnTree);
-        };
-        if !Self::peer_in_tree(entry, peer) {
-            return RelayAction::Drop(DropReason::NotOnTree);
-        }
-        let Some(slot) = self.tree_slot(entry, now) else {
-            return RelayAction::Drop(DropReason::TableFull);
+        let (entry, slot, pi) = match self.tree_and_peer(now, peer, group, sender, mcast) {
+            Ok(found) => found,
+            Err(reason) => return RelayAction::Drop(reason),
         };
         let expire = self.config.mab_expire;
         let tree = self.trees[slot].as_mut().expect("slot in use");
-        let Some(pi) = tree.peer_index(peer, now) else {
-            return RelayAction::Drop(DropReason::TableFull);
-        };
         let p = &mut tree.peers[pi];
         p.has_mab = true;
         p.mab = mab;
