@@ -2,7 +2,8 @@
 //! receiver byte for byte through loss, corruption and failures. Each test prints its figures.
 //! The default run uses small files; `cargo test --release -- --ignored` runs the full 64 MiB.
 
-use control::topology::{Faults, build};
+use control::NodeAddr;
+use control::topology::{Faults, Topology, build};
 use dataplane::node::RmtpOptions;
 use dataplane::sim::scenario::*;
 use std::time::Duration;
@@ -18,33 +19,56 @@ fn lossy() -> Faults {
     }
 }
 
-fn tree_transfer(size: usize) {
-    let mut topology = with_faults(build::binary_tree(3, 7001), lossy());
-    // At 10% loss three hellos in a row are lost now and then; a tree has no detour, so a
-    // false "dead" would only cost time. Six missed hellos make that rare.
+/// Sends `data` from node 1 to `receivers` over `topology` with the [`lossy`] faults on every
+/// link, after `prepare` (extra faults), and checks that every receiver has it byte for byte.
+fn lossy_transfer(
+    topology: Topology,
+    seed: u64,
+    receivers: &[NodeAddr],
+    data: Vec<u8>,
+    label: &str,
+    who: &str,
+    prepare: impl FnOnce(&mut Scenario),
+) {
+    let mut topology = with_faults(topology, lossy());
+    // At 10% loss three hellos in a row are lost now and then; in a tree there is no detour,
+    // so a false "dead" would only cost time. Six missed hellos make that rare.
     topology.network.timers.dead_hellos = 6;
-    let leaves = [n(4), n(5), n(6), n(7)];
     let mut s = Scenario::start(
         topology,
-        1,
+        seed,
         RmtpOptions::default(),
         n(1),
-        &leaves,
-        content(size, 7),
+        receivers,
+        data,
     )
     .unwrap();
-    for r in leaves {
-        s.sim
-            .set_undetected_corruption(r, n(r.get() / 2), 0.002)
-            .unwrap();
-    }
-    let done = s.run_until_received(&leaves, Duration::from_secs(600));
-    s.report(&format!(
-        "7-node tree, {} MiB, 10% loss, 1% corruption",
-        size / MIB
-    ));
-    assert!(done, "not all leaves completed");
-    s.assert_identical(&leaves);
+    prepare(&mut s);
+    let done = s.run_until_received(receivers, Duration::from_secs(600));
+    s.report(label);
+    assert!(done, "not all {who} completed");
+    s.assert_identical(receivers);
+}
+
+fn tree_transfer(size: usize) {
+    let leaves = [n(4), n(5), n(6), n(7)];
+    let label = format!("7-node tree, {} MiB, 10% loss, 1% corruption", size / MIB);
+    let topology = build::binary_tree(3, 7001);
+    lossy_transfer(
+        topology,
+        1,
+        &leaves,
+        content(size, 7),
+        &label,
+        "leaves",
+        |s| {
+            for r in leaves {
+                s.sim
+                    .set_undetected_corruption(r, n(r.get() / 2), 0.002)
+                    .unwrap();
+            }
+        },
+    );
 }
 
 #[test]
@@ -59,26 +83,22 @@ fn sixty_four_mib_to_every_leaf_of_the_tree() {
 }
 
 fn random50_transfer(size: usize) {
-    let mut topology = with_faults(build::random_connected(50, 25, 5, 7001), lossy());
-    topology.network.timers.dead_hellos = 6;
     // Twenty receivers spread over the graph, the sender at node 1.
     let receivers: Vec<_> = (0..20).map(|i| n(2 + (i * 37 % 49) as u16)).collect();
-    let mut s = Scenario::start(
-        topology,
-        3,
-        RmtpOptions::default(),
-        n(1),
-        &receivers,
-        content(size, 9),
-    )
-    .unwrap();
-    let done = s.run_until_received(&receivers, Duration::from_secs(600));
-    s.report(&format!(
+    let label = format!(
         "random 50 nodes, 20 receivers, {} MiB, 10% loss, 1% corruption",
         size / MIB
-    ));
-    assert!(done, "not all receivers completed");
-    s.assert_identical(&receivers);
+    );
+    let topology = build::random_connected(50, 25, 5, 7001);
+    lossy_transfer(
+        topology,
+        3,
+        &receivers,
+        content(size, 9),
+        &label,
+        "receivers",
+        |_| {},
+    );
 }
 
 #[test]
