@@ -88,12 +88,7 @@ fn garbage(rng: &mut Rng) -> Vec<(Vec<u8>, &'static str)> {
 #[test]
 fn garbage_is_counted_by_kind_and_changes_nothing() {
     let net = Net::start(build::line(2, 7001));
-    let links = links_of(&net.topology);
-    assert!(
-        wait_until(LIMIT, || net.routes_are(&links)).is_some(),
-        "{}",
-        net.dump()
-    );
+    let links = net.converge();
     let target = net.node(1);
     let routes = target.routes();
     let neighbours = target.neighbours();

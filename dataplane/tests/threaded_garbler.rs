@@ -27,13 +27,8 @@ fn corruption_and_duplicates_are_caught_and_counted_on_both_sides() {
         ..Faults::default()
     };
     let net = Net::start_without_rmtp(topology);
-    let links = links_of(&net.topology);
     // DRP converges through the damage.
-    assert!(
-        wait_until(LIMIT, || net.routes_are(&links)).is_some(),
-        "{}",
-        net.dump()
-    );
+    let links = net.converge();
     let dnp1 = net.node(1).dnp();
     // In batches the receiver keeps up with: a burst larger than the kernel's receive buffer
     // would lose datagrams before DNP ever sees them, and the books would not balance.
@@ -88,12 +83,7 @@ fn delayed_jittered_and_reordered_packets_all_arrive_out_of_order() {
         ..Faults::default()
     };
     let net = Net::start_without_rmtp(topology);
-    let links = links_of(&net.topology);
-    assert!(
-        wait_until(LIMIT, || net.routes_are(&links)).is_some(),
-        "{}",
-        net.dump()
-    );
+    let links = net.converge();
     let inbox = net.node(2).attach_rmtp();
     let dnp1 = net.node(1).dnp();
     for seq in 0..50 {

@@ -64,12 +64,7 @@ fn start_net(mut topology: Topology, faults: Option<Faults>) -> Net {
         }
     }
     let net = Net::start(topology);
-    let links = links_of(&net.topology);
-    assert!(
-        wait_until(LIMIT, || net.routes_are(&links)).is_some(),
-        "routes did not converge:\n{}",
-        net.dump()
-    );
+    let links = net.converge();
     net
 }
 

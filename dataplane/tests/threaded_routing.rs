@@ -37,12 +37,7 @@ fn grid_3x3_converges_to_bfs_next_hops() {
 #[test]
 fn link_down_through_the_garbler_is_routed_around_and_heals() {
     let net = Net::start(build::grid(3, 3, 7001));
-    let all = links_of(&net.topology);
-    assert!(
-        wait_until(LIMIT, || net.routes_are(&all)).is_some(),
-        "{}",
-        net.dump()
-    );
+    let all = net.converge();
 
     // 2-5 carries the shortest paths between the top row and the centre.
     let (a, b) = (n(2), n(5));
@@ -100,12 +95,7 @@ fn a_neighbour_missing_from_the_file_is_learned_from_its_drp_packets() {
             }
         },
     );
-    let links = links_of(&net.topology);
-    assert!(
-        wait_until(LIMIT, || net.routes_are(&links)).is_some(),
-        "{}",
-        net.dump()
-    );
+    let links = net.converge();
     let learned: Vec<_> = net
         .node(2)
         .peers()
@@ -123,12 +113,7 @@ fn a_neighbour_missing_from_the_file_is_learned_from_its_drp_packets() {
 #[test]
 fn a_stopping_node_says_terminate_and_its_neighbours_drop_it() {
     let mut net = Net::start(build::line(3, 7001));
-    let links = links_of(&net.topology);
-    assert!(
-        wait_until(LIMIT, || net.routes_are(&links)).is_some(),
-        "{}",
-        net.dump()
-    );
+    let links = net.converge();
     net.nodes.remove(&n(3)).unwrap().stop();
     assert!(
         wait_until(LIMIT, || !net.node(2).neighbours().contains(&n(3))

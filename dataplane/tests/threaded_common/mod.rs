@@ -107,6 +107,19 @@ impl Net {
             .all(|(&a, node)| next_hops_of(node) == expected_next_hops(links, a))
     }
 
+    /// Waits (at most [`LIMIT`]) until every node's routes are the BFS answer over the
+    /// topology's links, and fails the test with the routes if they never are. Returns the
+    /// links, for later checks.
+    pub fn converge(&self) -> Vec<(NodeAddr, NodeAddr)> {
+        let links = links_of(&self.topology);
+        assert!(
+            wait_until(LIMIT, || self.routes_are(&links)).is_some(),
+            "routes did not converge:\n{}",
+            self.dump()
+        );
+        links
+    }
+
     /// Every node's routes, for failure messages.
     pub fn dump(&self) -> String {
         self.nodes
