@@ -23,17 +23,22 @@ fn services() -> Vec<ServiceEntry> {
         .collect()
 }
 
+/// The RAP servers of node `addr`: service id 10 offering [`services`] if it is `server`.
+fn server_at(server: control::NodeAddr, addr: control::NodeAddr) -> Vec<RapServerConfig> {
+    if addr == server {
+        vec![RapServerConfig {
+            sid: 10,
+            services: services(),
+        }]
+    } else {
+        Vec::new()
+    }
+}
+
 fn options(addr: control::NodeAddr) -> ThreadedOptions {
     ThreadedOptions {
         seed: 0xC0FFEE + u64::from(addr.get()),
-        rap_servers: if addr == n(3) {
-            vec![RapServerConfig {
-                sid: 10,
-                services: services(),
-            }]
-        } else {
-            Vec::new()
-        },
+        rap_servers: server_at(n(3), addr),
         ..ThreadedOptions::default()
     }
 }
@@ -101,14 +106,7 @@ fn local_server_unknown_server_and_stop() {
     let net = Net::start_with(
         build::line(2, 7001),
         |a| ThreadedOptions {
-            rap_servers: if a == n(2) {
-                vec![RapServerConfig {
-                    sid: 10,
-                    services: services(),
-                }]
-            } else {
-                Vec::new()
-            },
+            rap_servers: server_at(n(2), a),
             ..ThreadedOptions::default()
         },
         |_, t| t.clone(),
