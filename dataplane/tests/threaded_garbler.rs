@@ -28,7 +28,7 @@ fn corruption_and_duplicates_are_caught_and_counted_on_both_sides() {
     };
     let net = Net::start_without_rmtp(topology);
     // DRP converges through the damage.
-    let links = net.converge();
+    net.converge();
     let dnp1 = net.node(1).dnp();
     // In batches the receiver keeps up with: a burst larger than the kernel's receive buffer
     // would lose datagrams before DNP ever sees them, and the books would not balance.
@@ -83,7 +83,7 @@ fn delayed_jittered_and_reordered_packets_all_arrive_out_of_order() {
         ..Faults::default()
     };
     let net = Net::start_without_rmtp(topology);
-    let links = net.converge();
+    net.converge();
     let inbox = net.node(2).attach_rmtp();
     let dnp1 = net.node(1).dnp();
     for seq in 0..50 {

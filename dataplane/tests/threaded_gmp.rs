@@ -52,7 +52,7 @@ fn tree_reaches_sender(net: &Net, member: NodeAddr, sender: NodeAddr) -> bool {
 #[test]
 fn joins_reach_the_senders_node_and_leaves_undo_them() {
     let net = Net::start(build::grid(3, 3, 7001));
-    let links = net.converge();
+    net.converge();
 
     let (member, sender) = (n(9), n(1));
     net.nodes[&member].subscribe(g(1), sender, 7).unwrap();
@@ -96,7 +96,7 @@ fn joins_reach_the_senders_node_and_leaves_undo_them() {
 #[test]
 fn a_member_node_that_stops_leaves_at_once() {
     let mut net = Net::start(build::line(3, 7001));
-    let links = net.converge();
+    net.converge();
     net.node(3).subscribe(g(1), n(1), 7).unwrap();
     assert!(wait_until(LIMIT, || tree_reaches_sender(&net, n(3), n(1))).is_some());
     net.nodes.remove(&n(3)).unwrap().stop();

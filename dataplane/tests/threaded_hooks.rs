@@ -16,7 +16,7 @@ use threaded_common::*;
 #[test]
 fn an_rmtp_layer_attaches_registers_and_is_joined_at_stop() {
     let net = Net::start_without_rmtp(build::line(3, 7001));
-    let links = net.converge();
+    net.converge();
     let node1 = net.node(1);
 
     // A stand-in for the middle-layer thread: counts packets and table kicks until closed.

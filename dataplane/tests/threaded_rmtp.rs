@@ -64,7 +64,7 @@ fn start_net(mut topology: Topology, faults: Option<Faults>) -> Net {
         }
     }
     let net = Net::start(topology);
-    let links = net.converge();
+    net.converge();
     net
 }
 

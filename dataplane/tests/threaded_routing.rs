@@ -95,7 +95,7 @@ fn a_neighbour_missing_from_the_file_is_learned_from_its_drp_packets() {
             }
         },
     );
-    let links = net.converge();
+    net.converge();
     let learned: Vec<_> = net
         .node(2)
         .peers()
@@ -113,7 +113,7 @@ fn a_neighbour_missing_from_the_file_is_learned_from_its_drp_packets() {
 #[test]
 fn a_stopping_node_says_terminate_and_its_neighbours_drop_it() {
     let mut net = Net::start(build::line(3, 7001));
-    let links = net.converge();
+    net.converge();
     net.nodes.remove(&n(3)).unwrap().stop();
     assert!(
         wait_until(LIMIT, || !net.node(2).neighbours().contains(&n(3))
