@@ -5,7 +5,8 @@ mod common;
 
 use common::*;
 use control::topology::build;
-use control::wire::{DEFAULT_MTU, Flag, Packet, checksum, dnp};
+use control::wire::gmp::GmpMessage;
+use control::wire::{DEFAULT_MTU, Flag, Packet, checksum, dnp, drp};
 use control::{Addr, GroupAddr};
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
@@ -86,7 +87,7 @@ fn a_link_taken_down_with_ctl_garble_reroutes_and_comes_back() {
 /// The datagrams to throw at a node, each with the counter it must land in.
 fn garbage() -> Vec<(Vec<u8>, &'static str)> {
     let node = |v: u16| Addr::Node(n(v));
-    let hello = dnp::frame(node(1), node(2), Flag::Drp, &[0, 1]);
+    let hello = dnp::frame(node(1), node(2), Flag::Drp, &drp::hello());
     let mut out = vec![
         (vec![], "rx_error_too_short"),
         (vec![1, 2, 3, 4, 5], "rx_error_too_short"),
@@ -133,11 +134,16 @@ fn garbage() -> Vec<(Vec<u8>, &'static str)> {
     }
     // Well-formed packets from a socket that is no node: a hello, a join, group data.
     out.push((
-        dnp::frame(node(2), node(1), Flag::Drp, &[0, 1]),
+        dnp::frame(node(2), node(1), Flag::Drp, &drp::hello()),
         "rx_unknown_peer",
     ));
     out.push((
-        dnp::frame(node(2), node(1), Flag::Gmp, &[0xF0, 0, 0, 2, 0, 1]),
+        dnp::frame(
+            node(2),
+            node(1),
+            Flag::Gmp,
+            &GmpMessage::join(GroupAddr::from_index(0).unwrap(), n(2)).encode(),
+        ),
         "rx_unknown_peer",
     ));
     let group = Addr::Group(GroupAddr::from_index(0).unwrap());

@@ -623,12 +623,13 @@ fn a_restarted_node_with_a_lower_sequence_converges() {
 
 #[test]
 fn an_oversized_lsp_is_cut_to_the_mtu() {
-    // A star of 14 leaves under an MTU that fits 10 neighbours per LSP.
+    // A star of 14 leaves under an MTU that fits 10 neighbours per LSP:
+    // (44 - 10 header - 10 LSP fields - 4 trailer) / 2.
     let addrs: Vec<u16> = (1..=15).collect();
     let links: Vec<(u16, u16)> = (2..=15).map(|l| (1, l)).collect();
     let mut topo = topology(&addrs, &links);
-    topo.network.mtu = 40;
-    assert_eq!(control::wire::drp::max_lsp_neighbours(40), 10);
+    topo.network.mtu = 44;
+    assert_eq!(control::wire::drp::max_lsp_neighbours(44), 10);
     let mut net = Net::new(&topo);
     net.run_for(secs(5));
     let hub = &net.nodes[&n(1)];
@@ -650,6 +651,7 @@ fn lsp_bytes(orig: u16, seq: u32, nbrs: &[u16]) -> Vec<u8> {
     for v in nbrs {
         b.extend_from_slice(&v.to_be_bytes());
     }
+    control::wire::trailer::push(&mut b);
     b
 }
 

@@ -284,7 +284,7 @@ fn bad_mtu() {
 
 #[test]
 fn too_many_links_for_one_lsp() {
-    // Under mtu 64 an LSP lists (64 - 10 - 10) / 2 = 22 neighbours.
+    // Under mtu 64 an LSP lists (64 - 10 - 10 - 4) / 2 = 20 neighbours (the 4 is the trailer).
     let mut text = String::from("[network]\nmtu = 64\n");
     for k in 1..=24 {
         text += &format!(
@@ -296,11 +296,11 @@ fn too_many_links_for_one_lsp() {
     for k in 2..=24 {
         text += &format!("[[link]]\nnodes = [1, {k}]\n");
     }
-    // The 23rd link of node 1 is the one too many.
+    // The 21st link of node 1 is the one too many.
     expect(
         &text,
-        first_link_line + 22 * 2 + 1,
-        "node 1 has more than 22 links",
+        first_link_line + 20 * 2 + 1,
+        "node 1 has more than 20 links",
     );
 }
 

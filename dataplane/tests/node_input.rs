@@ -2,6 +2,7 @@
 
 use control::topology::build;
 use control::wire::dnp::{self, Flag};
+use control::wire::drp;
 use control::{Addr, Instant, NodeAddr};
 use dataplane::node::Node;
 use proptest::prelude::*;
@@ -39,7 +40,12 @@ proptest! {
 #[test]
 fn each_kind_of_garbage_is_counted_under_its_name() {
     let mut node = fresh_node();
-    let good = dnp::frame(Addr::from_raw(1), Addr::from_raw(2), Flag::Drp, &[0, 1]);
+    let good = dnp::frame(
+        Addr::from_raw(1),
+        Addr::from_raw(2),
+        Flag::Drp,
+        &drp::hello(),
+    );
     let now = Instant::from_millis(1);
     node.handle_datagram(now, n(2), &good[..5]);
     node.handle_datagram(now, n(2), &vec![0u8; 2000]);
@@ -70,4 +76,60 @@ fn each_kind_of_garbage_is_counted_under_its_name() {
     );
     assert_eq!(s.accepted, 0);
     assert_eq!(node.drp().stats().hellos_recv, 0, "nothing reached DRP");
+}
+
+/// One flipped body bit under a correct DNP checksum (what a weak checksum lets through): the
+/// CRC-32C trailer refuses the body, the node counts it as malformed, and no protocol acts on
+/// it. The same body unflipped is acted upon, so the counters below can move.
+#[test]
+fn a_flipped_body_bit_is_a_bad_crc_counted_and_not_acted_upon() {
+    use control::GroupAddr;
+    use control::wire::BodyError;
+    use control::wire::drp::DrpMessage;
+    use control::wire::gmp::GmpMessage;
+    use control::wire::rap::{self, RapMessage};
+    use dataplane::node::{RAP_CLIENT_SID, RAP_SERVER_SID};
+
+    let now = Instant::from_millis(1);
+    let me = Addr::Node(n(1));
+    let peer = Addr::Node(n(2));
+    let join = GmpMessage::join(GroupAddr::from_index(0).unwrap(), n(1));
+    let cases = [
+        (Flag::Drp, drp::hello()),
+        (Flag::Gmp, join.encode().to_vec()),
+        (Flag::Rap, rap::request(RAP_SERVER_SID, RAP_CLIENT_SID)),
+    ];
+    // What each protocol did with the packets it was given: hellos, joins, RAP requests.
+    let acted = |node: &Node| {
+        (
+            node.drp().stats().hellos_recv,
+            node.gmp().stats().joins_received,
+            node.rap_server().stats().requests_received,
+        )
+    };
+    for (i, (flag, body)) in cases.into_iter().enumerate() {
+        let mut good = fresh_node();
+        good.handle_datagram(now, n(2), &dnp::frame(me, peer, flag, &body));
+        let mut want = [0u64; 3];
+        want[i] = 1;
+        let (h, j, r) = acted(&good);
+        assert_eq!([h, j, r], want, "{flag:?} unflipped is acted upon");
+        assert_eq!(good.stats().malformed_body, 0);
+
+        for bit in 0..body.len() * 8 {
+            let mut bad = body.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            let err = match flag {
+                Flag::Drp => DrpMessage::parse(&bad).map(|_| ()),
+                Flag::Gmp => GmpMessage::parse(&bad).map(|_| ()),
+                _ => RapMessage::parse(&bad).map(|_| ()),
+            };
+            assert_eq!(err, Err(BodyError::BadCrc), "{flag:?} bit {bit}");
+            let mut node = fresh_node();
+            node.handle_datagram(now, n(2), &dnp::frame(me, peer, flag, &bad));
+            assert_eq!(node.stats().accepted, 1, "the DNP checksum is correct");
+            assert_eq!(node.stats().malformed_body, 1, "{flag:?} bit {bit}");
+            assert_eq!(acted(&node), (0, 0, 0), "{flag:?} bit {bit} was acted upon");
+        }
+    }
 }

@@ -6,7 +6,8 @@ mod threaded_common;
 
 use control::rng::Rng;
 use control::topology::build;
-use control::wire::{DEFAULT_MTU, Flag, Packet, checksum, dnp};
+use control::wire::gmp::GmpMessage;
+use control::wire::{DEFAULT_MTU, Flag, Packet, checksum, dnp, drp};
 use control::{Addr, GroupAddr};
 use dataplane::threaded::ERROR_NAMES;
 use std::collections::BTreeMap;
@@ -19,7 +20,7 @@ fn node_addr(v: u16) -> Addr {
 
 /// The datagrams to throw, each with the counter it must land in.
 fn garbage(rng: &mut Rng) -> Vec<(Vec<u8>, &'static str)> {
-    let hello = dnp::frame(node_addr(1), node_addr(2), Flag::Drp, &[0, 1]);
+    let hello = dnp::frame(node_addr(1), node_addr(2), Flag::Drp, &drp::hello());
     let mut out = vec![
         (vec![], "too_short"),
         (vec![1, 2, 3, 4, 5], "too_short"),
@@ -67,14 +68,14 @@ fn garbage(rng: &mut Rng) -> Vec<(Vec<u8>, &'static str)> {
     // Well-formed packets from a socket that is no node: counted as an unknown peer. A DRP
     // hello claiming to come from the node itself, a GMP join, data for a group.
     out.push((
-        dnp::frame(node_addr(1), node_addr(1), Flag::Drp, &[0, 1]),
+        dnp::frame(node_addr(1), node_addr(1), Flag::Drp, &drp::hello()),
         "unknown_peer",
     ));
     let join = dnp::frame(
         node_addr(1),
         node_addr(2),
         Flag::Gmp,
-        &[0xF0, 0, 0, 2, 0, 1],
+        &GmpMessage::join(GroupAddr::from_index(0).unwrap(), n(2)).encode(),
     );
     out.push((join, "unknown_peer"));
     let group = Addr::Group(GroupAddr::from_index(0).unwrap());

@@ -31,7 +31,9 @@ fn hello_and_terminate_are_the_golden_bytes() {
     assert_eq!(from, node.local_addr());
     assert_eq!(
         &buf[..len],
-        [0xff, 0xee, 0, 2, 0, 1, 0, 1, 0, 12, 0, 1],
+        [
+            0x08, 0x0f, 0, 2, 0, 1, 0, 1, 0, 0x10, 0, 1, 0x03, 0x0a, 0xf4, 0xd1
+        ],
         "PROTOCOL.md golden hello"
     );
 

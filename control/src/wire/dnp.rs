@@ -223,14 +223,21 @@ mod tests {
 
     #[test]
     fn golden_hello_sized_packet() {
-        // DRP packet from node 1 to node 2 with body 00 01 (the hello kind).
-        let p = frame(node(2), node(1), Flag::Drp, &[0x00, 0x01]);
-        assert_eq!(p, [0xff, 0xee, 0, 2, 0, 1, 0, 1, 0, 12, 0, 1]);
+        // DRP hello from node 1 to node 2: kind 00 01 and its CRC-32C trailer (PROTOCOL.md;
+        // checksum from an independent RFC 1071 reference).
+        let hello = [0x00, 0x01, 0x03, 0x0a, 0xf4, 0xd1];
+        let p = frame(node(2), node(1), Flag::Drp, &hello);
+        assert_eq!(
+            p,
+            [
+                0x08, 0x0f, 0, 2, 0, 1, 0, 1, 0, 16, 0, 1, 0x03, 0x0a, 0xf4, 0xd1
+            ]
+        );
         let parsed = Packet::parse(&p, DEFAULT_MTU).unwrap();
         assert_eq!(parsed.flag(), Flag::Drp);
         assert_eq!(parsed.dst(), node(2));
         assert_eq!(parsed.src(), node(1));
-        assert_eq!(parsed.body(), &[0, 1]);
+        assert_eq!(parsed.body(), &hello);
     }
 
     #[test]

@@ -6,9 +6,11 @@
 //!
 //! Hello and terminate end there. An LSP goes on with originator (u16), sequence (u32),
 //! neighbour count (u16) and that many neighbour addresses (u16 each). An LSP-ack goes on with
-//! originator (u16) and sequence (u32).
+//! originator (u16) and sequence (u32). Every body then ends with a CRC-32C trailer
+//! ([`trailer`]) over the bytes before it.
 
 use super::BodyError;
+use super::trailer::{self, CRC_LEN};
 use crate::addr::NodeAddr;
 use zerocopy::byteorder::network_endian::{U16, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -51,7 +53,9 @@ impl<'a> Lsp<'a> {
 }
 
 impl<'a> DrpMessage<'a> {
+    /// Checks the trailer first: nothing of a corrupted body is read.
     pub fn parse(body: &'a [u8]) -> Result<Self, BodyError> {
+        let body = trailer::checked(body)?;
         let (kind, rest) = U16::read_from_prefix(body).map_err(|_| BodyError::TooShort {
             needed: 2,
             got: body.len(),
@@ -104,18 +108,24 @@ fn no_trailing(rest: &[u8]) -> Result<(), BodyError> {
 }
 
 pub fn hello() -> Vec<u8> {
-    KIND_HELLO.to_be_bytes().to_vec()
+    kind_only(KIND_HELLO)
 }
 
 pub fn terminate() -> Vec<u8> {
-    KIND_TERMINATE.to_be_bytes().to_vec()
+    kind_only(KIND_TERMINATE)
 }
 
-/// An LSP body. The caller keeps `neighbours` within what fits the MTU
-/// (`(mtu - 10 - 10) / 2` addresses: 502 at the default 1024).
+fn kind_only(kind: u16) -> Vec<u8> {
+    let mut body = Vec::with_capacity(2 + CRC_LEN);
+    body.extend_from_slice(&kind.to_be_bytes());
+    trailer::push(&mut body);
+    body
+}
+
+/// An LSP body. The caller keeps `neighbours` within [`max_lsp_neighbours`].
 pub fn lsp(originator: NodeAddr, sequence: u32, neighbours: &[NodeAddr]) -> Vec<u8> {
     let count = u16::try_from(neighbours.len()).expect("neighbour count fits u16");
-    let mut body = Vec::with_capacity(10 + 2 * neighbours.len());
+    let mut body = Vec::with_capacity(10 + 2 * neighbours.len() + CRC_LEN);
     body.extend_from_slice(&KIND_LSP.to_be_bytes());
     body.extend_from_slice(
         LspId {
@@ -128,11 +138,12 @@ pub fn lsp(originator: NodeAddr, sequence: u32, neighbours: &[NodeAddr]) -> Vec<
     for n in neighbours {
         body.extend_from_slice(&n.get().to_be_bytes());
     }
+    trailer::push(&mut body);
     body
 }
 
 pub fn lsp_ack(originator: NodeAddr, sequence: u32) -> Vec<u8> {
-    let mut body = Vec::with_capacity(8);
+    let mut body = Vec::with_capacity(8 + CRC_LEN);
     body.extend_from_slice(&KIND_LSP_ACK.to_be_bytes());
     body.extend_from_slice(
         LspId {
@@ -141,12 +152,14 @@ pub fn lsp_ack(originator: NodeAddr, sequence: u32) -> Vec<u8> {
         }
         .as_bytes(),
     );
+    trailer::push(&mut body);
     body
 }
 
-/// The most neighbours one LSP can list under `mtu`.
+/// The most neighbours one LSP can list under `mtu`: `(mtu - 10 - 10 - 4) / 2`, 500 at the
+/// default 1024 (DNP header, LSP fields before the list, CRC trailer).
 pub const fn max_lsp_neighbours(mtu: usize) -> usize {
-    (mtu - super::DNP_HEADER_LEN - 10) / 2
+    mtu.saturating_sub(super::DNP_HEADER_LEN + 10 + CRC_LEN) / 2
 }
 
 #[cfg(test)]
@@ -158,35 +171,71 @@ mod tests {
         NodeAddr::new(v).unwrap()
     }
 
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     #[test]
     fn golden_vectors() {
-        assert_eq!(hello(), [0x00, 0x01]);
-        assert_eq!(terminate(), [0x00, 0x02]);
+        // Computed by an independent reference (bitwise CRC-32C in Python), as in PROTOCOL.md.
+        assert_eq!(hex(&hello()), "0001030af4d1");
+        assert_eq!(hex(&terminate()), "0002105a0725");
         assert_eq!(
-            lsp(n(0x0102), 0x0A0B0C0D, &[n(3), n(0x0405)]),
-            [
-                0x00, 0x03, 0x01, 0x02, 0x0A, 0x0B, 0x0C, 0x0D, 0x00, 0x02, 0x00, 0x03, 0x04, 0x05
-            ]
+            hex(&lsp(n(0x0102), 0x0A0B0C0D, &[n(3), n(0x0405)])),
+            "000301020a0b0c0d000200030405\
+             48ba5e00"
         );
-        assert_eq!(lsp_ack(n(7), 9), [0x00, 0x04, 0x00, 0x07, 0, 0, 0, 9]);
+        assert_eq!(hex(&lsp_ack(n(7), 9)), "0004000700000009f90ca2d3");
+        assert_eq!(max_lsp_neighbours(crate::wire::DEFAULT_MTU), 500);
     }
 
     #[test]
     fn malformed_bodies_are_typed_errors() {
+        use trailer::sealed;
         assert_eq!(
             DrpMessage::parse(&[]),
-            Err(BodyError::TooShort { needed: 2, got: 0 })
+            Err(BodyError::TooShort { needed: 4, got: 0 })
         );
-        assert_eq!(DrpMessage::parse(&[0, 9]), Err(BodyError::UnknownKind(9)));
         assert_eq!(
-            DrpMessage::parse(&[0, 1, 0]),
+            DrpMessage::parse(&sealed(&[0])),
+            Err(BodyError::TooShort { needed: 2, got: 1 })
+        );
+        assert_eq!(
+            DrpMessage::parse(&sealed(&[0, 9])),
+            Err(BodyError::UnknownKind(9))
+        );
+        assert_eq!(
+            DrpMessage::parse(&sealed(&[0, 1, 0])),
             Err(BodyError::TrailingBytes(1))
         );
         // LSP claiming 3 neighbours but carrying one.
         assert_eq!(
-            DrpMessage::parse(&[0, 3, 0, 1, 0, 0, 0, 1, 0, 3, 0, 2]),
+            DrpMessage::parse(&sealed(&[0, 3, 0, 1, 0, 0, 0, 1, 0, 3, 0, 2])),
             Err(BodyError::BadCount)
         );
+        // A hello without its trailer, as sent before the trailer existed.
+        assert_eq!(
+            DrpMessage::parse(&[0, 1]),
+            Err(BodyError::TooShort { needed: 4, got: 2 })
+        );
+    }
+
+    #[test]
+    fn one_flipped_bit_is_a_bad_crc() {
+        let bodies = [
+            hello(),
+            terminate(),
+            lsp(n(9), 4, &[n(1), n(2), n(3)]),
+            lsp_ack(n(9), 4),
+        ];
+        for body in bodies {
+            assert!(DrpMessage::parse(&body).is_ok());
+            for bit in 0..body.len() * 8 {
+                let mut bad = body.clone();
+                bad[bit / 8] ^= 1 << (bit % 8);
+                assert_eq!(DrpMessage::parse(&bad), Err(BodyError::BadCrc), "bit {bit}");
+            }
+        }
     }
 
     proptest! {

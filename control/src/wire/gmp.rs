@@ -5,20 +5,24 @@
 //! | 0–1   | group (`0xF000..=0xFFFF`) |
 //! | 2–3   | sender: the node whose tree this is (membership is per (group, sender)) |
 //! | 4–5   | kind: 1 join, 2 leave |
+//! | 6–9   | CRC-32C of bytes 0–5 ([`trailer`]) |
 //!
 //! GMP goes hop by hop: the DNP destination is the upstream neighbour the message is for and the
 //! source is the node that sent it, so both ends of the header are one link apart.
 
 use super::BodyError;
 use super::dnp::{self, Flag};
+use super::trailer::{self, CRC_LEN};
 use crate::addr::{GroupAddr, NodeAddr};
 use zerocopy::byteorder::network_endian::U16;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 pub const KIND_JOIN: u16 = 1;
 pub const KIND_LEAVE: u16 = 2;
-/// Every GMP body has this size.
-pub const GMP_BODY_LEN: usize = 6;
+/// The fields of a GMP body, before its CRC-32C trailer.
+pub const GMP_FIELDS_LEN: usize = 6;
+/// Every GMP body has this size, trailer included.
+pub const GMP_BODY_LEN: usize = GMP_FIELDS_LEN + CRC_LEN;
 
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
@@ -60,10 +64,11 @@ impl GmpMessage {
         }
     }
 
-    /// Validates the length, then the kind, then the two addresses.
+    /// Validates the trailer, then the length, then the kind, then the two addresses.
     pub fn parse(body: &[u8]) -> Result<Self, BodyError> {
+        let body = trailer::checked(body)?;
         let (raw, rest) = GmpBody::ref_from_prefix(body).map_err(|_| BodyError::TooShort {
-            needed: GMP_BODY_LEN,
+            needed: GMP_FIELDS_LEN,
             got: body.len(),
         })?;
         if !rest.is_empty() {
@@ -90,7 +95,8 @@ impl GmpMessage {
             kind: (self.kind as u16).into(),
         };
         let mut out = [0u8; GMP_BODY_LEN];
-        out.copy_from_slice(body.as_bytes());
+        out[..GMP_FIELDS_LEN].copy_from_slice(body.as_bytes());
+        trailer::append(&mut out, GMP_FIELDS_LEN);
         out
     }
 
@@ -114,26 +120,24 @@ mod tests {
         NodeAddr::new(v).unwrap()
     }
 
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     #[test]
     fn golden_vectors() {
+        // Computed by an independent reference (RFC 1071 and a bitwise CRC-32C in Python).
         assert_eq!(
-            GmpMessage::join(g(0xF001), n(0x0102)).encode(),
-            [0xF0, 0x01, 0x01, 0x02, 0x00, 0x01]
+            hex(&GmpMessage::join(g(0xF001), n(0x0102)).encode()),
+            "f00101020001588ea21e"
         );
         assert_eq!(
-            GmpMessage::leave(g(0xFFFF), n(7)).encode(),
-            [0xFF, 0xFF, 0x00, 0x07, 0x00, 0x02]
+            hex(&GmpMessage::leave(g(0xFFFF), n(7)).encode()),
+            "ffff00070002d332288b"
         );
         // Whole packet: join for (0xF001, sender 3) from node 2 to its upstream node 1.
-        // Checksum: ones' complement of 0001+0002+0002+0010+F001+0003+0001 = F01A -> 0FE5.
         let p = GmpMessage::join(g(0xF001), n(3)).packet(n(1), n(2));
-        assert_eq!(
-            p,
-            [
-                0x0F, 0xE5, 0x00, 0x01, 0x00, 0x02, 0x00, 0x02, 0x00, 0x10, 0xF0, 0x01, 0x00, 0x03,
-                0x00, 0x01
-            ]
-        );
+        assert_eq!(hex(&p), "547e0001000200020014f00100030001208a9ad8");
         let parsed = Packet::parse(&p, DEFAULT_MTU).unwrap();
         assert_eq!(parsed.flag(), Flag::Gmp);
         assert_eq!(
@@ -144,30 +148,50 @@ mod tests {
 
     #[test]
     fn malformed_bodies_are_typed_errors() {
+        use trailer::sealed;
         assert_eq!(
-            GmpMessage::parse(&[0xF0, 0, 0, 1, 0]),
+            GmpMessage::parse(&[0xF0, 0, 0]),
+            Err(BodyError::TooShort { needed: 4, got: 3 })
+        );
+        assert_eq!(
+            GmpMessage::parse(&sealed(&[0xF0, 0, 0, 1, 0])),
             Err(BodyError::TooShort { needed: 6, got: 5 })
         );
         assert_eq!(
-            GmpMessage::parse(&[0xF0, 0, 0, 1, 0, 1, 9]),
+            GmpMessage::parse(&sealed(&[0xF0, 0, 0, 1, 0, 1, 9])),
             Err(BodyError::TrailingBytes(1))
         );
         assert_eq!(
-            GmpMessage::parse(&[0xF0, 0, 0, 1, 0, 3]),
+            GmpMessage::parse(&sealed(&[0xF0, 0, 0, 1, 0, 3])),
             Err(BodyError::UnknownKind(3))
         );
         assert_eq!(
-            GmpMessage::parse(&[0x00, 5, 0, 1, 0, 1]),
+            GmpMessage::parse(&sealed(&[0x00, 5, 0, 1, 0, 1])),
             Err(BodyError::BadAddress(AddrError::NotInGroupRange(5)))
         );
         assert_eq!(
-            GmpMessage::parse(&[0xF0, 0, 0, 0, 0, 2]),
+            GmpMessage::parse(&sealed(&[0xF0, 0, 0, 0, 0, 2])),
             Err(BodyError::BadAddress(AddrError::Zero))
         );
         assert_eq!(
-            GmpMessage::parse(&[0xF0, 0, 0xF0, 9, 0, 2]),
+            GmpMessage::parse(&sealed(&[0xF0, 0, 0xF0, 9, 0, 2])),
             Err(BodyError::BadAddress(AddrError::InGroupRange(0xF009)))
         );
+        // The six field bytes alone, as sent before the trailer existed.
+        assert_eq!(
+            GmpMessage::parse(&[0xF0, 1, 0, 3, 0, 1]),
+            Err(BodyError::BadCrc)
+        );
+    }
+
+    #[test]
+    fn one_flipped_bit_is_a_bad_crc() {
+        let body = GmpMessage::join(g(0xF001), n(3)).encode();
+        for bit in 0..GMP_BODY_LEN * 8 {
+            let mut bad = body;
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert_eq!(GmpMessage::parse(&bad), Err(BodyError::BadCrc), "bit {bit}");
+        }
     }
 
     proptest! {
@@ -190,10 +214,12 @@ mod tests {
         }
 
         #[test]
-        fn six_arbitrary_bytes_parse_or_name_the_field(bytes in proptest::array::uniform6(any::<u8>())) {
-            // Every 6-byte body either parses back to itself or is refused for a field, not length.
+        fn six_arbitrary_bytes_parse_or_name_the_field(fields in proptest::array::uniform6(any::<u8>())) {
+            // Every 6 field bytes with their trailer either parse back to themselves or are
+            // refused for a field, not for length or CRC.
+            let bytes = trailer::sealed(&fields);
             match GmpMessage::parse(&bytes) {
-                Ok(m) => prop_assert_eq!(m.encode(), bytes),
+                Ok(m) => prop_assert_eq!(&m.encode()[..], &bytes[..]),
                 Err(e) => prop_assert!(matches!(e, BodyError::UnknownKind(_) | BodyError::BadAddress(_))),
             }
         }

@@ -9,11 +9,14 @@ pub mod drp;
 pub mod gmp;
 pub mod rap;
 pub mod rmtp;
+pub mod trailer;
 
 pub use dnp::{DEFAULT_MTU, DNP_HEADER_LEN, DnpError, DnpHeader, Flag, Packet};
 
 /// Why a protocol body could not be read. Bodies are only parsed after the DNP checksum passed,
-/// so these mean a bug or a hostile peer, never line noise; they are dropped and counted.
+/// and every body's CRC-32C trailer ([`trailer`]) is checked before its fields, so `BadCrc` is
+/// line noise the checksum missed and the others mean a bug or a hostile peer. All are dropped
+/// and counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BodyError {
     /// Fewer bytes than the fixed part of the body needs.

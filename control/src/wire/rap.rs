@@ -20,11 +20,15 @@
 //! | 46     | name length L |
 //! | 47–    | name, L bytes of UTF-8 |
 //!
+//! Every body, whatever its kind, then ends with a CRC-32C trailer ([`trailer`]) over the bytes
+//! before it.
+//!
 //! RAP is end to end: the DNP destination is the server (or client) node and the source the
 //! node that sent it; nodes in between route it by `next_hop`. A provide must fit one packet:
 //! the server refuses, when it is configured, a list that would not fit (see [`ListError`]).
 
 use super::dnp::{self, Flag};
+use super::trailer::{self, CRC_LEN};
 use super::{BodyError, DNP_HEADER_LEN};
 use crate::addr::{GroupAddr, NodeAddr};
 use zerocopy::byteorder::network_endian::{U16, U64};
@@ -219,7 +223,9 @@ fn parse_entry(bytes: &[u8]) -> Result<(ServiceRef<'_>, &[u8]), BodyError> {
 }
 
 impl<'a> RapMessage<'a> {
+    /// Checks the trailer first: nothing of a corrupted body is read.
     pub fn parse(body: &'a [u8]) -> Result<Self, BodyError> {
+        let body = trailer::checked(body)?;
         let (header, rest) = RapHeader::ref_from_prefix(body).map_err(|_| BodyError::TooShort {
             needed: RAP_HEADER_LEN,
             got: body.len(),
@@ -279,12 +285,12 @@ impl std::fmt::Display for ListError {
 
 impl std::error::Error for ListError {}
 
-/// The size of the whole provide packet (DNP header included) carrying `entries`.
+/// Bytes of a provide packet besides its entries: DNP header, RAP header, count, trailer.
+pub const PROVIDE_OVERHEAD: usize = DNP_HEADER_LEN + RAP_HEADER_LEN + 2 + CRC_LEN;
+
+/// The size of the whole provide packet (DNP header and trailer included) carrying `entries`.
 pub fn provide_packet_len(entries: &[ServiceEntry]) -> usize {
-    DNP_HEADER_LEN
-        + RAP_HEADER_LEN
-        + 2
-        + entries.iter().map(ServiceEntry::encoded_len).sum::<usize>()
+    PROVIDE_OVERHEAD + entries.iter().map(ServiceEntry::encoded_len).sum::<usize>()
 }
 
 /// Checks that `entries` can be sent in one provide under `mtu` (capped at the 65535 bytes a
@@ -304,7 +310,7 @@ pub fn check_list(entries: &[ServiceEntry], mtu: usize) -> Result<(), ListError>
     let mtu = mtu.min(usize::from(u16::MAX));
     let needed = provide_packet_len(entries);
     if needed > mtu {
-        let mut room = mtu.saturating_sub(DNP_HEADER_LEN + RAP_HEADER_LEN + 2);
+        let mut room = mtu.saturating_sub(PROVIDE_OVERHEAD);
         let fits = entries
             .iter()
             .take_while(|e| match room.checked_sub(e.encoded_len()) {
@@ -331,15 +337,18 @@ fn header(dst_sid: u16, src_sid: u16, kind: RapKind, rap_id: u16) -> RapHeader {
 
 /// A request body (rap_id 0: the server assigns one).
 pub fn request(dst_sid: u16, src_sid: u16) -> Vec<u8> {
-    header(dst_sid, src_sid, RapKind::Request, 0)
-        .as_bytes()
-        .to_vec()
+    header_only(header(dst_sid, src_sid, RapKind::Request, 0))
 }
 
 pub fn ack(dst_sid: u16, src_sid: u16, rap_id: u16) -> Vec<u8> {
-    header(dst_sid, src_sid, RapKind::Ack, rap_id)
-        .as_bytes()
-        .to_vec()
+    header_only(header(dst_sid, src_sid, RapKind::Ack, rap_id))
+}
+
+fn header_only(h: RapHeader) -> Vec<u8> {
+    let mut body = Vec::with_capacity(RAP_HEADER_LEN + CRC_LEN);
+    body.extend_from_slice(h.as_bytes());
+    trailer::push(&mut body);
+    body
 }
 
 /// A provide body, after [`check_list`] against `mtu`.
@@ -368,6 +377,7 @@ pub fn provide(
         body.extend_from_slice(fixed.as_bytes());
         body.extend_from_slice(e.name.as_bytes());
     }
+    trailer::push(&mut body);
     Ok(body)
 }
 
@@ -401,39 +411,66 @@ mod tests {
         }
     }
 
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     #[test]
     fn golden_vectors() {
-        assert_eq!(request(0x0010, 0x0020), [0, 0x10, 0, 0x20, 0, 1, 0, 0]);
+        // Computed by an independent reference (RFC 1071 and a bitwise CRC-32C in Python).
+        assert_eq!(hex(&request(0x0010, 0x0020)), "0010002000010000ae9a6f05");
         assert_eq!(
-            ack(0x0020, 0x0010, 0x0A0B),
-            [0, 0x20, 0, 0x10, 0, 3, 0x0A, 0x0B]
+            hex(&ack(0x0020, 0x0010, 0x0A0B)),
+            "0020001000030a0bf7a7c8fa"
         );
         let body = provide(0x0020, 0x0010, 7, &[entry("a.txt")], DEFAULT_MTU).unwrap();
-        let mut want = vec![0, 0x20, 0, 0x10, 0, 2, 0, 7, 0, 1];
-        want.extend_from_slice(&[0xF0, 0x02, 0x03, 0x04]);
-        want.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
-        want.extend((0u8..32).collect::<Vec<_>>());
-        want.extend_from_slice(&[0x03, 0xE8, 5, b'a', b'.', b't', b'x', b't']);
-        assert_eq!(body, want);
-        assert_eq!(body.len(), RAP_HEADER_LEN + 2 + ENTRY_FIXED_LEN + 5);
         assert_eq!(
-            provide(1, 2, 3, &[], DEFAULT_MTU).unwrap(),
-            [0, 1, 0, 2, 0, 2, 0, 3, 0, 0]
+            hex(&body),
+            concat!(
+                "00200010000200070001",
+                "f00203040102030405060708",
+                "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+                "03e805612e747874",
+                "ded49274"
+            )
+        );
+        assert_eq!(
+            body.len(),
+            RAP_HEADER_LEN + 2 + ENTRY_FIXED_LEN + 5 + CRC_LEN
+        );
+        assert_eq!(
+            provide_packet_len(&[entry("a.txt")]),
+            DNP_HEADER_LEN + body.len()
+        );
+        assert_eq!(
+            hex(&provide(1, 2, 3, &[], DEFAULT_MTU).unwrap()),
+            "000100020002000300005de96098"
         );
         // Whole request packet from node 5 to server node 9.
-        // Checksum: ~(0009+0005+0003+0012+0010+0020+0001) = ~0x0054 = 0xFFAB.
         let p = packet(n(9), n(5), &request(0x0010, 0x0020));
-        assert_eq!(
-            p,
-            [
-                0xFF, 0xAB, 0, 9, 0, 5, 0, 3, 0, 0x12, 0, 0x10, 0, 0x20, 0, 1, 0, 0
-            ]
-        );
+        assert_eq!(hex(&p), "e20700090005000300160010002000010000ae9a6f05");
         let parsed = Packet::parse(&p, DEFAULT_MTU).unwrap();
         assert_eq!(parsed.flag(), Flag::Rap);
         let m = RapMessage::parse(parsed.body()).unwrap();
         assert_eq!((m.dst_sid, m.src_sid, m.rap_id), (0x10, 0x20, 0));
         assert_eq!(m.body, RapBody::Request);
+    }
+
+    #[test]
+    fn one_flipped_bit_is_a_bad_crc() {
+        let bodies = [
+            request(1, 2),
+            ack(2, 1, 9),
+            provide(2, 1, 9, &[entry("x.bin")], DEFAULT_MTU).unwrap(),
+        ];
+        for body in bodies {
+            assert!(RapMessage::parse(&body).is_ok());
+            for bit in 0..body.len() * 8 {
+                let mut bad = body.clone();
+                bad[bit / 8] ^= 1 << (bit % 8);
+                assert_eq!(RapMessage::parse(&bad), Err(BodyError::BadCrc), "bit {bit}");
+            }
+        }
     }
 
     #[test]
@@ -452,64 +489,79 @@ mod tests {
 
     #[test]
     fn malformed_bodies_are_typed_errors() {
-        let ok = provide(3, 4, 5, &[entry("ab")], DEFAULT_MTU).unwrap();
+        use trailer::sealed;
+        let good = provide(3, 4, 5, &[entry("ab")], DEFAULT_MTU).unwrap();
+        // The fields without the trailer, re-sealed after each change.
+        let ok = &good[..good.len() - CRC_LEN];
         assert_eq!(
-            RapMessage::parse(&ok[..7]),
+            RapMessage::parse(&good[..3]),
+            Err(BodyError::TooShort { needed: 4, got: 3 })
+        );
+        assert_eq!(
+            RapMessage::parse(&sealed(&ok[..7])),
             Err(BodyError::TooShort { needed: 8, got: 7 })
         );
         assert_eq!(
-            RapMessage::parse(&[0, 1, 0, 2, 0, 9, 0, 0]),
+            RapMessage::parse(&sealed(&[0, 1, 0, 2, 0, 9, 0, 0])),
             Err(BodyError::UnknownKind(9))
         );
         assert_eq!(
-            RapMessage::parse(&[0, 1, 0, 2, 0, 1, 0, 0, 0]),
+            RapMessage::parse(&sealed(&[0, 1, 0, 2, 0, 1, 0, 0, 0])),
             Err(BodyError::TrailingBytes(1))
         );
         assert_eq!(
-            RapMessage::parse(&[0, 1, 0, 2, 0, 3, 0, 0, 0]),
+            RapMessage::parse(&sealed(&[0, 1, 0, 2, 0, 3, 0, 0, 0])),
             Err(BodyError::TrailingBytes(1))
         );
         assert_eq!(
-            RapMessage::parse(&ok[..9]),
+            RapMessage::parse(&sealed(&ok[..9])),
             Err(BodyError::TooShort { needed: 10, got: 9 })
         );
         // Count says one more entry than there is; one entry cut short.
-        let mut more = ok.clone();
+        let mut more = ok.to_vec();
         more[9] = 2;
-        assert_eq!(RapMessage::parse(&more), Err(BodyError::BadCount));
+        assert_eq!(RapMessage::parse(&sealed(&more)), Err(BodyError::BadCount));
         assert_eq!(
-            RapMessage::parse(&ok[..ok.len() - 1]),
+            RapMessage::parse(&sealed(&ok[..ok.len() - 1])),
             Err(BodyError::BadCount)
         );
-        let mut extra = ok.clone();
+        let mut extra = ok.to_vec();
         extra.push(0);
-        assert_eq!(RapMessage::parse(&extra), Err(BodyError::TrailingBytes(1)));
+        assert_eq!(
+            RapMessage::parse(&sealed(&extra)),
+            Err(BodyError::TrailingBytes(1))
+        );
         // Field checks: group, sender, segment size, UTF-8.
         let at = RAP_HEADER_LEN + 2;
-        let mut bad = ok.clone();
+        let mut bad = ok.to_vec();
         bad[at] = 0x10;
         assert_eq!(
-            RapMessage::parse(&bad),
+            RapMessage::parse(&sealed(&bad)),
             Err(BodyError::BadAddress(AddrError::NotInGroupRange(0x1002)))
         );
-        let mut bad = ok.clone();
+        let mut bad = ok.to_vec();
         bad[at + 2..at + 4].copy_from_slice(&[0, 0]);
         assert_eq!(
-            RapMessage::parse(&bad),
+            RapMessage::parse(&sealed(&bad)),
             Err(BodyError::BadAddress(AddrError::Zero))
         );
-        let mut bad = ok.clone();
+        let mut bad = ok.to_vec();
         bad[at + 44..at + 46].copy_from_slice(&[0, 0]);
         assert_eq!(
-            RapMessage::parse(&bad),
+            RapMessage::parse(&sealed(&bad)),
             Err(BodyError::OutOfRange {
                 field: "segment size",
                 value: 0
             })
         );
-        let mut bad = ok.clone();
+        let mut bad = ok.to_vec();
         bad[at + ENTRY_FIXED_LEN] = 0xFF;
-        assert_eq!(RapMessage::parse(&bad), Err(BodyError::BadUtf8));
+        assert_eq!(RapMessage::parse(&sealed(&bad)), Err(BodyError::BadUtf8));
+        // A request without its trailer, as sent before the trailer existed.
+        assert_eq!(
+            RapMessage::parse(&[0, 1, 0, 2, 0, 1, 0, 0]),
+            Err(BodyError::BadCrc)
+        );
     }
 
     #[test]
@@ -525,14 +577,15 @@ mod tests {
             check_list(&[zero], DEFAULT_MTU),
             Err(ListError::ZeroSegmentSize { index: 0 })
         );
-        // Each entry with a 200-byte name takes 247 bytes; 20 header bytes + 4 * 247 = 1008.
+        // Each entry with a 200-byte name takes 247 bytes; 24 bytes of overhead (headers,
+        // count, trailer) + 4 * 247 = 1012.
         let name = "n".repeat(200);
         let list: Vec<_> = (0..5).map(|_| entry(&name)).collect();
         assert!(check_list(&list[..4], DEFAULT_MTU).is_ok());
         assert_eq!(
             check_list(&list, DEFAULT_MTU),
             Err(ListError::TooLarge {
-                needed: 20 + 5 * 247,
+                needed: 24 + 5 * 247,
                 mtu: DEFAULT_MTU,
                 fits: 4
             })
@@ -547,6 +600,18 @@ mod tests {
             check_list(&[entry("a")], 5),
             Err(ListError::TooLarge { fits: 0, .. })
         ));
+        // The trailer counts: 20 entries with 3-byte names fill 1024 exactly, 1023 fits 19.
+        let small: Vec<_> = (0..20).map(|_| entry("abc")).collect();
+        assert_eq!(provide_packet_len(&small), 1024);
+        assert!(check_list(&small, 1024).is_ok());
+        assert_eq!(
+            check_list(&small, 1023),
+            Err(ListError::TooLarge {
+                needed: 1024,
+                mtu: 1023,
+                fits: 19
+            })
+        );
     }
 
     fn arb_entry() -> impl Strategy<Value = ServiceEntry> {
@@ -616,7 +681,11 @@ mod tests {
             let mut body = vec![0, 1, 0, 2, 0, 2, 0, 3];
             body.extend_from_slice(&count.to_be_bytes());
             body.extend_from_slice(&tail);
-            let _ = RapMessage::parse(&body);
+            // Sealed, so that the list parser (not the trailer) meets the random bytes.
+            let body = trailer::sealed(&body);
+            if let Ok(RapMessage { body: RapBody::Provide(l), .. }) = RapMessage::parse(&body) {
+                prop_assert_eq!(l.iter().count(), l.len());
+            }
         }
     }
 }

@@ -12,10 +12,12 @@
 //! A range is `first u64, len u32` (12 bytes): the sequences `first..first + len`, `len >= 1`.
 //! Data carries a CRC-32C over sequence, offset and payload: the 16-bit DNP checksum is per hop
 //! and weak, the CRC is end to end (sender to receiver) and catches what the checksum misses.
-//! Control bodies end with a CRC-32C trailer over the bytes before it, for the same reason.
+//! Control bodies end with a CRC-32C trailer ([`trailer`]) over the bytes before it, for the
+//! same reason, as every DRP, GMP and RAP body does.
 
 use super::BodyError;
 use super::dnp::{DNP_HEADER_LEN, Flag, seal};
+use super::trailer::{self, CRC_LEN, checked};
 use crate::addr::{GroupAddr, NodeAddr};
 use zerocopy::byteorder::network_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -26,8 +28,6 @@ pub const DATA_HEADER_LEN: usize = 20;
 pub const RANGE_LEN: usize = 12;
 pub const NACK_FIXED_LEN: usize = 4;
 pub const NCF_FIXED_LEN: usize = 6;
-/// Every control body (NACK, NCF, MAB, SPM) ends with a CRC-32C of the bytes before it.
-pub const CRC_LEN: usize = 4;
 /// MAB body fields, without the CRC trailer.
 pub const MAB_LEN: usize = 18;
 /// SPM body fields, without the CRC trailer.
@@ -281,28 +281,6 @@ fn too_short(needed: usize, body: &[u8]) -> BodyError {
     }
 }
 
-/// The fields of a control body whose CRC-32C trailer matches; a corrupted body that slipped
-/// past the 16-bit DNP checksum is refused here rather than acted upon.
-fn checked(body: &[u8]) -> Result<&[u8], BodyError> {
-    let Some(split) = body.len().checked_sub(CRC_LEN) else {
-        return Err(too_short(CRC_LEN, body));
-    };
-    let (fields, trailer) = body.split_at(split);
-    let carried = u32::from_be_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
-    if crc32c::crc32c(fields) == carried {
-        Ok(fields)
-    } else {
-        Err(BodyError::BadCrc)
-    }
-}
-
-/// Appends the CRC-32C of `body[..len]` after it; returns the length with the trailer.
-fn append_crc(body: &mut [u8], len: usize) -> usize {
-    let crc = crc32c::crc32c(&body[..len]);
-    body[len..len + CRC_LEN].copy_from_slice(&crc.to_be_bytes());
-    len + CRC_LEN
-}
-
 impl<'a> Nack<'a> {
     pub fn parse(body: &'a [u8]) -> Result<Self, BodyError> {
         let body = checked(body)?;
@@ -349,7 +327,7 @@ impl Mab {
             received: self.received.into(),
         };
         body[..MAB_LEN].copy_from_slice(w.as_bytes());
-        append_crc(body, MAB_LEN)
+        trailer::append(body, MAB_LEN)
     }
 }
 
@@ -384,7 +362,7 @@ impl SpmFields {
             hash: self.hash,
         };
         body[..SPM_LEN].copy_from_slice(w.as_bytes());
-        append_crc(body, SPM_LEN)
+        trailer::append(body, SPM_LEN)
     }
 }
 
@@ -417,7 +395,7 @@ pub fn write_nack(body: &mut [u8], group: GroupAddr, ranges: &[SeqRange]) -> usi
     body[..2].copy_from_slice(&group.get().to_be_bytes());
     body[2..4].copy_from_slice(&count.to_be_bytes());
     let len = NACK_FIXED_LEN + write_ranges(&mut body[NACK_FIXED_LEN..], ranges);
-    append_crc(body, len)
+    trailer::append(body, len)
 }
 
 /// Writes an NCF body into `body`, returns its length. Panics as [`write_nack`].
@@ -433,7 +411,7 @@ pub fn write_ncf(
     body[2..4].copy_from_slice(&sender.get().to_be_bytes());
     body[4..6].copy_from_slice(&count.to_be_bytes());
     let len = NCF_FIXED_LEN + write_ranges(&mut body[NCF_FIXED_LEN..], ranges);
-    append_crc(body, len)
+    trailer::append(body, len)
 }
 
 /// Builds a whole sealed NACK packet into `packet`; returns its length.
@@ -583,12 +561,6 @@ mod tests {
     }
 
     #[test]
-    fn crc32c_is_castagnoli() {
-        // The standard CRC-32C check value.
-        assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
-    }
-
-    #[test]
     fn golden_nack_ncf_mab_spm() {
         let ranges = [
             SeqRange { first: 5, len: 2 },
@@ -661,12 +633,6 @@ mod tests {
         );
     }
 
-    fn with_crc(fields: &[u8]) -> Vec<u8> {
-        let mut body = fields.to_vec();
-        body.extend_from_slice(&crc32c::crc32c(fields).to_be_bytes());
-        body
-    }
-
     #[test]
     fn malformed_bodies_are_typed_errors() {
         assert_eq!(
@@ -677,42 +643,51 @@ mod tests {
             }
         );
         assert_eq!(
-            Nack::parse(&with_crc(&[0xF0, 0])).unwrap_err(),
+            Nack::parse(&trailer::sealed(&[0xF0, 0])).unwrap_err(),
             BodyError::TooShort { needed: 4, got: 2 }
         );
         // Count 0.
         assert_eq!(
-            Nack::parse(&with_crc(&[0xF0, 0, 0, 0])).unwrap_err(),
+            Nack::parse(&trailer::sealed(&[0xF0, 0, 0, 0])).unwrap_err(),
             BodyError::BadCount
         );
         // Count 2 but one range.
         let mut b = vec![0xF0, 0, 0, 2];
         b.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1]);
-        assert_eq!(Nack::parse(&with_crc(&b)).unwrap_err(), BodyError::BadCount);
+        assert_eq!(
+            Nack::parse(&trailer::sealed(&b)).unwrap_err(),
+            BodyError::BadCount
+        );
         // Empty range.
         let mut b = vec![0xF0, 0, 0, 1];
         b.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]);
-        assert_eq!(Nack::parse(&with_crc(&b)).unwrap_err(), BodyError::BadCount);
+        assert_eq!(
+            Nack::parse(&trailer::sealed(&b)).unwrap_err(),
+            BodyError::BadCount
+        );
         // Range wrapping past u64::MAX.
         let mut b = vec![0xF0, 0, 0, 1];
         b.extend_from_slice(&[0xFF; 8]);
         b.extend_from_slice(&[0, 0, 0, 2]);
-        assert_eq!(Nack::parse(&with_crc(&b)).unwrap_err(), BodyError::BadCount);
+        assert_eq!(
+            Nack::parse(&trailer::sealed(&b)).unwrap_err(),
+            BodyError::BadCount
+        );
         // One byte too many.
         let mut b = vec![0xF0, 0, 0, 1];
         b.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 9]);
         assert_eq!(
-            Nack::parse(&with_crc(&b)).unwrap_err(),
+            Nack::parse(&trailer::sealed(&b)).unwrap_err(),
             BodyError::TrailingBytes(1)
         );
         assert_eq!(
-            Mab::parse(&with_crc(&[0; 19])).unwrap_err(),
+            Mab::parse(&trailer::sealed(&[0; 19])).unwrap_err(),
             BodyError::TrailingBytes(1)
         );
         let mut spm = [0u8; SPM_LEN];
         spm[34] = 0x02;
         assert_eq!(
-            SpmFields::parse(&with_crc(&spm)).unwrap_err(),
+            SpmFields::parse(&trailer::sealed(&spm)).unwrap_err(),
             BodyError::UnknownKind(2)
         );
         // A good body with one bit changed: the CRC trailer refuses it.
