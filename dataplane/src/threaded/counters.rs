@@ -112,11 +112,21 @@ counters! {
     rx_bytes,
     /// `recvfrom` failures other than the periodic wake-up timeout.
     rx_socket_errors,
-    /// Valid packets from a socket address that is no node we know (and not a DRP packet we
-    /// could learn the sender from).
+    /// Valid packets from a socket address that is no node we know, dropped (DRP packets we
+    /// learnt the sender from excepted; the `learn_refused_*` counters say why the others
+    /// taught nothing).
     rx_unknown_peer,
-    /// Neighbours learned from a DRP packet sent from a socket not in the topology file.
+    /// Neighbours learned from a hello or LSP sent from a socket not in the topology file.
     peers_learned,
+    /// Learnt neighbours forgotten: DRP declared them dead, or they never became live.
+    peers_expired,
+    /// DRP packets from an unknown socket whose body is no valid hello or LSP.
+    learn_refused_body,
+    /// Hellos and LSPs from an unknown socket claiming a node that already has an address (the
+    /// file's, or a learnt one whose neighbour is still live), or from a socket already bound.
+    learn_refused_taken,
+    /// Hellos and LSPs from an unknown socket while the learnt-peer table is full.
+    learn_refused_full,
     /// Hop-by-hop packets (DRP, GMP) whose destination is another node.
     rx_not_for_me,
     /// Packets whose source or destination cannot be what their protocol needs (e.g. a RAP

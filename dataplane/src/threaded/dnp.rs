@@ -21,6 +21,7 @@ use crate::sync::{read, write};
 use control::drp::RoutingTable;
 use control::gmp::MulticastTable;
 use control::topology::{Faults, Topology};
+use control::wire::drp::DrpMessage;
 use control::wire::{Flag, Packet};
 use control::{Addr, NodeAddr};
 use std::collections::BTreeMap;
@@ -28,7 +29,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::Instant as StdInstant;
+use std::time::{Duration, Instant as StdInstant};
 
 /// Why a packet was not sent. Every case is also counted in [`DnpStats`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +60,10 @@ impl fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
+/// How many neighbours missing from the topology file a node learns at most, unless its options
+/// say otherwise.
+pub const DEFAULT_LEARNED_PEER_CAPACITY: usize = 64;
+
 /// One node this node can send to directly: every node of the topology file (DRP decides which
 /// are live neighbours) and every neighbour learned from its DRP packets.
 #[derive(Debug)]
@@ -74,6 +79,26 @@ struct Peer {
 struct Peers {
     by_addr: BTreeMap<NodeAddr, Peer>,
     by_socket: BTreeMap<SocketAddr, NodeAddr>,
+    /// The learnt ones and when each was learnt (bounded by the learnt-peer capacity).
+    learned_at: BTreeMap<NodeAddr, StdInstant>,
+}
+
+impl Peers {
+    fn insert(&mut self, addr: NodeAddr, peer: Peer) {
+        self.by_socket.insert(peer.socket, addr);
+        self.by_addr.insert(addr, peer);
+    }
+
+    /// Forgets a learnt peer; the file's peers stay for the node's life.
+    fn forget_learned(&mut self, addr: NodeAddr) -> bool {
+        if self.learned_at.remove(&addr).is_none() {
+            return false;
+        }
+        if let Some(peer) = self.by_addr.remove(&addr) {
+            self.by_socket.remove(&peer.socket);
+        }
+        true
+    }
 }
 
 /// What [`Dnp::peers`] reports about one peer.
@@ -89,6 +114,8 @@ pub struct PeerInfo {
 pub(crate) struct DnpConfig {
     pub seed: u64,
     pub capacity: usize,
+    /// Most peers learnt from their packets at once.
+    pub learned_capacity: usize,
 }
 
 /// The DNP layer of one node, shared (by `Arc`) by every thread of the node.
@@ -100,6 +127,7 @@ pub struct Dnp {
     clock: Clock,
     seed: u64,
     capacity: usize,
+    learned_capacity: usize,
     peers: RwLock<Peers>,
     /// The tables, behind reader-writer locks (seed §3.1, §4); each holds an immutable snapshot
     /// that the publishing thread replaces whole.
@@ -133,8 +161,7 @@ impl Dnp {
                 .map(|l| l.faults)
                 .unwrap_or_default();
             let link = LinkGarbler::new(faults, link_rng(config.seed, me, node.addr), mtu);
-            peers.by_socket.insert(node.socket, node.addr);
-            peers.by_addr.insert(
+            peers.insert(
                 node.addr,
                 Peer {
                     socket: node.socket,
@@ -160,6 +187,7 @@ impl Dnp {
             clock,
             seed: config.seed,
             capacity: config.capacity,
+            learned_capacity: config.learned_capacity,
             peers: RwLock::new(peers),
             routes: RwLock::new(Arc::new(RoutingTable::empty(me))),
             multicast: RwLock::new(Arc::new(MulticastTable::default())),
@@ -349,19 +377,35 @@ impl Dnp {
     }
 
     /// Learns the sender of a DRP packet from a socket address not in the file, so that a node
-    /// whose file lacks a neighbour still works (seed §3.5). Only a DRP packet for this node from
-    /// a node we have no address for teaches anything.
-    fn learn(&self, source: SocketAddr, flag: Flag, dst: Addr, src: Addr) -> Option<NodeAddr> {
-        let Addr::Node(n) = src else { return None };
-        if flag != Flag::Drp || dst != Addr::Node(self.me) || n == self.me {
+    /// whose file lacks a neighbour still works (seed §3.5). Only a DRP packet for this node
+    /// from a node we have no address for is a candidate, and it teaches only if it is a whole
+    /// hello or LSP: whoever can compute the two public checksums controls every other field,
+    /// so a body DRP would refuse binds nothing. A refused claim is counted and changes nothing.
+    fn learn(&self, source: SocketAddr, r: &Received) -> Option<NodeAddr> {
+        let Addr::Node(n) = r.src else { return None };
+        if r.flag != Flag::Drp || r.dst != Addr::Node(self.me) || n == self.me {
+            return None;
+        }
+        let c = &self.counters;
+        if !matches!(
+            DrpMessage::parse(r.body()),
+            Ok(DrpMessage::Hello | DrpMessage::Lsp(_))
+        ) {
+            DnpCounters::bump(&c.learn_refused_body);
             return None;
         }
         let mut peers = write(&self.peers);
+        // The file's address always wins; a learnt one holds while its neighbour lives.
         if peers.by_addr.contains_key(&n) || peers.by_socket.contains_key(&source) {
+            DnpCounters::bump(&c.learn_refused_taken);
+            return None;
+        }
+        if peers.learned_at.len() >= self.learned_capacity {
+            DnpCounters::bump(&c.learn_refused_full);
             return None;
         }
         let link = LinkGarbler::new(Faults::default(), link_rng(self.seed, self.me, n), self.mtu);
-        peers.by_addr.insert(
+        peers.insert(
             n,
             Peer {
                 socket: source,
@@ -369,9 +413,36 @@ impl Dnp {
                 learned: true,
             },
         );
-        peers.by_socket.insert(source, n);
-        DnpCounters::bump(&self.counters.peers_learned);
+        peers.learned_at.insert(n, StdInstant::now());
+        DnpCounters::bump(&c.peers_learned);
         Some(n)
+    }
+
+    /// DRP declared neighbour `n` dead: an address learnt for it goes with it, so that whoever
+    /// proves to be `n` next (from any socket) can be learnt.
+    pub(crate) fn neighbour_down(&self, n: NodeAddr) {
+        if write(&self.peers).forget_learned(n) {
+            DnpCounters::bump(&self.counters.peers_expired);
+        }
+    }
+
+    /// Forgets learnt addresses older than `grace` whose node is not among DRP's `live`
+    /// neighbours (the packet that taught one may never have reached DRP: its buffer drops the
+    /// oldest when full).
+    pub(crate) fn expire_learned(&self, live: &[NodeAddr], grace: Duration) {
+        let now = StdInstant::now();
+        let stale = |(&n, &at): (&NodeAddr, &StdInstant)| {
+            (now.duration_since(at) >= grace && !live.contains(&n)).then_some(n)
+        };
+        if read(&self.peers).learned_at.iter().all(|e| stale(e).is_none()) {
+            return;
+        }
+        let mut peers = write(&self.peers);
+        let expired: Vec<NodeAddr> = peers.learned_at.iter().filter_map(stale).collect();
+        for n in expired {
+            peers.forget_learned(n);
+            DnpCounters::bump(&self.counters.peers_expired);
+        }
     }
 
     // ---- receiving ----
@@ -388,21 +459,20 @@ impl Dnp {
                 return;
             }
         };
-        let Some(from) = self
-            .peer_at(source)
-            .or_else(|| self.learn(source, flag, dst, src))
-        else {
-            DnpCounters::bump(&c.rx_unknown_peer);
-            return;
-        };
-        self.dispatch(Received {
-            from,
+        let mut r = Received {
+            from: self.me,
             at: self.clock.now(),
             flag,
             dst,
             src,
             packet,
-        });
+        };
+        let Some(from) = self.peer_at(source).or_else(|| self.learn(source, &r)) else {
+            DnpCounters::bump(&c.rx_unknown_peer);
+            return;
+        };
+        r.from = from;
+        self.dispatch(r);
     }
 
     /// A packet this node's own protocols addressed to this node.

@@ -55,6 +55,7 @@ pub(crate) fn hello(node: &Node) {
             return;
         }
         run_timers(node);
+        expire_learned_peers(node);
         let now = std::time::Instant::now();
         next += every;
         if next <= now {
@@ -91,7 +92,17 @@ fn run_timers(node: &Node) {
     drain(node, drp);
 }
 
-/// Sends what the core queued and publishes a new routing table if there is one.
+/// Forgets peers learnt from their packets that DRP has not had as live neighbours for a dead
+/// interval. Under the DRP mutex, so that no neighbour can come up between the look and the
+/// forgetting.
+fn expire_learned_peers(node: &Node) {
+    let drp = lock(&node.drp);
+    node.dnp
+        .expire_learned(&drp.neighbours(), node.timers.dead_interval());
+}
+
+/// Sends what the core queued and publishes a new routing table if there is one. A neighbour
+/// declared dead takes its learnt address with it, under the mutex (in the order DRP decided).
 pub(crate) fn drain(node: &Node, mut drp: MutexGuard<'_, Drp>) {
     let mut out = Vec::new();
     while let Some(t) = drp.poll_transmit() {
@@ -99,7 +110,11 @@ pub(crate) fn drain(node: &Node, mut drp: MutexGuard<'_, Drp>) {
     }
     let mut routes_changed = false;
     while let Some(ev) = drp.poll_event() {
-        routes_changed |= ev == DrpEvent::RoutesChanged;
+        match ev {
+            DrpEvent::RoutesChanged => routes_changed = true,
+            DrpEvent::NeighbourDown(n) => node.dnp.neighbour_down(n),
+            DrpEvent::NeighbourUp(_) => {}
+        }
     }
     if routes_changed {
         node.dnp.publish_routes(drp.routes());

@@ -3,7 +3,7 @@
 
 use super::buffer::{BufferHandle, DEFAULT_CAPACITY, ImpatientBuffer};
 use super::clock::Clock;
-use super::dnp::{Dnp, DnpConfig, PeerInfo, SendError};
+use super::dnp::{DEFAULT_LEARNED_PEER_CAPACITY, Dnp, DnpConfig, PeerInfo, SendError};
 use super::packet::Received;
 use super::rap::{ClientSlot, RapRequestError, ServerSlot};
 use super::rmtp::{
@@ -46,6 +46,9 @@ pub struct ThreadedOptions {
     pub seed: u64,
     /// Capacity of each impatient buffer (the seed's 100).
     pub buffer_capacity: usize,
+    /// Most neighbours missing from the topology file learnt at once (beyond it their hellos
+    /// are refused and counted as `dnp.learn_refused_full`).
+    pub learned_peer_capacity: usize,
     /// Service id of this node's RAP client endpoint.
     pub rap_client_sid: u16,
     /// RAP servers started with the node (more can be added while it runs).
@@ -67,6 +70,7 @@ impl Default for ThreadedOptions {
         ThreadedOptions {
             seed: 0,
             buffer_capacity: DEFAULT_CAPACITY,
+            learned_peer_capacity: DEFAULT_LEARNED_PEER_CAPACITY,
             rap_client_sid: DEFAULT_RAP_CLIENT_SID,
             rap_servers: Vec::new(),
             apply_schedule: false,
@@ -271,6 +275,7 @@ impl ThreadedNode {
             DnpConfig {
                 seed: options.seed,
                 capacity,
+                learned_capacity: options.learned_peer_capacity,
             },
         )?);
         let client_inbox = Arc::new(ImpatientBuffer::new(

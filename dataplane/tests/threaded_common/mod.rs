@@ -49,26 +49,56 @@ pub fn bind_all(topology: &mut Topology) -> BTreeMap<NodeAddr, UdpSocket> {
 pub struct Net {
     pub topology: Topology,
     pub nodes: BTreeMap<NodeAddr, ThreadedNode>,
+    /// Sockets bound for nodes not started yet (see [`Net::start_some`]).
+    pub idle: BTreeMap<NodeAddr, UdpSocket>,
 }
 
 impl Net {
     /// Every node of `topology` (fast timers), each started with `options(addr)` and reading
     /// the file `file(addr, &full_topology)` (the full one, unless a test gives a node less).
     pub fn start_with(
+        topology: Topology,
+        options: impl Fn(NodeAddr) -> ThreadedOptions,
+        file: impl Fn(NodeAddr, &Topology) -> Topology,
+    ) -> Net {
+        Self::start_some(topology, |_| true, options, file)
+    }
+
+    /// Like [`Net::start_with`], but starts only the nodes `now` picks; the others' sockets are
+    /// bound (their addresses are in the topology) and [`Net::start_node`] starts them later.
+    pub fn start_some(
         mut topology: Topology,
+        now: impl Fn(NodeAddr) -> bool,
         options: impl Fn(NodeAddr) -> ThreadedOptions,
         file: impl Fn(NodeAddr, &Topology) -> Topology,
     ) -> Net {
         topology.network.timers = fast_timers();
         let sockets = bind_all(&mut topology);
-        let mut nodes = BTreeMap::new();
+        let mut net = Net {
+            topology,
+            nodes: BTreeMap::new(),
+            idle: BTreeMap::new(),
+        };
         for (addr, socket) in sockets {
-            let own = file(addr, &topology);
-            let node = ThreadedNode::start_with_socket(&own, addr, socket, options(addr))
-                .expect("start a node");
-            nodes.insert(addr, node);
+            if now(addr) {
+                net.run(addr, socket, options(addr), &file(addr, &net.topology));
+            } else {
+                net.idle.insert(addr, socket);
+            }
         }
-        Net { topology, nodes }
+        net
+    }
+
+    /// Starts a node [`Net::start_some`] left idle, reading `file`.
+    pub fn start_node(&mut self, addr: NodeAddr, options: ThreadedOptions, file: &Topology) {
+        let socket = self.idle.remove(&addr).expect("an idle node");
+        self.run(addr, socket, options, file);
+    }
+
+    fn run(&mut self, addr: NodeAddr, socket: UdpSocket, options: ThreadedOptions, file: &Topology) {
+        let node =
+            ThreadedNode::start_with_socket(file, addr, socket, options).expect("start a node");
+        self.nodes.insert(addr, node);
     }
 
     pub fn start(topology: Topology) -> Net {
