@@ -225,16 +225,19 @@ impl Dnp {
 
     /// Sends a sealed packet to a neighbour (hop-by-hop protocols, relays). The garbler's faults
     /// for that direction apply. Ok means it appears sent (or the garbler took it).
+    /// The peers' lock is released before `sendto`, which can block: the receiver thread may
+    /// need it to learn a peer, and it never waits on anyone (seed §2).
     pub fn send_to_neighbour(&self, to: NodeAddr, packet: &[u8]) -> Result<(), SendError> {
         let peers = read(&self.peers);
         let Some(peer) = peers.by_addr.get(&to) else {
             DnpCounters::bump(&self.counters.tx_unknown_neighbour);
             return Err(SendError::UnknownNeighbour(to));
         };
-        if peer.link.is_clean() {
-            return send_raw(&self.socket, &self.counters, peer.socket, packet);
-        }
         let dest = peer.socket;
+        if peer.link.is_clean() {
+            drop(peers);
+            return send_raw(&self.socket, &self.counters, dest, packet);
+        }
         let mut copies = Vec::with_capacity(2);
         peer.link.apply(packet, &mut copies);
         drop(peers);
@@ -612,6 +615,26 @@ impl Dnp {
     pub(crate) fn shutdown_delay_line(&self) {
         self.delay.shutdown();
     }
+
+    /// Whether each of DNP's locks could be taken for writing at this moment (for tests of what
+    /// a sender holds).
+    #[cfg(test)]
+    pub(crate) fn locks_free(&self) -> Vec<(&'static str, bool)> {
+        vec![
+            ("dnp.peers", self.peers.try_write().is_ok()),
+            ("dnp.routes", self.routes.try_write().is_ok()),
+            ("dnp.multicast", self.multicast.try_write().is_ok()),
+            ("dnp.rap_in", self.rap_in.try_write().is_ok()),
+        ]
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Called on this thread just before each `sendto` it makes: tests look at which locks the
+    /// sender still holds at that moment.
+    pub(crate) static BEFORE_SENDTO: std::cell::RefCell<Option<Box<dyn Fn(&[u8])>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// `sendto` once, counted, and checked (seed §2 step 6).
@@ -621,6 +644,12 @@ fn send_raw(
     dest: SocketAddr,
     packet: &[u8],
 ) -> Result<(), SendError> {
+    #[cfg(test)]
+    BEFORE_SENDTO.with(|probe| {
+        if let Some(probe) = &*probe.borrow() {
+            probe(packet);
+        }
+    });
     DnpCounters::bump(&c.tx_packets);
     DnpCounters::add(&c.tx_bytes, packet.len() as u64);
     if let Some(flag) = flag_of(packet) {

@@ -611,3 +611,108 @@ impl std::fmt::Debug for ThreadedNode {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! No lock may be held across a system call that can block: a probe runs just before every
+    //! `sendto` the test thread makes and looks at which of the node's locks it could take.
+
+    use super::*;
+    use crate::rmtp::MemSink;
+    use crate::threaded::dnp::BEFORE_SENDTO;
+    use control::topology::build;
+    use std::sync::Weak;
+    use std::sync::atomic::AtomicU64;
+    use std::time::Instant as StdInstant;
+
+    fn n(v: u16) -> NodeAddr {
+        NodeAddr::new(v).unwrap()
+    }
+
+    /// The node's locks this thread cannot take. Another thread may hold one for a moment, so
+    /// each is retried until a deadline; one this thread holds never comes free.
+    fn held_here(node: &Node) -> Vec<&'static str> {
+        let deadline = StdInstant::now() + Duration::from_secs(2);
+        loop {
+            let mut free = node.dnp.locks_free();
+            let layer = node.rmtp.as_ref().unwrap();
+            free.extend([
+                ("drp", node.drp.try_lock().is_ok()),
+                ("gmp", node.gmp.try_lock().is_ok()),
+                ("rap_servers", node.rap_servers.try_write().is_ok()),
+                ("rap_client", node.rap_client.client.try_lock().is_ok()),
+                ("rmtp.relay", layer.relay.try_lock().is_ok()),
+                ("rmtp.servers", layer.servers.try_write().is_ok()),
+                ("rmtp.clients", layer.clients.try_write().is_ok()),
+            ]);
+            let held: Vec<_> = free.iter().filter(|(_, ok)| !ok).map(|(l, _)| *l).collect();
+            if held.is_empty() || StdInstant::now() >= deadline {
+                return held;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn no_lock_is_held_across_sendto() {
+        let mut topology = build::line(2, 7001);
+        let mut sockets = Vec::new();
+        for spec in &mut topology.nodes {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            spec.socket = s.local_addr().unwrap();
+            sockets.push((spec.addr, s));
+        }
+        let nodes: Vec<ThreadedNode> = sockets
+            .into_iter()
+            .map(|(a, s)| {
+                ThreadedNode::start_with_socket(&topology, a, s, ThreadedOptions::default())
+                    .unwrap()
+            })
+            .collect();
+        let node2 = &nodes[1];
+        let deadline = StdInstant::now() + Duration::from_secs(30);
+        while node2.next_hop(n(1)).is_none() {
+            assert!(StdInstant::now() < deadline, "no route from 2 to 1");
+            std::thread::yield_now();
+        }
+
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let probes = Arc::new(AtomicU64::new(0));
+        let (shared, seen, calls): (Weak<Node>, _, _) = (
+            Arc::downgrade(&node2.node),
+            Arc::clone(&held),
+            Arc::clone(&probes),
+        );
+        BEFORE_SENDTO.with(|p| {
+            *p.borrow_mut() = Some(Box::new(move |_: &[u8]| {
+                calls.fetch_add(1, Ordering::Relaxed);
+                if let Some(node) = shared.upgrade() {
+                    lock(&seen).extend(held_here(&node));
+                }
+            }))
+        });
+        // A direct send, a subscription (its join), and a receiver (its join).
+        let hello = control::wire::dnp::frame(
+            control::Addr::Node(n(1)),
+            control::Addr::Node(n(2)),
+            control::wire::Flag::Drp,
+            &control::wire::drp::hello(),
+        );
+        node2.dnp().send_to_neighbour(n(1), &hello).unwrap();
+        node2.subscribe(GroupAddr::from_index(1).unwrap(), n(1), 5).unwrap();
+        let receiving = node2.receive(
+            GroupAddr::from_index(2).unwrap(),
+            n(1),
+            6,
+            Box::new(MemSink::new()),
+            Default::default(),
+        );
+        BEFORE_SENDTO.with(|p| p.borrow_mut().take());
+        assert!(receiving.is_ok());
+        assert_eq!(probes.load(Ordering::Relaxed), 3, "the hello and two joins");
+        assert_eq!(*lock(&held), Vec::<&str>::new(), "locks held across sendto");
+        for node in nodes {
+            node.stop();
+        }
+    }
+}

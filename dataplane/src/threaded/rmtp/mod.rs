@@ -234,15 +234,6 @@ pub(crate) fn receive(
     let mtu = node.dnp.mtu();
     let mut config = ReceiverConfig::new(node.me, group, sender, mtu);
     config.window = options.window.max(1);
-    // The map's write lock orders this start against shutdown, which reads the map (to close
-    // the buffers) after it has set `stopping`.
-    let mut clients = write(&layer.clients);
-    if node.is_stopping() {
-        return Err(unavailable(node));
-    }
-    if clients.get(&sid).is_some_and(|c| c.shared.is_running()) {
-        return Err(StartError::Busy);
-    }
     let inbox = Arc::new(ImpatientBuffer::new(
         format!("rmtp.client.{sid}"),
         node.capacity(),
@@ -254,23 +245,42 @@ pub(crate) fn receive(
         shared: ReceiveShared::new(Arc::clone(&inbox)),
         inbox,
     });
-    let previous = clients.insert(sid, Arc::clone(&slot));
-    // In the map before the join goes out, so that the first packets find their client.
+    // In the map before the join goes out, so that the first packets find their client. The
+    // join is a `sendto`, made after the map's lock is released: the middle layer reads the
+    // map for every packet it hands to a client.
+    let previous = {
+        let mut clients = write(&layer.clients);
+        if node.is_stopping() {
+            return Err(unavailable(node));
+        }
+        if clients.get(&sid).is_some_and(|c| c.shared.is_running()) {
+            return Err(StartError::Busy);
+        }
+        clients.insert(sid, Arc::clone(&slot))
+    };
     if let Err(e) = gmp::subscribe(node, group, sender, sid, true) {
-        restore(&mut clients, sid, previous);
+        restore(&mut write(&layer.clients), sid, previous);
         return Err(StartError::Membership(e));
     }
     let core = RmtpReceiver::new(config, sink, node.clock.now());
     let thread_slot = Arc::clone(&slot);
-    let spawned = node.spawn(&format!("rmtp-client-{sid}"), move |node| {
-        client::thread(node, &thread_slot, core, options)
-    });
+    // The map's write lock orders the thread's start against shutdown, which sets `stopping`,
+    // then reads the map (to close the buffers), then joins the threads: a thread started here
+    // is among those joined.
+    let mut clients = write(&layer.clients);
+    let spawned = if node.is_stopping() {
+        Err(unavailable(node))
+    } else {
+        node.spawn(&format!("rmtp-client-{sid}"), move |node| {
+            client::thread(node, &thread_slot, core, options)
+        })
+        .map_err(|e| StartError::Unavailable(format!("cannot start a thread: {e}")))
+    };
     if let Err(e) = spawned {
         restore(&mut clients, sid, previous);
+        drop(clients);
         let _ = gmp::subscribe(node, group, sender, sid, false);
-        return Err(StartError::Unavailable(format!(
-            "cannot start a thread: {e}"
-        )));
+        return Err(e);
     }
     Ok(ReceiveHandle {
         shared: Arc::clone(&slot.shared),
