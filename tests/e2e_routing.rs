@@ -189,11 +189,16 @@ fn garbage_datagrams_are_counted_as_dropped_and_change_nothing() {
     let target = lab.topology.node(n(2)).unwrap().socket;
     let attacker = UdpSocket::bind("127.0.0.1:0").unwrap();
     // In small batches: a burst beyond the kernel's receive buffer would be lost before DNP.
+    let counted = |seen: &BTreeMap<String, u64>| seen.values().sum::<u64>();
+    let mut sent = counted(&before);
     for batch in datagrams.chunks(20) {
         for (bytes, _) in batch {
             attacker.send_to(bytes, target).unwrap();
         }
-        std::thread::sleep(Duration::from_millis(10));
+        sent += batch.len() as u64;
+        lab.wait_until("the batch is counted", LIMIT, |lab| {
+            counted(&read(lab)) >= sent
+        });
     }
     lab.wait_until("every datagram is counted", LIMIT, |lab| {
         read(lab) == expected

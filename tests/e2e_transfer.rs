@@ -234,6 +234,11 @@ fn a_receiver_killed_mid_transfer_does_not_stall_the_others() {
     assert!(status.success(), "sender: {status}\n{}", lab.logs());
     let partial = assert_only_partial(&lab, 5, data.len());
     let prunes = lab.stats(2, "rmtp.relay.prunes")["rmtp.relay.prunes"];
+    assert!(
+        prunes >= 1,
+        "node 2 never pruned receiver 5\n{}",
+        lab.logs()
+    );
     println!(
         "receiver 5 killed with {partial} bytes; the other three finished {:.1}s later; node 2 pruned {prunes} downstream",
         killed_at.elapsed().as_secs_f64()

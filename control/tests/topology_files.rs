@@ -5,7 +5,7 @@ use control::topology::build::{self, DEFAULT_BASE_PORT};
 use control::topology::{Action, NetworkOptions, ScheduledEvent, Topology};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn shipped(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -226,31 +226,18 @@ fn random_graphs_depend_only_on_the_seed() {
     );
 }
 
+/// Correctness at size only: how fast it goes is a benchmark's claim, not a test's.
 #[test]
-fn a_thousand_node_graph_builds_and_round_trips_quickly() {
-    let start = Instant::now();
+fn a_thousand_node_graph_builds_and_round_trips() {
     let t = build::random_connected(1000, 1000, 42, 10000);
-    let built = start.elapsed();
     let text = t.to_toml();
     let read = Topology::from_toml_str(&text, "big.toml").unwrap();
-    let total = start.elapsed();
     assert_eq!(read, t);
     assert!(t.is_connected());
-    println!(
-        "1000 nodes, {} links: built in {built:?}, written and read back ({} bytes) in {total:?} total",
-        t.links.len(),
-        text.len()
-    );
-    // Generous bounds: this catches accidental quadratic work, not small regressions.
-    assert!(built < Duration::from_secs(1), "{built:?}");
-    assert!(total < Duration::from_secs(10), "{total:?}");
+    assert_eq!(t.nodes.len(), 1000);
     let full = build::random_connected(build::MAX_NODES, 5000, 1, 1);
     assert!(full.is_connected());
-    println!(
-        "{} nodes built in {:?}",
-        full.nodes.len(),
-        start.elapsed() - total
-    );
+    assert_eq!(full.nodes.len(), build::MAX_NODES);
 }
 
 #[test]

@@ -6,6 +6,18 @@ use dataplane::threaded::{ImpatientBuffer, PacketBuf, Pop, Push};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Polls `cond` until it holds (true) or a generous deadline passes (false).
+fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+    true
+}
+
 #[test]
 fn a_burst_drops_the_oldest_and_counts_it() {
     let buf = ImpatientBuffer::new("test", 100);
@@ -38,6 +50,7 @@ fn a_slow_consumer_never_blocks_the_producer() {
             let mut seen = Vec::new();
             while let Some(v) = buf.pop() {
                 seen.push(v);
+                // The subject: a consumer slower than the producer.
                 std::thread::sleep(Duration::from_millis(1));
             }
             seen
@@ -47,9 +60,10 @@ fn a_slow_consumer_never_blocks_the_producer() {
         buf.push(i);
     }
     // Let the consumer drain what is left, then release it.
-    while !buf.is_empty() {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    assert!(
+        wait_for(|| buf.is_empty() && buf.waiting() == 1),
+        "the consumer never drained the buffer: {buf:?}"
+    );
     buf.close();
     let seen = consumer.join().unwrap();
     let s = buf.stats();
@@ -68,9 +82,9 @@ fn a_slow_consumer_never_blocks_the_producer() {
 #[test]
 fn deadlines_kicks_and_close_wake_a_consumer() {
     let buf = Arc::new(ImpatientBuffer::<u8>::new("test", 4));
-    let start = Instant::now();
-    assert_eq!(buf.pop_timeout(Duration::from_millis(30)), Pop::Timeout);
-    assert!(start.elapsed() >= Duration::from_millis(30));
+    let deadline = Instant::now() + Duration::from_millis(30);
+    assert_eq!(buf.pop_until(Some(deadline)), Pop::Timeout);
+    assert!(Instant::now() >= deadline, "a timeout never comes early");
     buf.kick();
     assert_eq!(
         buf.pop_until(None),
@@ -81,7 +95,8 @@ fn deadlines_kicks_and_close_wake_a_consumer() {
         let buf = Arc::clone(&buf);
         std::thread::spawn(move || buf.pop_until(None))
     };
-    std::thread::sleep(Duration::from_millis(20));
+    // Closed while the consumer waits, not before it does.
+    assert!(wait_for(|| buf.waiting() == 1), "the consumer never waited");
     buf.close();
     assert_eq!(waiter.join().unwrap(), Pop::Closed);
     assert_eq!(buf.pop(), None);

@@ -78,9 +78,17 @@ fn joins_reach_the_senders_node_and_leaves_undo_them() {
         [net.node(1).next_hop(member).unwrap()]
     );
     assert!(at_sender.local_members.is_empty());
-    // Refreshes keep it alive past the expiry time.
+    // Refreshes keep it alive past the expiry time. Letting that time pass is the subject, so
+    // this sleep stays: there is no event to wait for, only the absence of one.
+    let refreshes =
+        |net: &Net| -> u64 { net.nodes.values().map(|n| n.stats().gmp.refreshes).sum() };
+    let before = refreshes(&net);
     std::thread::sleep(fast_timers().gmp_expire + fast_timers().gmp_refresh);
     assert!(tree_reaches_sender(&net, member, sender));
+    assert!(refreshes(&net) > before, "kept alive by refreshes");
+    for node in net.nodes.values() {
+        assert_eq!(node.stats().gmp.expiries, 0, "node {}", node.addr());
+    }
 
     net.nodes[&member].unsubscribe(g(1), sender, 7).unwrap();
     let gone = wait_until(LIMIT, || {

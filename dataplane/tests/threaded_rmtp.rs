@@ -338,10 +338,9 @@ fn a_receiver_whose_node_stops_does_not_stall_the_others() {
     assert!(s.get("buffer.rmtp.client.2.pushed").unwrap() >= (size / 1024) as u64);
     // Node 3's relay pruned node 7 (its leave, then routing), so the window kept moving.
     let relay3 = net.node(3).stats();
-    println!(
-        "  node 3: relay prunes {}, MABs in {}",
-        relay3.get("rmtp.relay.prunes").unwrap(),
-        relay3.get("rmtp.relay.mabs_received").unwrap()
+    assert!(
+        relay3.get("rmtp.relay.prunes").unwrap() >= 1,
+        "node 3 never pruned node 7:\n{relay3}"
     );
     net.stop();
 }
@@ -383,7 +382,11 @@ fn receivers_of_a_sender_that_stops_fail_and_keep_only_the_partial_file() {
         let ReceiveState::Failed(reason) = &state else {
             panic!("node {r}: {state:?}");
         };
-        assert!(reason.contains("sender"), "node {r}: {reason}");
+        // Only the sender watch says this, and only once `timeout` has passed.
+        assert!(
+            reason.starts_with("sender silent") || reason.starts_with("sender unreachable"),
+            "node {r}: {reason}"
+        );
         let p = h.progress();
         assert!(p.delivered < size as u64, "node {r}: {p:?}");
         println!(
@@ -393,9 +396,6 @@ fn receivers_of_a_sender_that_stops_fail_and_keep_only_the_partial_file() {
             p.total.map_or("?".into(), |t| t.to_string()),
         );
     }
-    // The failure came from the sender timeout, not before it. The receivers last heard the
-    // sender a little before `stopped` was taken, so their clock started that much earlier.
-    assert!(stopped.elapsed() + Duration::from_millis(100) >= timeout);
     for r in receivers {
         assert_only_partial(&dir, r);
         assert_eq!(net.nodes[&r].stats().get("rmtp.client.1.failed"), Some(1));

@@ -104,7 +104,8 @@ fn learnt(node: &ThreadedNode) -> Vec<(NodeAddr, SocketAddr)> {
 
 fn counter(node: &ThreadedNode, name: &str) -> u64 {
     let s = node.stats();
-    s.get(name).unwrap_or_else(|| panic!("no counter {name}:\n{s}"))
+    s.get(name)
+        .unwrap_or_else(|| panic!("no counter {name}:\n{s}"))
 }
 
 /// A DRP packet for node `to` claiming to come from node `from`.
@@ -177,7 +178,10 @@ fn a_learnt_binding_expires_with_the_neighbour_and_the_real_node_takes_over() {
         "the hello made no neighbour:\n{}",
         net.node(2).stats()
     );
-    assert_eq!(learnt(net.node(2)), [(n(3), stranger.local_addr().unwrap())]);
+    assert_eq!(
+        learnt(net.node(2)),
+        [(n(3), stranger.local_addr().unwrap())]
+    );
 
     // The real node 3 says hello from its own socket all along; the stranger falls silent, DRP
     // declares "3" dead after the dead interval, its binding goes with it, and node 3 takes over.
@@ -220,11 +224,7 @@ fn the_learnt_peer_table_is_bounded_and_refusals_are_counted() {
         counter(node1, "dnp.peers_learned") + counter(node1, "dnp.learn_refused_full")
             == claims.len() as u64
     };
-    assert!(
-        wait_until(LIMIT, handled).is_some(),
-        "{}",
-        node1.stats()
-    );
+    assert!(wait_until(LIMIT, handled).is_some(), "{}", node1.stats());
     assert_eq!(counter(node1, "dnp.peers_learned"), capacity as u64);
     assert_eq!(counter(node1, "dnp.learn_refused_full"), 1);
     assert_eq!(learnt(node1).len(), capacity);

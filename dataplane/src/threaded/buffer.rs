@@ -215,6 +215,11 @@ impl<T> ImpatientBuffer<T> {
         self.len() == 0
     }
 
+    /// Consumers blocked in a wait right now.
+    pub fn waiting(&self) -> usize {
+        lock(&self.state).waiting
+    }
+
     pub fn stats(&self) -> BufferStats {
         let s = lock(&self.state);
         BufferStats {

@@ -437,7 +437,11 @@ impl Dnp {
         let stale = |(&n, &at): (&NodeAddr, &StdInstant)| {
             (now.duration_since(at) >= grace && !live.contains(&n)).then_some(n)
         };
-        if read(&self.peers).learned_at.iter().all(|e| stale(e).is_none()) {
+        if read(&self.peers)
+            .learned_at
+            .iter()
+            .all(|e| stale(e).is_none())
+        {
             return;
         }
         let mut peers = write(&self.peers);

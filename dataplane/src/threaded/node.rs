@@ -699,7 +699,9 @@ mod tests {
             &control::wire::drp::hello(),
         );
         node2.dnp().send_to_neighbour(n(1), &hello).unwrap();
-        node2.subscribe(GroupAddr::from_index(1).unwrap(), n(1), 5).unwrap();
+        node2
+            .subscribe(GroupAddr::from_index(1).unwrap(), n(1), 5)
+            .unwrap();
         let receiving = node2.receive(
             GroupAddr::from_index(2).unwrap(),
             n(1),

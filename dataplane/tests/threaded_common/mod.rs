@@ -95,7 +95,13 @@ impl Net {
         self.run(addr, socket, options, file);
     }
 
-    fn run(&mut self, addr: NodeAddr, socket: UdpSocket, options: ThreadedOptions, file: &Topology) {
+    fn run(
+        &mut self,
+        addr: NodeAddr,
+        socket: UdpSocket,
+        options: ThreadedOptions,
+        file: &Topology,
+    ) {
         let node =
             ThreadedNode::start_with_socket(file, addr, socket, options).expect("start a node");
         self.nodes.insert(addr, node);
