@@ -6,11 +6,14 @@
 mod threaded_common;
 
 use control::topology::{Faults, Topology, build};
-use control::{GroupAddr, NodeAddr};
+use control::wire::{Flag, dnp, drp};
+use control::{Addr, GroupAddr, NodeAddr};
 use dataplane::node::{RAP_SERVER_SID, StartError};
-use dataplane::rmtp::{FileSink, FileSource, MemSource};
+use dataplane::rmtp::{FileSink, FileSource, MemSink, MemSource};
 use dataplane::sim::scenario::content;
-use dataplane::threaded::{ReceiveHandle, ReceiveOptions, ReceiveState, SendHandle, SendOptions};
+use dataplane::threaded::{
+    ReceiveHandle, ReceiveOptions, ReceiveState, SendHandle, SendOptions, ThreadedOptions,
+};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use threaded_common::*;
@@ -583,6 +586,57 @@ fn abort_busy_ids_and_a_node_without_rmtp() {
         "{refused:?}"
     );
     bare.stop();
+}
+
+#[test]
+fn data_the_receiver_refuses_does_not_keep_a_silent_sender_alive() {
+    // Node 1 is a test socket at node 1's address: it says hello (so node 2 routes to it and
+    // joins through it) and sends nothing but DATA whose CRC is wrong.
+    let mut net = Net::start_some(
+        build::line(2, 7001),
+        |a| a == n(2),
+        |_| ThreadedOptions::default(),
+        |_, t| t.clone(),
+    );
+    let fake = net.idle.remove(&n(1)).unwrap();
+    let node2 = net.node(2);
+    let to = node2.local_addr();
+    let hello = dnp::frame(Addr::Node(n(2)), Addr::Node(n(1)), Flag::Drp, &drp::hello());
+    fake.send_to(&hello, to).unwrap();
+    assert!(wait_until(LIMIT, || node2.next_hop(n(1)) == Some(n(1))).is_some());
+    let group = g(9);
+    let h = node2
+        .receive(
+            group,
+            n(1),
+            1,
+            Box::new(MemSink::new()),
+            receive_options(Duration::from_secs(1)),
+        )
+        .unwrap();
+    // Sequence 0 at offset 0 with a CRC of zero, which is not the payload's.
+    let mut body = vec![0u8; 20];
+    body.extend([7u8; 100]);
+    let bad = dnp::frame(Addr::Group(group), Addr::Node(n(1)), Flag::RmtpData, &body);
+    let start = Instant::now();
+    let state = loop {
+        fake.send_to(&hello, to).unwrap();
+        fake.send_to(&bad, to).unwrap();
+        // Paces the fake neighbour; returns at once when the receiver gives up.
+        let state = h.wait(Duration::from_millis(50));
+        if state != ReceiveState::Receiving || start.elapsed() >= LIMIT {
+            break state;
+        }
+    };
+    let ReceiveState::Failed(reason) = &state else {
+        panic!("refused data kept the receiver waiting: {state:?}");
+    };
+    assert!(reason.starts_with("sender silent"), "{reason}");
+    assert!(
+        h.progress().crc_failures > 0,
+        "the data did reach the receiver"
+    );
+    net.stop();
 }
 
 /// The figures of a clean, unpaced run (the window alone limits the sender): bursts beyond the

@@ -155,6 +155,9 @@ pub(crate) fn thread(node: &Node, slot: &ClientSlot, mut core: Core, options: Re
     slot.shared.ended();
 }
 
+/// Hands a packet to the core; only one the core accepted (well formed, of this tree, its data
+/// CRC right) moves the sender watch, so that a packet refused there cannot keep a silent
+/// sender looking alive.
 fn on_packet(
     node: &Node,
     slot: &ClientSlot,
@@ -163,6 +166,14 @@ fn on_packet(
     now: Instant,
     r: &Received,
 ) {
+    let Ok(view) = r.view(node.dnp.mtu()) else {
+        return;
+    };
+    let crc_failures = core.stats().crc_failures;
+    // Malformed and foreign packets are counted by the core.
+    if core.handle_packet(now, &view).is_err() || core.stats().crc_failures > crc_failures {
+        return;
+    }
     let ours = r.dst == Addr::Group(slot.group) && r.src == Addr::Node(slot.sender);
     match r.flag {
         Flag::RmtpData | Flag::RmtpRetransmit if ours => w.last_heard = StdInstant::now(),
@@ -179,10 +190,6 @@ fn on_packet(
             }
         }
         _ => {}
-    }
-    if let Ok(view) = r.view(node.dnp.mtu()) {
-        // Malformed and foreign packets are counted by the core.
-        let _ = core.handle_packet(now, &view);
     }
 }
 
