@@ -633,11 +633,15 @@ impl Dnp {
     }
 }
 
+/// What a test runs just before a `sendto`, given the packet.
+#[cfg(test)]
+pub(crate) type SendProbe = Box<dyn Fn(&[u8])>;
+
 #[cfg(test)]
 thread_local! {
     /// Called on this thread just before each `sendto` it makes: tests look at which locks the
     /// sender still holds at that moment.
-    pub(crate) static BEFORE_SENDTO: std::cell::RefCell<Option<Box<dyn Fn(&[u8])>>> =
+    pub(crate) static BEFORE_SENDTO: std::cell::RefCell<Option<SendProbe>> =
         const { std::cell::RefCell::new(None) };
 }
 
