@@ -673,7 +673,7 @@ mod tests {
         let deadline = StdInstant::now() + Duration::from_secs(30);
         while node2.next_hop(n(1)).is_none() {
             assert!(StdInstant::now() < deadline, "no route from 2 to 1");
-            std::thread::yield_now();
+            std::thread::sleep(Duration::from_millis(10));
         }
 
         let held = Arc::new(Mutex::new(Vec::new()));
