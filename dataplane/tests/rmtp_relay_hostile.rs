@@ -12,7 +12,7 @@ use control::wire::DEFAULT_MTU;
 use control::wire::dnp::{Flag, Packet};
 use control::wire::rmtp::{self, Mab, SeqRange, SpmFields, TOTAL_UNKNOWN, data_packet};
 use control::{GroupAddr, Instant, NodeAddr};
-use dataplane::rmtp::{Hop, RelayAction, RelayConfig, RelayStats, RmtpRelay};
+use dataplane::rmtp::{Hop, RelayAction, RelayConfig, RelayFootprint, RelayStats, RmtpRelay};
 use std::time::Duration;
 
 /// A neighbour of relay 2 outside the test net: whatever the relay sends it is dropped.
@@ -387,4 +387,223 @@ fn forged_nacks_are_not_amplified_by_the_relay() {
     );
     assert_eq!(after.nacks_sent_upstream, before.nacks_sent_upstream);
     assert!(amplification <= 2.0, "amplification {amplification:.2}");
+}
+
+/// Adds `attackers` as downstream neighbours of relay 2 in the real tree (as forged joins
+/// would).
+fn join_attackers(net: &mut Net, attackers: impl IntoIterator<Item = u16>) {
+    let table = &mut net.nodes.get_mut(&2).unwrap().mcast;
+    let mut entry = table.entries()[0].clone();
+    entry.downstream.extend(attackers.into_iter().map(n));
+    entry.downstream.sort();
+    entry.downstream.dedup();
+    *table = MulticastTable::new(vec![entry]);
+}
+
+fn footprint(net: &Net) -> RelayFootprint {
+    net.nodes[&2].relay.footprint()
+}
+
+/// Runs the transfer while `flood` injects each tick (it returns false once it has sent
+/// everything), until both are done; returns the largest relay-2 tables seen right after a
+/// tick's flood. Asserts that the real transfer completed and delivered the right bytes.
+fn run_flood(
+    net: &mut Net,
+    data: &[u8],
+    mut flood: impl FnMut(&mut Net) -> bool,
+) -> RelayFootprint {
+    let mut most = RelayFootprint::default();
+    let mut flooding = true;
+    let end = net.now + Duration::from_secs(30);
+    while net.now < end && (flooding || !net.receivers().all(|(_, _, r)| r.is_complete())) {
+        if flooding {
+            flooding = flood(net);
+        }
+        let f = footprint(net);
+        most.trees = most.trees.max(f.trees);
+        most.peers = most.peers.max(f.peers);
+        most.nack_entries = most.nack_entries.max(f.nack_entries);
+        most.repair_jobs = most.repair_jobs.max(f.repair_jobs);
+        most.bytes = most.bytes.max(f.bytes);
+        net.step();
+    }
+    let r = &net.nodes[&3].receivers[&1];
+    assert!(
+        r.is_complete(),
+        "the real transfer completes under the flood"
+    );
+    assert_eq!(r.sink().data, data);
+    most
+}
+
+fn print_memory(
+    table: &str,
+    keys: u64,
+    before: RelayFootprint,
+    most: RelayFootprint,
+    after: RelayFootprint,
+) {
+    println!(
+        "{table} flood, {keys} distinct keys: relay 2 before {before:?}; largest {most:?}; \
+         after {after:?}"
+    );
+}
+
+/// 100,000 distinct sequences NACKed by a forged downstream neighbour, 4,000 a tick in
+/// passes over the whole key space, while 8 MiB go through relay 2 (no cache, so every
+/// NACK below the leading edge reaches the NACK table).
+#[test]
+fn nack_table_flood_of_100k_sequences_stays_at_capacity() {
+    const KEYS: u64 = 100_000;
+    let data = content(8 << 20, 73);
+    let mut spec = Spec::new(&[(1, 2), (2, 3)], &[(3, 1)], data.clone());
+    spec.relay.cache_bytes = 0;
+    let mut net = Net::new(spec);
+    join_attackers(&mut net, [ATTACKER]);
+    let capacity = net.nodes[&2].relay.config().nack_entries;
+    let before = footprint(&net);
+    let mut next = 0u64;
+    let mut passes = 0;
+    let most = run_flood(&mut net, &data, |net| {
+        for _ in 0..4 {
+            let range = SeqRange {
+                first: next,
+                len: 1000,
+            };
+            net.inject(ATTACKER, 2, &nack_packet(ATTACKER, SENDER, g(), &[range]));
+            next = (next + 1000) % KEYS;
+            passes += u32::from(next == 0);
+        }
+        passes < 10
+    });
+    let after = footprint(&net);
+    print_memory("NACK table", KEYS, before, most, after);
+    let s = net.nodes[&2].relay.stats();
+    println!(
+        "nack_table_full {}, nack_seqs_beyond_leading {}",
+        s.nack_table_full, s.nack_seqs_beyond_leading
+    );
+    assert_eq!(most.nack_entries, capacity);
+    assert!(s.nack_table_full > 0 && s.nack_seqs_beyond_leading > 0);
+}
+
+/// 100,000 distinct sequences NACKed by three forged downstream neighbours while the relay's
+/// cache holds what they ask for: cache repairs wait in the repair queue.
+#[test]
+fn repair_queue_flood_of_100k_sequences_stays_at_capacity() {
+    const KEYS: u64 = 100_000;
+    const ATTACKERS: [u16; 3] = [7, 8, 9];
+    let data = content(4 << 20, 74);
+    let mut net = Net::new(Spec::new(&[(1, 2), (2, 3)], &[(3, 1)], data.clone()));
+    join_attackers(&mut net, ATTACKERS);
+    let capacity = net.nodes[&2].relay.config().repair_queue;
+    let before = footprint(&net);
+    let mut next = 0u64;
+    let mut passes = 0;
+    let most = run_flood(&mut net, &data, |net| {
+        for _ in 0..4 {
+            let range = SeqRange {
+                first: next,
+                len: 1000,
+            };
+            for a in ATTACKERS {
+                net.inject(a, 2, &nack_packet(a, SENDER, g(), &[range]));
+            }
+            next = (next + 1000) % KEYS;
+            passes += u32::from(next == 0);
+        }
+        passes < 10
+    });
+    let after = footprint(&net);
+    print_memory("repair queue", KEYS, before, most, after);
+    let s = net.nodes[&2].relay.stats();
+    println!(
+        "repair_queue_full {}, repairs_from_cache {}",
+        s.repair_queue_full, s.repairs_from_cache
+    );
+    assert_eq!(most.repair_jobs, capacity);
+    assert!(s.repair_queue_full > 0);
+}
+
+/// Every node address there is (61,436 besides the real tree's) joins relay 2's tree as a
+/// forged downstream neighbour and sends a MAB and a NACK: the address space holds fewer than
+/// 100,000 distinct peers, so this is all of them.
+#[test]
+fn peer_table_flood_of_every_node_address_stays_at_capacity() {
+    let data = content(1 << 20, 75);
+    let mut net = Net::new(Spec::new(&[(1, 2), (2, 3)], &[(3, 1)], data.clone()));
+    let forged: Vec<u16> = (4..0xF000).collect();
+    join_attackers(&mut net, forged.iter().copied());
+    let capacity = net.nodes[&2].relay.config().peers_per_tree;
+    // The real receiver's branch is established before the flood.
+    net.run_for(Duration::from_millis(5));
+    let before = footprint(&net);
+    let mut next = 0;
+    let most = run_flood(&mut net, &data, |net| {
+        for &a in forged.iter().skip(next).take(2000) {
+            net.inject(a, 2, &mab_packet(a, SENDER, g(), 1 << 40, 0));
+            net.inject(a, 2, &nack_packet(a, SENDER, g(), &[SeqRange::single(0)]));
+        }
+        next += 2000;
+        next < forged.len()
+    });
+    let after = footprint(&net);
+    print_memory("peer table", forged.len() as u64, before, most, after);
+    let s = net.nodes[&2].relay.stats();
+    println!("peer_table_full {}", s.peer_table_full);
+    assert_eq!(most.peers, capacity);
+    assert!(s.peer_table_full > 0);
+}
+
+/// 100,000 distinct forged trees (4,096 groups x 25 senders) in relay 2's multicast table, as
+/// forged joins would put them, each with a MAB and a NACK from the attacker, 2,000 trees a
+/// tick, the first ones before the real transfer starts.
+#[test]
+fn tree_table_flood_of_100k_trees_stays_at_capacity() {
+    const KEYS: usize = 100_000;
+    let data = content(1 << 20, 76);
+    let mut net = Net::new(Spec::new(&[(1, 2), (2, 3)], &[(3, 1)], data.clone()));
+    let trees: Vec<(GroupAddr, u16)> = (0..KEYS)
+        .map(|i| {
+            (
+                GroupAddr::new(0xF000 + (i % 4096) as u16).unwrap(),
+                100 + (i / 4096) as u16,
+            )
+        })
+        .collect();
+    let table = &mut net.nodes.get_mut(&2).unwrap().mcast;
+    let mut entries = table.entries().to_vec();
+    entries.extend(trees.iter().map(|&(group, sender)| TreeEntry {
+        group,
+        sender: n(sender),
+        upstream: Some(n(SENDER)),
+        downstream: vec![n(ATTACKER)],
+        local_members: vec![],
+    }));
+    *table = MulticastTable::new(entries);
+    let capacity = net.nodes[&2].relay.config().max_trees;
+    let before = footprint(&net);
+    let mut next = 0;
+    let most = run_flood(&mut net, &data, |net| {
+        for &(group, sender) in trees.iter().skip(next).take(2000) {
+            net.inject(
+                ATTACKER,
+                2,
+                &mab_packet(ATTACKER, sender, group, 1 << 20, 0),
+            );
+            let nack = nack_packet(ATTACKER, sender, group, &[SeqRange::single(0)]);
+            net.inject(ATTACKER, 2, &nack);
+        }
+        next += 2000;
+        next < trees.len()
+    });
+    let after = footprint(&net);
+    print_memory("tree table", KEYS as u64, before, most, after);
+    let s = net.nodes[&2].relay.stats();
+    println!(
+        "tree_table_full {}, trees_evicted {}",
+        s.tree_table_full, s.trees_evicted
+    );
+    assert_eq!(most.trees, capacity);
+    assert!(s.tree_table_full > 0);
 }

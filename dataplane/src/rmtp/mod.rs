@@ -16,7 +16,9 @@ pub mod sink;
 pub mod source;
 
 pub use receiver::{ReceiverConfig, ReceiverEvent, ReceiverStats, RmtpReceiver};
-pub use relay::{Fanout, Hop, RelayAction, RelayConfig, RelayStats, RelayTransmit, RmtpRelay};
+pub use relay::{
+    Fanout, Hop, RelayAction, RelayConfig, RelayFootprint, RelayStats, RelayTransmit, RmtpRelay,
+};
 pub use sender::{RmtpSender, SenderConfig, SenderStats};
 pub use sink::{FileSink, MemSink, Sink, SinkError};
 pub use source::{FileSource, MemSource, Source};

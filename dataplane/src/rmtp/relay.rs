@@ -154,6 +154,16 @@ pub struct RelayStats {
     pub spms_implausible: u64,
 }
 
+/// Entries in the relay's tables (summed over trees) and the bytes they reserve, roughly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RelayFootprint {
+    pub trees: usize,
+    pub peers: usize,
+    pub nack_entries: usize,
+    pub repair_jobs: usize,
+    pub bytes: usize,
+}
+
 /// Up to [`MAX_FANOUT`] neighbours, inline: a decision costs no allocation.
 #[derive(Clone, Copy)]
 pub struct Fanout {
@@ -574,6 +584,28 @@ impl RmtpRelay {
         &self.config
     }
 
+    /// What the relay's tables hold now, and roughly the memory they reserve.
+    pub fn footprint(&self) -> RelayFootprint {
+        use std::mem::size_of;
+        let mut f = RelayFootprint {
+            repair_jobs: self.repairs.len(),
+            bytes: self.trees.capacity() * size_of::<Option<Tree>>()
+                + self.index.capacity() * size_of::<((u16, u16), u16)>()
+                + self.repairs.capacity() * size_of::<RepairJob>(),
+            ..RelayFootprint::default()
+        };
+        for t in self.trees.iter().flatten() {
+            f.trees += 1;
+            f.peers += t.peers.iter().filter(|p| p.used).count();
+            f.nack_entries += t.nacks.len();
+            f.bytes += t.peers.capacity() * size_of::<Peer>()
+                + t.nacks.capacity() * size_of::<NackEntry>()
+                + t.cache.meta.capacity() * size_of::<Slot>()
+                + t.cache.bytes.capacity();
+        }
+        f
+    }
+
     /// The slot of `entry`'s tree, made if new and there is room (see `max_trees`).
     fn tree_slot(
         &mut self,
@@ -591,20 +623,17 @@ impl RmtpRelay {
                     self.stats.tree_table_full += 1;
                     return Err(DropReason::TableFull);
                 };
-                let cache = if entry.sender == self.config.me && !self.config.cache_at_root {
-                    0
-                } else {
-                    self.config.cache_bytes
-                };
                 self.trees[slot] = Some(Tree {
                     group: entry.group,
                     sender: entry.sender,
                     upstream: entry.upstream,
                     peers: Vec::with_capacity(self.config.peers_per_tree.min(MAX_FANOUT)),
-                    nacks: Vec::with_capacity(self.config.nack_entries),
+                    // Sized at the first traffic: before it, nothing can be NACKed or cached,
+                    // and a tree that forged reports made costs little.
+                    nacks: Vec::new(),
                     nack_upstream_pending: false,
                     ncf_pending: 0,
-                    cache: Cache::new(cache, self.config.mtu),
+                    cache: Cache::new(0, self.config.mtu),
                     min: None,
                     sent: None,
                     mab_due: false,
@@ -625,6 +654,16 @@ impl RmtpRelay {
         tree.local |= local;
         tree.last_activity = now;
         if claim == Claim::Traffic {
+            if tree.last_traffic.is_none() {
+                let cfg = &self.config;
+                let cache = if tree.is_root(cfg.me) && !cfg.cache_at_root {
+                    0
+                } else {
+                    cfg.cache_bytes
+                };
+                tree.nacks.reserve_exact(cfg.nack_entries);
+                tree.cache = Cache::new(cache, cfg.mtu);
+            }
             tree.last_traffic = Some(now);
         }
         Ok(slot)
