@@ -11,7 +11,7 @@ use control::gmp::{MulticastTable, TreeEntry};
 use control::wire::DEFAULT_MTU;
 use control::wire::dnp::{Flag, Packet};
 use control::wire::rmtp::{self, Mab, SeqRange, SpmFields, TOTAL_UNKNOWN, data_packet};
-use control::{GroupAddr, Instant, NodeAddr};
+use control::{GroupAddr, Instant};
 use dataplane::rmtp::{Hop, RelayAction, RelayConfig, RelayFootprint, RelayStats, RmtpRelay};
 use std::time::Duration;
 
@@ -285,7 +285,7 @@ fn mab_near_u64_max_does_not_open_the_window_beyond_one_step() {
             .filter(|r| r.dst != n(3))
             .collect(),
     );
-    b.now = b.now + Duration::from_millis(60);
+    b.now += Duration::from_millis(60);
     b.relay.handle_timeout(b.now, &b.mc, &b.rt);
     let mabs: Vec<Mab> = b
         .drain()
@@ -324,6 +324,20 @@ fn data_whose_offset_plus_length_overflows_is_refused() {
     let action = b.handle(SENDER, &last);
     assert!(matches!(action, RelayAction::Drop(_)), "{action:?}");
     assert_eq!(b.stats().data_implausible, 2);
+}
+
+#[test]
+fn unrequested_retransmit_moves_no_state() {
+    let mut b = Bench::new(RelayConfig::new(n(2), DEFAULT_MTU));
+    b.data(10);
+    let far = 1_000_000;
+    let forged = data_packet(g(), n(SENDER), Flag::RmtpRetransmit, far, far * 100, &[1; 100]);
+    assert!(matches!(b.handle(SENDER, &forged), RelayAction::Drop(_)));
+    // Neither the leading edge nor the cache took it: a NACK for it is refused.
+    let action = b.handle(3, &nack_packet(3, SENDER, g(), &[SeqRange::single(far)]));
+    assert!(matches!(action, RelayAction::Drop(_)), "{action:?}");
+    assert_eq!(b.stats().nack_seqs_beyond_leading, 1);
+    assert!(b.drain().is_empty());
 }
 
 /// Packets relay 2 built itself (repairs, NACKs, NCFs).

@@ -607,6 +607,15 @@ impl RmtpRelay {
     }
 
     /// The slot of `entry`'s tree, made if new and there is room (see `max_trees`).
+    /// The slot of the tree (group, sender), if tracked.
+    fn slot_of(&self, group: u16, sender: u16) -> Option<usize> {
+        let i = self
+            .index
+            .binary_search_by_key(&(group, sender), |(k, _)| *k)
+            .ok()?;
+        Some(usize::from(self.index[i].1))
+    }
+
     fn tree_slot(
         &mut self,
         entry: &TreeEntry,
@@ -616,9 +625,9 @@ impl RmtpRelay {
         let key = (entry.group.get(), entry.sender.get());
         let local = !entry.local_members.is_empty()
             || (claim == Claim::Traffic && entry.sender == self.config.me);
-        let slot = match self.index.binary_search_by_key(&key, |(k, _)| *k) {
-            Ok(i) => usize::from(self.index[i].1),
-            Err(_) => {
+        let slot = match self.slot_of(key.0, key.1) {
+            Some(slot) => slot,
+            None => {
                 let Some(slot) = self.free_slot(now, claim, local) else {
                     self.stats.tree_table_full += 1;
                     return Err(DropReason::TableFull);
@@ -791,12 +800,7 @@ impl RmtpRelay {
         let Ok(ncf) = rmtp::Ncf::parse(packet.body()) else {
             return RelayAction::Drop(DropReason::Malformed);
         };
-        let Some(slot) = self
-            .index
-            .binary_search_by_key(&(ncf.group, ncf.sender), |(k, _)| *k)
-            .ok()
-            .map(|i| usize::from(self.index[i].1))
-        else {
+        let Some(slot) = self.slot_of(ncf.group, ncf.sender) else {
             return RelayAction::Drop(DropReason::NotOnTree);
         };
         let tree = self.trees[slot].as_mut().expect("indexed slot is used");
@@ -856,6 +860,16 @@ impl RmtpRelay {
             }
             Err(_) => return RelayAction::Drop(DropReason::Malformed),
         };
+        // A repair nobody here waits for moves nothing (not even the cache).
+        if let Downward::Data { seq, .. } = down
+            && flag == Flag::RmtpRetransmit
+            && !self
+                .slot_of(group.get(), sender.get())
+                .and_then(|slot| self.trees[slot].as_ref())
+                .is_some_and(|tree| tree.find_nack(seq).is_ok())
+        {
+            return RelayAction::Drop(DropReason::Unrequested);
+        }
         let Ok(slot) = self.tree_slot(entry, now, Claim::Traffic) else {
             // No state to spare: still forward data, just without cache or NACK routing.
             return match flag {
