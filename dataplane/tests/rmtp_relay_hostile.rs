@@ -331,7 +331,14 @@ fn unrequested_retransmit_moves_no_state() {
     let mut b = Bench::new(RelayConfig::new(n(2), DEFAULT_MTU));
     b.data(10);
     let far = 1_000_000;
-    let forged = data_packet(g(), n(SENDER), Flag::RmtpRetransmit, far, far * 100, &[1; 100]);
+    let forged = data_packet(
+        g(),
+        n(SENDER),
+        Flag::RmtpRetransmit,
+        far,
+        far * 100,
+        &[1; 100],
+    );
     assert!(matches!(b.handle(SENDER, &forged), RelayAction::Drop(_)));
     // Neither the leading edge nor the cache took it: a NACK for it is refused.
     let action = b.handle(3, &nack_packet(3, SENDER, g(), &[SeqRange::single(far)]));

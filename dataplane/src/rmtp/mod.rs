@@ -8,6 +8,7 @@
 //! Wire formats are in `control::wire::rmtp`; none of these cores reads a clock or does I/O
 //! (the `FileSink` writes the file it is given, which is its job).
 
+mod cache;
 mod edges;
 pub mod receiver;
 pub mod relay;

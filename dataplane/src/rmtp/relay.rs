@@ -20,10 +20,15 @@
 //! On the sender's own node the "upstream" is the local sender: NACKs and MABs reaching the root
 //! come out as packets for [`Hop::Local`].
 //!
-//! The per-packet path does not allocate: trees, peers, NACK tables and caches are sized when a
-//! tree is first seen, decisions use a fixed-capacity [`Fanout`], waiters are bitmasks over a
-//! per-tree peer index.
+//! Every field may be forged: NACKs and MABs are judged against the edges the relay has itself
+//! forwarded (`edges.rs`), what cannot be right is refused and counted, and every table has a
+//! capacity in [`RelayConfig`] (see `max_trees` for who may take a slot when it is full).
+//!
+//! The per-packet path does not allocate: trees and peers are sized when a tree is first seen,
+//! its NACK table and cache at its first traffic, decisions use a fixed-capacity [`Fanout`],
+//! waiters are bitmasks over a per-tree peer index.
 
+use super::cache::{Cache, CacheRepair};
 use super::edges::Edges;
 use super::{MAX_RANGES, RangeBuf};
 use control::drp::RoutingTable;
@@ -299,96 +304,6 @@ struct NackEntry {
     confirmed: bool,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-struct Slot {
-    seq: u64,
-    /// 0: empty.
-    len: u16,
-    /// Peers (bits) this copy was last served to, since `repaired_at`.
-    repaired_to: u64,
-    repaired_at: Instant,
-}
-
-/// Whether a NACKed sequence can be served from the cache.
-enum CacheRepair {
-    NotCached,
-    /// Served to this peer less than a hold-off ago.
-    HeldOff,
-    Serve,
-}
-
-/// Direct-mapped ring of recent DATA packets (already retagged as RETRANSMIT): sequence `s`
-/// lives in slot `s % slots`, so in-order traffic evicts the oldest, and lookups are O(1).
-struct Cache {
-    slot_len: usize,
-    meta: Vec<Slot>,
-    bytes: Vec<u8>,
-}
-
-impl Cache {
-    fn new(bytes: usize, slot_len: usize) -> Self {
-        let slots = bytes.checked_div(slot_len).unwrap_or(0);
-        Cache {
-            slot_len,
-            meta: vec![Slot::default(); slots],
-            bytes: vec![0; slots * slot_len],
-        }
-    }
-
-    fn index(&self, seq: u64) -> Option<usize> {
-        let slots = self.meta.len() as u64;
-        (slots > 0).then(|| (seq % slots) as usize)
-    }
-
-    fn insert(&mut self, seq: u64, packet: &[u8]) {
-        let Some(i) = self.index(seq) else { return };
-        if packet.len() > self.slot_len || (self.meta[i].seq == seq && self.meta[i].len > 0) {
-            return;
-        }
-        let dst = &mut self.bytes[i * self.slot_len..i * self.slot_len + packet.len()];
-        dst.copy_from_slice(packet);
-        rmtp::retag(dst, Flag::RmtpRetransmit);
-        self.meta[i] = Slot {
-            seq,
-            len: u16::try_from(packet.len()).unwrap_or(0),
-            ..Slot::default()
-        };
-    }
-
-    /// Claims a repair of `seq` toward the peer `bit`: at most one per `holdoff`.
-    fn claim_repair(&mut self, seq: u64, bit: u64, now: Instant, holdoff: Duration) -> CacheRepair {
-        if self.get(seq).is_none() {
-            return CacheRepair::NotCached;
-        }
-        let Some(slot) = self.index(seq).map(|i| &mut self.meta[i]) else {
-            return CacheRepair::NotCached;
-        };
-        if now.saturating_since(slot.repaired_at) >= holdoff {
-            slot.repaired_to = 0;
-            slot.repaired_at = now;
-        } else if slot.repaired_to & bit != 0 {
-            return CacheRepair::HeldOff;
-        }
-        slot.repaired_to |= bit;
-        CacheRepair::Serve
-    }
-
-    fn get(&self, seq: u64) -> Option<&[u8]> {
-        let i = self.index(seq)?;
-        let m = self.meta[i];
-        (m.len > 0 && m.seq == seq)
-            .then(|| &self.bytes[i * self.slot_len..i * self.slot_len + usize::from(m.len)])
-    }
-
-    fn evict(&mut self, seq: u64) {
-        if let Some(i) = self.index(seq)
-            && self.meta[i].seq == seq
-        {
-            self.meta[i].len = 0;
-        }
-    }
-}
-
 struct Tree {
     group: GroupAddr,
     sender: NodeAddr,
@@ -600,8 +515,7 @@ impl RmtpRelay {
             f.nack_entries += t.nacks.len();
             f.bytes += t.peers.capacity() * size_of::<Peer>()
                 + t.nacks.capacity() * size_of::<NackEntry>()
-                + t.cache.meta.capacity() * size_of::<Slot>()
-                + t.cache.bytes.capacity();
+                + t.cache.reserved_bytes();
         }
         f
     }
