@@ -347,6 +347,56 @@ fn unrequested_retransmit_moves_no_state() {
     assert!(b.drain().is_empty());
 }
 
+/// A full table of trees carrying traffic refuses a transit newcomer and keeps its trees; a tree
+/// with a local member still gets a slot, in place of the longest-silent transit tree.
+#[test]
+fn a_tree_with_a_local_member_always_gets_a_slot() {
+    let mut config = RelayConfig::new(n(2), DEFAULT_MTU);
+    config.max_trees = 2;
+    let mut b = Bench::new(config);
+    let entry = |i: u16, members: Vec<u16>| TreeEntry {
+        group: group(i),
+        sender: n(SENDER),
+        upstream: Some(n(SENDER)),
+        downstream: vec![n(3)],
+        local_members: members,
+    };
+    b.mc = MulticastTable::new(vec![
+        entry(1, vec![]),
+        entry(2, vec![]),
+        entry(3, vec![]),
+        entry(4, vec![9]),
+    ]);
+    let spm = |i| spm_packet(SENDER, group(i), 0, 10);
+    for i in [1, 2] {
+        assert!(matches!(
+            b.handle(SENDER, &spm(i)),
+            RelayAction::Forward { .. }
+        ));
+    }
+    // A third transit tree still gets its data forwarded, but no slot.
+    assert!(matches!(
+        b.handle(SENDER, &spm(3)),
+        RelayAction::Forward { .. }
+    ));
+    assert_eq!(
+        (b.relay.footprint().trees, b.stats().tree_table_full),
+        (2, 1)
+    );
+    let action = b.handle(3, &mab_packet(3, SENDER, group(3), 4096, 0));
+    assert!(matches!(action, RelayAction::Drop(_)), "{action:?}");
+    // The local member's tree takes the slot of tree 1, the longest silent.
+    b.now += Duration::from_millis(1);
+    b.handle(SENDER, &spm(2));
+    let action = b
+        .relay
+        .local_mab(b.now, 9, group(4), n(SENDER), 4096, 0, &b.mc, &b.rt);
+    assert_eq!(action, RelayAction::Consumed);
+    assert_eq!(b.stats().trees_evicted, 1);
+    let action = b.handle(3, &mab_packet(3, SENDER, group(2), 4096, 0));
+    assert_eq!(action, RelayAction::Consumed, "tree 2 kept its slot");
+}
+
 /// Packets relay 2 built itself (repairs, NACKs, NCFs).
 fn built(s: &RelayStats) -> u64 {
     s.repairs_from_cache + s.nacks_sent_upstream + s.ncfs_sent

@@ -520,7 +520,6 @@ impl RmtpRelay {
         f
     }
 
-    /// The slot of `entry`'s tree, made if new and there is room (see `max_trees`).
     /// The slot of the tree (group, sender), if tracked.
     fn slot_of(&self, group: u16, sender: u16) -> Option<usize> {
         let i = self
@@ -530,6 +529,7 @@ impl RmtpRelay {
         Some(usize::from(self.index[i].1))
     }
 
+    /// The slot of `entry`'s tree, made if new and there is room (see `max_trees`).
     fn tree_slot(
         &mut self,
         entry: &TreeEntry,
@@ -574,7 +574,6 @@ impl RmtpRelay {
         };
         let tree = self.trees[slot].as_mut().expect("indexed slot is used");
         tree.upstream = entry.upstream;
-        tree.local |= local;
         tree.last_activity = now;
         if claim == Claim::Traffic {
             if tree.last_traffic.is_none() {
@@ -589,6 +588,10 @@ impl RmtpRelay {
             }
             tree.last_traffic = Some(now);
         }
+        // Only the local sender's own traffic makes a root tree "local" (forged joins can name
+        // this node as the sender of any group).
+        tree.local = !entry.local_members.is_empty()
+            || (tree.is_root(self.config.me) && tree.last_traffic.is_some());
         Ok(slot)
     }
 
