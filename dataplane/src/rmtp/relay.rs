@@ -780,10 +780,10 @@ impl RmtpRelay {
         // A repair nobody here waits for moves nothing (not even the cache).
         if let Downward::Data { seq, .. } = down
             && flag == Flag::RmtpRetransmit
-            && !self
+            && self
                 .slot_of(group.get(), sender.get())
                 .and_then(|slot| self.trees[slot].as_ref())
-                .is_some_and(|tree| tree.find_nack(seq).is_ok())
+                .is_none_or(|tree| tree.find_nack(seq).is_err())
         {
             return RelayAction::Drop(DropReason::Unrequested);
         }
