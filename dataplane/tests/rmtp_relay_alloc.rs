@@ -132,7 +132,21 @@ fn steady_state_relay_path_does_not_allocate() {
     };
     // The counter sees allocations (so a zero below means something).
     assert_eq!(counted(|| std::hint::black_box(vec![1u8; 8])).1, 1);
-    // Warm-up: the tree, its tables and cache are created here.
+    // The sender announces 400 segments (so the ones lost here can be NACKed); warm-up: the
+    // tree, its tables and cache are created here.
+    let mut spm = vec![0u8; DEFAULT_MTU];
+    let fields = rmtp::SpmFields {
+        spm_sequence: 1,
+        trailing: 0,
+        leading: 400,
+        segment_size: 994,
+        total: rmtp::TOTAL_UNKNOWN,
+        finished: false,
+        hash: [0; 32],
+    };
+    let len = rmtp::build_spm(&mut spm, g, n(1), &fields);
+    let spm = Packet::parse(&spm[..len], DEFAULT_MTU).unwrap();
+    relay.handle(Instant::ZERO, n(1), &spm, &mc, &rt);
     let _ = run(&mut relay, 0..100, 0);
     let (actions, allocations) = counted(|| run(&mut relay, 100..400, 0));
     let s = relay.stats();

@@ -8,6 +8,8 @@
 //! Wire formats are in `control::wire::rmtp`; none of these cores reads a clock or does I/O
 //! (the `FileSink` writes the file it is given, which is its job).
 
+mod cache;
+mod edges;
 pub mod receiver;
 pub mod relay;
 pub mod sender;
@@ -15,7 +17,9 @@ pub mod sink;
 pub mod source;
 
 pub use receiver::{ReceiverConfig, ReceiverEvent, ReceiverStats, RmtpReceiver};
-pub use relay::{Fanout, Hop, RelayAction, RelayConfig, RelayStats, RelayTransmit, RmtpRelay};
+pub use relay::{
+    Fanout, Hop, RelayAction, RelayConfig, RelayFootprint, RelayStats, RelayTransmit, RmtpRelay,
+};
 pub use sender::{RmtpSender, SenderConfig, SenderStats};
 pub use sink::{FileSink, MemSink, Sink, SinkError};
 pub use source::{FileSource, MemSource, Source};

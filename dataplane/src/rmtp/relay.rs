@@ -20,10 +20,16 @@
 //! On the sender's own node the "upstream" is the local sender: NACKs and MABs reaching the root
 //! come out as packets for [`Hop::Local`].
 //!
-//! The per-packet path does not allocate: trees, peers, NACK tables and caches are sized when a
-//! tree is first seen, decisions use a fixed-capacity [`Fanout`], waiters are bitmasks over a
-//! per-tree peer index.
+//! Every field may be forged: NACKs and MABs are judged against the edges the relay has itself
+//! forwarded (`edges.rs`), what cannot be right is refused and counted, and every table has a
+//! capacity in [`RelayConfig`] (see `max_trees` for who may take a slot when it is full).
+//!
+//! The per-packet path does not allocate: trees and peers are sized when a tree is first seen,
+//! its NACK table and cache at its first traffic, decisions use a fixed-capacity [`Fanout`],
+//! waiters are bitmasks over a per-tree peer index.
 
+use super::cache::{Cache, CacheRepair};
+use super::edges::Edges;
 use super::{MAX_RANGES, RangeBuf};
 use control::drp::RoutingTable;
 use control::gmp::{MulticastTable, TreeEntry};
@@ -41,10 +47,18 @@ pub const MAX_FANOUT: usize = 64;
 pub struct RelayConfig {
     pub me: NodeAddr,
     pub mtu: usize,
-    /// Trees tracked at once.
+    /// Trees tracked at once. A NACK or MAB makes a tree only in a free slot; when the table
+    /// is full, traffic (DATA/SPM) takes the slot of a tree without local member or sender that
+    /// never carried any, or that was silent for `tree_idle`, and a tree with a local member or
+    /// sender takes the slot of the longest-silent tree without.
     pub max_trees: usize,
+    /// Peers (downstream neighbours and local members) per tree, at most [`MAX_FANOUT`].
+    pub peers_per_tree: usize,
     /// NACK table entries (sequences) per tree.
     pub nack_entries: usize,
+    /// Sequences one NACK packet may ask for; the rest of it is refused (the receiver asks
+    /// again).
+    pub nack_seqs_per_packet: usize,
     /// A NACK entry older than this is re-sent upstream when another NACK for it arrives.
     pub nack_stale: Duration,
     /// A NACK entry older than this is forgotten.
@@ -58,8 +72,14 @@ pub struct RelayConfig {
     pub cache_at_root: bool,
     /// Queued cache repairs at most; more are dropped (the receiver asks again).
     pub repair_queue: usize,
+    /// A sequence repaired from the cache toward a peer is not repaired toward it again sooner.
+    pub repair_holdoff: Duration,
     /// A tree without a multicast entry and without traffic for this long is forgotten.
     pub tree_idle: Duration,
+    /// The most one packet may advance what the relay believes of a tree's leading edge
+    /// (sequences, bytes), and the most bytes a MAB sent upstream may run ahead of the data
+    /// forwarded here: a forged MAB never opens the sender's window further.
+    pub max_edge_step: u64,
 }
 
 impl RelayConfig {
@@ -68,7 +88,9 @@ impl RelayConfig {
             me,
             mtu,
             max_trees: 64,
+            peers_per_tree: MAX_FANOUT,
             nack_entries: 4096,
+            nack_seqs_per_packet: 1024,
             nack_stale: Duration::from_millis(10),
             nack_expire: Duration::from_secs(2),
             mab_interval: Duration::from_millis(50),
@@ -76,7 +98,9 @@ impl RelayConfig {
             cache_bytes: 1 << 20,
             cache_at_root: false,
             repair_queue: 1024,
+            repair_holdoff: Duration::from_millis(10),
             tree_idle: Duration::from_secs(30),
+            max_edge_step: 64 << 20,
         }
     }
 }
@@ -114,6 +138,35 @@ pub struct RelayStats {
     pub fanout_overflow: u64,
     pub repair_queue_full: u64,
     pub nacks_below_trailing: u64,
+    /// NACKed sequences at or beyond the leading edge seen here: refused (a NACK naming only
+    /// such sequences moves nothing).
+    pub nack_seqs_beyond_leading: u64,
+    /// NACKed sequences past `nack_seqs_per_packet` in one packet: refused.
+    pub nack_seqs_over_cap: u64,
+    /// Cache repairs not repeated toward a peer within `repair_holdoff`.
+    pub repairs_held_off: u64,
+    /// Trees dropped to make room for a newcomer (see `RelayConfig::max_trees`).
+    pub trees_evicted: u64,
+    /// NACKs and MABs from a new peer of a tree whose peer table is full.
+    pub peer_table_full: u64,
+    /// MABs refused: `received` beyond `mab`.
+    pub mabs_implausible: u64,
+    /// MABs cut to the bytes forwarded here (`received`) or one `max_edge_step` beyond (`mab`).
+    pub mabs_clamped: u64,
+    /// DATA/RETRANSMIT refused: `sequence + 1` or `offset + length` past 2^64 - 1.
+    pub data_implausible: u64,
+    /// SPMs refused: trailing edge beyond the leading edge.
+    pub spms_implausible: u64,
+}
+
+/// Entries in the relay's tables (summed over trees) and the bytes they reserve, roughly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RelayFootprint {
+    pub trees: usize,
+    pub peers: usize,
+    pub nack_entries: usize,
+    pub repair_jobs: usize,
+    pub bytes: usize,
 }
 
 /// Up to [`MAX_FANOUT`] neighbours, inline: a decision costs no allocation.
@@ -184,6 +237,8 @@ pub enum DropReason {
     Unrequested,
     /// The tree table is full.
     TableFull,
+    /// A value that cannot be right (counted by what it was).
+    Implausible,
 }
 
 /// What the engine does with the packet it handed in. The packet is never retained.
@@ -249,66 +304,6 @@ struct NackEntry {
     confirmed: bool,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-struct Slot {
-    seq: u64,
-    /// 0: empty.
-    len: u16,
-}
-
-/// Direct-mapped ring of recent DATA packets (already retagged as RETRANSMIT): sequence `s`
-/// lives in slot `s % slots`, so in-order traffic evicts the oldest, and lookups are O(1).
-struct Cache {
-    slot_len: usize,
-    meta: Vec<Slot>,
-    bytes: Vec<u8>,
-}
-
-impl Cache {
-    fn new(bytes: usize, slot_len: usize) -> Self {
-        let slots = bytes.checked_div(slot_len).unwrap_or(0);
-        Cache {
-            slot_len,
-            meta: vec![Slot::default(); slots],
-            bytes: vec![0; slots * slot_len],
-        }
-    }
-
-    fn index(&self, seq: u64) -> Option<usize> {
-        let slots = self.meta.len() as u64;
-        (slots > 0).then(|| (seq % slots) as usize)
-    }
-
-    fn insert(&mut self, seq: u64, packet: &[u8]) {
-        let Some(i) = self.index(seq) else { return };
-        if packet.len() > self.slot_len || (self.meta[i].seq == seq && self.meta[i].len > 0) {
-            return;
-        }
-        let dst = &mut self.bytes[i * self.slot_len..i * self.slot_len + packet.len()];
-        dst.copy_from_slice(packet);
-        rmtp::retag(dst, Flag::RmtpRetransmit);
-        self.meta[i] = Slot {
-            seq,
-            len: packet.len() as u16,
-        };
-    }
-
-    fn get(&self, seq: u64) -> Option<&[u8]> {
-        let i = self.index(seq)?;
-        let m = self.meta[i];
-        (m.len > 0 && m.seq == seq)
-            .then(|| &self.bytes[i * self.slot_len..i * self.slot_len + usize::from(m.len)])
-    }
-
-    fn evict(&mut self, seq: u64) {
-        if let Some(i) = self.index(seq)
-            && self.meta[i].seq == seq
-        {
-            self.meta[i].len = 0;
-        }
-    }
-}
-
 struct Tree {
     group: GroupAddr,
     sender: NodeAddr,
@@ -324,8 +319,13 @@ struct Tree {
     sent: Option<(u64, u64)>,
     mab_due: bool,
     next_mab_at: Instant,
-    /// Oldest sequence the sender still repairs (from SPM).
-    trailing: u64,
+    /// Leading and trailing edges as far as the traffic forwarded here shows them.
+    edges: Edges,
+    /// A local member or the local sender is in this tree: it is never evicted for another.
+    local: bool,
+    /// When DATA or SPM last came through; `None`: never (made by a NACK or MAB, which forged
+    /// joins can bring for any group).
+    last_traffic: Option<Instant>,
     /// When unconfirmed upstream NACKs are due again.
     next_retry_at: Option<Instant>,
     last_activity: Instant,
@@ -344,7 +344,7 @@ impl Tree {
         }
     }
 
-    fn peer_index(&mut self, key: PeerKey, now: Instant) -> Option<usize> {
+    fn peer_index(&mut self, key: PeerKey, now: Instant, capacity: usize) -> Option<usize> {
         if let Some(i) = self.peers.iter().position(|p| p.used && p.key == key) {
             return Some(i);
         }
@@ -360,7 +360,7 @@ impl Tree {
             self.peers[i] = fresh;
             return Some(i);
         }
-        if self.peers.len() < MAX_FANOUT {
+        if self.peers.len() < capacity.min(MAX_FANOUT) {
             self.peers.push(fresh);
             return Some(self.peers.len() - 1);
         }
@@ -434,6 +434,27 @@ impl Tree {
     }
 }
 
+/// A DATA/RETRANSMIT or SPM that passed the plausibility checks.
+#[derive(Clone, Copy)]
+enum Downward {
+    Spm(SpmFields),
+    /// `len` payload bytes ending before byte `end`.
+    Data {
+        seq: u64,
+        len: u64,
+        end: u64,
+    },
+}
+
+/// What asks for a tree slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Claim {
+    /// DATA, RETRANSMIT or SPM from the tree's upstream or the local sender.
+    Traffic,
+    /// A NACK or MAB from below.
+    Report,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct RepairJob {
     tree: u16,
@@ -478,37 +499,75 @@ impl RmtpRelay {
         &self.config
     }
 
-    fn tree_slot(&mut self, entry: &TreeEntry, now: Instant) -> Option<usize> {
+    /// What the relay's tables hold now, and roughly the memory they reserve.
+    pub fn footprint(&self) -> RelayFootprint {
+        use std::mem::size_of;
+        let mut f = RelayFootprint {
+            repair_jobs: self.repairs.len(),
+            bytes: self.trees.capacity() * size_of::<Option<Tree>>()
+                + self.index.capacity() * size_of::<((u16, u16), u16)>()
+                + self.repairs.capacity() * size_of::<RepairJob>(),
+            ..RelayFootprint::default()
+        };
+        for t in self.trees.iter().flatten() {
+            f.trees += 1;
+            f.peers += t.peers.iter().filter(|p| p.used).count();
+            f.nack_entries += t.nacks.len();
+            f.bytes += t.peers.capacity() * size_of::<Peer>()
+                + t.nacks.capacity() * size_of::<NackEntry>()
+                + t.cache.reserved_bytes();
+        }
+        f
+    }
+
+    /// The slot of the tree (group, sender), if tracked.
+    fn slot_of(&self, group: u16, sender: u16) -> Option<usize> {
+        let i = self
+            .index
+            .binary_search_by_key(&(group, sender), |(k, _)| *k)
+            .ok()?;
+        Some(usize::from(self.index[i].1))
+    }
+
+    /// The slot of `entry`'s tree, made if new and there is room (see `max_trees`).
+    fn tree_slot(
+        &mut self,
+        entry: &TreeEntry,
+        now: Instant,
+        claim: Claim,
+    ) -> Result<usize, DropReason> {
         let key = (entry.group.get(), entry.sender.get());
-        let slot = match self.index.binary_search_by_key(&key, |(k, _)| *k) {
-            Ok(i) => usize::from(self.index[i].1),
-            Err(pos) => {
-                let Some(slot) = self.trees.iter().position(Option::is_none) else {
+        let local = !entry.local_members.is_empty()
+            || (claim == Claim::Traffic && entry.sender == self.config.me);
+        let slot = match self.slot_of(key.0, key.1) {
+            Some(slot) => slot,
+            None => {
+                let Some(slot) = self.free_slot(now, claim, local) else {
                     self.stats.tree_table_full += 1;
-                    return None;
-                };
-                let cache = if entry.sender == self.config.me && !self.config.cache_at_root {
-                    0
-                } else {
-                    self.config.cache_bytes
+                    return Err(DropReason::TableFull);
                 };
                 self.trees[slot] = Some(Tree {
                     group: entry.group,
                     sender: entry.sender,
                     upstream: entry.upstream,
-                    peers: Vec::with_capacity(MAX_FANOUT),
-                    nacks: Vec::with_capacity(self.config.nack_entries),
+                    peers: Vec::with_capacity(self.config.peers_per_tree.min(MAX_FANOUT)),
+                    // Sized at the first traffic: before it, nothing can be NACKed or cached,
+                    // and a tree that forged reports made costs little.
+                    nacks: Vec::new(),
                     nack_upstream_pending: false,
                     ncf_pending: 0,
-                    cache: Cache::new(cache, self.config.mtu),
+                    cache: Cache::new(0, self.config.mtu),
                     min: None,
                     sent: None,
                     mab_due: false,
                     next_mab_at: now + self.config.mab_interval,
-                    trailing: 0,
+                    edges: Edges::default(),
+                    local,
+                    last_traffic: None,
                     next_retry_at: None,
                     last_activity: now,
                 });
+                let pos = self.index.partition_point(|(k, _)| *k < key);
                 self.index.insert(pos, (key, slot as u16));
                 slot
             }
@@ -516,7 +575,60 @@ impl RmtpRelay {
         let tree = self.trees[slot].as_mut().expect("indexed slot is used");
         tree.upstream = entry.upstream;
         tree.last_activity = now;
+        if claim == Claim::Traffic {
+            if tree.last_traffic.is_none() {
+                let cfg = &self.config;
+                let cache = if tree.is_root(cfg.me) && !cfg.cache_at_root {
+                    0
+                } else {
+                    cfg.cache_bytes
+                };
+                tree.nacks.reserve_exact(cfg.nack_entries);
+                tree.cache = Cache::new(cache, cfg.mtu);
+            }
+            tree.last_traffic = Some(now);
+        }
+        // Only the local sender's own traffic makes a root tree "local" (forged joins can name
+        // this node as the sender of any group).
+        tree.local = !entry.local_members.is_empty()
+            || (tree.is_root(self.config.me) && tree.last_traffic.is_some());
+        Ok(slot)
+    }
+
+    /// A free tree slot, or the slot of the tree without local member or sender that carried
+    /// traffic least recently (never, first) when the newcomer may take it.
+    fn free_slot(&mut self, now: Instant, claim: Claim, local: bool) -> Option<usize> {
+        if let Some(slot) = self.trees.iter().position(Option::is_none) {
+            return Some(slot);
+        }
+        let (slot, last_traffic) = self
+            .trees
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| t.as_ref().map(|t| (i, t)))
+            .filter(|(_, t)| !t.local)
+            .map(|(i, t)| (i, t.last_traffic))
+            .min_by_key(|(_, at)| *at)?;
+        let traffic = claim == Claim::Traffic;
+        let evict = local
+            || match last_traffic {
+                None => traffic,
+                Some(at) => traffic && now.saturating_since(at) >= self.config.tree_idle,
+            };
+        if !evict {
+            return None;
+        }
+        self.forget_tree(slot);
+        self.stats.trees_evicted += 1;
         Some(slot)
+    }
+
+    fn forget_tree(&mut self, slot: usize) {
+        if let Some(tree) = self.trees[slot].take() {
+            let key = (tree.group.get(), tree.sender.get());
+            self.index.retain(|(k, _)| *k != key);
+            self.repairs.retain(|j| usize::from(j.tree) != slot);
+        }
     }
 
     /// A packet received from the neighbour `from`.
@@ -566,6 +678,8 @@ impl RmtpRelay {
                 DropReason::NotFromUpstream => self.stats.drops_not_from_upstream += 1,
                 DropReason::Unrequested => self.stats.retransmit_unrequested += 1,
                 DropReason::TableFull => self.stats.drops_table_full += 1,
+                // Counted where refused, by what was implausible.
+                DropReason::Implausible => {}
             },
         }
     }
@@ -603,12 +717,7 @@ impl RmtpRelay {
         let Ok(ncf) = rmtp::Ncf::parse(packet.body()) else {
             return RelayAction::Drop(DropReason::Malformed);
         };
-        let Some(slot) = self
-            .index
-            .binary_search_by_key(&(ncf.group, ncf.sender), |(k, _)| *k)
-            .ok()
-            .map(|i| usize::from(self.index[i].1))
-        else {
+        let Some(slot) = self.slot_of(ncf.group, ncf.sender) else {
             return RelayAction::Drop(DropReason::NotOnTree);
         };
         let tree = self.trees[slot].as_mut().expect("indexed slot is used");
@@ -645,33 +754,65 @@ impl RmtpRelay {
             _ => {}
         }
         let flag = packet.flag();
-        let seq = match flag {
-            Flag::RmtpSpm => match SpmFields::parse(packet.body()) {
-                Ok(spm) => spm.trailing,
-                Err(_) => return RelayAction::Drop(DropReason::Malformed),
-            },
-            _ => match Data::parse(packet.body()) {
-                Ok(d) => d.sequence(),
-                Err(_) => return RelayAction::Drop(DropReason::Malformed),
-            },
+        // Values no sender can send (`None`) are refused before they touch anything.
+        let down = match flag {
+            Flag::RmtpSpm => SpmFields::parse(packet.body())
+                .map(|spm| (spm.trailing <= spm.leading).then_some(Downward::Spm(spm))),
+            _ => Data::parse(packet.body()).map(|d| {
+                let end = d.offset().checked_add(d.payload().len() as u64);
+                let seq = d.sequence();
+                let len = d.payload().len() as u64;
+                end.filter(|_| seq < u64::MAX)
+                    .map(|end| Downward::Data { seq, len, end })
+            }),
         };
-        let Some(slot) = self.tree_slot(entry, now) else {
+        let down = match down {
+            Ok(Some(down)) => down,
+            Ok(None) => {
+                match flag {
+                    Flag::RmtpSpm => self.stats.spms_implausible += 1,
+                    _ => self.stats.data_implausible += 1,
+                }
+                return RelayAction::Drop(DropReason::Implausible);
+            }
+            Err(_) => return RelayAction::Drop(DropReason::Malformed),
+        };
+        // A repair nobody here waits for moves nothing (not even the cache).
+        if let Downward::Data { seq, .. } = down
+            && flag == Flag::RmtpRetransmit
+            && self
+                .slot_of(group.get(), sender.get())
+                .and_then(|slot| self.trees[slot].as_ref())
+                .is_none_or(|tree| tree.find_nack(seq).is_err())
+        {
+            return RelayAction::Drop(DropReason::Unrequested);
+        }
+        let Ok(slot) = self.tree_slot(entry, now, Claim::Traffic) else {
             // No state to spare: still forward data, just without cache or NACK routing.
             return match flag {
                 Flag::RmtpRetransmit => RelayAction::Drop(DropReason::TableFull),
                 _ => self.fan_out(entry, from),
             };
         };
+        let step = self.config.max_edge_step;
         let tree = self.trees[slot].as_mut().expect("slot in use");
-        match flag {
-            Flag::RmtpSpm => {
-                tree.trailing = tree.trailing.max(seq);
-                let keep = tree.nacks.partition_point(|e| e.seq < seq);
+        let seq = match down {
+            Downward::Spm(spm) => {
+                tree.edges.on_spm(&spm, step);
+                let keep = tree
+                    .nacks
+                    .partition_point(|e| e.seq < tree.edges.trailing());
                 if keep > 0 {
                     tree.nacks.drain(..keep);
                 }
-                self.fan_out(entry, from)
+                return self.fan_out(entry, from);
             }
+            Downward::Data { seq, len, end } => {
+                tree.edges.on_data(seq, len, end, step);
+                seq
+            }
+        };
+        match flag {
             Flag::RmtpData => {
                 tree.cache.insert(seq, packet.bytes());
                 // Everyone downstream gets this one: nothing left to wait for.
@@ -734,7 +875,9 @@ impl RmtpRelay {
         match packet.flag() {
             Flag::RmtpNack => match Nack::parse(packet.body()) {
                 Ok(nack) => match GroupAddr::new(nack.group) {
-                    Some(group) => self.nack(now, peer, group, sender, nack.ranges.iter(), mcast),
+                    Some(group) => {
+                        self.nack(now, peer, group, sender, || nack.ranges.iter(), mcast)
+                    }
                     None => RelayAction::Drop(DropReason::Malformed),
                 },
                 Err(_) => RelayAction::Drop(DropReason::Malformed),
@@ -773,9 +916,10 @@ impl RmtpRelay {
         member: u16,
         group: GroupAddr,
         sender: NodeAddr,
-        ranges: impl IntoIterator<Item = SeqRange>,
+        ranges: impl IntoIterator<Item = SeqRange> + Clone,
         mcast: &MulticastTable,
     ) -> RelayAction {
+        let ranges = || ranges.clone().into_iter();
         let action = self.nack(now, PeerKey::Local(member), group, sender, ranges, mcast);
         self.count(&action);
         action
@@ -815,72 +959,105 @@ impl RmtpRelay {
         }
     }
 
-    /// For a NACK or MAB from `peer`: the tree entry of (group, sender), the relay's slot for
-    /// that tree and the peer's index in it (both made if new), or why the packet is dropped.
-    fn tree_and_peer<'m>(
+    /// For a NACK or MAB from `peer`: the tree entry of (group, sender) and the relay's slot
+    /// for that tree, or why the packet is dropped.
+    fn report_tree<'m>(
         &mut self,
         now: Instant,
         peer: PeerKey,
         group: GroupAddr,
         sender: NodeAddr,
         mcast: &'m MulticastTable,
-    ) -> Result<(&'m TreeEntry, usize, usize), DropReason> {
+    ) -> Result<(&'m TreeEntry, usize), DropReason> {
         let entry = mcast.lookup(group, sender).ok_or(DropReason::NotOnTree)?;
         if !Self::peer_in_tree(entry, peer) {
             return Err(DropReason::NotOnTree);
         }
-        let slot = self.tree_slot(entry, now).ok_or(DropReason::TableFull)?;
-        let tree = self.trees[slot].as_mut().expect("slot in use");
-        let pi = tree.peer_index(peer, now).ok_or(DropReason::TableFull)?;
-        Ok((entry, slot, pi))
+        Ok((entry, self.tree_slot(entry, now, Claim::Report)?))
     }
 
-    fn nack(
+    /// The index of `peer` in the tree at `slot`, made if new and there is room.
+    fn peer_slot(&mut self, slot: usize, peer: PeerKey, now: Instant) -> Result<usize, DropReason> {
+        let tree = self.trees[slot].as_mut().expect("slot in use");
+        tree.peer_index(peer, now, self.config.peers_per_tree)
+            .ok_or_else(|| {
+                self.stats.peer_table_full += 1;
+                DropReason::TableFull
+            })
+    }
+
+    /// `ranges` gives the NACK's ranges afresh each call: they are read twice, once to judge
+    /// them, then to act.
+    fn nack<I: Iterator<Item = SeqRange>>(
         &mut self,
         now: Instant,
         peer: PeerKey,
         group: GroupAddr,
         sender: NodeAddr,
-        ranges: impl IntoIterator<Item = SeqRange>,
+        ranges: impl Fn() -> I,
         mcast: &MulticastTable,
     ) -> RelayAction {
         self.stats.nacks_received += 1;
-        let (_, slot, pi) = match self.tree_and_peer(now, peer, group, sender, mcast) {
-            Ok(found) => found,
+        let slot = match self.report_tree(now, peer, group, sender, mcast) {
+            Ok((_, slot)) => slot,
             Err(reason) => return RelayAction::Drop(reason),
         };
+        // Sequences at or beyond the leading edge seen here were never sent: refused, and a
+        // NACK naming nothing else moves nothing. What is left is cut to one packet's worth.
+        let leading = self.trees[slot]
+            .as_ref()
+            .expect("slot in use")
+            .edges
+            .leading();
+        let (mut within, mut beyond) = (0u64, 0u64);
+        for r in ranges() {
+            let cut = r.first.max(leading).min(r.end());
+            within = within.saturating_add(cut - r.first);
+            beyond = beyond.saturating_add(r.end() - cut);
+        }
+        self.stats.nack_seqs_beyond_leading =
+            self.stats.nack_seqs_beyond_leading.saturating_add(beyond);
+        if within == 0 {
+            return RelayAction::Drop(DropReason::Implausible);
+        }
+        let cap = self.config.nack_seqs_per_packet;
+        self.stats.nack_seqs_over_cap = self
+            .stats
+            .nack_seqs_over_cap
+            .saturating_add(within.saturating_sub(cap as u64));
+        let pi = match self.peer_slot(slot, peer, now) {
+            Ok(pi) => pi,
+            Err(reason) => return RelayAction::Drop(reason),
+        };
+        let cfg = &self.config;
         let tree = self.trees[slot].as_mut().expect("slot in use");
         tree.peers[pi].last_heard = now;
         let bit = 1u64 << pi;
-        // A NACK names at most what fits one packet; bound the work whatever the ranges say.
-        let mut budget = self.config.nack_entries;
-        for r in ranges {
-            for seq in r.iter() {
-                if budget == 0 {
-                    break;
-                }
-                budget -= 1;
-                if seq < tree.trailing {
-                    self.stats.nacks_below_trailing += 1;
-                    continue;
-                }
-                if tree.cache.get(seq).is_some() {
-                    if self.repairs.len() < self.config.repair_queue {
-                        self.repairs.push_back(RepairJob {
-                            tree: slot as u16,
-                            peer: pi as u8,
-                            seq,
-                        });
-                    } else {
-                        self.stats.repair_queue_full += 1;
-                    }
-                    continue;
-                }
-                match record_nack(tree, seq, bit, now, self.config.nack_stale) {
+        let trailing = tree.edges.trailing();
+        let seqs = ranges()
+            .flat_map(|r| r.first..r.end().min(leading))
+            .take(cap);
+        for seq in seqs {
+            if seq < trailing {
+                self.stats.nacks_below_trailing += 1;
+                continue;
+            }
+            if self.repairs.len() >= cfg.repair_queue && tree.cache.get(seq).is_some() {
+                self.stats.repair_queue_full += 1;
+                continue;
+            }
+            match tree.cache.claim_repair(seq, bit, now, cfg.repair_holdoff) {
+                CacheRepair::Serve => self.repairs.push_back(RepairJob {
+                    tree: slot as u16,
+                    peer: pi as u8,
+                    seq,
+                }),
+                CacheRepair::HeldOff => self.stats.repairs_held_off += 1,
+                CacheRepair::NotCached => match record_nack(tree, seq, bit, now, cfg.nack_stale) {
                     Recorded::Full => self.stats.nack_table_full += 1,
                     Recorded::Waiting => self.stats.nack_seqs_aggregated += 1,
                     Recorded::Upstream => {}
-                }
+                },
             }
         }
         RelayAction::Consumed
@@ -899,16 +1076,26 @@ impl RmtpRelay {
         routing: &RoutingTable,
     ) -> RelayAction {
         self.stats.mabs_received += 1;
-        let (entry, slot, pi) = match self.tree_and_peer(now, peer, group, sender, mcast) {
+        // Nobody holds more than its window allows.
+        if received > mab {
+            self.stats.mabs_implausible += 1;
+            return RelayAction::Drop(DropReason::Implausible);
+        }
+        let (entry, slot) = match self.report_tree(now, peer, group, sender, mcast) {
             Ok(found) => found,
             Err(reason) => return RelayAction::Drop(reason),
         };
-        let expire = self.config.mab_expire;
+        let pi = match self.peer_slot(slot, peer, now) {
+            Ok(pi) => pi,
+            Err(reason) => return RelayAction::Drop(reason),
+        };
+        let (expire, step) = (self.config.mab_expire, self.config.max_edge_step);
         let tree = self.trees[slot].as_mut().expect("slot in use");
+        let bounded = tree.edges.bound_report(mab, received, step);
+        self.stats.mabs_clamped += u64::from(bounded != (mab, received));
         let p = &mut tree.peers[pi];
         p.has_mab = true;
-        p.mab = mab;
-        p.received = received;
+        (p.mab, p.received) = bounded;
         p.last_heard = now;
         self.stats.prunes += tree.refresh_min(now, entry, routing, expire);
         RelayAction::Consumed
@@ -929,26 +1116,24 @@ impl RmtpRelay {
     /// Periodic work: prune peers and send the minimum MAB upstream, expire old NACK entries,
     /// forget idle trees.
     pub fn handle_timeout(&mut self, now: Instant, mcast: &MulticastTable, routing: &RoutingTable) {
-        let cfg = &self.config;
         for slot in 0..self.trees.len() {
-            let Some(tree) = self.trees[slot].as_mut() else {
+            let Some(tree) = self.trees[slot].as_ref() else {
                 continue;
             };
-            match mcast.lookup(tree.group, tree.sender) {
+            let entry = mcast.lookup(tree.group, tree.sender);
+            if entry.is_none() && now.saturating_since(tree.last_activity) >= self.config.tree_idle
+            {
+                self.forget_tree(slot);
+                continue;
+            }
+            let cfg = &self.config;
+            let tree = self.trees[slot].as_mut().expect("slot in use");
+            match entry {
                 Some(entry) => {
                     tree.upstream = entry.upstream;
                     self.stats.prunes += tree.refresh_min(now, entry, routing, cfg.mab_expire);
                 }
-                None => {
-                    if now.saturating_since(tree.last_activity) >= cfg.tree_idle {
-                        let key = (tree.group.get(), tree.sender.get());
-                        self.trees[slot] = None;
-                        self.index.retain(|(k, _)| *k != key);
-                        self.repairs.retain(|j| usize::from(j.tree) != slot);
-                        continue;
-                    }
-                    tree.min = None;
-                }
+                None => tree.min = None,
             }
             if now >= tree.next_mab_at {
                 tree.next_mab_at = now + cfg.mab_interval;
@@ -1011,6 +1196,7 @@ impl RmtpRelay {
                 tree.mab_due = false;
                 if let (Some((mab, received)), Some(hop)) = (tree.min, tree.upstream_hop(me)) {
                     tree.sent = Some((mab, received));
+                    tree.edges.on_report_sent(received);
                     let m = Mab {
                         group: tree.group.get(),
                         mab,
@@ -1238,6 +1424,29 @@ mod tests {
         RmtpRelay::new(RelayConfig::new(n(2), DEFAULT_MTU))
     }
 
+    /// An SPM of `sender`'s tree: 100 segments of 100 bytes sent so far.
+    fn spm(sender: u16) -> Vec<u8> {
+        let mut buf = vec![0u8; DEFAULT_MTU];
+        let fields = SpmFields {
+            spm_sequence: 1,
+            trailing: 0,
+            leading: 100,
+            segment_size: 100,
+            total: rmtp::TOTAL_UNKNOWN,
+            finished: false,
+            hash: [0; 32],
+        };
+        let len = rmtp::build_spm(&mut buf, g(), n(sender), &fields);
+        buf.truncate(len);
+        buf
+    }
+
+    /// The sender's SPM through node 2: the tree carries traffic, sequences below 100 exist.
+    fn announced(r: &mut RmtpRelay, mc: &MulticastTable, rt: &RoutingTable, now: Instant) {
+        let action = r.handle(now, n(1), &p(&spm(1)), mc, rt);
+        assert!(matches!(action, RelayAction::Forward { .. }), "{action:?}");
+    }
+
     fn data(seq: u64, flag: Flag) -> Vec<u8> {
         data_packet(g(), n(1), flag, seq, seq * 100, &[seq as u8; 100])
     }
@@ -1312,6 +1521,7 @@ mod tests {
         cfg.cache_bytes = 0;
         let mut r = RmtpRelay::new(cfg);
         let t0 = Instant::ZERO;
+        announced(&mut r, &mc, &rt, t0);
         let five = [SeqRange::single(5)];
         assert_eq!(
             r.handle(t0, n(3), &p(&nack(3, &five)), &mc, &rt),
@@ -1368,6 +1578,7 @@ mod tests {
         let (mc, rt) = tables(&[1, 3, 4]);
         let mut r = relay();
         let t0 = Instant::ZERO;
+        announced(&mut r, &mc, &rt, t0);
         r.handle(
             t0,
             n(3),
@@ -1432,6 +1643,7 @@ mod tests {
         let (mc, rt) = tables(&[1, 3, 4]);
         let mut r = relay();
         let t0 = Instant::ZERO;
+        announced(&mut r, &mc, &rt, t0);
         let mab = |from: u16, m: u64, rcv: u64| {
             let mut buf = vec![0u8; 64];
             let len = rmtp::build_mab(
@@ -1503,6 +1715,8 @@ mod tests {
             }],
         );
         let mut r = relay();
+        // The local sender's SPM makes the tree.
+        r.handle_local(Instant::ZERO, &p(&spm(2)), &mc, &rt);
         let mut buf = vec![0u8; DEFAULT_MTU];
         let len = rmtp::build_nack(&mut buf, n(2), n(3), g(), &[SeqRange::single(1)]);
         r.handle(Instant::ZERO, n(3), &p(&buf[..len]), &mc, &rt);

@@ -212,6 +212,15 @@ fn rmtp_lines(out: &mut Vec<(String, u64)>, r: &RmtpStats) {
             fanout_overflow,
             repair_queue_full,
             nacks_below_trailing,
+            nack_seqs_beyond_leading,
+            nack_seqs_over_cap,
+            repairs_held_off,
+            trees_evicted,
+            peer_table_full,
+            mabs_implausible,
+            mabs_clamped,
+            data_implausible,
+            spms_implausible,
         ]
     );
     for (group, p, s) in &r.servers {

@@ -50,6 +50,8 @@ pub struct LinkCounters {
     pub sent: u64,
     pub lost: u64,
     pub corrupted: u64,
+    /// Packets addressed to a node outside the net (a forger's address): dropped.
+    pub to_absent: u64,
 }
 
 pub struct Net {
@@ -301,6 +303,10 @@ impl Net {
         if self.dead.contains(&f.from) || self.dead.contains(&f.to) {
             return;
         }
+        if !self.nodes.contains_key(&f.to) {
+            self.links.to_absent += 1;
+            return;
+        }
         let lost = self.rng.chance(self.loss);
         if lost {
             self.links.lost += 1;
@@ -333,6 +339,19 @@ impl Net {
             .relay
             .handle(now, n(f.from), &p, &node.mcast, &node.routing);
         self.execute(f.to, action, &bytes);
+    }
+
+    /// Hands `bytes` to the relay of `to` as if it arrived from neighbour `from` (which may be
+    /// outside the net: a forger), and carries out the decision.
+    pub fn inject(&mut self, from: u16, to: u16, bytes: &[u8]) -> RelayAction {
+        let now = self.now;
+        let node = self.nodes.get_mut(&to).unwrap();
+        let p = Packet::parse(bytes, DEFAULT_MTU).expect("injected packets are valid DNP");
+        let action = node
+            .relay
+            .handle(now, n(from), &p, &node.mcast, &node.routing);
+        self.execute(to, action, bytes);
+        action
     }
 
     /// Lets every core on `id` send what it has.

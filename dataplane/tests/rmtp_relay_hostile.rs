@@ -1,0 +1,680 @@
+//! A hostile or broken network against the relay: every field that passed the DNP checksum and
+//! the CRC-32C is the attacker's choice. Forged trees, NACKs, MABs and SPMs must not stall a
+//! real transfer, grow a table past its capacity, be amplified, or move state further than the
+//! protocol allows in one step.
+
+mod common;
+
+use common::*;
+use control::drp::{Route, RoutingTable};
+use control::gmp::{MulticastTable, TreeEntry};
+use control::wire::DEFAULT_MTU;
+use control::wire::dnp::{Flag, Packet};
+use control::wire::rmtp::{self, Mab, SeqRange, SpmFields, TOTAL_UNKNOWN, data_packet};
+use control::{GroupAddr, Instant};
+use dataplane::rmtp::{Hop, RelayAction, RelayConfig, RelayFootprint, RelayStats, RmtpRelay};
+use std::time::Duration;
+
+/// A neighbour of relay 2 outside the test net: whatever the relay sends it is dropped.
+const ATTACKER: u16 = 7;
+
+fn group(i: u16) -> GroupAddr {
+    GroupAddr::new(GROUP + i).unwrap()
+}
+
+fn nack_packet(from: u16, sender: u16, group: GroupAddr, ranges: &[SeqRange]) -> Vec<u8> {
+    let mut b = vec![0u8; DEFAULT_MTU];
+    let len = rmtp::build_nack(&mut b, n(sender), n(from), group, ranges);
+    b.truncate(len);
+    b
+}
+
+fn mab_packet(from: u16, sender: u16, group: GroupAddr, mab: u64, received: u64) -> Vec<u8> {
+    let mut b = vec![0u8; 64];
+    let m = Mab {
+        group: group.get(),
+        mab,
+        received,
+    };
+    let len = rmtp::build_mab(&mut b, n(sender), n(from), &m);
+    b.truncate(len);
+    b
+}
+
+fn spm_packet(sender: u16, group: GroupAddr, trailing: u64, leading: u64) -> Vec<u8> {
+    let mut b = vec![0u8; DEFAULT_MTU];
+    let spm = SpmFields {
+        spm_sequence: 1,
+        trailing,
+        leading,
+        segment_size: 100,
+        total: TOTAL_UNKNOWN,
+        finished: false,
+        hash: [0; 32],
+    };
+    let len = rmtp::build_spm(&mut b, group, n(sender), &spm);
+    b.truncate(len);
+    b
+}
+
+/// Adds `count` forged trees (group 0xF001…, sender 1) to `node`'s multicast table, as forged
+/// GMP joins from the attacker would: upstream toward the sender, the attacker downstream.
+fn forge_trees(net: &mut Net, node: u16, first: u16, count: u16) {
+    let table = &mut net.nodes.get_mut(&node).unwrap().mcast;
+    let mut entries = table.entries().to_vec();
+    entries.extend((first..first + count).map(|i| TreeEntry {
+        group: group(i),
+        sender: n(SENDER),
+        upstream: Some(n(SENDER)),
+        downstream: vec![n(ATTACKER)],
+        local_members: vec![],
+    }));
+    *table = MulticastTable::new(entries);
+}
+
+/// The attacker's MAB and NACK for each forged tree.
+fn flood_forged_trees(net: &mut Net, node: u16, first: u16, count: u16) {
+    for i in first..first + count {
+        net.inject(
+            ATTACKER,
+            node,
+            &mab_packet(ATTACKER, SENDER, group(i), 1 << 20, 0),
+        );
+        net.inject(
+            ATTACKER,
+            node,
+            &nack_packet(ATTACKER, SENDER, group(i), &[SeqRange { first: 0, len: 8 }]),
+        );
+    }
+}
+
+/// Steps until every receiver completed or `limit` passed, calling `each` every tick.
+fn run_with(net: &mut Net, limit: Duration, mut each: impl FnMut(&mut Net)) {
+    let end = net.now + limit;
+    while net.now < end && !net.receivers().all(|(_, _, r)| r.is_complete()) {
+        each(net);
+        net.step();
+    }
+}
+
+#[test]
+fn forged_trees_do_not_starve_a_real_transfer_through_the_relay() {
+    // 1 -> 2 -> 3: relay 2 has no local member, the receiver is on 3.
+    const FORGED: u16 = 128;
+    let data = content(1 << 20, 71);
+    let mut net = Net::new(Spec::new(&[(1, 2), (2, 3)], &[(3, 1)], data.clone()));
+    forge_trees(&mut net, 2, 1, FORGED);
+    // The forged trees are in place before the real transfer starts, and keep coming.
+    flood_forged_trees(&mut net, 2, 1, FORGED);
+    let mut tick = 0u64;
+    run_with(&mut net, Duration::from_secs(20), |net| {
+        tick += 1;
+        if tick.is_multiple_of(20) {
+            flood_forged_trees(net, 2, 1, FORGED);
+        }
+    });
+    let s = net.nodes[&2].relay.stats().clone();
+    let r = &net.nodes[&3].receivers[&1];
+    println!(
+        "{FORGED} forged trees at relay 2: receiver has {} of {} bytes at {}; relay 2: \
+         tree_table_full {}, drops_table_full {}, trees_evicted {}",
+        r.delivered(),
+        data.len(),
+        net.now,
+        s.tree_table_full,
+        s.drops_table_full,
+        s.trees_evicted
+    );
+    assert!(r.is_complete(), "the real transfer must complete");
+    assert_eq!(r.sink().data, data);
+    // The forged trees did fill the table: the real one took the slot of one of them.
+    assert!(s.trees_evicted >= 1 && s.tree_table_full > 0);
+}
+
+/// Relay 2 of the tree 1 -> 2 -> {3, attacker}; node 3 is a real receiver's node.
+fn tables() -> (MulticastTable, RoutingTable) {
+    let entry = TreeEntry {
+        group: g(),
+        sender: n(SENDER),
+        upstream: Some(n(SENDER)),
+        downstream: vec![n(3), n(ATTACKER)],
+        local_members: vec![],
+    };
+    let routes = [SENDER, 3, ATTACKER]
+        .map(|d| Route {
+            dst: n(d),
+            next_hop: n(d),
+            hops: 1,
+        })
+        .to_vec();
+    (
+        MulticastTable::new(vec![entry]),
+        RoutingTable::new(n(2), routes),
+    )
+}
+
+struct Bench {
+    relay: RmtpRelay,
+    mc: MulticastTable,
+    rt: RoutingTable,
+    now: Instant,
+}
+
+impl Bench {
+    fn new(config: RelayConfig) -> Self {
+        let (mc, rt) = tables();
+        Bench {
+            relay: RmtpRelay::new(config),
+            mc,
+            rt,
+            now: Instant::from_millis(1),
+        }
+    }
+
+    fn handle(&mut self, from: u16, bytes: &[u8]) -> RelayAction {
+        let p = Packet::parse(bytes, DEFAULT_MTU).unwrap();
+        self.relay.handle(self.now, n(from), &p, &self.mc, &self.rt)
+    }
+
+    /// DATA 0..count (100-byte segments) from the sender.
+    fn data(&mut self, count: u64) {
+        for seq in 0..count {
+            let d = data_packet(g(), n(SENDER), Flag::RmtpData, seq, seq * 100, &[7; 100]);
+            assert!(matches!(
+                self.handle(SENDER, &d),
+                RelayAction::Forward { .. }
+            ));
+        }
+    }
+
+    /// Everything the relay sends now: (hop, flag, packet).
+    fn drain(&mut self) -> Vec<(Hop, Flag, Vec<u8>)> {
+        let mut buf = vec![0u8; DEFAULT_MTU];
+        let mut out = Vec::new();
+        while let Some(t) = self.relay.poll_transmit(self.now, &mut buf) {
+            let flag = Packet::parse(&buf[..t.len], DEFAULT_MTU).unwrap().flag();
+            out.push((t.to, flag, buf[..t.len].to_vec()));
+        }
+        out
+    }
+
+    fn stats(&self) -> &RelayStats {
+        self.relay.stats()
+    }
+}
+
+fn no_cache() -> RelayConfig {
+    let mut c = RelayConfig::new(n(2), DEFAULT_MTU);
+    c.cache_bytes = 0;
+    c
+}
+
+#[test]
+fn spm_trailing_edge_near_u64_max_is_not_adopted() {
+    let mut b = Bench::new(no_cache());
+    b.data(10);
+    b.drain();
+    // A forged SPM from the upstream's address claims the sender repairs nothing below 2^64 - 2.
+    let forged = spm_packet(SENDER, g(), u64::MAX - 1, u64::MAX);
+    b.handle(SENDER, &forged);
+    b.drain();
+    // A real receiver below then misses sequence 5: it must still go upstream.
+    b.handle(3, &nack_packet(3, SENDER, g(), &[SeqRange::single(5)]));
+    let out = b.drain();
+    assert!(
+        out.iter()
+            .any(|(h, f, _)| *h == Hop::Neighbour(n(SENDER)) && *f == Flag::RmtpNack),
+        "a repairable sequence is still asked upstream: {out:?}, {:?}",
+        b.stats()
+    );
+}
+
+#[test]
+fn nack_near_u64_max_beyond_the_leading_edge_is_refused() {
+    let mut b = Bench::new(no_cache());
+    b.data(10);
+    b.drain();
+    let before = b.stats().clone();
+    let forged = nack_packet(
+        ATTACKER,
+        SENDER,
+        g(),
+        &[
+            SeqRange {
+                first: u64::MAX - (1 << 32),
+                len: u32::MAX,
+            },
+            SeqRange {
+                first: 1 << 32,
+                len: u32::MAX,
+            },
+        ],
+    );
+    b.handle(ATTACKER, &forged);
+    let out = b.drain();
+    println!(
+        "a NACK for 2 x 2^32 sequences beyond the leading edge 10: relay sent {} packets; \
+         {:?}",
+        out.len(),
+        b.stats()
+    );
+    assert!(out.is_empty(), "nothing is asked or confirmed: {out:?}");
+    assert_eq!(b.stats().nack_table_full, before.nack_table_full);
+}
+
+#[test]
+fn mab_near_u64_max_does_not_open_the_window_beyond_one_step() {
+    let config = no_cache();
+    let step = config.max_edge_step;
+    let mut b = Bench::new(config);
+    b.data(10);
+    b.drain();
+    // The real receiver on 3 reports a sane window; the forger on 7 an absurd one.
+    b.handle(3, &mab_packet(3, SENDER, g(), 1000 + 4096, 1000));
+    b.handle(
+        ATTACKER,
+        &mab_packet(ATTACKER, SENDER, g(), u64::MAX, u64::MAX - 1),
+    );
+    // Node 3's branch is gone: only the forger's MAB is left to report upstream.
+    let (_, rt) = tables();
+    b.rt = RoutingTable::new(
+        n(2),
+        rt.routes()
+            .iter()
+            .copied()
+            .filter(|r| r.dst != n(3))
+            .collect(),
+    );
+    b.now += Duration::from_millis(60);
+    b.relay.handle_timeout(b.now, &b.mc, &b.rt);
+    let mabs: Vec<Mab> = b
+        .drain()
+        .iter()
+        .filter(|(_, f, _)| *f == Flag::RmtpMab)
+        .map(|(_, _, p)| Mab::parse(Packet::parse(p, DEFAULT_MTU).unwrap().body()).unwrap())
+        .collect();
+    println!("MABs upstream: {mabs:?}");
+    let last = mabs.last().expect("a MAB goes upstream");
+    // 10 segments of 100 bytes went through: nobody can hold more, nor ask for more than a step.
+    assert!(last.received <= 1000, "{last:?}");
+    assert!(last.mab <= 1000 + step, "{last:?}");
+}
+
+#[test]
+fn mab_whose_received_exceeds_its_window_is_refused() {
+    let mut b = Bench::new(no_cache());
+    b.data(10);
+    b.drain();
+    let action = b.handle(
+        ATTACKER,
+        &mab_packet(ATTACKER, SENDER, g(), 1 << 32, u64::MAX),
+    );
+    assert!(matches!(action, RelayAction::Drop(_)), "{action:?}");
+    assert_eq!(b.stats().mabs_implausible, 1);
+}
+
+#[test]
+fn data_whose_offset_plus_length_overflows_is_refused() {
+    let mut b = Bench::new(RelayConfig::new(n(2), DEFAULT_MTU));
+    b.data(3);
+    let forged = data_packet(g(), n(SENDER), Flag::RmtpData, 3, u64::MAX - 10, &[1; 100]);
+    let action = b.handle(SENDER, &forged);
+    assert!(matches!(action, RelayAction::Drop(_)), "{action:?}");
+    let last = data_packet(g(), n(SENDER), Flag::RmtpData, u64::MAX, 0, &[1; 100]);
+    let action = b.handle(SENDER, &last);
+    assert!(matches!(action, RelayAction::Drop(_)), "{action:?}");
+    assert_eq!(b.stats().data_implausible, 2);
+}
+
+#[test]
+fn unrequested_retransmit_moves_no_state() {
+    let mut b = Bench::new(RelayConfig::new(n(2), DEFAULT_MTU));
+    b.data(10);
+    let far = 1_000_000;
+    let forged = data_packet(
+        g(),
+        n(SENDER),
+        Flag::RmtpRetransmit,
+        far,
+        far * 100,
+        &[1; 100],
+    );
+    assert!(matches!(b.handle(SENDER, &forged), RelayAction::Drop(_)));
+    // Neither the leading edge nor the cache took it: a NACK for it is refused.
+    let action = b.handle(3, &nack_packet(3, SENDER, g(), &[SeqRange::single(far)]));
+    assert!(matches!(action, RelayAction::Drop(_)), "{action:?}");
+    assert_eq!(b.stats().nack_seqs_beyond_leading, 1);
+    assert!(b.drain().is_empty());
+}
+
+/// A full table of trees carrying traffic refuses a transit newcomer and keeps its trees; a tree
+/// with a local member still gets a slot, in place of the longest-silent transit tree.
+#[test]
+fn a_tree_with_a_local_member_always_gets_a_slot() {
+    let mut config = RelayConfig::new(n(2), DEFAULT_MTU);
+    config.max_trees = 2;
+    let mut b = Bench::new(config);
+    let entry = |i: u16, members: Vec<u16>| TreeEntry {
+        group: group(i),
+        sender: n(SENDER),
+        upstream: Some(n(SENDER)),
+        downstream: vec![n(3)],
+        local_members: members,
+    };
+    b.mc = MulticastTable::new(vec![
+        entry(1, vec![]),
+        entry(2, vec![]),
+        entry(3, vec![]),
+        entry(4, vec![9]),
+    ]);
+    let spm = |i| spm_packet(SENDER, group(i), 0, 10);
+    for i in [1, 2] {
+        assert!(matches!(
+            b.handle(SENDER, &spm(i)),
+            RelayAction::Forward { .. }
+        ));
+    }
+    // A third transit tree still gets its data forwarded, but no slot.
+    assert!(matches!(
+        b.handle(SENDER, &spm(3)),
+        RelayAction::Forward { .. }
+    ));
+    assert_eq!(
+        (b.relay.footprint().trees, b.stats().tree_table_full),
+        (2, 1)
+    );
+    let action = b.handle(3, &mab_packet(3, SENDER, group(3), 4096, 0));
+    assert!(matches!(action, RelayAction::Drop(_)), "{action:?}");
+    // The local member's tree takes the slot of tree 1, the longest silent.
+    b.now += Duration::from_millis(1);
+    b.handle(SENDER, &spm(2));
+    let action = b
+        .relay
+        .local_mab(b.now, 9, group(4), n(SENDER), 4096, 0, &b.mc, &b.rt);
+    assert_eq!(action, RelayAction::Consumed);
+    assert_eq!(b.stats().trees_evicted, 1);
+    let action = b.handle(3, &mab_packet(3, SENDER, group(2), 4096, 0));
+    assert_eq!(action, RelayAction::Consumed, "tree 2 kept its slot");
+}
+
+/// Packets relay 2 built itself (repairs, NACKs, NCFs).
+fn built(s: &RelayStats) -> u64 {
+    s.repairs_from_cache + s.nacks_sent_upstream + s.ncfs_sent
+}
+
+#[test]
+fn forged_nacks_are_not_amplified_by_the_relay() {
+    // 1 -> 2 -> {3, attacker}; the whole transfer (264 segments) sits in relay 2's cache.
+    let data = content(256 * 1024, 72);
+    let mut net = Net::new(Spec::new(&[(1, 2), (2, 3)], &[(3, 1)], data.clone()));
+    let table = &mut net.nodes.get_mut(&2).unwrap().mcast;
+    let mut entry = table.entries()[0].clone();
+    entry.downstream.push(n(ATTACKER));
+    *table = MulticastTable::new(vec![entry]);
+    run_with(&mut net, Duration::from_secs(10), |_| {});
+    assert_eq!(net.nodes[&3].receivers[&1].sink().data, data);
+    let segments = net.sender().leading_edge();
+    let before = net.nodes[&2].relay.stats().clone();
+    // 100 ms of forged NACKs, 10 per tick: every cached sequence, and a range far beyond the
+    // leading edge.
+    let forged = nack_packet(
+        ATTACKER,
+        SENDER,
+        g(),
+        &[
+            SeqRange {
+                first: 0,
+                len: segments as u32,
+            },
+            SeqRange {
+                first: 1_000_000,
+                len: 1000,
+            },
+        ],
+    );
+    let mut sent = 0u64;
+    for _ in 0..200 {
+        for _ in 0..10 {
+            net.inject(ATTACKER, 2, &forged);
+            sent += 1;
+        }
+        net.step();
+    }
+    let after = net.nodes[&2].relay.stats().clone();
+    let out = built(&after) - built(&before);
+    let amplification = out as f64 / sent as f64;
+    println!(
+        "{sent} forged NACKs ({segments} cached sequences + 1000 beyond the leading edge): relay \
+         sent {out} packets ({} cache repairs, {} NACKs upstream, {} NCFs): amplification \
+         {amplification:.2}",
+        after.repairs_from_cache - before.repairs_from_cache,
+        after.nacks_sent_upstream - before.nacks_sent_upstream,
+        after.ncfs_sent - before.ncfs_sent,
+    );
+    // One repair per sequence toward the forger per hold-off (10 ms): 11 rounds in 100 ms.
+    assert!(
+        after.repairs_from_cache - before.repairs_from_cache <= segments * 11,
+        "cache repairs held off"
+    );
+    assert_eq!(after.nacks_sent_upstream, before.nacks_sent_upstream);
+    assert!(amplification <= 2.0, "amplification {amplification:.2}");
+}
+
+/// Adds `attackers` as downstream neighbours of relay 2 in the real tree (as forged joins
+/// would).
+fn join_attackers(net: &mut Net, attackers: impl IntoIterator<Item = u16>) {
+    let table = &mut net.nodes.get_mut(&2).unwrap().mcast;
+    let mut entry = table.entries()[0].clone();
+    entry.downstream.extend(attackers.into_iter().map(n));
+    entry.downstream.sort();
+    entry.downstream.dedup();
+    *table = MulticastTable::new(vec![entry]);
+}
+
+fn footprint(net: &Net) -> RelayFootprint {
+    net.nodes[&2].relay.footprint()
+}
+
+/// Runs the transfer while `flood` injects each tick (it returns false once it has sent
+/// everything), until both are done; returns the largest relay-2 tables seen right after a
+/// tick's flood. Asserts that the real transfer completed and delivered the right bytes.
+fn run_flood(
+    net: &mut Net,
+    data: &[u8],
+    mut flood: impl FnMut(&mut Net) -> bool,
+) -> RelayFootprint {
+    let mut most = RelayFootprint::default();
+    let mut flooding = true;
+    let end = net.now + Duration::from_secs(30);
+    while net.now < end && (flooding || !net.receivers().all(|(_, _, r)| r.is_complete())) {
+        if flooding {
+            flooding = flood(net);
+        }
+        let f = footprint(net);
+        most.trees = most.trees.max(f.trees);
+        most.peers = most.peers.max(f.peers);
+        most.nack_entries = most.nack_entries.max(f.nack_entries);
+        most.repair_jobs = most.repair_jobs.max(f.repair_jobs);
+        most.bytes = most.bytes.max(f.bytes);
+        net.step();
+    }
+    let r = &net.nodes[&3].receivers[&1];
+    assert!(
+        r.is_complete(),
+        "the real transfer completes under the flood"
+    );
+    assert_eq!(r.sink().data, data);
+    most
+}
+
+fn print_memory(
+    table: &str,
+    keys: u64,
+    before: RelayFootprint,
+    most: RelayFootprint,
+    after: RelayFootprint,
+) {
+    println!(
+        "{table} flood, {keys} distinct keys: relay 2 before {before:?}; largest {most:?}; \
+         after {after:?}"
+    );
+}
+
+/// 100,000 distinct sequences NACKed by a forged downstream neighbour, 4,000 a tick in
+/// passes over the whole key space, while 8 MiB go through relay 2 (no cache, so every
+/// NACK below the leading edge reaches the NACK table).
+#[test]
+fn nack_table_flood_of_100k_sequences_stays_at_capacity() {
+    const KEYS: u64 = 100_000;
+    let data = content(8 << 20, 73);
+    let mut spec = Spec::new(&[(1, 2), (2, 3)], &[(3, 1)], data.clone());
+    spec.relay.cache_bytes = 0;
+    let mut net = Net::new(spec);
+    join_attackers(&mut net, [ATTACKER]);
+    let capacity = net.nodes[&2].relay.config().nack_entries;
+    let before = footprint(&net);
+    let mut next = 0u64;
+    let mut passes = 0;
+    let most = run_flood(&mut net, &data, |net| {
+        for _ in 0..4 {
+            let range = SeqRange {
+                first: next,
+                len: 1000,
+            };
+            net.inject(ATTACKER, 2, &nack_packet(ATTACKER, SENDER, g(), &[range]));
+            next = (next + 1000) % KEYS;
+            passes += u32::from(next == 0);
+        }
+        passes < 10
+    });
+    let after = footprint(&net);
+    print_memory("NACK table", KEYS, before, most, after);
+    let s = net.nodes[&2].relay.stats();
+    println!(
+        "nack_table_full {}, nack_seqs_beyond_leading {}",
+        s.nack_table_full, s.nack_seqs_beyond_leading
+    );
+    assert_eq!(most.nack_entries, capacity);
+    assert!(s.nack_table_full > 0 && s.nack_seqs_beyond_leading > 0);
+}
+
+/// 100,000 distinct sequences NACKed by three forged downstream neighbours while the relay's
+/// cache holds what they ask for: cache repairs wait in the repair queue.
+#[test]
+fn repair_queue_flood_of_100k_sequences_stays_at_capacity() {
+    const KEYS: u64 = 100_000;
+    const ATTACKERS: [u16; 3] = [7, 8, 9];
+    let data = content(4 << 20, 74);
+    let mut net = Net::new(Spec::new(&[(1, 2), (2, 3)], &[(3, 1)], data.clone()));
+    join_attackers(&mut net, ATTACKERS);
+    let capacity = net.nodes[&2].relay.config().repair_queue;
+    let before = footprint(&net);
+    let mut next = 0u64;
+    let mut passes = 0;
+    let most = run_flood(&mut net, &data, |net| {
+        for _ in 0..4 {
+            let range = SeqRange {
+                first: next,
+                len: 1000,
+            };
+            for a in ATTACKERS {
+                net.inject(a, 2, &nack_packet(a, SENDER, g(), &[range]));
+            }
+            next = (next + 1000) % KEYS;
+            passes += u32::from(next == 0);
+        }
+        passes < 10
+    });
+    let after = footprint(&net);
+    print_memory("repair queue", KEYS, before, most, after);
+    let s = net.nodes[&2].relay.stats();
+    println!(
+        "repair_queue_full {}, repairs_from_cache {}",
+        s.repair_queue_full, s.repairs_from_cache
+    );
+    assert_eq!(most.repair_jobs, capacity);
+    assert!(s.repair_queue_full > 0);
+}
+
+/// Every node address there is (61,436 besides the real tree's) joins relay 2's tree as a
+/// forged downstream neighbour and sends a MAB and a NACK: the address space holds fewer than
+/// 100,000 distinct peers, so this is all of them.
+#[test]
+fn peer_table_flood_of_every_node_address_stays_at_capacity() {
+    let data = content(1 << 20, 75);
+    let mut net = Net::new(Spec::new(&[(1, 2), (2, 3)], &[(3, 1)], data.clone()));
+    let forged: Vec<u16> = (4..0xF000).collect();
+    join_attackers(&mut net, forged.iter().copied());
+    let capacity = net.nodes[&2].relay.config().peers_per_tree;
+    // The real receiver's branch is established before the flood.
+    net.run_for(Duration::from_millis(5));
+    let before = footprint(&net);
+    let mut next = 0;
+    let most = run_flood(&mut net, &data, |net| {
+        for &a in forged.iter().skip(next).take(2000) {
+            net.inject(a, 2, &mab_packet(a, SENDER, g(), 1 << 40, 0));
+            net.inject(a, 2, &nack_packet(a, SENDER, g(), &[SeqRange::single(0)]));
+        }
+        next += 2000;
+        next < forged.len()
+    });
+    let after = footprint(&net);
+    print_memory("peer table", forged.len() as u64, before, most, after);
+    let s = net.nodes[&2].relay.stats();
+    println!("peer_table_full {}", s.peer_table_full);
+    assert_eq!(most.peers, capacity);
+    assert!(s.peer_table_full > 0);
+}
+
+/// 100,000 distinct forged trees (4,096 groups x 25 senders) in relay 2's multicast table, as
+/// forged joins would put them, each with a MAB and a NACK from the attacker, 2,000 trees a
+/// tick, the first ones before the real transfer starts.
+#[test]
+fn tree_table_flood_of_100k_trees_stays_at_capacity() {
+    const KEYS: usize = 100_000;
+    let data = content(1 << 20, 76);
+    let mut net = Net::new(Spec::new(&[(1, 2), (2, 3)], &[(3, 1)], data.clone()));
+    let trees: Vec<(GroupAddr, u16)> = (0..KEYS)
+        .map(|i| {
+            (
+                GroupAddr::new(0xF000 + (i % 4096) as u16).unwrap(),
+                100 + (i / 4096) as u16,
+            )
+        })
+        .collect();
+    let table = &mut net.nodes.get_mut(&2).unwrap().mcast;
+    let mut entries = table.entries().to_vec();
+    entries.extend(trees.iter().map(|&(group, sender)| TreeEntry {
+        group,
+        sender: n(sender),
+        upstream: Some(n(SENDER)),
+        downstream: vec![n(ATTACKER)],
+        local_members: vec![],
+    }));
+    *table = MulticastTable::new(entries);
+    let capacity = net.nodes[&2].relay.config().max_trees;
+    let before = footprint(&net);
+    let mut next = 0;
+    let most = run_flood(&mut net, &data, |net| {
+        for &(group, sender) in trees.iter().skip(next).take(2000) {
+            net.inject(
+                ATTACKER,
+                2,
+                &mab_packet(ATTACKER, sender, group, 1 << 20, 0),
+            );
+            let nack = nack_packet(ATTACKER, sender, group, &[SeqRange::single(0)]);
+            net.inject(ATTACKER, 2, &nack);
+        }
+        next += 2000;
+        next < trees.len()
+    });
+    let after = footprint(&net);
+    print_memory("tree table", KEYS as u64, before, most, after);
+    let s = net.nodes[&2].relay.stats();
+    println!(
+        "tree_table_full {}, trees_evicted {}",
+        s.tree_table_full, s.trees_evicted
+    );
+    assert_eq!(most.trees, capacity);
+    assert!(s.tree_table_full > 0);
+}
