@@ -94,7 +94,7 @@ impl Node {
         let timers = &topology.network.timers;
         let drp = Drp::new(me, topology, now);
         let routes = drp.routes();
-        let gmp = Gmp::new(me, timers);
+        let mut gmp = Gmp::new(me, timers);
         let mcast = gmp.table();
         let rap_server = RapServer::with_options(
             me,
