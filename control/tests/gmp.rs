@@ -590,7 +590,10 @@ fn a_join_flood_cannot_grow_the_tree_table_past_its_capacity() {
             while gmp.poll_transmit().is_some() {}
             while gmp.poll_event().is_some() {}
             let trees = gmp.memory().trees;
-            assert!(trees <= capacity, "join {i}: {trees} trees, capacity {capacity}");
+            assert!(
+                trees <= capacity,
+                "join {i}: {trees} trees, capacity {capacity}"
+            );
         }
         let (group, sender) = flood_key(i);
         gmp.handle_packet(now, n(3), GmpMessage::join(group, sender), &routes);
@@ -611,7 +614,11 @@ fn a_join_flood_cannot_grow_the_tree_table_past_its_capacity() {
     // Room comes back only as flood trees age out (once, at 10 s): two tables' worth got in.
     let admitted = 2 * (capacity as u64 - 1);
     assert_eq!(gmp.stats().trees_refused, u64::from(FLOOD) - admitted);
-    assert_eq!(gmp.stats().expiries, capacity as u64 - 1, "the first ones aged out");
+    assert_eq!(
+        gmp.stats().expiries,
+        capacity as u64 - 1,
+        "the first ones aged out"
+    );
     let entry = gmp.table().lookup(real.0, real.1).cloned().unwrap();
     assert_eq!(entry.downstream, vec![n(3)], "the refreshed member stayed");
     assert_eq!(entry.local_members, vec![7]);
