@@ -112,7 +112,7 @@ impl Node {
             drp,
             gmp,
             rap_server,
-            rap_client: RapClient::new(me, RAP_CLIENT_SID, timers),
+            rap_client: RapClient::with_mtu(me, RAP_CLIENT_SID, timers, topology.network.mtu),
             transfers: Transfers::new(me, topology.network.mtu, options),
             routes,
             mcast,
