@@ -582,7 +582,7 @@ fn a_join_flood_cannot_grow_the_tree_table_past_its_capacity() {
     let per_second = FLOOD / 20;
     for i in 0..FLOOD {
         if i > 0 && i % per_second == 0 {
-            now = now + Duration::from_secs(1);
+            now += Duration::from_secs(1);
             gmp.handle_packet(now, n(3), GmpMessage::join(real.0, real.1), &routes);
             while gmp.poll_timeout().is_some_and(|t| t <= now) {
                 gmp.handle_timeout(now, &routes);

@@ -597,7 +597,7 @@ fn flood_server(flood: u32, padded: bool) -> Flood {
         report.pending_most = report
             .pending_most
             .max((server.pending(), server.approx_bytes()));
-        now = now + step;
+        now += step;
     }
     report.pending_after = (server.pending(), server.approx_bytes());
     let ratio = report.answer_bytes_to_spoofed as f64 / report.spoofed_request_bytes as f64;

@@ -183,7 +183,7 @@ impl<'a> ServiceList<'a> {
     fn parse(bytes: &'a [u8]) -> Result<Self, BodyError> {
         let (count, entries) = U16::read_from_prefix(bytes).map_err(|_| BodyError::TooShort {
             needed: RAP_HEADER_LEN + 2,
-            got: RAP_HEADER_LEN + bytes.len(),
+            got: RAP_HEADER_LEN.saturating_add(bytes.len()),
         })?;
         let mut rest = entries;
         for _ in 0..count.get() {
