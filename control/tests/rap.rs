@@ -638,7 +638,13 @@ fn two_thousand_spoofed_requests_get_no_more_answer_bytes_than_they_carry() {
 
 #[test]
 fn a_request_flood_of_100_000_clients_keeps_the_pending_table_at_its_capacity() {
+    // The cheapest requests leave no state at all.
     let flood = flood_server(100_000, false);
+    assert_no_amplification_and_the_real_client_served(&flood);
+    assert_eq!(flood.pending_most.0, 0);
+    assert_eq!(flood.server.stats().requests_too_small, 100_000);
+    // Requests that pay for their answer fill the table, and no further.
+    let flood = flood_server(100_000, true);
     assert_no_amplification_and_the_real_client_served(&flood);
     let capacity = RapServerOptions::default().max_pending;
     assert_eq!(flood.pending_most.0, capacity);
@@ -646,27 +652,35 @@ fn a_request_flood_of_100_000_clients_keeps_the_pending_table_at_its_capacity() 
 }
 
 #[test]
-fn a_request_smaller_than_the_answer_is_not_answered_until_requests_pay_for_it() {
+fn a_request_too_small_to_pay_for_the_answer_is_refused_and_leaves_no_state() {
     let now = Instant::ZERO;
     let mut server = RapServer::new(n(1), SERVER_SID, services()).unwrap();
     let provide_len = wire::provide_packet_len(&services());
     let small = wire::request(SERVER_SID, CLIENT_SID);
-    let small_len = wire::REQUEST_PACKET_LEN;
-    let needed = provide_len.div_ceil(small_len);
+    for _ in 0..10 {
+        server.handle_body(now, n(5), &small).unwrap();
+    }
+    assert!(server.poll_transmit().is_none());
+    assert_eq!(server.pending(), 0, "nothing remembered");
+    assert_eq!(server.stats().requests_too_small, 10);
+
+    // A request that pays for exactly one provide gets it, and no re-send on credit the
+    // client never gave.
+    let exact = wire::padded_request(SERVER_SID, CLIENT_SID, provide_len);
+    server.handle_body(now, n(5), &exact).unwrap();
+    assert_eq!(server.poll_transmit().map(|p| p.len()), Some(provide_len));
+    server.handle_timeout(now + Duration::from_secs(1));
+    assert!(server.poll_transmit().is_none());
+    let s = *server.stats();
+    assert_eq!((s.provides_withheld, s.resends), (1, 0));
+    // Its small retries add up until they pay for another one.
+    let needed = provide_len.div_ceil(wire::REQUEST_PACKET_LEN);
     for _ in 1..needed {
         server.handle_body(now, n(5), &small).unwrap();
     }
-    assert!(
-        server.poll_transmit().is_none(),
-        "each too small, and together still"
-    );
-    assert_eq!(server.stats().provides_withheld as usize, needed - 1);
-    // Nor do re-sends go out on credit the client never gave.
-    server.handle_timeout(now + Duration::from_secs(1));
     assert!(server.poll_transmit().is_none());
     server.handle_body(now, n(5), &small).unwrap();
-    let answer = server.poll_transmit().expect("now paid for");
-    assert_eq!(answer.len(), provide_len);
+    assert_eq!(server.poll_transmit().map(|p| p.len()), Some(provide_len));
     let s = *server.stats();
     assert!(s.provide_bytes_sent <= s.request_bytes_received, "{s:?}");
 }

@@ -4,7 +4,9 @@
 //! that client's requests brought: each request credits its packet size to the client, each
 //! provide (first answer, duplicate answer or timer re-send) spends its own, and one that the
 //! credit does not cover is withheld. A client pads its requests to the MTU, so one request pays
-//! for its answer; a spoofed request buys at most its own size toward its claimed source.
+//! for its answer; a request from a new client that cannot pay for one is refused without a
+//! trace, so a spoofed request buys at most its own size toward its claimed source, and
+//! filling the pending table costs an attacker a full MTU per entry.
 
 use super::RapError;
 use crate::addr::NodeAddr;
@@ -60,8 +62,11 @@ pub struct RapServerStats {
     /// Packets for another service id, or of a kind a server does not take (provide).
     pub ignored: u64,
     pub malformed: u64,
-    /// Requests from a new client while `max_pending` clients were pending: answered once if
-    /// the request paid for it, never re-sent, no state kept.
+    /// Requests from a new client too small to pay for a provide (see `provides_withheld`):
+    /// not answered, nothing remembered.
+    pub requests_too_small: u64,
+    /// Requests from a new client while `max_pending` clients were pending: answered once,
+    /// never re-sent, no state kept.
     pub pending_table_full: u64,
     /// Provides not sent because they would have been larger than the request bytes the client
     /// sent and has not yet been answered for (no amplification toward a spoofed source).
@@ -176,9 +181,15 @@ impl RapServer {
                         self.stats.duplicate_requests += 1;
                         (p.rap_id, p.credit.saturating_add(size))
                     }
+                    None if size < wire::provide_packet_len(&self.services) => {
+                        // Too small to pay for an answer: a real client pads to the MTU, so
+                        // this one is refused and nothing is remembered.
+                        self.stats.requests_too_small += 1;
+                        return;
+                    }
                     None if self.pending.len() >= self.options.max_pending => {
-                        // No room to remember this client: answered once, if the request pays
-                        // for it, and forgotten; the clients already pending keep their state.
+                        // No room to remember this client: answered once and forgotten; the
+                        // clients already pending keep their state.
                         self.stats.pending_table_full += 1;
                         let rap_id = self.fresh_id();
                         let mut credit = size;

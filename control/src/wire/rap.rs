@@ -9,8 +9,8 @@
 //!
 //! An ack ends there; a request may go on with zero bytes of padding, which the client adds so
 //! the request is as large as any answer (a server never answers with more bytes than it was
-//! sent: no amplification toward a spoofed source). A provide goes on with a count (u16) and that many service
-//! entries, each what a receiver needs to join a transfer:
+//! sent: no amplification toward a spoofed source). A provide goes on with a count (u16) and
+//! that many service entries, each what a receiver needs to join a transfer:
 //!
 //! | bytes  | field |
 //! |--------|-------|
