@@ -170,11 +170,11 @@ impl Net {
         self.run_until(until);
     }
 
-    fn entry(&self, x: u16, group: GroupAddr, sender: u16) -> Option<TreeEntry> {
-        self.nodes[&n(x)].table().lookup(group, n(sender)).cloned()
+    fn entry(&mut self, x: u16, group: GroupAddr, sender: u16) -> Option<TreeEntry> {
+        self.gmp(x).table().lookup(group, n(sender)).cloned()
     }
 
-    fn downstream(&self, x: u16, group: GroupAddr, sender: u16) -> Option<Vec<u16>> {
+    fn downstream(&mut self, x: u16, group: GroupAddr, sender: u16) -> Option<Vec<u16>> {
         self.entry(x, group, sender)
             .map(|e| e.downstream.iter().map(|d| d.get()).collect())
     }
@@ -234,9 +234,9 @@ fn joins_propagate_up_a_three_level_tree() {
     }));
 
     // Refreshes keep it, once per period, and do not republish an unchanged table.
-    let before = net.nodes[&n(2)].table();
+    let before = net.gmp(2).table();
     net.run_for(Duration::from_secs(30));
-    let after = net.nodes[&n(2)].table();
+    let after = net.gmp(2).table();
     assert!(Arc::ptr_eq(&before, &after), "refreshes change nothing");
     let s = *net.nodes[&n(2)].stats();
     println!("node 2 after 30 s: {s:?}");
@@ -505,11 +505,11 @@ fn soft_state_survives_thirty_percent_loss() {
         net.subscribe(leaf, group, 1, 1).unwrap();
     }
     let want = [(1, vec![2, 3]), (2, vec![4, 5]), (3, vec![6])];
-    let formed = |net: &Net| {
+    let formed = |net: &mut Net| {
         want.iter()
             .all(|(x, down)| net.downstream(*x, group, 1).as_ref() == Some(down))
     };
-    while !formed(&net) {
+    while !formed(&mut net) {
         assert!(
             net.now < Instant::from_millis(20_000),
             "tree not formed in 20 s"
@@ -517,11 +517,11 @@ fn soft_state_survives_thirty_percent_loss() {
         net.run_for(ms(1));
     }
     let formed_at = net.now;
-    let versions: Vec<_> = net.nodes.values().map(Gmp::table).collect();
+    let versions: Vec<_> = net.nodes.values_mut().map(Gmp::table).collect();
     net.run_for(Duration::from_secs(120));
     let expiries: u64 = net.nodes.values().map(|x| x.stats().expiries).sum();
     assert_eq!(expiries, 0, "ten lost refreshes in a row never happened");
-    for (gmp, before) in net.nodes.values().zip(versions) {
+    for (gmp, before) in net.nodes.values_mut().zip(versions) {
         assert!(Arc::ptr_eq(&gmp.table(), &before), "tables stayed put");
     }
     let sent: u64 = net.nodes.values().map(|x| x.stats().joins_sent).sum();
@@ -554,6 +554,101 @@ fn malformed_and_stray_messages_are_counted_not_obeyed() {
     assert!(gmp.table().entries().is_empty());
     assert!(gmp.poll_transmit().is_none());
     assert!(gmp.poll_event().is_none());
+}
+
+/// The `i`-th of 100,000 and more distinct (group, sender) keys a flood can name.
+fn flood_key(i: u32) -> (GroupAddr, NodeAddr) {
+    let groups = 0x1000;
+    let group = g(u16::try_from(i % groups).unwrap());
+    let sender = n(u16::try_from(100 + i / groups).unwrap());
+    (group, sender)
+}
+
+#[test]
+fn a_join_flood_cannot_grow_the_tree_table_past_its_capacity() {
+    const FLOOD: u32 = 100_000;
+    // Node 2 relays the tree of (g(1), sender 1) to neighbour 3 and has a local member.
+    let routes = bfs_routes(&edges(&[(1, 2), (2, 3)]), n(2));
+    let mut gmp = Gmp::new(n(2), &Timers::default());
+    let capacity = gmp.options().max_trees;
+    let real = (g(1), n(1));
+    let mut now = Instant::ZERO;
+    gmp.subscribe(now, real.0, real.1, 7, &routes).unwrap();
+    gmp.handle_packet(now, n(3), GmpMessage::join(real.0, real.1), &routes);
+    let before = gmp.memory();
+
+    // The flood comes from neighbour 3 over 20 s, much longer than the 10 s expiry, while 3
+    // keeps refreshing its real membership every second and node 2 runs its timers.
+    let per_second = FLOOD / 20;
+    for i in 0..FLOOD {
+        if i > 0 && i % per_second == 0 {
+            now += Duration::from_secs(1);
+            gmp.handle_packet(now, n(3), GmpMessage::join(real.0, real.1), &routes);
+            while gmp.poll_timeout().is_some_and(|t| t <= now) {
+                gmp.handle_timeout(now, &routes);
+            }
+            while gmp.poll_transmit().is_some() {}
+            while gmp.poll_event().is_some() {}
+            let trees = gmp.memory().trees;
+            assert!(
+                trees <= capacity,
+                "join {i}: {trees} trees, capacity {capacity}"
+            );
+        }
+        let (group, sender) = flood_key(i);
+        gmp.handle_packet(now, n(3), GmpMessage::join(group, sender), &routes);
+    }
+    gmp.table();
+    let after = gmp.memory();
+    println!(
+        "GMP join flood of {FLOOD} keys: trees {} -> {}, about {} -> {} bytes; \
+         refused {}, table rebuilds {}",
+        before.trees,
+        after.trees,
+        before.approx_bytes,
+        after.approx_bytes,
+        gmp.stats().trees_refused,
+        gmp.stats().table_rebuilds
+    );
+    assert_eq!(after.trees, capacity, "full, and no fuller");
+    // Room comes back only as flood trees age out (once, at 10 s): two tables' worth got in.
+    let admitted = 2 * (capacity as u64 - 1);
+    assert_eq!(gmp.stats().trees_refused, u64::from(FLOOD) - admitted);
+    assert_eq!(
+        gmp.stats().expiries,
+        capacity as u64 - 1,
+        "the first ones aged out"
+    );
+    let entry = gmp.table().lookup(real.0, real.1).cloned().unwrap();
+    assert_eq!(entry.downstream, vec![n(3)], "the refreshed member stayed");
+    assert_eq!(entry.local_members, vec![7]);
+    // The node's own clients still join while the network has the table full.
+    gmp.subscribe(now, g(2), n(1), 8, &routes).unwrap();
+    assert!(gmp.table().lookup(g(2), n(1)).is_some());
+}
+
+#[test]
+fn a_batch_of_joins_rebuilds_the_table_once() {
+    const BATCH: u32 = 1000;
+    let routes = bfs_routes(&edges(&[(1, 2), (2, 3)]), n(2));
+    let mut gmp = Gmp::new(n(2), &Timers::default());
+    let now = Instant::ZERO;
+    for i in 0..BATCH {
+        let (group, sender) = flood_key(i);
+        gmp.handle_packet(now, n(3), GmpMessage::join(group, sender), &routes);
+    }
+    // The engine reads the table once per batch: one rebuild, not one per join.
+    assert_eq!(gmp.table().entries().len(), BATCH as usize);
+    assert_eq!(gmp.stats().table_rebuilds, 1);
+    assert_eq!(
+        std::iter::from_fn(|| gmp.poll_event()).count(),
+        BATCH as usize,
+        "every new tree is still reported"
+    );
+    // Reading again without a change rebuilds nothing.
+    let table = gmp.table();
+    assert!(Arc::ptr_eq(&table, &gmp.table()));
+    assert_eq!(gmp.stats().table_rebuilds, 1);
 }
 
 mod random_operations {

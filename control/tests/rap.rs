@@ -332,7 +332,7 @@ fn lost_provide_is_recovered_by_the_server_even_if_the_client_retries_are_lost()
             provides += 1;
             provides > 1
         }
-        RapBody::Request => {
+        RapBody::Request { .. } => {
             requests += 1;
             requests == 1
         }
@@ -351,7 +351,7 @@ fn lost_provide_is_recovered_by_the_server_even_if_the_client_retries_are_lost()
 fn duplicate_requests_reuse_the_id_and_duplicate_provides_are_acked_again() {
     let now = Instant::ZERO;
     let mut server = RapServer::new(n(1), SERVER_SID, services()).unwrap();
-    let req = wire::request(SERVER_SID, CLIENT_SID);
+    let req = wire::padded_request(SERVER_SID, CLIENT_SID, DEFAULT_MTU);
     for _ in 0..3 {
         server.handle_body(now, n(5), &req).expect("request parses");
     }
@@ -514,4 +514,173 @@ fn stray_and_malformed_packets_are_counted() {
         1,
         "acked so a server can forget it"
     );
+}
+
+/// What a server did under a flood of spoofed requests while one real client asked it.
+struct Flood {
+    spoofed_request_bytes: u64,
+    answer_bytes_to_spoofed: u64,
+    pending_before: (usize, usize),
+    /// The most pending entries at once, and their approximate bytes.
+    pending_most: (usize, usize),
+    pending_after: (usize, usize),
+    real_client_lists: Vec<RapEvent>,
+    server: RapServer,
+}
+
+/// The `i`-th spoofed request, each from a distinct claimed client (node, service id), none of
+/// which ever acknowledges: the cheapest an attacker can send (no padding) or one padded to
+/// the MTU like a real client's.
+fn spoofed_request(i: u32, padded: bool) -> (NodeAddr, Vec<u8>) {
+    let node = n(u16::try_from(100 + i % 10_000).unwrap());
+    let sid = u16::try_from(i / 10_000).unwrap();
+    let len = if padded { DEFAULT_MTU } else { 0 };
+    let body = wire::padded_request(SERVER_SID, sid, len);
+    (node, wire::packet(n(1), node, &body))
+}
+
+/// Server 1, real client 2 one link away; `flood` spoofed requests spread over the first
+/// second, the real client's first request in the middle of them, then 10 s of timers.
+fn flood_server(flood: u32, padded: bool) -> Flood {
+    let mut server = RapServer::new(n(1), SERVER_SID, services()).unwrap();
+    let mut client = RapClient::new(n(2), CLIENT_SID, &Timers::default());
+    let routes = bfs_routes(&edges(&[(1, 2)]), n(2));
+    let mut report = Flood {
+        spoofed_request_bytes: 0,
+        answer_bytes_to_spoofed: 0,
+        pending_before: (server.pending(), server.approx_bytes()),
+        pending_most: (0, 0),
+        pending_after: (0, 0),
+        real_client_lists: Vec::new(),
+        server: RapServer::new(n(1), SERVER_SID, Vec::new()).unwrap(),
+    };
+    let step = Duration::from_millis(10);
+    let per_step = flood.div_ceil(100);
+    let mut sent = 0;
+    let mut now = Instant::ZERO;
+    while now <= Instant::from_millis(11_000) {
+        for _ in 0..per_step.min(flood - sent) {
+            let (node, packet) = spoofed_request(sent, padded);
+            sent += 1;
+            report.spoofed_request_bytes += packet.len() as u64;
+            let p = Packet::parse(&packet, DEFAULT_MTU).unwrap();
+            server.handle_body(now, node, p.body()).unwrap();
+        }
+        if now == Instant::from_millis(500) {
+            client.request(now, n(1), SERVER_SID);
+        }
+        if server.poll_timeout().is_some_and(|t| t <= now) {
+            server.handle_timeout(now);
+        }
+        if client.poll_timeout().is_some_and(|t| t <= now) {
+            client.handle_timeout(now, &routes);
+        }
+        // Perfect link, no delay: packets between 1 and 2 arrive at once.
+        while let Some(packet) = client.poll_transmit() {
+            let p = Packet::parse(&packet, DEFAULT_MTU).unwrap();
+            server.handle_body(now, n(2), p.body()).unwrap();
+        }
+        while let Some(packet) = server.poll_transmit() {
+            let p = Packet::parse(&packet, DEFAULT_MTU).unwrap();
+            match p.dst() {
+                Addr::Node(to) if to == n(2) => client.handle_body(now, n(1), p.body()).unwrap(),
+                _ => report.answer_bytes_to_spoofed += packet.len() as u64,
+            }
+        }
+        while let Some(packet) = client.poll_transmit() {
+            let p = Packet::parse(&packet, DEFAULT_MTU).unwrap();
+            server.handle_body(now, n(2), p.body()).unwrap();
+        }
+        report
+            .real_client_lists
+            .extend(std::iter::from_fn(|| client.poll_event()));
+        report.pending_most = report
+            .pending_most
+            .max((server.pending(), server.approx_bytes()));
+        now += step;
+    }
+    report.pending_after = (server.pending(), server.approx_bytes());
+    let ratio = report.answer_bytes_to_spoofed as f64 / report.spoofed_request_bytes as f64;
+    println!(
+        "RAP flood of {flood} spoofed requests (padded: {padded}): {} request bytes in, {} \
+         answer bytes out toward the spoofed sources (ratio {ratio:.3}); pending {:?} -> most \
+         {:?} -> {:?} (entries, approx bytes); {:?}",
+        report.spoofed_request_bytes,
+        report.answer_bytes_to_spoofed,
+        report.pending_before,
+        report.pending_most,
+        report.pending_after,
+        server.stats()
+    );
+    report.server = server;
+    report
+}
+
+fn assert_no_amplification_and_the_real_client_served(flood: &Flood) {
+    assert!(
+        flood.answer_bytes_to_spoofed <= flood.spoofed_request_bytes,
+        "{} answer bytes for {} request bytes",
+        flood.answer_bytes_to_spoofed,
+        flood.spoofed_request_bytes
+    );
+    assert_eq!(flood.real_client_lists.len(), 1);
+    let RapEvent::Services { list, .. } = &flood.real_client_lists[0];
+    assert_eq!(list, &services());
+}
+
+#[test]
+fn two_thousand_spoofed_requests_get_no_more_answer_bytes_than_they_carry() {
+    for padded in [false, true] {
+        let flood = flood_server(2_000, padded);
+        assert_no_amplification_and_the_real_client_served(&flood);
+    }
+}
+
+#[test]
+fn a_request_flood_of_100_000_clients_keeps_the_pending_table_at_its_capacity() {
+    // The cheapest requests leave no state at all.
+    let flood = flood_server(100_000, false);
+    assert_no_amplification_and_the_real_client_served(&flood);
+    assert_eq!(flood.pending_most.0, 0);
+    assert_eq!(flood.server.stats().requests_too_small, 100_000);
+    // Requests that pay for their answer fill the table, and no further.
+    let flood = flood_server(100_000, true);
+    assert_no_amplification_and_the_real_client_served(&flood);
+    let capacity = RapServerOptions::default().max_pending;
+    assert_eq!(flood.pending_most.0, capacity);
+    assert!(flood.server.stats().pending_table_full >= 100_000 - capacity as u64);
+}
+
+#[test]
+fn a_request_too_small_to_pay_for_the_answer_is_refused_and_leaves_no_state() {
+    let now = Instant::ZERO;
+    let mut server = RapServer::new(n(1), SERVER_SID, services()).unwrap();
+    let provide_len = wire::provide_packet_len(&services());
+    let small = wire::request(SERVER_SID, CLIENT_SID);
+    for _ in 0..10 {
+        server.handle_body(now, n(5), &small).unwrap();
+    }
+    assert!(server.poll_transmit().is_none());
+    assert_eq!(server.pending(), 0, "nothing remembered");
+    assert_eq!(server.stats().requests_too_small, 10);
+
+    // A request that pays for exactly one provide gets it, and no re-send on credit the
+    // client never gave.
+    let exact = wire::padded_request(SERVER_SID, CLIENT_SID, provide_len);
+    server.handle_body(now, n(5), &exact).unwrap();
+    assert_eq!(server.poll_transmit().map(|p| p.len()), Some(provide_len));
+    server.handle_timeout(now + Duration::from_secs(1));
+    assert!(server.poll_transmit().is_none());
+    let s = *server.stats();
+    assert_eq!((s.provides_withheld, s.resends), (1, 0));
+    // Its small retries add up until they pay for another one.
+    let needed = provide_len.div_ceil(wire::REQUEST_PACKET_LEN);
+    for _ in 1..needed {
+        server.handle_body(now, n(5), &small).unwrap();
+    }
+    assert!(server.poll_transmit().is_none());
+    server.handle_body(now, n(5), &small).unwrap();
+    assert_eq!(server.poll_transmit().map(|p| p.len()), Some(provide_len));
+    let s = *server.stats();
+    assert!(s.provide_bytes_sent <= s.request_bytes_received, "{s:?}");
 }

@@ -2,7 +2,7 @@
 
 use super::table::MulticastTable;
 use super::tree::Tree;
-use super::{GmpError, GmpEvent, GmpStats};
+use super::{GmpError, GmpEvent, GmpOptions, GmpStats};
 use crate::Transmit;
 use crate::addr::{GroupAddr, NodeAddr};
 use crate::drp::RoutingTable;
@@ -16,6 +16,16 @@ use std::time::Duration;
 
 type Key = (GroupAddr, NodeAddr);
 
+/// What GMP holds, for status output and flood tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GmpMemory {
+    /// (group, sender) trees.
+    pub trees: usize,
+    /// Approximate heap bytes of the trees and the published table (map nodes' own overhead
+    /// left out).
+    pub approx_bytes: usize,
+}
+
 /// GMP on one node. Feed it local subscriptions, received bodies, route changes and timeouts;
 /// drain joins/leaves with [`Gmp::poll_transmit`], events with [`Gmp::poll_event`], and read
 /// the published [`MulticastTable`] with [`Gmp::table`].
@@ -24,26 +34,36 @@ pub struct Gmp {
     me: NodeAddr,
     refresh: Duration,
     expire: Duration,
+    options: GmpOptions,
     trees: BTreeMap<Key, Tree>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<GmpEvent>,
     /// Trees changed during the current call, reported once each when it returns.
     changed: BTreeSet<Key>,
+    /// The last table built; rebuilt by [`Gmp::table`] only when `table_stale`, so a batch of
+    /// joins costs one rebuild, not one each.
     table: Arc<MulticastTable>,
+    table_stale: bool,
     stats: GmpStats,
 }
 
 impl Gmp {
     pub fn new(me: NodeAddr, timers: &Timers) -> Gmp {
+        Gmp::with_options(me, timers, GmpOptions::default())
+    }
+
+    pub fn with_options(me: NodeAddr, timers: &Timers, options: GmpOptions) -> Gmp {
         Gmp {
             me,
             refresh: timers.gmp_refresh,
             expire: timers.gmp_expire,
+            options,
             trees: BTreeMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             changed: BTreeSet::new(),
             table: Arc::new(MulticastTable::default()),
+            table_stale: false,
             stats: GmpStats::default(),
         }
     }
@@ -168,6 +188,10 @@ impl Gmp {
             self.stats.loop_guarded += 1;
             return;
         }
+        if self.trees.len() >= self.options.max_trees {
+            self.stats.trees_refused += 1;
+            return;
+        }
         let mut tree = self.create(now, key, upstream);
         tree.downstream.insert(from, expires);
         self.trees.insert(key, tree);
@@ -265,13 +289,57 @@ impl Gmp {
         self.events.pop_front()
     }
 
-    /// The current snapshot; the same `Arc` until something in it changes.
-    pub fn table(&self) -> Arc<MulticastTable> {
+    /// The current snapshot; the same `Arc` until something in it changes. Built here, at most
+    /// once per change: an engine reads it once per batch of input.
+    pub fn table(&mut self) -> Arc<MulticastTable> {
+        if self.table_stale {
+            self.table_stale = false;
+            self.stats.table_rebuilds += 1;
+            let entries = self
+                .trees
+                .iter()
+                .map(|(&(group, sender), tree)| tree.entry(group, sender))
+                .collect();
+            let table = MulticastTable::new(entries);
+            if *self.table != table {
+                self.table = Arc::new(table);
+            }
+        }
         Arc::clone(&self.table)
     }
 
     pub fn stats(&self) -> &GmpStats {
         &self.stats
+    }
+
+    pub fn options(&self) -> &GmpOptions {
+        &self.options
+    }
+
+    pub fn memory(&self) -> GmpMemory {
+        let trees: usize = self
+            .trees
+            .values()
+            .map(|t| {
+                size_of::<(Key, Tree)>()
+                    + t.downstream.len() * size_of::<(NodeAddr, Instant)>()
+                    + t.local.len() * size_of::<u16>()
+            })
+            .sum();
+        let table: usize = self
+            .table
+            .entries()
+            .iter()
+            .map(|e| {
+                size_of::<super::TreeEntry>()
+                    + e.downstream.len() * size_of::<NodeAddr>()
+                    + e.local_members.len() * size_of::<u16>()
+            })
+            .sum();
+        GmpMemory {
+            trees: self.trees.len(),
+            approx_bytes: trees + table,
+        }
     }
 
     fn upstream_for(&self, sender: NodeAddr, routes: &RoutingTable) -> Option<NodeAddr> {
@@ -356,23 +424,15 @@ impl Gmp {
         });
     }
 
-    /// Reports the trees changed by this call and swaps in a new snapshot if there were any.
+    /// Reports the trees changed by this call; the table is rebuilt when next read.
     fn publish(&mut self) {
         if self.changed.is_empty() {
             return;
         }
+        self.table_stale = true;
         for (group, sender) in std::mem::take(&mut self.changed) {
             self.events
                 .push_back(GmpEvent::TreeChanged { group, sender });
-        }
-        let entries = self
-            .trees
-            .iter()
-            .map(|(&(group, sender), tree)| tree.entry(group, sender))
-            .collect();
-        let table = MulticastTable::new(entries);
-        if *self.table != table {
-            self.table = Arc::new(table);
         }
     }
 }

@@ -9,10 +9,32 @@ mod machine;
 pub mod table;
 mod tree;
 
-pub use machine::Gmp;
+pub use machine::{Gmp, GmpMemory};
 pub use table::{MulticastTable, TreeEntry};
 
 use crate::addr::{GroupAddr, NodeAddr};
+
+/// How many trees a node keeps unless configured otherwise. A tree is one (group, sender) pair;
+/// 4096 is every group address once over, far more than a node relays in practice, and a
+/// full table costs well under a megabyte.
+pub const DEFAULT_MAX_TREES: usize = 4096;
+
+/// Limits on what the network can make GMP hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GmpOptions {
+    /// Most (group, sender) trees this node keeps. A join that would create one more is
+    /// refused and counted (`GmpStats::trees_refused`); established trees, their refreshes and
+    /// local subscriptions (the node's own clients, not the network) are never refused.
+    pub max_trees: usize,
+}
+
+impl Default for GmpOptions {
+    fn default() -> Self {
+        GmpOptions {
+            max_trees: DEFAULT_MAX_TREES,
+        }
+    }
+}
 
 /// Why a local subscription change was refused (the seed's `-1`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,4 +96,8 @@ pub struct GmpStats {
     pub detached: u64,
     /// Bodies that did not parse.
     pub malformed: u64,
+    /// Joins refused because they would have created a tree beyond `GmpOptions::max_trees`.
+    pub trees_refused: u64,
+    /// Times the published multicast table was rebuilt.
+    pub table_rebuilds: u64,
 }

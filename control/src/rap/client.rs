@@ -4,8 +4,8 @@ use crate::addr::NodeAddr;
 use crate::drp::RoutingTable;
 use crate::time::Instant;
 use crate::topology::Timers;
-use crate::wire::BodyError;
 use crate::wire::rap::{self as wire, RapBody, RapMessage, ServiceEntry};
+use crate::wire::{BodyError, DEFAULT_MTU};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
@@ -55,6 +55,8 @@ pub struct RapClient {
     me: NodeAddr,
     service_id: u16,
     retry: Duration,
+    /// Requests are padded to this many bytes, the network MTU: the most a server answers.
+    mtu: usize,
     /// Outstanding requests, keyed by server (node, service id).
     queries: BTreeMap<(NodeAddr, u16), Query>,
     /// The last id each server answered with, to recognise its duplicate provides.
@@ -65,11 +67,19 @@ pub struct RapClient {
 }
 
 impl RapClient {
+    /// A client on a network with the default MTU.
     pub fn new(me: NodeAddr, service_id: u16, timers: &Timers) -> Self {
+        Self::with_mtu(me, service_id, timers, DEFAULT_MTU)
+    }
+
+    /// A client whose requests take `mtu` bytes each, enough to pay for any answer a server
+    /// on that network can send (a server answers with no more bytes than it was sent).
+    pub fn with_mtu(me: NodeAddr, service_id: u16, timers: &Timers, mtu: usize) -> Self {
         RapClient {
             me,
             service_id,
             retry: timers.rap_retry,
+            mtu,
             queries: BTreeMap::new(),
             answered: BTreeMap::new(),
             out: VecDeque::new(),
@@ -202,7 +212,7 @@ impl RapClient {
         q.paused = false;
         q.next_send = now + self.retry;
         self.stats.requests_sent += 1;
-        let body = wire::request(server.1, self.service_id);
+        let body = wire::padded_request(server.1, self.service_id, self.mtu);
         self.out.push_back(wire::packet(server.0, self.me, &body));
     }
 }

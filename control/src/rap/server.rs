@@ -1,4 +1,12 @@
 //! The RAP server: answers requests with its service list until each answer is acknowledged.
+//!
+//! A request's DNP source is not verified, so the server never sends a client more bytes than
+//! that client's requests brought: each request credits its packet size to the client, each
+//! provide (first answer, duplicate answer or timer re-send) spends its own, and one that the
+//! credit does not cover is withheld. A client pads its requests to the MTU, so one request pays
+//! for its answer; a request from a new client that cannot pay for one is refused without a
+//! trace, so a spoofed request buys at most its own size toward its claimed source, and
+//! filling the pending table costs an attacker a full MTU per entry.
 
 use super::RapError;
 use crate::addr::NodeAddr;
@@ -17,7 +25,14 @@ pub struct RapServerOptions {
     pub resend_interval: Duration,
     /// Re-sends after the first provide before the server gives up on a client.
     pub max_resends: u32,
+    /// Most clients with an unacknowledged answer held at once; see
+    /// `RapServerStats::pending_table_full` for what a request beyond it gets.
+    pub max_pending: usize,
 }
+
+/// Pending answers a server holds unless configured otherwise: far more clients than ask one
+/// server within a re-send period, and about 32 KiB when full.
+pub const DEFAULT_MAX_PENDING: usize = 1024;
 
 impl Default for RapServerOptions {
     fn default() -> Self {
@@ -25,6 +40,7 @@ impl Default for RapServerOptions {
             mtu: DEFAULT_MTU,
             resend_interval: Duration::from_secs(1),
             max_resends: 5,
+            max_pending: DEFAULT_MAX_PENDING,
         }
     }
 }
@@ -46,6 +62,18 @@ pub struct RapServerStats {
     /// Packets for another service id, or of a kind a server does not take (provide).
     pub ignored: u64,
     pub malformed: u64,
+    /// Requests from a new client too small to pay for a provide (see `provides_withheld`):
+    /// not answered, nothing remembered.
+    pub requests_too_small: u64,
+    /// Requests from a new client while `max_pending` clients were pending: answered once,
+    /// never re-sent, no state kept.
+    pub pending_table_full: u64,
+    /// Provides not sent because they would have been larger than the request bytes the client
+    /// sent and has not yet been answered for (no amplification toward a spoofed source).
+    pub provides_withheld: u64,
+    /// Whole packets, DNP header included: what requests brought in and provides sent out.
+    pub request_bytes_received: u64,
+    pub provide_bytes_sent: u64,
     /// Provides not sent because the list did not encode (cannot happen: lists are checked
     /// when set; counted rather than assumed).
     pub encode_failures: u64,
@@ -57,6 +85,8 @@ struct Pending {
     rap_id: u16,
     next_send: Instant,
     resends_left: u32,
+    /// Request bytes received from this client not yet spent on provides.
+    credit: usize,
 }
 
 /// The RAP server of one service on one node.
@@ -139,25 +169,44 @@ impl RapServer {
         }
         let client = (src, msg.src_sid);
         match msg.body {
-            RapBody::Request => {
+            RapBody::Request { padding } => {
+                let size = wire::request_packet_len(padding);
                 self.stats.requests_received += 1;
-                let rap_id = match self.pending.get(&client) {
+                self.stats.request_bytes_received = self
+                    .stats
+                    .request_bytes_received
+                    .saturating_add(size as u64);
+                let (rap_id, credit) = match self.pending.get(&client) {
                     Some(p) => {
                         self.stats.duplicate_requests += 1;
-                        p.rap_id
+                        (p.rap_id, p.credit.saturating_add(size))
                     }
-                    None => self.fresh_id(),
+                    None if size < wire::provide_packet_len(&self.services) => {
+                        // Too small to pay for an answer: a real client pads to the MTU, so
+                        // this one is refused and nothing is remembered.
+                        self.stats.requests_too_small += 1;
+                        return;
+                    }
+                    None if self.pending.len() >= self.options.max_pending => {
+                        // No room to remember this client: answered once and forgotten; the
+                        // clients already pending keep their state.
+                        self.stats.pending_table_full += 1;
+                        let rap_id = self.fresh_id();
+                        let mut credit = size;
+                        self.send_provide(client, rap_id, &mut credit);
+                        return;
+                    }
+                    None => (self.fresh_id(), size),
                 };
                 // The client is still asking, so it is worth the full run of re-sends again.
-                self.pending.insert(
-                    client,
-                    Pending {
-                        rap_id,
-                        next_send: now + self.options.resend_interval,
-                        resends_left: self.options.max_resends,
-                    },
-                );
-                self.send_provide(client, rap_id);
+                let mut pending = Pending {
+                    rap_id,
+                    next_send: now + self.options.resend_interval,
+                    resends_left: self.options.max_resends,
+                    credit,
+                };
+                self.send_provide(client, rap_id, &mut pending.credit);
+                self.pending.insert(client, pending);
             }
             RapBody::Ack => match self.pending.get(&client) {
                 Some(p) if p.rap_id == msg.rap_id => {
@@ -189,9 +238,13 @@ impl RapServer {
             }
             p.resends_left -= 1;
             p.next_send = now + self.options.resend_interval;
-            let rap_id = p.rap_id;
-            self.stats.resends += 1;
-            self.send_provide(client, rap_id);
+            let (rap_id, mut credit) = (p.rap_id, p.credit);
+            if self.send_provide(client, rap_id, &mut credit) {
+                self.stats.resends += 1;
+            }
+            if let Some(p) = self.pending.get_mut(&client) {
+                p.credit = credit;
+            }
         }
     }
 
@@ -214,22 +267,31 @@ impl RapServer {
         &self.stats
     }
 
-    /// An id no pending request holds, never 0.
-    fn fresh_id(&mut self) -> u16 {
-        let first = self.next_id;
-        for _ in 0..u16::MAX {
-            let id = self.next_id;
-            self.next_id = self.next_id.checked_add(1).unwrap_or(1);
-            if !self.pending.values().any(|p| p.rap_id == id) {
-                return id;
-            }
-        }
-        // Every id is pending (65535 clients at once): ids are per client, so sharing one is
-        // still unambiguous.
-        first
+    /// Approximate heap bytes of the pending answers (the map's own node overhead left out).
+    pub fn approx_bytes(&self) -> usize {
+        self.pending.len() * size_of::<((NodeAddr, u16), Pending)>()
     }
 
-    fn send_provide(&mut self, (node, sid): (NodeAddr, u16), rap_id: u16) {
+    /// The next id, never 0. Ids only need to differ between one client's successive
+    /// requests (acks are matched per client), so a counter does, in constant time.
+    fn fresh_id(&mut self) -> u16 {
+        let id = self.next_id;
+        self.next_id = self.next_id.checked_add(1).unwrap_or(1);
+        id
+    }
+
+    /// Sends a provide to the client if `credit` (request bytes it sent, not yet answered)
+    /// covers the whole packet, and spends it; returns whether it was sent.
+    fn send_provide(
+        &mut self,
+        (node, sid): (NodeAddr, u16),
+        rap_id: u16,
+        credit: &mut usize,
+    ) -> bool {
+        let Some(left) = credit.checked_sub(wire::provide_packet_len(&self.services)) else {
+            self.stats.provides_withheld += 1;
+            return false;
+        };
         // The list was checked against the MTU when it was set, so this cannot fail; if it
         // did, nothing is sent rather than a packet that breaks the MTU.
         match wire::provide(
@@ -240,10 +302,20 @@ impl RapServer {
             self.options.mtu,
         ) {
             Ok(body) => {
+                let packet = wire::packet(node, self.me, &body);
+                *credit = left;
                 self.stats.provides_sent += 1;
-                self.out.push_back(wire::packet(node, self.me, &body));
+                self.stats.provide_bytes_sent = self
+                    .stats
+                    .provide_bytes_sent
+                    .saturating_add(packet.len() as u64);
+                self.out.push_back(packet);
+                true
             }
-            Err(_) => self.stats.encode_failures += 1,
+            Err(_) => {
+                self.stats.encode_failures += 1;
+                false
+            }
         }
     }
 }

@@ -7,8 +7,10 @@
 //! | 4–5   | kind: 1 request, 2 provide, 3 ack |
 //! | 6–7   | rap_id: the session the server assigned (0 in a request) |
 //!
-//! Request and ack end there. A provide goes on with a count (u16) and that many service
-//! entries, each what a receiver needs to join a transfer:
+//! An ack ends there; a request may go on with zero bytes of padding, which the client adds so
+//! the request is as large as any answer (a server never answers with more bytes than it was
+//! sent: no amplification toward a spoofed source). A provide goes on with a count (u16) and
+//! that many service entries, each what a receiver needs to join a transfer:
 //!
 //! | bytes  | field |
 //! |--------|-------|
@@ -83,7 +85,10 @@ pub struct RapMessage<'a> {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RapBody<'a> {
-    Request,
+    /// `padding` zero bytes followed the header.
+    Request {
+        padding: usize,
+    },
     Provide(ServiceList<'a>),
     Ack,
 }
@@ -91,7 +96,7 @@ pub enum RapBody<'a> {
 impl RapBody<'_> {
     pub fn kind(&self) -> RapKind {
         match self {
-            RapBody::Request => RapKind::Request,
+            RapBody::Request { .. } => RapKind::Request,
             RapBody::Provide(_) => RapKind::Provide,
             RapBody::Ack => RapKind::Ack,
         }
@@ -178,7 +183,7 @@ impl<'a> ServiceList<'a> {
     fn parse(bytes: &'a [u8]) -> Result<Self, BodyError> {
         let (count, entries) = U16::read_from_prefix(bytes).map_err(|_| BodyError::TooShort {
             needed: RAP_HEADER_LEN + 2,
-            got: RAP_HEADER_LEN + bytes.len(),
+            got: RAP_HEADER_LEN.saturating_add(bytes.len()),
         })?;
         let mut rest = entries;
         for _ in 0..count.get() {
@@ -231,10 +236,13 @@ impl<'a> RapMessage<'a> {
             got: body.len(),
         })?;
         let parsed = match header.kind.get() {
-            KIND_REQUEST | KIND_ACK if !rest.is_empty() => {
+            KIND_REQUEST if rest.iter().any(|&b| b != 0) => {
                 return Err(BodyError::TrailingBytes(rest.len()));
             }
-            KIND_REQUEST => RapBody::Request,
+            KIND_ACK if !rest.is_empty() => return Err(BodyError::TrailingBytes(rest.len())),
+            KIND_REQUEST => RapBody::Request {
+                padding: rest.len(),
+            },
             KIND_ACK => RapBody::Ack,
             KIND_PROVIDE => RapBody::Provide(ServiceList::parse(rest)?),
             other => return Err(BodyError::UnknownKind(other)),
@@ -335,9 +343,32 @@ fn header(dst_sid: u16, src_sid: u16, kind: RapKind, rap_id: u16) -> RapHeader {
     }
 }
 
-/// A request body (rap_id 0: the server assigns one).
+/// A request body (rap_id 0: the server assigns one), without padding.
 pub fn request(dst_sid: u16, src_sid: u16) -> Vec<u8> {
-    header_only(header(dst_sid, src_sid, RapKind::Request, 0))
+    padded_request(dst_sid, src_sid, 0)
+}
+
+/// Bytes of a request packet (DNP header and trailer included) without padding.
+pub const REQUEST_PACKET_LEN: usize = DNP_HEADER_LEN + RAP_HEADER_LEN + CRC_LEN;
+
+/// A request body padded with zeros so that its whole packet takes `packet_len` bytes (at
+/// least [`REQUEST_PACKET_LEN`], at most the 65535 a DNP length field can say): a server
+/// answers with at most as many bytes as a request brings.
+pub fn padded_request(dst_sid: u16, src_sid: u16, packet_len: usize) -> Vec<u8> {
+    let padding = packet_len
+        .min(usize::from(u16::MAX))
+        .saturating_sub(REQUEST_PACKET_LEN);
+    let mut body = Vec::with_capacity(RAP_HEADER_LEN + padding + CRC_LEN);
+    body.extend_from_slice(header(dst_sid, src_sid, RapKind::Request, 0).as_bytes());
+    body.resize(RAP_HEADER_LEN + padding, 0);
+    trailer::push(&mut body);
+    body
+}
+
+/// The whole packet a request with `padding` bytes of padding took (saturating: the padding
+/// was counted off a received body, so it cannot really overflow).
+pub fn request_packet_len(padding: usize) -> usize {
+    REQUEST_PACKET_LEN.saturating_add(padding)
 }
 
 pub fn ack(dst_sid: u16, src_sid: u16, rap_id: u16) -> Vec<u8> {
@@ -453,7 +484,23 @@ mod tests {
         assert_eq!(parsed.flag(), Flag::Rap);
         let m = RapMessage::parse(parsed.body()).unwrap();
         assert_eq!((m.dst_sid, m.src_sid, m.rap_id), (0x10, 0x20, 0));
-        assert_eq!(m.body, RapBody::Request);
+        assert_eq!(m.body, RapBody::Request { padding: 0 });
+    }
+
+    #[test]
+    fn a_padded_request_fills_the_packet_length_asked_for() {
+        let body = padded_request(0x0010, 0x0020, DEFAULT_MTU);
+        let p = packet(n(9), n(5), &body);
+        assert_eq!(p.len(), DEFAULT_MTU);
+        let parsed = Packet::parse(&p, DEFAULT_MTU).unwrap();
+        let m = RapMessage::parse(parsed.body()).unwrap();
+        let padding = DEFAULT_MTU - REQUEST_PACKET_LEN;
+        assert_eq!(m.body, RapBody::Request { padding });
+        assert_eq!(request_packet_len(padding), DEFAULT_MTU);
+        // Shorter than an unpadded request, or longer than DNP allows: the nearest it can be.
+        assert_eq!(padded_request(1, 2, 0), request(1, 2));
+        let most = packet(n(9), n(5), &padded_request(1, 2, usize::MAX));
+        assert_eq!(most.len(), usize::from(u16::MAX));
     }
 
     #[test]
@@ -505,9 +552,14 @@ mod tests {
             RapMessage::parse(&sealed(&[0, 1, 0, 2, 0, 9, 0, 0])),
             Err(BodyError::UnknownKind(9))
         );
+        // A request may carry zero padding, nothing else.
         assert_eq!(
-            RapMessage::parse(&sealed(&[0, 1, 0, 2, 0, 1, 0, 0, 0])),
-            Err(BodyError::TrailingBytes(1))
+            RapMessage::parse(&sealed(&[0, 1, 0, 2, 0, 1, 0, 0, 0, 0])).map(|m| m.body),
+            Ok(RapBody::Request { padding: 2 })
+        );
+        assert_eq!(
+            RapMessage::parse(&sealed(&[0, 1, 0, 2, 0, 1, 0, 0, 0, 1])),
+            Err(BodyError::TrailingBytes(2))
         );
         assert_eq!(
             RapMessage::parse(&sealed(&[0, 1, 0, 2, 0, 3, 0, 0, 0])),
@@ -662,7 +714,7 @@ mod tests {
         fn request_and_ack_round_trip(dst: u16, src: u16, id: u16) {
             let req = request(dst, src);
             let m = RapMessage::parse(&req).unwrap();
-            prop_assert_eq!(m, RapMessage { dst_sid: dst, src_sid: src, rap_id: 0, body: RapBody::Request });
+            prop_assert_eq!(m, RapMessage { dst_sid: dst, src_sid: src, rap_id: 0, body: RapBody::Request { padding: 0 } });
             let a = ack(dst, src, id);
             let m = RapMessage::parse(&a).unwrap();
             prop_assert_eq!(m, RapMessage { dst_sid: dst, src_sid: src, rap_id: id, body: RapBody::Ack });

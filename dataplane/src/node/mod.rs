@@ -94,7 +94,7 @@ impl Node {
         let timers = &topology.network.timers;
         let drp = Drp::new(me, topology, now);
         let routes = drp.routes();
-        let gmp = Gmp::new(me, timers);
+        let mut gmp = Gmp::new(me, timers);
         let mcast = gmp.table();
         let rap_server = RapServer::with_options(
             me,
@@ -112,7 +112,7 @@ impl Node {
             drp,
             gmp,
             rap_server,
-            rap_client: RapClient::new(me, RAP_CLIENT_SID, timers),
+            rap_client: RapClient::with_mtu(me, RAP_CLIENT_SID, timers, topology.network.mtu),
             transfers: Transfers::new(me, topology.network.mtu, options),
             routes,
             mcast,

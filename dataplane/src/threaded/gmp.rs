@@ -3,7 +3,8 @@
 //! clients subscribe and unsubscribe through the same mutex (the seed's
 //! `local_client_subscribe_to_multicast`), and DRP calls in when routes change. Every caller
 //! publishes the multicast table under the lock, sends the joins and leaves after it, and kicks
-//! the thread so it re-reads its deadline.
+//! the thread so it re-reads its deadline. Received messages are handled in batches, the table
+//! published once per batch.
 
 use super::buffer::Pop;
 use super::node::Node;
@@ -12,6 +13,9 @@ use control::gmp::{Gmp, GmpError};
 use control::{GroupAddr, NodeAddr};
 use std::sync::MutexGuard;
 
+/// Most received messages handled under one lock before the table is published.
+const BATCH: usize = 64;
+
 pub(crate) fn thread(node: &Node) {
     let inbox = node.dnp.gmp_in();
     loop {
@@ -19,12 +23,17 @@ pub(crate) fn thread(node: &Node) {
             .poll_timeout()
             .and_then(|t| node.clock.to_std(t));
         match inbox.pop_until(deadline) {
-            Pop::Item(r) => {
+            Pop::Item(first) => {
                 let routes = node.dnp.routes();
                 let now = node.clock.now();
                 let mut gmp = lock(&node.gmp);
-                // Malformed bodies are counted by the core.
-                let _ = gmp.handle_body(now, r.from, r.body(), &routes);
+                // What else is waiting joins the batch: one table publish for all of it, so a
+                // join flood costs a rebuild per batch, not per join.
+                let waiting = std::iter::from_fn(|| inbox.try_pop()).take(BATCH - 1);
+                for r in std::iter::once(first).chain(waiting) {
+                    // Malformed bodies are counted by the core.
+                    let _ = gmp.handle_body(now, r.from, r.body(), &routes);
+                }
                 drain(node, gmp);
             }
             Pop::Timeout | Pop::Kicked => {}

@@ -303,7 +303,7 @@ impl ThreadedNode {
             gmp: Mutex::new(Gmp::new(me, &timers)),
             rap_servers: RwLock::new(BTreeMap::new()),
             rap_client: ClientSlot::new(
-                RapClient::new(me, options.rap_client_sid, &timers),
+                RapClient::with_mtu(me, options.rap_client_sid, &timers, topology.network.mtu),
                 client_inbox,
             ),
             rmtp,
