@@ -689,7 +689,10 @@ impl Drp {
         let Some(e) = self.lsdb.get(orig) else {
             return;
         };
-        let b = body::lsp(orig, e.sequence, &e.neighbours);
+        // Entries are cut to what one LSP under the MTU can list, far below the count limit.
+        let Ok(b) = body::lsp(orig, e.sequence, &e.neighbours) else {
+            return;
+        };
         self.transmit(to, &b);
         self.stats.lsps_sent += 1;
     }
