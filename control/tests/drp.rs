@@ -936,3 +936,40 @@ fn an_lsp_nobody_refreshes_ages_out() {
     }
     net.assert_converged();
 }
+
+/// Hellos from every node address (a forger on a link the engine maps to any source, or an
+/// engine that learns unknown peers) fill the neighbour table up to its capacity and no
+/// further; the file's neighbours stay live and routing through them keeps working.
+#[test]
+fn a_flood_of_forged_neighbours_is_capped() {
+    let topo = line(3);
+    let me = topo.nodes[1].addr;
+    let config = DrpConfig::default();
+    let mut d = Drp::new(me, &topo, Instant::ZERO);
+    d.handle_timeout(Instant::ZERO);
+    let t = Instant::from_millis(10);
+    for s in &topo.nodes {
+        if s.addr != me {
+            let lsp = lsp_bytes(s.addr.get(), 1, &[me.get()]);
+            d.handle_packet(t, s.addr, DrpMessage::parse(&lsp).unwrap());
+        }
+    }
+    let before = d.neighbours().len();
+    for a in 1..0xF000u16 {
+        d.handle_packet(t, n(a), DrpMessage::Hello);
+    }
+    println!(
+        "neighbours: {before} live before hellos from {} addresses, {} live after, {} refused",
+        0xF000 - 1,
+        d.neighbours().len(),
+        d.stats().neighbours_refused
+    );
+    assert_eq!(d.neighbours().len(), config.neighbour_capacity);
+    assert!(d.stats().neighbours_refused >= (0xF000 - 2 - config.neighbour_capacity) as u64);
+    d.handle_timeout(t);
+    for s in &topo.nodes {
+        if s.addr != me {
+            assert_eq!(d.routes().next_hop(s.addr), Some(s.addr));
+        }
+    }
+}
