@@ -973,3 +973,18 @@ fn a_flood_of_forged_neighbours_is_capped() {
         }
     }
 }
+
+/// Timers are checked when a file is read, but a `Topology` built in code is not: a dead
+/// interval beyond `Duration::MAX` is taken as "never", not a panic on the first hello.
+#[test]
+fn a_dead_interval_past_the_largest_duration_does_not_panic() {
+    let mut topo = line(2);
+    topo.network.timers.hello_interval = Duration::MAX;
+    topo.network.timers.dead_hellos = 3;
+    assert_eq!(topo.network.timers.dead_interval(), Duration::MAX);
+    let (me, nb) = (topo.nodes[0].addr, topo.nodes[1].addr);
+    let mut d = Drp::new(me, &topo, Instant::ZERO);
+    d.handle_timeout(Instant::ZERO);
+    d.handle_packet(Instant::from_millis(1), nb, DrpMessage::Hello);
+    assert_eq!(d.neighbours(), vec![nb]);
+}
