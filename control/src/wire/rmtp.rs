@@ -642,7 +642,8 @@ mod tests {
         let ranges = [SeqRange::single(3), SeqRange { first: 9, len: 4 }];
         let mut buf = [0u8; 200];
         // Each builder, given exactly the room it needs, then one byte less.
-        let builds: [(&str, &dyn Fn(&mut [u8]) -> Result<usize, BuildError>); 8] = [
+        type Build<'a> = &'a dyn Fn(&mut [u8]) -> Result<usize, BuildError>;
+        let builds: [(&str, Build); 8] = [
             ("nack", &|b| build_nack(b, n(1), n(2), g(0xF000), &ranges)),
             ("ncf", &|b| {
                 build_ncf(b, n(3), n(2), g(0xF000), n(1), &ranges)

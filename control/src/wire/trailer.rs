@@ -27,7 +27,7 @@ pub fn checked(body: &[u8]) -> Result<&[u8], BodyError> {
 /// Writes the trailer of `body[..len]` right after it; returns the length with the trailer.
 /// A `body` shorter than `len + CRC_LEN` is refused, untouched.
 pub fn append(body: &mut [u8], len: usize) -> Result<usize, BuildError> {
-    let end = len.checked_add(CRC_LEN).unwrap_or(usize::MAX);
+    let end = len.saturating_add(CRC_LEN);
     room(end, body.len())?;
     let crc = crc32c::crc32c(&body[..len]);
     body[len..end].copy_from_slice(&crc.to_be_bytes());
