@@ -848,6 +848,10 @@ fn a_forged_lsp_at_the_top_of_the_sequence_space_costs_a_bounded_disturbance() {
         // Forged at the top, or one below: the victim flushed and started again from 1.
         // Further below it jumped past the forgery; its next origination reaches the top.
         assert!(own < 10 || own == seq + 1, "{label}: sequence {own:#x}");
+        if own < 10 {
+            let removed = net.total(|s| s.flushes_removed);
+            assert!(removed >= 8, "{label}: {removed} flushes removed");
+        }
         println!("{label}: routes right and quiet again, sequence {own:#x}");
         // The victim's next originations (a link cut and healed) leave it low in the space.
         let other = net.nodes[&victim].neighbours()[0];
@@ -931,6 +935,7 @@ fn an_lsp_nobody_refreshes_ages_out() {
             "{} still holds the ghost",
             d.me()
         );
+        assert_eq!(d.stats().lsps_aged_out, 1, "{}", d.me());
         assert_eq!(d.known_nodes().len(), 8);
         assert!(d.sequence() >= 2, "{}: no refresh", d.me());
     }
