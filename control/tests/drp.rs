@@ -5,7 +5,7 @@
 //! links that really carry packets).
 
 use control::addr::NodeAddr;
-use control::drp::{Drp, DrpEvent};
+use control::drp::{Drp, DrpConfig, DrpEvent};
 use control::rng::Rng;
 use control::time::Instant;
 use control::topology::{Faults, LinkSpec, NetworkOptions, NodeSpec, Topology};
@@ -232,6 +232,18 @@ impl Net {
             self.drain(a);
         }
         true
+    }
+
+    /// A body arriving at `at` over the link from `via` (a forger on that link, or a neighbour
+    /// flooding what a forger gave it).
+    fn inject(&mut self, at: NodeAddr, via: NodeAddr, body: &[u8]) {
+        let msg = DrpMessage::parse(body).expect("a well-formed forgery");
+        let now = self.now;
+        self.nodes
+            .get_mut(&at)
+            .unwrap()
+            .handle_packet(now, via, msg);
+        self.drain(at);
     }
 
     fn run_for(&mut self, d: Duration) {
@@ -785,4 +797,199 @@ fn a_thousand_nodes_converge() {
         flooded.as_secs_f64(),
         wall.elapsed().as_secs_f64()
     );
+}
+
+// ---- hostile input ----
+
+/// The whole sequence space is the forger's: an LSP at (or near) `u32::MAX` for the node next
+/// to where it is injected, or for one across the network, once made its originator jump to the
+/// top and bounce its real LSP off the forged copy for ever. Now it costs a bounded disturbance:
+/// within a bounded time every route is the true shortest path again and stays so, the
+/// originator's sequence is back below the forged one, and flooding falls quiet.
+#[test]
+fn a_forged_lsp_at_the_top_of_the_sequence_space_costs_a_bounded_disturbance() {
+    for (victim_index, seq) in [
+        (1, u32::MAX),
+        (1, u32::MAX - 1),
+        (4, u32::MAX),
+        (4, u32::MAX - 2),
+    ] {
+        let topo = ring(8);
+        let mut net = Net::new(&topo);
+        net.converge(secs(5)).expect("converges");
+        net.run_for(secs(3));
+        let at = n(scrambled(0, 8));
+        let via = n(scrambled(7, 8));
+        let victim = n(scrambled(victim_index, 8));
+        let label = format!("LSP of {victim} at {seq:#x} forged at {at}");
+        // The forgery says the victim has no links: whoever believes it cannot reach it.
+        net.inject(at, via, &lsp_bytes(victim.get(), seq, &[]));
+        net.run_for(secs(30));
+        net.assert_converged();
+        let lsps = net.total(|s| s.lsps_sent);
+        for _ in 0..30 {
+            net.run_for(secs(1));
+            net.assert_converged();
+        }
+        assert_eq!(
+            net.total(|s| s.lsps_sent),
+            lsps,
+            "{label}: LSPs still flowing"
+        );
+        let agreed = |net: &Net| {
+            let own = net.nodes[&victim].sequence();
+            for x in net.nodes.values() {
+                let held = x.lsdb().get(victim).map(|e| e.sequence);
+                assert_eq!(held, Some(own), "{label} at {}", x.me());
+            }
+            own
+        };
+        let own = agreed(&net);
+        // Forged at the top, or one below: the victim flushed and started again from 1.
+        // Further below it jumped past the forgery; its next origination reaches the top.
+        assert!(own < 10 || own == seq + 1, "{label}: sequence {own:#x}");
+        if own < 10 {
+            let removed = net.total(|s| s.flushes_removed);
+            assert!(removed >= 8, "{label}: {removed} flushes removed");
+        }
+        println!("{label}: routes right and quiet again, sequence {own:#x}");
+        // The victim's next originations (a link cut and healed) leave it low in the space.
+        let other = net.nodes[&victim].neighbours()[0];
+        net.cut.insert(key(victim, other));
+        net.converge(secs(30)).expect("converges while cut");
+        net.cut.remove(&key(victim, other));
+        net.converge(secs(30)).expect("converges when healed");
+        net.run_for(secs(5));
+        net.assert_converged();
+        let own = agreed(&net);
+        assert!((1..10).contains(&own), "{label}: sequence {own:#x}");
+        println!("{label}: after a link flap, sequence {own}");
+    }
+}
+
+/// Forged LSPs from every originator the address space allows (every node address the network
+/// does not use) fill each database up to its capacity and no further; established entries
+/// stay, and routing keeps converging to the true shortest paths, also after a link is cut.
+#[test]
+fn a_flood_of_forged_originators_is_capped_and_routing_keeps_working() {
+    let capacity = DrpConfig::default().lsdb_capacity;
+    let topo = ring(6);
+    let mut net = Net::new(&topo);
+    net.converge(secs(5)).expect("converges");
+    net.run_for(secs(3));
+    let at = n(scrambled(0, 6));
+    let via = n(scrambled(5, 6));
+    let before: Vec<(usize, usize)> = net
+        .nodes
+        .values()
+        .map(|d| (d.lsdb().len(), d.lsdb().approx_bytes()))
+        .collect();
+    let forged: Vec<u16> = (1..0xF000)
+        .filter(|&a| !net.nodes.contains_key(&n(a)))
+        .collect();
+    for &a in &forged {
+        net.inject(at, via, &lsp_bytes(a, 1, &[at.get()]));
+    }
+    net.run_for(secs(10));
+    for (d, (len, bytes)) in net.nodes.values().zip(&before) {
+        println!(
+            "node {}: link-state database {len} entries (~{bytes} bytes) before {} forged originators, {} entries (~{} bytes) after, {} refused",
+            d.me(),
+            forged.len(),
+            d.lsdb().len(),
+            d.lsdb().approx_bytes(),
+            d.stats().lsps_refused_full,
+        );
+        assert!(d.lsdb().len() <= capacity, "{}: {}", d.me(), d.lsdb().len());
+        for s in &topo.nodes {
+            assert!(d.lsdb().get(s.addr).is_some_and(|e| e.sequence >= 1));
+        }
+    }
+    assert_eq!(net.nodes[&at].lsdb().len(), capacity);
+    assert!(net.nodes[&at].stats().lsps_refused_full >= (forged.len() - capacity) as u64);
+    net.assert_converged();
+    let x = n(scrambled(2, 6));
+    let y = n(scrambled(3, 6));
+    net.cut.insert(key(x, y));
+    net.converge(secs(10))
+        .expect("routes around a cut during the flood");
+}
+
+/// Nothing refreshes an LSP whose originator does not exist: it ages out of every database
+/// after the maximum age, while the real nodes' LSPs, refreshed by their originators, stay.
+#[test]
+fn an_lsp_nobody_refreshes_ages_out() {
+    let topo = ring(8);
+    let mut net = Net::new(&topo);
+    net.converge(secs(5)).expect("converges");
+    let at = n(scrambled(0, 8));
+    let via = n(scrambled(7, 8));
+    let ghost = n(0x4000);
+    net.inject(at, via, &lsp_bytes(ghost.get(), 7, &[at.get()]));
+    net.run_for(secs(5));
+    assert!(net.nodes.values().all(|d| d.lsdb().get(ghost).is_some()));
+    net.run_for(secs(2 * 3600));
+    for d in net.nodes.values() {
+        assert!(
+            d.lsdb().get(ghost).is_none(),
+            "{} still holds the ghost",
+            d.me()
+        );
+        assert_eq!(d.stats().lsps_aged_out, 1, "{}", d.me());
+        assert_eq!(d.known_nodes().len(), 8);
+        assert!(d.sequence() >= 2, "{}: no refresh", d.me());
+    }
+    net.assert_converged();
+}
+
+/// Hellos from every node address (a forger on a link the engine maps to any source, or an
+/// engine that learns unknown peers) fill the neighbour table up to its capacity and no
+/// further; the file's neighbours stay live and routing through them keeps working.
+#[test]
+fn a_flood_of_forged_neighbours_is_capped() {
+    let topo = line(3);
+    let me = topo.nodes[1].addr;
+    let config = DrpConfig::default();
+    let mut d = Drp::new(me, &topo, Instant::ZERO);
+    d.handle_timeout(Instant::ZERO);
+    let t = Instant::from_millis(10);
+    for s in &topo.nodes {
+        if s.addr != me {
+            let lsp = lsp_bytes(s.addr.get(), 1, &[me.get()]);
+            d.handle_packet(t, s.addr, DrpMessage::parse(&lsp).unwrap());
+        }
+    }
+    let before = d.neighbours().len();
+    for a in 1..0xF000u16 {
+        d.handle_packet(t, n(a), DrpMessage::Hello);
+    }
+    println!(
+        "neighbours: {before} live before hellos from {} addresses, {} live after, {} refused",
+        0xF000 - 1,
+        d.neighbours().len(),
+        d.stats().neighbours_refused
+    );
+    assert_eq!(d.neighbours().len(), config.neighbour_capacity);
+    assert!(d.stats().neighbours_refused >= (0xF000 - 2 - config.neighbour_capacity) as u64);
+    d.handle_timeout(t);
+    for s in &topo.nodes {
+        if s.addr != me {
+            assert_eq!(d.routes().next_hop(s.addr), Some(s.addr));
+        }
+    }
+}
+
+/// Timers are checked when a file is read, but a `Topology` built in code is not: a dead
+/// interval beyond `Duration::MAX` is taken as "never", not a panic on the first hello.
+#[test]
+fn a_dead_interval_past_the_largest_duration_does_not_panic() {
+    let mut topo = line(2);
+    topo.network.timers.hello_interval = Duration::MAX;
+    topo.network.timers.dead_hellos = 3;
+    assert_eq!(topo.network.timers.dead_interval(), Duration::MAX);
+    let (me, nb) = (topo.nodes[0].addr, topo.nodes[1].addr);
+    let mut d = Drp::new(me, &topo, Instant::ZERO);
+    d.handle_timeout(Instant::ZERO);
+    d.handle_packet(Instant::from_millis(1), nb, DrpMessage::Hello);
+    assert_eq!(d.neighbours(), vec![nb]);
 }

@@ -268,7 +268,7 @@ fn bad_mtu() {
     expect(
         &format!("[network]\nmtu = 63\n{NODES}"),
         2,
-        "mtu 63 is outside 64..=65535",
+        "mtu 63 is outside 81..=65535",
     );
     expect(
         &format!("[network]\nmtu = 65536\n{NODES}"),
@@ -283,24 +283,37 @@ fn bad_mtu() {
 }
 
 #[test]
+fn an_mtu_below_the_largest_fixed_packet_is_refused() {
+    // An SPM is 81 bytes (10 DNP + 67 fields + 4 trailer), the largest packet of fixed size:
+    // with mtu 80 the sender's SPM could not be built, so the file is refused where it says 80.
+    let e = expect(
+        &format!("[network]\nmtu = 80\n{NODES}"),
+        2,
+        "mtu 80 is outside 81..=65535",
+    );
+    assert!(e.to_string().starts_with("net.toml:2:7: "), "{e}");
+    assert!(Topology::from_toml_str(&format!("[network]\nmtu = 81\n{NODES}"), "net.toml").is_ok());
+}
+
+#[test]
 fn too_many_links_for_one_lsp() {
-    // Under mtu 64 an LSP lists (64 - 10 - 10 - 4) / 2 = 20 neighbours (the 4 is the trailer).
-    let mut text = String::from("[network]\nmtu = 64\n");
-    for k in 1..=24 {
+    // Under mtu 84 an LSP lists (84 - 10 - 10 - 4) / 2 = 30 neighbours (the 4 is the trailer).
+    let mut text = String::from("[network]\nmtu = 84\n");
+    for k in 1..=34 {
         text += &format!(
             "[[node]]\naddr = {k}\nsocket = \"127.0.0.1:{}\"\n",
             7000 + k
         );
     }
     let first_link_line = text.lines().count() + 1;
-    for k in 2..=24 {
+    for k in 2..=34 {
         text += &format!("[[link]]\nnodes = [1, {k}]\n");
     }
-    // The 21st link of node 1 is the one too many.
+    // The 31st link of node 1 is the one too many.
     expect(
         &text,
-        first_link_line + 20 * 2 + 1,
-        "node 1 has more than 20 links",
+        first_link_line + 30 * 2 + 1,
+        "node 1 has more than 30 links",
     );
 }
 

@@ -138,7 +138,7 @@ fn direct_transfer(dir: &TempDir, name: &str, data: &[u8], lie_about_hash: bool)
                 // final BLAKE3 check can tell.
                 let mut spm = control::wire::rmtp::SpmFields::parse(&buf[10..len]).unwrap();
                 spm.hash[0] ^= 0xFF;
-                control::wire::rmtp::build_spm(&mut buf, g(), n(1), &spm)
+                control::wire::rmtp::build_spm(&mut buf, g(), n(1), &spm).unwrap()
             } else {
                 len
             };

@@ -77,7 +77,7 @@ fn steady_state_relay_path_does_not_allocate() {
         .collect();
     let nack = |from: u16, seq: u64| {
         let mut b = vec![0u8; 64];
-        let l = rmtp::build_nack(&mut b, n(1), n(from), g, &[SeqRange::single(seq)]);
+        let l = rmtp::build_nack(&mut b, n(1), n(from), g, &[SeqRange::single(seq)]).unwrap();
         b.truncate(l);
         b
     };
@@ -90,7 +90,7 @@ fn steady_state_relay_path_does_not_allocate() {
                 mab: s * 1000 + 100_000,
                 received: s * 1000,
             };
-            let l = rmtp::build_mab(&mut b, n(1), n(3 + (s % 2) as u16), &m);
+            let l = rmtp::build_mab(&mut b, n(1), n(3 + (s % 2) as u16), &m).unwrap();
             b.truncate(l);
             b
         })
@@ -144,7 +144,7 @@ fn steady_state_relay_path_does_not_allocate() {
         finished: false,
         hash: [0; 32],
     };
-    let len = rmtp::build_spm(&mut spm, g, n(1), &fields);
+    let len = rmtp::build_spm(&mut spm, g, n(1), &fields).unwrap();
     let spm = Packet::parse(&spm[..len], DEFAULT_MTU).unwrap();
     relay.handle(Instant::ZERO, n(1), &spm, &mc, &rt);
     let _ = run(&mut relay, 0..100, 0);

@@ -24,7 +24,7 @@ fn group(i: u16) -> GroupAddr {
 
 fn nack_packet(from: u16, sender: u16, group: GroupAddr, ranges: &[SeqRange]) -> Vec<u8> {
     let mut b = vec![0u8; DEFAULT_MTU];
-    let len = rmtp::build_nack(&mut b, n(sender), n(from), group, ranges);
+    let len = rmtp::build_nack(&mut b, n(sender), n(from), group, ranges).unwrap();
     b.truncate(len);
     b
 }
@@ -36,7 +36,7 @@ fn mab_packet(from: u16, sender: u16, group: GroupAddr, mab: u64, received: u64)
         mab,
         received,
     };
-    let len = rmtp::build_mab(&mut b, n(sender), n(from), &m);
+    let len = rmtp::build_mab(&mut b, n(sender), n(from), &m).unwrap();
     b.truncate(len);
     b
 }
@@ -52,7 +52,7 @@ fn spm_packet(sender: u16, group: GroupAddr, trailing: u64, leading: u64) -> Vec
         finished: false,
         hash: [0; 32],
     };
-    let len = rmtp::build_spm(&mut b, group, n(sender), &spm);
+    let len = rmtp::build_spm(&mut b, group, n(sender), &spm).unwrap();
     b.truncate(len);
     b
 }

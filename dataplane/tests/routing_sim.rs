@@ -3,6 +3,8 @@
 
 use control::NodeAddr;
 use control::topology::{Faults, Topology, build};
+use control::wire::dnp::{self, Flag};
+use control::wire::drp;
 use dataplane::node::{Node, routes_converged, sim_factory};
 use dataplane::sim::{Boot, Sim};
 use std::time::Duration;
@@ -253,4 +255,58 @@ fn nodes_booted_from_the_whole_file_route_after_the_first_hellos() {
     );
     // Links are used once both ends are heard from, so the first hellos are all it takes.
     assert!(took < topology.network.timers.hello_interval, "{took:?}");
+}
+
+/// Forged LSPs at the top of the sequence space, whole DNP packets with a good checksum and CRC
+/// trailer arriving on a link: for a neighbour of the node they reach and for a node across the
+/// network. Within a bounded time every table is the true shortest paths again and stays so,
+/// and every node agrees on the victim's sequence, back at the bottom of the space.
+#[test]
+fn forged_lsps_at_the_top_sequence_cost_a_bounded_disturbance() {
+    let mut topology = build::grid(4, 4, 7001);
+    for link in &mut topology.links {
+        link.faults.delay = Duration::from_millis(2);
+    }
+    for (victim, seq) in [(n(2), u32::MAX), (n(16), u32::MAX), (n(2), u32::MAX - 1)] {
+        let mut s = sim(&topology, 21);
+        converge(
+            &mut s,
+            &topology,
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+        );
+        s.run_for(Duration::from_secs(3));
+        // Node 1 hears it from node 5; the forgery says the victim has no links.
+        let body = drp::lsp(victim, seq, &[]).unwrap();
+        let forged = dnp::frame(n(1).into(), victim.into(), Flag::Drp, &body);
+        let now = s.now();
+        s.node_mut(n(1))
+            .unwrap()
+            .handle_datagram(now, n(5), &forged);
+        s.run_for(Duration::from_secs(30));
+        for _ in 0..20 {
+            s.run_for(Duration::from_millis(500));
+            assert!(
+                routes_converged(&s, &topology),
+                "{victim} at {seq:#x}: diverged at {}",
+                s.now()
+            );
+        }
+        let own = s.node(victim).unwrap().drp().sequence();
+        assert!(
+            (1..10).contains(&own),
+            "{victim} at {seq:#x}: sequence {own:#x}"
+        );
+        for (addr, node) in s.nodes() {
+            let held = node.drp().lsdb().get(victim).map(|e| e.sequence);
+            assert_eq!(held, Some(own), "{victim} at {seq:#x}, held by {addr}");
+        }
+        let flushes: u64 = s
+            .nodes()
+            .map(|(_, node)| node.drp().stats().flushes_removed)
+            .sum();
+        println!(
+            "LSP of {victim} forged at {seq:#x}: routes right again, sequence {own}, {flushes} flushes removed"
+        );
+    }
 }

@@ -107,7 +107,7 @@ fn toy_packet(
     let n = p.len();
     let h = fnv(&p[2..n - HASH]);
     p[n - HASH..].copy_from_slice(&h.to_be_bytes());
-    dnp::seal(&mut p, dst, src, Flag::RmtpData);
+    dnp::seal(&mut p, dst, src, Flag::RmtpData).unwrap();
     p
 }
 

@@ -1,14 +1,22 @@
 //! The link-state database: the newest LSP known from every originator, keyed by address.
 //!
 //! Sequence zero marks an LSP derived from the topology file (seed §3.5); any LSP an originator
-//! really sent has a sequence of at least one and so always replaces it.
+//! really sent has a sequence of at least one and so always replaces it. The top sequence,
+//! [`MAX_SEQUENCE`], is a flush: the originator's LSP withdrawn, held a while and then removed.
+//!
+//! Entries learnt from the network expire (they are aged: see `Drp`); the database has a
+//! capacity, which `Drp` checks before it admits a new originator ([`Lsdb::admits`]).
 
 use crate::addr::NodeAddr;
+use crate::time::Instant;
 use crate::topology::Topology;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The sequence number of an LSP derived from the topology file rather than received.
 pub const FILE_SEQUENCE: u32 = 0;
+/// The top of the sequence space: an LSP carrying it is a flush (OSPF's MaxSequenceNumber
+/// flushed by premature aging), never a link state.
+pub const MAX_SEQUENCE: u32 = u32::MAX;
 
 /// One originator's link state.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,9 +49,26 @@ impl LspEntry {
         )
     }
 
+    /// The flush of `originator`: the top sequence, no neighbours.
+    pub fn flush() -> LspEntry {
+        LspEntry {
+            sequence: MAX_SEQUENCE,
+            neighbours: Box::default(),
+        }
+    }
+
     /// Whether this entry lists `n` as a neighbour.
     pub fn lists(&self, n: NodeAddr) -> bool {
         self.neighbours.binary_search(&n).is_ok()
+    }
+
+    pub fn is_flush(&self) -> bool {
+        self.sequence == MAX_SEQUENCE
+    }
+
+    /// Bytes this entry takes in the database, roughly (its map slot and its list).
+    pub fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<(NodeAddr, Slot)>() + std::mem::size_of_val(&*self.neighbours)
     }
 }
 
@@ -58,9 +83,30 @@ pub enum Freshness {
     Older,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
+struct Slot {
+    entry: LspEntry,
+    /// When it is removed unless replaced first; `None` for our own and the file's entries.
+    expires: Option<Instant>,
+}
+
+#[derive(Clone, Debug)]
 pub struct Lsdb {
-    entries: BTreeMap<NodeAddr, LspEntry>,
+    entries: BTreeMap<NodeAddr, Slot>,
+    /// (expiry, originator) of every entry that expires, earliest first.
+    expiries: BTreeSet<(Instant, NodeAddr)>,
+    /// Most originators [`Lsdb::admits`] lets in.
+    capacity: usize,
+}
+
+impl Default for Lsdb {
+    fn default() -> Self {
+        Lsdb {
+            entries: BTreeMap::new(),
+            expiries: BTreeSet::new(),
+            capacity: usize::MAX,
+        }
+    }
 }
 
 impl Lsdb {
@@ -83,18 +129,43 @@ impl Lsdb {
             .map(|(addr, neighbours)| {
                 let (entry, was_cut) = LspEntry::new(addr, FILE_SEQUENCE, neighbours, max);
                 cut += u64::from(was_cut);
-                (addr, entry)
+                (
+                    addr,
+                    Slot {
+                        entry,
+                        expires: None,
+                    },
+                )
             })
             .collect();
-        (Lsdb { entries }, cut)
+        let db = Lsdb {
+            entries,
+            ..Lsdb::default()
+        };
+        (db, cut)
+    }
+
+    /// Sets how many originators [`Lsdb::admits`] lets in. Entries already held all stay,
+    /// even beyond it (the file's, for one).
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity;
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Whether an LSP of `originator` may be stored: it has an entry already, or there is room.
+    pub fn admits(&self, originator: NodeAddr) -> bool {
+        self.entries.contains_key(&originator) || self.entries.len() < self.capacity
     }
 
     pub fn get(&self, originator: NodeAddr) -> Option<&LspEntry> {
-        self.entries.get(&originator)
+        self.entries.get(&originator).map(|s| &s.entry)
     }
 
     pub fn freshness(&self, originator: NodeAddr, sequence: u32) -> Freshness {
-        match self.entries.get(&originator) {
+        match self.get(originator) {
             None => Freshness::Newer,
             Some(e) if sequence > e.sequence => Freshness::Newer,
             Some(e) if sequence == e.sequence => Freshness::Same,
@@ -102,13 +173,60 @@ impl Lsdb {
         }
     }
 
+    /// Stores an entry that never expires (our own, the file's), whatever the capacity.
     pub fn insert(&mut self, originator: NodeAddr, entry: LspEntry) {
-        self.entries.insert(originator, entry);
+        self.insert_until(originator, entry, None);
+    }
+
+    /// Stores an entry that is removed at `expires` unless replaced first. The caller checked
+    /// [`Lsdb::admits`].
+    pub fn insert_until(
+        &mut self,
+        originator: NodeAddr,
+        entry: LspEntry,
+        expires: Option<Instant>,
+    ) {
+        let slot = Slot { entry, expires };
+        if let Some(old) = self.entries.insert(originator, slot)
+            && let Some(at) = old.expires
+        {
+            self.expiries.remove(&(at, originator));
+        }
+        if let Some(at) = expires {
+            self.expiries.insert((at, originator));
+        }
+    }
+
+    /// Removes the entry of `originator`.
+    pub fn remove(&mut self, originator: NodeAddr) -> Option<LspEntry> {
+        let slot = self.entries.remove(&originator)?;
+        if let Some(at) = slot.expires {
+            self.expiries.remove(&(at, originator));
+        }
+        Some(slot.entry)
+    }
+
+    /// The earliest expiry of any entry.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.expiries.first().map(|&(at, _)| at)
+    }
+
+    /// An originator whose entry has expired by `now`, earliest first.
+    pub fn expired(&self, now: Instant) -> Option<NodeAddr> {
+        self.expiries
+            .first()
+            .filter(|&&(at, _)| at <= now)
+            .map(|&(_, o)| o)
+    }
+
+    /// Bytes the entries take, roughly (map slots and neighbour lists; not the map's nodes).
+    pub fn approx_bytes(&self) -> usize {
+        self.entries.values().map(|s| s.entry.approx_bytes()).sum()
     }
 
     /// Entries ascending by originator.
     pub fn iter(&self) -> impl Iterator<Item = (NodeAddr, &LspEntry)> {
-        self.entries.iter().map(|(&a, e)| (a, e))
+        self.entries.iter().map(|(&a, s)| (a, &s.entry))
     }
 
     pub fn originators(&self) -> impl Iterator<Item = NodeAddr> + '_ {
@@ -151,5 +269,24 @@ mod tests {
         assert_eq!(db.freshness(n(1), 5), Freshness::Newer);
         assert_eq!(db.freshness(n(1), 4), Freshness::Same);
         assert_eq!(db.freshness(n(1), 0), Freshness::Older);
+    }
+
+    #[test]
+    fn a_full_database_admits_only_known_originators_and_expiries_follow_replacements() {
+        let mut db = Lsdb::default();
+        db.set_capacity(2);
+        let e = |seq| LspEntry::new(n(1), seq, vec![n(2)], 10).0;
+        db.insert(n(1), e(1));
+        let t = |ms| Instant::from_millis(ms);
+        db.insert_until(n(2), e(1), Some(t(50)));
+        assert!(db.admits(n(2)) && !db.admits(n(3)));
+        // Replaced before it expired: the new expiry counts, the old one is gone.
+        db.insert_until(n(2), e(2), Some(t(90)));
+        assert_eq!(db.next_expiry(), Some(t(90)));
+        assert_eq!(db.expired(t(89)), None);
+        assert_eq!(db.expired(t(90)), Some(n(2)));
+        assert_eq!(db.remove(n(2)).map(|e| e.sequence), Some(2));
+        assert_eq!(db.next_expiry(), None);
+        assert!(db.admits(n(3)));
     }
 }

@@ -16,7 +16,7 @@ pub mod spf;
 pub mod stats;
 pub mod table;
 
-pub use lsdb::{FILE_SEQUENCE, Freshness, Lsdb, LspEntry};
+pub use lsdb::{FILE_SEQUENCE, Freshness, Lsdb, LspEntry, MAX_SEQUENCE};
 pub use stats::DrpStats;
 pub use table::{Route, RoutingTable};
 
@@ -30,6 +30,39 @@ use crate::wire::drp::{self as body, DrpMessage, Lsp};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// DRP's table capacities and long timers. [`Drp::new`] uses [`DrpConfig::default`], the one
+/// place their defaults are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DrpConfig {
+    /// Most originators the link-state database admits (own, file and neighbours' entries
+    /// always stay). Far above the largest networks run (10,000 nodes), far below the 61,439
+    /// node addresses a forger can claim.
+    pub lsdb_capacity: usize,
+    /// Most neighbours, live or former, a node keeps; the file's neighbours are always admitted.
+    /// An LSP lists at most 500 neighbours at the default MTU.
+    pub neighbour_capacity: usize,
+    /// Another node's LSP not refreshed within this is removed (OSPF's MaxAge).
+    pub max_age: Duration,
+    /// Our own LSP is originated again this often (OSPF's LSRefreshTime), well inside
+    /// `max_age`, so that live nodes never age out.
+    pub refresh_interval: Duration,
+    /// How long a flush (an LSP at [`MAX_SEQUENCE`]) is held before it is removed; then its
+    /// originator starts again from sequence 1.
+    pub flush_hold: Duration,
+}
+
+impl Default for DrpConfig {
+    fn default() -> Self {
+        DrpConfig {
+            lsdb_capacity: 16_384,
+            neighbour_capacity: 1_024,
+            max_age: Duration::from_secs(3600),
+            refresh_interval: Duration::from_secs(1800),
+            flush_hold: Duration::from_secs(10),
+        }
+    }
+}
 
 /// What DRP tells the layers above (GMP re-evaluates upstreams, RMTP prunes downstreams).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,11 +134,20 @@ impl Neighbour {
 ///   after one retransmit interval, if no real LSP replaced them by then.
 /// - Restarts: our own LSP arriving with a sequence at least ours makes us jump past it; a
 ///   neighbour's own LSP arriving older than ours means it restarted, and it gets our database.
+/// - The top of the sequence space (OSPF's way): an LSP at [`MAX_SEQUENCE`] is a flush. Where
+///   we would originate it (we reached the top, or had to jump to or past the last sequence),
+///   we flush instead; a flush is flooded like any newer LSP, held for `flush_hold` (and until
+///   every neighbour acknowledged it), then removed, and its originator starts again from 1.
+///   While a flush is held, older LSPs of its originator are dropped unacknowledged.
+/// - Bounds: LSPs of others expire unless refreshed within `max_age`; we refresh ours every
+///   `refresh_interval`. A full database refuses new originators, a full neighbour table new
+///   neighbours; neither evicts anything.
 /// - Routes: [`spf::shortest_paths`] over the database, run when a neighbour changes (at once)
 ///   or flooding changed the database (at most once per `hold`); published only if different.
 pub struct Drp {
     me: NodeAddr,
     timers: Timers,
+    config: DrpConfig,
     /// Most neighbours one LSP can list under the network's MTU.
     max_listed: usize,
     /// Least time between two originations and between two SPF runs caused by flooding.
@@ -124,6 +166,8 @@ pub struct Drp {
     dead_check: Option<Instant>,
     originate_at: Option<Instant>,
     last_originated: Option<Instant>,
+    /// When our LSP is due to be refreshed (set at each origination).
+    refresh_at: Option<Instant>,
     spf_at: Option<Instant>,
     last_spf: Option<Instant>,
     routes: Arc<RoutingTable>,
@@ -143,6 +187,16 @@ impl Drp {
     /// A node booting from the topology file at `now`. Nothing is sent until the first
     /// `handle_timeout` (which `poll_timeout` asks for at `now`).
     pub fn new(me: NodeAddr, topology: &Topology, now: Instant) -> Drp {
+        Drp::with_config(me, topology, now, DrpConfig::default())
+    }
+
+    /// As [`Drp::new`], with other capacities and long timers.
+    pub fn with_config(me: NodeAddr, topology: &Topology, now: Instant, config: DrpConfig) -> Drp {
+        let config = DrpConfig {
+            flush_hold: at_least_1ms(config.flush_hold),
+            refresh_interval: at_least_1ms(config.refresh_interval),
+            ..config
+        };
         let t = topology.network.timers;
         let timers = Timers {
             hello_interval: at_least_1ms(t.hello_interval),
@@ -155,6 +209,7 @@ impl Drp {
         let mtu = topology.network.mtu.max(DNP_HEADER_LEN + 10);
         let max_listed = body::max_lsp_neighbours(mtu);
         let (mut lsdb, cut) = Lsdb::from_topology(topology, max_listed);
+        lsdb.set_capacity(config.lsdb_capacity);
         if lsdb.get(me).is_none() {
             lsdb.insert(me, LspEntry::new(me, FILE_SEQUENCE, Vec::new(), 0).0);
         }
@@ -167,6 +222,7 @@ impl Drp {
         Drp {
             me,
             timers,
+            config,
             max_listed,
             hold: timers.hello_interval / 10,
             my_seq: FILE_SEQUENCE,
@@ -179,6 +235,7 @@ impl Drp {
             dead_check: None,
             originate_at: None,
             last_originated: None,
+            refresh_at: None,
             spf_at: None,
             last_spf: None,
             routes: Arc::new(RoutingTable::empty(me)),
@@ -209,6 +266,8 @@ impl Drp {
         match msg {
             DrpMessage::Terminate => {
                 self.stats.terminates_recv += 1;
+                // A terminate from a node that is not a live neighbour changes nothing, so it
+                // needs no room in the neighbour table.
                 if self.nbrs.get(&from).is_some_and(Neighbour::is_live) {
                     self.neighbour_lost(now, from);
                 } else {
@@ -221,16 +280,27 @@ impl Drp {
             }
             DrpMessage::Lsp(lsp) => {
                 self.stats.lsps_recv += 1;
-                self.heard(now, from);
-                self.handle_lsp(now, from, lsp);
+                // Checked before anything moves: a malformed LSP is refused whole.
+                let Some((orig, listed)) = lsp_addresses(&lsp) else {
+                    self.stats.bad_messages += 1;
+                    return;
+                };
+                if self.heard(now, from) {
+                    self.handle_lsp(now, from, orig, lsp.sequence, listed);
+                }
             }
             DrpMessage::LspAck {
                 originator,
                 sequence,
             } => {
                 self.stats.acks_recv += 1;
-                self.heard(now, from);
-                self.handle_ack(from, originator, sequence);
+                let Some(orig) = NodeAddr::new(originator) else {
+                    self.stats.bad_messages += 1;
+                    return;
+                };
+                if self.heard(now, from) {
+                    self.handle_ack(from, orig, sequence);
+                }
             }
         }
     }
@@ -261,6 +331,14 @@ impl Drp {
         }
         if self.dead_check.is_some_and(|t| t <= now) {
             self.check_dead(now);
+        }
+        while let Some(orig) = self.lsdb.expired(now) {
+            self.expire(now, orig);
+        }
+        if self.refresh_at.is_some_and(|t| t <= now) {
+            self.refresh_at = None;
+            self.stats.lsp_refreshes += 1;
+            self.originate_at = Some(self.originate_at.map_or(now, |t| t.min(now)));
         }
         if self.next_hello <= now {
             self.say_hello(|l| matches!(l, Link::Live { .. } | Link::Configured));
@@ -301,6 +379,8 @@ impl Drp {
             Some(self.next_probe),
             self.dead_check,
             self.originate_at,
+            self.refresh_at,
+            self.lsdb.next_expiry(),
             self.spf_at,
             self.sends.first().map(|s| s.0),
             self.file_syncs.first().map(|s| s.0),
@@ -367,8 +447,13 @@ impl Drp {
 
     // ---- neighbours ----
 
-    /// Any DRP packet from `n` shows the link works: it is (again) a live neighbour.
-    fn heard(&mut self, now: Instant, n: NodeAddr) {
+    /// Any DRP packet from `n` shows the link works: it is (again) a live neighbour. False if
+    /// `n` is new and the neighbour table is full: then the packet is refused whole.
+    fn heard(&mut self, now: Instant, n: NodeAddr) -> bool {
+        if !self.nbrs.contains_key(&n) && self.nbrs.len() >= self.config.neighbour_capacity {
+            self.stats.neighbours_refused += 1;
+            return false;
+        }
         let nb = self
             .nbrs
             .entry(n)
@@ -376,7 +461,7 @@ impl Drp {
         let was_live = nb.is_live();
         nb.link = Link::Live { last_heard: now };
         if was_live {
-            return;
+            return true;
         }
         self.stats.neighbours_up += 1;
         self.events.push_back(DrpEvent::NeighbourUp(n));
@@ -387,6 +472,7 @@ impl Drp {
         self.dead_check = Some(self.dead_check.map_or(deadline, |t| t.min(deadline)));
         self.sync_database(now, n);
         self.local_change(now);
+        true
     }
 
     fn neighbour_lost(&mut self, now: Instant, n: NodeAddr) {
@@ -452,8 +538,17 @@ impl Drp {
 
     fn originate(&mut self, now: Instant) {
         self.originate_at = None;
+        if self.lsdb.get(self.me).is_some_and(LspEntry::is_flush) {
+            // Our flush is still out; the new life starts when it is removed (`expire`).
+            return;
+        }
         self.last_originated = Some(now);
-        self.my_seq = self.my_seq.saturating_add(1);
+        self.refresh_at = Some(now + self.config.refresh_interval);
+        let Some(next) = self.my_seq.checked_add(1).filter(|&s| s < MAX_SEQUENCE) else {
+            self.flush_own(now, None);
+            return;
+        };
+        self.my_seq = next;
         let live = self.neighbours();
         let (entry, cut) = LspEntry::new(self.me, self.my_seq, live.clone(), self.max_listed);
         self.stats.lsps_truncated += u64::from(cut);
@@ -464,24 +559,90 @@ impl Drp {
         }
     }
 
-    fn handle_lsp(&mut self, now: Instant, from: NodeAddr, lsp: Lsp<'_>) {
-        let Some(orig) = NodeAddr::new(lsp.originator) else {
-            self.stats.bad_messages += 1;
-            return;
-        };
-        let Some(listed) = lsp
+    /// Our LSP at the top of the sequence space, withdrawn: flooded to every live neighbour but
+    /// `from` (which has it), held for the flush hold, then removed by `expire`, which starts
+    /// the new life at sequence 1.
+    fn flush_own(&mut self, now: Instant, from: Option<NodeAddr>) {
+        self.stats.flushes_originated += 1;
+        self.my_seq = MAX_SEQUENCE;
+        self.refresh_at = None;
+        let until = now + self.config.flush_hold;
+        self.lsdb
+            .insert_until(self.me, LspEntry::flush(), Some(until));
+        if let Some(n) = from {
+            self.clear_pending(n, self.me);
+        }
+        let others: Vec<NodeAddr> = self
             .neighbours()
-            .map(NodeAddr::new)
-            .collect::<Option<Vec<NodeAddr>>>()
-        else {
-            self.stats.bad_messages += 1;
+            .into_iter()
+            .filter(|&n| Some(n) != from)
+            .collect();
+        for n in others {
+            self.offer(now, n, self.me, now);
+        }
+    }
+
+    /// The entry of `orig` expired: an LSP not refreshed in time goes; a flush goes once every
+    /// neighbour has it (else it is held one more retransmit interval). Our own flush gone, we
+    /// originate again from sequence 1.
+    fn expire(&mut self, now: Instant, orig: NodeAddr) {
+        let Some(entry) = self.lsdb.get(orig) else {
             return;
         };
-        // Always acknowledged, so the sender stops re-sending whatever we do with it.
-        self.transmit(from, &body::lsp_ack(orig, lsp.sequence));
+        let flush = entry.is_flush();
+        if flush && self.nbrs.values().any(|nb| nb.pending.contains_key(&orig)) {
+            let until = now + self.timers.lsp_retransmit;
+            self.lsdb.insert_until(orig, LspEntry::flush(), Some(until));
+            return;
+        }
+        self.lsdb.remove(orig);
+        let nbrs: Vec<NodeAddr> = self.nbrs.keys().copied().collect();
+        for n in nbrs {
+            self.clear_pending(n, orig);
+        }
+        if flush {
+            self.stats.flushes_removed += 1;
+        } else {
+            self.stats.lsps_aged_out += 1;
+        }
+        if orig == self.me {
+            self.my_seq = FILE_SEQUENCE;
+            self.originate_at = Some(now);
+        }
+        self.request_spf(now);
+    }
+
+    fn handle_lsp(
+        &mut self,
+        now: Instant,
+        from: NodeAddr,
+        orig: NodeAddr,
+        sequence: u32,
+        listed: Vec<NodeAddr>,
+    ) {
+        let held = self.lsdb.get(orig);
+        if held.is_some_and(LspEntry::is_flush) && sequence < MAX_SEQUENCE {
+            // Not acknowledged: the sender repeats it until our flush is gone and it is news.
+            self.stats.lsps_behind_flush += 1;
+            return;
+        }
+        let newcomer = held.is_none();
+        // A new originator needs room; a neighbour's own LSP always gets it (there are at most
+        // `neighbour_capacity` of those), so that a flood cannot cut us off from our neighbours.
+        if newcomer && !(from == orig || self.lsdb.admits(orig)) {
+            self.stats.lsps_refused_full += 1;
+            return;
+        }
+        // Acknowledged from here on, so the sender stops re-sending whatever we do with it.
+        self.transmit(from, &body::lsp_ack(orig, sequence));
         self.stats.acks_sent += 1;
-        let (entry, cut) = LspEntry::new(orig, lsp.sequence, listed, self.max_listed);
-        self.stats.lsps_truncated += u64::from(cut);
+        let entry = if sequence == MAX_SEQUENCE {
+            LspEntry::flush()
+        } else {
+            let (entry, cut) = LspEntry::new(orig, sequence, listed, self.max_listed);
+            self.stats.lsps_truncated += u64::from(cut);
+            entry
+        };
         if orig == self.me {
             self.handle_own_lsp(now, from, entry);
             return;
@@ -489,7 +650,12 @@ impl Drp {
         match self.lsdb.freshness(orig, entry.sequence) {
             Freshness::Newer => {
                 self.stats.lsps_new += 1;
-                self.lsdb.insert(orig, entry);
+                let keep_for = if entry.is_flush() {
+                    self.config.flush_hold
+                } else {
+                    self.config.max_age
+                };
+                self.lsdb.insert_until(orig, entry, Some(now + keep_for));
                 self.clear_pending(from, orig);
                 let others: Vec<NodeAddr> = self
                     .neighbours()
@@ -525,13 +691,17 @@ impl Drp {
 
     /// An LSP claiming to be ours. If it is at least as new as our own (we restarted and the
     /// network remembers an earlier life), we jump past its sequence and originate again.
+    /// A flush of ours (forged, or an echo of a former life) makes us flush too.
     fn handle_own_lsp(&mut self, now: Instant, from: NodeAddr, entry: LspEntry) {
         let Some(own) = self.lsdb.get(self.me) else {
             return;
         };
         let claims_ours = entry.sequence != FILE_SEQUENCE
             && (entry.sequence > own.sequence || (entry.sequence == own.sequence && *own != entry));
-        if claims_ours {
+        if claims_ours && entry.is_flush() {
+            self.stats.sequence_jumps += 1;
+            self.flush_own(now, Some(from));
+        } else if claims_ours {
             self.stats.sequence_jumps += 1;
             self.my_seq = self.my_seq.max(entry.sequence);
             self.originate_at = Some(now);
@@ -544,11 +714,7 @@ impl Drp {
         }
     }
 
-    fn handle_ack(&mut self, from: NodeAddr, originator: u16, sequence: u32) {
-        let Some(orig) = NodeAddr::new(originator) else {
-            self.stats.bad_messages += 1;
-            return;
-        };
+    fn handle_ack(&mut self, from: NodeAddr, orig: NodeAddr, sequence: u32) {
         let current = self.lsdb.get(orig).is_some_and(|e| e.sequence == sequence);
         if !current || !self.clear_pending(from, orig) {
             // Unknown or superseded LSP, or a duplicate acknowledgement.
@@ -689,10 +855,20 @@ impl Drp {
         let Some(e) = self.lsdb.get(orig) else {
             return;
         };
-        let b = body::lsp(orig, e.sequence, &e.neighbours);
+        // Entries are cut to what one LSP under the MTU can list, far below the count limit.
+        let Ok(b) = body::lsp(orig, e.sequence, &e.neighbours) else {
+            return;
+        };
         self.transmit(to, &b);
         self.stats.lsps_sent += 1;
     }
+}
+
+/// The originator and neighbours of an LSP, if every one is a node address.
+fn lsp_addresses(lsp: &Lsp<'_>) -> Option<(NodeAddr, Vec<NodeAddr>)> {
+    let orig = NodeAddr::new(lsp.originator)?;
+    let listed = lsp.neighbours().map(NodeAddr::new).collect::<Option<_>>()?;
+    Some((orig, listed))
 }
 
 /// The next tick of a periodic timer, skipping ticks missed while the engine was late.

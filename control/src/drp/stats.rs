@@ -35,6 +35,25 @@ pub struct DrpStats {
     /// Well-formed but unexpected (ack for an unknown or stale LSP, terminate from a
     /// non-neighbour, anything after our own terminate).
     pub ignored_messages: u64,
+    /// An LSP of an originator the database did not hold, refused (dropped unacknowledged)
+    /// because the database was at its capacity.
+    pub lsps_refused_full: u64,
+    /// Packets from a node that was not yet a neighbour, refused because the neighbour table
+    /// was at its capacity (the file's neighbours are always admitted).
+    pub neighbours_refused: u64,
+    /// Entries removed because their originator did not refresh them within the maximum age.
+    pub lsps_aged_out: u64,
+    /// Our own LSP re-originated because the refresh interval passed.
+    pub lsp_refreshes: u64,
+    /// Our own LSP flushed: the sequence space's top was reached (or a flush, or an LSP of ours
+    /// too near the top, arrived); the new life starts from sequence 1 after the flush hold.
+    pub flushes_originated: u64,
+    /// Flushes (ours or others') removed once held long enough and acknowledged by every
+    /// neighbour.
+    pub flushes_removed: u64,
+    /// LSPs older than a flush we hold, dropped unacknowledged: the sender repeats them until
+    /// the flush is gone and they are news.
+    pub lsps_behind_flush: u64,
     pub spf_runs: u64,
     /// New routing tables published (SPF runs whose result differed).
     pub routes_published: u64,

@@ -70,8 +70,11 @@ impl Default for Timers {
 
 impl Timers {
     /// How long without a hello before a neighbour is declared dead.
+    /// `hello_interval × dead_hellos`; past the largest `Duration`, the largest (never).
     pub fn dead_interval(&self) -> Duration {
-        self.hello_interval * self.dead_hellos
+        self.hello_interval
+            .checked_mul(self.dead_hellos)
+            .unwrap_or(Duration::MAX)
     }
 }
 

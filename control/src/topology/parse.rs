@@ -18,8 +18,9 @@ use std::path::Path;
 use std::time::Duration;
 use toml::Spanned;
 
-/// Smallest MTU accepted: room for the DNP header and the largest fixed protocol header.
-pub const MIN_MTU: usize = 64;
+/// Smallest MTU accepted: the largest packet of fixed size any protocol builds (the SPM), so
+/// that no node is configured into building a packet its MTU cannot hold.
+pub const MIN_MTU: usize = crate::wire::LARGEST_FIXED_PACKET;
 /// Largest MTU accepted: the DNP length field is 16 bits.
 pub const MAX_MTU: usize = 65535;
 /// Largest duration accepted anywhere in the file (about 31.7 years), so that times added
@@ -249,7 +250,7 @@ impl Cx<'_> {
                 return Err(self.err(
                     mtu.span(),
                     format!(
-                        "mtu {v} is outside {MIN_MTU}..={MAX_MTU} (it must hold the largest fixed header and fit the 16-bit length field)"
+                        "mtu {v} is outside {MIN_MTU}..={MAX_MTU} (it must hold the largest fixed-size packet and fit the 16-bit length field)"
                     ),
                 ));
             }

@@ -12,7 +12,7 @@
 //! Destination and source are end to end: a relayed packet is forwarded unchanged, and the hop it
 //! came from is known to the engine from the link (socket address), not from the header.
 
-use super::checksum;
+use super::{BuildError, checksum};
 use crate::addr::Addr;
 use zerocopy::byteorder::network_endian::U16;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -188,12 +188,19 @@ impl<'a> Packet<'a> {
 
 /// Writes the header over the first ten bytes of `packet` and seals it with the checksum.
 /// `packet` is the whole packet (header room + body); its length goes in the length field.
-///
-/// # Panics
-/// If `packet` is shorter than the header or longer than 65535 bytes: a caller bug, never input.
-pub fn seal(packet: &mut [u8], dst: Addr, src: Addr, flag: Flag) {
-    let length = u16::try_from(packet.len()).expect("DNP packet longer than 65535 bytes");
-    let (header, _) = DnpHeader::mut_from_prefix(packet).expect("room for the DNP header");
+/// A packet shorter than the header, or longer than the 16-bit length field can say, is
+/// refused untouched.
+pub fn seal(packet: &mut [u8], dst: Addr, src: Addr, flag: Flag) -> Result<(), BuildError> {
+    let length = u16::try_from(packet.len()).map_err(|_| BuildError::TooMany {
+        count: packet.len(),
+        max: usize::from(u16::MAX),
+    })?;
+    let Ok((header, _)) = DnpHeader::mut_from_prefix(packet) else {
+        return Err(BuildError::BufferTooSmall {
+            needed: DNP_HEADER_LEN,
+            got: packet.len(),
+        });
+    };
     header.checksum.set(0);
     header.dst.set(dst.raw());
     header.src.set(src.raw());
@@ -201,13 +208,17 @@ pub fn seal(packet: &mut [u8], dst: Addr, src: Addr, flag: Flag) {
     header.length.set(length);
     let sum = checksum::checksum(packet);
     packet[..2].copy_from_slice(&sum.to_be_bytes());
+    Ok(())
 }
 
 /// A new packet: header + `body`, sealed. For control traffic; the fast path seals in place.
+/// Every caller frames a body it built under the MTU, so the length always fits; a body too
+/// long for the 16-bit length field is left unsealed (an all-zero header, which every receiver
+/// refuses as a length mismatch) rather than panicking.
 pub fn frame(dst: Addr, src: Addr, flag: Flag, body: &[u8]) -> Vec<u8> {
     let mut packet = vec![0u8; DNP_HEADER_LEN + body.len()];
     packet[DNP_HEADER_LEN..].copy_from_slice(body);
-    seal(&mut packet, dst, src, flag);
+    let _ = seal(&mut packet, dst, src, flag);
     packet
 }
 

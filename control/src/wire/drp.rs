@@ -9,8 +9,8 @@
 //! originator (u16) and sequence (u32). Every body then ends with a CRC-32C trailer
 //! ([`trailer`]) over the bytes before it.
 
-use super::BodyError;
 use super::trailer::{self, CRC_LEN};
+use super::{BodyError, BuildError, largest};
 use crate::addr::NodeAddr;
 use zerocopy::byteorder::network_endian::{U16, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -19,6 +19,14 @@ pub const KIND_HELLO: u16 = 1;
 pub const KIND_TERMINATE: u16 = 2;
 pub const KIND_LSP: u16 = 3;
 pub const KIND_LSP_ACK: u16 = 4;
+/// Kind, originator, sequence and count: an LSP's bytes before its neighbour list.
+pub const LSP_FIXED_LEN: usize = 10;
+/// Kind, originator and sequence: a whole LSP-ack before its trailer.
+pub const LSP_ACK_LEN: usize = 8;
+/// The largest DRP body of fixed size, trailer included: an LSP listing no neighbour (hello,
+/// terminate and LSP-ack are smaller).
+pub const LARGEST_FIXED_BODY: usize =
+    largest(&[2 + CRC_LEN, LSP_FIXED_LEN + CRC_LEN, LSP_ACK_LEN + CRC_LEN]);
 
 /// Originator and sequence, shared by LSP and LSP-ack.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -122,10 +130,18 @@ fn kind_only(kind: u16) -> Vec<u8> {
     body
 }
 
-/// An LSP body. The caller keeps `neighbours` within [`max_lsp_neighbours`].
-pub fn lsp(originator: NodeAddr, sequence: u32, neighbours: &[NodeAddr]) -> Vec<u8> {
-    let count = u16::try_from(neighbours.len()).expect("neighbour count fits u16");
-    let mut body = Vec::with_capacity(10 + 2 * neighbours.len() + CRC_LEN);
+/// An LSP body. The caller keeps `neighbours` within [`max_lsp_neighbours`] so that it fits its
+/// MTU; a list longer than the count field can say is refused.
+pub fn lsp(
+    originator: NodeAddr,
+    sequence: u32,
+    neighbours: &[NodeAddr],
+) -> Result<Vec<u8>, BuildError> {
+    let count = u16::try_from(neighbours.len()).map_err(|_| BuildError::TooMany {
+        count: neighbours.len(),
+        max: usize::from(u16::MAX),
+    })?;
+    let mut body = Vec::with_capacity(LSP_FIXED_LEN + 2 * neighbours.len() + CRC_LEN);
     body.extend_from_slice(&KIND_LSP.to_be_bytes());
     body.extend_from_slice(
         LspId {
@@ -139,11 +155,11 @@ pub fn lsp(originator: NodeAddr, sequence: u32, neighbours: &[NodeAddr]) -> Vec<
         body.extend_from_slice(&n.get().to_be_bytes());
     }
     trailer::push(&mut body);
-    body
+    Ok(body)
 }
 
 pub fn lsp_ack(originator: NodeAddr, sequence: u32) -> Vec<u8> {
-    let mut body = Vec::with_capacity(8 + CRC_LEN);
+    let mut body = Vec::with_capacity(LSP_ACK_LEN + CRC_LEN);
     body.extend_from_slice(&KIND_LSP_ACK.to_be_bytes());
     body.extend_from_slice(
         LspId {
@@ -159,7 +175,7 @@ pub fn lsp_ack(originator: NodeAddr, sequence: u32) -> Vec<u8> {
 /// The most neighbours one LSP can list under `mtu`: `(mtu - 10 - 10 - 4) / 2`, 500 at the
 /// default 1024 (DNP header, LSP fields before the list, CRC trailer).
 pub const fn max_lsp_neighbours(mtu: usize) -> usize {
-    mtu.saturating_sub(super::DNP_HEADER_LEN + 10 + CRC_LEN) / 2
+    mtu.saturating_sub(super::DNP_HEADER_LEN + LSP_FIXED_LEN + CRC_LEN) / 2
 }
 
 #[cfg(test)]
@@ -181,12 +197,17 @@ mod tests {
         assert_eq!(hex(&hello()), "0001030af4d1");
         assert_eq!(hex(&terminate()), "0002105a0725");
         assert_eq!(
-            hex(&lsp(n(0x0102), 0x0A0B0C0D, &[n(3), n(0x0405)])),
+            hex(&lsp(n(0x0102), 0x0A0B0C0D, &[n(3), n(0x0405)]).unwrap()),
             "000301020a0b0c0d000200030405\
              48ba5e00"
         );
         assert_eq!(hex(&lsp_ack(n(7), 9)), "0004000700000009f90ca2d3");
         assert_eq!(max_lsp_neighbours(crate::wire::DEFAULT_MTU), 500);
+        let too_many = vec![n(1); usize::from(u16::MAX) + 1];
+        assert!(matches!(
+            lsp(n(2), 1, &too_many),
+            Err(BuildError::TooMany { .. })
+        ));
     }
 
     #[test]
@@ -225,7 +246,7 @@ mod tests {
         let bodies = [
             hello(),
             terminate(),
-            lsp(n(9), 4, &[n(1), n(2), n(3)]),
+            lsp(n(9), 4, &[n(1), n(2), n(3)]).unwrap(),
             lsp_ack(n(9), 4),
         ];
         for body in bodies {
@@ -242,7 +263,7 @@ mod tests {
         #[test]
         fn lsp_round_trip(orig in 1u16..0xF000, seq: u32, ns in proptest::collection::vec(1u16..0xF000, 0..500)) {
             let nodes: Vec<NodeAddr> = ns.iter().map(|&v| n(v)).collect();
-            let body = lsp(n(orig), seq, &nodes);
+            let body = lsp(n(orig), seq, &nodes).unwrap();
             match DrpMessage::parse(&body).unwrap() {
                 DrpMessage::Lsp(l) => {
                     prop_assert_eq!(l.originator, orig);

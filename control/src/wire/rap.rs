@@ -45,6 +45,9 @@ pub const RAP_HEADER_LEN: usize = 8;
 pub const ENTRY_FIXED_LEN: usize = 47;
 /// The longest name an entry can carry (its length is one byte).
 pub const MAX_NAME_LEN: usize = 255;
+/// The largest RAP body of fixed size, trailer included: a provide with no entries (its count
+/// and nothing else; a request and an ack are two bytes shorter).
+pub const LARGEST_FIXED_BODY: usize = RAP_HEADER_LEN + 2 + CRC_LEN;
 
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]

@@ -15,9 +15,9 @@
 //! Control bodies end with a CRC-32C trailer ([`trailer`]) over the bytes before it, for the
 //! same reason, as every DRP, GMP and RAP body does.
 
-use super::BodyError;
 use super::dnp::{DNP_HEADER_LEN, Flag, seal};
 use super::trailer::{self, CRC_LEN, checked};
+use super::{BodyError, BuildError, largest, room};
 use crate::addr::{GroupAddr, NodeAddr};
 use zerocopy::byteorder::network_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -32,6 +32,15 @@ pub const NCF_FIXED_LEN: usize = 6;
 pub const MAB_LEN: usize = 18;
 /// SPM body fields, without the CRC trailer.
 pub const SPM_LEN: usize = 67;
+/// The largest RMTP body of fixed size, trailer included: the SPM (DATA with one payload byte,
+/// MAB, and NACK and NCF with one range are all smaller).
+pub const LARGEST_FIXED_BODY: usize = largest(&[
+    DATA_HEADER_LEN + 1,
+    NACK_FIXED_LEN + RANGE_LEN + CRC_LEN,
+    NCF_FIXED_LEN + RANGE_LEN + CRC_LEN,
+    MAB_LEN + CRC_LEN,
+    SPM_LEN + CRC_LEN,
+]);
 /// SPM `total` while the sender does not yet know the size of what it sends.
 pub const TOTAL_UNKNOWN: u64 = u64::MAX;
 /// SPM flags bit 0: every segment has been sent once; `total` and `hash` are final.
@@ -320,7 +329,9 @@ impl Mab {
         })
     }
 
-    pub fn write(&self, body: &mut [u8]) -> usize {
+    /// Writes the body with its trailer into `body`; its length.
+    pub fn write(&self, body: &mut [u8]) -> Result<usize, BuildError> {
+        room(MAB_LEN + CRC_LEN, body.len())?;
         let w = MabWire {
             group: self.group.into(),
             mab: self.mab.into(),
@@ -351,7 +362,9 @@ impl SpmFields {
         })
     }
 
-    pub fn write(&self, body: &mut [u8]) -> usize {
+    /// Writes the body with its trailer into `body`; its length.
+    pub fn write(&self, body: &mut [u8]) -> Result<usize, BuildError> {
+        room(SPM_LEN + CRC_LEN, body.len())?;
         let w = SpmWire {
             spm_sequence: self.spm_sequence.into(),
             trailing: self.trailing.into(),
@@ -374,7 +387,30 @@ fn no_trailing(rest: &[u8]) -> Result<(), BodyError> {
     }
 }
 
-fn write_ranges(body: &mut [u8], ranges: &[SeqRange]) -> usize {
+/// Writes the count (the last two fixed bytes) and `ranges` after `fixed_len` bytes, having
+/// checked the room for them and the trailer; the length before the trailer. The caller writes
+/// the other fixed fields into `body[..fixed_len - 2]`, then the trailer.
+fn write_counted_ranges(
+    body: &mut [u8],
+    fixed_len: usize,
+    ranges: &[SeqRange],
+) -> Result<usize, BuildError> {
+    if ranges.is_empty() {
+        return Err(BuildError::NoRanges);
+    }
+    let count = u16::try_from(ranges.len()).map_err(|_| BuildError::TooMany {
+        count: ranges.len(),
+        max: usize::from(u16::MAX),
+    })?;
+    // At most 65535 ranges: no overflow.
+    let len = fixed_len + ranges.len() * RANGE_LEN;
+    room(len + CRC_LEN, body.len())?;
+    body[fixed_len - 2..fixed_len].copy_from_slice(&count.to_be_bytes());
+    write_ranges(&mut body[fixed_len..], ranges);
+    Ok(len)
+}
+
+fn write_ranges(body: &mut [u8], ranges: &[SeqRange]) {
     for (chunk, r) in body.chunks_exact_mut(RANGE_LEN).zip(ranges) {
         let w = RangeWire {
             first: r.first.into(),
@@ -382,36 +418,50 @@ fn write_ranges(body: &mut [u8], ranges: &[SeqRange]) -> usize {
         };
         chunk.copy_from_slice(w.as_bytes());
     }
-    ranges.len() * RANGE_LEN
 }
 
-/// Writes a NACK body into `body`, returns its length.
-///
-/// # Panics
-/// If `ranges` is empty, has more than 65535 entries or `body` is too small: caller bugs.
-pub fn write_nack(body: &mut [u8], group: GroupAddr, ranges: &[SeqRange]) -> usize {
-    assert!(!ranges.is_empty(), "a NACK names at least one range");
-    let count = u16::try_from(ranges.len()).expect("range count fits u16");
+/// Writes a NACK body into `body`; its length. Refused: no ranges, more than 65535, or a
+/// `body` too small for them.
+pub fn write_nack(
+    body: &mut [u8],
+    group: GroupAddr,
+    ranges: &[SeqRange],
+) -> Result<usize, BuildError> {
+    let len = write_counted_ranges(body, NACK_FIXED_LEN, ranges)?;
     body[..2].copy_from_slice(&group.get().to_be_bytes());
-    body[2..4].copy_from_slice(&count.to_be_bytes());
-    let len = NACK_FIXED_LEN + write_ranges(&mut body[NACK_FIXED_LEN..], ranges);
     trailer::append(body, len)
 }
 
-/// Writes an NCF body into `body`, returns its length. Panics as [`write_nack`].
+/// Writes an NCF body into `body`; its length. Refused as [`write_nack`].
 pub fn write_ncf(
     body: &mut [u8],
     group: GroupAddr,
     sender: NodeAddr,
     ranges: &[SeqRange],
-) -> usize {
-    assert!(!ranges.is_empty(), "an NCF names at least one range");
-    let count = u16::try_from(ranges.len()).expect("range count fits u16");
+) -> Result<usize, BuildError> {
+    let len = write_counted_ranges(body, NCF_FIXED_LEN, ranges)?;
     body[..2].copy_from_slice(&group.get().to_be_bytes());
     body[2..4].copy_from_slice(&sender.get().to_be_bytes());
-    body[4..6].copy_from_slice(&count.to_be_bytes());
-    let len = NCF_FIXED_LEN + write_ranges(&mut body[NCF_FIXED_LEN..], ranges);
     trailer::append(body, len)
+}
+
+/// The body part of `packet` (after the DNP header), or the error for a packet buffer too
+/// small to hold even the header.
+fn body_of(packet: &mut [u8]) -> Result<&mut [u8], BuildError> {
+    room(DNP_HEADER_LEN, packet.len())?;
+    Ok(&mut packet[DNP_HEADER_LEN..])
+}
+
+/// A body writer's result counted in whole-packet bytes (header included).
+fn in_packet(body: Result<usize, BuildError>) -> Result<usize, BuildError> {
+    match body {
+        Ok(len) => Ok(DNP_HEADER_LEN + len),
+        Err(BuildError::BufferTooSmall { needed, got }) => Err(BuildError::BufferTooSmall {
+            needed: DNP_HEADER_LEN + needed,
+            got: DNP_HEADER_LEN + got,
+        }),
+        Err(e) => Err(e),
+    }
 }
 
 /// Builds a whole sealed NACK packet into `packet`; returns its length.
@@ -421,10 +471,10 @@ pub fn build_nack(
     me: NodeAddr,
     group: GroupAddr,
     ranges: &[SeqRange],
-) -> usize {
-    let len = DNP_HEADER_LEN + write_nack(&mut packet[DNP_HEADER_LEN..], group, ranges);
-    seal(&mut packet[..len], sender.into(), me.into(), Flag::RmtpNack);
-    len
+) -> Result<usize, BuildError> {
+    let len = in_packet(write_nack(body_of(packet)?, group, ranges))?;
+    seal(&mut packet[..len], sender.into(), me.into(), Flag::RmtpNack)?;
+    Ok(len)
 }
 
 /// Builds a whole sealed NCF packet to the downstream neighbour `to`; returns its length.
@@ -435,35 +485,45 @@ pub fn build_ncf(
     group: GroupAddr,
     sender: NodeAddr,
     ranges: &[SeqRange],
-) -> usize {
-    let len = DNP_HEADER_LEN + write_ncf(&mut packet[DNP_HEADER_LEN..], group, sender, ranges);
-    seal(&mut packet[..len], to.into(), me.into(), Flag::RmtpNcf);
-    len
+) -> Result<usize, BuildError> {
+    let len = in_packet(write_ncf(body_of(packet)?, group, sender, ranges))?;
+    seal(&mut packet[..len], to.into(), me.into(), Flag::RmtpNcf)?;
+    Ok(len)
 }
 
 /// Builds a whole sealed MAB packet toward `sender`; returns its length.
-pub fn build_mab(packet: &mut [u8], sender: NodeAddr, me: NodeAddr, mab: &Mab) -> usize {
-    let len = DNP_HEADER_LEN + mab.write(&mut packet[DNP_HEADER_LEN..]);
-    seal(&mut packet[..len], sender.into(), me.into(), Flag::RmtpMab);
-    len
+pub fn build_mab(
+    packet: &mut [u8],
+    sender: NodeAddr,
+    me: NodeAddr,
+    mab: &Mab,
+) -> Result<usize, BuildError> {
+    let len = in_packet(mab.write(body_of(packet)?))?;
+    seal(&mut packet[..len], sender.into(), me.into(), Flag::RmtpMab)?;
+    Ok(len)
 }
 
 /// Builds a whole sealed SPM packet from `sender` to `group`; returns its length.
-pub fn build_spm(packet: &mut [u8], group: GroupAddr, sender: NodeAddr, spm: &SpmFields) -> usize {
-    let len = DNP_HEADER_LEN + spm.write(&mut packet[DNP_HEADER_LEN..]);
+pub fn build_spm(
+    packet: &mut [u8],
+    group: GroupAddr,
+    sender: NodeAddr,
+    spm: &SpmFields,
+) -> Result<usize, BuildError> {
+    let len = in_packet(spm.write(body_of(packet)?))?;
     seal(
         &mut packet[..len],
         group.into(),
         sender.into(),
         Flag::RmtpSpm,
-    );
-    len
+    )?;
+    Ok(len)
 }
 
 /// Completes a DATA or RETRANSMIT packet whose payload the caller already placed at
 /// `packet[DNP_HEADER_LEN + DATA_HEADER_LEN..]` (e.g. read from a file straight into the send
 /// buffer): writes the data header with its CRC-32C, then the DNP header. `packet` is exactly
-/// the packet (its length is the packet's length).
+/// the packet (its length is the packet's length); one too short for the headers is refused.
 pub fn seal_data(
     packet: &mut [u8],
     group: GroupAddr,
@@ -471,8 +531,9 @@ pub fn seal_data(
     flag: Flag,
     sequence: u64,
     offset: u64,
-) {
+) -> Result<(), BuildError> {
     let body_start = DNP_HEADER_LEN + DATA_HEADER_LEN;
+    room(body_start, packet.len())?;
     let crc = data_crc(sequence, offset, &packet[body_start..]);
     let header = DataHeader {
         sequence: sequence.into(),
@@ -480,7 +541,7 @@ pub fn seal_data(
         crc: crc.into(),
     };
     packet[DNP_HEADER_LEN..body_start].copy_from_slice(header.as_bytes());
-    seal(packet, group.into(), sender.into(), flag);
+    seal(packet, group.into(), sender.into(), flag)
 }
 
 /// A whole DATA/RETRANSMIT packet in a new buffer (tests and tools; the fast path uses
@@ -495,17 +556,18 @@ pub fn data_packet(
 ) -> Vec<u8> {
     let mut p = vec![0u8; DNP_HEADER_LEN + DATA_HEADER_LEN + payload.len()];
     p[DNP_HEADER_LEN + DATA_HEADER_LEN..].copy_from_slice(payload);
-    seal_data(&mut p, group, sender, flag, sequence, offset);
+    // Sized for the headers; only a payload beyond the 16-bit length fails, left unsealed
+    // (refused by every receiver) as `dnp::frame` does.
+    let _ = seal_data(&mut p, group, sender, flag, sequence, offset);
     p
 }
 
 /// Rewrites the flag of a sealed packet in place and patches the DNP checksum incrementally
 /// (RFC 1624, eqn. 3) instead of summing the whole packet again: a relay turns a cached DATA
-/// packet into a RETRANSMIT for the price of two 16-bit words.
-///
-/// # Panics
-/// If `packet` is shorter than the DNP header (a caller bug).
-pub fn retag(packet: &mut [u8], flag: Flag) {
+/// packet into a RETRANSMIT for the price of two 16-bit words. A packet shorter than the DNP
+/// header is refused untouched.
+pub fn retag(packet: &mut [u8], flag: Flag) -> Result<(), BuildError> {
+    room(DNP_HEADER_LEN, packet.len())?;
     let old_flag = u16::from_be_bytes([packet[6], packet[7]]);
     let new_flag = flag as u16;
     let old_sum = u16::from_be_bytes([packet[0], packet[1]]);
@@ -516,6 +578,7 @@ pub fn retag(packet: &mut [u8], flag: Flag) {
     let new_sum = !(acc as u16);
     packet[6..8].copy_from_slice(&new_flag.to_be_bytes());
     packet[..2].copy_from_slice(&new_sum.to_be_bytes());
+    Ok(())
 }
 
 #[cfg(test)]
@@ -561,6 +624,71 @@ mod tests {
     }
 
     #[test]
+    fn builders_refuse_a_buffer_one_byte_short() {
+        let spm = SpmFields {
+            spm_sequence: 7,
+            trailing: 1,
+            leading: 9,
+            segment_size: 994,
+            total: 8000,
+            finished: true,
+            hash: [0xAB; 32],
+        };
+        let mab = Mab {
+            group: 0xF000,
+            mab: 1,
+            received: 0,
+        };
+        let ranges = [SeqRange::single(3), SeqRange { first: 9, len: 4 }];
+        let mut buf = [0u8; 200];
+        // Each builder, given exactly the room it needs, then one byte less.
+        type Build<'a> = &'a dyn Fn(&mut [u8]) -> Result<usize, BuildError>;
+        let builds: [(&str, Build); 8] = [
+            ("nack", &|b| build_nack(b, n(1), n(2), g(0xF000), &ranges)),
+            ("ncf", &|b| {
+                build_ncf(b, n(3), n(2), g(0xF000), n(1), &ranges)
+            }),
+            ("mab", &|b| build_mab(b, n(1), n(2), &mab)),
+            ("spm", &|b| build_spm(b, g(0xF000), n(1), &spm)),
+            ("nack body", &|b| write_nack(b, g(0xF000), &ranges)),
+            ("ncf body", &|b| write_ncf(b, g(0xF000), n(1), &ranges)),
+            ("mab body", &|b| mab.write(b)),
+            ("spm body", &|b| spm.write(b)),
+        ];
+        for (what, build) in builds {
+            let needed = build(&mut buf).unwrap();
+            let short = &mut buf[..needed - 1];
+            short.fill(0x5A);
+            assert_eq!(
+                build(short),
+                Err(BuildError::BufferTooSmall {
+                    needed,
+                    got: needed - 1
+                }),
+                "{what}"
+            );
+            assert!(
+                short.iter().all(|&b| b == 0x5A),
+                "{what} wrote into a short buffer"
+            );
+        }
+        assert_eq!(
+            build_nack(&mut buf, n(1), n(2), g(0xF000), &[]),
+            Err(BuildError::NoRanges)
+        );
+        // The SPM, the largest packet of fixed size, in the 80 bytes an MTU of 80 would give.
+        assert_eq!(LARGEST_FIXED_BODY, SPM_LEN + CRC_LEN);
+        assert_eq!(crate::wire::LARGEST_FIXED_PACKET, 81);
+        assert!(build_spm(&mut buf[..80], g(0xF000), n(1), &spm).is_err());
+        // Sealers and patchers given less than a DNP header.
+        let mut tiny = [0u8; DNP_HEADER_LEN - 1];
+        assert!(seal_data(&mut tiny, g(0xF000), n(1), Flag::RmtpData, 0, 0).is_err());
+        assert!(retag(&mut tiny, Flag::RmtpRetransmit).is_err());
+        assert!(seal(&mut tiny, n(1).into(), n(2).into(), Flag::Drp).is_err());
+        assert_eq!(tiny, [0; DNP_HEADER_LEN - 1]);
+    }
+
+    #[test]
     fn golden_nack_ncf_mab_spm() {
         let ranges = [
             SeqRange { first: 5, len: 2 },
@@ -570,7 +698,7 @@ mod tests {
             },
         ];
         let mut buf = [0u8; 1024];
-        let len = build_nack(&mut buf, n(1), n(2), g(0xF000), &ranges);
+        let len = build_nack(&mut buf, n(1), n(2), g(0xF000), &ranges).unwrap();
         assert_eq!(
             hex(&buf[..len]),
             concat!(
@@ -581,7 +709,7 @@ mod tests {
                 "e90e4f97"
             )
         );
-        let len = build_ncf(&mut buf, n(3), n(2), g(0xF000), n(1), &ranges[..1]);
+        let len = build_ncf(&mut buf, n(3), n(2), g(0xF000), n(1), &ranges[..1]).unwrap();
         assert_eq!(
             hex(&buf[..len]),
             concat!(
@@ -596,7 +724,7 @@ mod tests {
             mab: 0x10000,
             received: 0x8000,
         };
-        let len = build_mab(&mut buf, n(1), n(2), &mab);
+        let len = build_mab(&mut buf, n(1), n(2), &mab).unwrap();
         assert_eq!(
             hex(&buf[..len]),
             concat!(
@@ -616,7 +744,7 @@ mod tests {
             finished: true,
             hash: [0xAB; 32],
         };
-        let len = build_spm(&mut buf, g(0xF000), n(1), &spm);
+        let len = build_spm(&mut buf, g(0xF000), n(1), &spm).unwrap();
         assert_eq!(
             hex(&buf[..len]),
             concat!(
@@ -692,7 +820,7 @@ mod tests {
         );
         // A good body with one bit changed: the CRC trailer refuses it.
         let mut good = [0u8; 40];
-        let len = write_nack(&mut good, g(0xF000), &[SeqRange::single(3)]);
+        let len = write_nack(&mut good, g(0xF000), &[SeqRange::single(3)]).unwrap();
         good[5] ^= 0x10;
         assert_eq!(Nack::parse(&good[..len]).unwrap_err(), BodyError::BadCrc);
         assert_eq!(
@@ -719,7 +847,7 @@ mod tests {
     #[test]
     fn retag_keeps_the_checksum_valid() {
         let mut p = data_packet(g(0xF123), n(77), Flag::RmtpData, 9, 9 * 994, &[3u8; 994]);
-        retag(&mut p, Flag::RmtpRetransmit);
+        retag(&mut p, Flag::RmtpRetransmit).unwrap();
         let parsed = Packet::parse(&p, DEFAULT_MTU).unwrap();
         assert_eq!(parsed.flag(), Flag::RmtpRetransmit);
         let again = frame(
@@ -765,14 +893,14 @@ mod tests {
         #[test]
         fn nack_ncf_round_trip(grp in 0xF000u16.., snd in 1u16..0xF000, ranges in ranges_strategy()) {
             let mut buf = [0u8; DEFAULT_MTU];
-            let len = build_nack(&mut buf, n(snd), n(1), g(grp), &ranges);
+            let len = build_nack(&mut buf, n(snd), n(1), g(grp), &ranges).unwrap();
             let parsed = Packet::parse(&buf[..len], DEFAULT_MTU).unwrap();
             prop_assert_eq!(parsed.flag(), Flag::RmtpNack);
             let nack = Nack::parse(parsed.body()).unwrap();
             prop_assert_eq!(nack.group, grp);
             prop_assert_eq!(nack.ranges.iter().collect::<Vec<_>>(), ranges.clone());
 
-            let len = build_ncf(&mut buf, n(2), n(1), g(grp), n(snd), &ranges);
+            let len = build_ncf(&mut buf, n(2), n(1), g(grp), n(snd), &ranges).unwrap();
             let parsed = Packet::parse(&buf[..len], DEFAULT_MTU).unwrap();
             let ncf = Ncf::parse(parsed.body()).unwrap();
             prop_assert_eq!((ncf.group, ncf.sender), (grp, snd));
@@ -784,12 +912,12 @@ mod tests {
                               seg: u16, total: u64, finished: bool, hash: [u8; 32]) {
             let m = Mab { group: grp, mab, received };
             let mut buf = [0u8; DEFAULT_MTU];
-            let len = build_mab(&mut buf, n(1), n(2), &m);
+            let len = build_mab(&mut buf, n(1), n(2), &m).unwrap();
             let parsed = Packet::parse(&buf[..len], DEFAULT_MTU).unwrap();
             prop_assert_eq!(Mab::parse(parsed.body()).unwrap(), m);
             let spm = SpmFields { spm_sequence: s, trailing: t, leading: l, segment_size: seg,
                                   total, finished, hash };
-            let len = build_spm(&mut buf, g(grp), n(1), &spm);
+            let len = build_spm(&mut buf, g(grp), n(1), &spm).unwrap();
             let parsed = Packet::parse(&buf[..len], DEFAULT_MTU).unwrap();
             prop_assert_eq!(SpmFields::parse(parsed.body()).unwrap(), spm);
         }
@@ -798,7 +926,7 @@ mod tests {
         fn retag_round_trip(flag in 0usize..9, to in 0usize..9,
                             body in proptest::collection::vec(any::<u8>(), 0..300)) {
             let mut p = frame(Addr::from_raw(0xF000), Addr::from_raw(5), Flag::ALL[flag], &body);
-            retag(&mut p, Flag::ALL[to]);
+            retag(&mut p, Flag::ALL[to]).unwrap();
             let parsed = Packet::parse(&p, DEFAULT_MTU).unwrap();
             prop_assert_eq!(parsed.flag(), Flag::ALL[to]);
         }

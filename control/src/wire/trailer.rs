@@ -2,7 +2,7 @@
 //! its header). The 16-bit DNP checksum lets some multi-bit corruptions through; the trailer
 //! makes a receiver refuse such a body rather than act on it.
 
-use super::BodyError;
+use super::{BodyError, BuildError, room};
 
 /// Bytes of the trailer: a big-endian CRC-32C (Castagnoli) of the body bytes before it.
 pub const CRC_LEN: usize = 4;
@@ -25,13 +25,13 @@ pub fn checked(body: &[u8]) -> Result<&[u8], BodyError> {
 }
 
 /// Writes the trailer of `body[..len]` right after it; returns the length with the trailer.
-///
-/// # Panics
-/// If `body` has fewer than `len + CRC_LEN` bytes (a caller bug).
-pub fn append(body: &mut [u8], len: usize) -> usize {
+/// A `body` shorter than `len + CRC_LEN` is refused, untouched.
+pub fn append(body: &mut [u8], len: usize) -> Result<usize, BuildError> {
+    let end = len.saturating_add(CRC_LEN);
+    room(end, body.len())?;
     let crc = crc32c::crc32c(&body[..len]);
-    body[len..len + CRC_LEN].copy_from_slice(&crc.to_be_bytes());
-    len + CRC_LEN
+    body[len..end].copy_from_slice(&crc.to_be_bytes());
+    Ok(end)
 }
 
 /// Pushes the trailer of everything in `body` onto its end.
@@ -65,7 +65,14 @@ mod tests {
         assert_eq!(&pushed[9..], [0xE3, 0x06, 0x92, 0x83]);
         let mut buf = [0u8; 13];
         buf[..9].copy_from_slice(b"123456789");
-        assert_eq!(append(&mut buf, 9), 13);
+        assert_eq!(append(&mut buf, 9), Ok(13));
+        assert_eq!(
+            append(&mut buf[..12], 9),
+            Err(BuildError::BufferTooSmall {
+                needed: 13,
+                got: 12
+            })
+        );
         assert_eq!(buf[..], pushed[..]);
         assert_eq!(checked(&pushed), Ok(&b"123456789"[..]));
         for bit in 0..pushed.len() * 8 {

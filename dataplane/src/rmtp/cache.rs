@@ -60,7 +60,9 @@ impl Cache {
         }
         let dst = &mut self.bytes[i * self.slot_len..i * self.slot_len + packet.len()];
         dst.copy_from_slice(packet);
-        rmtp::retag(dst, Flag::RmtpRetransmit);
+        if rmtp::retag(dst, Flag::RmtpRetransmit).is_err() {
+            return;
+        }
         self.meta[i] = Slot {
             seq,
             len: u16::try_from(packet.len()).unwrap_or(0),

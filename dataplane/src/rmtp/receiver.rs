@@ -506,7 +506,7 @@ impl<K: Sink> RmtpReceiver<K> {
                 mab,
                 received,
             };
-            return Some(rmtp::build_mab(buf, self.config.sender, self.config.me, &m));
+            return rmtp::build_mab(buf, self.config.sender, self.config.me, &m).ok();
         }
         None
     }
@@ -535,13 +535,14 @@ impl<K: Sink> RmtpReceiver<K> {
             return None;
         }
         self.stats.nacks_sent += 1;
-        Some(rmtp::build_nack(
+        rmtp::build_nack(
             buf,
             self.config.sender,
             self.config.me,
             self.config.group,
             ranges.as_slice(),
-        ))
+        )
+        .ok()
     }
 }
 
@@ -597,7 +598,7 @@ mod tests {
             finished: hash.is_some(),
             hash: hash.unwrap_or([0; 32]),
         };
-        let len = rmtp::build_spm(&mut buf, GroupAddr::new(G).unwrap(), n(1), &s);
+        let len = rmtp::build_spm(&mut buf, GroupAddr::new(G).unwrap(), n(1), &s).unwrap();
         buf.truncate(len);
         buf
     }
@@ -715,7 +716,7 @@ mod tests {
             finished: true,
             hash: [0; 32],
         };
-        let len = rmtp::build_spm(&mut buf, GroupAddr::new(G).unwrap(), n(1), &s);
+        let len = rmtp::build_spm(&mut buf, GroupAddr::new(G).unwrap(), n(1), &s).unwrap();
         feed(&mut r, Instant::ZERO, &buf[..len]);
         assert!(r.is_failed());
         assert_eq!(

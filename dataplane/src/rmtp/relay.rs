@@ -1202,7 +1202,7 @@ impl RmtpRelay {
                         mab,
                         received,
                     };
-                    let len = rmtp::build_mab(buf, tree.sender, me, &m);
+                    let len = rmtp::build_mab(buf, tree.sender, me, &m).ok()?;
                     self.stats.mabs_sent += 1;
                     return Some(RelayTransmit {
                         to: hop,
@@ -1332,7 +1332,7 @@ fn build_upstream_nack(
     if ranges.is_empty() {
         return None;
     }
-    let len = rmtp::build_nack(buf, tree.sender, me, tree.group, ranges.as_slice());
+    let len = rmtp::build_nack(buf, tree.sender, me, tree.group, ranges.as_slice()).ok()?;
     Some((
         RelayTransmit {
             to: hop,
@@ -1369,7 +1369,7 @@ fn build_ncf(tree: &mut Tree, me: NodeAddr, mtu: usize, buf: &mut [u8]) -> Optio
     if ranges.is_empty() {
         return None;
     }
-    let len = rmtp::build_ncf(buf, dst, me, tree.group, tree.sender, ranges.as_slice());
+    let len = rmtp::build_ncf(buf, dst, me, tree.group, tree.sender, ranges.as_slice()).ok()?;
     Some(RelayTransmit {
         to: nack_hop(key),
         len,
@@ -1436,7 +1436,7 @@ mod tests {
             finished: false,
             hash: [0; 32],
         };
-        let len = rmtp::build_spm(&mut buf, g(), n(sender), &fields);
+        let len = rmtp::build_spm(&mut buf, g(), n(sender), &fields).unwrap();
         buf.truncate(len);
         buf
     }
@@ -1453,7 +1453,7 @@ mod tests {
 
     fn nack(from: u16, seqs: &[SeqRange]) -> Vec<u8> {
         let mut buf = vec![0u8; DEFAULT_MTU];
-        let len = rmtp::build_nack(&mut buf, n(1), n(from), g(), seqs);
+        let len = rmtp::build_nack(&mut buf, n(1), n(from), g(), seqs).unwrap();
         buf.truncate(len);
         buf
     }
@@ -1542,7 +1542,7 @@ mod tests {
         assert_eq!(r.stats().nack_seqs_aggregated, 1);
         // Upstream confirms: no retry of our own; a NACK after the entry is stale goes again.
         let mut ncf = vec![0u8; DEFAULT_MTU];
-        let len = rmtp::build_ncf(&mut ncf, n(2), n(1), g(), n(1), &five);
+        let len = rmtp::build_ncf(&mut ncf, n(2), n(1), g(), n(1), &five).unwrap();
         r.handle(t0, n(1), &p(&ncf[..len]), &mc, &rt);
         let t1 = t0 + Duration::from_millis(50);
         r.handle_timeout(t1, &mc, &rt);
@@ -1655,7 +1655,8 @@ mod tests {
                     mab: m,
                     received: rcv,
                 },
-            );
+            )
+            .unwrap();
             buf.truncate(len);
             buf
         };
@@ -1718,7 +1719,7 @@ mod tests {
         // The local sender's SPM makes the tree.
         r.handle_local(Instant::ZERO, &p(&spm(2)), &mc, &rt);
         let mut buf = vec![0u8; DEFAULT_MTU];
-        let len = rmtp::build_nack(&mut buf, n(2), n(3), g(), &[SeqRange::single(1)]);
+        let len = rmtp::build_nack(&mut buf, n(2), n(3), g(), &[SeqRange::single(1)]).unwrap();
         r.handle(Instant::ZERO, n(3), &p(&buf[..len]), &mc, &rt);
         let out = drain(&mut r, Instant::ZERO);
         assert_eq!((out[0].0, out[0].1), (Hop::Local, Flag::RmtpNack));

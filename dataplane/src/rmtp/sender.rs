@@ -305,7 +305,7 @@ impl<S: Source> RmtpSender<S> {
     /// Order: a due SPM, then repairs, then new data within the window, all paced.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         if self.spm_due(now) {
-            return Some(self.build_spm(now, buf));
+            return self.build_spm(now, buf);
         }
         if now < self.pace_at {
             return None;
@@ -362,7 +362,8 @@ impl<S: Source> RmtpSender<S> {
         let got = self.source.read_at(offset, &mut buf[start..start + want]);
         // A source that shrank under us sends what it has; the hash tells receivers.
         let len = start + got;
-        rmtp::seal_data(
+        // `buf[..len]` holds both headers and at most an MTU: sealing cannot be refused.
+        let _ = rmtp::seal_data(
             &mut buf[..len],
             self.config.group,
             self.config.me,
@@ -373,7 +374,7 @@ impl<S: Source> RmtpSender<S> {
         len
     }
 
-    fn build_spm(&mut self, now: Instant, buf: &mut [u8]) -> usize {
+    fn build_spm(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         let finished = self.is_finished();
         let spm = SpmFields {
             spm_sequence: self.spm_sequence,
@@ -398,7 +399,7 @@ impl<S: Source> RmtpSender<S> {
             } else {
                 self.config.spm_interval
             };
-        rmtp::build_spm(buf, self.config.group, self.config.me, &spm)
+        rmtp::build_spm(buf, self.config.group, self.config.me, &spm).ok()
     }
 }
 

@@ -329,7 +329,8 @@ impl Net {
                 control::Addr::from_raw(dst),
                 control::Addr::from_raw(src),
                 Flag::from_raw(flag).unwrap(),
-            );
+            )
+            .unwrap();
             self.links.corrupted += 1;
         }
         let now = self.now;
