@@ -1,0 +1,319 @@
+//! The RMTP end points against a hostile network: every field that passes the DNP checksum and
+//! the CRC-32C is attacker-controlled, so one forged (re-sealed) DATA, SPM, NACK or MAB must not
+//! crash, freeze, fail or take over a receiver or a sender.
+
+mod common;
+
+use common::*;
+use control::Instant;
+use control::wire::DEFAULT_MTU;
+use control::wire::dnp::{Flag, Packet};
+use control::wire::rmtp::{self, SeqRange, SpmFields, TOTAL_UNKNOWN};
+use dataplane::rmtp::{MemSink, MemSource, ReceiverConfig, RmtpReceiver, RmtpSender, SenderConfig};
+use std::time::Duration;
+
+const SEGMENT: u16 = 100;
+const RECEIVER: u16 = 2;
+
+/// One sender and one receiver wired directly (no relay), lossless, with a hook that sees (and
+/// may drop) every packet the sender sends.
+struct Pair {
+    now: Instant,
+    sender: RmtpSender<MemSource>,
+    receiver: RmtpReceiver<MemSink>,
+    data: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl Pair {
+    fn new(len: usize, window: u64) -> Pair {
+        let data = content(len, 5);
+        let mut sc = SenderConfig::new(n(SENDER), g(), DEFAULT_MTU);
+        sc.segment_size = Some(SEGMENT);
+        sc.initial_window = window;
+        let mut rc = ReceiverConfig::new(n(RECEIVER), g(), n(SENDER), DEFAULT_MTU);
+        rc.window = window;
+        Pair {
+            now: Instant::ZERO,
+            sender: RmtpSender::new(sc, MemSource::new(data.clone()), Instant::ZERO),
+            receiver: RmtpReceiver::new(rc, MemSink::new(), Instant::ZERO),
+            data,
+            buf: vec![0; DEFAULT_MTU],
+        }
+    }
+
+    /// Hands a (forged) packet to the receiver as if it came from the sender's tree.
+    fn to_receiver(&mut self, bytes: &[u8]) {
+        let p = Packet::parse(bytes, DEFAULT_MTU).expect("a sealed packet");
+        let _ = self.receiver.handle_packet(self.now, &p);
+    }
+
+    /// Hands a (forged) packet to the sender.
+    fn to_sender(&mut self, bytes: &[u8]) {
+        let p = Packet::parse(bytes, DEFAULT_MTU).expect("a sealed packet");
+        let _ = self.sender.handle_packet(self.now, &p);
+    }
+
+    /// Only the sender's first packet, its opening SPM, reaches the receiver.
+    fn opening_spm(&mut self) {
+        let len = self.sender.poll_transmit(self.now, &mut self.buf).unwrap();
+        assert!(is_spm(&self.buf[..len]));
+        let spm = self.buf[..len].to_vec();
+        self.to_receiver(&spm);
+    }
+
+    /// Runs `ticks` steps of 500 µs; `pass` decides which sender packets reach the receiver.
+    fn run(&mut self, ticks: usize, mut pass: impl FnMut(&[u8]) -> bool) {
+        for _ in 0..ticks {
+            self.now += TICK;
+            self.sender.handle_timeout(self.now);
+            while let Some(len) = self.sender.poll_transmit(self.now, &mut self.buf) {
+                if pass(&self.buf[..len]) {
+                    let p = Packet::parse(&self.buf[..len], DEFAULT_MTU).unwrap();
+                    let _ = self.receiver.handle_packet(self.now, &p);
+                }
+            }
+            self.receiver.handle_timeout(self.now);
+            while let Some(len) = self.receiver.poll_transmit(self.now, &mut self.buf) {
+                let p = Packet::parse(&self.buf[..len], DEFAULT_MTU).unwrap();
+                let _ = self.sender.handle_packet(self.now, &p);
+            }
+            if self.receiver.is_complete() || self.receiver.is_failed() {
+                return;
+            }
+        }
+    }
+
+    fn assert_received_everything(&mut self) {
+        assert!(
+            self.receiver.is_complete(),
+            "not complete: delivered {} of {}, events {:?}",
+            self.receiver.delivered(),
+            self.data.len(),
+            self.receiver.poll_event()
+        );
+        assert_eq!(self.receiver.sink().data, self.data);
+        assert_eq!(self.receiver.sink().verified, Some(true));
+    }
+}
+
+fn forged_data(seq: u64, offset: u64, payload: &[u8]) -> Vec<u8> {
+    rmtp::data_packet(g(), n(SENDER), Flag::RmtpData, seq, offset, payload)
+}
+
+fn forged_spm(spm: &SpmFields) -> Vec<u8> {
+    let mut buf = vec![0u8; DEFAULT_MTU];
+    let len = rmtp::build_spm(&mut buf, g(), n(SENDER), spm);
+    buf.truncate(len);
+    buf
+}
+
+fn spm_fields(sequence: u64, trailing: u64, leading: u64, total: u64) -> SpmFields {
+    SpmFields {
+        spm_sequence: sequence,
+        trailing,
+        leading,
+        segment_size: SEGMENT,
+        total,
+        finished: false,
+        hash: [0; 32],
+    }
+}
+
+fn is_spm(p: &[u8]) -> bool {
+    p[7] == Flag::RmtpSpm as u8
+}
+
+#[test]
+fn data_whose_end_overflows_u64_is_refused_and_later_gaps_are_still_found() {
+    let mut pair = Pair::new(5000, 64 * 1024);
+    // A sender may not know its total yet (a stream): nothing bounds the offsets but 2^64.
+    pair.to_receiver(&forged_spm(&spm_fields(0, 0, 0, TOTAL_UNKNOWN)));
+    let seq = u64::MAX / u64::from(SEGMENT);
+    pair.to_receiver(&forged_data(
+        seq,
+        seq * u64::from(SEGMENT),
+        &[0; SEGMENT as usize],
+    ));
+    // Every other packet lost once: the gaps are found and repaired.
+    let mut k = 0;
+    pair.run(20_000, |p| {
+        k += 1;
+        is_spm(p) || k % 2 == 0 || k > 200
+    });
+    pair.assert_received_everything();
+}
+
+#[test]
+fn a_refused_data_before_the_first_spm_teaches_nothing() {
+    let mut pair = Pair::new(5000, 1000);
+    // Before any SPM: sequence 1 at offset 5000 would mean 5000-byte segments.
+    pair.to_receiver(&forged_data(1, 5000, &[7; 10]));
+    pair.run(20_000, |_| true);
+    pair.assert_received_everything();
+}
+
+#[test]
+fn an_spm_with_the_highest_sequence_does_not_freeze_the_receiver() {
+    let mut pair = Pair::new(5000, 64 * 1024);
+    pair.opening_spm();
+    pair.to_receiver(&forged_spm(&spm_fields(u64::MAX, 0, 1, 5000)));
+    pair.run(20_000, |_| true);
+    pair.assert_received_everything();
+}
+
+#[test]
+fn one_spm_with_absurd_edges_does_not_fail_the_receiver() {
+    let mut pair = Pair::new(5000, 64 * 1024);
+    pair.opening_spm();
+    pair.to_receiver(&forged_spm(&spm_fields(1, 1 << 60, 1 << 60, 5000)));
+    assert!(
+        !pair.receiver.is_failed(),
+        "{:?}",
+        pair.receiver.poll_event()
+    );
+    // Plausible edges, but a trailing edge past sequence 0 that the sender never claimed.
+    pair.to_receiver(&forged_spm(&spm_fields(2, 3, 4, 5000)));
+    assert!(
+        !pair.receiver.is_failed(),
+        "{:?}",
+        pair.receiver.poll_event()
+    );
+    pair.run(20_000, |_| true);
+    pair.assert_received_everything();
+}
+
+#[test]
+fn a_short_segment_before_the_last_is_refused() {
+    let mut pair = Pair::new(5000, 64 * 1024);
+    pair.opening_spm();
+    // CRC-valid, offset = sequence x segment, but 10 bytes where the transfer has 100.
+    pair.to_receiver(&forged_data(0, 0, &[9; 10]));
+    pair.to_receiver(&forged_data(1, 100, &[9; 10]));
+    pair.run(20_000, |_| true);
+    pair.assert_received_everything();
+}
+
+#[test]
+fn a_sender_is_not_complete_before_its_receiver_verified_the_hash() {
+    // Every SPM lost: the receiver holds every byte but never learns the hash.
+    let mut pair = Pair::new(5000, 64 * 1024);
+    pair.run(2_000, |p| !is_spm(p));
+    assert_eq!(pair.receiver.delivered(), 5000);
+    assert!(!pair.receiver.is_complete());
+    assert!(
+        !pair.sender.is_complete(),
+        "the sender reports complete for a receiver that verified nothing"
+    );
+    pair.run(2_000, |_| true);
+    pair.assert_received_everything();
+    pair.run(200, |_| true);
+    let mut buf = vec![0u8; DEFAULT_MTU];
+    while let Some(len) = pair.receiver.poll_transmit(pair.now, &mut buf) {
+        pair.to_sender(&buf[..len].to_vec());
+    }
+    assert!(pair.sender.is_complete());
+}
+
+#[test]
+fn a_sender_whose_every_receiver_failed_is_not_complete() {
+    let mut pair = Pair::new(5000, 64 * 1024);
+    pair.run(4, |_| true);
+    pair.receiver.abort();
+    pair.run(400, |_| true);
+    assert!(
+        !pair.sender.is_complete(),
+        "a failed receiver counted as holding everything"
+    );
+}
+
+#[test]
+fn forged_nacks_are_not_amplified() {
+    // 1000 segments sent; then NACKs that name far more than anyone could miss, one per
+    // repair hold-off.
+    let mut pair = Pair::new(100_000, 1 << 20);
+    let mut sent = 0;
+    pair.run(50, |p| {
+        sent += usize::from(!is_spm(p));
+        false
+    });
+    assert_eq!(pair.sender.leading_edge(), 1000);
+    let before = pair.sender.stats().retransmissions;
+    let nacks = 50;
+    let mut named: u64 = 0;
+    let mut buf = vec![0u8; DEFAULT_MTU];
+    for _ in 0..nacks {
+        let ranges = [
+            SeqRange {
+                first: 0,
+                len: u32::MAX,
+            },
+            SeqRange {
+                first: 1 << 40,
+                len: u32::MAX,
+            },
+        ];
+        named += ranges.iter().map(|r| u64::from(r.len)).sum::<u64>();
+        let len = rmtp::build_nack(&mut buf, n(SENDER), n(RECEIVER), g(), &ranges);
+        pair.to_sender(&buf[..len].to_vec());
+        pair.now += Duration::from_millis(10);
+        while pair.sender.poll_transmit(pair.now, &mut buf).is_some() {}
+    }
+    let repairs = pair.sender.stats().retransmissions - before;
+    println!(
+        "{nacks} forged NACKs naming {named} sequences made the sender send {repairs} \
+         retransmissions: x{:.1} per NACK packet, {:.2e} per sequence named",
+        repairs as f64 / nacks as f64,
+        repairs as f64 / named as f64
+    );
+    assert!(
+        repairs <= 64 * nacks,
+        "amplification x{} per NACK",
+        repairs / nacks
+    );
+}
+
+/// A forged SPM from node 2, relayed into the tree below it, does not stop the transfer to
+/// the receivers behind it.
+#[test]
+fn forged_spms_from_a_neighbour_do_not_stop_a_relayed_transfer() {
+    const EDGES: &[(u16, u16)] = &[(1, 2), (2, 3)];
+    const MEMBERS: &[(u16, u16)] = &[(3, 1)];
+    let data = content(200_000, 3);
+    let mut net = Net::new(Spec::new(EDGES, MEMBERS, data.clone()));
+    let seg = net.sender().segment_size() as u16;
+    for spm in [
+        SpmFields {
+            spm_sequence: u64::MAX,
+            trailing: 0,
+            leading: 1,
+            segment_size: seg,
+            total: TOTAL_UNKNOWN,
+            finished: false,
+            hash: [0; 32],
+        },
+        SpmFields {
+            spm_sequence: 7,
+            trailing: 1 << 40,
+            leading: 1 << 41,
+            segment_size: seg,
+            total: 200_000,
+            finished: false,
+            hash: [0; 32],
+        },
+    ] {
+        net.inject_forged_from_neighbour(2, 3, &forged_spm(&spm));
+    }
+    for (_, _, r) in net.receivers() {
+        println!(
+            "after the forgeries: delivered {} complete {}",
+            r.delivered(),
+            r.is_complete()
+        );
+    }
+    net.run(Duration::from_secs(20), |_| {});
+    for (id, m, r) in net.receivers() {
+        assert!(r.is_complete(), "{id}/{m} failed: {}", r.is_failed());
+        assert_eq!(r.sink().data, data);
+    }
+}
