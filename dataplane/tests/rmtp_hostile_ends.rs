@@ -9,7 +9,9 @@ use control::Instant;
 use control::wire::DEFAULT_MTU;
 use control::wire::dnp::{Flag, Packet};
 use control::wire::rmtp::{self, SeqRange, SpmFields, TOTAL_UNKNOWN};
-use dataplane::rmtp::{MemSink, MemSource, ReceiverConfig, RmtpReceiver, RmtpSender, SenderConfig};
+use dataplane::rmtp::{
+    MemSink, MemSource, ReceiverConfig, RmtpReceiver, RmtpSender, SendFailure, SenderConfig,
+};
 use std::time::Duration;
 
 const SEGMENT: u16 = 100;
@@ -62,8 +64,15 @@ impl Pair {
         self.to_receiver(&spm);
     }
 
-    /// Runs `ticks` steps of 500 µs; `pass` decides which sender packets reach the receiver.
-    fn run(&mut self, ticks: usize, mut pass: impl FnMut(&[u8]) -> bool) {
+    /// Runs `ticks` steps of 500 µs, or until the receiver completed or failed; `pass`
+    /// decides which sender packets reach the receiver.
+    fn run(&mut self, ticks: usize, pass: impl FnMut(&[u8]) -> bool) {
+        self.exchange(ticks, true, pass);
+    }
+
+    /// Runs `ticks` steps of 500 µs (stopping early if `until_done` and the receiver
+    /// completed or failed).
+    fn exchange(&mut self, ticks: usize, until_done: bool, mut pass: impl FnMut(&[u8]) -> bool) {
         for _ in 0..ticks {
             self.now += TICK;
             self.sender.handle_timeout(self.now);
@@ -78,7 +87,7 @@ impl Pair {
                 let p = Packet::parse(&self.buf[..len], DEFAULT_MTU).unwrap();
                 let _ = self.sender.handle_packet(self.now, &p);
             }
-            if self.receiver.is_complete() || self.receiver.is_failed() {
+            if until_done && (self.receiver.is_complete() || self.receiver.is_failed()) {
                 return;
             }
         }
@@ -196,8 +205,10 @@ fn a_short_segment_before_the_last_is_refused() {
 
 #[test]
 fn a_sender_is_not_complete_before_its_receiver_verified_the_hash() {
-    // Every SPM lost: the receiver holds every byte but never learns the hash.
+    // Every SPM but the opening one lost: the receiver holds every byte but never learns the
+    // hash.
     let mut pair = Pair::new(5000, 64 * 1024);
+    pair.opening_spm();
     pair.run(2_000, |p| !is_spm(p));
     assert_eq!(pair.receiver.delivered(), 5000);
     assert!(!pair.receiver.is_complete());
@@ -207,11 +218,7 @@ fn a_sender_is_not_complete_before_its_receiver_verified_the_hash() {
     );
     pair.run(2_000, |_| true);
     pair.assert_received_everything();
-    pair.run(200, |_| true);
-    let mut buf = vec![0u8; DEFAULT_MTU];
-    while let Some(len) = pair.receiver.poll_transmit(pair.now, &mut buf) {
-        pair.to_sender(&buf[..len].to_vec());
-    }
+    pair.exchange(400, false, |_| true);
     assert!(pair.sender.is_complete());
 }
 
@@ -220,11 +227,35 @@ fn a_sender_whose_every_receiver_failed_is_not_complete() {
     let mut pair = Pair::new(5000, 64 * 1024);
     pair.run(4, |_| true);
     pair.receiver.abort();
-    pair.run(400, |_| true);
+    pair.exchange(400, false, |_| true);
     assert!(
         !pair.sender.is_complete(),
         "a failed receiver counted as holding everything"
     );
+    assert_eq!(pair.sender.failure(), Some(&SendFailure::ReceiversFailed));
+}
+
+#[test]
+fn a_sender_whose_receivers_fell_silent_fails() {
+    let mut pair = Pair::new(50_000, 8 * 1024);
+    pair.opening_spm();
+    pair.run(20, |_| true);
+    assert!(pair.sender.stats().mabs_received > 0);
+    // The receiver vanishes: no more MABs. The sender says so instead of waiting for ever.
+    let silent = SenderConfig::new(n(SENDER), g(), DEFAULT_MTU).feedback_timeout;
+    let mut buf = vec![0u8; DEFAULT_MTU];
+    let end = pair.now + silent + Duration::from_millis(1);
+    while pair.now < end && pair.sender.failure().is_none() {
+        pair.now += TICK;
+        pair.sender.handle_timeout(pair.now);
+        while pair.sender.poll_transmit(pair.now, &mut buf).is_some() {}
+    }
+    assert!(matches!(
+        pair.sender.failure(),
+        Some(SendFailure::ReceiversGone { .. })
+    ));
+    assert!(!pair.sender.is_complete());
+    assert_eq!(pair.sender.poll_timeout(), None);
 }
 
 #[test]
@@ -266,11 +297,14 @@ fn forged_nacks_are_not_amplified() {
         repairs as f64 / nacks as f64,
         repairs as f64 / named as f64
     );
+    let budget = SenderConfig::new(n(SENDER), g(), DEFAULT_MTU).max_repairs_per_holdoff as u64;
     assert!(
-        repairs <= 64 * nacks,
+        repairs <= budget * nacks,
         "amplification x{} per NACK",
         repairs / nacks
     );
+    assert!(pair.sender.stats().repairs_over_budget > 0);
+    assert!(pair.sender.stats().nacks_out_of_window >= nacks);
 }
 
 /// A forged SPM from node 2, relayed into the tree below it, does not stop the transfer to
