@@ -11,6 +11,7 @@ use control::wire::dnp::{Flag, Packet};
 use control::wire::rmtp::{self, SeqRange, SpmFields, TOTAL_UNKNOWN};
 use dataplane::rmtp::{
     MemSink, MemSource, ReceiverConfig, RmtpReceiver, RmtpSender, SendFailure, SenderConfig,
+    TableUsage,
 };
 use std::time::Duration;
 
@@ -350,4 +351,64 @@ fn forged_spms_from_a_neighbour_do_not_stop_a_relayed_transfer() {
         assert!(r.is_complete(), "{id}/{m} failed: {}", r.is_failed());
         assert_eq!(r.sink().data, data);
     }
+}
+
+fn print_usage(table: &str, when: &str, u: TableUsage) {
+    println!(
+        "{table} flood, {when}: missing {} entries ~{} bytes, out-of-order {} entries ~{} bytes",
+        u.missing, u.missing_bytes, u.buffered, u.buffered_bytes
+    );
+}
+
+/// 100,000 distinct sequences claimed missing (SPMs whose plausible leading edge creeps up):
+/// the missing table stops at `max_missing`, the refusals are counted and the transfer still
+/// completes.
+#[test]
+fn missing_table_flood_stays_at_capacity_and_the_transfer_completes() {
+    const CLAIMED: u64 = 100_000;
+    let len = (CLAIMED + 1) as usize * usize::from(SEGMENT);
+    let mut pair = Pair::new(len, len as u64);
+    let cap = pair.receiver.config().max_missing;
+    pair.opening_spm();
+    print_usage("missing", "before", pair.receiver.table_usage());
+    for step in 1..=CLAIMED / 100 {
+        let spm = spm_fields(step, 0, step * 100, len as u64);
+        pair.to_receiver(&forged_spm(&spm));
+    }
+    let flooded = pair.receiver.table_usage();
+    print_usage("missing", "after", flooded);
+    assert_eq!(flooded.missing, cap);
+    assert!(pair.receiver.stats().missing_full > 0);
+    pair.run(20_000, |_| true);
+    pair.assert_received_everything();
+}
+
+/// 100,000 distinct out-of-order segments (a replay of the transfer, all but its first
+/// segment): the buffer stops at `max_buffered`, the refusals are counted, the transfer still
+/// completes.
+#[test]
+fn out_of_order_flood_stays_at_capacity_and_the_transfer_completes() {
+    const FLOOD: u64 = 100_000;
+    let seg = u64::from(SEGMENT);
+    let len = (FLOOD + 1) as usize * usize::from(SEGMENT);
+    let mut pair = Pair::new(len, len as u64);
+    let cap = pair.receiver.config().max_buffered;
+    pair.opening_spm();
+    print_usage("out-of-order", "before", pair.receiver.table_usage());
+    let data = pair.data.clone();
+    for seq in 1..=FLOOD {
+        let at = (seq * seg) as usize;
+        pair.to_receiver(&forged_data(
+            seq,
+            seq * seg,
+            &data[at..at + usize::from(SEGMENT)],
+        ));
+    }
+    let flooded = pair.receiver.table_usage();
+    print_usage("out-of-order", "after", flooded);
+    assert_eq!(flooded.buffered, cap);
+    assert_eq!(pair.receiver.stats().buffer_full, FLOOD - cap as u64);
+    pair.run(20_000, |_| true);
+    pair.assert_received_everything();
+    print_usage("out-of-order", "completed", pair.receiver.table_usage());
 }

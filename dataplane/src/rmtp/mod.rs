@@ -14,7 +14,9 @@ pub mod sender;
 pub mod sink;
 pub mod source;
 
-pub use receiver::{ReceiverConfig, ReceiverEvent, ReceiverStats, RmtpReceiver, TransferShape};
+pub use receiver::{
+    ReceiverConfig, ReceiverEvent, ReceiverStats, RmtpReceiver, TableUsage, TransferShape,
+};
 pub use relay::{Fanout, Hop, RelayAction, RelayConfig, RelayStats, RelayTransmit, RmtpRelay};
 pub use sender::{RmtpSender, SendFailure, SenderConfig, SenderStats};
 pub use sink::{FileSink, MemSink, Sink, SinkError};

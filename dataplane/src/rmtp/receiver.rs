@@ -112,6 +112,16 @@ pub struct ReceiverStats {
     pub spms_refused: u64,
 }
 
+/// Entries and approximate bytes (keys, values and held payloads, without the B-tree's own
+/// node overhead) of a receiver's network-grown tables.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableUsage {
+    pub missing: usize,
+    pub missing_bytes: usize,
+    pub buffered: usize,
+    pub buffered_bytes: usize,
+}
+
 /// Why a transfer failed; the sink's result stays partial.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FailReason {
@@ -215,6 +225,10 @@ impl<K: Sink> RmtpReceiver<K> {
         }
     }
 
+    pub fn config(&self) -> &ReceiverConfig {
+        &self.config
+    }
+
     pub fn stats(&self) -> &ReceiverStats {
         &self.stats
     }
@@ -252,6 +266,17 @@ impl<K: Sink> RmtpReceiver<K> {
     /// Out-of-order segments currently held.
     pub fn buffered(&self) -> usize {
         self.buffered.len()
+    }
+
+    /// Entries and approximate bytes of the tables the network can grow.
+    pub fn table_usage(&self) -> TableUsage {
+        let payload: usize = self.buffered.values().map(Vec::capacity).sum();
+        TableUsage {
+            missing: self.missing.len(),
+            missing_bytes: self.missing.len() * std::mem::size_of::<(u64, Miss)>(),
+            buffered: self.buffered.len(),
+            buffered_bytes: self.buffered.len() * std::mem::size_of::<(u64, Vec<u8>)>() + payload,
+        }
     }
 
     /// The transfer's size, once the announcement or an SPM told it.
