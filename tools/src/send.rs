@@ -146,6 +146,9 @@ pub fn run(args: SendArgs) -> Result<(), String> {
         if p.complete {
             break Ok(());
         }
+        if let Some(why) = &p.failed {
+            break Err(format!("transfer failed: {why}"));
+        }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break Err("timed out before every receiver had the file".to_string());
         }

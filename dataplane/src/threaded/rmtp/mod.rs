@@ -234,6 +234,7 @@ pub(crate) fn receive(
     let mtu = node.dnp.mtu();
     let mut config = ReceiverConfig::new(node.me, group, sender, mtu);
     config.window = options.window.max(1);
+    config.announced = options.announced;
     // The map's write lock orders this start against shutdown, which reads the map (to close
     // the buffers) after it has set `stopping`.
     let mut clients = write(&layer.clients);
