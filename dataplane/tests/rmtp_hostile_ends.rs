@@ -8,7 +8,7 @@ use common::*;
 use control::Instant;
 use control::wire::DEFAULT_MTU;
 use control::wire::dnp::{Flag, Packet};
-use control::wire::rmtp::{self, SeqRange, SpmFields, TOTAL_UNKNOWN};
+use control::wire::rmtp::{self, Mab, SeqRange, SpmFields, TOTAL_UNKNOWN};
 use dataplane::rmtp::{
     MemSink, MemSource, ReceiverConfig, RmtpReceiver, RmtpSender, SendFailure, SenderConfig,
     TableUsage,
@@ -46,15 +46,19 @@ impl Pair {
     }
 
     /// Hands a (forged) packet to the receiver as if it came from the sender's tree.
-    fn to_receiver(&mut self, bytes: &[u8]) {
+    fn inject_at_receiver(&mut self, bytes: &[u8]) {
         let p = Packet::parse(bytes, DEFAULT_MTU).expect("a sealed packet");
         let _ = self.receiver.handle_packet(self.now, &p);
     }
 
     /// Hands a (forged) packet to the sender.
-    fn to_sender(&mut self, bytes: &[u8]) {
+    fn inject_at_sender(&mut self, bytes: &[u8]) {
         let p = Packet::parse(bytes, DEFAULT_MTU).expect("a sealed packet");
         let _ = self.sender.handle_packet(self.now, &p);
+    }
+
+    fn sender_config_budget(&self) -> usize {
+        SenderConfig::new(n(SENDER), g(), DEFAULT_MTU).max_repairs_per_holdoff
     }
 
     /// Only the sender's first packet, its opening SPM, reaches the receiver.
@@ -62,7 +66,7 @@ impl Pair {
         let len = self.sender.poll_transmit(self.now, &mut self.buf).unwrap();
         assert!(is_spm(&self.buf[..len]));
         let spm = self.buf[..len].to_vec();
-        self.to_receiver(&spm);
+        self.inject_at_receiver(&spm);
     }
 
     /// Runs `ticks` steps of 500 µs, or until the receiver completed or failed; `pass`
@@ -138,9 +142,9 @@ fn is_spm(p: &[u8]) -> bool {
 fn data_whose_end_overflows_u64_is_refused_and_later_gaps_are_still_found() {
     let mut pair = Pair::new(5000, 64 * 1024);
     // A sender may not know its total yet (a stream): nothing bounds the offsets but 2^64.
-    pair.to_receiver(&forged_spm(&spm_fields(0, 0, 0, TOTAL_UNKNOWN)));
+    pair.inject_at_receiver(&forged_spm(&spm_fields(0, 0, 0, TOTAL_UNKNOWN)));
     let seq = u64::MAX / u64::from(SEGMENT);
-    pair.to_receiver(&forged_data(
+    pair.inject_at_receiver(&forged_data(
         seq,
         seq * u64::from(SEGMENT),
         &[0; SEGMENT as usize],
@@ -158,7 +162,7 @@ fn data_whose_end_overflows_u64_is_refused_and_later_gaps_are_still_found() {
 fn a_refused_data_before_the_first_spm_teaches_nothing() {
     let mut pair = Pair::new(5000, 1000);
     // Before any SPM: sequence 1 at offset 5000 would mean 5000-byte segments.
-    pair.to_receiver(&forged_data(1, 5000, &[7; 10]));
+    pair.inject_at_receiver(&forged_data(1, 5000, &[7; 10]));
     pair.run(20_000, |_| true);
     pair.assert_received_everything();
 }
@@ -167,7 +171,7 @@ fn a_refused_data_before_the_first_spm_teaches_nothing() {
 fn an_spm_with_the_highest_sequence_does_not_freeze_the_receiver() {
     let mut pair = Pair::new(5000, 64 * 1024);
     pair.opening_spm();
-    pair.to_receiver(&forged_spm(&spm_fields(u64::MAX, 0, 1, 5000)));
+    pair.inject_at_receiver(&forged_spm(&spm_fields(u64::MAX, 0, 1, 5000)));
     pair.run(20_000, |_| true);
     pair.assert_received_everything();
 }
@@ -176,14 +180,14 @@ fn an_spm_with_the_highest_sequence_does_not_freeze_the_receiver() {
 fn one_spm_with_absurd_edges_does_not_fail_the_receiver() {
     let mut pair = Pair::new(5000, 64 * 1024);
     pair.opening_spm();
-    pair.to_receiver(&forged_spm(&spm_fields(1, 1 << 60, 1 << 60, 5000)));
+    pair.inject_at_receiver(&forged_spm(&spm_fields(1, 1 << 60, 1 << 60, 5000)));
     assert!(
         !pair.receiver.is_failed(),
         "{:?}",
         pair.receiver.poll_event()
     );
     // Plausible edges, but a trailing edge past sequence 0 that the sender never claimed.
-    pair.to_receiver(&forged_spm(&spm_fields(2, 3, 4, 5000)));
+    pair.inject_at_receiver(&forged_spm(&spm_fields(2, 3, 4, 5000)));
     assert!(
         !pair.receiver.is_failed(),
         "{:?}",
@@ -198,8 +202,8 @@ fn a_short_segment_before_the_last_is_refused() {
     let mut pair = Pair::new(5000, 64 * 1024);
     pair.opening_spm();
     // CRC-valid, offset = sequence x segment, but 10 bytes where the transfer has 100.
-    pair.to_receiver(&forged_data(0, 0, &[9; 10]));
-    pair.to_receiver(&forged_data(1, 100, &[9; 10]));
+    pair.inject_at_receiver(&forged_data(0, 0, &[9; 10]));
+    pair.inject_at_receiver(&forged_data(1, 100, &[9; 10]));
     pair.run(20_000, |_| true);
     pair.assert_received_everything();
 }
@@ -287,7 +291,7 @@ fn forged_nacks_are_not_amplified() {
         ];
         named += ranges.iter().map(|r| u64::from(r.len)).sum::<u64>();
         let len = rmtp::build_nack(&mut buf, n(SENDER), n(RECEIVER), g(), &ranges);
-        pair.to_sender(&buf[..len].to_vec());
+        pair.inject_at_sender(&buf[..len]);
         pair.now += Duration::from_millis(10);
         while pair.sender.poll_transmit(pair.now, &mut buf).is_some() {}
     }
@@ -339,13 +343,6 @@ fn forged_spms_from_a_neighbour_do_not_stop_a_relayed_transfer() {
     ] {
         net.inject_forged_from_neighbour(2, 3, &forged_spm(&spm));
     }
-    for (_, _, r) in net.receivers() {
-        println!(
-            "after the forgeries: delivered {} complete {}",
-            r.delivered(),
-            r.is_complete()
-        );
-    }
     net.run(Duration::from_secs(20), |_| {});
     for (id, m, r) in net.receivers() {
         assert!(r.is_complete(), "{id}/{m} failed: {}", r.is_failed());
@@ -373,7 +370,7 @@ fn missing_table_flood_stays_at_capacity_and_the_transfer_completes() {
     print_usage("missing", "before", pair.receiver.table_usage());
     for step in 1..=CLAIMED / 100 {
         let spm = spm_fields(step, 0, step * 100, len as u64);
-        pair.to_receiver(&forged_spm(&spm));
+        pair.inject_at_receiver(&forged_spm(&spm));
     }
     let flooded = pair.receiver.table_usage();
     print_usage("missing", "after", flooded);
@@ -398,7 +395,7 @@ fn out_of_order_flood_stays_at_capacity_and_the_transfer_completes() {
     let data = pair.data.clone();
     for seq in 1..=FLOOD {
         let at = (seq * seg) as usize;
-        pair.to_receiver(&forged_data(
+        pair.inject_at_receiver(&forged_data(
             seq,
             seq * seg,
             &data[at..at + usize::from(SEGMENT)],
@@ -411,4 +408,75 @@ fn out_of_order_flood_stays_at_capacity_and_the_transfer_completes() {
     pair.run(20_000, |_| true);
     pair.assert_received_everything();
     print_usage("out-of-order", "completed", pair.receiver.table_usage());
+}
+
+/// 100,000 distinct sent sequences NACKed one per forged NACK: the sender's repair tables stay
+/// within one hold-off's budget, the refusals are counted, and the receiver still completes.
+#[test]
+fn repair_queue_flood_stays_at_capacity_and_the_transfer_completes() {
+    const FLOOD: u64 = 100_000;
+    let len = (FLOOD + 1) as usize * usize::from(SEGMENT);
+    let mut pair = Pair::new(len, len as u64);
+    let budget = pair.sender_config_budget();
+    pair.opening_spm();
+    // Everything is sent once; the receiver waits for the hash to be confirmed.
+    pair.exchange(1, false, |_| true);
+    assert_eq!(pair.sender.leading_edge(), FLOOD + 1);
+    let figures = |when: &str, (queued, held): (usize, usize)| {
+        println!(
+            "repair flood, {when}: {queued} queued ~{} bytes, {held} held off ~{} bytes",
+            queued * std::mem::size_of::<u64>(),
+            held * std::mem::size_of::<(u64, Instant)>()
+        );
+    };
+    figures("before", pair.sender.repair_tables());
+    let mut buf = vec![0u8; DEFAULT_MTU];
+    for seq in 0..FLOOD {
+        let len = rmtp::build_nack(
+            &mut buf,
+            n(SENDER),
+            n(RECEIVER),
+            g(),
+            &[SeqRange::single(seq)],
+        );
+        pair.inject_at_sender(&buf[..len]);
+    }
+    let (queued, held) = pair.sender.repair_tables();
+    figures("after", (queued, held));
+    assert_eq!(queued + held, budget);
+    assert_eq!(
+        pair.sender.stats().repairs_over_budget,
+        FLOOD - budget as u64
+    );
+    pair.run(20_000, |_| true);
+    pair.assert_received_everything();
+}
+
+/// MABs are forgeable too: one claiming bytes never sent is refused; one claiming that every
+/// receiver holds everything (plausible once all was sent) is not enough to complete.
+#[test]
+fn one_forged_mab_neither_completes_the_sender_nor_moves_it_beyond_what_was_sent() {
+    let mut pair = Pair::new(5000, 64 * 1024);
+    pair.opening_spm();
+    let total = pair.data.len() as u64;
+    let forge = |pair: &mut Pair, received: u64| {
+        let mut buf = vec![0u8; DEFAULT_MTU];
+        let m = Mab {
+            group: GROUP,
+            mab: u64::MAX - 1,
+            received,
+        };
+        let len = rmtp::build_mab(&mut buf, n(SENDER), n(RECEIVER), &m);
+        pair.inject_at_sender(&buf[..len]);
+    };
+    // Only the opening SPM went out: no receiver can hold anything.
+    forge(&mut pair, total);
+    assert_eq!(pair.sender.stats().mabs_refused, 1);
+    assert_eq!(pair.sender.stats().bytes_acked, 0);
+    // Everything sent (the receiver sees none of it), then one forged "everyone has it".
+    pair.exchange(1, false, |_| false);
+    forge(&mut pair, total);
+    assert!(!pair.sender.is_complete());
+    pair.run(20_000, |_| true);
+    pair.assert_received_everything();
 }

@@ -240,6 +240,12 @@ impl<S: Source> RmtpSender<S> {
         self.failure.is_none() && self.is_finished() && self.received >= self.total
     }
 
+    /// Sequences queued for repair, and sequences held off after a repair: the tables NACKs
+    /// grow (both bounded by `max_repairs_per_holdoff` per hold-off).
+    pub fn repair_tables(&self) -> (usize, usize) {
+        (self.repairs.len(), self.last_repair.len())
+    }
+
     /// Why the transfer ended without completing, if it did.
     pub fn failure(&self) -> Option<&SendFailure> {
         self.failure.as_ref()
