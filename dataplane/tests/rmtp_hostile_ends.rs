@@ -149,6 +149,7 @@ fn data_whose_end_overflows_u64_is_refused_and_later_gaps_are_still_found() {
         seq * u64::from(SEGMENT),
         &[0; SEGMENT as usize],
     ));
+    assert_eq!(pair.receiver.stats().data_implausible, 1);
     // Every other packet lost once: the gaps are found and repaired.
     let mut k = 0;
     pair.run(20_000, |p| {
@@ -163,6 +164,7 @@ fn a_refused_data_before_the_first_spm_teaches_nothing() {
     let mut pair = Pair::new(5000, 1000);
     // Before any SPM: sequence 1 at offset 5000 would mean 5000-byte segments.
     pair.inject_at_receiver(&forged_data(1, 5000, &[7; 10]));
+    assert_eq!(pair.receiver.stats().data_before_shape, 1);
     pair.run(20_000, |_| true);
     pair.assert_received_everything();
 }
@@ -181,6 +183,7 @@ fn one_spm_with_absurd_edges_does_not_fail_the_receiver() {
     let mut pair = Pair::new(5000, 64 * 1024);
     pair.opening_spm();
     pair.inject_at_receiver(&forged_spm(&spm_fields(1, 1 << 60, 1 << 60, 5000)));
+    assert_eq!(pair.receiver.stats().spms_refused, 1);
     assert!(
         !pair.receiver.is_failed(),
         "{:?}",
@@ -204,6 +207,7 @@ fn a_short_segment_before_the_last_is_refused() {
     // CRC-valid, offset = sequence x segment, but 10 bytes where the transfer has 100.
     pair.inject_at_receiver(&forged_data(0, 0, &[9; 10]));
     pair.inject_at_receiver(&forged_data(1, 100, &[9; 10]));
+    assert_eq!(pair.receiver.stats().data_implausible, 2);
     pair.run(20_000, |_| true);
     pair.assert_received_everything();
 }
