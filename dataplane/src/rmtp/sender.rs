@@ -45,8 +45,8 @@ pub struct SenderConfig {
     /// How many aggregated MABs in a row must agree before the sender believes that every
     /// receiver holds the whole transfer, or that every receiver failed.
     pub mab_agreement: usize,
-    /// Once MABs were heard, this long without any means no receiver is left: the transfer
-    /// fails.
+    /// This long without a MAB (since the last one, or since the first DATA if none came)
+    /// means no receiver is left: the transfer fails.
     pub feedback_timeout: Duration,
     /// Keep every sent sequence repairable (trailing edge 0). The source is random access, so
     /// this costs no memory, and a receiver whose branch vanished for a while (a link cut, a
@@ -86,7 +86,8 @@ pub struct SenderStats {
     pub repairs_suppressed: u64,
     /// Ranges reaching outside the window [trailing, leading) (clipped to it).
     pub nacks_out_of_window: u64,
-    /// Sequences asked beyond `max_repairs_per_holdoff` (not repaired; asked again later).
+    /// NACKs cut short because `max_repairs_per_holdoff` repairs were already queued in this
+    /// hold-off (the rest is not repaired; receivers ask again).
     pub repairs_over_budget: u64,
     /// MABs no tree could report (`received` beyond what was sent, or above `mab`).
     pub mabs_refused: u64,
@@ -138,6 +139,7 @@ pub struct RmtpSender<S: Source> {
     received: u64,
     /// The last `mab_agreement` plausible aggregated `received` values.
     recent_received: VecDeque<u64>,
+    /// The last MAB, or the first DATA while no MAB came; `None` before sending anything.
     last_feedback: Option<Instant>,
     failure: Option<SendFailure>,
     /// Repairs queued since `budget_since` (see `max_repairs_per_holdoff`).
@@ -454,6 +456,8 @@ impl<S: Source> RmtpSender<S> {
         let payload = &buf[DNP_HEADER_LEN + DATA_HEADER_LEN..len];
         self.hasher.update(payload);
         self.stats.data_sent += 1;
+        // Receivers are expected to answer from the first DATA on.
+        self.last_feedback.get_or_insert(now);
         self.stats.data_bytes_sent += payload.len() as u64;
         self.next_seq += 1;
         if self.next_seq == self.segments {
