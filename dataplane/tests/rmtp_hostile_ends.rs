@@ -11,7 +11,7 @@ use control::wire::dnp::{Flag, Packet};
 use control::wire::rmtp::{self, Mab, SeqRange, SpmFields, TOTAL_UNKNOWN};
 use dataplane::rmtp::{
     MemSink, MemSource, ReceiverConfig, RmtpReceiver, RmtpSender, SendFailure, SenderConfig,
-    TableUsage,
+    SenderStats, TableUsage,
 };
 use std::time::Duration;
 
@@ -30,10 +30,16 @@ struct Pair {
 
 impl Pair {
     fn new(len: usize, window: u64) -> Pair {
+        Pair::with_sender(len, window, |_| {})
+    }
+
+    /// As `new`, with the sender's configuration adjusted by `adjust`.
+    fn with_sender(len: usize, window: u64, adjust: impl FnOnce(&mut SenderConfig)) -> Pair {
         let data = content(len, 5);
         let mut sc = SenderConfig::new(n(SENDER), g(), DEFAULT_MTU);
         sc.segment_size = Some(SEGMENT);
         sc.initial_window = window;
+        adjust(&mut sc);
         let mut rc = ReceiverConfig::new(n(RECEIVER), g(), n(SENDER), DEFAULT_MTU);
         rc.window = window;
         Pair {
@@ -267,19 +273,13 @@ fn a_sender_whose_receivers_fell_silent_fails() {
     assert_eq!(pair.sender.poll_timeout(), None);
 }
 
-#[test]
-fn forged_nacks_are_not_amplified() {
-    // 1000 segments sent; then NACKs that name far more than anyone could miss, one per
-    // repair hold-off.
-    let mut pair = Pair::new(100_000, 1 << 20);
-    let mut sent = 0;
-    pair.run(50, |p| {
-        sent += usize::from(!is_spm(p));
-        false
-    });
+/// 1000 segments sent, then `nacks` forged NACKs one repair hold-off apart, each naming far
+/// more than anyone could miss; the sender's retransmissions and counters afterwards.
+fn forged_nack_storm(nacks: u64, budget: usize) -> (u64, SenderStats) {
+    let mut pair = Pair::with_sender(100_000, 1 << 20, |c| c.max_repairs_per_holdoff = budget);
+    pair.run(50, |_| false);
     assert_eq!(pair.sender.leading_edge(), 1000);
     let before = pair.sender.stats().retransmissions;
-    let nacks = 50;
     let mut named: u64 = 0;
     let mut buf = vec![0u8; DEFAULT_MTU];
     for _ in 0..nacks {
@@ -301,19 +301,30 @@ fn forged_nacks_are_not_amplified() {
     }
     let repairs = pair.sender.stats().retransmissions - before;
     println!(
-        "{nacks} forged NACKs naming {named} sequences made the sender send {repairs} \
-         retransmissions: x{:.1} per NACK packet, {:.2e} per sequence named",
+        "repair budget {budget}: {nacks} forged NACKs naming {named} sequences made the sender \
+         send {repairs} retransmissions: x{:.1} per NACK packet, {:.2e} per sequence named",
         repairs as f64 / nacks as f64,
         repairs as f64 / named as f64
     );
-    let budget = SenderConfig::new(n(SENDER), g(), DEFAULT_MTU).max_repairs_per_holdoff as u64;
+    (repairs, pair.sender.stats().clone())
+}
+
+#[test]
+fn forged_nacks_are_not_amplified() {
+    let nacks = 50;
+    // Without a budget (as before): every sent sequence once per hold-off (the NACK right
+    // after a repair falls inside its hold-off), so x500 per NACK packet.
+    let (unbounded, _) = forged_nack_storm(nacks, usize::MAX);
+    assert_eq!(unbounded, 500 * nacks);
+    let budget = SenderConfig::new(n(SENDER), g(), DEFAULT_MTU).max_repairs_per_holdoff;
+    let (repairs, stats) = forged_nack_storm(nacks, budget);
     assert!(
-        repairs <= budget * nacks,
+        repairs <= budget as u64 * nacks,
         "amplification x{} per NACK",
         repairs / nacks
     );
-    assert!(pair.sender.stats().repairs_over_budget > 0);
-    assert!(pair.sender.stats().nacks_out_of_window >= nacks);
+    assert!(stats.repairs_over_budget > 0);
+    assert!(stats.nacks_out_of_window >= nacks);
 }
 
 /// A forged SPM from node 2, relayed into the tree below it, does not stop the transfer to
