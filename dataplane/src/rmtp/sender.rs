@@ -39,8 +39,8 @@ pub struct SenderConfig {
     /// A sequence repaired less than this long ago is not repaired again (one NACK storm, one
     /// repair).
     pub repair_holdoff: Duration,
-    /// Most sequences queued for repair per `repair_holdoff`, however many NACKs name however
-    /// many sequences: what forged NACKs can make the sender send.
+    /// Most sequences queued for repair per `repair_holdoff`, and queued at once, however many
+    /// NACKs name however many sequences: what forged NACKs can make the sender send.
     pub max_repairs_per_holdoff: usize,
     /// How many aggregated MABs in a row must agree before the sender believes that every
     /// receiver holds the whole transfer, or that every receiver failed.
@@ -317,7 +317,10 @@ impl<S: Source> RmtpSender<S> {
                 if self.repairs.contains(&seq) {
                     continue;
                 }
-                if self.budget_used >= self.config.max_repairs_per_holdoff {
+                // The queue itself never holds more than one hold-off's budget either (a paced
+                // sender drains it slower than the budget refills).
+                let cap = self.config.max_repairs_per_holdoff;
+                if self.budget_used >= cap || self.repairs.len() >= cap {
                     // The rest of this NACK is not even looked at: its cost stays bounded.
                     self.stats.repairs_over_budget += 1;
                     return;
