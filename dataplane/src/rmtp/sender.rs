@@ -86,8 +86,8 @@ pub struct SenderStats {
     pub repairs_suppressed: u64,
     /// Ranges reaching outside the window [trailing, leading) (clipped to it).
     pub nacks_out_of_window: u64,
-    /// NACKs cut short because `max_repairs_per_holdoff` repairs were already queued in this
-    /// hold-off (the rest is not repaired; receivers ask again).
+    /// NACKs cut short by `max_repairs_per_holdoff` (sequences looked at, queued in this
+    /// hold-off, or queued at once); the rest is not repaired, receivers ask again.
     pub repairs_over_budget: u64,
     /// MABs no tree could report (`received` beyond what was sent, or above `mab`).
     pub mabs_refused: u64,
@@ -301,11 +301,21 @@ impl<S: Source> RmtpSender<S> {
             self.budget_since = now;
             self.budget_used = 0;
         }
+        let cap = self.config.max_repairs_per_holdoff;
+        let mut examined = 0;
         for r in ranges {
             if r.first < trail || r.end() > lead {
                 self.stats.nacks_out_of_window += 1;
             }
             for seq in r.first.max(trail)..r.end().min(lead) {
+                // However wide its ranges, one NACK costs at most `cap` look-ups; the repair
+                // queue never holds more than one hold-off's budget (a paced sender drains it
+                // slower than the budget refills).
+                if examined >= cap || self.budget_used >= cap || self.repairs.len() >= cap {
+                    self.stats.repairs_over_budget += 1;
+                    return;
+                }
+                examined += 1;
                 if self
                     .last_repair
                     .get(&seq)
@@ -314,19 +324,9 @@ impl<S: Source> RmtpSender<S> {
                     self.stats.repairs_suppressed += 1;
                     continue;
                 }
-                if self.repairs.contains(&seq) {
-                    continue;
+                if self.repairs.insert(seq) {
+                    self.budget_used += 1;
                 }
-                // The queue itself never holds more than one hold-off's budget either (a paced
-                // sender drains it slower than the budget refills).
-                let cap = self.config.max_repairs_per_holdoff;
-                if self.budget_used >= cap || self.repairs.len() >= cap {
-                    // The rest of this NACK is not even looked at: its cost stays bounded.
-                    self.stats.repairs_over_budget += 1;
-                    return;
-                }
-                self.budget_used += 1;
-                self.repairs.insert(seq);
             }
         }
     }
