@@ -176,6 +176,17 @@ fn a_refused_data_before_the_first_spm_teaches_nothing() {
 }
 
 #[test]
+fn a_forged_spm_before_the_first_real_one_does_not_impose_its_shape() {
+    let mut pair = Pair::new(5000, 64 * 1024);
+    let mut wrong = spm_fields(0, 0, 0, 99_999);
+    wrong.segment_size = 7;
+    pair.inject_at_receiver(&forged_spm(&wrong));
+    pair.run(20_000, |_| true);
+    pair.assert_received_everything();
+    assert_eq!(pair.receiver.stats().shapes_replaced, 1);
+}
+
+#[test]
 fn an_spm_with_the_highest_sequence_does_not_freeze_the_receiver() {
     let mut pair = Pair::new(5000, 64 * 1024);
     pair.opening_spm();

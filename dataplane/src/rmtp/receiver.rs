@@ -110,6 +110,9 @@ pub struct ReceiverStats {
     pub missing_full: u64,
     /// SPMs refused: inconsistent with the shape, or edges the sender cannot have sent.
     pub spms_refused: u64,
+    /// Times a shape learnt from an SPM was replaced by one that `spm_agreement` SPMs in a
+    /// row agreed on (the first SPM was forged).
+    pub shapes_replaced: u64,
 }
 
 /// Entries and approximate bytes (keys, values and held payloads, without the B-tree's own
@@ -183,6 +186,8 @@ pub struct RmtpReceiver<K: Sink> {
     trailing: u64,
     /// The last `spm_agreement` accepted SPMs.
     recent_spms: VecDeque<SpmClaim>,
+    /// A shape (segment, total as sent) that refused SPMs agree on, and how many in a row.
+    contrary_shape: Option<((u64, u64), usize)>,
     /// Out-of-order segments waiting for the gap before them.
     buffered: BTreeMap<u64, Vec<u8>>,
     /// Spare buffers, so steady state does not allocate per packet.
@@ -213,6 +218,7 @@ impl<K: Sink> RmtpReceiver<K> {
             leading: 0,
             trailing: 0,
             recent_spms: VecDeque::with_capacity(agreement),
+            contrary_shape: None,
             buffered: BTreeMap::new(),
             pool: Vec::new(),
             tracked_end: 0,
@@ -535,13 +541,13 @@ impl<K: Sink> RmtpReceiver<K> {
     /// a total that agree with what is known, a trailing edge not past the leading edge, a
     /// leading edge within the transfer, and a finished SPM that has sent everything (with
     /// the announced hash, if announced).
-    fn spm_plausible(&self, spm: &SpmFields) -> bool {
+    fn spm_plausible(&self, spm: &SpmFields, segment: Option<u64>, known: Option<u64>) -> bool {
         let seg = u64::from(spm.segment_size);
-        if seg == 0 || self.segment.is_some_and(|s| s != seg) {
+        if seg == 0 || segment.is_some_and(|s| s != seg) {
             return false;
         }
         let total = (spm.total != TOTAL_UNKNOWN).then_some(spm.total);
-        if self.total.is_some() && total != self.total {
+        if known.is_some() && total != known {
             return false;
         }
         if spm.trailing > spm.leading {
@@ -564,10 +570,53 @@ impl<K: Sink> RmtpReceiver<K> {
         if self.state != State::Receiving {
             return;
         }
-        if !self.spm_plausible(spm) {
+        if !self.spm_plausible(spm, self.segment, self.total) {
             self.stats.spms_refused += 1;
+            self.weigh_contrary_shape(now, spm);
             return;
         }
+        self.contrary_shape = None;
+        self.accept_spm(now, spm);
+    }
+
+    /// A shape learnt from an SPM may have come from a forged one: `spm_agreement` SPMs in a
+    /// row that agree on another plausible shape replace it, as long as what was delivered is
+    /// whole segments of the new shape (always so before the first byte). An announced shape
+    /// is never replaced.
+    fn weigh_contrary_shape(&mut self, now: Instant, spm: &SpmFields) {
+        if self.config.announced.is_some() || !self.spm_plausible(spm, None, None) {
+            return;
+        }
+        let seg = u64::from(spm.segment_size);
+        let shape = (seg, spm.total);
+        let count = match self.contrary_shape {
+            Some((s, n)) if s == shape => n + 1,
+            _ => 1,
+        };
+        self.contrary_shape = Some((shape, count));
+        let whole = self.next_seq.checked_mul(seg) == Some(self.delivered)
+            && (spm.total == TOTAL_UNKNOWN || self.delivered <= spm.total);
+        if count < self.config.spm_agreement.max(1) || !whole {
+            return;
+        }
+        self.stats.shapes_replaced += 1;
+        self.segment = None;
+        self.total = None;
+        self.hash = None;
+        self.leading = 0;
+        self.trailing = 0;
+        self.recent_spms.clear();
+        self.contrary_shape = None;
+        self.missing.clear();
+        self.tracked_end = self.next_seq;
+        while let Some((_, buf)) = self.buffered.pop_first() {
+            self.pool.push(buf);
+        }
+        self.accept_spm(now, spm);
+    }
+
+    /// Takes in a plausible SPM.
+    fn accept_spm(&mut self, now: Instant, spm: &SpmFields) {
         self.segment = Some(u64::from(spm.segment_size));
         if self.total.is_none() && spm.total != TOTAL_UNKNOWN {
             self.adopt_total(spm.total);

@@ -274,6 +274,7 @@ fn rmtp_lines(out: &mut Vec<(String, u64)>, r: &RmtpStats) {
                 buffer_full,
                 missing_full,
                 spms_refused,
+                shapes_replaced,
             ]
         );
     }
