@@ -486,6 +486,35 @@ fn a_link_cut_mid_transfer_is_routed_around_and_the_transfer_completes() {
     net.stop();
 }
 
+/// The sender's only receiver gives up and leaves: the sender does not wait for ever, nor
+/// claim completion; it ends and says why.
+#[test]
+fn a_sender_whose_only_receiver_left_ends_with_a_reason() {
+    let dir = TempDir::new("alone");
+    let net = start_net(build::line(2, 7101), None);
+    let group = g(7);
+    let sink = FileSink::create(&dir.of(n(2)), NAME).unwrap();
+    let rx = net
+        .node(2)
+        .receive(group, n(1), 9, Box::new(sink), receive_options(LIMIT))
+        .unwrap();
+    wait_for_members(&net, group, n(1), &[n(2)]);
+    let options = SendOptions {
+        rate: Some(100_000),
+        initial_window: None,
+    };
+    let data = content(4 * MIB, 11);
+    let send = net.node(1).send(group, NAME, mem(&data), options).unwrap();
+    wait_delivered(&[(n(2), rx.clone())], 1);
+    rx.abort();
+    assert!(!send.wait(LIMIT), "complete without its receiver");
+    let p = send.progress();
+    assert!(!p.complete);
+    assert!(p.failed.is_some(), "ended without a reason: {p:?}");
+    println!("sender ended: {}", p.failed.unwrap());
+    assert_only_partial(&dir, n(2));
+}
+
 #[test]
 fn abort_busy_ids_and_a_node_without_rmtp() {
     let dir = TempDir::new("api");

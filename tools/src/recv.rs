@@ -6,7 +6,7 @@ use crate::progress::{Progress, rate};
 use control::rap::ServiceEntry;
 use control::{GroupAddr, NodeAddr};
 use dataplane::node::RAP_SERVER_SID;
-use dataplane::rmtp::FileSink;
+use dataplane::rmtp::{FileSink, TransferShape};
 use dataplane::threaded::{RapRequestError, ReceiveHandle, ReceiveOptions, ReceiveState};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -91,9 +91,16 @@ fn receive(host: &mut Host, args: &RecvArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot write {name} in {}: {e}", args.out.display()))?;
     let partial = sink.partial_path().to_path_buf();
     let defaults = ReceiveOptions::default();
+    // The announcement fixes the transfer's shape: SPMs that disagree are refused.
+    let announced = entry.as_ref().map(|e| TransferShape {
+        segment_size: e.segment_size,
+        total: e.size,
+        hash: e.hash,
+    });
     let options = ReceiveOptions {
         window: args.window.unwrap_or(defaults.window),
         sender_timeout: args.sender_timeout,
+        announced,
     };
     let handle = host
         .node

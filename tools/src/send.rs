@@ -20,7 +20,8 @@ this node once it is up, so it waits --settle-ms (and, with --wait-branches, unt
 neighbours joined) before the first byte: a receiver that joins later gets only what the
 sender can still repair. It exits 0 once every receiver in
 the group's tree holds the whole file (after a short linger for the last acknowledgements),
-or non-zero if interrupted or --timeout passes first.
+or non-zero if interrupted, if --timeout passes first, or if every receiver failed or left
+(no acknowledgement for 5 s).
 
 Groups are given by index (1 is group 0xF001), as g1, or as 0xF001.
 
@@ -145,6 +146,9 @@ pub fn run(args: SendArgs) -> Result<(), String> {
         );
         if p.complete {
             break Ok(());
+        }
+        if let Some(why) = &p.failed {
+            break Err(format!("transfer failed: {why}"));
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break Err("timed out before every receiver had the file".to_string());

@@ -61,6 +61,8 @@ pub enum TransferEvent {
         bytes: u64,
         at: Instant,
     },
+    /// The transfer ended without every receiver: all failed, or none is left.
+    SendFailed { group: GroupAddr, reason: String },
 }
 
 struct LocalReceiver {
@@ -359,12 +361,21 @@ impl Transfers {
             }
         }
         for (&group, s) in self.senders.iter_mut() {
-            if !s.reported && s.core.is_complete() {
+            if s.reported {
+                continue;
+            }
+            if s.core.is_complete() {
                 s.reported = true;
                 self.events.push_back(TransferEvent::Sent {
                     group,
                     bytes: s.core.total(),
                     at: now,
+                });
+            } else if let Some(why) = s.core.failure() {
+                s.reported = true;
+                self.events.push_back(TransferEvent::SendFailed {
+                    group,
+                    reason: why.to_string(),
                 });
             }
         }

@@ -16,11 +16,13 @@ pub mod sender;
 pub mod sink;
 pub mod source;
 
-pub use receiver::{ReceiverConfig, ReceiverEvent, ReceiverStats, RmtpReceiver};
+pub use receiver::{
+    ReceiverConfig, ReceiverEvent, ReceiverStats, RmtpReceiver, TableUsage, TransferShape,
+};
 pub use relay::{
     Fanout, Hop, RelayAction, RelayConfig, RelayFootprint, RelayStats, RelayTransmit, RmtpRelay,
 };
-pub use sender::{RmtpSender, SenderConfig, SenderStats};
+pub use sender::{RmtpSender, SendFailure, SenderConfig, SenderStats};
 pub use sink::{FileSink, MemSink, Sink, SinkError};
 pub use source::{FileSource, MemSource, Source};
 

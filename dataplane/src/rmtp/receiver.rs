@@ -6,6 +6,15 @@
 //!
 //! NACK and MAB leave as sealed packets (DNP dst = sender, src = this node), built into a
 //! caller buffer; the node hands them to its relay as coming from this local member.
+//!
+//! Everything that passes the checksum and CRC may still be forged, so nothing a packet claims
+//! is adopted unless it fits what the receiver already knows: the transfer's shape (segment
+//! size, total, hash) comes from the RAP announcement or the SPMs, never from DATA; a DATA that
+//! disagrees with it is refused; SPM edges only move within what the shape allows, and the
+//! trailing edge and the hash are believed only when `spm_agreement` SPMs in a row agree (see
+//! `docs/PROTOCOL.md`, "Receivers and forged SPMs"). Every refusal is counted and moves no
+//! state; the tables the network can grow (missing sequences, out-of-order segments) have a
+//! capacity.
 
 use super::sink::{Sink, SinkError};
 use super::{MAX_RANGES, RangeBuf, RmtpError};
@@ -34,8 +43,24 @@ pub struct ReceiverConfig {
     pub mab_interval: Duration,
     /// Report the MAB at once when it advanced this many bytes (0: a quarter window).
     pub mab_step: u64,
-    /// Most missing sequences tracked at once (bounds memory on hostile input).
+    /// Most missing sequences tracked at once; the rest are tracked as these are repaired.
     pub max_missing: usize,
+    /// Most out-of-order segments held at once; a segment refused here is NACKed later.
+    pub max_buffered: usize,
+    /// How many SPMs in a row must agree before a trailing edge that fails the transfer, or a
+    /// content hash, is believed (so that one forged SPM cannot do either).
+    pub spm_agreement: usize,
+    /// The transfer's shape as the sender's RAP announcement gave it, if known: SPMs that
+    /// disagree are refused. `None`: learnt from the first plausible SPM.
+    pub announced: Option<TransferShape>,
+}
+
+/// What a sender announces about a transfer before sending it (its RAP service entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransferShape {
+    pub segment_size: u16,
+    pub total: u64,
+    pub hash: [u8; 32],
 }
 
 impl ReceiverConfig {
@@ -53,6 +78,9 @@ impl ReceiverConfig {
             mab_interval: Duration::from_millis(50),
             mab_step: 0,
             max_missing: 1 << 16,
+            max_buffered: 1 << 16,
+            spm_agreement: 2,
+            announced: None,
         }
     }
 }
@@ -72,6 +100,29 @@ pub struct ReceiverStats {
     pub malformed: u64,
     pub spms_received: u64,
     pub mabs_sent: u64,
+    /// DATA before the segment size was known (no announcement, no SPM yet).
+    pub data_before_shape: u64,
+    /// DATA whose sequence, offset or length disagree with the transfer's shape.
+    pub data_implausible: u64,
+    /// Out-of-order DATA refused because `max_buffered` segments are held.
+    pub buffer_full: u64,
+    /// Times gap tracking stopped because `max_missing` sequences are tracked.
+    pub missing_full: u64,
+    /// SPMs refused: inconsistent with the shape, or edges the sender cannot have sent.
+    pub spms_refused: u64,
+    /// Times a shape learnt from an SPM was replaced by one that `spm_agreement` SPMs in a
+    /// row agreed on (the first SPM was forged).
+    pub shapes_replaced: u64,
+}
+
+/// Entries and approximate bytes (keys, values and held payloads, without the B-tree's own
+/// node overhead) of a receiver's network-grown tables.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableUsage {
+    pub missing: usize,
+    pub missing_bytes: usize,
+    pub buffered: usize,
+    pub buffered_bytes: usize,
 }
 
 /// Why a transfer failed; the sink's result stays partial.
@@ -110,14 +161,12 @@ struct Miss {
     tries: u32,
 }
 
+/// What one accepted SPM claimed, kept for the agreement rule.
 #[derive(Clone, Copy, Debug)]
-struct SpmState {
-    sequence: u64,
+struct SpmClaim {
     trailing: u64,
-    leading: u64,
-    total: u64,
-    finished: bool,
-    hash: [u8; 32],
+    /// The content hash, if the SPM said finished.
+    hash: Option<[u8; 32]>,
 }
 
 pub struct RmtpReceiver<K: Sink> {
@@ -127,7 +176,18 @@ pub struct RmtpReceiver<K: Sink> {
     /// Next sequence to deliver; `delivered` bytes are in the sink.
     next_seq: u64,
     delivered: u64,
+    /// The transfer's shape: from the announcement, else the first plausible SPM.
     segment: Option<u64>,
+    total: Option<u64>,
+    hash: Option<[u8; 32]>,
+    /// Highest plausible leading edge an SPM claimed.
+    leading: u64,
+    /// Trailing edge agreed by `spm_agreement` SPMs in a row; never goes back.
+    trailing: u64,
+    /// The last `spm_agreement` accepted SPMs.
+    recent_spms: VecDeque<SpmClaim>,
+    /// A shape (segment, total as sent) that refused SPMs agree on, and how many in a row.
+    contrary_shape: Option<((u64, u64), usize)>,
     /// Out-of-order segments waiting for the gap before them.
     buffered: BTreeMap<u64, Vec<u8>>,
     /// Spare buffers, so steady state does not allocate per packet.
@@ -135,7 +195,6 @@ pub struct RmtpReceiver<K: Sink> {
     /// Every sequence below is delivered, buffered or in `missing`.
     tracked_end: u64,
     missing: BTreeMap<u64, Miss>,
-    spm: Option<SpmState>,
     mab_reported: u64,
     mab_due: bool,
     next_mab_at: Instant,
@@ -145,24 +204,35 @@ pub struct RmtpReceiver<K: Sink> {
 
 impl<K: Sink> RmtpReceiver<K> {
     pub fn new(config: ReceiverConfig, sink: K, now: Instant) -> Self {
+        let shape = config.announced;
+        let agreement = config.spm_agreement.max(1);
         RmtpReceiver {
             config,
             sink,
             state: State::Receiving,
             next_seq: 0,
             delivered: 0,
-            segment: None,
+            segment: shape.map(|s| u64::from(s.segment_size)).filter(|&s| s > 0),
+            total: shape.map(|s| s.total),
+            hash: shape.map(|s| s.hash),
+            leading: 0,
+            trailing: 0,
+            recent_spms: VecDeque::with_capacity(agreement),
+            contrary_shape: None,
             buffered: BTreeMap::new(),
             pool: Vec::new(),
             tracked_end: 0,
             missing: BTreeMap::new(),
-            spm: None,
             mab_reported: 0,
             mab_due: true,
             next_mab_at: now,
             events: VecDeque::new(),
             stats: ReceiverStats::default(),
         }
+    }
+
+    pub fn config(&self) -> &ReceiverConfig {
+        &self.config
     }
 
     pub fn stats(&self) -> &ReceiverStats {
@@ -197,6 +267,37 @@ impl<K: Sink> RmtpReceiver<K> {
     /// Sequences currently known missing.
     pub fn missing(&self) -> usize {
         self.missing.len()
+    }
+
+    /// Out-of-order segments currently held.
+    pub fn buffered(&self) -> usize {
+        self.buffered.len()
+    }
+
+    /// Entries and approximate bytes of the tables the network can grow.
+    pub fn table_usage(&self) -> TableUsage {
+        let payload: usize = self.buffered.values().map(Vec::capacity).sum();
+        TableUsage {
+            missing: self.missing.len(),
+            missing_bytes: self.missing.len() * std::mem::size_of::<(u64, Miss)>(),
+            buffered: self.buffered.len(),
+            buffered_bytes: self.buffered.len() * std::mem::size_of::<(u64, Vec<u8>)>() + payload,
+        }
+    }
+
+    /// The transfer's size, once the announcement or an SPM told it.
+    pub fn total(&self) -> Option<u64> {
+        self.total
+    }
+
+    /// The sender's agreed trailing edge says every receiver holds the whole transfer.
+    pub fn everyone_has_everything(&self) -> bool {
+        match (self.segment, self.total) {
+            (Some(seg), Some(total)) => {
+                self.hash.is_some() && self.trailing.saturating_mul(seg) >= total
+            }
+            _ => false,
+        }
     }
 
     pub fn poll_event(&mut self) -> Option<ReceiverEvent> {
@@ -250,22 +351,29 @@ impl<K: Sink> RmtpReceiver<K> {
         }
     }
 
-    fn limit_seq(&self) -> u64 {
-        match self.segment {
-            Some(seg) => self.mab().div_ceil(seg),
-            None => self.tracked_end,
-        }
+    /// Sequences in the transfer, once its total is known.
+    fn segments(&self) -> Option<u64> {
+        Some(self.total?.div_ceil(self.segment?))
     }
 
-    /// Marks every untracked sequence below `up_to` (and inside the window) missing.
+    /// One past the last sequence this receiver could accept now (its window, the total).
+    fn limit_seq(&self) -> u64 {
+        let Some(seg) = self.segment else { return 0 };
+        let window = self.mab().div_ceil(seg);
+        self.segments().map_or(window, |n| n.min(window))
+    }
+
+    /// Marks every untracked sequence below `up_to` (and inside the window) missing, as far as
+    /// `max_missing` allows; the rest is tracked once repairs make room.
     fn extend_tracking(&mut self, now: Instant, up_to: u64) {
         let up_to = up_to.min(self.limit_seq());
         let mut seq = self.tracked_end.max(self.next_seq);
         while seq < up_to {
-            if self.missing.len() >= self.config.max_missing {
-                break;
-            }
             if !self.buffered.contains_key(&seq) {
+                if self.missing.len() >= self.config.max_missing {
+                    self.stats.missing_full += 1;
+                    break;
+                }
                 self.missing.insert(
                     seq,
                     Miss {
@@ -279,24 +387,21 @@ impl<K: Sink> RmtpReceiver<K> {
         self.tracked_end = self.tracked_end.max(seq);
     }
 
-    /// Checks a segment against the segment size (learnt from SPM or from data).
-    fn consistent(&mut self, seq: u64, offset: u64, len: u64) -> bool {
-        let seg = match self.segment {
-            Some(seg) => seg,
-            None if seq == 0 => return offset == 0,
-            None => {
-                if !offset.is_multiple_of(seq) || offset / seq < len.max(1) {
-                    return false;
-                }
-                self.segment = Some(offset / seq);
-                offset / seq
-            }
+    /// A segment fits the transfer's shape: its offset is `seq × segment`, it is a whole
+    /// segment, or the last one ending exactly at the total. Checked arithmetic throughout:
+    /// every number here came from the network.
+    fn fits_shape(&self, seg: u64, seq: u64, offset: u64, len: u64) -> bool {
+        if seq.checked_mul(seg) != Some(offset) || len == 0 || len > seg {
+            return false;
+        }
+        let Some(end) = offset.checked_add(len) else {
+            return false;
         };
-        let total_ok = match self.spm {
-            Some(s) if s.total != TOTAL_UNKNOWN => offset.saturating_add(len) <= s.total,
-            _ => true,
-        };
-        seq.checked_mul(seg) == Some(offset) && len <= seg && total_ok
+        match self.total {
+            Some(total) => end <= total && (len == seg || end == total),
+            // A short segment is the last one: without a total it cannot be placed.
+            None => len == seg,
+        }
     }
 
     fn handle_data(&mut self, now: Instant, data: &Data<'_>, retransmit: bool) {
@@ -312,16 +417,27 @@ impl<K: Sink> RmtpReceiver<K> {
             return;
         }
         let (seq, offset, payload) = (data.sequence(), data.offset(), data.payload());
-        if !self.consistent(seq, offset, payload.len() as u64) {
-            self.stats.malformed += 1;
+        let len = payload.len() as u64;
+        // The shape comes from the announcement or an SPM, never from DATA: a refused or
+        // forged segment must not teach the receiver anything.
+        let Some(seg) = self.segment else {
+            self.stats.data_before_shape += 1;
+            return;
+        };
+        if !self.fits_shape(seg, seq, offset, len) {
+            self.stats.data_implausible += 1;
             return;
         }
         if seq < self.next_seq || self.buffered.contains_key(&seq) {
             self.stats.duplicates += 1;
             return;
         }
-        if offset + payload.len() as u64 > self.mab() {
+        if offset.saturating_add(len) > self.mab() {
             self.stats.beyond_window += 1;
+            return;
+        }
+        if seq != self.next_seq && self.buffered.len() >= self.config.max_buffered {
+            self.stats.buffer_full += 1;
             return;
         }
         if retransmit {
@@ -329,9 +445,12 @@ impl<K: Sink> RmtpReceiver<K> {
         }
         self.missing.remove(&seq);
         self.extend_tracking(now, seq);
-        self.tracked_end = self.tracked_end.max(seq + 1);
+        // Only when tracking reached it: an untracked gap below stays to be found later.
+        if self.tracked_end == seq {
+            self.tracked_end = seq + 1;
+        }
         if seq == self.next_seq {
-            if !self.deliver(offset, payload) {
+            if !self.deliver(payload) {
                 return;
             }
             self.drain();
@@ -344,8 +463,10 @@ impl<K: Sink> RmtpReceiver<K> {
         self.progressed(now);
     }
 
-    fn deliver(&mut self, offset: u64, payload: &[u8]) -> bool {
-        if let Err(e) = self.sink.write_at(offset, payload) {
+    /// Writes the segment `next_seq`; every segment before it was whole, so it starts at
+    /// `delivered`.
+    fn deliver(&mut self, payload: &[u8]) -> bool {
+        if let Err(e) = self.sink.write_at(self.delivered, payload) {
             self.fail(sink_reason(&e));
             return false;
         }
@@ -361,7 +482,7 @@ impl<K: Sink> RmtpReceiver<K> {
                 break;
             }
             let buf = entry.remove();
-            let ok = self.deliver(self.delivered, &buf);
+            let ok = self.deliver(&buf);
             self.pool.push(buf);
             if !ok {
                 return;
@@ -381,29 +502,25 @@ impl<K: Sink> RmtpReceiver<K> {
         if self.mab() >= self.mab_reported.saturating_add(step) {
             self.mab_due = true;
         }
-        if let Some(lead) = self.spm.map(|s| s.leading) {
-            self.extend_tracking(now, lead);
-        }
+        self.extend_tracking(now, self.leading);
         self.check_complete();
     }
 
     fn check_complete(&mut self) {
-        let Some(spm) = self.spm else { return };
-        if self.state != State::Receiving
-            || !spm.finished
-            || spm.total == TOTAL_UNKNOWN
-            || self.delivered < spm.total
-        {
+        let (Some(total), Some(hash)) = (self.total, self.hash) else {
+            return;
+        };
+        if self.state != State::Receiving || self.delivered < total {
             return;
         }
-        match self.sink.finish(&spm.hash) {
+        match self.sink.finish(&hash) {
             Ok(()) => {
                 self.state = State::Complete;
                 self.missing.clear();
                 self.mab_due = true;
                 self.events.push_back(ReceiverEvent::Complete {
                     bytes: self.delivered,
-                    hash: spm.hash,
+                    hash,
                 });
             }
             Err(e) => self.fail(sink_reason(&e)),
@@ -420,37 +537,125 @@ impl<K: Sink> RmtpReceiver<K> {
         self.events.push_back(ReceiverEvent::Failed(reason));
     }
 
+    /// Whether an SPM could have come from this transfer's sender: a non-zero segment size and
+    /// a total that agree with what is known, a trailing edge not past the leading edge, a
+    /// leading edge within the transfer, and a finished SPM that has sent everything (with
+    /// the announced hash, if announced).
+    fn spm_plausible(&self, spm: &SpmFields, segment: Option<u64>, known: Option<u64>) -> bool {
+        let seg = u64::from(spm.segment_size);
+        if seg == 0 || segment.is_some_and(|s| s != seg) {
+            return false;
+        }
+        let total = (spm.total != TOTAL_UNKNOWN).then_some(spm.total);
+        if known.is_some() && total != known {
+            return false;
+        }
+        if spm.trailing > spm.leading {
+            return false;
+        }
+        let edges_ok = match total.map(|t| t.div_ceil(seg)) {
+            Some(segments) => spm.leading <= segments && (!spm.finished || spm.leading == segments),
+            None => !spm.finished,
+        };
+        let announced = self.config.announced.map(|a| a.hash);
+        edges_ok && (!spm.finished || announced.is_none_or(|h| h == spm.hash))
+    }
+
+    /// Each field by its own rule, not by SPM sequence (a forged sequence of 2^64 − 1 would
+    /// make every later SPM look old): the shape is adopted once, the leading edge only
+    /// grows, the trailing edge and the hash are believed when `spm_agreement` SPMs in a row
+    /// agree on them.
     fn handle_spm(&mut self, now: Instant, spm: &SpmFields) {
         self.stats.spms_received += 1;
         if self.state != State::Receiving {
             return;
         }
-        if self.spm.is_some_and(|s| spm.spm_sequence <= s.sequence) {
-            return; // an older SPM, late
-        }
-        let seg = u64::from(spm.segment_size);
-        if seg == 0 || self.segment.is_some_and(|s| s != seg) {
-            self.stats.malformed += 1;
+        if !self.spm_plausible(spm, self.segment, self.total) {
+            self.stats.spms_refused += 1;
+            self.weigh_contrary_shape(now, spm);
             return;
         }
-        self.segment = Some(seg);
-        self.spm = Some(SpmState {
-            sequence: spm.spm_sequence,
+        self.contrary_shape = None;
+        self.accept_spm(now, spm);
+    }
+
+    /// A shape learnt from an SPM may have come from a forged one: `spm_agreement` SPMs in a
+    /// row that agree on another plausible shape replace it, as long as what was delivered is
+    /// whole segments of the new shape (always so before the first byte). An announced shape
+    /// is never replaced.
+    fn weigh_contrary_shape(&mut self, now: Instant, spm: &SpmFields) {
+        if self.config.announced.is_some() || !self.spm_plausible(spm, None, None) {
+            return;
+        }
+        let seg = u64::from(spm.segment_size);
+        let shape = (seg, spm.total);
+        let count = match self.contrary_shape {
+            Some((s, n)) if s == shape => n + 1,
+            _ => 1,
+        };
+        self.contrary_shape = Some((shape, count));
+        let whole = self.next_seq.checked_mul(seg) == Some(self.delivered)
+            && (spm.total == TOTAL_UNKNOWN || self.delivered <= spm.total);
+        if count < self.config.spm_agreement.max(1) || !whole {
+            return;
+        }
+        self.stats.shapes_replaced += 1;
+        self.segment = None;
+        self.total = None;
+        self.hash = None;
+        self.leading = 0;
+        self.trailing = 0;
+        self.recent_spms.clear();
+        self.contrary_shape = None;
+        self.missing.clear();
+        self.tracked_end = self.next_seq;
+        while let Some((_, buf)) = self.buffered.pop_first() {
+            self.pool.push(buf);
+        }
+        self.accept_spm(now, spm);
+    }
+
+    /// Takes in a plausible SPM.
+    fn accept_spm(&mut self, now: Instant, spm: &SpmFields) {
+        self.segment = Some(u64::from(spm.segment_size));
+        if self.total.is_none() && spm.total != TOTAL_UNKNOWN {
+            self.adopt_total(spm.total);
+        }
+        self.leading = self.leading.max(spm.leading);
+        let agreement = self.config.spm_agreement.max(1);
+        if self.recent_spms.len() == agreement {
+            self.recent_spms.pop_front();
+        }
+        self.recent_spms.push_back(SpmClaim {
             trailing: spm.trailing,
-            leading: spm.leading,
-            total: spm.total,
-            finished: spm.finished,
-            hash: spm.hash,
+            hash: spm.finished.then_some(spm.hash),
         });
-        if spm.trailing > self.next_seq && self.delivered < spm.total {
+        if self.recent_spms.len() == agreement {
+            let agreed = self.recent_spms.iter().map(|c| c.trailing).min();
+            self.trailing = self.trailing.max(agreed.unwrap_or(0));
+            let first = self.recent_spms[0].hash;
+            if self.hash.is_none() && self.recent_spms.iter().all(|c| c.hash == first) {
+                self.hash = first;
+            }
+        }
+        if self.trailing > self.next_seq && self.total.is_none_or(|t| self.delivered < t) {
             self.fail(FailReason::Unrecoverable {
                 sequence: self.next_seq,
-                trailing: spm.trailing,
+                trailing: self.trailing,
             });
             return;
         }
-        self.extend_tracking(now, spm.leading);
+        self.extend_tracking(now, self.leading);
         self.check_complete();
+    }
+
+    /// The total is known from now on: nothing beyond it is held or waited for.
+    fn adopt_total(&mut self, total: u64) {
+        self.total = Some(total);
+        if let Some(segments) = self.segments() {
+            let _ = self.buffered.split_off(&segments);
+            let _ = self.missing.split_off(&segments);
+        }
     }
 
     /// The relay has these sequences on order: hold back their NACKs.
@@ -464,17 +669,13 @@ impl<K: Sink> RmtpReceiver<K> {
         }
     }
 
-    fn trailing(&self) -> u64 {
-        self.spm.map_or(0, |s| s.trailing)
-    }
-
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mab = if self.mab_due {
             Instant::ZERO
         } else {
             self.next_mab_at
         };
-        let trailing = self.trailing();
+        let trailing = self.trailing;
         let nack = self
             .missing
             .range(trailing..)
@@ -492,10 +693,13 @@ impl<K: Sink> RmtpReceiver<K> {
             return Some(len);
         }
         if self.mab_due || now >= self.next_mab_at {
-            // A receiver that has failed or finished no longer holds the window back.
+            // A failed receiver no longer holds the window back. Until it has verified the
+            // hash a receiver reports one byte less than it holds: the sender completes only
+            // on every receiver's proof of the whole transfer, not on bytes alone.
             let (mab, received) = match self.state {
                 State::Failed => (u64::MAX, u64::MAX),
-                _ => (self.mab(), self.delivered),
+                State::Complete => (self.mab(), self.delivered),
+                State::Receiving => (self.mab(), self.delivered.saturating_sub(1)),
             };
             self.mab_reported = mab;
             self.mab_due = false;
@@ -517,7 +721,7 @@ impl<K: Sink> RmtpReceiver<K> {
         }
         let limit = rmtp::max_nack_ranges(self.config.mtu).min(MAX_RANGES);
         let mut ranges = RangeBuf::<MAX_RANGES>::default();
-        let trailing = self.trailing();
+        let trailing = self.trailing;
         let (retry, max) = (self.config.nack_retry, self.config.nack_retry_max);
         for (&seq, miss) in self.missing.range_mut(trailing..) {
             if miss.next_nack > now {
@@ -627,6 +831,7 @@ mod tests {
         let content: Vec<u8> = (0..450u32).map(|i| (i * 7) as u8).collect();
         let mut r = rx();
         let t0 = Instant::ZERO;
+        feed(&mut r, t0, &spm(0, 0, 450, None));
         feed(&mut r, t0, &data(0, &content[..100]));
         feed(&mut r, t0, &data(2, &content[200..300]));
         assert_eq!(r.delivered(), 100);
@@ -665,11 +870,11 @@ mod tests {
         feed(&mut r, t3, &data(4, &content[400..]));
         assert_eq!(r.delivered(), 450);
         assert!(!r.is_complete());
-        feed(
-            &mut r,
-            t3,
-            &spm(1, 5, 450, Some(*blake3::hash(&content).as_bytes())),
-        );
+        // The hash is believed when two SPMs in a row announce it.
+        let hash = Some(*blake3::hash(&content).as_bytes());
+        feed(&mut r, t3, &spm(1, 5, 450, hash));
+        assert!(!r.is_complete());
+        feed(&mut r, t3, &spm(2, 5, 450, hash));
         assert!(r.is_complete());
         assert_eq!(r.sink().data, content);
         assert_eq!(r.sink().verified, Some(true));
@@ -685,6 +890,7 @@ mod tests {
     fn window_bounds_acceptance_and_mab_reports_it() {
         let mut r = rx();
         let t = Instant::ZERO;
+        feed(&mut r, t, &spm(0, 0, 2000, None));
         let mut buf = [0u8; DEFAULT_MTU];
         let len = r.poll_transmit(t, &mut buf).unwrap();
         let m = Mab::parse(Packet::parse(&buf[..len], DEFAULT_MTU).unwrap().body()).unwrap();
@@ -695,19 +901,21 @@ mod tests {
         for s in 0..3 {
             feed(&mut r, t, &data(s, &[1; 100]));
         }
-        // 300 bytes delivered: the MAB moved a quarter window and is reported at once.
+        // 300 bytes delivered: the MAB moved a quarter window and is reported at once; the
+        // last byte is reported only once the transfer is verified.
         let len = r.poll_transmit(t, &mut buf).unwrap();
         let m = Mab::parse(Packet::parse(&buf[..len], DEFAULT_MTU).unwrap().body()).unwrap();
-        assert_eq!((m.mab, m.received), (1300, 300));
+        assert_eq!((m.mab, m.received), (1300, 299));
         assert!(r.poll_transmit(t, &mut buf).is_none());
     }
 
     #[test]
     fn trailing_edge_past_a_gap_is_unrecoverable() {
         let mut r = rx();
+        feed(&mut r, Instant::ZERO, &spm(0, 2, 400, None));
         feed(&mut r, Instant::ZERO, &data(1, &[0; 100]));
         let mut buf = vec![0u8; 200];
-        let s = SpmFields {
+        let mut s = SpmFields {
             spm_sequence: 3,
             trailing: 1,
             leading: 4,
@@ -716,6 +924,11 @@ mod tests {
             finished: true,
             hash: [0; 32],
         };
+        let len = rmtp::build_spm(&mut buf, GroupAddr::new(G).unwrap(), n(1), &s).unwrap();
+        feed(&mut r, Instant::ZERO, &buf[..len]);
+        // One SPM is not enough to give up (it may be forged); the next one agreeing is.
+        assert!(!r.is_failed());
+        s.spm_sequence = 4;
         let len = rmtp::build_spm(&mut buf, GroupAddr::new(G).unwrap(), n(1), &s).unwrap();
         feed(&mut r, Instant::ZERO, &buf[..len]);
         assert!(r.is_failed());

@@ -5,17 +5,19 @@
 //! Packets are built into a buffer the caller provides ([`RmtpSender::poll_transmit`]); the
 //! payload is read from the source straight into that buffer. Sealed packets have DNP dst =
 //! group, src = the sender node; the node hands them to its relay as locally originated.
+//!
+//! NACKs and MABs may be forged: repairs are bounded per hold-off whatever the NACKs name, a
+//! MAB whose values no tree could report is refused, and what completes or fails the transfer
+//! (every receiver's proof of the whole transfer, every receiver failed) is believed only when
+//! `mab_agreement` MABs in a row say so. A sender whose receivers all fell silent fails.
 
 use super::RmtpError;
 use super::source::Source;
 use control::wire::dnp::{DNP_HEADER_LEN, Flag, Packet};
 use control::wire::rmtp::{self, DATA_HEADER_LEN, Mab, Nack, SeqRange, SpmFields, TOTAL_UNKNOWN};
 use control::{GroupAddr, Instant, NodeAddr};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
-
-/// Sequences one NACK can queue for repair (a full NACK of single sequences is 84).
-const MAX_REPAIRS_PER_NACK: usize = 1 << 16;
 
 #[derive(Clone, Debug)]
 pub struct SenderConfig {
@@ -37,6 +39,15 @@ pub struct SenderConfig {
     /// A sequence repaired less than this long ago is not repaired again (one NACK storm, one
     /// repair).
     pub repair_holdoff: Duration,
+    /// Most sequences queued for repair per `repair_holdoff`, and queued at once, however many
+    /// NACKs name however many sequences: what forged NACKs can make the sender send.
+    pub max_repairs_per_holdoff: usize,
+    /// How many aggregated MABs in a row must agree before the sender believes that every
+    /// receiver holds the whole transfer, or that every receiver failed.
+    pub mab_agreement: usize,
+    /// This long without a MAB (since the last one, or since the first DATA if none came)
+    /// means no receiver is left: the transfer fails.
+    pub feedback_timeout: Duration,
     /// Keep every sent sequence repairable (trailing edge 0). The source is random access, so
     /// this costs no memory, and a receiver whose branch vanished for a while (a link cut, a
     /// re-formed tree) can still be repaired when it comes back. Off: the trailing edge follows
@@ -56,6 +67,9 @@ impl SenderConfig {
             spm_interval: Duration::from_millis(100),
             spm_interval_end: Duration::from_millis(20),
             repair_holdoff: Duration::from_millis(10),
+            max_repairs_per_holdoff: 128,
+            mab_agreement: 2,
+            feedback_timeout: Duration::from_secs(5),
             retain_all: true,
         }
     }
@@ -70,14 +84,42 @@ pub struct SenderStats {
     pub nacks_received: u64,
     /// Sequences asked again within the hold-off (not repaired twice).
     pub repairs_suppressed: u64,
-    /// Sequences asked outside the window [trailing, leading).
+    /// Ranges reaching outside the window [trailing, leading) (clipped to it).
     pub nacks_out_of_window: u64,
+    /// NACKs cut short by `max_repairs_per_holdoff` (sequences looked at, queued in this
+    /// hold-off, or queued at once); the rest is not repaired, receivers ask again.
+    pub repairs_over_budget: u64,
+    /// MABs no tree could report (`received` beyond what was sent, or above `mab`).
+    pub mabs_refused: u64,
     /// Times the sender had data ready but the flow window was closed.
     pub window_stalls: u64,
     pub mabs_received: u64,
     /// Bytes every receiver holds (the highest aggregated `received`).
     pub bytes_acked: u64,
     pub malformed: u64,
+}
+
+/// Why a transfer ended without every receiver holding it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SendFailure {
+    /// Every receiver in the tree reported that it failed.
+    ReceiversFailed,
+    /// No MAB for `feedback_timeout`: every receiver left or is unreachable.
+    ReceiversGone { silent_for: Duration },
+}
+
+impl std::fmt::Display for SendFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendFailure::ReceiversFailed => write!(f, "every receiver failed"),
+            SendFailure::ReceiversGone { silent_for } => {
+                write!(
+                    f,
+                    "no receiver left (no acknowledgement for {silent_for:?})"
+                )
+            }
+        }
+    }
 }
 
 pub struct RmtpSender<S: Source> {
@@ -92,8 +134,17 @@ pub struct RmtpSender<S: Source> {
     hash: Option<[u8; 32]>,
     /// Latest aggregated MAB from the tree; `None` until one arrives.
     mab: Option<u64>,
-    /// Highest aggregated `received` (never goes back: the trailing edge only advances).
+    /// Highest aggregated `received` agreed by `mab_agreement` MABs in a row (never goes
+    /// back: the trailing edge only advances).
     received: u64,
+    /// The last `mab_agreement` plausible aggregated `received` values.
+    recent_received: VecDeque<u64>,
+    /// The last MAB, or the first DATA while no MAB came; `None` before sending anything.
+    last_feedback: Option<Instant>,
+    failure: Option<SendFailure>,
+    /// Repairs queued since `budget_since` (see `max_repairs_per_holdoff`).
+    budget_used: usize,
+    budget_since: Instant,
     stalled: bool,
     repairs: BTreeSet<u64>,
     last_repair: BTreeMap<u64, Instant>,
@@ -120,6 +171,11 @@ impl<S: Source> RmtpSender<S> {
             hash: None,
             mab: None,
             received: 0,
+            recent_received: VecDeque::new(),
+            last_feedback: None,
+            failure: None,
+            budget_used: 0,
+            budget_since: now,
             stalled: false,
             repairs: BTreeSet::new(),
             last_repair: BTreeMap::new(),
@@ -181,9 +237,20 @@ impl<S: Source> RmtpSender<S> {
         self.hash.is_some()
     }
 
-    /// Every receiver in the tree reported the whole transfer.
+    /// Every receiver in the tree verified the whole transfer.
     pub fn is_complete(&self) -> bool {
-        self.is_finished() && self.received >= self.total
+        self.failure.is_none() && self.is_finished() && self.received >= self.total
+    }
+
+    /// Sequences queued for repair, and sequences held off after a repair: the tables NACKs
+    /// grow (both bounded by `max_repairs_per_holdoff` per hold-off).
+    pub fn repair_tables(&self) -> (usize, usize) {
+        (self.repairs.len(), self.last_repair.len())
+    }
+
+    /// Why the transfer ended without completing, if it did.
+    pub fn failure(&self) -> Option<&SendFailure> {
+        self.failure.as_ref()
     }
 
     pub fn hash(&self) -> Option<[u8; 32]> {
@@ -224,30 +291,41 @@ impl<S: Source> RmtpSender<S> {
         }
     }
 
-    /// Queues repairs for the sequences asked, within [trailing, leading) and not repaired in
-    /// the last `repair_holdoff`.
+    /// Queues repairs for the sequences asked, clipped to [trailing, leading), not repaired in
+    /// the last `repair_holdoff`, and within `max_repairs_per_holdoff`.
     pub fn handle_nack(&mut self, now: Instant, ranges: impl IntoIterator<Item = SeqRange>) {
         self.stats.nacks_received += 1;
         let (trail, lead) = (self.trailing_edge(), self.next_seq);
         let holdoff = self.config.repair_holdoff;
-        // However wide the ranges, one NACK queues at most what a window of repairs needs.
-        let mut budget = MAX_REPAIRS_PER_NACK;
+        if now.saturating_since(self.budget_since) >= holdoff {
+            self.budget_since = now;
+            self.budget_used = 0;
+        }
+        let cap = self.config.max_repairs_per_holdoff;
+        let mut examined = 0;
         for r in ranges {
             if r.first < trail || r.end() > lead {
                 self.stats.nacks_out_of_window += 1;
             }
             for seq in r.first.max(trail)..r.end().min(lead) {
-                if budget == 0 {
+                // However wide its ranges, one NACK costs at most `cap` look-ups; the repair
+                // queue never holds more than one hold-off's budget (a paced sender drains it
+                // slower than the budget refills).
+                if examined >= cap || self.budget_used >= cap || self.repairs.len() >= cap {
+                    self.stats.repairs_over_budget += 1;
                     return;
                 }
-                budget -= 1;
-                match self.last_repair.get(&seq) {
-                    Some(&at) if now.saturating_since(at) < holdoff => {
-                        self.stats.repairs_suppressed += 1;
-                    }
-                    _ => {
-                        self.repairs.insert(seq);
-                    }
+                examined += 1;
+                if self
+                    .last_repair
+                    .get(&seq)
+                    .is_some_and(|&at| now.saturating_since(at) < holdoff)
+                {
+                    self.stats.repairs_suppressed += 1;
+                    continue;
+                }
+                if self.repairs.insert(seq) {
+                    self.budget_used += 1;
                 }
             }
         }
@@ -255,10 +333,33 @@ impl<S: Source> RmtpSender<S> {
 
     /// The tree's aggregated window: `mab` bounds what may be sent, `received` what everyone
     /// holds.
-    pub fn handle_mab(&mut self, _now: Instant, mab: u64, received: u64) {
+    pub fn handle_mab(&mut self, now: Instant, mab: u64, received: u64) {
         self.stats.mabs_received += 1;
+        // Failed receivers report (2^64 - 1, 2^64 - 1); anything else cannot claim bytes that
+        // were never sent, nor a window ending below what it holds.
+        let all_failed = mab == u64::MAX && received == u64::MAX;
+        if !all_failed && (received > self.sent_offset() || mab < received) {
+            self.stats.mabs_refused += 1;
+            return;
+        }
+        self.last_feedback = Some(now);
         self.mab = Some(mab);
-        self.received = self.received.max(received.min(self.total));
+        let agreement = self.config.mab_agreement.max(1);
+        if self.recent_received.len() == agreement {
+            self.recent_received.pop_front();
+        }
+        self.recent_received.push_back(received);
+        if self.recent_received.len() < agreement {
+            return;
+        }
+        let agreed = self.recent_received.iter().copied().min().unwrap_or(0);
+        if agreed == u64::MAX {
+            if !self.is_complete() {
+                self.failure.get_or_insert(SendFailure::ReceiversFailed);
+            }
+            return;
+        }
+        self.received = self.received.max(agreed.min(self.total));
         self.stats.bytes_acked = self.received;
         // Repairs below the trailing edge are refused; hold-off memory for what everyone
         // reported holding is no longer needed.
@@ -288,22 +389,43 @@ impl<S: Source> RmtpSender<S> {
         now >= self.next_spm_at
     }
 
-    /// When the sender next has something to do (an SPM or a paced packet).
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        let data = (!self.repairs.is_empty() || self.next_new_fits()).then_some(self.pace_at);
-        Some(data.map_or(self.next_spm_at, |d| d.min(self.next_spm_at)))
+    /// When the receivers count as gone, if they stay silent.
+    fn feedback_deadline(&self) -> Option<Instant> {
+        if self.failure.is_some() || self.is_complete() {
+            return None;
+        }
+        Some(self.last_feedback? + self.config.feedback_timeout)
     }
 
-    /// Timers are checked in `poll_transmit`; this only drops old repair hold-offs.
+    /// When the sender next has something to do (an SPM, a paced packet, the receivers'
+    /// silence); `None` once it failed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.failure.is_some() {
+            return None;
+        }
+        let data = (!self.repairs.is_empty() || self.next_new_fits()).then_some(self.pace_at);
+        let at = data.map_or(self.next_spm_at, |d| d.min(self.next_spm_at));
+        Some(self.feedback_deadline().map_or(at, |f| f.min(at)))
+    }
+
+    /// Drops old repair hold-offs; fails the transfer when every receiver fell silent.
     pub fn handle_timeout(&mut self, now: Instant) {
         let holdoff = self.config.repair_holdoff;
         self.last_repair
             .retain(|_, at| now.saturating_since(*at) < holdoff);
+        if self.feedback_deadline().is_some_and(|d| now >= d) {
+            self.failure = Some(SendFailure::ReceiversGone {
+                silent_for: self.config.feedback_timeout,
+            });
+        }
     }
 
     /// The next packet to send, written into `buf` (at least `mtu` bytes); its length.
     /// Order: a due SPM, then repairs, then new data within the window, all paced.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        if self.failure.is_some() {
+            return None;
+        }
         if self.spm_due(now) {
             return self.build_spm(now, buf);
         }
@@ -337,6 +459,8 @@ impl<S: Source> RmtpSender<S> {
         let payload = &buf[DNP_HEADER_LEN + DATA_HEADER_LEN..len];
         self.hasher.update(payload);
         self.stats.data_sent += 1;
+        // Receivers are expected to answer from the first DATA on.
+        self.last_feedback.get_or_insert(now);
         self.stats.data_bytes_sent += payload.len() as u64;
         self.next_seq += 1;
         if self.next_seq == self.segments {
@@ -476,6 +600,8 @@ mod tests {
         s.handle_nack(t, [SeqRange::single(50)]);
         assert!(drain(&mut s, t).is_empty());
         // The window opens; the rest goes, the last segment is short, an SPM says finished.
+        // Two MABs agreeing, as `mab_agreement` wants.
+        s.handle_mab(t, 1_000_000, 500);
         s.handle_mab(t, 1_000_000, 500);
         let out = drain(&mut s, t);
         let (_, last, _) = parse(&out[out.len() - 2]);
@@ -485,6 +611,7 @@ mod tests {
         assert!(spm.finished);
         assert_eq!((spm.total, spm.leading, spm.trailing), (2050, 21, 5));
         let mut keep = RmtpSender::new(cfg(), MemSource::new(data.clone()), Instant::ZERO);
+        keep.handle_mab(t, 1_000_000, 500);
         keep.handle_mab(t, 1_000_000, 500);
         assert_eq!(
             keep.trailing_edge(),
@@ -497,6 +624,8 @@ mod tests {
         let out = drain(&mut s, t + Duration::from_secs(1));
         assert!(out.iter().all(|p| parse(p).0 == Flag::RmtpSpm));
         assert!(!s.is_complete());
+        s.handle_mab(t, 1_000_000, 2050);
+        assert!(!s.is_complete(), "one MAB is not enough");
         s.handle_mab(t, 1_000_000, 2050);
         assert!(s.is_complete());
         // Complete: SPMs slow down to the heartbeat period.

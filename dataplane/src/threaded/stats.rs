@@ -234,6 +234,7 @@ fn rmtp_lines(out: &mut Vec<(String, u64)>, r: &RmtpStats) {
         let prefix = format!("rmtp.server.{group}");
         fields!(out, prefix, p, [total, sent, acked]);
         out.push((format!("{prefix}.complete"), u64::from(p.complete)));
+        out.push((format!("{prefix}.failed"), u64::from(p.failed.is_some())));
         fields!(
             out,
             prefix,
@@ -246,6 +247,8 @@ fn rmtp_lines(out: &mut Vec<(String, u64)>, r: &RmtpStats) {
                 nacks_received,
                 repairs_suppressed,
                 nacks_out_of_window,
+                repairs_over_budget,
+                mabs_refused,
                 window_stalls,
                 mabs_received,
                 bytes_acked,
@@ -282,6 +285,12 @@ fn rmtp_lines(out: &mut Vec<(String, u64)>, r: &RmtpStats) {
                 malformed,
                 spms_received,
                 mabs_sent,
+                data_before_shape,
+                data_implausible,
+                buffer_full,
+                missing_full,
+                spms_refused,
+                shapes_replaced,
             ]
         );
     }

@@ -355,6 +355,17 @@ impl Net {
         action
     }
 
+    /// A forged packet (already sealed) arriving at `to` as if neighbour `from` had sent it:
+    /// what an attacker with a spoofed source address on that link can do.
+    pub fn inject_forged_from_neighbour(&mut self, from: u16, to: u16, bytes: &[u8]) {
+        self.arrive(InFlight {
+            at: self.now,
+            from,
+            to,
+            bytes: bytes.to_vec(),
+        });
+    }
+
     /// Lets every core on `id` send what it has.
     fn pump(&mut self, id: u16) {
         let now = self.now;

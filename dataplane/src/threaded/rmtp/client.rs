@@ -18,7 +18,6 @@ use crate::threaded::gmp;
 use crate::threaded::node::Node;
 use crate::threaded::packet::{PacketBuf, Received};
 use control::wire::dnp::Flag;
-use control::wire::rmtp::{SpmFields, TOTAL_UNKNOWN};
 use control::{Addr, Instant};
 use std::time::{Duration, Instant as StdInstant};
 
@@ -177,20 +176,12 @@ fn on_packet(
     let ours = r.dst == Addr::Group(slot.group) && r.src == Addr::Node(slot.sender);
     match r.flag {
         Flag::RmtpData | Flag::RmtpRetransmit if ours => w.last_heard = StdInstant::now(),
-        Flag::RmtpSpm if ours => {
-            w.last_heard = StdInstant::now();
-            if let Ok(spm) = SpmFields::parse(r.body()) {
-                if spm.total != TOTAL_UNKNOWN {
-                    w.total = Some(spm.total);
-                }
-                let acked = spm.trailing.saturating_mul(u64::from(spm.segment_size));
-                if spm.finished && spm.total != TOTAL_UNKNOWN && acked >= spm.total {
-                    w.all_acked = true;
-                }
-            }
-        }
+        Flag::RmtpSpm if ours => w.last_heard = StdInstant::now(),
         _ => {}
     }
+    // What the core believed, not what one (possibly forged) SPM said.
+    w.total = core.total();
+    w.all_acked = core.everyone_has_everything();
 }
 
 fn progress(core: &Core, w: &Watch, failure: &Option<String>) -> ReceiveProgress {

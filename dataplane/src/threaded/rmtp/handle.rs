@@ -3,7 +3,7 @@
 //! handles that read the progress the RMTP server and client threads publish (a mutex and a
 //! condition variable per transfer, updated once per batch of packets).
 
-use crate::rmtp::{ReceiverStats, SenderStats};
+use crate::rmtp::{ReceiverStats, SenderStats, TransferShape};
 use crate::sync::{lock, wait_until};
 use crate::threaded::buffer::ImpatientBuffer;
 use crate::threaded::packet::Received;
@@ -31,6 +31,9 @@ pub struct ReceiveOptions {
     /// The receiver fails when the sender has been unreachable by routing, or silent (no DATA
     /// or SPM of the transfer), this long.
     pub sender_timeout: Duration,
+    /// The transfer's shape from the sender's RAP announcement, if the caller asked for it:
+    /// SPMs that disagree are refused. `None`: learnt from the first plausible SPM.
+    pub announced: Option<TransferShape>,
 }
 
 impl Default for ReceiveOptions {
@@ -38,6 +41,7 @@ impl Default for ReceiveOptions {
         ReceiveOptions {
             window: 256 * 1024,
             sender_timeout: Duration::from_secs(10),
+            announced: None,
         }
     }
 }
@@ -56,6 +60,8 @@ pub struct SendProgress {
     pub nacks: u64,
     /// Every receiver has everything.
     pub complete: bool,
+    /// Why the transfer ended without every receiver (every one failed, or none is left).
+    pub failed: Option<String>,
 }
 
 /// Where a receiver stands.
@@ -150,7 +156,7 @@ impl SendShared {
         Shared::create(
             progress,
             SenderStats::default(),
-            |old, new| old.complete != new.complete,
+            |old, new| old.complete != new.complete || old.failed != new.failed,
             entry,
         )
     }
@@ -172,7 +178,8 @@ impl SendHandle {
     }
 
     /// Waits at most `timeout` until every receiver has everything; true if they have. Returns
-    /// early (false) if the server thread ended incomplete (the node stopped).
+    /// early (false) if the server thread ended incomplete (the node stopped, or the transfer
+    /// failed: see `SendProgress::failed`).
     pub fn wait(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut s = lock(&self.shared.status);

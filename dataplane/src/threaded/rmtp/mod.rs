@@ -234,6 +234,7 @@ pub(crate) fn receive(
     let mtu = node.dnp.mtu();
     let mut config = ReceiverConfig::new(node.me, group, sender, mtu);
     config.window = options.window.max(1);
+    config.announced = options.announced;
     let inbox = Arc::new(ImpatientBuffer::new(
         format!("rmtp.client.{sid}"),
         node.capacity(),

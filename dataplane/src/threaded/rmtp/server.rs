@@ -62,6 +62,9 @@ pub(crate) fn thread(node: &Node, slot: &ServerSlot, mut core: RmtpSender<Box<dy
             originate(node, layer, &tables, now, &buf[..len]);
         }
         slot.shared.publish(progress(&core), core.stats());
+        if core.failure().is_some() {
+            break;
+        }
         if core.is_complete() {
             let at = *complete_at.get_or_insert_with(StdInstant::now);
             if at.elapsed() >= LINGER {
@@ -134,5 +137,6 @@ fn progress(core: &RmtpSender<Box<dyn Source + Send>>) -> SendProgress {
         retransmissions: s.retransmissions,
         nacks: s.nacks_received,
         complete: core.is_complete(),
+        failed: core.failure().map(ToString::to_string),
     }
 }
