@@ -11,9 +11,9 @@
 //! `HOSTILE_SEEDS=17,18`) runs other seeds than the built-in ones; `HOSTILE_KINDS=Spm,Nack`
 //! injects only those kinds of what a test injects, to find the one that breaks it.
 
+use control::NodeAddr;
 use control::rng::Rng;
 use control::topology::{Topology, build};
-use control::NodeAddr;
 use dataplane::node::{NodeEvent, RmtpOptions, TransferEvent};
 use dataplane::sim::hostile::{Kind, Knowledge, generate_any};
 use dataplane::sim::scenario::{Scenario, content, group, n};
@@ -111,7 +111,10 @@ fn seeds() -> Vec<u64> {
             let (a, b): (u64, u64) = (a.parse().expect("a seed"), b.parse().expect("a seed"));
             (a..b).collect()
         }
-        None => spec.split(',').map(|s| s.parse().expect("a seed")).collect(),
+        None => spec
+            .split(',')
+            .map(|s| s.parse().expect("a seed"))
+            .collect(),
     }
 }
 
@@ -123,13 +126,23 @@ fn check_tables(s: &Scenario) -> Result<(), String> {
             if len <= cap {
                 Ok(())
             } else {
-                Err(format!("node {addr}: {what} holds {len} entries, more than {cap}"))
+                Err(format!(
+                    "node {addr}: {what} holds {len} entries, more than {cap}"
+                ))
             }
         };
         within("the LSDB", node.drp().lsdb().len(), MAX_LSDB)?;
         within("the routing table", node.routes().len(), MAX_ROUTES)?;
-        within("the multicast table", node.multicast().entries().len(), MAX_TREES)?;
-        within("the RAP server", node.rap_server().pending(), MAX_RAP_PENDING)?;
+        within(
+            "the multicast table",
+            node.multicast().entries().len(),
+            MAX_TREES,
+        )?;
+        within(
+            "the RAP server",
+            node.rap_server().pending(),
+            MAX_RAP_PENDING,
+        )?;
         within(
             "the RAP client",
             node.rap_client().outstanding(),
@@ -137,7 +150,9 @@ fn check_tables(s: &Scenario) -> Result<(), String> {
         )?;
         for live in node.drp().neighbours() {
             if !neighbours.contains(&live) {
-                return Err(format!("node {addr}: DRP neighbour {live} has no link to it"));
+                return Err(format!(
+                    "node {addr}: DRP neighbour {live} has no link to it"
+                ));
             }
         }
         for route in node.routes().routes() {
@@ -168,14 +183,7 @@ fn attack(seed: u64, kinds: &[Kind]) -> Result<Outcome, String> {
     let topology: Topology = build::binary_tree(3, 7001);
     let leaves: Vec<NodeAddr> = LEAVES.map(n).to_vec();
     let data = content(FILE_BYTES, seed);
-    let mut s = Scenario::start(
-        topology,
-        seed,
-        RmtpOptions::default(),
-        n(1),
-        &leaves,
-        data,
-    )?;
+    let mut s = Scenario::start(topology, seed, RmtpOptions::default(), n(1), &leaves, data)?;
     let nodes: Vec<NodeAddr> = s.sim.addrs().collect();
     let mut knowledge = Knowledge::new(s.sim.mtu(), nodes.clone(), group(), n(1));
     let mut rng = Rng::new(seed).fork(0x4057_11E);
@@ -230,7 +238,11 @@ fn attack(seed: u64, kinds: &[Kind]) -> Result<Outcome, String> {
 
 /// Sequence numbers and offsets near the live transfer's, so that forged ones land near it.
 fn refresh_numbers(s: &Scenario, k: &mut Knowledge) {
-    let Some(sender) = s.sim.node(n(1)).and_then(|node| node.transfers().sender(group())) else {
+    let Some(sender) = s
+        .sim
+        .node(n(1))
+        .and_then(|node| node.transfers().sender(group()))
+    else {
         return;
     };
     let segment = sender.segment_size().max(1);
@@ -267,12 +279,18 @@ fn collect(s: &mut Scenario, out: &mut Outcome, start: control::Instant) {
 }
 
 fn repro(test: &str, seed: u64) -> String {
-    format!("repro: HOSTILE_SEEDS={seed} cargo test -p dataplane --test hostile_sim -- --exact {test}")
+    format!(
+        "repro: HOSTILE_SEEDS={seed} cargo test -p dataplane --test hostile_sim -- --exact {test}"
+    )
 }
 
 /// The kinds a test injects, narrowed by `HOSTILE_KINDS=Spm,Nack` (to find which one breaks).
 fn narrowed(kinds: &[Kind]) -> Vec<Kind> {
-    let kinds = if kinds.is_empty() { &Kind::ALL[..] } else { kinds };
+    let kinds = if kinds.is_empty() {
+        &Kind::ALL[..]
+    } else {
+        kinds
+    };
     match std::env::var("HOSTILE_KINDS") {
         Ok(only) => kinds
             .iter()
