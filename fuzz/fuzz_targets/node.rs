@@ -9,7 +9,7 @@
 use control::topology::build;
 use control::wire::dnp::Packet;
 use control::{GroupAddr, Instant, NodeAddr};
-use dataplane::node::Node;
+use dataplane::node::{Node, RmtpOptions};
 use dataplane::rmtp::{MemSink, MemSource};
 use dataplane::sim::hostile::{ByteEntropy, Entropy, Knowledge, generate_any};
 use libfuzzer_sys::fuzz_target;
@@ -76,7 +76,12 @@ fuzz_target!(|data: &[u8]| {
     let me = n(2);
     let neighbours = topology.neighbours(me);
     let mut now = Instant::ZERO;
-    let mut node = Node::new(me, &topology, now);
+    // A small repair cache: zeroing the default 1 MiB per tree would dominate every input.
+    let options = RmtpOptions {
+        cache_bytes: 64 << 10,
+        ..RmtpOptions::default()
+    };
+    let mut node = Node::with_options(me, &topology, now, options);
     node.start_receive(now, g(1), n(1), 100, Box::new(MemSink::new()))
         .expect("a fresh node can receive");
     node.start_send(
@@ -105,8 +110,8 @@ fuzz_target!(|data: &[u8]| {
         }
         let choice = choices.next_u64();
         if choice >> 62 == 0 {
-            // A pause of up to two seconds: timers fire, retransmissions and expiries happen.
-            let until = now + Duration::from_micros(choice % 2_000_000);
+            // A pause of up to 300 ms: timers fire, NACKs and LSPs are re-sent, entries expire.
+            let until = now + Duration::from_micros(choice % 300_000);
             run_until(&mut node, &mut now, until, &neighbours, mtu);
         } else {
             let from = neighbours[(choice % neighbours.len() as u64) as usize];
