@@ -280,11 +280,17 @@ impl<E: Entropy> Generator<'_, E> {
             }
         };
         let (mut body, mangled) = self.mangle(kind, body);
-        if kind != Kind::Data && kind != Kind::Retransmit {
+        // Keep the datagram within the MTU (DNP would drop it unread), trailer included.
+        let room = self.k.mtu.saturating_sub(DNP_HEADER_LEN);
+        if kind == Kind::Data || kind == Kind::Retransmit {
+            if body.len() > room {
+                body.truncate(room);
+                self.reseal_data(&mut body);
+            }
+        } else {
+            body.truncate(room.saturating_sub(trailer::CRC_LEN));
             trailer::push(&mut body);
         }
-        // Keep the datagram within the MTU (DNP would drop it unread), trailer included.
-        body.truncate(self.k.mtu.saturating_sub(DNP_HEADER_LEN));
         let dst = self.header_addr(default_dst);
         let src = self.header_addr(default_src);
         Hostile {
@@ -667,15 +673,18 @@ mod tests {
         let mut rng = Rng::new(5);
         for kind in Kind::ALL {
             let mut parsed = 0;
-            for _ in 0..300 {
+            for _ in 0..1000 {
                 let h = generate(&mut rng, &k, kind, n(2), n(1));
                 let p = Packet::parse(&h.packet, k.mtu).expect("passes the DNP checksum");
                 assert_eq!(p.flag(), kind.flag());
-                let trailer_ok = match kind {
-                    Kind::Data | Kind::Retransmit => true,
+                let sealed = match kind {
+                    Kind::Data | Kind::Retransmit => {
+                        rmtp::Data::parse(p.body()).is_err_and(|_| h.mangled)
+                            || rmtp::Data::parse(p.body()).is_ok_and(|d| d.crc_ok())
+                    }
                     _ => trailer::checked(p.body()).is_ok(),
                 };
-                assert!(trailer_ok, "{kind:?}: the CRC-32C trailer matches");
+                assert!(sealed, "{kind:?}: the body's CRC-32C matches");
                 if parses(&p) {
                     parsed += 1;
                 } else {
@@ -685,7 +694,7 @@ mod tests {
                     );
                 }
             }
-            assert!(parsed > 100, "{kind:?}: only {parsed} of 300 parse");
+            assert!(parsed > 400, "{kind:?}: only {parsed} of 1000 parse");
         }
     }
 
