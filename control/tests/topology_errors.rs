@@ -59,6 +59,14 @@ fn toml_syntax_error() {
     expect("[[node]\naddr = 1\n", 1, "unclosed array table");
 }
 
+/// Found by the `topology` fuzz target: a multi-byte character right before `=` in a broken
+/// line made the error message cut a string inside that character (a panic).
+#[test]
+fn a_multibyte_character_before_a_bad_value_is_an_error_not_a_panic() {
+    let e = error_of("b=\"\u{68c}=");
+    assert_eq!(e.line(), Some(1), "{e}");
+}
+
 #[test]
 fn display_has_file_line_and_column() {
     let e = error_of(&with_link("loss = 2.5\n"));

@@ -210,9 +210,11 @@ impl Cx<'_> {
             let before = self.text.get(..span.start).unwrap_or("").trim_end();
             if let Some(before) = before.strip_suffix('=') {
                 let before = before.trim_end();
+                // Past the last character that cannot be in a key, however many bytes it takes.
                 let key_start = before
-                    .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-                    .map_or(0, |i| i + 1);
+                    .char_indices()
+                    .rfind(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+                    .map_or(0, |(i, c)| i + c.len_utf8());
                 let key = &before[key_start..];
                 if !key.is_empty() {
                     message = format!("{key}: {message}");

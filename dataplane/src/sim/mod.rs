@@ -35,6 +35,7 @@
 //! See `docs/SIMULATOR.md` for the faults, the determinism rules and how to use it in tests.
 
 mod engine;
+pub mod hostile;
 mod link;
 mod queue;
 pub mod scenario;
