@@ -15,9 +15,9 @@ fuzz_target!(|body: &[u8]| {
         DrpMessage::Lsp(lsp) => {
             let neighbours: Option<Vec<NodeAddr>> = lsp.neighbours().map(NodeAddr::new).collect();
             match (NodeAddr::new(lsp.originator), neighbours) {
-                (Some(originator), Some(neighbours)) => {
-                    Some(drp::lsp(originator, lsp.sequence, &neighbours))
-                }
+                (Some(originator), Some(neighbours)) => Some(
+                    drp::lsp(originator, lsp.sequence, &neighbours).expect("a parsed LSP rebuilds"),
+                ),
                 // The parser leaves address checks to DRP; the builder takes checked ones.
                 _ => None,
             }

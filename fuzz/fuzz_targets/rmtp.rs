@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut rebuilt = vec![0u8; body.len()];
-    let len = match message {
+    let built = match message {
         RmtpMessage::Data(d) | RmtpMessage::Retransmit(d) => {
             let _ = d.crc_ok();
             assert_eq!(rmtp::DATA_HEADER_LEN + d.payload().len(), body.len());
@@ -57,5 +57,6 @@ fuzz_target!(|data: &[u8]| {
         RmtpMessage::Mab(mab) => mab.write(&mut rebuilt),
         RmtpMessage::Spm(spm) => spm.write(&mut rebuilt),
     };
+    let len = built.expect("a parsed body rebuilds into a buffer of its own size");
     assert_eq!(&rebuilt[..len], body);
 });

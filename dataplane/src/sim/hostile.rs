@@ -18,6 +18,10 @@ use control::wire::rmtp::{
 use control::wire::{drp, trailer};
 use control::{Addr, GroupAddr, NodeAddr};
 
+/// Why a builder cannot fail here: bodies are built into MTU-sized buffers, with counts bounded
+/// by what the MTU holds, before they are mangled.
+const FITS: &str = "an MTU-sized buffer holds the packet";
+
 /// Where the generator's choices come from: a seeded [`Rng`] in the simulator, the fuzzer's
 /// input in `fuzz/`.
 pub trait Entropy {
@@ -390,7 +394,7 @@ impl<E: Entropy> Generator<'_, E> {
                 let sequence = self.u32();
                 let count = self.count(drp::max_lsp_neighbours(self.k.mtu));
                 let neighbours: Vec<NodeAddr> = (0..count).map(|_| self.node()).collect();
-                drp::lsp(originator, sequence, &neighbours)
+                drp::lsp(originator, sequence, &neighbours).expect(FITS)
             }
             Kind::LspAck => {
                 let originator = self.node();
@@ -419,7 +423,7 @@ impl<E: Entropy> Generator<'_, E> {
             Kind::Nack => {
                 let (group, ranges) = (self.group(), self.ranges(max_nack_ranges(self.k.mtu)));
                 let mut body = vec![0u8; self.k.mtu];
-                let len = rmtp::write_nack(&mut body, group, &ranges);
+                let len = rmtp::write_nack(&mut body, group, &ranges).expect(FITS);
                 body.truncate(len);
                 let dst = self.sender().get();
                 body.truncate(len - trailer::CRC_LEN);
@@ -429,7 +433,7 @@ impl<E: Entropy> Generator<'_, E> {
                 let (group, sender) = (self.group(), self.sender());
                 let ranges = self.ranges(max_ncf_ranges(self.k.mtu));
                 let mut body = vec![0u8; self.k.mtu];
-                let len = rmtp::write_ncf(&mut body, group, sender, &ranges);
+                let len = rmtp::write_ncf(&mut body, group, sender, &ranges).expect(FITS);
                 body.truncate(len);
                 body.truncate(len - trailer::CRC_LEN);
                 return (body, to, from);
@@ -441,7 +445,7 @@ impl<E: Entropy> Generator<'_, E> {
                     received: self.u64(),
                 };
                 let mut body = vec![0u8; self.k.mtu];
-                let len = mab.write(&mut body);
+                let len = mab.write(&mut body).expect(FITS);
                 body.truncate(len - trailer::CRC_LEN);
                 let dst = self.sender().get();
                 return (body, dst, from);
@@ -463,7 +467,7 @@ impl<E: Entropy> Generator<'_, E> {
                     hash: self.e.bytes(32).try_into().expect("32 bytes"),
                 };
                 let mut body = vec![0u8; self.k.mtu];
-                let len = spm.write(&mut body);
+                let len = spm.write(&mut body).expect(FITS);
                 body.truncate(len - trailer::CRC_LEN);
                 if self.e.percent(5) {
                     // Reserved flag bits: the flags byte is the one before the hash.
@@ -621,14 +625,18 @@ impl<E: Entropy> Generator<'_, E> {
         packet.extend_from_slice(body);
         // The DNP header written here is thrown away: the caller frames the body itself.
         let group = GroupAddr::from_index(0).expect("group 0");
-        rmtp::seal_data(
+        if rmtp::seal_data(
             &mut packet,
             group,
             self.to,
             Flag::RmtpData,
             sequence,
             offset,
-        );
+        )
+        .is_err()
+        {
+            return;
+        }
         body.clear();
         body.extend_from_slice(&packet[DNP_HEADER_LEN..]);
     }
