@@ -98,6 +98,8 @@ struct Outcome {
     verified: BTreeSet<NodeAddr>,
     /// Receivers that failed, with the reason they gave.
     failed: BTreeMap<NodeAddr, String>,
+    /// Why the sender gave up, if it did.
+    sender_failed: Option<String>,
     injected: BTreeMap<Kind, u64>,
     /// Virtual time from the start of the transfer to the last receiver's verification.
     took: Option<Duration>,
@@ -260,6 +262,13 @@ fn refresh_numbers(s: &Scenario, k: &mut Knowledge) {
 
 /// Records which receivers verified or failed (and why).
 fn collect(s: &mut Scenario, out: &mut Outcome, start: control::Instant) {
+    if let Some(mut node) = s.sim.node_mut(n(1)) {
+        while let Some(event) = node.poll_event() {
+            if let NodeEvent::Transfer(TransferEvent::SendFailed { reason, .. }) = event {
+                out.sender_failed = Some(reason);
+            }
+        }
+    }
     for r in LEAVES.map(n) {
         let Some(mut node) = s.sim.node_mut(r) else {
             continue;
