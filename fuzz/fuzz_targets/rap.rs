@@ -10,9 +10,11 @@ fuzz_target!(|body: &[u8]| {
         return;
     };
     let rebuilt = match m.body {
-        RapBody::Request if m.rap_id == 0 => rap::request(m.dst_sid, m.src_sid),
+        RapBody::Request { padding } if m.rap_id == 0 => {
+            rap::padded_request(m.dst_sid, m.src_sid, rap::request_packet_len(padding))
+        }
         // A request with a non-zero id parses (the server ignores the id); no builder makes one.
-        RapBody::Request => return,
+        RapBody::Request { .. } => return,
         RapBody::Ack => rap::ack(m.dst_sid, m.src_sid, m.rap_id),
         RapBody::Provide(list) => {
             let entries = list.to_entries();
