@@ -10,6 +10,7 @@
 
 mod cache;
 mod edges;
+mod missing;
 pub mod receiver;
 pub mod relay;
 pub mod sender;

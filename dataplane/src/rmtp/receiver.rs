@@ -16,6 +16,7 @@
 //! state; the tables the network can grow (missing sequences, out-of-order segments) have a
 //! capacity.
 
+use super::missing::{MAX_DUE_PER_NACK, MissingTable};
 use super::sink::{Sink, SinkError};
 use super::{MAX_RANGES, RangeBuf, RmtpError};
 use control::wire::dnp::{Flag, Packet};
@@ -155,12 +156,6 @@ enum State {
     Failed,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Miss {
-    next_nack: Instant,
-    tries: u32,
-}
-
 /// What one accepted SPM claimed, kept for the agreement rule.
 #[derive(Clone, Copy, Debug)]
 struct SpmClaim {
@@ -194,7 +189,9 @@ pub struct RmtpReceiver<K: Sink> {
     pool: Vec<Vec<u8>>,
     /// Every sequence below is delivered, buffered or in `missing`.
     tracked_end: u64,
-    missing: BTreeMap<u64, Miss>,
+    missing: MissingTable,
+    /// Scratch for the sequences one NACK names (sized once).
+    due: Vec<u64>,
     mab_reported: u64,
     mab_due: bool,
     next_mab_at: Instant,
@@ -222,7 +219,8 @@ impl<K: Sink> RmtpReceiver<K> {
             buffered: BTreeMap::new(),
             pool: Vec::new(),
             tracked_end: 0,
-            missing: BTreeMap::new(),
+            missing: MissingTable::default(),
+            due: Vec::with_capacity(MAX_DUE_PER_NACK),
             mab_reported: 0,
             mab_due: true,
             next_mab_at: now,
@@ -279,7 +277,7 @@ impl<K: Sink> RmtpReceiver<K> {
         let payload: usize = self.buffered.values().map(Vec::capacity).sum();
         TableUsage {
             missing: self.missing.len(),
-            missing_bytes: self.missing.len() * std::mem::size_of::<(u64, Miss)>(),
+            missing_bytes: self.missing.len() * MissingTable::ENTRY_BYTES,
             buffered: self.buffered.len(),
             buffered_bytes: self.buffered.len() * std::mem::size_of::<(u64, Vec<u8>)>() + payload,
         }
@@ -374,13 +372,7 @@ impl<K: Sink> RmtpReceiver<K> {
                     self.stats.missing_full += 1;
                     break;
                 }
-                self.missing.insert(
-                    seq,
-                    Miss {
-                        next_nack: now + self.config.nack_delay,
-                        tries: 0,
-                    },
-                );
+                self.missing.insert(seq, now + self.config.nack_delay);
             }
             seq += 1;
         }
@@ -443,7 +435,7 @@ impl<K: Sink> RmtpReceiver<K> {
         if retransmit {
             self.stats.repairs_received += 1;
         }
-        self.missing.remove(&seq);
+        self.missing.remove(seq);
         self.extend_tracking(now, seq);
         // Only when tracking reached it: an untracked gap below stays to be found later.
         if self.tracked_end == seq {
@@ -654,7 +646,7 @@ impl<K: Sink> RmtpReceiver<K> {
         self.total = Some(total);
         if let Some(segments) = self.segments() {
             let _ = self.buffered.split_off(&segments);
-            let _ = self.missing.split_off(&segments);
+            self.missing.truncate_from(segments);
         }
     }
 
@@ -662,10 +654,9 @@ impl<K: Sink> RmtpReceiver<K> {
     pub fn handle_ncf(&mut self, now: Instant, ranges: impl IntoIterator<Item = SeqRange>) {
         self.stats.ncfs_received += 1;
         let until = now + self.config.ncf_holdoff;
+        let mut budget = MAX_DUE_PER_NACK;
         for r in ranges {
-            for (_, miss) in self.missing.range_mut(r.first..r.end()) {
-                miss.next_nack = miss.next_nack.max(until);
-            }
+            budget -= self.missing.hold_back(r.first..r.end(), until, budget);
         }
     }
 
@@ -675,12 +666,7 @@ impl<K: Sink> RmtpReceiver<K> {
         } else {
             self.next_mab_at
         };
-        let trailing = self.trailing;
-        let nack = self
-            .missing
-            .range(trailing..)
-            .map(|(_, m)| m.next_nack)
-            .min();
+        let nack = self.missing.next_due();
         Some(nack.map_or(mab, |n| n.min(mab)))
     }
 
@@ -721,20 +707,22 @@ impl<K: Sink> RmtpReceiver<K> {
         }
         let limit = rmtp::max_nack_ranges(self.config.mtu).min(MAX_RANGES);
         let mut ranges = RangeBuf::<MAX_RANGES>::default();
-        let trailing = self.trailing;
         let (retry, max) = (self.config.nack_retry, self.config.nack_retry_max);
-        for (&seq, miss) in self.missing.range_mut(trailing..) {
-            if miss.next_nack > now {
+        let mut due = std::mem::take(&mut self.due);
+        self.missing.due(now, &mut due);
+        for &seq in &due {
+            if seq < self.trailing {
+                // The sender no longer repairs it (the receiver fails on such an edge).
+                self.missing.remove(seq);
                 continue;
             }
             if !ranges.push(seq, limit) {
                 break;
             }
-            let backoff = retry.saturating_mul(1u32 << miss.tries.min(16)).min(max);
-            miss.tries += 1;
-            miss.next_nack = now + backoff;
+            self.missing.nacked(seq, now, retry, max);
             self.stats.sequences_nacked += 1;
         }
+        self.due = due;
         if ranges.is_empty() {
             return None;
         }

@@ -1,0 +1,174 @@
+//! A receiver's missing sequences, indexed twice: by sequence (repairs, NCFs, the total cutting
+//! the tail) and by when each is next NACKed. A hostile sender of DATA or SPMs can fill it to its
+//! capacity, so nothing here scans the whole table: the next deadline is the first entry of the
+//! time index, and a NACK looks at most [`MAX_DUE_PER_NACK`] due entries.
+
+use control::Instant;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+
+/// Due entries one NACK looks at, at most (they are then sorted into ranges).
+pub(crate) const MAX_DUE_PER_NACK: usize = 1024;
+
+#[derive(Clone, Copy, Debug)]
+struct Miss {
+    next_nack: Instant,
+    tries: u32,
+}
+
+#[derive(Default)]
+pub(crate) struct MissingTable {
+    by_seq: BTreeMap<u64, Miss>,
+    /// (next NACK, sequence) of every entry of `by_seq`.
+    by_time: BTreeSet<(Instant, u64)>,
+}
+
+impl MissingTable {
+    pub fn len(&self) -> usize {
+        self.by_seq.len()
+    }
+
+    /// Approximate bytes per entry (both indexes), for memory figures.
+    pub const ENTRY_BYTES: usize =
+        std::mem::size_of::<(u64, Miss)>() + std::mem::size_of::<(Instant, u64)>();
+
+    /// Starts tracking `seq`, first NACKed at `at`; an entry already there is kept as it is.
+    pub fn insert(&mut self, seq: u64, at: Instant) {
+        if self.by_seq.contains_key(&seq) {
+            return;
+        }
+        self.by_seq.insert(
+            seq,
+            Miss {
+                next_nack: at,
+                tries: 0,
+            },
+        );
+        self.by_time.insert((at, seq));
+    }
+
+    pub fn remove(&mut self, seq: u64) {
+        if let Some(m) = self.by_seq.remove(&seq) {
+            self.by_time.remove(&(m.next_nack, seq));
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.by_seq.clear();
+        self.by_time.clear();
+    }
+
+    /// Forgets every sequence from `seq` on (beyond the transfer's end).
+    pub fn truncate_from(&mut self, seq: u64) {
+        for (s, m) in self.by_seq.split_off(&seq) {
+            self.by_time.remove(&(m.next_nack, s));
+        }
+    }
+
+    /// No NACK for the sequences in `range` before `until` (an NCF said they are on order), for
+    /// at most `budget` entries; how many it looked at. One NCF answers one NACK, which named at
+    /// most [`MAX_DUE_PER_NACK`] sequences, so a forged NCF cannot make it walk the whole table.
+    pub fn hold_back(&mut self, range: Range<u64>, until: Instant, budget: usize) -> usize {
+        let mut looked = 0;
+        for (&seq, m) in self.by_seq.range_mut(range).take(budget) {
+            looked += 1;
+            if m.next_nack < until {
+                self.by_time.remove(&(m.next_nack, seq));
+                m.next_nack = until;
+                self.by_time.insert((until, seq));
+            }
+        }
+        looked
+    }
+
+    /// The earliest NACK due.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.by_time.first().map(|&(at, _)| at)
+    }
+
+    /// Up to [`MAX_DUE_PER_NACK`] sequences due at `now`, the longest-waiting first, into
+    /// `out` (cleared first) in ascending order, ready to be put into ranges.
+    pub fn due(&self, now: Instant, out: &mut Vec<u64>) {
+        out.clear();
+        out.extend(
+            self.by_time
+                .iter()
+                .take_while(|&&(at, _)| at <= now)
+                .take(MAX_DUE_PER_NACK)
+                .map(|&(_, seq)| seq),
+        );
+        out.sort_unstable();
+    }
+
+    /// `seq` was NACKed at `now`: the next NACK after a back-off that doubles per try
+    /// (`retry`, at most `max`).
+    pub fn nacked(
+        &mut self,
+        seq: u64,
+        now: Instant,
+        retry: std::time::Duration,
+        max: std::time::Duration,
+    ) {
+        let Some(m) = self.by_seq.get_mut(&seq) else {
+            return;
+        };
+        self.by_time.remove(&(m.next_nack, seq));
+        let backoff = retry.saturating_mul(1u32 << m.tries.min(16)).min(max);
+        m.tries = m.tries.saturating_add(1);
+        m.next_nack = now + backoff;
+        self.by_time.insert((m.next_nack, seq));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn ms(v: u64) -> Instant {
+        Instant::from_millis(v)
+    }
+
+    #[test]
+    fn due_entries_come_out_in_sequence_order_and_back_off() {
+        let mut t = MissingTable::default();
+        for seq in [9, 3, 5] {
+            t.insert(seq, ms(1));
+        }
+        t.insert(7, ms(50));
+        let mut out = Vec::new();
+        t.due(ms(1), &mut out);
+        assert_eq!(out, [3, 5, 9]);
+        for &s in &out {
+            t.nacked(
+                s,
+                ms(1),
+                Duration::from_millis(10),
+                Duration::from_millis(100),
+            );
+        }
+        assert_eq!(t.next_due(), Some(ms(11)));
+        assert_eq!(t.hold_back(0..6, ms(40), 1), 1);
+        assert_eq!(t.hold_back(0..6, ms(40), 10), 2);
+        t.due(ms(11), &mut out);
+        assert_eq!(out, [9]);
+        t.truncate_from(6);
+        assert_eq!((t.len(), t.next_due()), (2, Some(ms(40))));
+        t.remove(3);
+        t.remove(5);
+        assert!(t.len() == 0 && t.next_due().is_none());
+    }
+
+    #[test]
+    fn a_full_table_costs_one_lookup_per_deadline_and_a_bounded_scan_per_nack() {
+        let mut t = MissingTable::default();
+        for seq in 0..100_000 {
+            t.insert(seq, ms(seq % 7));
+        }
+        assert_eq!(t.next_due(), Some(ms(0)));
+        let mut out = Vec::new();
+        t.due(ms(10), &mut out);
+        assert_eq!(out.len(), MAX_DUE_PER_NACK);
+        assert!(out.windows(2).all(|w| w[0] < w[1]));
+    }
+}
