@@ -993,3 +993,93 @@ fn a_dead_interval_past_the_largest_duration_does_not_panic() {
     d.handle_packet(Instant::from_millis(1), nb, DrpMessage::Hello);
     assert_eq!(d.neighbours(), vec![nb]);
 }
+
+/// A terminate sent over the link from a live neighbour, with its address, is believed at once
+/// (seed: a terminate removes a node at once), forged or not. The neighbour's next hello shows it
+/// was false, so its terminates are then held down: a stream of forged ones over the whole
+/// hold-down moves nothing. After the hold-down one is believed again; and a real terminate
+/// during the hold-down is noticed within the dead interval, as if the node had gone silent.
+#[test]
+fn terminates_from_a_neighbour_that_came_back_are_held_down() {
+    let topo = line(4);
+    let timers = topo.network.timers;
+    let dead = timers.dead_interval();
+    let hold_down = dead * DrpConfig::default().terminate_hold_down_dead_intervals;
+    let via = n(scrambled(0, 4)); // an end of the line
+    let at = n(scrambled(1, 4));
+    let mut net = Net::new(&topo);
+    net.converge(secs(5)).expect("converges");
+    net.run_for(secs(3));
+    let terminate = control::wire::drp::terminate();
+    let downs = |net: &Net| {
+        let down = DrpEvent::NeighbourDown(via);
+        net.events[&at].iter().filter(|&&e| e == down).count()
+    };
+    // Runs until `via` is live at `at` again, which its next hello makes it; returns when.
+    let back = |net: &mut Net| {
+        let by = net.now + timers.hello_interval + net.delay;
+        while !net.nodes[&at].neighbours().contains(&via) {
+            assert!(net.step(by), "{via} not back at {at} by {by}");
+        }
+        net.now
+    };
+
+    net.inject(at, via, &terminate);
+    assert!(!net.nodes[&at].neighbours().contains(&via), "believed");
+    assert_eq!(downs(&net), 1);
+    let held_from = back(&mut net);
+    let up = DrpEvent::NeighbourUp(via);
+    assert_eq!(net.events[&at].iter().filter(|&&e| e == up).count(), 2);
+    net.converge(secs(1)).expect("converges again");
+    let seq = net.nodes[&at].sequence();
+
+    let every = ms(250);
+    let mut forged = 0;
+    while net.now + every < held_from + hold_down {
+        net.inject(at, via, &terminate);
+        forged += 1;
+        assert!(net.nodes[&at].neighbours().contains(&via), "held down");
+        net.run_for(every);
+        net.assert_converged();
+    }
+    let stats = net.nodes[&at].stats();
+    println!(
+        "{forged} terminates over {:.1}s after {via} came back: {} held down",
+        hold_down.as_secs_f64(),
+        stats.terminates_held_down
+    );
+    assert!(
+        hold_down >= timers.hello_interval * 10,
+        "several hello intervals"
+    );
+    assert_eq!(stats.terminates_held_down, forged);
+    assert_eq!(downs(&net), 1);
+    assert_eq!(net.nodes[&at].sequence(), seq, "no origination");
+
+    // The hold-down is over: believed again, and it comes back again.
+    net.run_for((held_from + hold_down).saturating_since(net.now));
+    net.inject(at, via, &terminate);
+    assert!(
+        !net.nodes[&at].neighbours().contains(&via),
+        "believed again"
+    );
+    assert_eq!(downs(&net), 2);
+    back(&mut net);
+    net.converge(secs(1)).expect("converges again");
+
+    // A real terminate during the new hold-down: held down, but the hellos stop, so the dead
+    // interval removes it (counted from its last hello, sent before the terminate).
+    net.run_for(secs(5));
+    net.nodes.get_mut(&via).unwrap().terminate(net.now);
+    net.drain(via);
+    net.nodes.remove(&via);
+    net.gone.insert(via);
+    let quit = net.now;
+    net.run_for(net.delay);
+    assert_eq!(net.nodes[&at].stats().terminates_held_down, forged + 1);
+    assert!(net.nodes[&at].neighbours().contains(&via));
+    net.run_for((quit + net.delay + dead).saturating_since(net.now));
+    assert!(!net.nodes[&at].neighbours().contains(&via), "dead by now");
+    assert_eq!(downs(&net), 3);
+    net.converge(secs(1)).expect("converges without it");
+}

@@ -50,6 +50,11 @@ pub struct DrpConfig {
     /// How long a flush (an LSP at [`MAX_SEQUENCE`]) is held before it is removed; then its
     /// originator starts again from sequence 1.
     pub flush_hold: Duration,
+    /// A neighbour that comes back after we believed its terminate shows that terminate was
+    /// false (or it restarted): its terminates are then not believed for this many dead
+    /// intervals, so that a forger repeating them cannot keep taking a live link down. Its
+    /// death is still noticed by the dead interval. 0 believes every terminate.
+    pub terminate_hold_down_dead_intervals: u32,
 }
 
 impl Default for DrpConfig {
@@ -60,6 +65,7 @@ impl Default for DrpConfig {
             max_age: Duration::from_secs(3600),
             refresh_interval: Duration::from_secs(1800),
             flush_hold: Duration::from_secs(10),
+            terminate_hold_down_dead_intervals: 10,
         }
     }
 }
@@ -101,6 +107,10 @@ struct Neighbour {
     pending: BTreeMap<NodeAddr, Pending>,
     /// When the sequence-zero entries are offered to it (mirrored in `Drp::file_syncs`).
     file_sync: Option<Instant>,
+    /// Its last loss was a terminate we believed, and it has not been heard from since.
+    terminated: bool,
+    /// Its terminates are not believed before this: it came back after one.
+    terminates_held_until: Option<Instant>,
 }
 
 impl Neighbour {
@@ -109,6 +119,8 @@ impl Neighbour {
             link,
             pending: BTreeMap::new(),
             file_sync: None,
+            terminated: false,
+            terminates_held_until: None,
         }
     }
 
@@ -122,7 +134,8 @@ impl Neighbour {
 /// - Hellos every hello interval to live neighbours and to file neighbours never heard yet;
 ///   every former-probe interval to former (dead or terminated) neighbours. Any hello, LSP or
 ///   LSP-ack from a node makes it a live neighbour, whether the file lists it or not; silence
-///   for the dead interval, or a terminate, makes it former.
+///   for the dead interval, or a terminate, makes it former. A neighbour that comes back after
+///   a terminate has its terminates held down (not believed) for the terminate hold-down.
 /// - A change of the live neighbour set originates our LSP with the next sequence number; a
 ///   burst of changes is coalesced (no two originations closer than a tenth of the hello
 ///   interval, the `hold`).
@@ -152,6 +165,8 @@ pub struct Drp {
     max_listed: usize,
     /// Least time between two originations and between two SPF runs caused by flooding.
     hold: Duration,
+    /// How long a neighbour back after a terminate has its terminates held down.
+    terminate_hold_down: Duration,
     /// Our sequence number: the last one originated, or one we must pass (restart).
     my_seq: u32,
     lsdb: Lsdb,
@@ -225,6 +240,9 @@ impl Drp {
             config,
             max_listed,
             hold: timers.hello_interval / 10,
+            terminate_hold_down: timers
+                .dead_interval()
+                .saturating_mul(config.terminate_hold_down_dead_intervals),
             my_seq: FILE_SEQUENCE,
             lsdb,
             nbrs,
@@ -268,10 +286,17 @@ impl Drp {
                 self.stats.terminates_recv += 1;
                 // A terminate from a node that is not a live neighbour changes nothing, so it
                 // needs no room in the neighbour table.
-                if self.nbrs.get(&from).is_some_and(Neighbour::is_live) {
-                    self.neighbour_lost(now, from);
-                } else {
+                let Some(nb) = self.nbrs.get_mut(&from).filter(|nb| nb.is_live()) else {
                     self.stats.ignored_messages += 1;
+                    return;
+                };
+                if nb.terminates_held_until.is_some_and(|t| now < t) {
+                    // Not believed, and not taken as a sign of life either: if it is true, the
+                    // hellos stop and the dead interval removes the neighbour.
+                    self.stats.terminates_held_down += 1;
+                } else {
+                    nb.terminated = true;
+                    self.neighbour_lost(now, from);
                 }
             }
             DrpMessage::Hello => {
@@ -462,6 +487,11 @@ impl Drp {
         nb.link = Link::Live { last_heard: now };
         if was_live {
             return true;
+        }
+        if std::mem::take(&mut nb.terminated) {
+            // Alive after its terminate: that one was forged (or it restarted). A forger that
+            // can send one can repeat it, so further ones wait for the dead interval instead.
+            nb.terminates_held_until = Some(now + self.terminate_hold_down);
         }
         self.stats.neighbours_up += 1;
         self.events.push_back(DrpEvent::NeighbourUp(n));

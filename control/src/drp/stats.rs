@@ -24,6 +24,9 @@ pub struct DrpStats {
     pub neighbours_down: u64,
     pub terminates_sent: u64,
     pub terminates_recv: u64,
+    /// Terminates not believed: their sender came back after an earlier terminate, so they are
+    /// held down for the terminate hold-down (its death is still noticed by the dead interval).
+    pub terminates_held_down: u64,
     /// Our own LSP came back with a sequence at least ours (we had restarted): sequence raised.
     pub sequence_jumps: u64,
     /// A neighbour sent its own LSP older than ours (it had restarted): database sent again.

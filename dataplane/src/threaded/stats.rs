@@ -79,6 +79,7 @@ impl NodeStats {
                 neighbours_down,
                 terminates_sent,
                 terminates_recv,
+                terminates_held_down,
                 sequence_jumps,
                 neighbour_restarts,
                 lsps_truncated,
