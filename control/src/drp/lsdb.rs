@@ -2,7 +2,8 @@
 //!
 //! Sequence zero marks an LSP derived from the topology file (seed §3.5); any LSP an originator
 //! really sent has a sequence of at least one and so always replaces it. The top sequence,
-//! [`MAX_SEQUENCE`], is a flush: the originator's LSP withdrawn, held a while and then removed.
+//! [`MAX_SEQUENCE`], is a flush: the originator's sequence space restarted; the entry keeps the
+//! links last known, is held a while and then removed.
 //!
 //! Entries learnt from the network expire (they are aged: see `Drp`); the database has a
 //! capacity, which `Drp` checks before it admits a new originator ([`Lsdb::admits`]).
@@ -49,11 +50,15 @@ impl LspEntry {
         )
     }
 
-    /// The flush of `originator`: the top sequence, no neighbours.
-    pub fn flush() -> LspEntry {
+    /// A flush of the originator whose entry was `previous`: the top sequence, with the links
+    /// last known (none if nothing was). A flush only restarts the sequence space; the links it
+    /// keeps are the ones the network already agreed on, so routing does not change while it is
+    /// held, and a forged flush (which anyone can seal) costs no route. The list a flush
+    /// carries on the wire is ignored.
+    pub fn flush_of(previous: Option<&LspEntry>) -> LspEntry {
         LspEntry {
             sequence: MAX_SEQUENCE,
-            neighbours: Box::default(),
+            neighbours: previous.map(|e| e.neighbours.clone()).unwrap_or_default(),
         }
     }
 

@@ -597,8 +597,8 @@ impl Drp {
         self.my_seq = MAX_SEQUENCE;
         self.refresh_at = None;
         let until = now + self.config.flush_hold;
-        self.lsdb
-            .insert_until(self.me, LspEntry::flush(), Some(until));
+        let flush = LspEntry::flush_of(self.lsdb.get(self.me));
+        self.lsdb.insert_until(self.me, flush, Some(until));
         if let Some(n) = from {
             self.clear_pending(n, self.me);
         }
@@ -622,7 +622,8 @@ impl Drp {
         let flush = entry.is_flush();
         if flush && self.nbrs.values().any(|nb| nb.pending.contains_key(&orig)) {
             let until = now + self.timers.lsp_retransmit;
-            self.lsdb.insert_until(orig, LspEntry::flush(), Some(until));
+            let held = entry.clone();
+            self.lsdb.insert_until(orig, held, Some(until));
             return;
         }
         self.lsdb.remove(orig);
@@ -667,7 +668,7 @@ impl Drp {
         self.transmit(from, &body::lsp_ack(orig, sequence));
         self.stats.acks_sent += 1;
         let entry = if sequence == MAX_SEQUENCE {
-            LspEntry::flush()
+            LspEntry::flush_of(self.lsdb.get(orig))
         } else {
             let (entry, cut) = LspEntry::new(orig, sequence, listed, self.max_listed);
             self.stats.lsps_truncated += u64::from(cut);
