@@ -103,6 +103,9 @@ pub fn print_comparison(r: &ComparisonResult) {
         if !details.is_empty() {
             println!("    {}", details.join(", "));
         }
+        if let Some(e) = &s.error {
+            println!("    failed: {e}");
+        }
         if let Some(l) = &s.limited_by {
             println!("    limited by: {l}");
         }

@@ -91,6 +91,8 @@ pub struct SystemResult {
     pub limit: Option<String>,
     /// This system's median over its kernel limit's (when it has one).
     pub share_of_limit: Option<f64>,
+    /// Why the system could not be measured (its samples stop there).
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -108,30 +110,42 @@ impl ComparisonResult {
 }
 
 /// Measures every system `repetitions` times, alternating, then prints and returns the
-/// summary. A stop request ends the run between measurements, keeping what was measured.
-pub fn run(
-    mut comparison: Comparison<'_>,
-    repetitions: usize,
-    stop: &Stop,
-) -> io::Result<ComparisonResult> {
+/// summary. A stop request ends the run between measurements, keeping what was measured; a
+/// system whose measurement fails is not measured again, and its row says why.
+pub fn run(mut comparison: Comparison<'_>, repetitions: usize, stop: &Stop) -> ComparisonResult {
     let names: Vec<String> = comparison.systems.iter().map(|s| s.name()).collect();
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); names.len()];
+    let mut errors: Vec<Option<String>> = vec![None; names.len()];
     'reps: for rep in 1..=repetitions {
         for (i, system) in comparison.systems.iter_mut().enumerate() {
             if stop.requested() {
                 break 'reps;
             }
+            if errors[i].is_some() {
+                continue;
+            }
             eprint!(
                 "  {} | {} | repetition {rep}/{repetitions} … ",
                 comparison.title, names[i]
             );
-            let sample = system.measure()?;
-            eprintln!("{}", si(sample.value, comparison.metric.unit));
-            samples[i].push(sample);
+            match system.measure() {
+                Ok(_) if stop.requested() => {
+                    eprintln!("interrupted (not counted)");
+                }
+                Ok(sample) => {
+                    eprintln!("{}", si(sample.value, comparison.metric.unit));
+                    samples[i].push(sample);
+                }
+                // One system that cannot run here (say, io_uring forbidden) leaves the others.
+                Err(e) => {
+                    eprintln!("failed: {e}");
+                    errors[i] = Some(e.to_string());
+                }
+            }
         }
     }
     let limits: Vec<Option<String>> = comparison.systems.iter().map(|s| s.limit()).collect();
-    let result = summarise(
+    let mut result = summarise(
         comparison.title,
         comparison.metric,
         repetitions,
@@ -139,8 +153,11 @@ pub fn run(
         samples,
         limits,
     );
+    for (system, error) in result.systems.iter_mut().zip(errors) {
+        system.error = error;
+    }
     report::print_comparison(&result);
-    Ok(result)
+    result
 }
 
 fn summarise(
@@ -177,6 +194,7 @@ fn summarise(
                 ratio_to_first: medians[i] / first,
                 limit,
                 share_of_limit,
+                error: None,
                 samples,
             }
         })
@@ -271,7 +289,7 @@ mod tests {
                 }),
             ],
         };
-        let r = run(comparison, 3, &Stop::default()).unwrap();
+        let r = run(comparison, 3, &Stop::default());
         let engine = r.system("engine").unwrap();
         assert_eq!((engine.median, engine.min, engine.max), (20.0, 10.0, 30.0));
         assert_eq!(engine.share_of_limit, Some(20.0 / 90.0));
@@ -291,9 +309,39 @@ mod tests {
                 limit: None,
             })],
         };
-        let r = run(comparison, 1, &stop).unwrap();
+        let r = run(comparison, 1, &stop);
         assert!(r.systems[0].samples.is_empty());
         assert!(r.systems[0].median.is_nan());
+    }
+
+    struct Broken;
+
+    impl System for Broken {
+        fn name(&self) -> String {
+            "broken".into()
+        }
+        fn measure(&mut self) -> io::Result<Sample> {
+            Err(io::Error::other("not here"))
+        }
+    }
+
+    #[test]
+    fn a_failing_system_leaves_the_others_measured() {
+        let comparison = Comparison {
+            title: "t".into(),
+            metric: RATE,
+            systems: vec![
+                Box::new(Broken),
+                Box::new(Fixed {
+                    name: "engine",
+                    values: vec![1.0, 2.0],
+                    limit: None,
+                }),
+            ],
+        };
+        let r = run(comparison, 2, &Stop::default());
+        assert_eq!(r.systems[0].error.as_deref(), Some("not here"));
+        assert_eq!(r.systems[1].samples.len(), 2);
     }
 
     #[test]

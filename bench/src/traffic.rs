@@ -98,6 +98,10 @@ pub fn offer(
     })
 }
 
+/// The sink's receive buffer: as large as the system allows, so that the instrument drops
+/// nothing when its thread is briefly descheduled (the systems measured keep the default).
+const SINK_RECEIVE_BUFFER: usize = 8 << 20;
+
 /// A thread counting every datagram that reaches its socket until it gets [`udp::STOP`].
 pub struct Sink {
     addr: SocketAddr,
@@ -109,6 +113,7 @@ impl Sink {
     pub fn start() -> io::Result<Sink> {
         let socket = udp::bind_loopback()?;
         udp::enable_gro(&socket)?;
+        udp::set_receive_buffer(&socket, SINK_RECEIVE_BUFFER)?;
         let addr = socket.local_addr()?;
         let received = Arc::new(AtomicU64::new(0));
         let count = Arc::clone(&received);

@@ -56,6 +56,23 @@ pub fn enable_gro(socket: &UdpSocket) -> io::Result<()> {
     Ok(())
 }
 
+/// Asks for a receive buffer of `bytes` (the kernel doubles it for its bookkeeping and caps it
+/// at net.core.rmem_max).
+pub fn set_receive_buffer(socket: &UdpSocket, bytes: usize) -> io::Result<()> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid socket and a pointer to a c_int of the length given.
+    check(unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const value).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
 /// A loopback IPv4 address in the form the system calls take.
 #[derive(Clone, Copy)]
 pub struct RawAddr(libc::sockaddr_in);

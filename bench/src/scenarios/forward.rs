@@ -186,7 +186,7 @@ pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> 
                 metric: super::limit::FORWARDED,
                 systems,
             };
-            sweep.push((rate, runner::run(comparison, plan.repetitions, stop)?));
+            sweep.push((rate, runner::run(comparison, plan.repetitions, stop)));
         }
         for (engine, chain) in chains {
             saturation.extend(saturation_point(engine, hops, &sweep));

@@ -54,7 +54,7 @@ pub fn run(quick: bool, stop: &Stop) -> io::Result<Outcome> {
         },
         repetitions,
         stop,
-    )?;
+    );
     let ping_pongs: Vec<Box<dyn System>> = [Wait::Sleep, Wait::BusyPoll]
         .into_iter()
         .map(|wait| {
@@ -74,7 +74,7 @@ pub fn run(quick: bool, stop: &Stop) -> io::Result<Outcome> {
         },
         repetitions,
         stop,
-    )?;
+    );
     let best = forwarding
         .systems
         .iter()
