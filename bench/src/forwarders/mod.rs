@@ -115,3 +115,37 @@ impl Chain {
         result.and(self.sink.stop())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// Polls until `done` holds, at most `limit` (a bound on a wait, never a timing assertion).
+    fn wait_until(limit: Duration, done: impl Fn() -> bool) {
+        let start = Instant::now();
+        while !done() && start.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// 30 datagrams as one GSO send and 10 one by one: fewer than a default receive buffer
+    /// holds, so none may be dropped even if a thread is descheduled.
+    #[test]
+    fn every_kind_forwards_every_datagram_through_two_hops() {
+        let packet = vec![0x42u8; 1024];
+        for kind in Kind::ALL {
+            let chain = Chain::start(kind, 2).expect("start a chain");
+            let source = udp::bind_loopback().unwrap();
+            let entry = RawAddr::new(chain.entry()).unwrap();
+            udp::send_segments(&source, &packet.repeat(30), 1024, &entry).unwrap();
+            for _ in 0..10 {
+                source.send_to(&packet, chain.entry()).unwrap();
+            }
+            wait_until(Duration::from_secs(30), || chain.delivered() >= 40);
+            assert_eq!(chain.delivered(), 40, "{}", kind.name());
+            assert!(chain.drops().iter().all(|(_, d)| *d == 0));
+            chain.stop().expect("stop the chain");
+        }
+    }
+}
