@@ -234,3 +234,40 @@ pub fn throughput_sample(
         limited_by: Some(limited_by(rate, offered, stages)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offered(datagrams: u64) -> Offered {
+        Offered {
+            datagrams,
+            elapsed: Duration::from_secs(1),
+        }
+    }
+
+    fn stages(drops: &[u64]) -> Vec<(String, u64)> {
+        drops
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| (format!("hop {}", i + 1), d))
+            .collect()
+    }
+
+    #[test]
+    fn the_verdict_names_the_side_that_limited() {
+        let paced = Rate::PerSecond(1000.0);
+        assert!(limited_by(paced, &offered(500), &stages(&[9])).starts_with("source"));
+        assert!(limited_by(paced, &offered(1000), &stages(&[3, 9, 0])).starts_with("hop 2"));
+        assert!(limited_by(paced, &offered(1000), &stages(&[0, 0])).starts_with("none"));
+        assert!(limited_by(Rate::Max, &offered(1000), &stages(&[0])).starts_with("source"));
+    }
+
+    #[test]
+    fn a_sample_has_the_rate_the_loss_and_the_bit_rate() {
+        let s = throughput_sample(Rate::Max, &offered(1000), 750, &stages(&[250]), 1000);
+        assert_eq!(s.value, 750.0);
+        assert_eq!(s.details["loss"], 0.25);
+        assert_eq!(s.details["delivered_gbit_per_s"], 750.0 * 8000.0 / 1e9);
+    }
+}
