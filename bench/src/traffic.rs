@@ -228,6 +228,10 @@ pub fn throughput_sample(
         per_second * packet_len as f64 * 8.0 / 1e9,
     );
     details.insert("loss".into(), loss);
+    details.insert(
+        "dropped_at_sockets".into(),
+        stages.iter().map(|(_, d)| *d).sum::<u64>() as f64,
+    );
     crate::runner::Sample {
         value: per_second,
         details,
@@ -268,6 +272,7 @@ mod tests {
         let s = throughput_sample(Rate::Max, &offered(1000), 750, &stages(&[250]), 1000);
         assert_eq!(s.value, 750.0);
         assert_eq!(s.details["loss"], 0.25);
+        assert_eq!(s.details["dropped_at_sockets"], 250.0);
         assert_eq!(s.details["delivered_gbit_per_s"], 750.0 * 8000.0 / 1e9);
     }
 }
