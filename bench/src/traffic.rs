@@ -188,18 +188,14 @@ pub fn limited_by(rate: Rate, offered: &Offered, stages: &[(String, u64)]) -> St
     if let Rate::PerSecond(target) = rate
         && offered.per_second() < 0.95 * target
     {
-        return format!(
-            "source (offered {} of {})",
-            crate::report::si(offered.per_second(), "pkt/s"),
-            rate
-        );
+        return "source (could not offer the rate asked)".to_string();
     }
     match stages
         .iter()
         .filter(|(_, d)| *d > 0)
         .max_by_key(|(_, d)| *d)
     {
-        Some((name, drops)) => format!("{name} ({drops} dropped at its socket)"),
+        Some((name, _)) => format!("{name} (the kernel dropped most there)"),
         None if rate == Rate::Max => "source (nothing downstream dropped)".to_string(),
         None => "none (the offered load was carried)".to_string(),
     }
