@@ -7,7 +7,7 @@
 
 use super::kernel_chain::KernelChain;
 use super::node_chain::{NodeChain, ThreadedChain};
-use super::{Outcome, PACKET_LEN, dnp_packet};
+use super::{Outcome, PACKET_LEN, Sweep, dnp_packet};
 use crate::forwarders::Kind;
 use crate::runner::{self, Comparison, ComparisonResult, Sample, Stop, System};
 use crate::traffic::{self, Rate};
@@ -155,7 +155,7 @@ pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> 
             .iter()
             .map(|&e| e.start(hops).map(|c| (e, c)))
             .collect::<io::Result<Vec<_>>>()?;
-        let mut sweep = Vec::new();
+        let mut sweep: Sweep = Vec::new();
         for &rate in &plan.rates {
             if stop.requested() {
                 break;
@@ -221,11 +221,7 @@ fn saturation_point(
     hops: usize,
     sweep: &[(Rate, ComparisonResult)],
 ) -> Option<serde_json::Value> {
-    let (rate, comparison, row) = sweep
-        .iter()
-        .filter_map(|(rate, c)| c.system(engine.name()).map(|s| (rate, c, s)))
-        .filter(|(_, _, s)| s.median.is_finite())
-        .max_by(|a, b| a.2.median.total_cmp(&b.2.median))?;
+    let (rate, comparison, row) = super::saturation(sweep, engine.name())?;
     let kernel = comparison.system(KERNEL_LIMIT.name()).map(|k| k.median);
     Some(json!({
         "hops": hops,

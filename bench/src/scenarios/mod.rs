@@ -6,7 +6,8 @@ pub mod kernel_chain;
 pub mod limit;
 pub mod node_chain;
 
-use crate::runner::ComparisonResult;
+use crate::runner::{ComparisonResult, SystemResult};
+use crate::traffic::Rate;
 use control::wire::Flag;
 use control::{Addr, NodeAddr};
 
@@ -30,4 +31,20 @@ pub fn dnp_packet(dst: NodeAddr, src: NodeAddr, len: usize) -> Vec<u8> {
     let mut body = vec![0xA5; len - control::wire::DNP_HEADER_LEN];
     body[..2].copy_from_slice(&UNCLAIMED_RAP_SID.to_be_bytes());
     control::wire::dnp::frame(Addr::Node(dst), Addr::Node(src), Flag::Rap, &body)
+}
+
+/// One comparison per offered load, in the order measured.
+pub type Sweep = Vec<(Rate, ComparisonResult)>;
+
+/// Where `system` delivered the most over a sweep: the offered load, that point's comparison
+/// and the system's row in it.
+pub fn saturation<'a>(
+    sweep: &'a [(Rate, ComparisonResult)],
+    system: &str,
+) -> Option<(Rate, &'a ComparisonResult, &'a SystemResult)> {
+    sweep
+        .iter()
+        .filter_map(|(rate, c)| c.system(system).map(|s| (*rate, c, s)))
+        .filter(|(_, _, s)| s.median.is_finite())
+        .max_by(|a, b| a.2.median.total_cmp(&b.2.median))
 }
