@@ -1,1 +1,13 @@
-//! Benchmarks live in benches/; this crate has no library code of its own yet.
+//! Burghers benchmarks: scenarios that measure every compared system in one run, alternating
+//! repetitions between them, and print ratios and shares of the kernel's own limit
+//! (`cargo run --release -p bench -- <scenario>`; docs/BENCHMARKS.md). The criterion
+//! micro-benchmarks live in benches/.
+
+pub mod forwarders;
+pub mod machine;
+pub mod pingpong;
+pub mod report;
+pub mod runner;
+pub mod scenarios;
+pub mod traffic;
+pub mod udp;

@@ -1,0 +1,131 @@
+//! `bench <scenario> [--quick] [--out DIR]`: runs one scenario, prints its tables, writes its
+//! results as JSON.
+
+use bench::machine::Machine;
+use bench::report::Report;
+use bench::runner::Stop;
+use bench::scenarios::{self, forward::Engine};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Burghers benchmarks: every compared system in one run, repetitions alternated, with ratios
+/// and the share of the kernel's own limit. Loopback (127.0.0.1) only.
+#[derive(Parser, Debug)]
+#[command(
+    name = "bench",
+    version,
+    subcommand_value_name = "SCENARIO",
+    subcommand_help_heading = "Scenarios"
+)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+/// What every scenario takes.
+#[derive(Args, Clone, Debug)]
+struct Common {
+    /// A few seconds per scenario: shorter runs, one repetition, fewer points (shows that it
+    /// works; its figures are not to be quoted).
+    #[arg(long)]
+    quick: bool,
+    /// Folder for the JSON results (created if missing).
+    #[arg(long, value_name = "DIR", default_value = "target/bench")]
+    out: PathBuf,
+}
+
+#[derive(Subcommand, Clone, Debug)]
+enum Scenario {
+    /// The kernel's ceiling with no protocol: one-hop UDP forwarders (recvfrom/sendto,
+    /// recvmmsg/sendmmsg, io_uring, GRO/GSO) and a ping-pong's round trip.
+    Limit(Common),
+    /// Chains of 1-4 nodes of each engine forwarding DNP packets, offered load swept, beside a
+    /// chain of bare forwarders of the same length.
+    Forward {
+        #[command(flatten)]
+        common: Common,
+        /// Engines to compare (comma-separated) [default: every engine that exists].
+        #[arg(long, value_enum, value_delimiter = ',', value_name = "ENGINE")]
+        engines: Vec<Engine>,
+    },
+}
+
+impl Scenario {
+    fn name(&self) -> &'static str {
+        match self {
+            Scenario::Limit(_) => "limit",
+            Scenario::Forward { .. } => "forward",
+        }
+    }
+
+    fn common(&self) -> &Common {
+        match self {
+            Scenario::Limit(common) | Scenario::Forward { common, .. } => common,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let common = cli.scenario.common().clone();
+    let stop = match Stop::on_ctrl_c() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("bench: cannot install the Ctrl-C handler: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let machine = Machine::describe();
+    eprintln!(
+        "bench {}{}: {} ({} cores), {}, load {}",
+        cli.scenario.name(),
+        if common.quick { " --quick" } else { "" },
+        machine.cpu_model,
+        machine.cores,
+        machine.kernel,
+        machine.load_average
+    );
+    let outcome = match &cli.scenario {
+        Scenario::Limit(_) => scenarios::limit::run(common.quick, &stop),
+        Scenario::Forward { engines, .. } => {
+            let engines = if engines.is_empty() {
+                Engine::ALL.to_vec()
+            } else {
+                engines.clone()
+            };
+            scenarios::forward::run(common.quick, &engines, &stop)
+        }
+    };
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("bench {}: {e}", cli.scenario.name());
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = Report {
+        scenario: cli.scenario.name().to_string(),
+        quick: common.quick,
+        interrupted: stop.requested(),
+        machine,
+        settings: outcome.settings,
+        comparisons: outcome.comparisons,
+        summary: outcome.summary,
+    };
+    match report.write(&common.out) {
+        Ok(path) => println!("\nresults: {}", path.display()),
+        Err(e) => {
+            eprintln!(
+                "bench: cannot write results to {}: {e}",
+                common.out.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    if report.interrupted {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

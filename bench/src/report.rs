@@ -1,0 +1,143 @@
+//! Results for people (tables on stdout) and for programs (one JSON file per run).
+
+use crate::machine::Machine;
+use crate::runner::ComparisonResult;
+use serde::Serialize;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The JSON document a scenario run writes.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub quick: bool,
+    /// Ctrl-C ended the run early: what is here was measured, the rest was not.
+    pub interrupted: bool,
+    pub machine: Machine,
+    /// The scenario's fixed parameters (packet size, durations, …).
+    pub settings: serde_json::Value,
+    pub comparisons: Vec<ComparisonResult>,
+    /// Scenario-specific conclusions drawn from the comparisons (e.g. saturation points).
+    pub summary: serde_json::Value,
+}
+
+impl Report {
+    /// Writes `DIR/<scenario>-<date>.json` and returns its path.
+    pub fn write(&self, dir: &Path) -> io::Result<PathBuf> {
+        std::fs::create_dir_all(dir)?;
+        let stamp: String = self
+            .machine
+            .date
+            .chars()
+            .filter(|c| *c != ':' && *c != '-')
+            .collect();
+        let path = dir.join(format!("{}-{stamp}.json", self.scenario));
+        let json = serde_json::to_string_pretty(self).map_err(io::Error::other)?;
+        std::fs::write(&path, json + "\n")?;
+        Ok(path)
+    }
+}
+
+/// `1234567.0, "pkt/s"` → `1.235 Mpkt/s`; rates get SI prefixes, other units none.
+pub fn si(value: f64, unit: &str) -> String {
+    if !value.is_finite() {
+        return format!("- {unit}");
+    }
+    if !unit.ends_with("/s") {
+        return format!("{value:.3} {unit}");
+    }
+    let (scaled, prefix) = match value.abs() {
+        v if v >= 1e9 => (value / 1e9, "G"),
+        v if v >= 1e6 => (value / 1e6, "M"),
+        v if v >= 1e3 => (value / 1e3, "k"),
+        _ => (value, ""),
+    };
+    format!("{scaled:.3} {prefix}{unit}")
+}
+
+fn ratio(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.2}x")
+    } else {
+        "-".into()
+    }
+}
+
+/// The summary table of one comparison.
+pub fn print_comparison(r: &ComparisonResult) {
+    let better = if r.metric.higher_is_better {
+        "higher"
+    } else {
+        "lower"
+    };
+    println!(
+        "\n== {} — {} in {} ({better} is better), {} repetition(s) ==",
+        r.title, r.metric.name, r.metric.unit, r.repetitions
+    );
+    let first = r.systems.first().map_or("", |s| s.name.as_str());
+    println!(
+        "{:<30} {:>16} {:>16} {:>16} {:>9} {:>9}",
+        "system",
+        "median",
+        "min",
+        "max",
+        format!("/{}", abbreviate(first)),
+        "/limit"
+    );
+    for s in &r.systems {
+        println!(
+            "{:<30} {:>16} {:>16} {:>16} {:>9} {:>9}",
+            s.name,
+            si(s.median, r.metric.unit),
+            si(s.min, r.metric.unit),
+            si(s.max, r.metric.unit),
+            ratio(s.ratio_to_first),
+            s.share_of_limit
+                .map_or("-".into(), |x| format!("{:.0}%", x * 100.0)),
+        );
+        let details: Vec<String> = s
+            .details
+            .iter()
+            .map(|(k, v)| format!("{k} {}", plain(*v)))
+            .collect();
+        if !details.is_empty() {
+            println!("    {}", details.join(", "));
+        }
+        if let Some(e) = &s.error {
+            println!("    failed: {e}");
+        }
+        if let Some(l) = &s.limited_by {
+            println!("    limited by: {l}");
+        }
+        if let Some(l) = &s.limit {
+            println!("    kernel limit row: {l}");
+        }
+    }
+}
+
+fn abbreviate(name: &str) -> &str {
+    name.get(..8).unwrap_or(name)
+}
+
+/// A detail value: integers as such, others with 3 significant decimals.
+fn plain(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else if v.abs() >= 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn si_prefixes() {
+        assert_eq!(si(1_234_567.0, "pkt/s"), "1.235 Mpkt/s");
+        assert_eq!(si(12_345.0, "us"), "12345.000 us");
+        assert_eq!(si(f64::NAN, "us"), "- us");
+    }
+}
