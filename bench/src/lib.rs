@@ -3,6 +3,7 @@
 //! (`cargo run --release -p bench -- <scenario>`; docs/BENCHMARKS.md). The criterion
 //! micro-benchmarks live in benches/.
 
+pub mod cli;
 pub mod forwarders;
 pub mod machine;
 pub mod pingpong;

@@ -1,11 +1,12 @@
 //! `bench <scenario> [--quick] [--out DIR]`: runs one scenario, prints its tables, writes its
-//! results as JSON.
+//! results as JSON. Shared by the `bench` binary and `burghers bench`.
 
-use bench::machine::Machine;
-use bench::report::Report;
-use bench::runner::Stop;
-use bench::scenarios::{self, forward::Engine};
+use crate::machine::Machine;
+use crate::report::Report;
+use crate::runner::Stop;
+use crate::scenarios::{self, forward::Engine};
 use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -66,8 +67,10 @@ impl Scenario {
     }
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
+/// Parses `args` (the first is the program's name, as in `std::env::args_os`) and runs the
+/// scenario. A bad argument prints clap's error and exits with its code (2).
+pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let cli = Cli::parse_from(args);
     let common = cli.scenario.common().clone();
     let stop = match Stop::on_ctrl_c() {
         Ok(s) => s,
