@@ -2,6 +2,7 @@
 //! results as JSON. Shared by the `bench` binary and `burghers bench`.
 
 use crate::machine::Machine;
+use crate::publish::{self, PublishArgs};
 use crate::report::Report;
 use crate::runner::Stop;
 use crate::scenarios::{self, forward::Engine};
@@ -21,7 +22,22 @@ use std::process::ExitCode;
 )]
 struct Cli {
     #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Clone, Debug)]
+enum Command {
+    #[command(flatten)]
+    Scenario(Scenario),
+    /// Not a scenario: render the latest result of each scenario (tables, charts) into
+    /// docs/BENCHMARKS.md, between its generated-section markers.
+    Report(PublishArgs),
+}
+
+/// A scenario to run and the command line that asked for it (recorded in the results).
+struct ScenarioRun {
     scenario: Scenario,
+    command: String,
 }
 
 /// What every scenario takes.
@@ -70,7 +86,14 @@ impl Scenario {
 /// Parses `args` (the first is the program's name, as in `std::env::args_os`) and runs the
 /// scenario. A bad argument prints clap's error and exits with its code (2).
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    let cli = Cli::parse_from(args);
+    let args: Vec<OsString> = args.into_iter().collect();
+    let cli = match Cli::parse_from(&args).command {
+        Command::Report(options) => return publish::main(&options),
+        Command::Scenario(scenario) => ScenarioRun {
+            scenario,
+            command: command_line(&args),
+        },
+    };
     let common = cli.scenario.common().clone();
     let stop = match Stop::on_ctrl_c() {
         Ok(s) => s,
@@ -109,6 +132,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     };
     let report = Report {
         scenario: cli.scenario.name().to_string(),
+        command: cli.command,
         quick: common.quick,
         interrupted: stop.requested(),
         machine,
@@ -117,7 +141,12 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         summary: outcome.summary,
     };
     match report.write(&common.out) {
-        Ok(path) => println!("\nresults: {}", path.display()),
+        Ok(written) => {
+            println!("\nresults: {}", written.json.display());
+            for chart in written.charts {
+                println!("chart: {}", chart.display());
+            }
+        }
         Err(e) => {
             eprintln!(
                 "bench: cannot write results to {}: {e}",
@@ -130,5 +159,71 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         ExitCode::from(130)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// The command that reproduces a run: the `bench` binary's arguments after
+/// `cargo run --release -p bench --`, another program's (`burghers bench`) after its name.
+fn command_line(args: &[OsString]) -> String {
+    let program = args.first().map(|p| p.to_string_lossy().into_owned());
+    let invoked = match program.as_deref() {
+        Some(p)
+            if std::path::Path::new(p)
+                .file_name()
+                .is_some_and(|n| n == "bench") =>
+        {
+            "cargo run --release -p bench --".to_string()
+        }
+        Some(p) => p.to_string(),
+        None => "bench".to_string(),
+    };
+    let mut line = invoked;
+    for arg in args.iter().skip(1) {
+        line.push(' ');
+        line.push_str(&shell_quoted(&arg.to_string_lossy()));
+    }
+    line
+}
+
+/// An argument as a POSIX shell reads it back.
+fn shell_quoted(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=,:@%+".contains(c));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_recorded_command_reproduces_the_run() {
+        let args = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            command_line(&args(&[
+                "target/release/bench",
+                "forward",
+                "--engines",
+                "threaded"
+            ])),
+            "cargo run --release -p bench -- forward --engines threaded"
+        );
+        assert_eq!(
+            command_line(&args(&["burghers bench", "limit", "--out", "my results"])),
+            "burghers bench limit --out 'my results'"
+        );
+        assert_eq!(shell_quoted("it's"), "'it'\\''s'");
     }
 }

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub scenario: String,
+    /// The command line that ran it (`cargo run --release -p bench -- …`).
+    pub command: String,
     pub quick: bool,
     /// Ctrl-C ended the run early: what is here was measured, the rest was not.
     pub interrupted: bool,
@@ -21,9 +23,16 @@ pub struct Report {
     pub summary: serde_json::Value,
 }
 
+/// The files a run wrote.
+pub struct Written {
+    pub json: PathBuf,
+    pub charts: Vec<PathBuf>,
+}
+
 impl Report {
-    /// Writes `DIR/<scenario>-<date>.json` and returns its path.
-    pub fn write(&self, dir: &Path) -> io::Result<PathBuf> {
+    /// Writes `DIR/<scenario>-<date>.json` and, beside it, the scenario's charts drawn from it
+    /// (`<same stem>-<chart>.svg`, figures.rs).
+    pub fn write(&self, dir: &Path) -> io::Result<Written> {
         std::fs::create_dir_all(dir)?;
         let stamp: String = self
             .machine
@@ -32,9 +41,15 @@ impl Report {
             .filter(|c| *c != ':' && *c != '-')
             .collect();
         let path = dir.join(format!("{}-{stamp}.json", self.scenario));
-        let json = serde_json::to_string_pretty(self).map_err(io::Error::other)?;
+        let doc = serde_json::to_value(self).map_err(io::Error::other)?;
+        let json = serde_json::to_string_pretty(&doc).map_err(io::Error::other)?;
         std::fs::write(&path, json + "\n")?;
-        Ok(path)
+        let stem = format!("{}-{stamp}", self.scenario);
+        let charts = crate::figures::write_charts(&doc, dir, &stem)?
+            .into_iter()
+            .map(|c| c.path)
+            .collect();
+        Ok(Written { json: path, charts })
     }
 }
 
@@ -53,6 +68,29 @@ pub fn si(value: f64, unit: &str) -> String {
         _ => (value, ""),
     };
     format!("{scaled:.3} {prefix}{unit}")
+}
+
+/// A chart label: `1500000.0` → `1.5M`, `289000.0` → `289k`, `0.25` → `0.25`.
+pub fn compact(value: f64) -> String {
+    let (scaled, suffix) = match value.abs() {
+        v if v >= 1e9 => (value / 1e9, "G"),
+        v if v >= 1e6 => (value / 1e6, "M"),
+        v if v >= 1e3 => (value / 1e3, "k"),
+        _ => (value, ""),
+    };
+    // About four significant digits.
+    let decimals = match scaled.abs() {
+        v if v >= 100.0 => 1,
+        v if v >= 10.0 => 2,
+        _ => 3,
+    };
+    let digits = format!("{scaled:.decimals$}");
+    let digits = if digits.contains('.') {
+        digits.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &digits
+    };
+    format!("{digits}{suffix}")
 }
 
 fn ratio(x: f64) -> String {
@@ -139,5 +177,10 @@ mod tests {
         assert_eq!(si(1_234_567.0, "pkt/s"), "1.235 Mpkt/s");
         assert_eq!(si(12_345.0, "us"), "12345.000 us");
         assert_eq!(si(f64::NAN, "us"), "- us");
+        assert_eq!(compact(1_500_000.0), "1.5M");
+        assert_eq!(compact(289_000.0), "289k");
+        assert_eq!(compact(0.25), "0.25");
+        assert_eq!(compact(161_234.5), "161.2k");
+        assert_eq!(compact(-20.0), "-20");
     }
 }

@@ -144,6 +144,7 @@ pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> 
     let plan = Plan::new(quick);
     let mut comparisons = Vec::new();
     let mut saturation = Vec::new();
+    let mut sweep_points = Vec::new();
     for &hops in &plan.chain_lengths {
         if stop.requested() {
             break;
@@ -188,6 +189,7 @@ pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> 
             };
             sweep.push((rate, runner::run(comparison, plan.repetitions, stop)));
         }
+        sweep_points.extend(super::sweep_points(&sweep, Some(hops)));
         for (engine, chain) in chains {
             saturation.extend(saturation_point(engine, hops, &sweep));
             chain.stop();
@@ -210,7 +212,7 @@ pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> 
             "address": "127.0.0.1",
         }),
         comparisons,
-        summary: json!({ "saturation": saturation }),
+        summary: json!({ "saturation": saturation, "sweep": sweep_points }),
     })
 }
 

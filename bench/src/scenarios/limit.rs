@@ -90,6 +90,7 @@ pub fn run(quick: bool, stop: &Stop) -> io::Result<Outcome> {
         })
         .collect();
     print_ceilings(&ceilings);
+    let sweep_points = super::sweep_points(&sweep, None);
     let ping_pongs: Vec<Box<dyn System>> = [Wait::Sleep, Wait::BusyPoll]
         .into_iter()
         .map(|wait| {
@@ -122,7 +123,7 @@ pub fn run(quick: bool, stop: &Stop) -> io::Result<Outcome> {
             "address": "127.0.0.1",
         }),
         comparisons: sweep.into_iter().map(|(_, c)| c).chain([latency]).collect(),
-        summary: json!({ "forwarder_ceilings": ceilings }),
+        summary: json!({ "forwarder_ceilings": ceilings, "sweep": sweep_points }),
     })
 }
 

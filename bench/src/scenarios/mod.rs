@@ -48,3 +48,25 @@ pub fn saturation<'a>(
         .filter(|(_, _, s)| s.median.is_finite())
         .max_by(|a, b| a.2.median.total_cmp(&b.2.median))
 }
+
+/// The sweep's points for the charts (`summary.sweep`, read by figures.rs): per offered load and
+/// system, the offered and delivered medians, and the chain length when there is one.
+pub fn sweep_points(
+    sweep: &[(Rate, ComparisonResult)],
+    hops: Option<usize>,
+) -> Vec<serde_json::Value> {
+    sweep
+        .iter()
+        .flat_map(|(rate, comparison)| {
+            comparison.systems.iter().map(move |s| {
+                serde_json::json!({
+                    "hops": hops,
+                    "system": s.name,
+                    "offered": rate.to_string(),
+                    "offered_pkt_per_s": s.details.get("offered_pkt_per_s"),
+                    "delivered_pkt_per_s": s.median,
+                })
+            })
+        })
+        .collect()
+}
