@@ -52,7 +52,8 @@ impl Scale {
                 lo..hi + (hi - lo) * 0.05
             }
             Scale::Log => lo.floor()..hi.ceil().max(lo.floor() + 1.0),
-            Scale::Nines => 0.0..hi.ceil().max(1.0),
+            // Room past the highest percentile, whose point is often the last label.
+            Scale::Nines => 0.0..(hi + 0.3).max(1.0),
         }
     }
 
@@ -73,7 +74,7 @@ impl Scale {
                 ticks
             }
             Scale::Nines => {
-                let mut ticks = vec![0.0, 2f64.log10()]; // 0% and the median
+                let mut ticks = vec![2f64.log10()]; // the median
                 ticks.extend((1..=range.end as i64).map(|n| n as f64));
                 ticks
             }
@@ -245,6 +246,7 @@ fn draw_lines(
     let mut chart = ChartBuilder::on(root)
         .caption(&c.title, (FONT, 20))
         .margin(12)
+        .margin_right(36) // the last x label is centred on the axis's end
         .x_label_area_size(45)
         .y_label_area_size(70)
         .build_cartesian_2d(x_axis, y_axis)?;

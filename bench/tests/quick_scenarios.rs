@@ -1,5 +1,6 @@
-//! Every scenario runs with `--quick` and writes valid JSON with the expected keys. No figure is
-//! checked: a shared machine makes timings meaningless as assertions.
+//! Every scenario runs with `--quick` and writes valid JSON with the expected keys, and its
+//! charts as SVG beside it. No figure is checked: a shared machine makes timings meaningless as
+//! assertions.
 
 use serde_json::Value;
 use std::path::Path;
@@ -9,8 +10,10 @@ fn bench() -> Command {
     Command::new(env!("CARGO_BIN_EXE_bench"))
 }
 
-/// Runs `scenario --quick` into a fresh folder and returns the JSON it wrote.
-fn run_quick(scenario: &str) -> Value {
+/// Runs `scenario --quick` into a fresh folder and returns the JSON it wrote and the names of
+/// the charts written beside it (after the JSON's stem: `sweep`, `throughput-hops-1`, …),
+/// each checked to be an SVG document.
+fn run_quick(scenario: &str) -> (Value, Vec<String>) {
     let out = tempfile::tempdir().expect("a temporary folder");
     let output = bench()
         .args([scenario, "--quick", "--out"])
@@ -25,7 +28,38 @@ fn run_quick(scenario: &str) -> Value {
     let files = json_files(out.path());
     assert_eq!(files.len(), 1, "one JSON file per run: {files:?}");
     let text = std::fs::read_to_string(&files[0]).expect("read the results");
-    serde_json::from_str(&text).expect("valid JSON")
+    let json = serde_json::from_str(&text).expect("valid JSON");
+    let stem = files[0].file_stem().expect("a file name").to_string_lossy();
+    let charts = chart_names(out.path(), &stem);
+    (json, charts)
+}
+
+fn chart_names(dir: &Path, stem: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("list the output folder") {
+        let path = entry.expect("a folder entry").path();
+        if path.extension().is_none_or(|e| e != "svg") {
+            continue;
+        }
+        let svg = std::fs::read_to_string(&path).expect("read a chart");
+        assert!(
+            svg.starts_with("<svg") || svg.starts_with("<?xml"),
+            "{} is not SVG",
+            path.display()
+        );
+        assert!(
+            svg.trim_end().ends_with("</svg>"),
+            "{} is cut",
+            path.display()
+        );
+        let name = path.file_stem().expect("a file name").to_string_lossy();
+        let chart = name
+            .strip_prefix(stem)
+            .and_then(|n| n.strip_prefix('-'))
+            .unwrap_or_else(|| panic!("{name} is not named after {stem}"));
+        names.push(chart.to_string());
+    }
+    names
 }
 
 fn json_files(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -47,6 +81,7 @@ fn check_report(v: &Value, scenario: &str) {
         v,
         &[
             "scenario",
+            "command",
             "quick",
             "interrupted",
             "machine",
@@ -57,6 +92,13 @@ fn check_report(v: &Value, scenario: &str) {
         "the report",
     );
     assert_eq!(v["scenario"], scenario);
+    let command = v["command"].as_str().expect("the command is text");
+    assert!(
+        command.starts_with(&format!(
+            "cargo run --release -p bench -- {scenario} --quick"
+        )),
+        "{command}"
+    );
     assert_eq!(v["quick"], true);
     assert_eq!(v["interrupted"], false);
     has_keys(
@@ -117,8 +159,14 @@ fn system_names(v: &Value) -> Vec<String> {
 
 #[test]
 fn limit_quick_writes_every_forwarder_and_the_ping_pong() {
-    let v = run_quick("limit");
+    let (v, charts) = run_quick("limit");
     check_report(&v, "limit");
+    for chart in ["ceilings", "sweep"] {
+        assert!(
+            charts.iter().any(|c| c == chart),
+            "no {chart} chart in {charts:?}"
+        );
+    }
     let names = system_names(&v);
     for name in [
         "kernel-recvfrom-sendto",
@@ -137,11 +185,22 @@ fn limit_quick_writes_every_forwarder_and_the_ping_pong() {
 
 #[test]
 fn forward_quick_writes_each_engine_beside_the_kernel_chain() {
-    let v = run_quick("forward");
+    let (v, charts) = run_quick("forward");
     check_report(&v, "forward");
+    for chart in ["throughput-hops-1", "throughput-hops-2"] {
+        assert!(
+            charts.iter().any(|c| c == chart),
+            "no {chart} chart in {charts:?}"
+        );
+    }
     let names = system_names(&v);
     assert!(names.iter().any(|n| n == "threaded"));
     assert!(names.iter().any(|n| n == "kernel-recvfrom-sendto"));
+    has_keys(
+        &v["summary"]["sweep"][0],
+        &["hops", "system", "offered_pkt_per_s", "delivered_pkt_per_s"],
+        "a sweep point",
+    );
     let saturation = v["summary"]["saturation"]
         .as_array()
         .expect("saturation points");
@@ -165,6 +224,7 @@ fn bad_arguments_get_a_clear_error() {
         &["nosuch"][..],
         &["limit", "--bogus"],
         &["forward", "--engines", "warp"],
+        &["report", "--bogus"],
         &[],
     ] {
         let output = bench().args(args).output().expect("run the bench binary");

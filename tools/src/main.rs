@@ -15,6 +15,7 @@ mod sim;
 mod topo;
 
 use clap::{Parser, Subcommand};
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -55,12 +56,35 @@ enum Command {
     Sim(sim::SimArgs),
     /// Generate a topology file (random connected graph or a standard shape), or check one.
     Topo(topo::TopoArgs),
+    /// Run a benchmark scenario or render the results into docs/BENCHMARKS.md: the same as
+    /// `cargo run --release -p bench -- <scenario> [args]` (`burghers bench --help` lists them).
+    #[command(
+        disable_help_flag = true,
+        after_help = "\
+Examples:
+  burghers bench limit --quick
+  burghers bench forward --engines threaded
+  burghers bench report --results target/bench --out docs/BENCHMARKS.md"
+    )]
+    Bench {
+        /// The scenario and its arguments, as the bench binary takes them.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "SCENARIO [ARGS]"
+        )]
+        args: Vec<OsString>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.verbose);
     let result = match cli.command {
+        // The bench CLI parses its own arguments and reports its own errors.
+        Command::Bench { args } => {
+            return bench::cli::main(std::iter::once("burghers bench".into()).chain(args));
+        }
         Command::Demo(args) => demo::run(args, cli.verbose),
         Command::Node(args) => node::run(args),
         Command::Send(args) => send::run(args),
