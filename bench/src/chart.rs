@@ -323,11 +323,13 @@ fn draw_bars(
             [(0.0, centre - 0.35), (*value, centre + 0.35)],
             color.filled(),
         )])?;
-        chart.draw_series([Text::new(
-            compact(*value),
-            (*value, centre),
-            (FONT, 13).into_font().color(&BLACK),
-        )])?;
+        // The value just past the bar's end, vertically centred on it.
+        chart.draw_series([EmptyElement::at((*value, centre))
+            + Text::new(
+                compact(*value),
+                (6, -7),
+                (FONT, 13).into_font().color(&BLACK),
+            )])?;
     }
     Ok(true)
 }

@@ -10,10 +10,15 @@ fn bench() -> Command {
     Command::new(env!("CARGO_BIN_EXE_bench"))
 }
 
-/// Runs `scenario --quick` into a fresh folder and returns the JSON it wrote and the names of
-/// the charts written beside it (after the JSON's stem: `sweep`, `throughput-hops-1`, …),
-/// each checked to be an SVG document.
-fn run_quick(scenario: &str) -> (Value, Vec<String>) {
+/// Runs `scenario --quick` into a fresh folder and returns the JSON it wrote (its charts, if
+/// any, checked to be SVG documents).
+fn run_quick(scenario: &str) -> Value {
+    run_quick_with_charts(scenario).0
+}
+
+/// `run_quick`, and the names of the charts written beside the JSON (after its stem: `sweep`,
+/// `throughput-hops-1`, …).
+fn run_quick_with_charts(scenario: &str) -> (Value, Vec<String>) {
     let out = tempfile::tempdir().expect("a temporary folder");
     let output = bench()
         .args([scenario, "--quick", "--out"])
@@ -159,7 +164,7 @@ fn system_names(v: &Value) -> Vec<String> {
 
 #[test]
 fn limit_quick_writes_every_forwarder_and_the_ping_pong() {
-    let (v, charts) = run_quick("limit");
+    let (v, charts) = run_quick_with_charts("limit");
     check_report(&v, "limit");
     for chart in ["ceilings", "sweep"] {
         assert!(
@@ -185,7 +190,7 @@ fn limit_quick_writes_every_forwarder_and_the_ping_pong() {
 
 #[test]
 fn forward_quick_writes_each_engine_beside_the_kernel_chain() {
-    let (v, charts) = run_quick("forward");
+    let (v, charts) = run_quick_with_charts("forward");
     check_report(&v, "forward");
     for chart in ["throughput-hops-1", "throughput-hops-2"] {
         assert!(

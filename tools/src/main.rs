@@ -113,6 +113,24 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// `bench` hands every argument after it to the bench CLI, flags and `--help` included.
+    #[test]
+    fn bench_passes_its_arguments_through() {
+        for args in [
+            &["forward", "--quick", "--engines", "threaded"][..],
+            &["--help"],
+            &["limit", "-V"],
+            &[],
+        ] {
+            let cli = Cli::try_parse_from(["burghers", "bench"].iter().chain(args))
+                .unwrap_or_else(|e| panic!("burghers bench {args:?}: {e}"));
+            let Command::Bench { args: passed } = cli.command else {
+                panic!("not the bench command")
+            };
+            assert_eq!(passed, args.iter().map(OsString::from).collect::<Vec<_>>());
+        }
+    }
+
     /// Every subcommand, nested ones included, shows an example in its --help.
     #[test]
     fn every_subcommand_has_an_example() {
