@@ -307,7 +307,7 @@ fn draw_bars(
         .caption(&c.title, (FONT, 20))
         .margin(12)
         .x_label_area_size(45)
-        .y_label_area_size(20 + 8 * longest as u32)
+        .y_label_area_size((20 + 8 * longest as u32).min(SIZE.0 / 2))
         .build_cartesian_2d(value_axis, label_axis)?;
     chart
         .configure_mesh()

@@ -12,6 +12,7 @@ fn bench() -> Command {
 
 /// Runs `scenario --quick` into a fresh folder and returns the JSON it wrote (its charts, if
 /// any, checked to be SVG documents).
+#[allow(dead_code)] // for the scenarios whose charts are not checked by name
 fn run_quick(scenario: &str) -> Value {
     run_quick_with_charts(scenario).0
 }
