@@ -85,6 +85,7 @@ pub fn publish(results: &Path, markdown: &Path) -> Result<Vec<Published>, String
     let mut published = Vec::new();
     for (source, result) in latest {
         let scenario = result["scenario"].as_str().unwrap_or_default().to_string();
+        remove_charts(&charts_dir, &scenario)?;
         let charts = figures::write_charts(&result, &charts_dir, &scenario)
             .map_err(|e| format!("cannot write the {scenario} charts: {e}"))?;
         let links: Vec<(String, String)> = charts
@@ -108,6 +109,21 @@ pub fn publish(results: &Path, markdown: &Path) -> Result<Vec<Published>, String
     std::fs::write(markdown, doc)
         .map_err(|e| format!("cannot write {}: {e}", markdown.display()))?;
     Ok(published)
+}
+
+/// Removes the scenario's charts of an earlier report (`<scenario>-*.svg`), which the new
+/// result may not have (a shorter sweep, a chart renamed).
+fn remove_charts(dir: &Path, scenario: &str) -> Result<(), String> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!("{scenario}-")) && name.ends_with(".svg") {
+            std::fs::remove_file(entry.path())
+                .map_err(|e| format!("cannot remove {}: {e}", entry.path().display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Per scenario, its latest full run (or its latest `--quick` run when it has no full run), in

@@ -140,6 +140,10 @@ fn the_report_renders_the_latest_results_between_the_markers_only() {
         format!("{PROSE_BEFORE}{OLD_SECTION}{PROSE_AFTER}"),
     )
     .unwrap();
+    // A chart of an earlier report that the latest result does not have.
+    let stale = docs.path().join("bench/forward-throughput-hops-9.svg");
+    std::fs::create_dir_all(stale.parent().unwrap()).unwrap();
+    std::fs::write(&stale, "<svg/>").unwrap();
 
     let published = bench::publish::publish(results.path(), &markdown).expect("the report");
     let scenarios: Vec<&str> = published.iter().map(|p| p.scenario.as_str()).collect();
@@ -194,6 +198,7 @@ fn the_report_renders_the_latest_results_between_the_markers_only() {
             "{chart} not linked"
         );
     }
+    assert!(!stale.exists(), "an earlier report's chart is left");
     // A scenario without markers gets a heading and markers at the end.
     assert!(doc.contains("## `latency`\n\n<!-- bench report: begin latency -->"));
     assert!(
