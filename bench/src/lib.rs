@@ -3,8 +3,10 @@
 //! (`cargo run --release -p bench -- <scenario>`; docs/BENCHMARKS.md). The criterion
 //! micro-benchmarks live in benches/.
 
+pub mod affinity;
 pub mod forwarders;
 pub mod machine;
+pub mod openloop;
 pub mod pingpong;
 pub mod report;
 pub mod runner;
