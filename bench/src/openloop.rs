@@ -137,6 +137,8 @@ impl ProbeEnd for SocketEnd {
                         std::thread::yield_now();
                     }
                 }
+                // A signal (Ctrl-C) cuts short a receive that has a timeout: not an error.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
             if Instant::now() >= deadline {

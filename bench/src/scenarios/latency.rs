@@ -461,6 +461,8 @@ fn summary_rows(
         .systems
         .iter()
         .zip(totals)
+        // A row that an interruption left without a measurement has nothing to say.
+        .filter(|(_, own)| own.borrow().sent > 0)
         .map(|(system, own)| {
             let t = own.borrow();
             let mine = percentiles(&t);
