@@ -66,6 +66,26 @@ enum Scenario {
         #[arg(long, value_enum, value_delimiter = ',', value_name = "ENGINE")]
         engines: Vec<Engine>,
     },
+    /// One probe at a time through chains of 1-4 nodes of each engine, open loop, at a low
+    /// fixed rate and at half of the engine's saturation, beside a chain of bare forwarders of
+    /// the same length: p50/p99/p99.9/max from the scheduled send, sleeping and busy-polling.
+    Latency {
+        #[command(flatten)]
+        common: Common,
+        /// Engines to compare (comma-separated) [default: every engine that exists].
+        #[arg(long, value_enum, value_delimiter = ',', value_name = "ENGINE")]
+        engines: Vec<Engine>,
+    },
+    /// Packets/s per dataplane core from 1 core to all of them: pinned cells of source, bare
+    /// forwarder and sink, one per core (engines without per-core workers are listed as
+    /// skipped).
+    Scale {
+        #[command(flatten)]
+        common: Common,
+        /// Engines to compare (comma-separated) [default: every engine that exists].
+        #[arg(long, value_enum, value_delimiter = ',', value_name = "ENGINE")]
+        engines: Vec<Engine>,
+    },
 }
 
 impl Scenario {
@@ -73,13 +93,27 @@ impl Scenario {
         match self {
             Scenario::Limit(_) => "limit",
             Scenario::Forward { .. } => "forward",
+            Scenario::Latency { .. } => "latency",
+            Scenario::Scale { .. } => "scale",
         }
     }
 
     fn common(&self) -> &Common {
         match self {
-            Scenario::Limit(common) | Scenario::Forward { common, .. } => common,
+            Scenario::Limit(common)
+            | Scenario::Forward { common, .. }
+            | Scenario::Latency { common, .. }
+            | Scenario::Scale { common, .. } => common,
         }
+    }
+}
+
+/// The engines asked for, or every engine that exists when none was named.
+fn or_every_engine(engines: &[Engine]) -> Vec<Engine> {
+    if engines.is_empty() {
+        Engine::ALL.to_vec()
+    } else {
+        engines.to_vec()
     }
 }
 
@@ -115,12 +149,13 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let outcome = match &cli.scenario {
         Scenario::Limit(_) => scenarios::limit::run(common.quick, &stop),
         Scenario::Forward { engines, .. } => {
-            let engines = if engines.is_empty() {
-                Engine::ALL.to_vec()
-            } else {
-                engines.clone()
-            };
-            scenarios::forward::run(common.quick, &engines, &stop)
+            scenarios::forward::run(common.quick, &or_every_engine(engines), &stop)
+        }
+        Scenario::Latency { engines, .. } => {
+            scenarios::latency::run(common.quick, &or_every_engine(engines), &stop)
+        }
+        Scenario::Scale { engines, .. } => {
+            scenarios::scale::run(common.quick, &or_every_engine(engines), &stop)
         }
     };
     let outcome = match outcome {

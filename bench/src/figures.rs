@@ -94,7 +94,7 @@ pub const FIGURES: &[ScenarioFigure] = &[
             title: "latency: distribution per system",
             points: "/summary/cdf",
             series: "system",
-            split: None,
+            split: Some("hops"),
             x: field("percentile", "percentile", Scale::Nines),
             y: field("latency_us", "latency (µs)", Scale::Log),
         },
@@ -132,11 +132,15 @@ pub const FIGURES: &[ScenarioFigure] = &[
         name: "cores",
         figure: Figure::Lines {
             title: "scale: throughput vs cores",
-            points: "/summary/scale",
-            series: "system",
+            points: "/summary/scaling",
+            series: "forwarder",
             split: None,
             x: field("cores", "cores", Scale::Linear),
-            y: field("pkt_per_s", "delivered (pkt/s)", Scale::Linear),
+            y: field(
+                "per_core_pkt_per_s",
+                "delivered per core (pkt/s)",
+                Scale::Linear,
+            ),
         },
     },
 ];

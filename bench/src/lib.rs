@@ -3,11 +3,13 @@
 //! (`cargo run --release -p bench -- <scenario>`; docs/BENCHMARKS.md). The criterion
 //! micro-benchmarks live in benches/.
 
+pub mod affinity;
 pub mod chart;
 pub mod cli;
 pub mod figures;
 pub mod forwarders;
 pub mod machine;
+pub mod openloop;
 pub mod pingpong;
 pub mod publish;
 pub mod report;

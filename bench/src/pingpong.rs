@@ -56,7 +56,7 @@ impl Wait {
 }
 
 /// One `recv` with MSG_DONTWAIT: a datagram, or WouldBlock at once.
-fn recv_dontwait(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<usize> {
+pub fn recv_dontwait(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: the buffer is valid for `buf.len()` bytes.
     let n = unsafe {
         libc::recv(

@@ -100,7 +100,7 @@ pub fn offer(
 
 /// The sink's receive buffer: as large as the system allows, so that the instrument drops
 /// nothing when its thread is briefly descheduled (the systems measured keep the default).
-const SINK_RECEIVE_BUFFER: usize = 8 << 20;
+pub const SINK_RECEIVE_BUFFER: usize = 8 << 20;
 
 /// A thread counting every datagram that reaches its socket until it gets [`udp::STOP`].
 pub struct Sink {

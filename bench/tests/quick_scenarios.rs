@@ -225,12 +225,109 @@ fn forward_quick_writes_each_engine_beside_the_kernel_chain() {
 }
 
 #[test]
+fn latency_quick_writes_percentiles_loss_and_cdf_beside_the_kernel_chain() {
+    let v = run_quick("latency");
+    check_report(&v, "latency");
+    let names = system_names(&v);
+    for name in [
+        "threaded",
+        "threaded-busy-poll-end",
+        "kernel-recvfrom-sendto",
+        "kernel-recvfrom-sendto-busy-poll",
+    ] {
+        assert!(
+            names.iter().any(|n| n == name),
+            "no {name} row in {names:?}"
+        );
+    }
+    let rows = v["summary"]["latency"].as_array().expect("latency rows");
+    assert!(!rows.is_empty());
+    for row in rows {
+        has_keys(
+            row,
+            &[
+                "hops",
+                "load",
+                "rate_pkt_per_s",
+                "system",
+                "probes_sent",
+                "lost",
+                "p50_us",
+                "p99_us",
+                "p99_9_us",
+                "max_us",
+                "p50_over_limit",
+                "cdf",
+            ],
+            "a latency row",
+        );
+        let sent = row["probes_sent"].as_u64().expect("a count");
+        assert!(sent > 0);
+        // At 1,000 probes/s every path delivers: a path that loses them all is broken (as the
+        // engine's was while its RMTP layer swallowed the probes).
+        if row["load"] == "low" {
+            assert!(
+                row["lost"].as_u64().expect("a count") < sent,
+                "every probe lost: {row:#}"
+            );
+        }
+        let cdf = row["cdf"].as_array().expect("CDF points");
+        assert!(!cdf.is_empty());
+        has_keys(&cdf[0], &["quantile", "us"], "a CDF point");
+    }
+    // The low load and the engine's half saturation (found by the sweep) are both measured.
+    let loads: Vec<&str> = rows.iter().filter_map(|r| r["load"].as_str()).collect();
+    assert!(loads.contains(&"low"), "{loads:?}");
+    assert!(
+        loads.iter().any(|l| l.starts_with("half-saturation")),
+        "{loads:?}"
+    );
+    let saturation = v["summary"]["saturation"].as_array().expect("saturation");
+    has_keys(
+        &saturation[0],
+        &["engine", "hops", "saturation_pkt_per_s", "half_pkt_per_s"],
+        "a saturation point",
+    );
+}
+
+#[test]
+fn scale_quick_writes_per_core_figures_and_skips_engines_without_cores() {
+    let v = run_quick("scale");
+    check_report(&v, "scale");
+    let points = v["summary"]["scaling"].as_array().expect("scaling points");
+    assert!(!points.is_empty());
+    for p in points {
+        has_keys(
+            p,
+            &[
+                "forwarder",
+                "cores",
+                "per_core_pkt_per_s",
+                "total_pkt_per_s",
+                "efficiency",
+            ],
+            "a scaling point",
+        );
+    }
+    assert_eq!(points[0]["cores"], 1);
+    let engines = v["summary"]["engines"].as_array().expect("engine notes");
+    let threaded = engines
+        .iter()
+        .find(|e| e["engine"] == "threaded")
+        .expect("the threaded engine is listed");
+    assert_eq!(threaded["measured"], false);
+    assert!(threaded["note"].as_str().is_some_and(|n| !n.is_empty()));
+}
+
+#[test]
 fn bad_arguments_get_a_clear_error() {
     for args in [
         &["nosuch"][..],
         &["limit", "--bogus"],
         &["forward", "--engines", "warp"],
         &["report", "--bogus"],
+        &["latency", "--engines", "warp"],
+        &["scale", "--bogus"],
         &[],
     ] {
         let output = bench().args(args).output().expect("run the bench binary");

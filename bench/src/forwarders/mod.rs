@@ -4,6 +4,7 @@
 //! against.
 
 mod blocking;
+mod busy;
 mod gso;
 mod mmsg;
 mod uring;
@@ -28,6 +29,9 @@ pub enum Kind {
     /// UDP_GRO receive (the kernel hands over runs of datagrams as one buffer) and UDP_SEGMENT
     /// (GSO) send of each run.
     GroGso,
+    /// The blocking forwarder's calls, spinning on `recvfrom(MSG_DONTWAIT)` instead of
+    /// sleeping in it (the `latency` scenario's busy-poll rows; not one of the `limit` rows).
+    BusyPoll,
 }
 
 impl Kind {
@@ -40,6 +44,7 @@ impl Kind {
             Kind::Mmsg => "kernel-recvmmsg-sendmmsg",
             Kind::Uring => "kernel-io_uring-multishot",
             Kind::GroGso => "kernel-gro-gso",
+            Kind::BusyPoll => "kernel-recvfrom-sendto-busy-poll",
         }
     }
 
@@ -49,6 +54,7 @@ impl Kind {
             Kind::Mmsg => mmsg::run(&socket, to, forwarded),
             Kind::Uring => uring::run(&socket, to, forwarded),
             Kind::GroGso => gso::run(&socket, to, forwarded),
+            Kind::BusyPoll => busy::run(&socket, to, forwarded),
         }
     }
 }
@@ -60,33 +66,66 @@ struct Forwarder {
 
 /// `hops` forwarders of one kind in a row, each on its own thread, ending in a sink.
 pub struct Chain {
-    forwarders: Vec<Forwarder>,
+    line: Line,
     sink: Sink,
+}
+
+/// `hops` forwarders of one kind in a row ending at a socket of the caller's (the `latency`
+/// scenario's measuring end).
+pub struct Line {
+    forwarders: Vec<Forwarder>,
+    end: SocketAddr,
+}
+
+impl Line {
+    pub fn start(kind: Kind, hops: usize, end: SocketAddr) -> io::Result<Line> {
+        start_forwarders(kind, hops, end).map(|forwarders| Line { forwarders, end })
+    }
+
+    /// Where a source sends.
+    pub fn entry(&self) -> SocketAddr {
+        self.forwarders.first().map_or(self.end, |f| f.addr)
+    }
+
+    /// Stops every thread in path order; the first error any of them hit.
+    pub fn stop(self) -> io::Result<()> {
+        let mut result = Ok(());
+        for f in self.forwarders {
+            result = result.and(stop_thread(f.addr, f.thread));
+        }
+        result
+    }
+}
+
+/// Starts `hops` forwarders, the last sending to `end`; returns them in path order.
+fn start_forwarders(kind: Kind, hops: usize, end: SocketAddr) -> io::Result<Vec<Forwarder>> {
+    let mut next = end;
+    let mut forwarders = Vec::with_capacity(hops);
+    for hop in (1..=hops).rev() {
+        let socket = udp::bind_loopback()?;
+        let addr = socket.local_addr()?;
+        let to = RawAddr::new(next)?;
+        let forwarded = Arc::new(AtomicU64::new(0));
+        let thread = std::thread::Builder::new()
+            .name(format!("bench-fwd-{hop}"))
+            .spawn(move || kind.run(socket, to, &forwarded))?;
+        forwarders.push(Forwarder { addr, thread });
+        next = addr;
+    }
+    forwarders.reverse();
+    Ok(forwarders)
 }
 
 impl Chain {
     pub fn start(kind: Kind, hops: usize) -> io::Result<Chain> {
         let sink = Sink::start()?;
-        let mut next = sink.addr();
-        let mut forwarders = Vec::with_capacity(hops);
-        for hop in (1..=hops).rev() {
-            let socket = udp::bind_loopback()?;
-            let addr = socket.local_addr()?;
-            let to = RawAddr::new(next)?;
-            let forwarded = Arc::new(AtomicU64::new(0));
-            let thread = std::thread::Builder::new()
-                .name(format!("bench-fwd-{hop}"))
-                .spawn(move || kind.run(socket, to, &forwarded))?;
-            forwarders.push(Forwarder { addr, thread });
-            next = addr;
-        }
-        forwarders.reverse();
-        Ok(Chain { forwarders, sink })
+        let line = Line::start(kind, hops, sink.addr())?;
+        Ok(Chain { line, sink })
     }
 
     /// Where a source sends.
     pub fn entry(&self) -> SocketAddr {
-        self.forwarders.first().map_or(self.sink.addr(), |f| f.addr)
+        self.line.entry()
     }
 
     /// Datagrams the sink has counted.
@@ -97,6 +136,7 @@ impl Chain {
     /// Each receiving socket in path order with the datagrams the kernel dropped there.
     pub fn drops(&self) -> Vec<(String, u64)> {
         let hops = self
+            .line
             .forwarders
             .iter()
             .enumerate()
@@ -108,11 +148,7 @@ impl Chain {
 
     /// Stops every thread in path order; the first error any of them hit.
     pub fn stop(self) -> io::Result<()> {
-        let mut result = Ok(());
-        for f in self.forwarders {
-            result = result.and(stop_thread(f.addr, f.thread));
-        }
-        result.and(self.sink.stop())
+        self.line.stop().and(self.sink.stop())
     }
 }
 
@@ -147,5 +183,21 @@ mod tests {
             assert!(chain.drops().iter().all(|(_, d)| *d == 0));
             chain.stop().expect("stop the chain");
         }
+    }
+
+    /// The busy-polling forwarder, in a line ending at the test's own socket.
+    #[test]
+    fn a_busy_polling_line_forwards_to_its_end() {
+        let end = udp::bind_loopback().unwrap();
+        end.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let line = Line::start(Kind::BusyPoll, 2, end.local_addr().unwrap()).unwrap();
+        let source = udp::bind_loopback().unwrap();
+        let mut buf = [0u8; 64];
+        for i in 0..10u8 {
+            source.send_to(&[i; 32], line.entry()).unwrap();
+            let n = end.recv(&mut buf).expect("the datagram comes through");
+            assert_eq!(&buf[..n], &[i; 32]);
+        }
+        line.stop().expect("stop the line");
     }
 }

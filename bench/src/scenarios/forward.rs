@@ -61,13 +61,13 @@ impl RunningChain {
 const KERNEL_LIMIT: Kind = Kind::Blocking;
 
 /// One engine's chain at one offered load.
-struct EngineRun<'a> {
-    engine: Engine,
-    chain: &'a dyn NodeChain,
-    packet: &'a [u8],
-    rate: Rate,
-    duration: Duration,
-    stop: Stop,
+pub(super) struct EngineRun<'a> {
+    pub(super) engine: Engine,
+    pub(super) chain: &'a dyn NodeChain,
+    pub(super) packet: &'a [u8],
+    pub(super) rate: Rate,
+    pub(super) duration: Duration,
+    pub(super) stop: Stop,
 }
 
 impl System for EngineRun<'_> {

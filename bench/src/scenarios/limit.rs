@@ -28,7 +28,7 @@ const ROUND_TRIP: Metric = Metric {
 
 /// The loads offered to every forwarder: a source at full speed takes CPU from the forwarder
 /// on a small machine, so a forwarder's ceiling is the most it delivers over these.
-fn offered_loads(quick: bool) -> Vec<Rate> {
+pub(super) fn offered_loads(quick: bool) -> Vec<Rate> {
     let paced: &[f64] = if quick {
         &[200e3]
     } else {

@@ -3,8 +3,10 @@
 
 pub mod forward;
 pub mod kernel_chain;
+pub mod latency;
 pub mod limit;
 pub mod node_chain;
+pub mod scale;
 
 use crate::runner::{ComparisonResult, SystemResult};
 use crate::traffic::Rate;

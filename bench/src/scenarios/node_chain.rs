@@ -74,6 +74,11 @@ pub struct ThreadedChain {
 impl ThreadedChain {
     /// Starts the nodes and waits until every forwarding node routes toward the sink.
     pub fn start(forwarders: usize) -> io::Result<ThreadedChain> {
+        Self::start_with(forwarders, ThreadedOptions::default())
+    }
+
+    /// The same with every node's options from `base` (each node's seed is its own).
+    pub fn start_with(forwarders: usize, base: ThreadedOptions) -> io::Result<ThreadedChain> {
         let (topology, sockets) = line_on_loopback(forwarders)?;
         let source = sockets[0].try_clone()?;
         let nodes = sockets
@@ -82,7 +87,7 @@ impl ThreadedChain {
             .map(|(i, socket)| {
                 let options = ThreadedOptions {
                     seed: i as u64 + 1,
-                    ..ThreadedOptions::default()
+                    ..base.clone()
                 };
                 ThreadedNode::start_with_socket(&topology, node(i + 1), socket, options)
             })
@@ -92,7 +97,8 @@ impl ThreadedChain {
         Ok(chain)
     }
 
-    fn sink(&self) -> &ThreadedNode {
+    /// The sink node (the last of the line).
+    pub fn sink(&self) -> &ThreadedNode {
         self.nodes.last().expect("a chain has nodes")
     }
 

@@ -1,0 +1,573 @@
+//! `latency`: one 1024-byte probe at a time through a chain of k nodes (k = 1..4) of each
+//! engine, open loop (`crate::openloop`), at a low fixed rate and at half of the engine's
+//! saturation for that chain (found by a short sweep in the same run), beside a chain of k bare
+//! forwarders under the same load. Each path is measured with sleeping waits and with
+//! busy-polling ones: the bare forwarders and the measuring end can busy-poll; the threaded
+//! engine's threads sleep by design, so its busy row busy-polls at the measuring end only.
+//!
+//! ```text
+//! engine:  probe sender ─► node 2 ─► … ─► node k+1 ─► node k+2 (sink) ─► its RMTP buffer ─► end
+//! kernel:  probe sender ─► forwarder 1 ─► … ─► forwarder k ─► end socket
+//! ```
+//!
+//! The nodes run without their RMTP layer and the probes carry the RMTP data flag: forwarding
+//! nodes pass them on by `next_hop` in DNP, as they do `forward`'s packets, and the sink node
+//! queues them in its RMTP buffer (attached by the bench), where the measuring end takes them
+//! as a protocol thread of the node would.
+
+use super::forward::{Engine, EngineRun};
+use super::node_chain::{NodeChain, ThreadedChain};
+use super::{Outcome, PACKET_LEN, dnp_packet};
+use crate::forwarders::{Kind, Line};
+use crate::openloop::{
+    self, CDF_QUANTILES, LOST_AFTER, Measured, Probe, ProbeEnd, ProbePacket, Schedule, SocketEnd,
+    us,
+};
+use crate::pingpong::Wait;
+use crate::report::si;
+use crate::runner::{self, Comparison, Metric, Sample, Stop, System};
+use crate::traffic::{self, Rate};
+use crate::udp;
+use control::wire::Flag;
+use control::{Addr, NodeAddr};
+use dataplane::threaded::{ImpatientBuffer, Pop, Received, ThreadedOptions};
+use hdrhistogram::Histogram;
+use serde_json::json;
+use std::cell::RefCell;
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const LATENCY: Metric = Metric {
+    name: "p50 latency from the scheduled send",
+    unit: "us",
+    higher_is_better: false,
+};
+
+/// The low fixed load: probes far enough apart that each crosses an idle path.
+const LOW_RATE: f64 = 1_000.0;
+
+struct Plan {
+    chain_lengths: Vec<usize>,
+    duration: Duration,
+    repetitions: usize,
+    /// The loads of the saturation sweep that sets each engine's half load.
+    sweep: Vec<f64>,
+    sweep_duration: Duration,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                chain_lengths: vec![1],
+                duration: Duration::from_millis(200),
+                repetitions: 1,
+                sweep: vec![20e3, 80e3],
+                sweep_duration: Duration::from_millis(200),
+            }
+        } else {
+            Plan {
+                chain_lengths: vec![1, 2, 3, 4],
+                duration: Duration::from_secs(2),
+                repetitions: 3,
+                sweep: vec![25e3, 50e3, 100e3, 200e3, 400e3],
+                sweep_duration: Duration::from_millis(500),
+            }
+        }
+    }
+}
+
+/// A chain of an engine's nodes whose sink node hands the probes to the bench.
+enum EngineChain {
+    Threaded {
+        chain: ThreadedChain,
+        inbox: Arc<ImpatientBuffer<Received>>,
+    },
+}
+
+impl EngineChain {
+    fn start(engine: Engine, hops: usize) -> io::Result<EngineChain> {
+        match engine {
+            Engine::Threaded => {
+                // Without the RMTP layer a forwarding node passes the probes (RMTP-flagged)
+                // on by `next_hop` in DNP, the path of `forward`'s packets, and the sink node
+                // queues them in the RMTP buffer the bench attaches.
+                let options = ThreadedOptions {
+                    rmtp: false,
+                    ..ThreadedOptions::default()
+                };
+                let chain = ThreadedChain::start_with(hops, options)?;
+                let inbox = chain.sink().attach_rmtp();
+                Ok(EngineChain::Threaded { chain, inbox })
+            }
+        }
+    }
+
+    fn nodes(&self) -> &dyn NodeChain {
+        match self {
+            EngineChain::Threaded { chain, .. } => chain,
+        }
+    }
+
+    fn end(&self) -> Box<dyn ProbeEnd> {
+        match self {
+            EngineChain::Threaded { inbox, .. } => Box::new(InboxEnd(Arc::clone(inbox))),
+        }
+    }
+
+    fn stop(self) {
+        match self {
+            EngineChain::Threaded { chain, .. } => chain.stop(),
+        }
+    }
+}
+
+/// The threaded sink node's RMTP buffer, read as an application on the node reads it.
+struct InboxEnd(Arc<ImpatientBuffer<Received>>);
+
+impl ProbeEnd for InboxEnd {
+    fn next(&mut self, wait: Wait, deadline: Instant) -> io::Result<Option<Probe>> {
+        loop {
+            let packet = match wait {
+                Wait::Sleep => match self.0.pop_until(Some(deadline)) {
+                    Pop::Item(r) => Some(r),
+                    Pop::Timeout => return Ok(None),
+                    Pop::Kicked => None,
+                    Pop::Closed => return Err(io::Error::other("the sink node stopped")),
+                },
+                Wait::BusyPoll => self.0.try_pop(),
+            };
+            if let Some(probe) = packet.and_then(|r| Probe::in_datagram(r.packet.bytes())) {
+                return Ok(Some(probe));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            if wait == Wait::BusyPoll {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+/// The bare forwarders of a kernel row: they sleep in `recvfrom` or spin on it, as the row's
+/// measuring end does.
+fn kernel_kind(wait: Wait) -> Kind {
+    match wait {
+        Wait::Sleep => Kind::Blocking,
+        Wait::BusyPoll => Kind::BusyPoll,
+    }
+}
+
+fn engine_row_name(engine: Engine, wait: Wait) -> String {
+    match wait {
+        Wait::Sleep => engine.name().to_string(),
+        Wait::BusyPoll => format!("{}-busy-poll-end", engine.name()),
+    }
+}
+
+/// What every repetition of one row measured, merged.
+struct Totals {
+    latency: Histogram<u64>,
+    send_lag: Histogram<u64>,
+    sent: u64,
+    lost: u64,
+    duplicates: u64,
+}
+
+impl Totals {
+    fn new() -> Totals {
+        Totals {
+            latency: openloop::histogram(),
+            send_lag: openloop::histogram(),
+            sent: 0,
+            lost: 0,
+            duplicates: 0,
+        }
+    }
+
+    fn add(&mut self, m: &Measured) {
+        // Both histograms have the same bounds, so adding cannot fail.
+        let _ = self.latency.add(&m.latency);
+        let _ = self.send_lag.add(&m.send_lag);
+        self.sent += m.sent;
+        self.lost += m.lost;
+        self.duplicates += m.duplicates;
+    }
+}
+
+fn sample(m: &Measured) -> Sample {
+    let h = &m.latency;
+    Sample {
+        value: us(h.value_at_quantile(0.5)),
+        details: [
+            ("p99_us", us(h.value_at_quantile(0.99))),
+            ("p99.9_us", us(h.value_at_quantile(0.999))),
+            ("max_us", us(h.max())),
+            ("sent", m.sent as f64),
+            ("lost", m.lost as f64),
+            ("duplicates", m.duplicates as f64),
+            ("send_lag_p99_us", us(m.send_lag.value_at_quantile(0.99))),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
+        limited_by: None,
+    }
+}
+
+/// What a row's probes go through.
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    Engine(Engine, &'a EngineChain),
+    Kernel,
+}
+
+/// One row of a comparison: a path, its wait, its load.
+struct ProbeRow<'a> {
+    path: Path<'a>,
+    wait: Wait,
+    hops: usize,
+    schedule: Schedule,
+    totals: Rc<RefCell<Totals>>,
+    stop: Stop,
+}
+
+impl System for ProbeRow<'_> {
+    fn name(&self) -> String {
+        match self.path {
+            Path::Engine(engine, _) => engine_row_name(engine, self.wait),
+            Path::Kernel => kernel_kind(self.wait).name().to_string(),
+        }
+    }
+
+    fn limit(&self) -> Option<String> {
+        match self.path {
+            Path::Engine(..) => Some(kernel_kind(self.wait).name().to_string()),
+            Path::Kernel => None,
+        }
+    }
+
+    fn measure(&mut self) -> io::Result<Sample> {
+        let node = |n: usize| Addr::Node(NodeAddr::new(n as u16).expect("a small node address"));
+        let mut packet = ProbePacket::new(node(self.hops + 2), node(1), Flag::RmtpData, PACKET_LEN);
+        let measured = match self.path {
+            Path::Engine(_, chain) => {
+                let nodes = chain.nodes();
+                openloop::measure(
+                    nodes.source(),
+                    nodes.entry(),
+                    &mut packet,
+                    self.schedule,
+                    self.wait,
+                    chain.end().as_mut(),
+                    &self.stop,
+                )?
+            }
+            Path::Kernel => {
+                let socket = udp::bind_loopback()?;
+                udp::set_receive_buffer(&socket, traffic::SINK_RECEIVE_BUFFER)?;
+                let mut end = SocketEnd::new(socket)?;
+                let line = Line::start(kernel_kind(self.wait), self.hops, end.local_addr()?)?;
+                let source = udp::bind_loopback()?;
+                let measured = openloop::measure(
+                    &source,
+                    line.entry(),
+                    &mut packet,
+                    self.schedule,
+                    self.wait,
+                    &mut end,
+                    &self.stop,
+                );
+                line.stop()?;
+                measured?
+            }
+        };
+        if !self.stop.requested() {
+            self.totals.borrow_mut().add(&measured);
+        }
+        Ok(sample(&measured))
+    }
+}
+
+/// The load of one comparison.
+#[derive(Clone, Copy)]
+enum Load {
+    Low,
+    HalfSaturation(Engine),
+}
+
+impl Load {
+    fn label(self) -> String {
+        match self {
+            Load::Low => "low".into(),
+            Load::HalfSaturation(e) => format!("half-saturation-{}", e.name()),
+        }
+    }
+}
+
+/// The highest rate the engine's chain delivered over the sweep (packets/s).
+fn saturation(
+    engine: Engine,
+    chain: &EngineChain,
+    hops: usize,
+    plan: &Plan,
+    stop: &Stop,
+) -> io::Result<f64> {
+    let node = |n: usize| NodeAddr::new(n as u16).expect("a small node address");
+    let packet = dnp_packet(node(hops + 2), node(1), PACKET_LEN);
+    let mut best = 0.0f64;
+    for &rate in &plan.sweep {
+        if stop.requested() {
+            break;
+        }
+        let rate = Rate::PerSecond(rate);
+        eprint!(
+            "  {hops} hop(s) | {} | saturation sweep, offered {rate} … ",
+            engine.name()
+        );
+        let delivered = EngineRun {
+            engine,
+            chain: chain.nodes(),
+            packet: &packet,
+            rate,
+            duration: plan.sweep_duration,
+            stop: stop.clone(),
+        }
+        .measure()?
+        .value;
+        eprintln!("{}", si(delivered, "pkt/s"));
+        best = best.max(delivered);
+    }
+    Ok(best)
+}
+
+pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> {
+    let plan = Plan::new(quick);
+    let mut comparisons = Vec::new();
+    let mut rows = Vec::new();
+    let mut saturations = Vec::new();
+    for &hops in &plan.chain_lengths {
+        if stop.requested() {
+            break;
+        }
+        eprintln!("  starting chains of {hops} forwarding node(s) …");
+        let chains = engines
+            .iter()
+            .map(|&e| EngineChain::start(e, hops).map(|c| (e, c)))
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut loads = vec![(Load::Low, LOW_RATE)];
+        for (engine, chain) in &chains {
+            let saturated = saturation(*engine, chain, hops, &plan, stop)?;
+            saturations.push(json!({
+                "engine": engine.name(),
+                "hops": hops,
+                "saturation_pkt_per_s": saturated,
+                "half_pkt_per_s": saturated / 2.0,
+            }));
+            if saturated / 2.0 >= 1.0 {
+                loads.push((Load::HalfSaturation(*engine), saturated / 2.0));
+            }
+        }
+        for (load, rate) in loads {
+            if stop.requested() {
+                break;
+            }
+            let schedule = Schedule {
+                rate,
+                duration: plan.duration,
+            };
+            let mut paths: Vec<Path> = chains
+                .iter()
+                .filter(|(e, _)| {
+                    matches!(load, Load::Low) || matches!(load, Load::HalfSaturation(h) if h == *e)
+                })
+                .map(|(e, c)| Path::Engine(*e, c))
+                .collect();
+            paths.push(Path::Kernel);
+            let mut totals = Vec::new();
+            let mut systems: Vec<Box<dyn System + '_>> = Vec::new();
+            for path in paths {
+                for wait in [Wait::Sleep, Wait::BusyPoll] {
+                    let shared = Rc::new(RefCell::new(Totals::new()));
+                    totals.push(Rc::clone(&shared));
+                    systems.push(Box::new(ProbeRow {
+                        path,
+                        wait,
+                        hops,
+                        schedule,
+                        totals: shared,
+                        stop: stop.clone(),
+                    }));
+                }
+            }
+            let comparison = Comparison {
+                title: format!(
+                    "{hops} hop(s), {} load, {}",
+                    load.label(),
+                    si(rate, "pkt/s")
+                ),
+                metric: LATENCY,
+                systems,
+            };
+            let result = runner::run(comparison, plan.repetitions, stop);
+            rows.extend(summary_rows(hops, load, rate, &result, &totals));
+            comparisons.push(result);
+        }
+        for (_, chain) in chains {
+            chain.stop();
+        }
+    }
+    print_latency(&rows);
+    Ok(Outcome {
+        settings: json!({
+            "packet_bytes": PACKET_LEN,
+            "low_load_pkt_per_s": LOW_RATE,
+            "half_load": "half of the highest rate the engine's chain delivered over a short sweep in this run (summary.saturation)",
+            "sweep_pkt_per_s": plan.sweep,
+            "sweep_seconds_per_load": plan.sweep_duration.as_secs_f64(),
+            "seconds_per_measurement": plan.duration.as_secs_f64(),
+            "repetitions": plan.repetitions,
+            "lost_after_seconds": LOST_AFTER.as_secs_f64(),
+            "cdf_quantiles": CDF_QUANTILES,
+            "address": "127.0.0.1",
+            "waits": {
+                "sleep": "forwarders and measuring end sleep in their receive",
+                "busy-poll": "kernel forwarders and the measuring end spin on a non-blocking receive (yielding between empty polls); the threaded engine's threads sleep by design, so its busy-poll row busy-polls at the measuring end only",
+            },
+        }),
+        comparisons,
+        summary: json!({ "saturation": saturations, "cdf": cdf_points(&rows), "latency": rows }),
+    })
+}
+
+/// Every row's CDF as flat chart points (bench/src/figures.rs): one series per system and
+/// load, one chart per chain length.
+fn cdf_points(rows: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    rows.iter()
+        .flat_map(|row| {
+            let system = format!(
+                "{} @ {}",
+                row["system"].as_str().unwrap_or("?"),
+                row["load"]
+            );
+            let hops = row["hops"].clone();
+            row["cdf"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |point| {
+                    json!({
+                        "system": system,
+                        "hops": hops,
+                        "percentile": point["quantile"].as_f64().map(|q| q * 100.0),
+                        "latency_us": point["us"],
+                    })
+                })
+        })
+        .collect()
+}
+
+/// One summary row per system of a comparison: the percentiles of every probe of every
+/// repetition, the ratios to the row's kernel limit, and the CDF points.
+fn summary_rows(
+    hops: usize,
+    load: Load,
+    rate: f64,
+    result: &runner::ComparisonResult,
+    totals: &[Rc<RefCell<Totals>>],
+) -> Vec<serde_json::Value> {
+    let percentiles = |t: &Totals| {
+        [0.5, 0.99, 0.999]
+            .map(|q| us(t.latency.value_at_quantile(q)))
+            .to_vec()
+    };
+    result
+        .systems
+        .iter()
+        .zip(totals)
+        // A row that an interruption left without a measurement has nothing to say.
+        .filter(|(_, own)| own.borrow().sent > 0)
+        .map(|(system, own)| {
+            let t = own.borrow();
+            let mine = percentiles(&t);
+            let kernel = system
+                .limit
+                .as_ref()
+                .and_then(|l| result.systems.iter().position(|s| &s.name == l))
+                .map(|j| percentiles(&totals[j].borrow()));
+            let over = |i: usize| kernel.as_ref().map(|k| mine[i] / k[i]);
+            json!({
+                "hops": hops,
+                "load": load.label(),
+                "rate_pkt_per_s": rate,
+                "system": system.name,
+                "limit": system.limit,
+                "probes_sent": t.sent,
+                "lost": t.lost,
+                "duplicates": t.duplicates,
+                "p50_us": mine[0],
+                "p99_us": mine[1],
+                "p99_9_us": mine[2],
+                "max_us": us(t.latency.max()),
+                "p50_over_limit": over(0),
+                "p99_over_limit": over(1),
+                "send_lag_p99_us": us(t.send_lag.value_at_quantile(0.99)),
+                "send_lag_max_us": us(t.send_lag.max()),
+                "cdf": openloop::cdf(&t.latency),
+            })
+        })
+        .collect()
+}
+
+fn print_latency(rows: &[serde_json::Value]) {
+    println!(
+        "\n== latency from the scheduled send, every probe of every repetition (lost ones at the time waited for) =="
+    );
+    println!(
+        "{:>4} {:<44} {:<34} {:>8} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8}",
+        "hops",
+        "load",
+        "system",
+        "probes",
+        "lost",
+        "p50 us",
+        "p99 us",
+        "p99.9 us",
+        "max us",
+        "p50/lim",
+        "p99/lim"
+    );
+    let number = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    let ratio = |v: &serde_json::Value| {
+        v.as_f64()
+            .filter(|x| x.is_finite())
+            .map_or("-".to_string(), |x| format!("{x:.2}x"))
+    };
+    for r in rows {
+        println!(
+            "{:>4} {:<44} {:<34} {:>8} {:>6} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>8} {:>8}",
+            r["hops"].as_u64().unwrap_or(0),
+            format!(
+                "{} ({})",
+                r["load"].as_str().unwrap_or(""),
+                si(number(&r["rate_pkt_per_s"]), "pkt/s")
+            ),
+            r["system"].as_str().unwrap_or(""),
+            r["probes_sent"].as_u64().unwrap_or(0),
+            r["lost"].as_u64().unwrap_or(0),
+            number(&r["p50_us"]),
+            number(&r["p99_us"]),
+            number(&r["p99_9_us"]),
+            number(&r["max_us"]),
+            ratio(&r["p50_over_limit"]),
+            ratio(&r["p99_over_limit"]),
+        );
+    }
+    println!(
+        "(lim: the kernel chain of the same length and wait under the same load; the threaded \
+         engine's threads always sleep, its -busy-poll-end row busy-polls at the measuring end only)"
+    );
+}

@@ -1,0 +1,290 @@
+//! `scale`: packets/s per dataplane core as the cores go from 1 to all the process may use.
+//! Each core gets one cell of its own: a source, a one-hop bare forwarder and a sink, each with
+//! its own socket, all three pinned to that core (threads inherit the core of the cell's thread
+//! that starts them). The cells run at once, each offered the same load; the sweep of loads is
+//! `limit`'s, and a forwarder's figure at N cores is the best per-core rate over it. The scaling
+//! efficiency is that per-core rate over the one at 1 core.
+//!
+//! Engines join with their per-core workers; an engine with no core setting (today's threaded
+//! engine) is listed as skipped, with the reason, in the output and in the JSON.
+
+use super::forward::Engine;
+use super::{Outcome, PACKET_LEN, Sweep, dnp_packet};
+use crate::affinity;
+use crate::forwarders::{Chain, Kind};
+use crate::report::si;
+use crate::runner::{self, Comparison, Metric, Sample, Stop, System};
+use crate::traffic::{self, Offered, Rate};
+use crate::udp;
+use control::NodeAddr;
+use serde_json::json;
+use std::io;
+use std::sync::Barrier;
+use std::time::Duration;
+
+const PER_CORE: Metric = Metric {
+    name: "forwarded datagrams per core",
+    unit: "pkt/s",
+    higher_is_better: true,
+};
+
+/// Said in the output and in the JSON: on a small machine the figure is not the forwarders'
+/// alone.
+const SHARED_CORES_NOTE: &str = "each core runs its cell's source and sink beside its forwarder: the load generator \
+     competes with the forwarder for the core (on a 2-core machine there is no spare core to \
+     move it to), so a per-core figure is the forwarder's share of a core it shares";
+
+/// Why an engine is not measured here; None once an engine has per-core workers.
+fn skipped_because(engine: Engine) -> Option<&'static str> {
+    match engine {
+        Engine::Threaded => Some(
+            "no core setting: a thread per protocol and one receiver thread per node, none \
+             tied to a core, so per-core scaling does not apply (skipped)",
+        ),
+    }
+}
+
+struct Plan {
+    kinds: Vec<Kind>,
+    loads: Vec<Rate>,
+    duration: Duration,
+    repetitions: usize,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                kinds: vec![Kind::Blocking],
+                loads: super::limit::offered_loads(true),
+                duration: Duration::from_millis(250),
+                repetitions: 1,
+            }
+        } else {
+            Plan {
+                kinds: Kind::ALL.to_vec(),
+                loads: super::limit::offered_loads(false),
+                duration: Duration::from_secs(1),
+                repetitions: 3,
+            }
+        }
+    }
+}
+
+/// N cells of one forwarder kind on the first N allowed cores, at one load per cell.
+struct Cells<'a> {
+    kind: Kind,
+    cores: &'a [usize],
+    packet: &'a [u8],
+    rate: Rate,
+    duration: Duration,
+    stop: Stop,
+}
+
+/// What one cell measured.
+struct CellRun {
+    offered: Offered,
+    delivered: u64,
+    drops: Vec<(String, u64)>,
+}
+
+impl Cells<'_> {
+    /// Pins this thread to `core`, starts the cell there, waits for the other cells, offers the
+    /// load and counts what arrived.
+    fn cell(&self, core: usize, barrier: &Barrier) -> io::Result<CellRun> {
+        let setup = affinity::pin_current_thread(core)
+            .and_then(|()| Ok((Chain::start(self.kind, 1)?, udp::bind_loopback()?)));
+        // Every cell passes the barrier, set up or not, so that none waits forever.
+        barrier.wait();
+        let (chain, source) = setup?;
+        let offered = traffic::offer(
+            &source,
+            chain.entry(),
+            self.packet,
+            self.rate,
+            self.duration,
+            &self.stop,
+        );
+        traffic::settle(|| chain.delivered());
+        let delivered = chain.delivered();
+        let drops = chain
+            .drops()
+            .into_iter()
+            .map(|(name, d)| (format!("core {core} {name}"), d))
+            .collect();
+        chain.stop()?;
+        Ok(CellRun {
+            offered: offered?,
+            delivered,
+            drops,
+        })
+    }
+}
+
+impl System for Cells<'_> {
+    fn name(&self) -> String {
+        format!("{} x{} core(s)", self.kind.name(), self.cores.len())
+    }
+
+    fn measure(&mut self) -> io::Result<Sample> {
+        let n = self.cores.len();
+        let barrier = Barrier::new(n);
+        let this = &*self;
+        let runs = std::thread::scope(|scope| {
+            let cells: Vec<_> = this
+                .cores
+                .iter()
+                .map(|&core| {
+                    let barrier = &barrier;
+                    scope.spawn(move || this.cell(core, barrier))
+                })
+                .collect();
+            cells
+                .into_iter()
+                .map(|c| {
+                    c.join()
+                        .map_err(|_| io::Error::other("a cell's thread panicked"))?
+                })
+                .collect::<io::Result<Vec<CellRun>>>()
+        })?;
+        let offered = Offered {
+            datagrams: runs.iter().map(|r| r.offered.datagrams).sum(),
+            elapsed: runs
+                .iter()
+                .map(|r| r.offered.elapsed)
+                .max()
+                .unwrap_or_default(),
+        };
+        let delivered = runs.iter().map(|r| r.delivered).sum();
+        let drops: Vec<(String, u64)> = runs.into_iter().flat_map(|r| r.drops).collect();
+        let total_rate = match self.rate {
+            Rate::PerSecond(r) => Rate::PerSecond(r * n as f64),
+            Rate::Max => Rate::Max,
+        };
+        let mut sample =
+            traffic::throughput_sample(total_rate, &offered, delivered, &drops, PACKET_LEN);
+        sample
+            .details
+            .insert("total_pkt_per_s".into(), sample.value);
+        sample.details.insert("cores".into(), n as f64);
+        sample.value /= n as f64;
+        Ok(sample)
+    }
+}
+
+pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> {
+    let plan = Plan::new(quick);
+    let allowed = affinity::allowed_cores()?;
+    let skipped: Vec<serde_json::Value> = engines
+        .iter()
+        .filter_map(|&e| {
+            let why = skipped_because(e)?;
+            eprintln!("  engine {}: {why}", e.name());
+            Some(json!({ "engine": e.name(), "measured": false, "note": why }))
+        })
+        .collect();
+    eprintln!("  note: {SHARED_CORES_NOTE}");
+    let node = |n| NodeAddr::new(n).expect("a node address");
+    let packet = dnp_packet(node(3), node(1), PACKET_LEN);
+    let mut comparisons = Vec::new();
+    let mut scaling = Vec::new();
+    for &kind in &plan.kinds {
+        let mut sweep: Sweep = Vec::new();
+        for &rate in &plan.loads {
+            if stop.requested() {
+                break;
+            }
+            let systems: Vec<Box<dyn System + '_>> = (1..=allowed.len())
+                .map(|n| {
+                    Box::new(Cells {
+                        kind,
+                        cores: &allowed[..n],
+                        packet: &packet,
+                        rate,
+                        duration: plan.duration,
+                        stop: stop.clone(),
+                    }) as Box<dyn System>
+                })
+                .collect();
+            let comparison = Comparison {
+                title: format!("{}, offered {rate} per core", kind.name()),
+                metric: PER_CORE,
+                systems,
+            };
+            sweep.push((rate, runner::run(comparison, plan.repetitions, stop)));
+        }
+        scaling.extend(scaling_points(kind, allowed.len(), &sweep));
+        comparisons.extend(sweep.into_iter().map(|(_, c)| c));
+    }
+    print_scaling(&scaling, &skipped);
+    Ok(Outcome {
+        settings: json!({
+            "packet_bytes": PACKET_LEN,
+            "cores": allowed,
+            "offered_pkt_per_s_per_core": plan.loads.iter().map(|r| match r {
+                Rate::Max => json!("max"),
+                Rate::PerSecond(r) => json!(r),
+            }).collect::<Vec<_>>(),
+            "seconds_per_measurement": plan.duration.as_secs_f64(),
+            "repetitions": plan.repetitions,
+            "cell": "per core: a source, a one-hop bare forwarder and a sink, each with its own socket, all pinned to that core",
+            "address": "127.0.0.1",
+        }),
+        comparisons,
+        summary: json!({
+            "scaling": scaling,
+            "engines": skipped,
+            "note": SHARED_CORES_NOTE,
+        }),
+    })
+}
+
+/// Per core count: the best per-core rate over the sweep, and its share of the 1-core figure.
+fn scaling_points(kind: Kind, cores: usize, sweep: &Sweep) -> Vec<serde_json::Value> {
+    let best = |n: usize| super::saturation(sweep, &format!("{} x{n} core(s)", kind.name()));
+    let one_core = best(1).map(|(_, _, row)| row.median);
+    (1..=cores)
+        .filter_map(|n| {
+            let (rate, _, row) = best(n)?;
+            Some(json!({
+                "forwarder": kind.name(),
+                "cores": n,
+                "per_core_pkt_per_s": row.median,
+                "total_pkt_per_s": row.details.get("total_pkt_per_s"),
+                "efficiency": one_core.map(|one| row.median / one),
+                "offered_per_core": rate.to_string(),
+                "loss": row.details.get("loss"),
+                "limited_by": row.limited_by,
+            }))
+        })
+        .collect()
+}
+
+fn print_scaling(points: &[serde_json::Value], skipped: &[serde_json::Value]) {
+    println!("\n== scaling: each forwarder's best per-core rate over the loads, per core count ==");
+    println!(
+        "{:<28} {:>5} {:>14} {:>14} {:>10} {:>14} {:>7}",
+        "forwarder", "cores", "per core", "total", "efficiency", "offered/core", "loss"
+    );
+    let number = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    for p in points {
+        println!(
+            "{:<28} {:>5} {:>14} {:>14} {:>9.0}% {:>14} {:>6.1}%",
+            p["forwarder"].as_str().unwrap_or(""),
+            p["cores"].as_u64().unwrap_or(0),
+            si(number(&p["per_core_pkt_per_s"]), "pkt/s"),
+            si(number(&p["total_pkt_per_s"]), "pkt/s"),
+            number(&p["efficiency"]) * 100.0,
+            p["offered_per_core"].as_str().unwrap_or(""),
+            number(&p["loss"]) * 100.0,
+        );
+    }
+    for s in skipped {
+        println!(
+            "engine {}: {}",
+            s["engine"].as_str().unwrap_or(""),
+            s["note"].as_str().unwrap_or("")
+        );
+    }
+    println!("note: {SHARED_CORES_NOTE}");
+}
