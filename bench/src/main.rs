@@ -49,6 +49,9 @@ enum Scenario {
         #[arg(long, value_enum, value_delimiter = ',', value_name = "ENGINE")]
         engines: Vec<Engine>,
     },
+    /// The control plane: SPF time against topology size, convergence after a link cut in the
+    /// simulator, and a worker's slowdown while routing-table snapshots are published.
+    Control(Common),
 }
 
 impl Scenario {
@@ -56,12 +59,15 @@ impl Scenario {
         match self {
             Scenario::Limit(_) => "limit",
             Scenario::Forward { .. } => "forward",
+            Scenario::Control(_) => "control",
         }
     }
 
     fn common(&self) -> &Common {
         match self {
-            Scenario::Limit(common) | Scenario::Forward { common, .. } => common,
+            Scenario::Limit(common)
+            | Scenario::Forward { common, .. }
+            | Scenario::Control(common) => common,
         }
     }
 }
@@ -96,6 +102,7 @@ fn main() -> ExitCode {
             };
             scenarios::forward::run(common.quick, &engines, &stop)
         }
+        Scenario::Control(_) => scenarios::control_plane::run(common.quick, &stop),
     };
     let outcome = match outcome {
         Ok(o) => o,
