@@ -49,7 +49,7 @@ impl Plan {
                 repetitions: 5,
                 spf_nodes: &[10, 100, 1_000, 10_000],
                 budget: Duration::from_millis(200),
-                sim_nodes: &[7, 31, 127],
+                sim_nodes: &[7, 31, 127, 511],
                 worker_table_routes: 10_000,
                 worker_seconds: Duration::from_secs(1),
                 publish_every: EVERY,

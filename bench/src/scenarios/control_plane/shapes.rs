@@ -45,7 +45,7 @@ pub fn random_extra_links(nodes: usize) -> usize {
 fn grid_width(nodes: usize) -> usize {
     (1..=nodes.isqrt().max(1))
         .rev()
-        .find(|w| nodes % w == 0)
+        .find(|&w| nodes.is_multiple_of(w))
         .unwrap_or(1)
 }
 
