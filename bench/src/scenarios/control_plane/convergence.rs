@@ -141,3 +141,19 @@ impl System for CutConvergence {
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cut_link_exists_and_is_not_a_bridge() {
+        for nodes in [7, 31, 127] {
+            let c = CutConvergence::new(nodes).unwrap();
+            let (a, b) = c.cut;
+            assert!(c.topology.link(a, b).is_some());
+            // Every node still reaches every other once the link is gone.
+            assert!(c.after_cut.iter().all(|t| t.len() == nodes - 1));
+        }
+    }
+}

@@ -90,3 +90,22 @@ impl System for SpfRun {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_measured_tables_are_the_true_shortest_paths() {
+        for shape in Shape::ALL {
+            let run = SpfRun::new(shape, 100, Duration::ZERO);
+            let topology = shape.build(100, 100);
+            let expected = topology.expected_routes(|_, _| true);
+            for (me, live) in &run.sources {
+                let table = RoutingTable::new(*me, spf::shortest_paths(*me, live, &run.lsdb));
+                let i = topology.nodes.iter().position(|n| n.addr == *me).unwrap();
+                assert_eq!(table, expected[i], "{} from {me}", shape.name());
+            }
+        }
+    }
+}
