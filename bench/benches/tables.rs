@@ -1,7 +1,7 @@
 //! Table lookups of the forwarding path: a route (`RoutingTable::next_hop`, binary search), in
 //! the table itself and through the RCU-style snapshot pointer the node's tables are published
-//! behind (`ArcSwap::load` then `next_hop`: the difference is the pointer's cost), and a
-//! multicast tree (`MulticastTable::lookup`, binary search on (group, sender)).
+//! behind (`ArcSwap::load` then `next_hop`: the difference is the pointer's cost) or through the
+//! threaded engine's `RwLock<Arc<_>>` (reader lock held for the lookup), and a multicast tree (`MulticastTable::lookup`, binary search on (group, sender)).
 //! Each iteration looks up `LOOKUPS` destinations in a seeded random order; throughput is in
 //! lookups. Run: `cargo bench -p bench --bench tables`.
 
@@ -12,6 +12,7 @@ use control::rng::Rng;
 use control::{GroupAddr, NodeAddr};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
+use std::sync::{Arc, PoisonError, RwLock};
 
 const ROUTES: [usize; 4] = [10, 100, 1_000, 10_000];
 /// Up to `gmp::DEFAULT_MAX_TREES`, the most trees a node keeps by default.

@@ -8,6 +8,10 @@
 //!   lines the new table brings in, and on a small machine the CPU the publisher takes);
 //! - the publish latency, build (`RoutingTable::new`: sort and dedup of the routes) plus store
 //!   (the swap, and freeing the old table once no reader holds it), by table size.
+//!
+//! Beside `ArcSwap`, the worker also runs on the threaded engine's way, `RwLock<Arc<_>>` (a
+//! reader lock held for the lookup, the writer lock to swap): the pointer chosen is compared
+//! with the one it replaces, in the same run.
 
 use super::shapes::Shape;
 use crate::runner::{Metric, Sample, Stop, System};
@@ -18,8 +22,8 @@ use control::rng::Rng;
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 pub const LOOKUPS: Metric = Metric {
@@ -56,10 +60,67 @@ fn lookup_order(routes: &[Route]) -> Vec<NodeAddr> {
         .collect()
 }
 
+/// How the current table is published to the worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pointer {
+    ArcSwap,
+    RwLock,
+}
+
+impl Pointer {
+    fn name(self) -> &'static str {
+        match self {
+            Pointer::ArcSwap => "arc-swap",
+            Pointer::RwLock => "rwlock",
+        }
+    }
+}
+
+/// The current table behind one of the pointers.
+enum Published {
+    Swap(ArcSwap<RoutingTable>),
+    Locked(RwLock<Arc<RoutingTable>>),
+}
+
+impl Published {
+    fn new(pointer: Pointer, table: RoutingTable) -> Published {
+        match pointer {
+            Pointer::ArcSwap => Published::Swap(ArcSwap::from_pointee(table)),
+            Pointer::RwLock => Published::Locked(RwLock::new(Arc::new(table))),
+        }
+    }
+
+    fn next_hop(&self, dst: NodeAddr) -> Option<NodeAddr> {
+        match self {
+            Published::Swap(swap) => swap.load().next_hop(dst),
+            Published::Locked(lock) => lock
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .next_hop(dst),
+        }
+    }
+
+    fn publish(&self, table: RoutingTable) {
+        let table = Arc::new(table);
+        match self {
+            Published::Swap(swap) => swap.store(table),
+            Published::Locked(lock) => {
+                // The old table is freed after the writer lock is released.
+                let old = std::mem::replace(
+                    &mut *lock.write().unwrap_or_else(PoisonError::into_inner),
+                    table,
+                );
+                drop(old);
+            }
+        }
+    }
+}
+
 /// A worker looking routes up on the current snapshot for `duration`, while this thread
 /// publishes a fresh table every `publish_every` (or never).
 pub struct WorkerUnderPublish {
-    pub publish_every: Option<Duration>,
+    pointer: Pointer,
+    publish_every: Option<Duration>,
     me: NodeAddr,
     routes: Vec<Route>,
     order: Vec<NodeAddr>,
@@ -69,6 +130,7 @@ pub struct WorkerUnderPublish {
 
 impl WorkerUnderPublish {
     pub fn new(
+        pointer: Pointer,
         table_routes: usize,
         publish_every: Option<Duration>,
         duration: Duration,
@@ -77,6 +139,7 @@ impl WorkerUnderPublish {
         let (me, routes) = spf_routes(table_routes);
         let order = lookup_order(&routes);
         WorkerUnderPublish {
+            pointer,
             publish_every,
             me,
             routes,
@@ -94,14 +157,13 @@ struct WorkerTally {
     seconds: f64,
 }
 
-fn work(swap: &ArcSwap<RoutingTable>, order: &[NodeAddr], done: &AtomicBool) -> WorkerTally {
+fn work(table: &Published, order: &[NodeAddr], done: &AtomicBool) -> WorkerTally {
     let start = Instant::now();
     let (mut lookups, mut misses) = (0u64, 0u64);
     while !done.load(Ordering::Relaxed) {
         // `order` holds a whole number of batches.
         let at = lookups as usize % order.len();
         for &dst in &order[at..at + BATCH] {
-            let table = swap.load();
             misses += u64::from(black_box(table.next_hop(dst)).is_none());
         }
         lookups += BATCH as u64;
@@ -115,19 +177,23 @@ fn work(swap: &ArcSwap<RoutingTable>, order: &[NodeAddr], done: &AtomicBool) -> 
 
 impl System for WorkerUnderPublish {
     fn name(&self) -> String {
+        let pointer = self.pointer.name();
         match self.publish_every {
-            None => "no publishing".into(),
-            Some(every) => format!("publish every {} ms", every.as_millis()),
+            None => format!("{pointer}, no publishing"),
+            Some(every) => format!("{pointer}, publish every {} ms", every.as_millis()),
         }
     }
 
     fn measure(&mut self) -> io::Result<Sample> {
-        let swap = ArcSwap::from_pointee(RoutingTable::new(self.me, self.routes.clone()));
+        let table = Published::new(
+            self.pointer,
+            RoutingTable::new(self.me, self.routes.clone()),
+        );
         let done = AtomicBool::new(false);
         let mut published = 0u64;
         let mut publish_time = Duration::ZERO;
         let tally = std::thread::scope(|s| {
-            let worker = s.spawn(|| work(&swap, &self.order, &done));
+            let worker = s.spawn(|| work(&table, &self.order, &done));
             let start = Instant::now();
             let mut next = start;
             while start.elapsed() < self.duration && !self.stop.requested() {
@@ -140,7 +206,7 @@ impl System for WorkerUnderPublish {
                     std::thread::sleep(wait);
                 }
                 let t0 = Instant::now();
-                swap.store(Arc::new(RoutingTable::new(self.me, self.routes.clone())));
+                table.publish(RoutingTable::new(self.me, self.routes.clone()));
                 publish_time += t0.elapsed();
                 published += 1;
             }
