@@ -67,6 +67,16 @@ fn route_lookup(c: &mut Criterion) {
                 })
             },
         );
+        // The threaded engine's pointer today: a reader lock held for the lookup.
+        let lock = RwLock::new(Arc::new(routing_table(n)));
+        group.bench_with_input(BenchmarkId::new("rwlock_arc", n), &dsts, |b, dsts| {
+            b.iter(|| {
+                for &d in dsts {
+                    let table = lock.read().unwrap_or_else(PoisonError::into_inner);
+                    black_box(table.next_hop(black_box(d)));
+                }
+            })
+        });
     }
     group.finish();
 }
