@@ -72,7 +72,8 @@ impl Plan {
             "worker_seconds": self.worker_seconds.as_secs_f64(),
             "publish_every_ms": self.publish_every.iter().map(|d| d.as_secs_f64() * 1e3).collect::<Vec<_>>(),
             "publish_routes": self.publish_routes,
-            "snapshot_pointer": "arc_swap::ArcSwap<control::drp::RoutingTable>",
+            "snapshot_pointers": ["arc_swap::ArcSwap<RoutingTable>", "RwLock<Arc<RoutingTable>>"],
+            "idle_tick_ms": snapshot::IDLE_TICK.as_secs_f64() * 1e3,
         })
     }
 }
