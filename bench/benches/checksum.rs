@@ -9,7 +9,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use std::hint::black_box;
 use std::time::Instant;
 
-const SIZES: [usize; 4] = [64, 256, 1024, 9000];
+const SIZES: [usize; 5] = [64, 256, 1024, 1472, 9000];
 
 fn data(size: usize) -> Vec<u8> {
     (0..size).map(|i| (i * 31 + 7) as u8).collect()

@@ -86,6 +86,9 @@ enum Scenario {
         #[arg(long, value_enum, value_delimiter = ',', value_name = "ENGINE")]
         engines: Vec<Engine>,
     },
+    /// The control plane: SPF time against topology size, convergence after a link cut in the
+    /// simulator, and a worker's slowdown while routing-table snapshots are published.
+    Control(Common),
 }
 
 impl Scenario {
@@ -95,6 +98,7 @@ impl Scenario {
             Scenario::Forward { .. } => "forward",
             Scenario::Latency { .. } => "latency",
             Scenario::Scale { .. } => "scale",
+            Scenario::Control(_) => "control",
         }
     }
 
@@ -103,7 +107,8 @@ impl Scenario {
             Scenario::Limit(common)
             | Scenario::Forward { common, .. }
             | Scenario::Latency { common, .. }
-            | Scenario::Scale { common, .. } => common,
+            | Scenario::Scale { common, .. }
+            | Scenario::Control(common) => common,
         }
     }
 }
@@ -157,6 +162,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Scenario::Scale { engines, .. } => {
             scenarios::scale::run(common.quick, &or_every_engine(engines), &stop)
         }
+        Scenario::Control(_) => scenarios::control_plane::run(common.quick, &stop),
     };
     let outcome = match outcome {
         Ok(o) => o,

@@ -320,6 +320,56 @@ fn scale_quick_writes_per_core_figures_and_skips_engines_without_cores() {
 }
 
 #[test]
+fn control_quick_writes_spf_convergence_and_snapshot_figures() {
+    let v = run_quick("control");
+    check_report(&v, "control");
+    let titles: Vec<&str> = v["comparisons"]
+        .as_array()
+        .expect("comparisons")
+        .iter()
+        .filter_map(|c| c["title"].as_str())
+        .collect();
+    for part in ["SPF", "link cut", "worker", "publishing"] {
+        assert!(
+            titles.iter().any(|t| t.contains(part)),
+            "no {part} comparison in {titles:?}"
+        );
+    }
+    // Every SPF run found a route to every other node of the (connected) topology, and the
+    // worker found every route it looked up.
+    for c in v["comparisons"].as_array().expect("comparisons") {
+        for s in c["systems"].as_array().expect("systems") {
+            let details = &s["details"];
+            if let (Some(nodes), Some(routes)) = (
+                details["nodes"].as_f64(),
+                details["routes_per_table"].as_f64(),
+            ) {
+                assert_eq!(routes, nodes - 1.0, "{}", s["name"]);
+            }
+            if let Some(misses) = details["misses"].as_f64() {
+                assert_eq!(misses, 0.0, "{}", s["name"]);
+            }
+        }
+    }
+    let summary = &v["summary"];
+    has_keys(
+        summary,
+        &["spf_us", "convergence", "worker_slowdown", "publish_us"],
+        "the summary",
+    );
+    let convergence = summary["convergence"].as_array().expect("convergence");
+    assert!(!convergence.is_empty());
+    has_keys(
+        &convergence[0],
+        &["system", "virtual_ms_median", "wall_ms_after_cut_median"],
+        "a convergence point",
+    );
+    let slowdown = summary["worker_slowdown"].as_array().expect("slowdowns");
+    assert!(!slowdown.is_empty());
+    has_keys(&slowdown[0], &["system", "slowdown"], "a slowdown");
+}
+
+#[test]
 fn bad_arguments_get_a_clear_error() {
     for args in [
         &["nosuch"][..],
@@ -328,6 +378,7 @@ fn bad_arguments_get_a_clear_error() {
         &["report", "--bogus"],
         &["latency", "--engines", "warp"],
         &["scale", "--bogus"],
+        &["control", "--bogus"],
         &[],
     ] {
         let output = bench().args(args).output().expect("run the bench binary");

@@ -1,6 +1,7 @@
 //! One module per scenario. Each runs its comparisons through the runner and returns them with
 //! its settings and conclusions, for the report.
 
+pub mod control_plane;
 pub mod forward;
 pub mod kernel_chain;
 pub mod latency;
