@@ -8,6 +8,7 @@ use control::{GroupAddr, NodeAddr};
 use dataplane::node::RAP_SERVER_SID;
 use dataplane::rmtp::{FileSink, TransferShape};
 use dataplane::threaded::{RapRequestError, ReceiveHandle, ReceiveOptions, ReceiveState};
+pub use burghers::lab::file_hash;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -268,13 +269,6 @@ fn check_announced(path: &Path, e: &ServiceEntry) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// A file's length and BLAKE3, read in pieces.
-pub fn file_hash(path: &Path) -> std::io::Result<(u64, [u8; 32])> {
-    let mut hasher = blake3::Hasher::new();
-    let size = std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
-    Ok((size, *hasher.finalize().as_bytes()))
 }
 
 /// After completion the client stays in the tree until the sender shows that everyone is done
