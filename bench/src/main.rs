@@ -4,7 +4,7 @@
 use bench::machine::Machine;
 use bench::report::Report;
 use bench::runner::Stop;
-use bench::scenarios::{self, forward::Engine};
+use bench::scenarios::{self, forward::Engine, multicast, multicast::Shape};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +49,37 @@ enum Scenario {
         #[arg(long, value_enum, value_delimiter = ',', value_name = "ENGINE")]
         engines: Vec<Engine>,
     },
+    /// A file from one sender to N receivers (star and tree, with loss) by real `burghers`
+    /// processes of each engine, beside uftp and one GSO sender to N bare UDP receivers.
+    Multicast {
+        #[command(flatten)]
+        common: Common,
+        /// Engines to compare (comma-separated) [default: every engine that exists].
+        #[arg(long, value_enum, value_delimiter = ',', value_name = "ENGINE")]
+        engines: Vec<Engine>,
+        /// File size, e.g. 256MiB [default: 64MiB; with --quick 4MiB].
+        #[arg(long, value_name = "SIZE", value_parser = burghers::units::parse_size)]
+        size: Option<u64>,
+        /// Receiver counts (comma-separated, 1 to 32) [default: 1,3,7; with --quick 1,3].
+        #[arg(long, value_delimiter = ',', value_name = "N")]
+        receivers: Vec<usize>,
+        /// Topologies (comma-separated) [default: star,tree].
+        #[arg(long, value_enum, value_delimiter = ',', value_name = "SHAPE")]
+        shapes: Vec<Shape>,
+        /// Loss probabilities per link (comma-separated) [default: 0,0.02,0.1; with --quick
+        /// 0.02].
+        #[arg(long, value_delimiter = ',', value_name = "P", value_parser = burghers::units::parse_probability)]
+        loss: Vec<f64>,
+        /// Repetitions per system [default: 3; with --quick 1].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+        repetitions: Option<u32>,
+        /// uftp's transmit rate (its -R) in Kbit/s; -1 sends as fast as the link takes.
+        #[arg(long, value_name = "KBPS", default_value_t = -1, allow_negative_numbers = true)]
+        uftp_rate: i64,
+        /// Leave uftp out.
+        #[arg(long)]
+        no_uftp: bool,
+    },
 }
 
 impl Scenario {
@@ -56,12 +87,15 @@ impl Scenario {
         match self {
             Scenario::Limit(_) => "limit",
             Scenario::Forward { .. } => "forward",
+            Scenario::Multicast { .. } => "multicast",
         }
     }
 
     fn common(&self) -> &Common {
         match self {
-            Scenario::Limit(common) | Scenario::Forward { common, .. } => common,
+            Scenario::Limit(common)
+            | Scenario::Forward { common, .. }
+            | Scenario::Multicast { common, .. } => common,
         }
     }
 }
@@ -95,6 +129,34 @@ fn main() -> ExitCode {
                 engines.clone()
             };
             scenarios::forward::run(common.quick, &engines, &stop)
+        }
+        Scenario::Multicast {
+            engines,
+            size,
+            receivers,
+            shapes,
+            loss,
+            repetitions,
+            uftp_rate,
+            no_uftp,
+            ..
+        } => {
+            let options = multicast::Options {
+                quick: common.quick,
+                engines: if engines.is_empty() {
+                    Engine::ALL.to_vec()
+                } else {
+                    engines.clone()
+                },
+                size: *size,
+                receivers: receivers.clone(),
+                shapes: shapes.clone(),
+                losses: loss.clone(),
+                repetitions: repetitions.map(|r| r as usize),
+                uftp_rate: *uftp_rate,
+                no_uftp: *no_uftp,
+            };
+            multicast::run(&options, &stop)
         }
     };
     let outcome = match outcome {

@@ -125,11 +125,7 @@ fn demo(args: &DemoArgs, lab: &mut Lab, shutdown: &Shutdown) -> Result<(), Strin
     loop {
         check("starting the relays and the receivers")?;
         lab.check_alive()?;
-        let up = RELAYS
-            .iter()
-            .chain(&LEAVES)
-            .copied()
-            .collect::<Vec<_>>();
+        let up = RELAYS.iter().chain(&LEAVES).copied().collect::<Vec<_>>();
         if lab.all_up(&topology, &up) {
             break;
         }

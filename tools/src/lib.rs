@@ -3,3 +3,4 @@
 
 pub mod ctl_client;
 pub mod lab;
+pub mod units;

@@ -3,12 +3,12 @@
 use crate::args::{parse_group, parse_millis, parse_node, parse_size};
 use crate::host::{Host, NodeArgs};
 use crate::progress::{Progress, rate};
+pub use burghers::lab::file_hash;
 use control::rap::ServiceEntry;
 use control::{GroupAddr, NodeAddr};
 use dataplane::node::RAP_SERVER_SID;
 use dataplane::rmtp::{FileSink, TransferShape};
 use dataplane::threaded::{RapRequestError, ReceiveHandle, ReceiveOptions, ReceiveState};
-pub use burghers::lab::file_hash;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

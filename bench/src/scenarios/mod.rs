@@ -4,6 +4,7 @@
 pub mod forward;
 pub mod kernel_chain;
 pub mod limit;
+pub mod multicast;
 pub mod node_chain;
 
 use crate::runner::{ComparisonResult, SystemResult};
