@@ -321,8 +321,9 @@ pub fn run(options: &Options, stop: &Stop) -> io::Result<Outcome> {
                         }) as Box<dyn System>
                     })
                     .collect();
-                match (&uftp, shape) {
-                    (Ok(a), Shape::Star) => match a.can_run(loss) {
+                // uftp has no relays: it runs the star comparisons.
+                if let (Ok(a), Shape::Star) = (&uftp, shape) {
+                    match a.can_run(loss) {
                         Ok(()) => systems.push(Box::new(uftp::Run {
                             availability: a,
                             rate: options.uftp_rate,
@@ -333,8 +334,7 @@ pub fn run(options: &Options, stop: &Stop) -> io::Result<Outcome> {
                             "uftp, {receivers} receiver(s), {}% loss: {why}",
                             loss * 100.0
                         )),
-                    },
-                    _ => {}
+                    }
                 }
                 systems.push(Box::new(fanout::Run {
                     transfer: &transfer,
