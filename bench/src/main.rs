@@ -57,7 +57,7 @@ enum Scenario {
         /// Engines to compare (comma-separated) [default: every engine that exists].
         #[arg(long, value_enum, value_delimiter = ',', value_name = "ENGINE")]
         engines: Vec<Engine>,
-        /// File size, e.g. 256MiB [default: 64MiB; with --quick 4MiB].
+        /// File size, e.g. 256MiB [default: 32MiB; with --quick 4MiB].
         #[arg(long, value_name = "SIZE", value_parser = burghers::units::parse_size)]
         size: Option<u64>,
         /// Receiver counts (comma-separated, 1 to 32) [default: 1,3,7; with --quick 1,3].

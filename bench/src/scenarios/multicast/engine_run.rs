@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 const FILE_NAME: &str = "payload.bin";
 const GROUP: &str = "1";
+/// Set, a failed transfer's folder (topology, every process's output) is kept and printed.
+pub const KEEP_FAILED: &str = "BENCH_KEEP_FAILED";
 
 /// The `burghers` executable: `$BURGHERS_BIN`, else the one beside this benchmark (same
 /// profile), rebuilt first when this benchmark runs under cargo so that it is not stale.
@@ -85,6 +87,9 @@ impl System for Run<'_> {
         let outcome = self.transfer_in(&mut lab);
         lab.stop_all();
         let cpu = children_cpu().saturating_sub(cpu_before);
+        if outcome.is_err() && std::env::var_os(KEEP_FAILED).is_some() {
+            eprintln!("(kept {})", dir.keep().display());
+        }
         let mut figures = outcome?;
         figures.cpu = cpu;
         Ok(figures.sample(self.transfer))
@@ -149,8 +154,21 @@ impl Run<'_> {
             .chain(&layout.receivers)
             .copied()
             .collect();
-        while !lab.all_up(&topology, &others) {
-            lab.check_alive().map_err(io::Error::other)?;
+        // Up once each has answered on its control socket once: asked again and again, a
+        // receiver's has been seen to stop answering (7 receivers, 10% loss).
+        let mut silent = others.clone();
+        loop {
+            silent.retain(|&n| lab.ctl(&topology, n, "info").is_err());
+            if silent.is_empty() {
+                break;
+            }
+            lab.check_alive().map_err(|e| {
+                let nodes: Vec<String> = silent.iter().map(|n| n.to_string()).collect();
+                io::Error::other(format!(
+                    "{e} (while waiting for nodes {} to answer)",
+                    nodes.join(", ")
+                ))
+            })?;
             waiting("starting the relays and the receivers")?;
         }
         let branches: Vec<String> = layout.branches.iter().map(|b| b.to_string()).collect();

@@ -196,11 +196,21 @@ impl Run<'_> {
         let text = std::fs::read_to_string(&output)?;
         let report = Report::parse(&text);
         if !status.success() || report.completed.len() < t.receivers {
+            // uftp's verdict on each receiver, spaces squeezed.
+            let hosts: Vec<String> = text
+                .lines()
+                .filter(|l| l.trim_start().starts_with("Host:"))
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                .collect();
             return Err(io::Error::other(format!(
                 "uftp ({status}) completed {} of {} receivers: {}",
                 report.completed.len(),
                 t.receivers,
-                last_line(&output)
+                if hosts.is_empty() {
+                    last_line(&output)
+                } else {
+                    hosts.join("; ")
+                }
             )));
         }
         for i in 1..=t.receivers {
