@@ -16,6 +16,11 @@ const FILE_NAME: &str = "payload.bin";
 const GROUP: &str = "1";
 /// Set, a failed transfer's folder (topology, every process's output) is kept and printed.
 pub const KEEP_FAILED: &str = "BENCH_KEEP_FAILED";
+/// How long the relays and receivers may take to answer on their control sockets.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Starts tried again when some process did not come up (the transfer itself is never
+/// repeated: a failed transfer fails the row).
+const START_RETRIES: usize = 1;
 
 /// The `burghers` executable: `$BURGHERS_BIN`, else the one beside this benchmark (same
 /// profile), rebuilt first when this benchmark runs under cargo so that it is not stale.
@@ -79,45 +84,53 @@ impl System for Run<'_> {
     }
 
     fn measure(&mut self) -> io::Result<Sample> {
-        let dir = tempfile::Builder::new()
-            .prefix("bench-multicast-burghers-")
-            .tempdir()?;
-        let mut lab = Lab::new(dir.path(), self.exe.clone(), 0);
-        let cpu_before = children_cpu();
-        let outcome = self.transfer_in(&mut lab);
-        lab.stop_all();
-        let cpu = children_cpu().saturating_sub(cpu_before);
-        if outcome.is_err() && std::env::var_os(KEEP_FAILED).is_some() {
-            eprintln!("(kept {})", dir.keep().display());
+        let mut retries = 0;
+        loop {
+            let dir = tempfile::Builder::new()
+                .prefix("bench-multicast-burghers-")
+                .tempdir()?;
+            let mut lab = Lab::new(dir.path(), self.exe.clone(), 0);
+            let cpu_before = children_cpu();
+            let outcome = match self.start(&mut lab) {
+                Ok(network) => self.transfer(&mut lab, &network).map(Some),
+                Err(e) if retries < START_RETRIES && !self.stop.requested() => {
+                    eprint!("(the processes did not start: {e}; once more) ");
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            };
+            lab.stop_all();
+            let cpu = children_cpu().saturating_sub(cpu_before);
+            if !matches!(outcome, Ok(Some(_))) && std::env::var_os(KEEP_FAILED).is_some() {
+                eprint!("(kept {}) ", dir.keep().display());
+            }
+            if let Some(mut figures) = outcome? {
+                figures.cpu = cpu;
+                figures.counters.push(("start_retries", retries as f64));
+                return Ok(figures.sample(self.transfer));
+            }
+            retries += 1;
         }
-        let mut figures = outcome?;
-        figures.cpu = cpu;
-        Ok(figures.sample(self.transfer))
     }
 }
 
+/// A started network: its topology as written and its layout.
+struct Network {
+    layout: Layout,
+    topology: control::topology::Topology,
+}
+
 impl Run<'_> {
-    fn transfer_in(&self, lab: &mut Lab) -> io::Result<Figures> {
+    /// Starts the relays and the receivers and waits until each answers on its control
+    /// socket.
+    fn start(&self, lab: &mut Lab) -> io::Result<Network> {
         let t = self.transfer;
         let layout = Layout::new(t.shape, t.receivers);
         let topology = lab
             .write_topology(layout.topology.clone(), t.loss, calm_timers())
             .map_err(io::Error::other)?;
-        let deadline = Instant::now() + t.deadline();
+        let deadline = Instant::now() + START_TIMEOUT;
         let engine = self.engine.name();
-        let waiting = |what: &str| -> io::Result<()> {
-            if self.stop.requested() {
-                return Err(io::Error::other(format!("interrupted while {what}")));
-            }
-            if Instant::now() >= deadline {
-                return Err(io::Error::other(format!(
-                    "gave up after {}s while {what}",
-                    t.deadline().as_secs()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-            Ok(())
-        };
         for r in &layout.relays {
             lab.spawn(
                 &format!("node{r}"),
@@ -154,23 +167,28 @@ impl Run<'_> {
             .chain(&layout.receivers)
             .copied()
             .collect();
-        // Up once each has answered on its control socket once: asked again and again, a
-        // receiver's has been seen to stop answering (7 receivers, 10% loss).
+        // Up once each has answered once: a receiver has been seen to hang as it starts (no
+        // output, its control socket silent) and, once, to stop answering after one reply.
         let mut silent = others.clone();
         loop {
             silent.retain(|&n| lab.ctl(&topology, n, "info").is_err());
             if silent.is_empty() {
-                break;
+                return Ok(Network { layout, topology });
             }
-            lab.check_alive().map_err(|e| {
-                let nodes: Vec<String> = silent.iter().map(|n| n.to_string()).collect();
-                io::Error::other(format!(
-                    "{e} (while waiting for nodes {} to answer)",
-                    nodes.join(", ")
-                ))
-            })?;
-            waiting("starting the relays and the receivers")?;
+            let nodes: Vec<String> = silent.iter().map(|n| n.to_string()).collect();
+            let waiting = format!("waiting for nodes {} to answer", nodes.join(", "));
+            lab.check_alive()
+                .map_err(|e| io::Error::other(format!("{e} (while {waiting})")))?;
+            self.wait(deadline, &waiting)?;
         }
+    }
+
+    /// Starts the sender, waits for every process to finish and checks every copy.
+    fn transfer(&self, lab: &mut Lab, network: &Network) -> io::Result<Figures> {
+        let t = self.transfer;
+        let (layout, topology) = (&network.layout, &network.topology);
+        let deadline = Instant::now() + t.deadline();
+        let engine = self.engine.name();
         let branches: Vec<String> = layout.branches.iter().map(|b| b.to_string()).collect();
         lab.spawn(
             "send1",
@@ -199,7 +217,7 @@ impl Run<'_> {
             .collect();
         processes.push("send1".into());
         while processes.iter().any(|p| lab.exited(p).is_none()) {
-            waiting("moving the file")?;
+            self.wait(deadline, "moving the file")?;
         }
         for p in &processes {
             if let Some(status) = lab.exited(p).filter(|s| !s.success()) {
@@ -214,14 +232,25 @@ impl Run<'_> {
             .relays
             .iter()
             .map(|&r| {
-                lab.ctl(&topology, r, "stats rmtp.relay.")
+                lab.ctl(topology, r, "stats rmtp.relay.")
                     .map_err(io::Error::other)
             })
             .collect::<io::Result<_>>()?;
         for l in &layout.receivers {
             t.verify(&lab.dir().join(format!("node{l}")).join(FILE_NAME))?;
         }
-        Ok(figures(lab, &layout, &relay_stats, t))
+        Ok(figures(lab, layout, &relay_stats, t))
+    }
+
+    fn wait(&self, deadline: Instant, what: &str) -> io::Result<()> {
+        if self.stop.requested() {
+            return Err(io::Error::other(format!("interrupted while {what}")));
+        }
+        if Instant::now() >= deadline {
+            return Err(io::Error::other(format!("gave up while {what}")));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        Ok(())
     }
 }
 
