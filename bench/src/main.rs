@@ -61,8 +61,8 @@ enum Scenario {
         #[arg(long, value_name = "SIZE", value_parser = burghers::units::parse_size)]
         size: Option<u64>,
         /// Receiver counts (comma-separated, 1 to 32) [default: 1,3,7; with --quick 1,3].
-        #[arg(long, value_delimiter = ',', value_name = "N")]
-        receivers: Vec<usize>,
+        #[arg(long, value_delimiter = ',', value_name = "N", value_parser = clap::value_parser!(u64).range(1..=multicast::MAX_RECEIVERS as u64))]
+        receivers: Vec<u64>,
         /// Topologies (comma-separated) [default: star,tree].
         #[arg(long, value_enum, value_delimiter = ',', value_name = "SHAPE")]
         shapes: Vec<Shape>,
@@ -149,7 +149,7 @@ fn main() -> ExitCode {
                     engines.clone()
                 },
                 size: *size,
-                receivers: receivers.clone(),
+                receivers: receivers.iter().map(|&n| n as usize).collect(),
                 shapes: shapes.clone(),
                 losses: loss.clone(),
                 repetitions: repetitions.map(|r| r as usize),

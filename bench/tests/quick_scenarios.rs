@@ -215,6 +215,7 @@ fn bad_arguments_get_a_clear_error() {
         &["limit", "--bogus"],
         &["forward", "--engines", "warp"],
         &["multicast", "--loss", "2"],
+        &["multicast", "--receivers", "0"],
         &["multicast", "--size", "lots"],
         &["multicast", "--shapes", "ring"],
         &[],
