@@ -7,13 +7,16 @@
 
 mod engine_run;
 mod fanout;
+mod layout;
 mod netns;
+mod table;
 mod uftp;
+
+pub use layout::{Layout, SENDER, Shape};
 
 use super::Outcome;
 use super::forward::Engine;
-use crate::runner::{self, Comparison, ComparisonResult, Metric, Sample, Stop, System};
-use control::topology::{LinkSpec, Topology, build};
+use crate::runner::{self, Comparison, Metric, Sample, Stop, System};
 use serde_json::json;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -24,81 +27,6 @@ pub const GOODPUT: Metric = Metric {
     unit: "B/s",
     higher_is_better: true,
 };
-
-/// How the receivers hang off the sender.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Shape {
-    /// Every receiver linked to the sender.
-    Star,
-    /// The sender linked to two relays (one for a single receiver) that share the receivers:
-    /// NACKs aggregate and repairs come from the relays' caches.
-    Tree,
-}
-
-impl Shape {
-    pub fn name(self) -> &'static str {
-        match self {
-            Shape::Star => "star",
-            Shape::Tree => "tree",
-        }
-    }
-}
-
-/// A topology for one transfer: node 1 sends.
-pub struct Layout {
-    pub topology: Topology,
-    pub relays: Vec<u16>,
-    pub receivers: Vec<u16>,
-    /// The sender's neighbours in the tree (what `send --wait-branches` waits for).
-    pub branches: Vec<u16>,
-}
-
-pub const SENDER: u16 = 1;
-
-impl Layout {
-    pub fn new(shape: Shape, receivers: usize) -> Layout {
-        let relays: Vec<u16> = match shape {
-            Shape::Star => Vec::new(),
-            Shape::Tree if receivers == 1 => vec![2],
-            Shape::Tree => vec![2, 3],
-        };
-        let first = 2 + relays.len() as u16;
-        let leaves: Vec<u16> = (first..first + receivers as u16).collect();
-        let parent = |i: usize| relays.get(i % relays.len().max(1)).copied();
-        let mut pairs: Vec<(u16, u16)> = relays.iter().map(|&r| (SENDER, r)).collect();
-        pairs.extend(
-            leaves
-                .iter()
-                .enumerate()
-                .map(|(i, &l)| (parent(i).unwrap_or(SENDER), l)),
-        );
-        // The star's nodes and options, with this layout's links.
-        let mut topology = build::star(1 + relays.len() + receivers, build::DEFAULT_BASE_PORT);
-        topology.links = pairs
-            .iter()
-            .map(|&(a, b)| LinkSpec {
-                a: node(a),
-                b: node(b),
-                faults: Default::default(),
-            })
-            .collect();
-        let branches = if relays.is_empty() {
-            leaves.clone()
-        } else {
-            relays.clone()
-        };
-        Layout {
-            topology,
-            relays,
-            receivers: leaves,
-            branches,
-        }
-    }
-}
-
-fn node(n: u16) -> control::NodeAddr {
-    control::NodeAddr::new(n).expect("a small node address")
-}
 
 /// What one comparison moves: the source file, its hash and where it goes.
 pub struct Transfer {
@@ -357,8 +285,8 @@ pub fn run(options: &Options, stop: &Stop) -> io::Result<Outcome> {
     for note in &notes {
         println!("note: {note}");
     }
-    let table = summary_rows(&comparisons);
-    print_summary(&table);
+    let table = table::summary_rows(&comparisons);
+    table::print_summary(&table);
     Ok(Outcome {
         settings: json!({
             "file_bytes": plan.size,
@@ -386,88 +314,4 @@ pub fn run(options: &Options, stop: &Stop) -> io::Result<Outcome> {
         comparisons,
         summary: json!({ "transfers": table }),
     })
-}
-
-/// One row per system per comparison: the figures a reader compares.
-fn summary_rows(comparisons: &[ComparisonResult]) -> Vec<serde_json::Value> {
-    comparisons
-        .iter()
-        .flat_map(|c| {
-            c.systems.iter().map(move |s| {
-                json!({
-                    "transfer": c.title,
-                    "system": s.name,
-                    "goodput_slowest_b_per_s": finite(s.median),
-                    "time_to_last_copy_s": s.details.get("time_to_last_copy_s"),
-                    "cpu_s_per_gb": s.details.get("cpu_s_per_gb"),
-                    "repair_share": s.details.get("repair_share"),
-                    "nack_aggregation": s.details.get("nack_aggregation"),
-                    "ratio_to_first": finite(s.ratio_to_first),
-                    "share_of_kernel_limit": s.share_of_limit,
-                    "error": s.error,
-                })
-            })
-        })
-        .collect()
-}
-
-fn finite(x: f64) -> Option<f64> {
-    x.is_finite().then_some(x)
-}
-
-fn print_summary(rows: &[serde_json::Value]) {
-    println!("\n== multicast: medians per transfer and system ==");
-    println!(
-        "{:<44} {:<18} {:>12} {:>9} {:>9} {:>8} {:>7} {:>8} {:>7}",
-        "transfer",
-        "system",
-        "goodput",
-        "last s",
-        "CPU s/GB",
-        "repairs",
-        "NACK:1",
-        "/first",
-        "/limit"
-    );
-    let num = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
-    let opt =
-        |v: &serde_json::Value, f: &dyn Fn(f64) -> String| v.as_f64().map_or("-".to_string(), f);
-    for r in rows {
-        println!(
-            "{:<44} {:<18} {:>12} {:>9} {:>9} {:>8} {:>7} {:>8} {:>7}",
-            r["transfer"].as_str().unwrap_or(""),
-            r["system"].as_str().unwrap_or(""),
-            crate::report::si(num(&r["goodput_slowest_b_per_s"]), "B/s"),
-            opt(&r["time_to_last_copy_s"], &|x| format!("{x:.2}")),
-            opt(&r["cpu_s_per_gb"], &|x| format!("{x:.2}")),
-            opt(&r["repair_share"], &|x| format!("{:.1}%", x * 100.0)),
-            opt(&r["nack_aggregation"], &|x| format!("{x:.1}")),
-            opt(&r["ratio_to_first"], &|x| format!("{x:.2}x")),
-            opt(&r["share_of_kernel_limit"], &|x| format!(
-                "{:.0}%",
-                x * 100.0
-            )),
-        );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn layouts_put_every_receiver_below_the_sender() {
-        let star = Layout::new(Shape::Star, 3);
-        assert_eq!(star.receivers, vec![2, 3, 4]);
-        assert_eq!(star.branches, star.receivers);
-        assert_eq!(star.topology.links.len(), 3);
-        let tree = Layout::new(Shape::Tree, 3);
-        assert_eq!(tree.relays, vec![2, 3]);
-        assert_eq!(tree.receivers, vec![4, 5, 6]);
-        assert_eq!(tree.topology.nodes.len(), 6);
-        // Two links from the sender, one to each receiver from a relay.
-        assert_eq!(tree.topology.links.len(), 5);
-        let one = Layout::new(Shape::Tree, 1);
-        assert_eq!((one.relays, one.receivers), (vec![2], vec![3]));
-    }
 }
