@@ -5,7 +5,7 @@ use crate::machine::Machine;
 use crate::publish::{self, PublishArgs};
 use crate::report::Report;
 use crate::runner::Stop;
-use crate::scenarios::{self, forward::Engine};
+use crate::scenarios::{self, forward::Engine, multicast, multicast::Shape};
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -86,6 +86,37 @@ enum Scenario {
         #[arg(long, value_enum, value_delimiter = ',', value_name = "ENGINE")]
         engines: Vec<Engine>,
     },
+    /// A file from one sender to N receivers (star and tree, with loss) by real `burghers`
+    /// processes of each engine, beside uftp and one GSO sender to N bare UDP receivers.
+    Multicast {
+        #[command(flatten)]
+        common: Common,
+        /// Engines to compare (comma-separated) [default: every engine that exists].
+        #[arg(long, value_enum, value_delimiter = ',', value_name = "ENGINE")]
+        engines: Vec<Engine>,
+        /// File size, e.g. 256MiB [default: 32MiB; with --quick 4MiB].
+        #[arg(long, value_name = "SIZE", value_parser = burghers_lab::units::parse_size)]
+        size: Option<u64>,
+        /// Receiver counts (comma-separated, 1 to 32) [default: 1,3,7; with --quick 1,3].
+        #[arg(long, value_delimiter = ',', value_name = "N", value_parser = clap::value_parser!(u64).range(1..=multicast::MAX_RECEIVERS as u64))]
+        receivers: Vec<u64>,
+        /// Topologies (comma-separated) [default: star,tree].
+        #[arg(long, value_enum, value_delimiter = ',', value_name = "SHAPE")]
+        shapes: Vec<Shape>,
+        /// Loss probabilities per link (comma-separated) [default: 0,0.02,0.1; with --quick
+        /// 0.02].
+        #[arg(long, value_delimiter = ',', value_name = "P", value_parser = burghers_lab::units::parse_probability)]
+        loss: Vec<f64>,
+        /// Repetitions per system [default: 3; with --quick 1].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+        repetitions: Option<u32>,
+        /// uftp's transmit rate (its -R) in Kbit/s; -1 sends as fast as the link takes.
+        #[arg(long, value_name = "KBPS", default_value_t = -1, allow_negative_numbers = true)]
+        uftp_rate: i64,
+        /// Leave uftp out.
+        #[arg(long)]
+        no_uftp: bool,
+    },
     /// The control plane: SPF time against topology size, convergence after a link cut in the
     /// simulator, and a worker's slowdown while routing-table snapshots are published.
     Control(Common),
@@ -99,6 +130,7 @@ impl Scenario {
             Scenario::Latency { .. } => "latency",
             Scenario::Scale { .. } => "scale",
             Scenario::Control(_) => "control",
+            Scenario::Multicast { .. } => "multicast",
         }
     }
 
@@ -108,7 +140,8 @@ impl Scenario {
             | Scenario::Forward { common, .. }
             | Scenario::Latency { common, .. }
             | Scenario::Scale { common, .. }
-            | Scenario::Control(common) => common,
+            | Scenario::Control(common)
+            | Scenario::Multicast { common, .. } => common,
         }
     }
 }
@@ -163,6 +196,30 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             scenarios::scale::run(common.quick, &or_every_engine(engines), &stop)
         }
         Scenario::Control(_) => scenarios::control_plane::run(common.quick, &stop),
+        Scenario::Multicast {
+            engines,
+            size,
+            receivers,
+            shapes,
+            loss,
+            repetitions,
+            uftp_rate,
+            no_uftp,
+            ..
+        } => {
+            let options = multicast::Options {
+                quick: common.quick,
+                engines: or_every_engine(engines),
+                size: *size,
+                receivers: receivers.iter().map(|&n| n as usize).collect(),
+                shapes: shapes.clone(),
+                losses: loss.clone(),
+                repetitions: repetitions.map(|r| r as usize),
+                uftp_rate: *uftp_rate,
+                no_uftp: *no_uftp,
+            };
+            multicast::run(&options, &stop)
+        }
     };
     let outcome = match outcome {
         Ok(o) => o,

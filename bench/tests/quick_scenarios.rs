@@ -370,6 +370,55 @@ fn control_quick_writes_spf_convergence_and_snapshot_figures() {
 }
 
 #[test]
+fn multicast_quick_writes_each_engine_beside_the_kernel_fanout() {
+    // The scenario runs the `burghers` executable beside the bench's (it builds it first when
+    // run under cargo, as here).
+    let v = run_quick("multicast");
+    check_report(&v, "multicast");
+    let names = system_names(&v);
+    assert!(names.iter().any(|n| n == "threaded"));
+    assert!(names.iter().any(|n| n == "kernel-udp-fanout"));
+    has_keys(
+        &v["settings"],
+        &["file_bytes", "receivers", "shapes", "loss_per_link", "uftp"],
+        "the settings",
+    );
+    let threaded = v["comparisons"]
+        .as_array()
+        .expect("comparisons")
+        .iter()
+        .flat_map(|c| c["systems"].as_array().expect("systems"))
+        .find(|s| s["name"] == "threaded")
+        .expect("a threaded row");
+    has_keys(
+        &threaded["details"],
+        &[
+            "time_to_last_copy_s",
+            "cpu_s_per_gb",
+            "repair_share",
+            "copies_verified",
+        ],
+        "the threaded row's details",
+    );
+    let transfers = v["summary"]["transfers"].as_array().expect("transfers");
+    assert!(!transfers.is_empty());
+    has_keys(
+        &transfers[0],
+        &[
+            "transfer",
+            "system",
+            "goodput_slowest_b_per_s",
+            "time_to_last_copy_s",
+            "cpu_s_per_gb",
+            "repair_share",
+            "nack_aggregation",
+            "share_of_kernel_limit",
+        ],
+        "a transfer row",
+    );
+}
+
+#[test]
 fn bad_arguments_get_a_clear_error() {
     for args in [
         &["nosuch"][..],
@@ -379,6 +428,10 @@ fn bad_arguments_get_a_clear_error() {
         &["latency", "--engines", "warp"],
         &["scale", "--bogus"],
         &["control", "--bogus"],
+        &["multicast", "--loss", "2"],
+        &["multicast", "--receivers", "0"],
+        &["multicast", "--size", "lots"],
+        &["multicast", "--shapes", "ring"],
         &[],
     ] {
         let output = bench().args(args).output().expect("run the bench binary");

@@ -2,19 +2,14 @@
 //! from the root to every leaf through lossy links, with every copy verified.
 
 use crate::args::{parse_probability, parse_size};
-use crate::ctl::client;
 use crate::progress::{mib, rate};
-use crate::recv::file_hash;
 use crate::shutdown::Shutdown;
-use control::rng::Rng;
-use control::topology::{Faults, Timers, Topology, build};
+use burghers_lab::lab::{Lab, calm_timers, counter, file_hash, summary_of, write_random};
+use control::topology::build;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{IsTerminal, Write};
-use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::io::IsTerminal;
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 const ROOT: u16 = 1;
@@ -53,26 +48,15 @@ pub struct DemoArgs {
     pub keep: bool,
 }
 
-/// Timers for a quick start that stay calm while the transfer keeps both cores busy.
-fn demo_timers() -> Timers {
-    Timers {
-        hello_interval: Duration::from_millis(200),
-        dead_hellos: 15,
-        lsp_retransmit: Duration::from_millis(200),
-        former_probe_interval: Duration::from_millis(1000),
-        gmp_refresh: Duration::from_millis(200),
-        gmp_expire: Duration::from_millis(5000),
-        rap_retry: Duration::from_millis(200),
-    }
-}
-
 pub fn run(args: DemoArgs, verbose: u8) -> Result<(), String> {
     let shutdown = Shutdown::install()?;
     let dir = tempfile::Builder::new()
         .prefix("burghers-demo-")
         .tempdir()
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-    let mut lab = Lab::new(dir.path(), verbose)?;
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find the burghers executable: {e}"))?;
+    let mut lab = Lab::new(dir.path(), exe, verbose);
     let result = demo(&args, &mut lab, &shutdown);
     lab.stop_all();
     if args.keep {
@@ -96,8 +80,12 @@ fn demo(args: &DemoArgs, lab: &mut Lab, shutdown: &Shutdown) -> Result<(), Strin
         }
         Ok(())
     };
-    let topology = lab.write_topology(args)?;
-    let source = lab.dir.join(FILE_NAME);
+    let topology = lab.write_topology(
+        build::binary_tree(3, build::DEFAULT_BASE_PORT),
+        args.loss,
+        calm_timers(),
+    )?;
+    let source = lab.dir().join(FILE_NAME);
     let source_hash = write_random(&source, args.size, args.seed)?;
     println!(
         "burghers demo: {} from node {ROOT} to nodes 4-7 of the 7-node tree, {}% loss on every link, one process per node (threaded engine)",
@@ -111,7 +99,7 @@ fn demo(args: &DemoArgs, lab: &mut Lab, shutdown: &Shutdown) -> Result<(), Strin
         lab.spawn(&format!("node{r}"), &["node", "--addr", &r.to_string()]);
     }
     for l in LEAVES {
-        let out = lab.dir.join(format!("node{l}"));
+        let out = lab.dir().join(format!("node{l}"));
         lab.spawn(
             &format!("recv{l}"),
             &[
@@ -137,11 +125,8 @@ fn demo(args: &DemoArgs, lab: &mut Lab, shutdown: &Shutdown) -> Result<(), Strin
     loop {
         check("starting the relays and the receivers")?;
         lab.check_alive()?;
-        let up = RELAYS
-            .iter()
-            .chain(&LEAVES)
-            .all(|&n| lab.ctl(&topology, n, "info").is_ok());
-        if up {
+        let up = RELAYS.iter().chain(&LEAVES).copied().collect::<Vec<_>>();
+        if lab.all_up(&topology, &up) {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -222,7 +207,7 @@ fn demo(args: &DemoArgs, lab: &mut Lab, shutdown: &Shutdown) -> Result<(), Strin
     let mut receiver_nacks = 0;
     for l in LEAVES {
         let summary = summary_of(&lab.stdout(&format!("recv{l}")));
-        let copy = lab.dir.join(format!("node{l}")).join(FILE_NAME);
+        let copy = lab.dir().join(format!("node{l}")).join(FILE_NAME);
         let status = &done.get(&l).map(|d| d.0);
         let verdict = match file_hash(&copy) {
             Ok((len, hash)) if len == args.size && hash == source_hash => {
@@ -235,13 +220,7 @@ fn demo(args: &DemoArgs, lab: &mut Lab, shutdown: &Shutdown) -> Result<(), Strin
             }
             Ok(_) => "DIFFERENT from the source".to_string(),
             Err(_) => {
-                let why = lab
-                    .stderr(&format!("recv{l}"))
-                    .lines()
-                    .last()
-                    .unwrap_or("no output")
-                    .to_string();
-                format!("missing: {why}")
+                format!("missing: {}", lab.last_error(&format!("recv{l}")))
             }
         };
         let seconds = summary
@@ -310,214 +289,6 @@ fn demo(args: &DemoArgs, lab: &mut Lab, shutdown: &Shutdown) -> Result<(), Strin
             verified,
             LEAVES.len()
         ))
-    }
-}
-
-/// `name value` lines -> one value.
-fn counter(stats: &str, name: &str) -> u64 {
-    stats
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// The `summary: key=value ...` line a `send` or `recv` prints last.
-fn summary_of(stdout: &str) -> BTreeMap<String, String> {
-    stdout
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("summary: "))
-        .map(|s| {
-            s.split_whitespace()
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Writes `size` seeded random bytes to `path`; returns their BLAKE3.
-fn write_random(path: &Path, size: u64, seed: u64) -> Result<[u8; 32], String> {
-    let io = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
-    let mut file = std::io::BufWriter::new(File::create(path).map_err(io)?);
-    let mut rng = Rng::new(seed);
-    let mut hasher = blake3::Hasher::new();
-    let mut chunk = vec![0u8; 1 << 20];
-    let mut left = size;
-    while left > 0 {
-        let n = usize::try_from(left.min(chunk.len() as u64)).unwrap_or(chunk.len());
-        for word in chunk[..n].chunks_mut(8) {
-            let r = rng.next_u64().to_le_bytes();
-            word.copy_from_slice(&r[..word.len()]);
-        }
-        file.write_all(&chunk[..n]).map_err(io)?;
-        hasher.update(&chunk[..n]);
-        left -= n as u64;
-    }
-    file.flush().map_err(io)?;
-    Ok(*hasher.finalize().as_bytes())
-}
-
-/// The demo's processes: children of this executable, each with its output in the directory.
-struct Lab {
-    dir: PathBuf,
-    exe: PathBuf,
-    verbose: u8,
-    topology_path: PathBuf,
-    children: BTreeMap<String, (Child, Option<ExitStatus>)>,
-}
-
-impl Lab {
-    fn new(dir: &Path, verbose: u8) -> Result<Lab, String> {
-        let exe = std::env::current_exe()
-            .map_err(|e| format!("cannot find the burghers executable: {e}"))?;
-        Ok(Lab {
-            dir: dir.to_path_buf(),
-            exe,
-            verbose,
-            topology_path: dir.join("tree7.toml"),
-            children: BTreeMap::new(),
-        })
-    }
-
-    /// The 7-node tree on free loopback ports, with the demo's timers and loss.
-    fn write_topology(&self, args: &DemoArgs) -> Result<Topology, String> {
-        let mut t = build::binary_tree(3, build::DEFAULT_BASE_PORT);
-        t.network.timers = demo_timers();
-        // Bind them all at once so they are distinct, then let the nodes have them.
-        let sockets: Vec<UdpSocket> = t
-            .nodes
-            .iter()
-            .map(|_| UdpSocket::bind("127.0.0.1:0"))
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("cannot find free loopback ports: {e}"))?;
-        for (spec, s) in t.nodes.iter_mut().zip(&sockets) {
-            spec.socket = s
-                .local_addr()
-                .map_err(|e| format!("cannot find free loopback ports: {e}"))?;
-        }
-        drop(sockets);
-        for link in &mut t.links {
-            link.faults = Faults {
-                loss: args.loss,
-                ..Faults::default()
-            };
-        }
-        std::fs::write(&self.topology_path, t.to_toml())
-            .map_err(|e| format!("cannot write the topology: {e}"))?;
-        Ok(t)
-    }
-
-    fn spawn(&mut self, name: &str, args: &[&str]) {
-        let out = File::create(self.dir.join(format!("{name}.out")));
-        let err = File::create(self.dir.join(format!("{name}.err")));
-        let mut cmd = Command::new(&self.exe);
-        cmd.args(args)
-            .arg("--topology")
-            .arg(&self.topology_path)
-            .env("TMPDIR", &self.dir)
-            .stdin(Stdio::null())
-            .stdout(out.map_or_else(|_| Stdio::null(), Stdio::from))
-            .stderr(err.map_or_else(|_| Stdio::null(), Stdio::from));
-        if self.verbose > 0 {
-            cmd.arg(format!("-{}", "v".repeat(usize::from(self.verbose))));
-        }
-        match cmd.spawn() {
-            Ok(child) => {
-                self.children.insert(name.to_string(), (child, None));
-            }
-            Err(e) => {
-                let _ = std::fs::write(self.dir.join(format!("{name}.err")), e.to_string());
-            }
-        }
-    }
-
-    /// The exit status of a child that has ended.
-    fn exited(&mut self, name: &str) -> Option<ExitStatus> {
-        let (child, status) = self.children.get_mut(name)?;
-        if status.is_none() {
-            *status = child.try_wait().ok().flatten();
-        }
-        *status
-    }
-
-    /// An error if a process ended while it should be running.
-    fn check_alive(&mut self) -> Result<(), String> {
-        let names: Vec<String> = self.children.keys().cloned().collect();
-        for name in names {
-            if let Some(status) = self.exited(&name) {
-                let last = self.stderr(&name);
-                return Err(format!(
-                    "{name} ended early ({status}): {}",
-                    last.lines().last().unwrap_or("no output")
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn ctl(&self, topology: &Topology, node: u16, request: &str) -> Result<String, String> {
-        let addr = control::NodeAddr::try_new(node).map_err(|e| e.to_string())?;
-        let path = self.socket_of(topology, addr)?;
-        client::request(&path, request, Duration::from_secs(5))
-    }
-
-    /// Where a child's control socket is: its default path under the demo's `$TMPDIR`.
-    fn socket_of(&self, topology: &Topology, addr: control::NodeAddr) -> Result<PathBuf, String> {
-        let port = topology
-            .node(addr)
-            .map(|n| n.socket.port())
-            .ok_or("no such node")?;
-        Ok(self
-            .dir
-            .join("burghers")
-            .join(format!("node-{addr}-{port}.sock")))
-    }
-
-    fn stdout(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(format!("{name}.out"))).unwrap_or_default()
-    }
-
-    fn stderr(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(format!("{name}.err"))).unwrap_or_default()
-    }
-
-    /// Stops every child: a clean `ctl stop` first, SIGKILL for any still running after a
-    /// grace period; waits for each.
-    fn stop_all(&mut self) {
-        let topology = Topology::load(&self.topology_path).ok();
-        let names: Vec<String> = self.children.keys().cloned().collect();
-        for name in &names {
-            if self.exited(name).is_none()
-                && let Some(t) = &topology
-                && let Some(addr) = name
-                    .trim_start_matches(|c: char| c.is_ascii_alphabetic())
-                    .parse::<u16>()
-                    .ok()
-                    .and_then(control::NodeAddr::new)
-                && let Ok(path) = self.socket_of(t, addr)
-            {
-                let _ = client::request(&path, "stop", Duration::from_secs(2));
-            }
-        }
-        let grace = Instant::now() + Duration::from_secs(5);
-        for name in &names {
-            while self.exited(name).is_none() && Instant::now() < grace {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if let Some((child, status)) = self.children.get_mut(name)
-                && status.is_none()
-            {
-                let _ = child.kill();
-                *status = child.wait().ok();
-            }
-        }
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        self.stop_all();
     }
 }
 
@@ -593,33 +364,5 @@ impl View {
             }
             let _ = multi.clear();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_counters_and_summaries() {
-        let stats = "rmtp.relay.nacks_received 12\nrmtp.relay.nacks_received_x 5\n";
-        assert_eq!(counter(stats, "rmtp.relay.nacks_received"), 12);
-        assert_eq!(counter(stats, "rmtp.relay.mabs_sent"), 0);
-        let out = "received x\nsummary: state=complete bytes=10 seconds=1.500\n";
-        let s = summary_of(out);
-        assert_eq!(s["state"], "complete");
-        assert_eq!(s["seconds"], "1.500");
-        assert!(summary_of("no summary here").is_empty());
-    }
-
-    #[test]
-    fn random_files_are_seeded() {
-        let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-        let ha = write_random(&a, 100_003, 5).unwrap();
-        assert_eq!(write_random(&b, 100_003, 5).unwrap(), ha);
-        assert_eq!(std::fs::metadata(&a).unwrap().len(), 100_003);
-        assert_eq!(file_hash(&a).unwrap(), (100_003, ha));
-        assert_ne!(write_random(&b, 100_003, 6).unwrap(), ha);
     }
 }

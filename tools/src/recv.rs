@@ -3,6 +3,7 @@
 use crate::args::{parse_group, parse_millis, parse_node, parse_size};
 use crate::host::{Host, NodeArgs};
 use crate::progress::{Progress, rate};
+pub use burghers_lab::lab::file_hash;
 use control::rap::ServiceEntry;
 use control::{GroupAddr, NodeAddr};
 use dataplane::node::RAP_SERVER_SID;
@@ -268,13 +269,6 @@ fn check_announced(path: &Path, e: &ServiceEntry) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// A file's length and BLAKE3, read in pieces.
-pub fn file_hash(path: &Path) -> std::io::Result<(u64, [u8; 32])> {
-    let mut hasher = blake3::Hasher::new();
-    let size = std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
-    Ok((size, *hasher.finalize().as_bytes()))
 }
 
 /// After completion the client stays in the tree until the sender shows that everyone is done

@@ -6,6 +6,7 @@ pub mod forward;
 pub mod kernel_chain;
 pub mod latency;
 pub mod limit;
+pub mod multicast;
 pub mod node_chain;
 pub mod scale;
 

@@ -3,7 +3,7 @@
 //! Every process that hosts a node (`burghers node`, `send`, `recv`) listens on a Unix socket
 //! (see [`client::default_path`]); this command sends it one request line and prints the reply.
 
-pub mod client;
+pub use burghers_lab::ctl_client as client;
 pub mod handler;
 pub mod server;
 

@@ -1,4 +1,5 @@
-//! The control protocol's client side, and where a node's control socket is found.
+//! The control protocol's client side, and where a node's control socket is found (used by
+//! `burghers ctl` and by [`crate::lab`]).
 
 use control::NodeAddr;
 use control::topology::Topology;

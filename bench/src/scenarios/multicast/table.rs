@@ -1,0 +1,89 @@
+//! The closing table: one row per system per comparison, printed and kept in the summary.
+
+use crate::runner::ComparisonResult;
+use serde_json::json;
+
+/// One row per system per comparison: the figures a reader compares.
+pub fn summary_rows(comparisons: &[ComparisonResult]) -> Vec<serde_json::Value> {
+    comparisons
+        .iter()
+        .flat_map(|c| {
+            c.systems.iter().map(move |s| {
+                json!({
+                    "transfer": c.title,
+                    "system": s.name,
+                    "goodput_slowest_b_per_s": finite(s.median),
+                    "time_to_last_copy_s": s.details.get("time_to_last_copy_s"),
+                    "cpu_s_per_gb": s.details.get("cpu_s_per_gb"),
+                    "repair_share": s.details.get("repair_share"),
+                    "nack_aggregation": s.details.get("nack_aggregation"),
+                    "ratio_to_first": finite(s.ratio_to_first),
+                    "share_of_kernel_limit": s.share_of_limit,
+                    "error": s.error,
+                })
+            })
+        })
+        .collect()
+}
+
+/// Goodput against loss as flat chart points (bench/src/figures.rs): one line per system and
+/// shape, one chart per receiver count. `transfers[i]` is comparison i's (receivers, shape, loss).
+pub fn goodput_points(
+    comparisons: &[ComparisonResult],
+    transfers: &[(usize, &str, f64)],
+) -> Vec<serde_json::Value> {
+    comparisons
+        .iter()
+        .zip(transfers)
+        .flat_map(|(c, &(receivers, shape, loss))| {
+            c.systems.iter().map(move |s| {
+                json!({
+                    "system": format!("{} ({shape})", s.name),
+                    "receivers": receivers,
+                    "loss_percent": loss * 100.0,
+                    "goodput_mbit_per_s": finite(s.median * 8.0 / 1e6),
+                })
+            })
+        })
+        .collect()
+}
+
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
+pub fn print_summary(rows: &[serde_json::Value]) {
+    println!("\n== multicast: medians per transfer and system ==");
+    println!(
+        "{:<44} {:<18} {:>12} {:>9} {:>9} {:>8} {:>7} {:>8} {:>7}",
+        "transfer",
+        "system",
+        "goodput",
+        "last s",
+        "CPU s/GB",
+        "repairs",
+        "NACK:1",
+        "/first",
+        "/limit"
+    );
+    let num = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    let opt =
+        |v: &serde_json::Value, f: &dyn Fn(f64) -> String| v.as_f64().map_or("-".to_string(), f);
+    for r in rows {
+        println!(
+            "{:<44} {:<18} {:>12} {:>9} {:>9} {:>8} {:>7} {:>8} {:>7}",
+            r["transfer"].as_str().unwrap_or(""),
+            r["system"].as_str().unwrap_or(""),
+            crate::report::si(num(&r["goodput_slowest_b_per_s"]), "B/s"),
+            opt(&r["time_to_last_copy_s"], &|x| format!("{x:.2}")),
+            opt(&r["cpu_s_per_gb"], &|x| format!("{x:.2}")),
+            opt(&r["repair_share"], &|x| format!("{:.1}%", x * 100.0)),
+            opt(&r["nack_aggregation"], &|x| format!("{x:.1}")),
+            opt(&r["ratio_to_first"], &|x| format!("{x:.2}x")),
+            opt(&r["share_of_kernel_limit"], &|x| format!(
+                "{:.0}%",
+                x * 100.0
+            )),
+        );
+    }
+}
