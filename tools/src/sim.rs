@@ -21,7 +21,7 @@ Examples:
   burghers sim net.toml --seed 7 --local-files --quiet
   burghers sim topologies/tree7.toml --send 64MiB --to 4,5,6,7 --loss 0.1 --corrupt 0.01
   burghers sim topologies/tree7.toml -q --send 256MiB --to 4,5,6,7 --rate-mbit 10000 \
-      --queue-bytes 1MiB --delay-ms 0.05 --loss 0.02")]
+      --queue-bytes 1MiB --delay-ms 0.05 --window 1MiB --loss 0.02")]
 pub struct SimArgs {
     /// Topology file (TOML; see docs/TOPOLOGY.md).
     pub topology: PathBuf,
@@ -62,6 +62,9 @@ pub struct SimArgs {
     /// file's rate_mbit).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub queue_bytes: Option<u64>,
+    /// The receivers' window (bytes accepted beyond what they delivered) [default: 256k].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub window: Option<u64>,
 }
 
 pub fn run(args: SimArgs) -> Result<(), String> {
@@ -196,7 +199,11 @@ fn transfer(
     let len = usize::try_from(size).map_err(|_| "size too large for this machine")?;
     let wall = std::time::Instant::now();
     let data = content(len, args.seed);
-    let mut s = Scenario::start(topology, args.seed, RmtpOptions::default(), from, to, data)?;
+    let mut options = RmtpOptions::default();
+    if let Some(w) = args.window {
+        options.receiver_window = w.max(1);
+    }
+    let mut s = Scenario::start(topology, args.seed, options, from, to, data)?;
     let done = s.run_until_received(to, Duration::from_secs_f64(args.until.max(600.0)));
     s.report(&format!(
         "{size} bytes from node {from} to {} receivers",
