@@ -450,3 +450,35 @@ fn type_errors_name_the_key_in_toml_terms() {
         "invalid type: string \"2\", expected an integer",
     );
 }
+
+#[test]
+fn bad_rates_and_queues() {
+    expect(
+        &with_link("rate_mbit = 0\n"),
+        12,
+        "rate_mbit 0 is not a link rate",
+    );
+    expect(
+        &with_link("rate_mbit = nan\n"),
+        12,
+        "rate_mbit NaN is not a link rate",
+    );
+    expect(
+        &with_link("rate_mbit = 100\nqueue_bytes = 0\n"),
+        13,
+        "queue_bytes 0 is not a queue size",
+    );
+    expect(
+        &with_link("queue_bytes = 65536\n"),
+        12,
+        "queue_bytes needs rate_mbit",
+    );
+    // 10 Gbit/s with a 1 MiB queue: bytes per second and bytes.
+    let t = Topology::from_toml_str(
+        &with_link("rate_mbit = 10000\nqueue_bytes = 1048576\n"),
+        "net.toml",
+    )
+    .unwrap();
+    assert_eq!(t.links[0].faults.rate, Some(1_250_000_000));
+    assert_eq!(t.links[0].faults.queue_bytes, Some(1 << 20));
+}

@@ -88,6 +88,10 @@ fn decorated(seed: u64) -> Topology {
         l.faults.delay = Duration::from_nanos(rng.below(1_000_000_000));
         l.faults.jitter = Duration::from_millis(rng.below(100));
         l.faults.down = rng.chance(0.2);
+        if rng.chance(0.5) {
+            l.faults.rate = Some(1 + rng.below(125_000_000_000));
+            l.faults.queue_bytes = rng.chance(0.5).then(|| 1 + rng.below(1 << 30));
+        }
     }
     let mut at = Duration::ZERO;
     for _ in 0..rng.below(8) {

@@ -312,7 +312,12 @@ fn assert_balanced(sim: &Sim<Toy>) {
         let in_flight = sim.in_flight(from, to).unwrap();
         assert_eq!(
             s.offered + s.duplicated,
-            s.delivered + s.lost + s.dropped_down + s.dropped_node_down + in_flight,
+            s.delivered
+                + s.lost
+                + s.dropped_queue
+                + s.dropped_down
+                + s.dropped_node_down
+                + in_flight,
             "{from}->{to}: {s}"
         );
     }
@@ -327,6 +332,7 @@ fn noisy() -> Faults {
         delay: Duration::from_millis(5),
         jitter: Duration::from_millis(3),
         down: false,
+        ..Faults::default()
     }
 }
 

@@ -18,6 +18,8 @@ const DOWN: Faults = Faults {
     delay: std::time::Duration::ZERO,
     jitter: std::time::Duration::ZERO,
     down: true,
+    rate: None,
+    queue_bytes: None,
 };
 
 #[test]

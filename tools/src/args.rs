@@ -6,6 +6,19 @@ use control::{GroupAddr, NodeAddr};
 
 pub use burghers_lab::units::{parse_probability, parse_size};
 
+/// A link rate in megabits per second, as bytes per second.
+pub fn parse_rate_mbit(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(mbit) if mbit > 0.0 && mbit <= control::topology::parse::MAX_RATE_MBIT => {
+            Ok(((mbit * 1e6 / 8.0).round() as u64).max(1))
+        }
+        _ => Err(format!(
+            "expected a rate in megabits per second (more than 0, at most {:e}), got {text:?}",
+            control::topology::parse::MAX_RATE_MBIT
+        )),
+    }
+}
+
 /// A node address: `1` to `61439`.
 pub fn parse_node(text: &str) -> Result<NodeAddr, String> {
     let raw: u16 = text

@@ -52,7 +52,8 @@ pub struct RecvArgs {
     /// How long to wait for the sender's announcement (without --name).
     #[arg(long = "announce-timeout-ms", value_name = "MS", default_value = "30000", value_parser = parse_millis)]
     pub announce_timeout: Duration,
-    /// Bytes accepted ahead of what is written (the flow-control window) [default: 256k].
+    /// Bytes accepted ahead of what is written (the flow-control window), at most what the
+    /// node's buffers hold (100 segments) [default: 256k, so that limit].
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub window: Option<u64>,
     /// Replace DIR/NAME if it exists.

@@ -1,6 +1,6 @@
 //! `burghers sim`: run a topology in the deterministic simulator.
 
-use crate::args::{parse_probability, parse_size};
+use crate::args::{parse_millis, parse_probability, parse_rate_mbit, parse_size};
 use control::NodeAddr;
 use control::topology::Topology;
 use dataplane::node::{Node, RmtpOptions, routes_converged, sim_factory};
@@ -19,7 +19,9 @@ prints per-receiver completion times and the counters.
 Examples:
   burghers sim topologies/grid4x4.toml
   burghers sim net.toml --seed 7 --local-files --quiet
-  burghers sim topologies/tree7.toml --send 64MiB --to 4,5,6,7 --loss 0.1 --corrupt 0.01")]
+  burghers sim topologies/tree7.toml --send 64MiB --to 4,5,6,7 --loss 0.1 --corrupt 0.01
+  burghers sim topologies/tree7.toml -q --send 256MiB --to 4,5,6,7 --rate-mbit 10000 \
+      --queue-bytes 1MiB --delay-ms 0.05 --window 1MiB --loss 0.02")]
 pub struct SimArgs {
     /// Topology file (TOML; see docs/TOPOLOGY.md).
     pub topology: PathBuf,
@@ -50,6 +52,19 @@ pub struct SimArgs {
     /// Override every link's corruption probability.
     #[arg(long, value_name = "P", value_parser = parse_probability)]
     pub corrupt: Option<f64>,
+    /// Override every link's one-way delay.
+    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    pub delay_ms: Option<Duration>,
+    /// Override every link's rate (megabits per second; packets are serialised and queue).
+    #[arg(long, value_name = "MBIT", value_parser = parse_rate_mbit)]
+    pub rate_mbit: Option<u64>,
+    /// Override every link's drop-tail queue (e.g. 1MiB); needs a rate (--rate-mbit or the
+    /// file's rate_mbit).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub queue_bytes: Option<u64>,
+    /// The receivers' window (bytes accepted beyond what they delivered) [default: 256k].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub window: Option<u64>,
 }
 
 pub fn run(args: SimArgs) -> Result<(), String> {
@@ -60,6 +75,24 @@ pub fn run(args: SimArgs) -> Result<(), String> {
         }
         if let Some(p) = args.corrupt {
             link.faults.corrupt = p;
+        }
+        if let Some(d) = args.delay_ms {
+            link.faults.delay = d;
+        }
+        if let Some(r) = args.rate_mbit {
+            link.faults.rate = Some(r);
+        }
+        if let Some(q) = args.queue_bytes {
+            if q == 0 {
+                return Err("--queue-bytes takes a positive size".into());
+            }
+            if link.faults.rate.is_none() {
+                return Err(format!(
+                    "--queue-bytes needs a rate: link {}-{} has no rate_mbit (add --rate-mbit)",
+                    link.a, link.b
+                ));
+            }
+            link.faults.queue_bytes = Some(q);
         }
     }
     // Check the transfer's nodes before spending time on the routing run.
@@ -100,12 +133,13 @@ pub fn run(args: SimArgs) -> Result<(), String> {
     let rejected: u64 = sim.nodes().map(|(_, n)| n.stats().rejected()).sum();
     match converged_at {
         Some(at) => println!(
-            "converged: {} nodes, {} links in {at} virtual ({:.2}s real); {} packets delivered, {} lost, {} rejected by DNP",
+            "converged: {} nodes, {} links in {at} virtual ({:.2}s real); {} packets delivered, {} lost, {} queue-dropped, {} rejected by DNP",
             topology.nodes.len(),
             topology.links.len(),
             wall.elapsed().as_secs_f64(),
             totals.delivered,
             totals.lost,
+            totals.dropped_queue,
             rejected
         ),
         None => {
@@ -165,7 +199,11 @@ fn transfer(
     let len = usize::try_from(size).map_err(|_| "size too large for this machine")?;
     let wall = std::time::Instant::now();
     let data = content(len, args.seed);
-    let mut s = Scenario::start(topology, args.seed, RmtpOptions::default(), from, to, data)?;
+    let mut options = RmtpOptions::default();
+    if let Some(w) = args.window {
+        options.receiver_window = w.max(1);
+    }
+    let mut s = Scenario::start(topology, args.seed, options, from, to, data)?;
     let done = s.run_until_received(to, Duration::from_secs_f64(args.until.max(600.0)));
     s.report(&format!(
         "{size} bytes from node {from} to {} receivers",

@@ -119,6 +119,11 @@ pub struct Faults {
     pub jitter: Duration,
     /// A down link carries nothing.
     pub down: bool,
+    /// Serialisation rate, bytes per second (simulator only); `None`: infinitely fast.
+    pub rate: Option<u64>,
+    /// Drop-tail queue in front of the rate, bytes (simulator only, like a socket buffer): a
+    /// packet that would make the backlog exceed it is dropped and counted. `None`: unbounded.
+    pub queue_bytes: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

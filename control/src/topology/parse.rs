@@ -18,6 +18,8 @@ use std::path::Path;
 use std::time::Duration;
 use toml::Spanned;
 
+/// Fastest link rate a topology may give (1 Tbit/s).
+pub const MAX_RATE_MBIT: f64 = 1e6;
 /// Smallest MTU accepted: the largest packet of fixed size any protocol builds (the SPM), so
 /// that no node is configured into building a packet its MTU cannot hold.
 pub const MIN_MTU: usize = crate::wire::LARGEST_FIXED_PACKET;
@@ -108,6 +110,8 @@ struct RawLink {
     delay_ms: Option<Spanned<f64>>,
     jitter_ms: Option<Spanned<f64>>,
     down: Option<bool>,
+    rate_mbit: Option<Spanned<f64>>,
+    queue_bytes: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -341,6 +345,43 @@ impl Cx<'_> {
         Ok(Duration::from_nanos((ms * 1e6).round() as u64))
     }
 
+    /// `rate_mbit` (megabits per second, as link rates are quoted) as bytes per second.
+    fn rate(&self, v: &Option<Spanned<f64>>) -> Res<Option<u64>> {
+        let Some(v) = v else { return Ok(None) };
+        let mbit = *v.get_ref();
+        if !(mbit > 0.0 && mbit <= MAX_RATE_MBIT) {
+            return Err(self.err(
+                v.span(),
+                format!(
+                    "rate_mbit {mbit} is not a link rate (expected more than 0, at most {MAX_RATE_MBIT:e} megabits per second)"
+                ),
+            ));
+        }
+        Ok(Some(((mbit * 1e6 / 8.0).round() as u64).max(1)))
+    }
+
+    /// `queue_bytes`: a positive byte count, and only on a link with a rate (an infinitely
+    /// fast link never queues).
+    fn queue_bytes(&self, v: &Option<Spanned<i64>>, has_rate: bool) -> Res<Option<u64>> {
+        let Some(v) = v else { return Ok(None) };
+        let bytes = *v.get_ref();
+        if bytes <= 0 {
+            return Err(self.err(
+                v.span(),
+                format!(
+                    "queue_bytes {bytes} is not a queue size (expected a positive number of bytes)"
+                ),
+            ));
+        }
+        if !has_rate {
+            return Err(self.err(
+                v.span(),
+                "queue_bytes needs rate_mbit on the same link (a link without a rate never queues)",
+            ));
+        }
+        Ok(Some(bytes as u64))
+    }
+
     fn probability(&self, v: &Option<Spanned<f64>>, name: &str) -> Res<f64> {
         match v {
             None => Ok(0.0),
@@ -495,6 +536,8 @@ impl Cx<'_> {
                     None => Duration::ZERO,
                 },
                 down: l.down.unwrap_or(false),
+                rate: self.rate(&l.rate_mbit)?,
+                queue_bytes: self.queue_bytes(&l.queue_bytes, l.rate_mbit.is_some())?,
             };
             out.insert((a, b), (LinkSpec { a, b, faults }, line));
         }

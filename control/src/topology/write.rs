@@ -78,6 +78,12 @@ impl Topology {
             if f.down {
                 let _ = writeln!(s, "down = true");
             }
+            if let Some(rate) = f.rate {
+                let _ = writeln!(s, "rate_mbit = {:?}", rate as f64 * 8.0 / 1e6);
+            }
+            if let Some(q) = f.queue_bytes {
+                let _ = writeln!(s, "queue_bytes = {q}");
+            }
             s.push('\n');
         }
         for e in &self.schedule {

@@ -13,6 +13,7 @@ mod edges;
 mod missing;
 pub mod receiver;
 pub mod relay;
+pub mod rtt;
 pub mod sender;
 pub mod sink;
 pub mod source;
@@ -23,6 +24,7 @@ pub use receiver::{
 pub use relay::{
     Fanout, Hop, RelayAction, RelayConfig, RelayFootprint, RelayStats, RelayTransmit, RmtpRelay,
 };
+pub use rtt::RttEstimate;
 pub use sender::{RmtpSender, SendFailure, SenderConfig, SenderStats};
 pub use sink::{FileSink, MemSink, Sink, SinkError};
 pub use source::{FileSource, MemSource, Source};

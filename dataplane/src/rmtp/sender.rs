@@ -12,6 +12,7 @@
 //! `mab_agreement` MABs in a row say so. A sender whose receivers all fell silent fails.
 
 use super::RmtpError;
+use super::rtt::RttEstimate;
 use super::source::Source;
 use control::wire::dnp::{DNP_HEADER_LEN, Flag, Packet};
 use control::wire::rmtp::{self, DATA_HEADER_LEN, Mab, Nack, SeqRange, SpmFields, TOTAL_UNKNOWN};
@@ -34,11 +35,15 @@ pub struct SenderConfig {
     /// SPM period while sending.
     pub spm_interval: Duration,
     /// SPM period once every segment was sent and until every receiver has everything: faster,
-    /// so that tail loss is noticed quickly.
+    /// so that tail loss is noticed quickly. Once a round trip is measured, that round trip
+    /// (`srtt + 4 rttvar`, at least `timer_floor`) when shorter.
     pub spm_interval_end: Duration,
     /// A sequence repaired less than this long ago is not repaired again (one NACK storm, one
-    /// repair).
+    /// repair). Once a round trip is measured, half of it (at least `timer_floor`) when shorter:
+    /// a receiver whose repair was lost asks again after about a round trip, and must be heard.
     pub repair_holdoff: Duration,
+    /// The shortest timer derived from a measured round trip.
+    pub timer_floor: Duration,
     /// Most sequences queued for repair per `repair_holdoff`, and queued at once, however many
     /// NACKs name however many sequences: what forged NACKs can make the sender send.
     pub max_repairs_per_holdoff: usize,
@@ -67,6 +72,7 @@ impl SenderConfig {
             spm_interval: Duration::from_millis(100),
             spm_interval_end: Duration::from_millis(20),
             repair_holdoff: Duration::from_millis(10),
+            timer_floor: Duration::from_micros(50),
             max_repairs_per_holdoff: 128,
             mab_agreement: 2,
             feedback_timeout: Duration::from_secs(5),
@@ -94,6 +100,10 @@ pub struct SenderStats {
     /// Times the sender had data ready but the flow window was closed.
     pub window_stalls: u64,
     pub mabs_received: u64,
+    /// Round trips measured (DATA sent to the first MAB that covers it).
+    pub rtt_samples: u64,
+    /// The smoothed round trip, nanoseconds (0 until measured).
+    pub srtt_nanos: u64,
     /// Bytes every receiver holds (the highest aggregated `received`).
     pub bytes_acked: u64,
     pub malformed: u64,
@@ -151,6 +161,10 @@ pub struct RmtpSender<S: Source> {
     pace_at: Instant,
     next_spm_at: Instant,
     spm_sequence: u64,
+    /// The round trip, from DATA to the MAB that covers it.
+    rtt: RttEstimate,
+    /// The one DATA being timed: (its end offset, when it was sent).
+    rtt_probe: Option<(u64, Instant)>,
     stats: SenderStats,
 }
 
@@ -182,6 +196,8 @@ impl<S: Source> RmtpSender<S> {
             pace_at: now,
             next_spm_at: now,
             spm_sequence: 0,
+            rtt: RttEstimate::default(),
+            rtt_probe: None,
             stats: SenderStats::default(),
         };
         if segments == 0 {
@@ -296,7 +312,7 @@ impl<S: Source> RmtpSender<S> {
     pub fn handle_nack(&mut self, now: Instant, ranges: impl IntoIterator<Item = SeqRange>) {
         self.stats.nacks_received += 1;
         let (trail, lead) = (self.trailing_edge(), self.next_seq);
-        let holdoff = self.config.repair_holdoff;
+        let holdoff = self.repair_holdoff();
         if now.saturating_since(self.budget_since) >= holdoff {
             self.budget_since = now;
             self.budget_used = 0;
@@ -344,6 +360,16 @@ impl<S: Source> RmtpSender<S> {
         }
         self.last_feedback = Some(now);
         self.mab = Some(mab);
+        // `received` is one byte short until a receiver verified the whole transfer.
+        if let Some((end, sent_at)) = self.rtt_probe
+            && !all_failed
+            && received.saturating_add(1) >= end
+        {
+            self.rtt.sample(now.saturating_since(sent_at));
+            self.rtt_probe = None;
+            self.stats.rtt_samples = self.rtt.samples();
+            self.stats.srtt_nanos = self.rtt.srtt().map_or(0, |d| d.as_nanos() as u64);
+        }
         let agreement = self.config.mab_agreement.max(1);
         if self.recent_received.len() == agreement {
             self.recent_received.pop_front();
@@ -410,7 +436,7 @@ impl<S: Source> RmtpSender<S> {
 
     /// Drops old repair hold-offs; fails the transfer when every receiver fell silent.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let holdoff = self.config.repair_holdoff;
+        let holdoff = self.repair_holdoff();
         self.last_repair
             .retain(|_, at| now.saturating_since(*at) < holdoff);
         if self.feedback_deadline().is_some_and(|d| now >= d) {
@@ -462,6 +488,8 @@ impl<S: Source> RmtpSender<S> {
         // Receivers are expected to answer from the first DATA on.
         self.last_feedback.get_or_insert(now);
         self.stats.data_bytes_sent += payload.len() as u64;
+        let end = seq * self.segment + payload.len() as u64;
+        self.rtt_probe.get_or_insert((end, now));
         self.next_seq += 1;
         if self.next_seq == self.segments {
             self.hash = Some(*self.hasher.finalize().as_bytes());
@@ -470,6 +498,27 @@ impl<S: Source> RmtpSender<S> {
         }
         self.pace(now, len);
         Some(len)
+    }
+
+    /// The measured round trip, if any.
+    pub fn rtt(&self) -> &RttEstimate {
+        &self.rtt
+    }
+
+    /// SPM period at the end: a round trip once measured, `spm_interval_end` at most.
+    fn spm_interval_end(&self) -> Duration {
+        let c = &self.config;
+        self.rtt
+            .timeout(c.spm_interval_end, c.timer_floor, c.spm_interval_end)
+    }
+
+    /// Repair hold-off: half a measured round trip, `repair_holdoff` at most.
+    fn repair_holdoff(&self) -> Duration {
+        let c = &self.config;
+        match self.rtt.srtt() {
+            Some(srtt) => (srtt / 2).clamp(c.timer_floor, c.repair_holdoff.max(c.timer_floor)),
+            None => c.repair_holdoff,
+        }
     }
 
     fn pace(&mut self, now: Instant, len: usize) {
@@ -519,7 +568,7 @@ impl<S: Source> RmtpSender<S> {
         // a receiver that lost every finishing SPM still completes.
         self.next_spm_at = now
             + if finished && !self.is_complete() {
-                self.config.spm_interval_end
+                self.spm_interval_end()
             } else {
                 self.config.spm_interval
             };
@@ -632,6 +681,41 @@ mod tests {
         let later = t + Duration::from_secs(2);
         assert_eq!(drain(&mut s, later).len(), 1);
         assert_eq!(s.poll_timeout(), Some(later + Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn the_end_and_the_repair_hold_off_follow_the_measured_round_trip() {
+        let mut c = cfg();
+        c.initial_window = 100_000;
+        let mut s = RmtpSender::new(c, MemSource::new(vec![5; 1000]), Instant::ZERO);
+        // Every segment leaves at 0; the MAB covering the first comes back 200 µs later.
+        assert_eq!(drain(&mut s, Instant::ZERO).len(), 12);
+        assert!(s.is_finished());
+        let back = Instant::from_nanos(200_000);
+        s.handle_mab(back, 100_000, 99);
+        assert_eq!(s.rtt().srtt(), Some(Duration::from_micros(200)));
+        assert_eq!(s.stats().rtt_samples, 1);
+        // The next finishing SPM comes a round trip later (200 + 4 × 100 µs), not 20 ms.
+        let out = drain(&mut s, Instant::from_millis(20));
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            s.poll_timeout(),
+            Some(Instant::from_millis(20) + Duration::from_micros(600))
+        );
+        // A repair may be repeated after half a round trip, not 10 ms.
+        let t = Instant::from_millis(30);
+        s.handle_nack(t, [SeqRange::single(3)]);
+        let _ = drain(&mut s, t);
+        assert_eq!(s.stats().retransmissions, 1);
+        let t2 = t + Duration::from_micros(100);
+        s.handle_nack(t2, [SeqRange::single(3)]);
+        let _ = drain(&mut s, t2);
+        assert_eq!(
+            s.stats().retransmissions,
+            2,
+            "repaired again after srtt / 2"
+        );
+        assert_eq!(s.stats().repairs_suppressed, 0);
     }
 
     #[test]

@@ -427,7 +427,7 @@ impl<N: SimNode> Sim<N> {
     /// A hash of every delivery so far (time, link, bytes, in order): equal for two runs with
     /// one seed and one setup, different (with overwhelming probability) otherwise.
     /// Gives the direction `from` → `to` a serialisation rate in bytes per second (`None`:
-    /// infinitely fast, the default). Packets queue behind each other, without a limit.
+    /// infinitely fast). Packets queue behind each other, up to the link's `queue_bytes`.
     pub fn set_rate(
         &mut self,
         from: NodeAddr,
@@ -435,7 +435,7 @@ impl<N: SimNode> Sim<N> {
         rate: Option<u64>,
     ) -> Result<(), SimError> {
         let l = self.dir_link(from, to)?;
-        self.links[l].rate = rate;
+        self.links[l].set_rate(rate);
         Ok(())
     }
 
@@ -627,13 +627,13 @@ impl<N: SimNode> Sim<N> {
         let how = Offer {
             mtu: self.mtu,
             reorder_window: self.reorder_window,
+            now: self.now,
         };
         link.offer(t.packet, &how, &mut self.copies);
         for copy in self.copies.drain(..) {
             link.in_flight += 1;
-            let on_wire = link.serialised(self.now, copy.packet.len());
             self.queue.push(
-                on_wire + copy.delay,
+                self.now + copy.delay,
                 Event::Arrival(Arrival {
                     link: l as u32,
                     link_epoch: link.epoch,

@@ -27,13 +27,12 @@ pub(super) struct DirLink {
     pub epoch: u32,
     /// Copies scheduled and not yet arrived.
     pub in_flight: u64,
-    /// Serialisation rate in bytes per second; `None`: infinitely fast.
-    pub rate: Option<u64>,
     /// When the link finishes sending what it already took (with a rate).
     pub busy_until: Instant,
 }
 
-/// A copy that survived the link, and how long it spends on the wire.
+/// A copy that survived the link, and how long after the offer it arrives (queueing and
+/// serialisation included).
 pub(super) struct Copy {
     pub delay: Duration,
     pub packet: Vec<u8>,
@@ -45,6 +44,8 @@ pub(super) struct Offer {
     pub mtu: usize,
     /// Upper bound of the extra hold-back given to reordered copies.
     pub reorder_window: Duration,
+    /// When the packet is offered.
+    pub now: Instant,
 }
 
 impl DirLink {
@@ -58,21 +59,43 @@ impl DirLink {
             stats: LinkStats::default(),
             epoch: 0,
             in_flight: 0,
-            rate: None,
             busy_until: Instant::ZERO,
         }
     }
 
-    /// When a copy of `len` bytes offered at `now` is fully on the wire: packets queue behind
-    /// each other at the link's rate (an unbounded queue), or leave at once without a rate.
-    pub(super) fn serialised(&mut self, now: Instant, len: usize) -> Instant {
-        let Some(rate) = self.rate.filter(|&r| r > 0) else {
-            return now;
+    /// Serialisation rate in bytes per second; `None`: infinitely fast.
+    pub(super) fn rate(&self) -> Option<u64> {
+        self.faults.rate.filter(|&r| r > 0)
+    }
+
+    pub(super) fn set_rate(&mut self, rate: Option<u64>) {
+        self.faults.rate = rate;
+    }
+
+    /// Bytes taken and not yet fully on the wire at `now` (0 without a rate).
+    pub(super) fn backlog(&self, now: Instant) -> u64 {
+        let Some(rate) = self.rate() else { return 0 };
+        let nanos = self.busy_until.saturating_since(now).as_nanos();
+        (nanos * u128::from(rate)).div_ceil(1_000_000_000) as u64
+    }
+
+    /// Takes `len` bytes into the queue at `now`: whether they fit (drop-tail: a packet that
+    /// would make the backlog exceed `queue_bytes` is refused), and if so, when they are fully
+    /// on the wire. Packets queue behind each other at the link's rate, or leave at once
+    /// without a rate.
+    fn enqueue(&mut self, now: Instant, len: usize) -> Option<Instant> {
+        let Some(rate) = self.rate() else {
+            return Some(now);
         };
+        if let Some(limit) = self.faults.queue_bytes
+            && self.backlog(now).saturating_add(len as u64) > limit
+        {
+            return None;
+        }
         let start = self.busy_until.max(now);
         let nanos = (len as u128 * 1_000_000_000 / u128::from(rate)) as u64;
         self.busy_until = start + Duration::from_nanos(nanos);
-        self.busy_until
+        Some(self.busy_until)
     }
 
     pub(super) fn faults(&self) -> Faults {
@@ -83,7 +106,8 @@ impl DirLink {
         self.faults.down
     }
 
-    /// Replaces the faults. Going down starts a new epoch: whatever is on the wire is lost.
+    /// Replaces the faults (rate and queue included). Going down starts a new epoch: whatever
+    /// is on the wire is lost.
     pub(super) fn set_faults(&mut self, faults: Faults) {
         if faults.down && !self.faults.down {
             self.epoch = self.epoch.wrapping_add(1);
@@ -93,14 +117,21 @@ impl DirLink {
 
     /// Applies the faults to one offered packet and appends each surviving copy to `out`.
     ///
-    /// The draws happen in a fixed order (loss, duplicate, then per copy: undetected corruption,
-    /// corruption, jitter, reorder) so one seed always gives one outcome.
+    /// A packet that does not fit the link's queue is dropped before any draw; one that does
+    /// occupies the link whatever becomes of it on the wire. The draws happen in a fixed order
+    /// (loss, duplicate, then per copy: undetected corruption, corruption, jitter, reorder) so
+    /// one seed always gives one outcome.
     pub(super) fn offer(&mut self, packet: Vec<u8>, how: &Offer, out: &mut Vec<Copy>) {
         self.stats.offered += 1;
         if self.faults.down {
             self.stats.dropped_down += 1;
             return;
         }
+        let Some(on_wire) = self.enqueue(how.now, packet.len()) else {
+            self.stats.dropped_queue += 1;
+            return;
+        };
+        let queued = on_wire.saturating_since(how.now);
         if self.rng.chance(self.faults.loss) {
             self.stats.lost += 1;
             return;
@@ -111,7 +142,8 @@ impl DirLink {
             second = Some(packet.clone());
         }
         for packet in std::iter::once(packet).chain(second) {
-            let copy = self.mangle(packet, how);
+            let mut copy = self.mangle(packet, how);
+            copy.delay += queued;
             out.push(copy);
         }
     }
@@ -198,6 +230,7 @@ mod tests {
         let how = Offer {
             mtu: DEFAULT_MTU,
             reorder_window: Duration::ZERO,
+            now: Instant::ZERO,
         };
         let mut out = Vec::new();
         link.offer(sealed(4), &how, &mut out);
@@ -217,6 +250,42 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_drops_the_tail_and_drains_at_the_rate() {
+        // 1000 bytes per millisecond, room for three 400-byte packets.
+        let faults = Faults {
+            rate: Some(1_000_000),
+            queue_bytes: Some(1200),
+            ..Faults::default()
+        };
+        let mut link = DirLink::new(0, 1, faults, Rng::new(2));
+        let mut how = Offer {
+            mtu: DEFAULT_MTU,
+            reorder_window: Duration::ZERO,
+            now: Instant::ZERO,
+        };
+        let mut out = Vec::new();
+        let len = sealed(390).len();
+        assert_eq!(len, 400);
+        for _ in 0..5 {
+            link.offer(sealed(390), &how, &mut out);
+        }
+        assert_eq!(out.len(), 3);
+        assert_eq!(link.stats.dropped_queue, 2);
+        // Each copy arrives once it is fully on the wire: 0.4, 0.8, 1.2 ms.
+        let delays: Vec<u64> = out.iter().map(|c| c.delay.as_micros() as u64).collect();
+        assert_eq!(delays, [400, 800, 1200]);
+        assert_eq!(link.backlog(Instant::ZERO), 1200);
+        // 0.4 ms later one packet has left: room for exactly one more.
+        how.now = Instant::from_nanos(400_000);
+        assert_eq!(link.backlog(how.now), 800);
+        link.offer(sealed(390), &how, &mut out);
+        link.offer(sealed(390), &how, &mut out);
+        assert_eq!(out.len(), 4);
+        assert_eq!(link.stats.dropped_queue, 3);
+        assert_eq!(out[3].delay, Duration::from_micros(1200));
+    }
+
+    #[test]
     fn delay_jitter_and_reorder_bounds() {
         let faults = Faults {
             delay: Duration::from_millis(10),
@@ -228,6 +297,7 @@ mod tests {
         let how = Offer {
             mtu: DEFAULT_MTU,
             reorder_window: Duration::from_millis(30),
+            now: Instant::ZERO,
         };
         let mut out = Vec::new();
         for _ in 0..2000 {

@@ -269,7 +269,7 @@ impl Scenario {
         }
         let f = self.figures();
         println!(
-            "  sender: data {} retransmissions {} nacks-in {} stalls {}; relays: forwarded {} nacks-up {} cache-repairs {} ncf {}; links: lost {} corrupted {} undetected {}",
+            "  sender: data {} retransmissions {} nacks-in {} stalls {}; relays: forwarded {} nacks-up {} cache-repairs {} ncf {}; links: lost {} queue-dropped {} corrupted {} undetected {}",
             f.data_sent,
             f.sender_retransmissions,
             f.nacks_at_sender,
@@ -279,6 +279,7 @@ impl Scenario {
             f.cache_repairs,
             f.ncfs_sent,
             f.lost,
+            f.dropped_queue,
             f.corrupted,
             f.undetected
         );
@@ -315,6 +316,7 @@ impl Scenario {
         }
         let t = self.sim.totals();
         f.lost = t.lost;
+        f.dropped_queue = t.dropped_queue;
         f.corrupted = t.corrupted;
         f.undetected = t.corrupted_undetected;
         f
@@ -333,6 +335,8 @@ pub struct Figures {
     pub ncfs_sent: u64,
     pub receiver_nacks: u64,
     pub lost: u64,
+    /// Refused by full link queues.
+    pub dropped_queue: u64,
     pub corrupted: u64,
     pub undetected: u64,
 }

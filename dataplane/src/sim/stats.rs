@@ -5,10 +5,10 @@ use std::ops::AddAssign;
 
 /// What one direction of a link (or, summed, the whole network) did with the packets offered.
 ///
-/// Every offered packet ends in exactly one of `delivered`, `lost`, `dropped_down`,
-/// `dropped_node_down`, or is still in flight; a duplicated packet adds one more copy to account
-/// for. So, per direction: `offered + duplicated == delivered + lost + dropped_down +
-/// dropped_node_down + in_flight` (see [`super::Sim::in_flight`]).
+/// Every offered packet ends in exactly one of `delivered`, `lost`, `dropped_queue`,
+/// `dropped_down`, `dropped_node_down`, or is still in flight; a duplicated packet adds one more
+/// copy to account for. So, per direction: `offered + duplicated == delivered + lost +
+/// dropped_queue + dropped_down + dropped_node_down + in_flight` (see [`super::Sim::in_flight`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LinkStats {
     /// Transmits handed to this direction of the link (down or not).
@@ -32,6 +32,8 @@ pub struct LinkStats {
     pub reordered: u64,
     /// Offered while the link was down, or in flight when it went down.
     pub dropped_down: u64,
+    /// Refused by the link's drop-tail queue (`queue_bytes`): the backlog was full.
+    pub dropped_queue: u64,
     /// In flight to or from a node that went down (or rebooted) before the copy arrived.
     pub dropped_node_down: u64,
     /// Transmits to an address that is not a neighbour by the topology. Only counted in totals
@@ -55,6 +57,7 @@ impl AddAssign<&LinkStats> for LinkStats {
         self.offered += o.offered;
         self.delivered += o.delivered;
         self.lost += o.lost;
+        self.dropped_queue += o.dropped_queue;
         self.corrupted += o.corrupted;
         self.corrupted_escaped += o.corrupted_escaped;
         self.corrupted_undetected += o.corrupted_undetected;
@@ -70,11 +73,12 @@ impl fmt::Display for LinkStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "offered {} delivered {} lost {} corrupted {} (escaped {}) undetected {} duplicated {} \
-             reordered {} dropped_down {} dropped_node_down {} dropped_no_link {}",
+            "offered {} delivered {} lost {} dropped_queue {} corrupted {} (escaped {}) undetected {} \
+             duplicated {} reordered {} dropped_down {} dropped_node_down {} dropped_no_link {}",
             self.offered,
             self.delivered,
             self.lost,
+            self.dropped_queue,
             self.corrupted,
             self.corrupted_escaped,
             self.corrupted_undetected,

@@ -112,6 +112,13 @@ counters! {
     rx_bytes,
     /// `recvfrom` failures other than the periodic wake-up timeout.
     rx_socket_errors,
+    /// Datagrams the kernel dropped because the socket's receive queue was full (the running
+    /// `SO_RXQ_OVFL` count the last datagram carried; 0 until the first drop).
+    rx_queue_overflows,
+    /// Receive buffer the kernel granted the socket, bytes (its doubled bookkeeping size).
+    socket_rcvbuf,
+    /// Send buffer the kernel granted the socket, bytes.
+    socket_sndbuf,
     /// Valid packets from a socket address that is no node we know, dropped (DRP packets we
     /// learnt the sender from excepted; the `learn_refused_*` counters say why the others
     /// taught nothing).

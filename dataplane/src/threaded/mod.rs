@@ -37,13 +37,16 @@ mod receiver;
 mod rmtp;
 mod schedule;
 mod signal;
+mod sockopt;
 mod stats;
 
 pub use buffer::{BufferHandle, BufferStats, DEFAULT_CAPACITY, ImpatientBuffer, Pop, Push};
 pub use clock::Clock;
 pub use counters::{DnpStats, ERROR_NAMES, FLAG_NAMES};
 pub use dnp::{DEFAULT_LEARNED_PEER_CAPACITY, Dnp, PeerInfo, SendError};
-pub use node::{DEFAULT_RAP_CLIENT_SID, RapServerConfig, ThreadedNode, ThreadedOptions};
+pub use node::{
+    DEFAULT_RAP_CLIENT_SID, DEFAULT_SOCKET_BUFFER, RapServerConfig, ThreadedNode, ThreadedOptions,
+};
 pub use packet::{PacketBuf, Received};
 pub use rap::RapRequestError;
 pub use rmtp::{

@@ -11,7 +11,7 @@ use super::rmtp::{
 };
 use super::signal::Signal;
 use super::stats::NodeStats;
-use super::{drp, gmp, rap, receiver, schedule};
+use super::{drp, gmp, rap, receiver, schedule, sockopt};
 use crate::node::{RAP_SERVER_SID, StartError};
 use crate::rmtp::{Sink, Source};
 use crate::sync::{lock, read, write};
@@ -39,6 +39,10 @@ pub struct RapServerConfig {
     pub services: Vec<ServiceEntry>,
 }
 
+/// Socket buffer asked for by default: a window's worth of bursts (the kernel default,
+/// about 200 KiB, holds fewer than a hundred 1 KiB datagrams on loopback).
+pub const DEFAULT_SOCKET_BUFFER: usize = 4 << 20;
+
 /// How a threaded node runs, beyond what the topology file says.
 #[derive(Clone, Debug)]
 pub struct ThreadedOptions {
@@ -59,6 +63,10 @@ pub struct ThreadedOptions {
     /// How long the receiver blocks in `recvfrom` before it looks whether the node is stopping
     /// (a safety net: stopping also wakes it with a datagram).
     pub recv_timeout: Duration,
+    /// Kernel receive and send buffer asked for the node's socket, bytes (capped by
+    /// `net.core.rmem_max` / `wmem_max`; `dnp.socket_rcvbuf` says what was granted). A burst
+    /// larger than the receive buffer is dropped by the kernel (`dnp.rx_queue_overflows`).
+    pub socket_buffer_bytes: usize,
     /// Run the RMTP middle-layer thread (seed §6.1) from the start, as every node must to
     /// relay; [`ThreadedNode::send`] and [`ThreadedNode::receive`] need it. Off only for tests
     /// that consume the RMTP buffer themselves ([`ThreadedNode::attach_rmtp`]).
@@ -75,6 +83,7 @@ impl Default for ThreadedOptions {
             rap_servers: Vec::new(),
             apply_schedule: false,
             recv_timeout: Duration::from_millis(250),
+            socket_buffer_bytes: DEFAULT_SOCKET_BUFFER,
             rmtp: true,
         }
     }
@@ -263,6 +272,8 @@ impl ThreadedNode {
             return Err(invalid(format!("node {me} is not in the topology")));
         }
         socket.set_read_timeout(Some(options.recv_timeout.max(Duration::from_millis(1))))?;
+        let (rcvbuf, sndbuf) = sockopt::size_buffers(&socket, options.socket_buffer_bytes)?;
+        sockopt::count_overflows(&socket)?;
         let clock = Clock::start();
         let now = clock.now();
         let timers = topology.network.timers;
@@ -278,6 +289,13 @@ impl ThreadedNode {
                 learned_capacity: options.learned_peer_capacity,
             },
         )?);
+        let counters = dnp.counters();
+        counters
+            .socket_rcvbuf
+            .store(rcvbuf as u64, Ordering::Relaxed);
+        counters
+            .socket_sndbuf
+            .store(sndbuf as u64, Ordering::Relaxed);
         let client_inbox = Arc::new(ImpatientBuffer::new(
             format!("rap.{}", options.rap_client_sid),
             capacity,

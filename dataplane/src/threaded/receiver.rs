@@ -1,9 +1,11 @@
 //! The DNP receiver thread (seed §2): allocate a buffer, block in `recvfrom`, check, dispatch,
 //! repeat. One heap buffer per datagram: the accepted packet travels on in it, by reference.
+//! (`recvmsg` in fact, for the kernel's running count of receive-queue drops.)
 
 use super::counters::DnpCounters;
 use super::dnp::Dnp;
 use super::packet::PacketBuf;
+use super::sockopt;
 use std::io::ErrorKind;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,13 +21,18 @@ pub(crate) fn run(dnp: &Dnp, stopping: &AtomicBool) {
             buf = PacketBuf::alloc(capacity);
             continue;
         };
-        match dnp.socket().recv_from(space) {
-            Ok((len, source)) => {
+        match sockopt::recv(dnp.socket(), space) {
+            Ok(d) => {
                 if stopping.load(Ordering::Acquire) {
                     return;
                 }
+                if let Some(n) = d.overflows {
+                    dnp.counters()
+                        .rx_queue_overflows
+                        .store(u64::from(n), Ordering::Relaxed);
+                }
                 let full = std::mem::replace(&mut buf, PacketBuf::alloc(capacity));
-                dnp.accept(source, PacketBuf::filled(full, len));
+                dnp.accept(d.source, PacketBuf::filled(full, d.len));
             }
             // The read timeout: a chance to notice shutdown if the wake-up datagram was lost.
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {

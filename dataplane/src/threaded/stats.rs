@@ -252,6 +252,8 @@ fn rmtp_lines(out: &mut Vec<(String, u64)>, r: &RmtpStats) {
                 mabs_refused,
                 window_stalls,
                 mabs_received,
+                rtt_samples,
+                srtt_nanos,
                 bytes_acked,
                 malformed,
             ]

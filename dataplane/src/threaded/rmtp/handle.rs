@@ -26,7 +26,9 @@ pub struct SendOptions {
 /// How a local RMTP client receives.
 #[derive(Clone, Debug)]
 pub struct ReceiveOptions {
-    /// Bytes accepted beyond what was written to the sink (the MAB's window).
+    /// Bytes accepted beyond what was written to the sink (the MAB's window), at most what the
+    /// node's impatient buffers hold (buffer capacity × segment payload, about 97 KiB with the
+    /// defaults): more would be lost in every burst.
     pub window: u64,
     /// The receiver fails when the sender has been unreachable by routing, or silent (no DATA
     /// or SPM of the transfer), this long.

@@ -219,6 +219,16 @@ pub(crate) fn send(
     })
 }
 
+/// The most a receiver's window may be here: a sender bursts whatever the window opens, and
+/// every packet of a burst waits in this node's impatient buffers (`capacity` packets each,
+/// the oldest dropped when full) before its client takes it. A window of more segments than a
+/// buffer holds loses the excess at once and waits for repairs: larger was slower. The seed's
+/// buffers of 100 and a thread hop per packet stay; the window is fitted to them.
+pub(crate) fn window_the_buffers_hold(mtu: usize, capacity: usize) -> u64 {
+    let segment = control::wire::rmtp::max_payload(mtu).max(1) as u64;
+    segment.saturating_mul(capacity.max(1) as u64)
+}
+
 /// Joins (`group`, `sender`) as local client `sid` and starts its client thread.
 pub(crate) fn receive(
     node: &Arc<Node>,
@@ -233,7 +243,9 @@ pub(crate) fn receive(
     };
     let mtu = node.dnp.mtu();
     let mut config = ReceiverConfig::new(node.me, group, sender, mtu);
-    config.window = options.window.max(1);
+    config.window = options
+        .window
+        .clamp(1, window_the_buffers_hold(mtu, node.capacity()));
     config.announced = options.announced;
     let inbox = Arc::new(ImpatientBuffer::new(
         format!("rmtp.client.{sid}"),

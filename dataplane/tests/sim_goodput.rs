@@ -1,0 +1,129 @@
+//! How close a transfer comes to the link rate, in virtual time: links of 10 Gbit/s, 50 µs
+//! delay and a 1 MiB drop-tail queue (a socket buffer's worth), to 1 receiver, to 3 on a star
+//! and to the 4 leaves of the 7-node tree, without loss and at 2% loss. The simulator charges
+//! no processing time, so what is left is the protocol: its window, its MAB cadence, its NACK
+//! and repair timers, and the queue drops its bursts cause.
+//!
+//! The default run sends 16 MiB (the test profile is slow); `burghers sim` runs the 256 MiB
+//! figures recorded in docs/BENCHMARKS.md ("Transfers: where the time goes"). The 2% loss
+//! cases do not reach 80% yet and are ignored, with the reason; `-- --ignored` runs them.
+
+use control::NodeAddr;
+use control::topology::{Faults, Topology, build};
+use dataplane::node::RmtpOptions;
+use dataplane::sim::scenario::*;
+use std::time::Duration;
+
+const MIB: usize = 1 << 20;
+/// 10 Gbit/s in bytes per second.
+const RATE: u64 = 1_250_000_000;
+
+fn fast(loss: f64) -> Faults {
+    Faults {
+        loss,
+        delay: Duration::from_micros(50),
+        rate: Some(RATE),
+        queue_bytes: Some(1 << 20),
+        ..Faults::default()
+    }
+}
+
+/// Sends `size` bytes from node 1 to `receivers` and returns the slowest receiver's share of
+/// the link rate (goodput over rate, in virtual time).
+fn share(topology: Topology, receivers: &[NodeAddr], size: usize, loss: f64, label: &str) -> f64 {
+    // The receivers' window sized to their buffer, here the link queue's 1 MiB: it must exceed
+    // the tree's bandwidth-delay product by a third (a MAB comes every quarter window), and
+    // the default 256 KiB does not at 10 Gbit/s over two hops.
+    let options = RmtpOptions {
+        receiver_window: 1 << 20,
+        ..RmtpOptions::default()
+    };
+    let mut s = Scenario::start(
+        with_faults(topology, fast(loss)),
+        3,
+        options,
+        n(1),
+        receivers,
+        content(size, 3),
+    )
+    .unwrap();
+    let done = s.run_until_received(receivers, Duration::from_secs(60));
+    s.report(label);
+    assert!(done, "{label}: not every receiver completed");
+    s.assert_identical(receivers);
+    let slowest = receivers
+        .iter()
+        .map(|r| s.completed_at[r].saturating_since(s.started_at))
+        .max()
+        .unwrap();
+    let goodput = size as f64 / slowest.as_secs_f64();
+    let share = goodput / RATE as f64;
+    println!(
+        "  {label}: slowest receiver after {slowest:?} virtual, {:.0} MB/s, {:.1}% of the link rate",
+        goodput / 1e6,
+        share * 100.0
+    );
+    share
+}
+
+const SIZE: usize = 16 * MIB;
+
+fn at_least(topology: Topology, receivers: &[NodeAddr], loss: f64, floor: f64, what: &str) {
+    let label = format!("{what}, {}% loss", loss * 100.0);
+    let got = share(topology, receivers, SIZE, loss, &label);
+    assert!(
+        got >= floor,
+        "{label}: {:.1}% of the link rate, wanted {:.0}%",
+        got * 100.0,
+        floor * 100.0
+    );
+}
+
+#[test]
+fn one_receiver_reaches_the_link_rate() {
+    at_least(build::line(2, 7001), &[n(2)], 0.0, 0.90, "1 receiver");
+}
+
+#[test]
+fn three_receivers_on_a_star_reach_the_link_rate() {
+    let to = [n(2), n(3), n(4)];
+    at_least(build::star(4, 7001), &to, 0.0, 0.90, "star, 3 receivers");
+}
+
+#[test]
+fn the_tree_reaches_the_link_rate() {
+    let leaves = [n(4), n(5), n(6), n(7)];
+    at_least(
+        build::binary_tree(3, 7001),
+        &leaves,
+        0.0,
+        0.90,
+        "7-node tree",
+    );
+}
+
+#[test]
+#[ignore = "not reached yet (8%): fixed NACK/repair timers against a 100 µs round trip; docs/BENCHMARKS.md"]
+fn one_receiver_at_2_percent_loss_keeps_80_percent() {
+    at_least(build::line(2, 7001), &[n(2)], 0.02, 0.80, "1 receiver");
+}
+
+#[test]
+#[ignore = "not reached yet (5%): fixed NACK/repair timers against a 100 µs round trip; docs/BENCHMARKS.md"]
+fn three_receivers_at_2_percent_loss_keep_80_percent() {
+    let to = [n(2), n(3), n(4)];
+    at_least(build::star(4, 7001), &to, 0.02, 0.80, "star, 3 receivers");
+}
+
+#[test]
+#[ignore = "not reached yet (5%): fixed NACK/repair timers against a 100 µs round trip; docs/BENCHMARKS.md"]
+fn the_tree_at_2_percent_loss_keeps_80_percent() {
+    let leaves = [n(4), n(5), n(6), n(7)];
+    at_least(
+        build::binary_tree(3, 7001),
+        &leaves,
+        0.02,
+        0.80,
+        "7-node tree",
+    );
+}
