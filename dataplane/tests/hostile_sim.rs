@@ -379,7 +379,6 @@ fn completes_or_fails_cleanly(test: &str, kinds: &[Kind]) {
 }
 
 #[test]
-#[ignore = "open (issue 7): forged DRP packets (terminates with LSPs) still stall the sender past its 5 s feedback limit on most seeds"]
 fn forged_drp_does_not_stop_a_transfer() {
     must_complete(
         "forged_drp_does_not_stop_a_transfer",
