@@ -235,6 +235,7 @@ pub(crate) fn receive(
     let mut config = ReceiverConfig::new(node.me, group, sender, mtu);
     config.window = options.window.max(1);
     config.announced = options.announced;
+    config.sender_timeout = options.sender_timeout;
     let inbox = Arc::new(ImpatientBuffer::new(
         format!("rmtp.client.{sid}"),
         node.capacity(),
