@@ -202,7 +202,7 @@ fn a_receiver_whose_sender_is_gone_fails_after_the_timeout() {
         let endings = sender_goes_mid_transfer(seed, false, false);
         println!("seed {seed}: {endings:?}");
         for leaf in LEAVES.map(n) {
-            assert_silent_on_time(leaf, &endings.get(&leaf).expect("an ending"));
+            assert_silent_on_time(leaf, endings.get(&leaf).expect("an ending"));
         }
     }
 }
