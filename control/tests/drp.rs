@@ -859,13 +859,54 @@ fn a_forged_lsp_at_the_top_of_the_sequence_space_costs_a_bounded_disturbance() {
         net.converge(secs(30)).expect("converges while cut");
         net.cut.remove(&key(victim, other));
         net.converge(secs(30)).expect("converges when healed");
-        // Routes stay right while a flush is held (it keeps the links), so wait out the hold
-        // that the flap's origination at the top may have started.
+        // Routes stay right while a flush is held (its links come from its neighbours), so wait
+        // out the hold that the flap's origination at the top may have started.
         net.run_for(DrpConfig::default().flush_hold + secs(5));
         net.assert_converged();
         let own = agreed(&net);
         assert!((1..10).contains(&own), "{label}: sequence {own:#x}");
         println!("{label}: after a link flap, sequence {own}");
+    }
+}
+
+/// A forged LSP just below the top of the sequence space, saying the victim has no links,
+/// forces the victim to flush (it cannot originate past it). A flush once kept the links its
+/// holder last knew, which were the forged ones wherever the forgery arrived first: the
+/// victim stayed cut off for the whole flush hold (10 s, longer than a sender's 5 s feedback
+/// limit). A flush's links are now what the victim's neighbours say of it, so the routes are
+/// right again as soon as the flush is flooded, and stay right while it is held.
+#[test]
+fn a_flush_does_not_keep_a_forged_link_state() {
+    for (victim_index, at_index) in [(1, 0), (3, 0), (1, 1)] {
+        let topo = line(6);
+        let mut net = Net::new(&topo);
+        net.converge(secs(5)).expect("converges");
+        net.run_for(secs(3));
+        let victim = n(scrambled(victim_index, 6));
+        let at = n(scrambled(at_index, 6));
+        let via = if at == victim {
+            net.nodes[&victim].neighbours()[0]
+        } else {
+            net.nodes[&at].neighbours()[0]
+        };
+        let label = format!("LSP of {victim} at the top - 1, no links, forged at {at}");
+        net.inject(at, via, &lsp_bytes(victim.get(), u32::MAX - 1, &[]));
+        // Flooding the forgery and the victim's flush takes a few retransmit intervals at most.
+        net.run_for(secs(2));
+        // Right through the flush hold (its end costs a retransmit interval: the originator's
+        // first LSP of its new life waits behind the flush its neighbours still hold).
+        for _ in 0..7 {
+            net.run_for(secs(1));
+            net.assert_converged();
+        }
+        net.run_for(DrpConfig::default().flush_hold);
+        net.converge(secs(3))
+            .unwrap_or_else(|| panic!("{label}: routes wrong after the flush hold"));
+        assert!(
+            net.total(|s| s.flushes_removed) >= 6,
+            "{label}: the victim did not flush"
+        );
+        println!("{label}: routes right 2 s later, through the flush hold and after");
     }
 }
 

@@ -3,7 +3,8 @@
 //! Sequence zero marks an LSP derived from the topology file (seed §3.5); any LSP an originator
 //! really sent has a sequence of at least one and so always replaces it. The top sequence,
 //! [`MAX_SEQUENCE`], is a flush: the originator's sequence space restarted; the entry keeps the
-//! links last known, is held a while and then removed.
+//! links last known (SPF relies on them only between two flushed nodes), is held a while and
+//! then removed.
 //!
 //! Entries learnt from the network expire (they are aged: see `Drp`); the database has a
 //! capacity, which `Drp` checks before it admits a new originator ([`Lsdb::admits`]).
@@ -51,10 +52,10 @@ impl LspEntry {
     }
 
     /// A flush of the originator whose entry was `previous`: the top sequence, with the links
-    /// last known (none if nothing was). A flush only restarts the sequence space; the links it
-    /// keeps are the ones the network already agreed on, so routing does not change while it is
-    /// held, and a forged flush (which anyone can seal) costs no route. The list a flush
-    /// carries on the wire is ignored.
+    /// last known (none if nothing was). A flush only restarts the sequence space; the list it
+    /// carries on the wire is ignored, and the list it keeps (possibly a forgery's, which is
+    /// what made the originator flush) counts only between two flushed nodes: SPF takes a
+    /// flushed node's links from its neighbours' LSPs.
     pub fn flush_of(previous: Option<&LspEntry>) -> LspEntry {
         LspEntry {
             sequence: MAX_SEQUENCE,

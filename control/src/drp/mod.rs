@@ -142,7 +142,9 @@ impl Neighbour {
 /// - Flooding: every LSP we hold is pending for each live neighbour that has not acknowledged
 ///   it (or sent it to us), and is re-sent every LSP-retransmit interval until it is. A received
 ///   LSP is always acknowledged; a newer one replaces ours and is flooded to everyone but the
-///   sender; an older one gets our copy sent back.
+///   sender; an older one gets our copy sent back. An acknowledgement of a newer LSP than ours
+///   (a forgery reached that neighbour over our link) gets our copy sent too, so that the
+///   neighbour's copy comes back through us and reaches its originator.
 /// - A new neighbour is sent our whole database: real LSPs at once, sequence-zero (file) ones
 ///   after one retransmit interval, if no real LSP replaced them by then.
 /// - Restarts: our own LSP arriving with a sequence at least ours makes us jump past it; a
@@ -151,7 +153,8 @@ impl Neighbour {
 ///   we would originate it (we reached the top, or had to jump to or past the last sequence),
 ///   we flush instead; a flush is flooded like any newer LSP, held for `flush_hold` (and until
 ///   every neighbour acknowledged it), then removed, and its originator starts again from 1.
-///   While a flush is held, older LSPs of its originator are dropped unacknowledged.
+///   While a flush is held, older LSPs of its originator are dropped unacknowledged. A flush
+///   is no link state: SPF takes a flushed node's links from its neighbours' LSPs.
 /// - Bounds: LSPs of others expire unless refreshed within `max_age`; we refresh ours every
 ///   `refresh_interval`. A full database refuses new originators, a full neighbour table new
 ///   neighbours; neither evicts anything.
@@ -324,7 +327,7 @@ impl Drp {
                     return;
                 };
                 if self.heard(now, from) {
-                    self.handle_ack(from, orig, sequence);
+                    self.handle_ack(now, from, orig, sequence);
                 }
             }
         }
@@ -745,7 +748,17 @@ impl Drp {
         }
     }
 
-    fn handle_ack(&mut self, from: NodeAddr, orig: NodeAddr, sequence: u32) {
+    fn handle_ack(&mut self, now: Instant, from: NodeAddr, orig: NodeAddr, sequence: u32) {
+        if self.lsdb.get(orig).is_some_and(|e| sequence > e.sequence) {
+            // `from` acknowledges an LSP newer than any we hold, so not one we sent it: a
+            // forgery reached it over our link, and flooding takes it everywhere but back to
+            // us (nor to its originator, if we are the only way there). Offer it our copy: it
+            // answers an older copy with its own, which then floods through us to the
+            // originator, which overtakes it.
+            self.stats.acks_ahead += 1;
+            self.offer(now, from, orig, now);
+            return;
+        }
         let current = self.lsdb.get(orig).is_some_and(|e| e.sequence == sequence);
         if !current || !self.clear_pending(from, orig) {
             // Unknown or superseded LSP, or a duplicate acknowledgement.

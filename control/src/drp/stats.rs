@@ -57,6 +57,10 @@ pub struct DrpStats {
     /// LSPs older than a flush we hold, dropped unacknowledged: the sender repeats them until
     /// the flush is gone and they are news.
     pub lsps_behind_flush: u64,
+    /// Acknowledgements of an LSP newer than the one we hold (so not one we sent): a forgery
+    /// reached that neighbour over our link. We offer it our copy so that it sends its own
+    /// back, toward the originator.
+    pub acks_ahead: u64,
     pub spf_runs: u64,
     /// New routing tables published (SPF runs whose result differed).
     pub routes_published: u64,

@@ -292,7 +292,7 @@ impl Node {
                     self.stats.malformed_body += 1;
                 }
             }
-            Flag::Rap => self.handle_rap(now, &packet),
+            Flag::Rap => self.handle_rap(now, from, &packet),
             Flag::RmtpData
             | Flag::RmtpRetransmit
             | Flag::RmtpNack
@@ -310,10 +310,10 @@ impl Node {
         self.sync(now);
     }
 
-    fn handle_rap(&mut self, now: Instant, packet: &Packet<'_>) {
+    fn handle_rap(&mut self, now: Instant, from: NodeAddr, packet: &Packet<'_>) {
         match packet.dst() {
             Addr::Node(dst) if dst == self.me => {}
-            Addr::Node(dst) => return self.forward_unicast(dst, packet.bytes()),
+            Addr::Node(dst) => return self.forward_unicast(from, dst, packet.bytes()),
             _ => {
                 self.stats.misaddressed += 1;
                 return;
@@ -335,9 +335,13 @@ impl Node {
         }
     }
 
-    /// An end-to-end packet for another node goes on, unchanged, toward its destination.
-    fn forward_unicast(&mut self, dst: NodeAddr, bytes: &[u8]) {
+    /// An end-to-end packet for another node, arrived from neighbour `from`, goes on unchanged
+    /// toward its destination, but never back to `from`: that neighbour's route runs through
+    /// us, a loop (forged link states can make one for a flood's round trip; DNP has no hop
+    /// limit, so the packet would circle until the routes heal).
+    fn forward_unicast(&mut self, from: NodeAddr, dst: NodeAddr, bytes: &[u8]) {
         match self.routes.next_hop(dst) {
+            Some(to) if to == from => self.stats.looped += 1,
             Some(to) => {
                 self.stats.forwarded += 1;
                 self.out.push_back(Transmit {

@@ -20,6 +20,9 @@ pub struct NodeStats {
     pub forwarded: u64,
     /// Packets dropped because no route leads to their destination.
     pub no_route: u64,
+    /// End-to-end packets dropped because our route would send them back to the neighbour
+    /// they came from (a routing loop).
+    pub looped: u64,
 }
 
 impl NodeStats {

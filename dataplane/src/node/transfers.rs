@@ -48,7 +48,8 @@ pub enum TransferEvent {
         bytes: u64,
         at: Instant,
     },
-    /// The transfer cannot complete; the output stays partial.
+    /// The transfer cannot complete (data lost for good, the hash wrong, the sink failing, or
+    /// the sender silent for the receiver's `sender_timeout`); the output stays partial.
     ReceiveFailed {
         sid: u16,
         group: GroupAddr,
@@ -355,8 +356,10 @@ impl Transfers {
                         sid,
                         group,
                         sender,
-                        reason: format!("{reason:?}"),
+                        reason: reason.to_string(),
                     },
+                    // A node's receivers stay in their group until their client stops them.
+                    ReceiverEvent::MayLeave => continue,
                 });
             }
         }

@@ -15,6 +15,14 @@
 //! `docs/PROTOCOL.md`, "Receivers and forged SPMs"). Every refusal is counted and moves no
 //! state; the tables the network can grow (missing sequences, out-of-order segments) have a
 //! capacity.
+//!
+//! It watches its sender on the time passed in: no DATA or SPM of the transfer accepted for
+//! `sender_timeout` and the transfer fails ([`FailReason::SenderSilent`]); a refused packet
+//! (bad CRC, outside the shape, an implausible SPM) does not count, so forgeries cannot keep a
+//! dead transfer alive. Once complete it lingers, still answering with MABs, until the sender's
+//! agreed SPMs show that every receiver has everything, or the sender falls silent for
+//! `linger_silence` (at most `sender_timeout` in all); then [`ReceiverEvent::MayLeave`] says its
+//! member may leave the group without cutting off the MAB that completes the sender.
 
 use super::missing::{MAX_DUE_PER_NACK, MissingTable};
 use super::sink::{Sink, SinkError};
@@ -54,7 +62,17 @@ pub struct ReceiverConfig {
     /// The transfer's shape as the sender's RAP announcement gave it, if known: SPMs that
     /// disagree are refused. `None`: learnt from the first plausible SPM.
     pub announced: Option<TransferShape>,
+    /// No DATA or SPM of the transfer accepted for this long (from the start, or the last
+    /// one): the sender has gone, and the transfer fails. Default [`DEFAULT_SENDER_TIMEOUT`].
+    pub sender_timeout: Duration,
+    /// After completion, a sender silent this long has ended (it sends an SPM every 100 ms):
+    /// the receiver stops lingering.
+    pub linger_silence: Duration,
 }
+
+/// How long a receiver waits for its sender by default (`ReceiverConfig::sender_timeout`): twice
+/// a sender's own feedback limit, so that a sender that gave up has failed first.
+pub const DEFAULT_SENDER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a sender announces about a transfer before sending it (its RAP service entry).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +100,8 @@ impl ReceiverConfig {
             max_buffered: 1 << 16,
             spm_agreement: 2,
             announced: None,
+            sender_timeout: DEFAULT_SENDER_TIMEOUT,
+            linger_silence: Duration::from_millis(500),
         }
     }
 }
@@ -137,6 +157,26 @@ pub enum FailReason {
     HashMismatch,
     /// The sink could not write (the message says why).
     Sink(String),
+    /// No DATA or SPM of the transfer was accepted for this long.
+    SenderSilent {
+        silent_for: Duration,
+    },
+}
+
+impl std::fmt::Display for FailReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FailReason::Unrecoverable { sequence, trailing } => write!(
+                f,
+                "sequence {sequence} is lost for good (the sender no longer repairs below {trailing})"
+            ),
+            FailReason::HashMismatch => write!(f, "the content hash does not match the sender's"),
+            FailReason::Sink(e) => write!(f, "cannot write: {e}"),
+            FailReason::SenderSilent { silent_for } => {
+                write!(f, "sender silent (no data or SPM for {silent_for:?})")
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,6 +187,9 @@ pub enum ReceiverEvent {
         hash: [u8; 32],
     },
     Failed(FailReason),
+    /// Complete, and the sender needs nothing more from this receiver (its SPMs show every
+    /// receiver has everything, or it fell silent): the member may leave the group.
+    MayLeave,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,6 +238,12 @@ pub struct RmtpReceiver<K: Sink> {
     mab_reported: u64,
     mab_due: bool,
     next_mab_at: Instant,
+    /// When DATA or an SPM of the transfer was last accepted (the start, before any).
+    last_heard: Instant,
+    /// When the transfer completed.
+    completed_at: Option<Instant>,
+    /// `MayLeave` was emitted.
+    released: bool,
     events: VecDeque<ReceiverEvent>,
     stats: ReceiverStats,
 }
@@ -224,6 +273,9 @@ impl<K: Sink> RmtpReceiver<K> {
             mab_reported: 0,
             mab_due: true,
             next_mab_at: now,
+            last_heard: now,
+            completed_at: None,
+            released: false,
             events: VecDeque::new(),
             stats: ReceiverStats::default(),
         }
@@ -398,7 +450,7 @@ impl<K: Sink> RmtpReceiver<K> {
 
     fn handle_data(&mut self, now: Instant, data: &Data<'_>, retransmit: bool) {
         self.stats.data_received += 1;
-        if self.state != State::Receiving {
+        if self.state == State::Failed {
             self.stats.duplicates += 1;
             return;
         }
@@ -418,6 +470,13 @@ impl<K: Sink> RmtpReceiver<K> {
         };
         if !self.fits_shape(seg, seq, offset, len) {
             self.stats.data_implausible += 1;
+            return;
+        }
+        // The sender's, as far as anything can tell: it is alive (and, once complete, still
+        // sending, so the linger goes on).
+        self.heard(now);
+        if self.state == State::Complete {
+            self.stats.duplicates += 1;
             return;
         }
         if seq < self.next_seq || self.buffered.contains_key(&seq) {
@@ -495,10 +554,10 @@ impl<K: Sink> RmtpReceiver<K> {
             self.mab_due = true;
         }
         self.extend_tracking(now, self.leading);
-        self.check_complete();
+        self.check_complete(now);
     }
 
-    fn check_complete(&mut self) {
+    fn check_complete(&mut self, now: Instant) {
         let (Some(total), Some(hash)) = (self.total, self.hash) else {
             return;
         };
@@ -508,6 +567,7 @@ impl<K: Sink> RmtpReceiver<K> {
         match self.sink.finish(&hash) {
             Ok(()) => {
                 self.state = State::Complete;
+                self.completed_at = Some(now);
                 self.missing.clear();
                 self.mab_due = true;
                 self.events.push_back(ReceiverEvent::Complete {
@@ -559,12 +619,14 @@ impl<K: Sink> RmtpReceiver<K> {
     /// agree on them.
     fn handle_spm(&mut self, now: Instant, spm: &SpmFields) {
         self.stats.spms_received += 1;
-        if self.state != State::Receiving {
+        if self.state == State::Failed {
             return;
         }
         if !self.spm_plausible(spm, self.segment, self.total) {
             self.stats.spms_refused += 1;
-            self.weigh_contrary_shape(now, spm);
+            if self.state == State::Receiving {
+                self.weigh_contrary_shape(now, spm);
+            }
             return;
         }
         self.contrary_shape = None;
@@ -607,8 +669,9 @@ impl<K: Sink> RmtpReceiver<K> {
         self.accept_spm(now, spm);
     }
 
-    /// Takes in a plausible SPM.
+    /// Takes in a plausible SPM (also once complete: its trailing edge ends the linger).
     fn accept_spm(&mut self, now: Instant, spm: &SpmFields) {
+        self.heard(now);
         self.segment = Some(u64::from(spm.segment_size));
         if self.total.is_none() && spm.total != TOTAL_UNKNOWN {
             self.adopt_total(spm.total);
@@ -638,7 +701,8 @@ impl<K: Sink> RmtpReceiver<K> {
             return;
         }
         self.extend_tracking(now, self.leading);
-        self.check_complete();
+        self.check_complete(now);
+        self.check_linger(now);
     }
 
     /// The total is known from now on: nothing beyond it is held or waited for.
@@ -667,11 +731,48 @@ impl<K: Sink> RmtpReceiver<K> {
             self.next_mab_at
         };
         let nack = self.missing.next_due();
-        Some(nack.map_or(mab, |n| n.min(mab)))
+        let watch = self.watch_deadline();
+        [Some(mab), nack, watch].into_iter().flatten().min()
     }
 
-    /// Timers are checked in `poll_transmit`; nothing else to do.
-    pub fn handle_timeout(&mut self, _now: Instant) {}
+    /// When the sender watch next decides something: the silence limit while receiving; the
+    /// end of the linger once complete.
+    fn watch_deadline(&self) -> Option<Instant> {
+        match self.state {
+            State::Receiving => Some(self.last_heard + self.config.sender_timeout),
+            State::Complete if !self.released => {
+                let silent = self.last_heard + self.config.linger_silence;
+                let longest = self.completed_at? + self.config.sender_timeout;
+                Some(silent.min(longest))
+            }
+            _ => None,
+        }
+    }
+
+    /// The sender watch (NACK and MAB timers are checked in `poll_transmit`).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == State::Receiving && now >= self.last_heard + self.config.sender_timeout {
+            self.fail(FailReason::SenderSilent {
+                silent_for: self.config.sender_timeout,
+            });
+        }
+        self.check_linger(now);
+    }
+
+    fn heard(&mut self, now: Instant) {
+        self.last_heard = self.last_heard.max(now);
+    }
+
+    /// Ends the linger after completion once the sender needs nothing more from us.
+    fn check_linger(&mut self, now: Instant) {
+        if self.state != State::Complete || self.released {
+            return;
+        }
+        if self.everyone_has_everything() || self.watch_deadline().is_some_and(|d| now >= d) {
+            self.released = true;
+            self.events.push_back(ReceiverEvent::MayLeave);
+        }
+    }
 
     /// The next NACK or MAB, sealed into `buf` (at least `mtu` bytes); its length.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
@@ -928,5 +1029,169 @@ mod tests {
             }))
         );
         assert_eq!(r.sink().verified, Some(false));
+    }
+
+    /// Runs the receiver's timers as an engine would, up to `until`.
+    fn run_until(r: &mut RmtpReceiver<MemSink>, until: Instant) {
+        let mut buf = [0u8; DEFAULT_MTU];
+        while let Some(t) = r.poll_timeout().filter(|&t| t <= until) {
+            r.handle_timeout(t);
+            while r.poll_transmit(t, &mut buf).is_some() {}
+            if r.poll_timeout() == Some(t) {
+                break;
+            }
+        }
+    }
+
+    fn events(r: &mut RmtpReceiver<MemSink>) -> Vec<ReceiverEvent> {
+        std::iter::from_fn(|| r.poll_event()).collect()
+    }
+
+    fn silent_for_10s() -> Vec<ReceiverEvent> {
+        vec![ReceiverEvent::Failed(FailReason::SenderSilent {
+            silent_for: DEFAULT_SENDER_TIMEOUT,
+        })]
+    }
+
+    #[test]
+    fn a_silent_sender_fails_the_transfer_after_the_timeout() {
+        let mut r = rx();
+        let heard = Instant::from_millis(500);
+        feed(&mut r, Instant::ZERO, &spm(0, 0, 450, None));
+        feed(&mut r, heard, &data(0, &[7; 100]));
+        let deadline = heard + DEFAULT_SENDER_TIMEOUT;
+        assert!(r.poll_timeout().is_some_and(|t| t <= deadline));
+        run_until(&mut r, deadline - Duration::from_millis(1));
+        assert!(!r.is_failed());
+        assert!(events(&mut r).is_empty());
+        run_until(&mut r, deadline);
+        assert!(r.is_failed());
+        assert_eq!(events(&mut r), silent_for_10s());
+        assert_eq!(r.sink().verified, Some(false), "the sink is aborted");
+        assert_eq!(
+            FailReason::SenderSilent {
+                silent_for: DEFAULT_SENDER_TIMEOUT
+            }
+            .to_string(),
+            "sender silent (no data or SPM for 10s)"
+        );
+    }
+
+    /// Only DATA and SPMs the receiver accepted move the watch: a packet with a bad CRC, DATA
+    /// outside the transfer's shape, an implausible SPM, an NCF, or another tree's DATA keeps
+    /// no dead sender alive.
+    #[test]
+    fn refused_packets_do_not_keep_a_silent_sender_alive() {
+        let mut r = rx();
+        feed(&mut r, Instant::ZERO, &spm(0, 0, 450, None));
+        let deadline = Instant::ZERO + DEFAULT_SENDER_TIMEOUT;
+        let late = deadline - Duration::from_millis(100);
+        let mut bad_crc = data(1, &[1; 100]);
+        bad_crc[40] ^= 1;
+        let bad_crc = control::wire::dnp::frame(
+            control::Addr::from_raw(G),
+            control::Addr::from_raw(1),
+            Flag::RmtpData,
+            &bad_crc[10..],
+        );
+        let misplaced = data_packet(
+            GroupAddr::new(G).unwrap(),
+            n(1),
+            Flag::RmtpData,
+            1,
+            150,
+            &[1; 100],
+        );
+        let foreign = data_packet(
+            GroupAddr::new(G).unwrap(),
+            n(2),
+            Flag::RmtpData,
+            1,
+            100,
+            &[1; 100],
+        );
+        let other_total = spm(1, 1, 4500, None);
+        let mut ncf = [0u8; 64];
+        let ncf_len = rmtp::build_ncf(
+            &mut ncf,
+            n(5),
+            n(3),
+            GroupAddr::new(G).unwrap(),
+            n(1),
+            &[SeqRange::single(1)],
+        )
+        .unwrap();
+        for p in [&bad_crc, &misplaced, &other_total] {
+            feed(&mut r, late, p);
+        }
+        let _ = r.handle_packet(late, &Packet::parse(&foreign, DEFAULT_MTU).unwrap());
+        feed(&mut r, late, &ncf[..ncf_len]);
+        let s = r.stats();
+        assert_eq!(
+            (s.crc_failures, s.data_implausible, s.spms_refused),
+            (1, 1, 1)
+        );
+        run_until(&mut r, deadline);
+        assert_eq!(events(&mut r), silent_for_10s());
+    }
+
+    #[test]
+    fn a_complete_receiver_lingers_while_the_sender_is_heard() {
+        let content = [3u8; 200];
+        let hash = Some(*blake3::hash(&content).as_bytes());
+        let mut r = rx();
+        let t0 = Instant::ZERO;
+        feed(&mut r, t0, &spm(0, 2, 200, hash));
+        feed(&mut r, t0, &spm(1, 2, 200, hash));
+        feed(&mut r, t0, &data(0, &content[..100]));
+        feed(&mut r, t0, &data(1, &content[100..]));
+        assert!(r.is_complete());
+        assert!(matches!(
+            events(&mut r)[..],
+            [ReceiverEvent::Complete { bytes: 200, .. }]
+        ));
+        // The sender goes on (its SPMs): the receiver stays.
+        let linger = r.config().linger_silence;
+        let heard = t0 + linger - Duration::from_millis(1);
+        feed(&mut r, heard, &spm(2, 2, 200, hash));
+        run_until(&mut r, heard + linger - Duration::from_millis(1));
+        assert!(events(&mut r).is_empty());
+        // Silent for the linger: it may leave.
+        run_until(&mut r, heard + linger);
+        assert_eq!(events(&mut r), [ReceiverEvent::MayLeave]);
+        // Once.
+        run_until(&mut r, heard + DEFAULT_SENDER_TIMEOUT * 2);
+        assert!(events(&mut r).is_empty());
+    }
+
+    #[test]
+    fn a_complete_receiver_leaves_once_the_sender_says_everyone_has_everything() {
+        let content = [3u8; 200];
+        let hash = *blake3::hash(&content).as_bytes();
+        let mut r = rx();
+        let t0 = Instant::ZERO;
+        feed(&mut r, t0, &spm(0, 2, 200, Some(hash)));
+        feed(&mut r, t0, &spm(1, 2, 200, Some(hash)));
+        feed(&mut r, t0, &data(0, &content[..100]));
+        feed(&mut r, t0, &data(1, &content[100..]));
+        let _ = events(&mut r);
+        let mut buf = vec![0u8; 200];
+        let mut s = SpmFields {
+            spm_sequence: 3,
+            trailing: 2,
+            leading: 2,
+            segment_size: 100,
+            total: 200,
+            finished: true,
+            hash,
+        };
+        let t1 = Instant::from_millis(100);
+        for seq in [3, 4] {
+            s.spm_sequence = seq;
+            let len = rmtp::build_spm(&mut buf, GroupAddr::new(G).unwrap(), n(1), &s).unwrap();
+            feed(&mut r, t1, &buf[..len]);
+        }
+        assert!(r.everyone_has_everything());
+        assert_eq!(events(&mut r), [ReceiverEvent::MayLeave]);
     }
 }

@@ -90,6 +90,7 @@ impl NodeStats {
                 flushes_originated,
                 flushes_removed,
                 lsps_behind_flush,
+                acks_ahead,
                 bad_messages,
                 ignored_messages,
                 spf_runs,

@@ -3,6 +3,7 @@
 //! handles that read the progress the RMTP server and client threads publish (a mutex and a
 //! condition variable per transfer, updated once per batch of packets).
 
+use crate::rmtp::receiver::DEFAULT_SENDER_TIMEOUT;
 use crate::rmtp::{ReceiverStats, SenderStats, TransferShape};
 use crate::sync::{lock, wait_until};
 use crate::threaded::buffer::ImpatientBuffer;
@@ -42,7 +43,7 @@ impl Default for ReceiveOptions {
     fn default() -> Self {
         ReceiveOptions {
             window: 256 * 1024,
-            sender_timeout: Duration::from_secs(10),
+            sender_timeout: DEFAULT_SENDER_TIMEOUT,
             announced: None,
         }
     }

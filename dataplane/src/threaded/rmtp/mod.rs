@@ -247,6 +247,7 @@ pub(crate) fn receive(
         .window
         .clamp(1, window_the_buffers_hold(mtu, node.capacity()));
     config.announced = options.announced;
+    config.sender_timeout = options.sender_timeout;
     let inbox = Arc::new(ImpatientBuffer::new(
         format!("rmtp.client.{sid}"),
         node.capacity(),
