@@ -43,6 +43,9 @@ use std::time::Duration;
 /// members) a tree tracks: waiters are a `u64` bitmask.
 pub const MAX_FANOUT: usize = 64;
 
+/// Default NACK table entries (sequences) per tree ([`RelayConfig::nack_entries`]).
+pub const DEFAULT_NACK_ENTRIES: usize = 4096;
+
 #[derive(Clone, Debug)]
 pub struct RelayConfig {
     pub me: NodeAddr,
@@ -89,7 +92,7 @@ impl RelayConfig {
             mtu,
             max_trees: 64,
             peers_per_tree: MAX_FANOUT,
-            nack_entries: 4096,
+            nack_entries: DEFAULT_NACK_ENTRIES,
             nack_seqs_per_packet: 1024,
             nack_stale: Duration::from_millis(10),
             nack_expire: Duration::from_secs(2),
