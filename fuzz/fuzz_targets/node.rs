@@ -36,6 +36,9 @@ const SPIN_LIMIT: u32 = 10_000;
 const FILE_BYTES: usize = 6_000;
 /// The relay's NACK table per tree, and so the local receiver's missing table.
 const NACK_ENTRIES: usize = 64;
+/// Trees the relay tracks: a few, so that forged trees fill the table (its every slot is
+/// visited on every wake-up, too).
+const MAX_TREES: usize = 4;
 /// The repair cache per tree: a few MTU-sized slots (zeroing the default 1 MiB would dominate).
 const CACHE_BYTES: usize = 8 << 10;
 
@@ -117,6 +120,7 @@ fuzz_target!(|data: &[u8]| {
     let options = RmtpOptions {
         cache_bytes: CACHE_BYTES,
         nack_entries: NACK_ENTRIES,
+        max_trees: MAX_TREES,
         ..RmtpOptions::default()
     };
     let mut node = Node::with_options(me, topology, now, options);

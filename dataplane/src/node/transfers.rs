@@ -28,6 +28,8 @@ pub struct RmtpOptions {
     /// missing sequences a local receiver tracks (`ReceiverConfig::max_missing`, which it
     /// caps).
     pub nack_entries: usize,
+    /// Trees the relay tracks at once (`RelayConfig::max_trees`).
+    pub max_trees: usize,
 }
 
 impl Default for RmtpOptions {
@@ -38,6 +40,7 @@ impl Default for RmtpOptions {
             initial_window: 64 * 1024,
             sender_rate: None,
             nack_entries: crate::rmtp::DEFAULT_NACK_ENTRIES,
+            max_trees: crate::rmtp::DEFAULT_MAX_TREES,
         }
     }
 }
@@ -105,6 +108,7 @@ impl Transfers {
         let mut relay = RelayConfig::new(me, mtu);
         relay.cache_bytes = options.cache_bytes;
         relay.nack_entries = options.nack_entries;
+        relay.max_trees = options.max_trees;
         Transfers {
             me,
             mtu,

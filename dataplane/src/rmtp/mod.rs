@@ -21,8 +21,8 @@ pub use receiver::{
     ReceiverConfig, ReceiverEvent, ReceiverStats, RmtpReceiver, TableUsage, TransferShape,
 };
 pub use relay::{
-    DEFAULT_NACK_ENTRIES, Fanout, Hop, RelayAction, RelayConfig, RelayFootprint, RelayStats,
-    RelayTransmit, RmtpRelay,
+    DEFAULT_MAX_TREES, DEFAULT_NACK_ENTRIES, Fanout, Hop, RelayAction, RelayConfig, RelayFootprint,
+    RelayStats, RelayTransmit, RmtpRelay,
 };
 pub use sender::{RmtpSender, SendFailure, SenderConfig, SenderStats};
 pub use sink::{FileSink, MemSink, Sink, SinkError};

@@ -45,6 +45,8 @@ pub const MAX_FANOUT: usize = 64;
 
 /// Default NACK table entries (sequences) per tree ([`RelayConfig::nack_entries`]).
 pub const DEFAULT_NACK_ENTRIES: usize = 4096;
+/// Default number of trees tracked at once ([`RelayConfig::max_trees`]).
+pub const DEFAULT_MAX_TREES: usize = 64;
 
 #[derive(Clone, Debug)]
 pub struct RelayConfig {
@@ -90,7 +92,7 @@ impl RelayConfig {
         RelayConfig {
             me,
             mtu,
-            max_trees: 64,
+            max_trees: DEFAULT_MAX_TREES,
             peers_per_tree: MAX_FANOUT,
             nack_entries: DEFAULT_NACK_ENTRIES,
             nack_seqs_per_packet: 1024,
