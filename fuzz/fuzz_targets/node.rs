@@ -4,22 +4,64 @@
 //! builders and seals it, so every packet passes both integrity checks and reaches the state
 //! machines. Checked: no panic, time always moves on (no timer due for ever), and everything
 //! the node sends is a valid packet to one of its neighbours.
+//!
+//! Its tables are small (a few dozen NACKed sequences, a few repair-cache slots) so that the
+//! same code paths reach their limits within a few packets, and an input runs in well under a
+//! millisecond: a full-size node (4,096 NACK entries per tree) spends most of its time
+//! NACKing, again and again, the sequences one forged SPM claims missing, which finds nothing
+//! new.
 #![no_main]
 
-use control::topology::build;
+use control::topology::{Topology, build};
 use control::wire::dnp::Packet;
 use control::{GroupAddr, Instant, NodeAddr};
 use dataplane::node::{Node, RmtpOptions};
 use dataplane::rmtp::{MemSink, MemSource};
 use dataplane::sim::hostile::{ByteEntropy, Entropy, Knowledge, generate_any};
 use libfuzzer_sys::fuzz_target;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// At most this many packets or pauses per input, so that every input runs quickly.
 const MAX_STEPS: usize = 64;
+/// Virtual time one input may pause in all: a node wakes up some hundred times per virtual
+/// second (NACK retries, MABs, SPMs), so time costs as much as packets do. Longer than every
+/// RMTP expiry (NACK entries 2 s, silent peers 3 s) and, with the control timers at a quarter
+/// of their defaults, than every control expiry (dead neighbour, GMP entry, former neighbour).
+const VIRTUAL_TIME: Duration = Duration::from_secs(4);
+/// The control timers run this many times faster than the defaults.
+const TIMER_SPEEDUP: u32 = 4;
 /// A node that is due again at the same instant this many times in a row never lets time move.
 const SPIN_LIMIT: u32 = 10_000;
-const FILE_BYTES: usize = 20_000;
+/// A few segments: enough for gaps, repairs and a window; every input seals and hashes them.
+const FILE_BYTES: usize = 6_000;
+/// The relay's NACK table per tree, and so the local receiver's missing table.
+const NACK_ENTRIES: usize = 64;
+/// Trees the relay tracks: a few, so that forged trees fill the table (its every slot is
+/// visited on every wake-up, too).
+const MAX_TREES: usize = 4;
+/// The repair cache per tree: a few MTU-sized slots (zeroing the default 1 MiB would dominate).
+const CACHE_BYTES: usize = 8 << 10;
+
+/// The 7-node tree with faster control timers, built once for every input.
+fn topology() -> &'static Topology {
+    static TOPOLOGY: OnceLock<Topology> = OnceLock::new();
+    TOPOLOGY.get_or_init(|| {
+        let mut topology = build::binary_tree(3, 7001);
+        let t = &mut topology.network.timers;
+        for timer in [
+            &mut t.hello_interval,
+            &mut t.lsp_retransmit,
+            &mut t.former_probe_interval,
+            &mut t.gmp_refresh,
+            &mut t.gmp_expire,
+            &mut t.rap_retry,
+        ] {
+            *timer /= TIMER_SPEEDUP;
+        }
+        topology
+    })
+}
 
 fn n(v: u16) -> NodeAddr {
     NodeAddr::new(v).expect("a node address")
@@ -71,17 +113,18 @@ fn run_until(
 }
 
 fuzz_target!(|data: &[u8]| {
-    let topology = build::binary_tree(3, 7001);
+    let topology = topology();
     let mtu = topology.network.mtu;
     let me = n(2);
     let neighbours = topology.neighbours(me);
     let mut now = Instant::ZERO;
-    // A small repair cache: zeroing the default 1 MiB per tree would dominate every input.
     let options = RmtpOptions {
-        cache_bytes: 64 << 10,
+        cache_bytes: CACHE_BYTES,
+        nack_entries: NACK_ENTRIES,
+        max_trees: MAX_TREES,
         ..RmtpOptions::default()
     };
-    let mut node = Node::with_options(me, &topology, now, options);
+    let mut node = Node::with_options(me, topology, now, options);
     node.start_receive(now, g(1), n(1), 100, Box::new(MemSink::new()))
         .expect("a fresh node can receive");
     node.start_send(
@@ -111,7 +154,8 @@ fuzz_target!(|data: &[u8]| {
         let choice = choices.next_u64();
         if choice >> 62 == 0 {
             // A pause of up to 300 ms: timers fire, NACKs and LSPs are re-sent, entries expire.
-            let until = now + Duration::from_micros(choice % 300_000);
+            let pause = Duration::from_micros(choice % 300_000);
+            let until = (now + pause).min(Instant::ZERO + VIRTUAL_TIME);
             run_until(&mut node, &mut now, until, &neighbours, mtu);
         } else {
             let from = neighbours[(choice % neighbours.len() as u64) as usize];

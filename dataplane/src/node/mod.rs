@@ -7,10 +7,9 @@ mod stats;
 mod transfers;
 
 pub use stats::NodeStats;
-pub use transfers::{RmtpOptions, TransferEvent, Transfers};
+pub use transfers::{Ctx, RmtpOptions, TransferEvent, Transfers};
 
 use crate::rmtp::{Sink, Source};
-use transfers::Ctx;
 
 use crate::sim::{Boot, SimNode};
 use control::drp::{Drp, DrpEvent, RoutingTable};

@@ -24,6 +24,12 @@ pub struct RmtpOptions {
     pub initial_window: u64,
     /// Sender pacing, bytes per second; `None`: window-limited only.
     pub sender_rate: Option<u64>,
+    /// NACK table entries per tree at the relay (`RelayConfig::nack_entries`), and the most
+    /// missing sequences a local receiver tracks (`ReceiverConfig::max_missing`, which it
+    /// caps).
+    pub nack_entries: usize,
+    /// Trees the relay tracks at once (`RelayConfig::max_trees`).
+    pub max_trees: usize,
 }
 
 impl Default for RmtpOptions {
@@ -33,6 +39,8 @@ impl Default for RmtpOptions {
             receiver_window: 256 * 1024,
             initial_window: 64 * 1024,
             sender_rate: None,
+            nack_entries: crate::rmtp::DEFAULT_NACK_ENTRIES,
+            max_trees: crate::rmtp::DEFAULT_MAX_TREES,
         }
     }
 }
@@ -100,6 +108,8 @@ impl Transfers {
     pub fn new(me: NodeAddr, mtu: usize, options: RmtpOptions) -> Self {
         let mut relay = RelayConfig::new(me, mtu);
         relay.cache_bytes = options.cache_bytes;
+        relay.nack_entries = options.nack_entries;
+        relay.max_trees = options.max_trees;
         Transfers {
             me,
             mtu,
@@ -173,6 +183,9 @@ impl Transfers {
         }
         let mut config = ReceiverConfig::new(self.me, group, sender, self.mtu);
         config.window = self.options.receiver_window;
+        // Its NACKs go through this node's relay: sequences beyond what the relay's NACK table
+        // holds would only be refused there, at the cost of NACKing them every retry.
+        config.max_missing = config.max_missing.min(self.options.nack_entries);
         let core = RmtpReceiver::new(config, sink, now);
         self.receivers.insert(
             sid,

@@ -22,7 +22,8 @@ pub use receiver::{
     ReceiverConfig, ReceiverEvent, ReceiverStats, RmtpReceiver, TableUsage, TransferShape,
 };
 pub use relay::{
-    Fanout, Hop, RelayAction, RelayConfig, RelayFootprint, RelayStats, RelayTransmit, RmtpRelay,
+    DEFAULT_MAX_TREES, DEFAULT_NACK_ENTRIES, Fanout, Hop, RelayAction, RelayConfig, RelayFootprint,
+    RelayStats, RelayTransmit, RmtpRelay,
 };
 pub use rtt::RttEstimate;
 pub use sender::{RmtpSender, SendFailure, SenderConfig, SenderStats};

@@ -43,6 +43,11 @@ use std::time::Duration;
 /// members) a tree tracks: waiters are a `u64` bitmask.
 pub const MAX_FANOUT: usize = 64;
 
+/// Default NACK table entries (sequences) per tree ([`RelayConfig::nack_entries`]).
+pub const DEFAULT_NACK_ENTRIES: usize = 4096;
+/// Default number of trees tracked at once ([`RelayConfig::max_trees`]).
+pub const DEFAULT_MAX_TREES: usize = 64;
+
 #[derive(Clone, Debug)]
 pub struct RelayConfig {
     pub me: NodeAddr,
@@ -87,9 +92,9 @@ impl RelayConfig {
         RelayConfig {
             me,
             mtu,
-            max_trees: 64,
+            max_trees: DEFAULT_MAX_TREES,
             peers_per_tree: MAX_FANOUT,
-            nack_entries: 4096,
+            nack_entries: DEFAULT_NACK_ENTRIES,
             nack_seqs_per_packet: 1024,
             nack_stale: Duration::from_millis(10),
             nack_expire: Duration::from_secs(2),
@@ -329,6 +334,10 @@ struct Tree {
     /// When unconfirmed upstream NACKs are due again.
     next_retry_at: Option<Instant>,
     last_activity: Instant,
+    /// NACK table entries moved to keep it sorted: the work NACKs cost beyond their own
+    /// sequences.
+    #[cfg(test)]
+    entries_moved: u64,
 }
 
 impl Tree {
@@ -469,6 +478,9 @@ pub struct RmtpRelay {
     /// (group, sender) -> slot, sorted.
     index: Vec<((u16, u16), u16)>,
     repairs: VecDeque<RepairJob>,
+    /// New NACK entries of the packet being handled, before they are merged into its tree's
+    /// table (sized once: a NACK names at most `nack_seqs_per_packet` sequences).
+    fresh: Vec<NackEntry>,
     stats: RelayStats,
 }
 
@@ -486,6 +498,7 @@ impl RmtpRelay {
             trees: (0..max_trees).map(|_| None).collect(),
             index: Vec::with_capacity(max_trees),
             repairs: VecDeque::with_capacity(config.repair_queue),
+            fresh: Vec::with_capacity(config.nack_seqs_per_packet.max(1)),
             config,
             stats: RelayStats::default(),
         }
@@ -506,7 +519,8 @@ impl RmtpRelay {
             repair_jobs: self.repairs.len(),
             bytes: self.trees.capacity() * size_of::<Option<Tree>>()
                 + self.index.capacity() * size_of::<((u16, u16), u16)>()
-                + self.repairs.capacity() * size_of::<RepairJob>(),
+                + self.repairs.capacity() * size_of::<RepairJob>()
+                + self.fresh.capacity() * size_of::<NackEntry>(),
             ..RelayFootprint::default()
         };
         for t in self.trees.iter().flatten() {
@@ -566,6 +580,8 @@ impl RmtpRelay {
                     last_traffic: None,
                     next_retry_at: None,
                     last_activity: now,
+                    #[cfg(test)]
+                    entries_moved: 0,
                 });
                 let pos = self.index.partition_point(|(k, _)| *k < key);
                 self.index.insert(pos, (key, slot as u16));
@@ -1053,13 +1069,16 @@ impl RmtpRelay {
                     seq,
                 }),
                 CacheRepair::HeldOff => self.stats.repairs_held_off += 1,
-                CacheRepair::NotCached => match record_nack(tree, seq, bit, now, cfg.nack_stale) {
-                    Recorded::Full => self.stats.nack_table_full += 1,
-                    Recorded::Waiting => self.stats.nack_seqs_aggregated += 1,
-                    Recorded::Upstream => {}
-                },
+                CacheRepair::NotCached => {
+                    match record_nack(tree, seq, bit, now, cfg.nack_stale, &mut self.fresh) {
+                        Recorded::Full => self.stats.nack_table_full += 1,
+                        Recorded::Waiting => self.stats.nack_seqs_aggregated += 1,
+                        Recorded::Upstream => {}
+                    }
+                }
             }
         }
+        merge_fresh(tree, &mut self.fresh);
         RelayAction::Consumed
     }
 
@@ -1234,7 +1253,9 @@ impl RmtpRelay {
             // ask upstream instead.
             self.stats.cache_corrupt += 1;
             tree.cache.evict(job.seq);
-            record_nack(tree, job.seq, 1 << job.peer, now, self.config.nack_stale);
+            let stale = self.config.nack_stale;
+            record_nack(tree, job.seq, 1 << job.peer, now, stale, &mut self.fresh);
+            merge_fresh(tree, &mut self.fresh);
             return None;
         }
         let len = cached.len();
@@ -1258,8 +1279,17 @@ enum Recorded {
 }
 
 /// Records that the peer `bit` waits for `seq`: a new entry goes upstream, an existing one only
-/// goes again when stale. The peer is owed an NCF either way.
-fn record_nack(tree: &mut Tree, seq: u64, bit: u64, now: Instant, stale: Duration) -> Recorded {
+/// goes again when stale. The peer is owed an NCF either way. A new entry waits in `fresh`
+/// until [`merge_fresh`] puts the packet's new entries into the table at once: inserted one by
+/// one, a NACK's thousand sequences below a full table would each move every entry above.
+fn record_nack(
+    tree: &mut Tree,
+    seq: u64,
+    bit: u64,
+    now: Instant,
+    stale: Duration,
+    fresh: &mut Vec<NackEntry>,
+) -> Recorded {
     let outcome = match tree.find_nack(seq) {
         Ok(i) => {
             let e = &mut tree.nacks[i];
@@ -1277,27 +1307,55 @@ fn record_nack(tree: &mut Tree, seq: u64, bit: u64, now: Instant, stale: Duratio
                 Recorded::Waiting
             }
         }
-        Err(pos) => {
-            if tree.nacks.len() >= tree.nacks.capacity() {
+        Err(_) => {
+            let full = tree.nacks.len() + fresh.len() >= tree.nacks.capacity();
+            if full || fresh.len() >= fresh.capacity() {
                 return Recorded::Full;
             }
-            tree.nacks.insert(
-                pos,
-                NackEntry {
-                    seq,
-                    waiters: bit,
-                    ncf_due: bit,
-                    requested_at: now,
-                    upstream_due: true,
-                    confirmed: false,
-                },
-            );
+            fresh.push(NackEntry {
+                seq,
+                waiters: bit,
+                ncf_due: bit,
+                requested_at: now,
+                upstream_due: true,
+                confirmed: false,
+            });
             tree.nack_upstream_pending = true;
             Recorded::Upstream
         }
     };
     tree.ncf_pending |= bit;
     outcome
+}
+
+/// Puts the entries [`record_nack`] left in `fresh` into the table, keeping it sorted: one
+/// merge from the back, so each entry of the table moves at most once; `fresh` is left empty.
+fn merge_fresh(tree: &mut Tree, fresh: &mut Vec<NackEntry>) {
+    if fresh.is_empty() {
+        return;
+    }
+    // Overlapping ranges of one NACK name a sequence twice: both copies are alike.
+    fresh.sort_unstable_by_key(|e| e.seq);
+    fresh.dedup_by_key(|e| e.seq);
+    let old = tree.nacks.len();
+    // Within the capacity reserved at the tree's first traffic (`record_nack` checked).
+    tree.nacks.extend_from_slice(fresh);
+    let (mut i, mut j) = (old, fresh.len());
+    while j > 0 {
+        let write = i + j - 1;
+        if i > 0 && tree.nacks[i - 1].seq > fresh[j - 1].seq {
+            i -= 1;
+            tree.nacks[write] = tree.nacks[i];
+            #[cfg(test)]
+            {
+                tree.entries_moved += 1;
+            }
+        } else {
+            j -= 1;
+            tree.nacks[write] = fresh[j];
+        }
+    }
+    fresh.clear();
 }
 
 fn build_upstream_nack(
@@ -1443,7 +1501,17 @@ mod tests {
 
     /// The sender's SPM through node 2: the tree carries traffic, sequences below 100 exist.
     fn announced(r: &mut RmtpRelay, mc: &MulticastTable, rt: &RoutingTable, now: Instant) {
-        let action = r.handle(now, n(1), &p(&spm(1)), mc, rt);
+        announced_with(r, mc, rt, now, &spm(1));
+    }
+
+    fn announced_with(
+        r: &mut RmtpRelay,
+        mc: &MulticastTable,
+        rt: &RoutingTable,
+        now: Instant,
+        spm: &[u8],
+    ) {
+        let action = r.handle(now, n(1), &p(spm), mc, rt);
         assert!(matches!(action, RelayAction::Forward { .. }), "{action:?}");
     }
 
@@ -1730,6 +1798,52 @@ mod tests {
             RelayAction::Forward { to, .. } => assert_eq!(to.iter().collect::<Vec<_>>(), [n(3)]),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A forged NACK naming 1,024 sequences below the 3,072 a table already holds: inserting
+    /// them one by one would move every higher entry once per sequence (3 million moves, some
+    /// 10 ms of memmove per packet); a NACK moves each entry at most once.
+    #[test]
+    fn a_nack_moves_each_table_entry_at_most_once() {
+        let (mc, rt) = tables(&[1, 3, 4]);
+        let mut cfg = RelayConfig::new(n(2), DEFAULT_MTU);
+        cfg.cache_bytes = 0;
+        let per_packet = cfg.nack_seqs_per_packet as u64;
+        let mut r = RmtpRelay::new(cfg);
+        let t0 = Instant::ZERO;
+        let mut buf = vec![0u8; DEFAULT_MTU];
+        let fields = SpmFields {
+            spm_sequence: 1,
+            trailing: 0,
+            leading: 1 << 20,
+            segment_size: 100,
+            total: rmtp::TOTAL_UNKNOWN,
+            finished: false,
+            hash: [0; 32],
+        };
+        let len = rmtp::build_spm(&mut buf, g(), n(1), &fields).unwrap();
+        announced_with(&mut r, &mc, &rt, t0, &buf[..len]);
+        let high = 100_000;
+        for k in 0..3 {
+            let range = SeqRange {
+                first: high + k * per_packet,
+                len: per_packet as u32,
+            };
+            r.handle(t0, n(3), &p(&nack(3, &[range])), &mc, &rt);
+        }
+        let tree = |r: &RmtpRelay| r.trees.iter().flatten().next().unwrap().entries_moved;
+        let before = tree(&r);
+        let below = SeqRange {
+            first: 0,
+            len: per_packet as u32,
+        };
+        r.handle(t0, n(3), &p(&nack(3, &[below])), &mc, &rt);
+        assert_eq!(r.footprint().nack_entries, 4 * per_packet as usize);
+        let moved = tree(&r) - before;
+        assert!(
+            moved <= 3 * per_packet,
+            "{moved} entries moved for one NACK"
+        );
     }
 
     proptest! {
