@@ -544,29 +544,43 @@ impl ThreadedNode {
 
     // ---- counters ----
 
+    /// Takes the node's locks one at a time, each in its own statement: a guard made inside
+    /// the `NodeStats` literal would live until the literal is built, so `threads` was held
+    /// while waiting for `rmtp.clients`, which `receive` holds while it waits for `threads`
+    /// (the control socket's `info` and a starting `burghers recv` deadlocked).
     pub fn stats(&self) -> NodeStats {
         let n = &self.node;
-        let rap_servers = read(&n.rap_servers)
+        let threads = lock(&n.threads).len() + usize::from(self.receiver.is_some()) + 1;
+        let servers: Vec<(u16, Arc<ServerSlot>)> = read(&n.rap_servers)
             .iter()
-            .map(|(&sid, slot)| (sid, *lock(&slot.server).stats()))
+            .map(|(&sid, slot)| (sid, Arc::clone(slot)))
             .collect();
+        let rap_servers = servers
+            .iter()
+            .map(|(sid, slot)| (*sid, *lock(&slot.server).stats()))
+            .collect();
+        let buffers = n
+            .buffers()
+            .iter()
+            .map(|b| (b.name().to_string(), b.stats()))
+            .collect();
+        let drp = lock(&n.drp).stats().clone();
+        let gmp = *lock(&n.gmp).stats();
+        let rap_client = *lock(&n.rap_client.client).stats();
+        let rmtp = n.rmtp.as_ref().map(Layer::stats);
         NodeStats {
             addr: n.me,
             uptime: n.clock.uptime(),
-            threads: lock(&n.threads).len() + usize::from(self.receiver.is_some()) + 1,
+            threads,
             dnp: n.dnp.stats(),
-            buffers: n
-                .buffers()
-                .iter()
-                .map(|b| (b.name().to_string(), b.stats()))
-                .collect(),
-            drp: lock(&n.drp).stats().clone(),
-            gmp: *lock(&n.gmp).stats(),
+            buffers,
+            drp,
+            gmp,
             rap_servers,
-            rap_client: *lock(&n.rap_client.client).stats(),
+            rap_client,
             garbler: n.dnp.garbler_stats(),
             delay_line: n.dnp.delay_stats(),
-            rmtp: n.rmtp.as_ref().map(Layer::stats),
+            rmtp,
         }
     }
 
@@ -637,6 +651,7 @@ mod tests {
 
     use super::*;
     use crate::rmtp::MemSink;
+    use crate::sync::BEFORE_LOCK;
     use crate::threaded::dnp::BEFORE_SENDTO;
     use control::topology::build;
     use std::sync::Weak;
@@ -662,6 +677,9 @@ mod tests {
                 ("rmtp.relay", layer.relay.try_lock().is_ok()),
                 ("rmtp.servers", layer.servers.try_write().is_ok()),
                 ("rmtp.clients", layer.clients.try_write().is_ok()),
+                ("threads", node.threads.try_lock().is_ok()),
+                ("extra_buffers", node.extra_buffers.try_lock().is_ok()),
+                ("table_watchers", node.table_watchers.try_lock().is_ok()),
             ]);
             let held: Vec<_> = free.iter().filter(|(_, ok)| !ok).map(|(l, _)| *l).collect();
             if held.is_empty() || StdInstant::now() >= deadline {
@@ -671,8 +689,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn no_lock_is_held_across_sendto() {
+    /// Nodes 1 and 2 linked, on loopback sockets bound first, once 2 has a route to 1.
+    fn line_of_two() -> Vec<ThreadedNode> {
         let mut topology = build::line(2, 7001);
         let mut sockets = Vec::new();
         for spec in &mut topology.nodes {
@@ -687,12 +705,18 @@ mod tests {
                     .unwrap()
             })
             .collect();
-        let node2 = &nodes[1];
         let deadline = StdInstant::now() + Duration::from_secs(30);
-        while node2.next_hop(n(1)).is_none() {
+        while nodes[1].next_hop(n(1)).is_none() {
             assert!(StdInstant::now() < deadline, "no route from 2 to 1");
             std::thread::sleep(Duration::from_millis(10));
         }
+        nodes
+    }
+
+    #[test]
+    fn no_lock_is_held_across_sendto() {
+        let nodes = line_of_two();
+        let node2 = &nodes[1];
 
         let held = Arc::new(Mutex::new(Vec::new()));
         let probes = Arc::new(AtomicU64::new(0));
@@ -731,6 +755,71 @@ mod tests {
         assert!(receiving.is_ok());
         assert_eq!(probes.load(Ordering::Relaxed), 3, "the hello and two joins");
         assert_eq!(*lock(&held), Vec::<&str>::new(), "locks held across sendto");
+        for node in nodes {
+            node.stop();
+        }
+    }
+
+    /// `stats` (what the control socket's `info` and `stats` answer) takes each lock with no
+    /// other held. It held `threads` while it waited for `rmtp.clients`, which `receive` holds
+    /// while it waits for `threads`: a `burghers recv` asked for `info` as it started hung, its
+    /// control socket dead. Before the fix this found `threads` (and more) held.
+    #[test]
+    fn stats_takes_one_lock_at_a_time() {
+        let nodes = line_of_two();
+        let node2 = &nodes[1];
+        // Something in every map stats reads: a client, a server, a RAP server.
+        let _receiving = node2
+            .receive(
+                GroupAddr::from_index(2).unwrap(),
+                n(1),
+                6,
+                Box::new(MemSink::new()),
+                Default::default(),
+            )
+            .unwrap();
+        let _sending = node2
+            .send(
+                GroupAddr::from_index(3).unwrap(),
+                "probe",
+                Box::new(crate::rmtp::MemSource::new(vec![7; 4096])),
+                Default::default(),
+            )
+            .unwrap();
+
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let probes = Arc::new(AtomicU64::new(0));
+        let (shared, seen, calls): (Weak<Node>, _, _) = (
+            Arc::downgrade(&node2.node),
+            Arc::clone(&held),
+            Arc::clone(&probes),
+        );
+        BEFORE_LOCK.with(|p| {
+            *p.borrow_mut() = Some(Box::new(move || {
+                calls.fetch_add(1, Ordering::Relaxed);
+                if let Some(node) = shared.upgrade() {
+                    // Each link's garbler state is read under the peers' lock, the send
+                    // path's order too: a leaf, under which nothing else is taken.
+                    let now_held = held_here(&node).into_iter().filter(|&l| l != "dnp.peers");
+                    let mut seen = seen.lock().unwrap();
+                    for l in now_held {
+                        if !seen.contains(&l) {
+                            seen.push(l);
+                        }
+                    }
+                }
+            }))
+        });
+        let stats = node2.stats();
+        BEFORE_LOCK.with(|p| p.borrow_mut().take());
+        assert!(probes.load(Ordering::Relaxed) > 10, "stats took its locks");
+        let rmtp = stats.rmtp.unwrap();
+        assert_eq!((rmtp.clients.len(), rmtp.servers.len()), (1, 1));
+        assert_eq!(
+            *lock(&held),
+            Vec::<&str>::new(),
+            "locks held while stats took another"
+        );
         for node in nodes {
             node.stop();
         }

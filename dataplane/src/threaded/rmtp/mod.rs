@@ -107,24 +107,28 @@ impl Layer {
         all
     }
 
+    /// One lock at a time: the maps are copied out before each thread's status is read.
     pub fn stats(&self) -> RmtpStats {
-        let servers = read(&self.servers)
-            .values()
+        let servers: Vec<Arc<ServerSlot>> = read(&self.servers).values().cloned().collect();
+        let servers = servers
+            .iter()
             .map(|s| {
                 let st = lock(&s.shared.status);
                 (s.group, st.progress.clone(), st.stats.clone())
             })
             .collect();
-        let clients = read(&self.clients)
-            .values()
+        let clients: Vec<Arc<ClientSlot>> = read(&self.clients).values().cloned().collect();
+        let clients = clients
+            .iter()
             .map(|c| {
                 let st = lock(&c.shared.status);
                 (c.sid, st.progress.clone(), st.stats.clone())
             })
             .collect();
+        let relay = lock(&self.relay).stats().clone();
         RmtpStats {
             middle: self.counters.snapshot(),
-            relay: lock(&self.relay).stats().clone(),
+            relay,
             servers,
             clients,
         }
