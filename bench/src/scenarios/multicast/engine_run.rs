@@ -18,9 +18,6 @@ const GROUP: &str = "1";
 pub const KEEP_FAILED: &str = "BENCH_KEEP_FAILED";
 /// How long the relays and receivers may take to answer on their control sockets.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
-/// Starts tried again when some process did not come up (the transfer itself is never
-/// repeated: a failed transfer fails the row).
-const START_RETRIES: usize = 1;
 
 /// The `burghers` executable: `$BURGHERS_BIN`, else the one beside this benchmark (same
 /// profile), rebuilt first when this benchmark runs under cargo so that it is not stale.
@@ -84,33 +81,22 @@ impl System for Run<'_> {
     }
 
     fn measure(&mut self) -> io::Result<Sample> {
-        let mut retries = 0;
-        loop {
-            let dir = tempfile::Builder::new()
-                .prefix("bench-multicast-burghers-")
-                .tempdir()?;
-            let mut lab = Lab::new(dir.path(), self.exe.clone(), 0);
-            let cpu_before = children_cpu();
-            let outcome = match self.start(&mut lab) {
-                Ok(network) => self.transfer(&mut lab, &network).map(Some),
-                Err(e) if retries < START_RETRIES && !self.stop.requested() => {
-                    eprint!("(the processes did not start: {e}; once more) ");
-                    Ok(None)
-                }
-                Err(e) => Err(e),
-            };
-            lab.stop_all();
-            let cpu = children_cpu().saturating_sub(cpu_before);
-            if !matches!(outcome, Ok(Some(_))) && std::env::var_os(KEEP_FAILED).is_some() {
-                eprint!("(kept {}) ", dir.keep().display());
-            }
-            if let Some(mut figures) = outcome? {
-                figures.cpu = cpu;
-                figures.counters.push(("start_retries", retries as f64));
-                return Ok(figures.sample(self.transfer));
-            }
-            retries += 1;
+        let dir = tempfile::Builder::new()
+            .prefix("bench-multicast-burghers-")
+            .tempdir()?;
+        let mut lab = Lab::new(dir.path(), self.exe.clone(), 0);
+        let cpu_before = children_cpu();
+        let outcome = self
+            .start(&mut lab)
+            .and_then(|network| self.transfer(&mut lab, &network));
+        lab.stop_all();
+        let cpu = children_cpu().saturating_sub(cpu_before);
+        if outcome.is_err() && std::env::var_os(KEEP_FAILED).is_some() {
+            eprint!("(kept {}) ", dir.keep().display());
         }
+        let mut figures = outcome?;
+        figures.cpu = cpu;
+        Ok(figures.sample(self.transfer))
     }
 }
 
@@ -167,8 +153,7 @@ impl Run<'_> {
             .chain(&layout.receivers)
             .copied()
             .collect();
-        // Up once each has answered once: a receiver has been seen to hang as it starts (no
-        // output, its control socket silent) and, once, to stop answering after one reply.
+        // Up once each has answered once.
         let mut silent = others.clone();
         loop {
             silent.retain(|&n| lab.ctl(&topology, n, "info").is_err());
