@@ -2,6 +2,7 @@
 //! time for them (`sim`, `threaded`; `uring` later).
 
 pub mod garbler;
+pub mod host;
 pub mod node;
 pub mod rmtp;
 pub mod sim;

@@ -2,6 +2,7 @@
 //! from the root to every leaf through lossy links, with every copy verified.
 
 use crate::args::{parse_probability, parse_size};
+use crate::host::Engine;
 use crate::progress::{mib, rate};
 use crate::shutdown::Shutdown;
 use burghers_lab::lab::{Lab, calm_timers, counter, file_hash, summary_of, write_random};
@@ -28,7 +29,7 @@ removes its temporary directory. Exits 0 only if every copy is verified.
 
 Examples:
   burghers demo
-  burghers demo --size 8MiB --loss 0.05
+  burghers demo --size 8MiB --loss 0.05 --engine threaded
   burghers demo --keep -v          # keep the directory with every process's log")]
 pub struct DemoArgs {
     /// Size of the random file.
@@ -46,6 +47,9 @@ pub struct DemoArgs {
     /// Keep the temporary directory (topology, files, every process's output) and print it.
     #[arg(long)]
     pub keep: bool,
+    /// The engine every node process runs.
+    #[arg(long, value_enum, default_value_t = Engine::Threaded)]
+    pub engine: Engine,
 }
 
 pub fn run(args: DemoArgs, verbose: u8) -> Result<(), String> {
@@ -87,8 +91,9 @@ fn demo(args: &DemoArgs, lab: &mut Lab, shutdown: &Shutdown) -> Result<(), Strin
     )?;
     let source = lab.dir().join(FILE_NAME);
     let source_hash = write_random(&source, args.size, args.seed)?;
+    let engine = args.engine.name();
     println!(
-        "burghers demo: {} from node {ROOT} to nodes 4-7 of the 7-node tree, {}% loss on every link, one process per node (threaded engine)",
+        "burghers demo: {} from node {ROOT} to nodes 4-7 of the 7-node tree, {}% loss on every link, one process per node ({engine} engine)",
         mib(args.size),
         args.loss * 100.0
     );
@@ -96,7 +101,10 @@ fn demo(args: &DemoArgs, lab: &mut Lab, shutdown: &Shutdown) -> Result<(), Strin
     // The relays and the receivers first, so the whole tree exists before the first byte.
     let started = Instant::now();
     for r in RELAYS {
-        lab.spawn(&format!("node{r}"), &["node", "--addr", &r.to_string()]);
+        lab.spawn(
+            &format!("node{r}"),
+            &["node", "--engine", &engine, "--addr", &r.to_string()],
+        );
     }
     for l in LEAVES {
         let out = lab.dir().join(format!("node{l}"));
@@ -104,6 +112,8 @@ fn demo(args: &DemoArgs, lab: &mut Lab, shutdown: &Shutdown) -> Result<(), Strin
             &format!("recv{l}"),
             &[
                 "recv",
+                "--engine",
+                &engine,
                 "--addr",
                 &l.to_string(),
                 "--group",
@@ -141,6 +151,8 @@ fn demo(args: &DemoArgs, lab: &mut Lab, shutdown: &Shutdown) -> Result<(), Strin
         &[
             "send",
             &source.display().to_string(),
+            "--engine",
+            &engine,
             "--addr",
             &ROOT.to_string(),
             "--group",

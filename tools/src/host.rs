@@ -11,17 +11,61 @@ use control::NodeAddr;
 use control::drp::RoutingTable;
 use control::gmp::MulticastTable;
 use control::topology::Topology;
+use dataplane::host::RunningNode;
 use dataplane::node::RAP_SERVER_SID;
-use dataplane::threaded::{NodeStats, RapServerConfig, ThreadedNode, ThreadedOptions};
+use dataplane::threaded::{RapServerConfig, ThreadedNode, ThreadedOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The engines a hosted node can run on. Another engine is a variant here and an arm in
+/// [`Engine::start`]; every subcommand, the demo's children and the tests take it by name.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Engine {
     /// The seed's thread-per-protocol design on blocking UDP sockets.
     #[default]
     Threaded,
+}
+
+/// What every engine is started with, beyond the topology.
+pub struct StartOptions {
+    /// Seed of the garbler's random streams.
+    pub seed: u64,
+    /// Apply the topology's schedule of link events for this node.
+    pub apply_schedule: bool,
+}
+
+impl Engine {
+    /// The name `--engine` takes (and `ctl info` reports).
+    pub fn name(self) -> String {
+        use clap::ValueEnum;
+        self.to_possible_value()
+            .map_or_else(|| format!("{self:?}"), |v| v.get_name().to_string())
+    }
+
+    /// Starts node `me` of `topology` on this engine, with a RAP server on
+    /// [`RAP_SERVER_SID`] for what it will send.
+    pub fn start(
+        self,
+        topology: &Topology,
+        me: NodeAddr,
+        options: &StartOptions,
+    ) -> std::io::Result<Arc<dyn RunningNode>> {
+        match self {
+            Engine::Threaded => {
+                let options = ThreadedOptions {
+                    seed: options.seed,
+                    rap_servers: vec![RapServerConfig {
+                        sid: RAP_SERVER_SID,
+                        services: Vec::new(),
+                    }],
+                    apply_schedule: options.apply_schedule,
+                    ..ThreadedOptions::default()
+                };
+                Ok(Arc::new(ThreadedNode::start(topology, me, options)?))
+            }
+        }
+    }
 }
 
 /// Which node to run and how.
@@ -50,7 +94,7 @@ pub struct NodeArgs {
 
 /// A node running in this process, with its control socket.
 pub struct Host {
-    pub node: Arc<ThreadedNode>,
+    pub node: Arc<dyn RunningNode>,
     pub handler: Arc<Handler>,
     pub shutdown: Shutdown,
     pub topology: Topology,
@@ -75,16 +119,11 @@ impl Host {
             None => default_path(&topology, me)?,
         };
         let socket = topology.node(me).map(|n| n.socket);
-        let options = ThreadedOptions {
+        let options = StartOptions {
             seed: args.seed.unwrap_or(u64::from(me.get())),
-            rap_servers: vec![RapServerConfig {
-                sid: RAP_SERVER_SID,
-                services: Vec::new(),
-            }],
             apply_schedule: args.schedule,
-            ..ThreadedOptions::default()
         };
-        let node = ThreadedNode::start(&topology, me, options).map_err(|e| {
+        let node = args.engine.start(&topology, me, &options).map_err(|e| {
             let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
                 " (is another node running on that port?)"
             } else {
@@ -95,7 +134,6 @@ impl Host {
                 socket.map_or("?".to_string(), |s| s.to_string())
             )
         })?;
-        let node = Arc::new(node);
         let handler = Arc::new(Handler::new(
             Arc::clone(&node),
             shutdown.clone(),
@@ -105,6 +143,7 @@ impl Host {
         let ctl = Server::start(&ctl_path, Arc::clone(&handler))?;
         tracing::info!(
             node = %me,
+            engine = node.engine(),
             socket = %node.local_addr(),
             ctl = %ctl.path().display(),
             "node started"
@@ -184,20 +223,16 @@ impl Host {
     }
 
     /// Stops the control socket, then the node (leaves its trees, sends terminates), and
-    /// returns its last counters.
-    pub fn stop(mut self) -> NodeStats {
+    /// returns its last counters (`ctl stats` lines).
+    pub fn stop(mut self) -> Vec<(String, u64)> {
         if let Some(ctl) = self.ctl.take() {
             ctl.stop();
         }
         let stats = self.node.stats();
         lock_clear(&self.handler);
         drop(self.handler);
-        match Arc::try_unwrap(self.node) {
-            Ok(node) => node.stop(),
-            // Someone still holds it (a thread of ours that has not ended): the last holder's
-            // drop stops it.
-            Err(_) => tracing::warn!("node still in use at stop; it stops when released"),
-        }
+        // Stops it even if a handle somewhere still holds it.
+        self.node.stop();
         stats
     }
 }

@@ -131,6 +131,35 @@ mod tests {
         }
     }
 
+    /// The subcommands that run nodes take `--engine`, with every engine as a value.
+    #[test]
+    fn every_hosting_subcommand_takes_an_engine() {
+        use clap::ValueEnum;
+        let engines: Vec<String> = host::Engine::value_variants()
+            .iter()
+            .map(|e| e.name())
+            .collect();
+        assert!(engines.contains(&"threaded".to_string()), "{engines:?}");
+        let cmd = Cli::command();
+        for sub in ["node", "send", "recv", "demo"] {
+            let sub = cmd.find_subcommand(sub).expect("a subcommand");
+            let arg = sub
+                .get_arguments()
+                .find(|a| a.get_long() == Some("engine"))
+                .unwrap_or_else(|| panic!("`burghers {}` takes no --engine", sub.get_name()));
+            let values: Vec<String> = arg
+                .get_possible_values()
+                .iter()
+                .map(|v| v.get_name().to_string())
+                .collect();
+            assert_eq!(values, engines, "`burghers {} --engine`", sub.get_name());
+        }
+        for name in &engines {
+            let parsed = host::Engine::from_str(name, false).expect("its own name parses");
+            assert_eq!(&parsed.name(), name);
+        }
+    }
+
     /// Every subcommand, nested ones included, shows an example in its --help.
     #[test]
     fn every_subcommand_has_an_example() {

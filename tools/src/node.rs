@@ -1,6 +1,7 @@
 //! `burghers node`: run one node until SIGINT, SIGTERM or `ctl stop`.
 
 use crate::host::{Host, NodeArgs};
+use dataplane::host::counter;
 use std::time::Duration;
 
 #[derive(clap::Args)]
@@ -23,10 +24,11 @@ pub struct NodeCmd {
 pub fn run(args: NodeCmd) -> Result<(), String> {
     let mut host = Host::start(&args.node)?;
     println!(
-        "node {} of {} up on {} (engine threaded), control socket {}",
+        "node {} of {} up on {} (engine {}), control socket {}",
         host.addr(),
         host.topology.nodes.len(),
         host.node.local_addr(),
+        host.node.engine(),
         host.ctl_path()
             .map_or("-".into(), |p| p.display().to_string())
     );
@@ -37,12 +39,17 @@ pub fn run(args: NodeCmd) -> Result<(), String> {
     );
     let addr = host.addr();
     let stats = host.stop();
+    let count = |name: &str| counter(&stats, name).unwrap_or(0);
+    let malformed: u64 = stats
+        .iter()
+        .filter(|(name, _)| name.starts_with("dnp.rx_error_"))
+        .map(|&(_, v)| v)
+        .sum();
     println!(
-        "node {addr} stopped after {:.1}s: {} datagrams in, {} out, {} dropped as malformed",
-        stats.uptime.as_secs_f64(),
-        stats.dnp.rx_datagrams,
-        stats.dnp.tx_packets,
-        stats.dnp.rx_errors.iter().sum::<u64>()
+        "node {addr} stopped after {:.1}s: {} datagrams in, {} out, {malformed} dropped as malformed",
+        count("node.uptime_ms") as f64 / 1000.0,
+        count("dnp.rx_datagrams"),
+        count("dnp.tx_packets"),
     );
     Ok(())
 }

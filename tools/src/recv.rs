@@ -6,9 +6,9 @@ use crate::progress::{Progress, rate};
 pub use burghers_lab::lab::file_hash;
 use control::rap::ServiceEntry;
 use control::{GroupAddr, NodeAddr};
+use dataplane::host::{RapRequestError, ReceiveHandle, ReceiveOptions, ReceiveState};
 use dataplane::node::RAP_SERVER_SID;
 use dataplane::rmtp::{FileSink, TransferShape};
-use dataplane::threaded::{RapRequestError, ReceiveHandle, ReceiveOptions, ReceiveState};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

@@ -5,9 +5,9 @@ use crate::host::{Host, NodeArgs};
 use crate::progress::{Progress, mib, rate};
 use control::rap::ServiceEntry;
 use control::{GroupAddr, NodeAddr};
+use dataplane::host::{SendHandle, SendOptions, counter};
 use dataplane::node::RAP_SERVER_SID;
 use dataplane::rmtp::FileSource;
-use dataplane::threaded::{SendHandle, SendOptions};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -165,7 +165,7 @@ pub fn run(args: SendArgs) -> Result<(), String> {
     }
     let p = handle.progress();
     let stats = host.stop();
-    let relay = |n: &str| stats.get(&format!("rmtp.relay.{n}")).unwrap_or(0);
+    let relay = |n: &str| counter(&stats, &format!("rmtp.relay.{n}")).unwrap_or(0);
     println!(
         "{} {name} ({} bytes) to {}: {:.2}s, {}; {} retransmissions, {} NACKs reached the sender, {} repairs from this node's cache",
         if outcome.is_ok() {
@@ -237,7 +237,7 @@ fn wait_for_branches(
     }
 }
 
-/// Puts the transfer's RAP entry (what `ThreadedNode::send` will announce) on this node's RAP
+/// Puts the transfer's RAP entry (what `RunningNode::send` will announce) on this node's RAP
 /// server ahead of the first byte.
 fn pre_announce(host: &Host, args: &SendArgs, name: &str) -> Result<(), String> {
     let (size, hash) = crate::recv::file_hash(&args.file)

@@ -12,6 +12,7 @@ use super::rmtp::{
 use super::signal::Signal;
 use super::stats::NodeStats;
 use super::{drp, gmp, rap, receiver, schedule, sockopt};
+use crate::host::{RunningNode, UnknownPeer};
 use crate::node::{RAP_SERVER_SID, StartError};
 use crate::rmtp::{Sink, Source};
 use crate::sync::{lock, read, write};
@@ -236,7 +237,9 @@ impl Node {
 /// A Burghers node on the seed's threaded design (see the module documentation).
 pub struct ThreadedNode {
     node: Arc<Node>,
-    receiver: Option<JoinHandle<()>>,
+    /// Taken (and joined) by the first stop; behind a lock so that a node shared through an
+    /// `Arc` ([`RunningNode::stop`]) can stop too.
+    receiver: Mutex<Option<JoinHandle<()>>>,
 }
 
 fn invalid(msg: String) -> io::Error {
@@ -331,9 +334,9 @@ impl ThreadedNode {
             threads: Mutex::new(Vec::new()),
             dnp,
         });
-        let mut this = ThreadedNode {
+        let this = ThreadedNode {
             node: Arc::clone(&node),
-            receiver: None,
+            receiver: Mutex::new(None),
         };
         // From here on a failure stops what was started (dropping `this` shuts it down).
         for s in options.rap_servers {
@@ -354,7 +357,7 @@ impl ThreadedNode {
             node.spawn("schedule", move |node| schedule::thread(node, events))?;
         }
         let rx = Arc::clone(&node);
-        this.receiver = Some(
+        *lock(&this.receiver) = Some(
             std::thread::Builder::new()
                 .name(format!("n{me}-dnp-rx"))
                 .spawn(move || receiver::run(&rx.dnp, &rx.stopping))?,
@@ -550,7 +553,8 @@ impl ThreadedNode {
     /// (the control socket's `info` and a starting `burghers recv` deadlocked).
     pub fn stats(&self) -> NodeStats {
         let n = &self.node;
-        let threads = lock(&n.threads).len() + usize::from(self.receiver.is_some()) + 1;
+        let receiving = lock(&self.receiver).is_some();
+        let threads = lock(&n.threads).len() + usize::from(receiving) + 1;
         let servers: Vec<(u16, Arc<ServerSlot>)> = read(&n.rap_servers)
             .iter()
             .map(|(&sid, slot)| (sid, Arc::clone(slot)))
@@ -590,11 +594,12 @@ impl ThreadedNode {
     /// leaves every multicast tree it is in (a leave to each upstream) and sends DRP terminates
     /// to its live neighbours (which drop it at once instead of after the dead interval), then
     /// the receiver and the garbler's delay line stop.
-    pub fn stop(mut self) {
+    pub fn stop(self) {
         self.shutdown();
     }
 
-    fn shutdown(&mut self) {
+    /// The stop itself: the first call does it, later ones return at once.
+    fn shutdown(&self) {
         let n = &self.node;
         if n.stopping.swap(true, Ordering::AcqRel) {
             return;
@@ -622,10 +627,97 @@ impl ThreadedNode {
         drp.terminate(n.clock.now());
         drp::drain_final(n, drp);
         n.dnp.wake_receiver();
-        if let Some(t) = self.receiver.take() {
+        let receiver = lock(&self.receiver).take();
+        if let Some(t) = receiver {
             let _ = t.join();
         }
         n.dnp.shutdown_delay_line();
+    }
+}
+
+/// The threaded engine as a host sees it: thin delegations to the methods above.
+impl RunningNode for ThreadedNode {
+    fn engine(&self) -> &'static str {
+        "threaded"
+    }
+
+    fn addr(&self) -> NodeAddr {
+        ThreadedNode::addr(self)
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        ThreadedNode::local_addr(self)
+    }
+
+    fn routes(&self) -> Arc<RoutingTable> {
+        ThreadedNode::routes(self)
+    }
+
+    fn multicast(&self) -> Arc<MulticastTable> {
+        ThreadedNode::multicast(self)
+    }
+
+    fn neighbours(&self) -> Vec<NodeAddr> {
+        ThreadedNode::neighbours(self)
+    }
+
+    fn subscribe(&self, group: GroupAddr, sender: NodeAddr, sid: u16) -> Result<(), GmpError> {
+        ThreadedNode::subscribe(self, group, sender, sid)
+    }
+
+    fn unsubscribe(&self, group: GroupAddr, sender: NodeAddr, sid: u16) -> Result<(), GmpError> {
+        ThreadedNode::unsubscribe(self, group, sender, sid)
+    }
+
+    fn send(
+        &self,
+        group: GroupAddr,
+        name: &str,
+        source: Box<dyn Source + Send>,
+        options: SendOptions,
+    ) -> Result<SendHandle, StartError> {
+        ThreadedNode::send(self, group, name, source, options)
+    }
+
+    fn receive(
+        &self,
+        group: GroupAddr,
+        sender: NodeAddr,
+        sid: u16,
+        sink: Box<dyn Sink + Send>,
+        options: ReceiveOptions,
+    ) -> Result<ReceiveHandle, StartError> {
+        ThreadedNode::receive(self, group, sender, sid, sink, options)
+    }
+
+    fn set_rap_services(&self, sid: u16, services: Vec<ServiceEntry>) -> io::Result<()> {
+        ThreadedNode::set_rap_services(self, sid, services)
+    }
+
+    fn request_services(
+        &self,
+        server: NodeAddr,
+        server_sid: u16,
+        timeout: Duration,
+    ) -> Result<Vec<ServiceEntry>, RapRequestError> {
+        ThreadedNode::request_services(self, server, server_sid, timeout)
+    }
+
+    fn faults(&self, neighbour: NodeAddr) -> Option<Faults> {
+        ThreadedNode::faults(self, neighbour)
+    }
+
+    fn set_faults(&self, neighbour: NodeAddr, faults: Faults) -> Result<(), UnknownPeer> {
+        // DNP refuses a fault change only for a node it knows no socket address of.
+        ThreadedNode::set_faults(self, neighbour, faults).map_err(|_| UnknownPeer(neighbour))
+    }
+
+    fn stats(&self) -> Vec<(String, u64)> {
+        ThreadedNode::stats(self).lines()
+    }
+
+    fn stop(&self) {
+        self.shutdown();
     }
 }
 

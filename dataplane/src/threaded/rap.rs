@@ -11,30 +11,10 @@ use crate::sync::{lock, wait_until};
 use control::rap::{RapClient, RapEvent, RapServer, ServiceEntry};
 use control::{Addr, NodeAddr};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant as StdInstant};
 
-/// Why [`request_services`] returned without a list.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RapRequestError {
-    /// No answer within the time given (the request stays outstanding, retried while a route
-    /// exists; a later call may get its answer).
-    TimedOut,
-    /// The node is shutting down.
-    Stopped,
-}
-
-impl fmt::Display for RapRequestError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RapRequestError::TimedOut => write!(f, "no answer from the RAP server in time"),
-            RapRequestError::Stopped => write!(f, "the node is stopping"),
-        }
-    }
-}
-
-impl std::error::Error for RapRequestError {}
+pub use crate::host::RapRequestError;
 
 pub(crate) struct ServerSlot {
     pub server: Mutex<RapServer>,

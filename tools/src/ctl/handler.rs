@@ -7,7 +7,7 @@ use crate::args::{parse_group, parse_millis, parse_node, parse_probability};
 use crate::shutdown::Shutdown;
 use control::NodeAddr;
 use control::topology::Faults;
-use dataplane::threaded::ThreadedNode;
+use dataplane::host::{RunningNode, counter};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,7 +21,7 @@ pub type Reporter = Box<dyn Fn() -> String + Send + Sync>;
 
 /// What a control request can see and change.
 pub struct Handler {
-    pub node: Arc<ThreadedNode>,
+    pub node: Arc<dyn RunningNode>,
     pub shutdown: Shutdown,
     pub reporters: Mutex<Vec<Reporter>>,
     /// The node's neighbours in its topology file (live DRP neighbours count too).
@@ -30,7 +30,7 @@ pub struct Handler {
 
 impl Handler {
     pub fn new(
-        node: Arc<ThreadedNode>,
+        node: Arc<dyn RunningNode>,
         shutdown: Shutdown,
         file_neighbours: Vec<NodeAddr>,
     ) -> Handler {
@@ -79,11 +79,12 @@ impl Handler {
         let stats = n.stats();
         let neighbours: Vec<String> = n.neighbours().iter().map(|a| a.to_string()).collect();
         format!(
-            "node {}\nsocket {}\nengine threaded\npid {}\nuptime_ms {}\nneighbours {}\nroutes {}\ntrees {}\n",
+            "node {}\nsocket {}\nengine {}\npid {}\nuptime_ms {}\nneighbours {}\nroutes {}\ntrees {}\n",
             n.addr(),
             n.local_addr(),
+            n.engine(),
             std::process::id(),
-            stats.uptime.as_millis(),
+            counter(&stats, "node.uptime_ms").unwrap_or(0),
             neighbours.join(" "),
             n.routes().len(),
             n.multicast().entries().len(),
@@ -127,7 +128,7 @@ impl Handler {
             _ => return Err("stats takes at most one counter-name prefix".into()),
         };
         let mut out = String::new();
-        for (name, value) in self.node.stats().lines() {
+        for (name, value) in self.node.stats() {
             if name.starts_with(prefix) {
                 let _ = writeln!(out, "{name} {value}");
             }

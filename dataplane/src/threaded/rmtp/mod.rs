@@ -260,7 +260,7 @@ pub(crate) fn receive(
         sid,
         group,
         sender,
-        shared: ReceiveShared::new(Arc::clone(&inbox)),
+        shared: ReceiveShared::new(kick_on_abort(&inbox)),
         inbox,
     });
     // In the map before the join goes out, so that the first packets find their client. The
@@ -303,6 +303,12 @@ pub(crate) fn receive(
     Ok(ReceiveHandle {
         shared: Arc::clone(&slot.shared),
     })
+}
+
+/// An abort wakes the client thread through its inbox (it looks at the flag after every pop).
+fn kick_on_abort(inbox: &Arc<ImpatientBuffer<Received>>) -> crate::host::Kick {
+    let inbox = Arc::clone(inbox);
+    Box::new(move || inbox.kick())
 }
 
 fn restore(
