@@ -9,6 +9,12 @@ use std::net::UdpSocket;
 use std::process::Output;
 use std::time::Duration;
 
+engine_tests!(
+    mistakes_are_one_clear_line,
+    a_running_node_refuses_bad_requests_and_keeps_going,
+    a_killed_nodes_socket_is_reclaimed_and_a_live_one_is_not_taken,
+);
+
 /// The one error line of a failed run.
 fn error_line(out: &Output) -> String {
     assert!(!out.status.success(), "expected a failure");
@@ -20,9 +26,8 @@ fn error_line(out: &Output) -> String {
     lines[0].to_string()
 }
 
-#[test]
-fn mistakes_are_one_clear_line() {
-    let lab = Lab::new(build::line(3, 7001));
+fn mistakes_are_one_clear_line(engine: &'static str) {
+    let lab = Lab::new(build::line(3, 7001), engine);
     let topo = lab.topology_path.display().to_string();
 
     let e = error_line(&lab.run(&["node", "--topology", "missing.toml", "--addr", "1"]));
@@ -65,14 +70,20 @@ fn mistakes_are_one_clear_line() {
     assert!(err.contains("probability between 0 and 1"), "{err}");
     let out = lab.run(&["recv", "--group", "nope"]);
     assert_eq!(out.status.code(), Some(2));
+    let out = lab.run(&["node", "-t", &topo, "-a", "1", "--engine", "steam"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid value 'steam'") && err.contains(engine),
+        "{err}"
+    );
     let out = lab.run(&["ctl", "--node", "0", "routes"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("reserved"));
 }
 
-#[test]
-fn a_running_node_refuses_bad_requests_and_keeps_going() {
-    let mut lab = Lab::new(build::line(3, 7001));
+fn a_running_node_refuses_bad_requests_and_keeps_going(engine: &'static str) {
+    let mut lab = Lab::new(build::line(3, 7001), engine);
     lab.start_all_nodes();
     let nodes = lab.all_nodes();
     lab.wait_until("the line converges", LIMIT, |lab| {
@@ -107,8 +118,11 @@ fn a_running_node_refuses_bad_requests_and_keeps_going() {
         s.read_to_string(&mut reply).unwrap();
         assert!(reply.starts_with("error "), "{reply:?}");
     }
-    // Still serving, and what it announces (nothing yet) is listed through another node.
-    assert!(lab.ctl_ok(1, &["info"]).contains("neighbours 2"));
+    // Still serving, on the engine asked for, and what it announces (nothing yet) is listed
+    // through another node.
+    let info = lab.ctl_ok(1, &["info"]);
+    assert!(info.contains("neighbours 2"), "{info}");
+    assert!(info.contains(&format!("\nengine {engine}\n")), "{info}");
     let out = lab.run(&["services", "-t", &topo, "--node", "1", "--via", "3"]);
     assert!(
         out.status.success(),
@@ -121,9 +135,8 @@ fn a_running_node_refuses_bad_requests_and_keeps_going() {
     );
 }
 
-#[test]
-fn a_killed_nodes_socket_is_reclaimed_and_a_live_one_is_not_taken() {
-    let mut lab = Lab::new(build::line(2, 7001));
+fn a_killed_nodes_socket_is_reclaimed_and_a_live_one_is_not_taken(engine: &'static str) {
+    let mut lab = Lab::new(build::line(2, 7001), engine);
     let ids = lab.start_all_nodes();
     // A second process for node 1 on another port but the same control socket is refused.
     let mut other = lab.topology.clone();

@@ -12,11 +12,17 @@ use std::collections::BTreeMap;
 use std::net::UdpSocket;
 use std::time::Duration;
 
+engine_tests!(
+    routing_converges_on_the_grid,
+    a_link_taken_down_with_ctl_garble_reroutes_and_comes_back,
+    garbage_datagrams_are_counted_as_dropped_and_change_nothing,
+    sigterm_leaves_trees_says_goodbye_and_exits_zero,
+);
+
 /// Each node knows only its own links, so every route is learned by flooding between the
 /// processes.
-#[test]
-fn routing_converges_on_the_grid() {
-    let mut lab = Lab::new(build::grid(4, 4, 7001));
+fn routing_converges_on_the_grid(engine: &'static str) {
+    let mut lab = Lab::new(build::grid(4, 4, 7001), engine);
     lab.use_local_files();
     lab.start_all_nodes();
     let nodes = lab.all_nodes();
@@ -45,9 +51,8 @@ fn routing_converges_on_the_grid() {
     assert_eq!(corner[&16], (2, 6));
 }
 
-#[test]
-fn a_link_taken_down_with_ctl_garble_reroutes_and_comes_back() {
-    let mut lab = Lab::new(build::grid(3, 3, 7001));
+fn a_link_taken_down_with_ctl_garble_reroutes_and_comes_back(engine: &'static str) {
+    let mut lab = Lab::new(build::grid(3, 3, 7001), engine);
     lab.start_all_nodes();
     let nodes = lab.all_nodes();
     lab.wait_until("the 3x3 grid converges", LIMIT, |lab| {
@@ -154,9 +159,8 @@ fn garbage() -> Vec<(Vec<u8>, &'static str)> {
     out
 }
 
-#[test]
-fn garbage_datagrams_are_counted_as_dropped_and_change_nothing() {
-    let mut lab = Lab::new(build::line(3, 7001));
+fn garbage_datagrams_are_counted_as_dropped_and_change_nothing(engine: &'static str) {
+    let mut lab = Lab::new(build::line(3, 7001), engine);
     lab.start_all_nodes();
     let nodes = lab.all_nodes();
     lab.wait_until("the line converges", LIMIT, |lab| {
@@ -220,9 +224,8 @@ fn garbage_datagrams_are_counted_as_dropped_and_change_nothing() {
     assert!(info.contains("neighbours 1 3"), "{info}");
 }
 
-#[test]
-fn sigterm_leaves_trees_says_goodbye_and_exits_zero() {
-    let mut lab = Lab::new(build::line(3, 7001));
+fn sigterm_leaves_trees_says_goodbye_and_exits_zero(engine: &'static str) {
+    let mut lab = Lab::new(build::line(3, 7001), engine);
     let ids = lab.start_all_nodes();
     let nodes = lab.all_nodes();
     lab.wait_until("the line converges", LIMIT, |lab| {
@@ -258,7 +261,9 @@ fn sigterm_leaves_trees_says_goodbye_and_exits_zero() {
         "node 3 exited with {status}\n{}",
         lab.logs()
     );
-    assert!(lab.stdout_of(ids[2]).contains("node 3 stopped after"));
+    let said = lab.stdout_of(ids[2]);
+    assert!(said.contains(&format!("(engine {engine})")), "{said}");
+    assert!(said.contains("node 3 stopped after"), "{said}");
     assert!(!exists(&socket_file), "the control socket was left behind");
     // Node 2 heard the leave and the terminate (not the dead interval) and dropped node 3.
     let stats = lab.stats(2, "");

@@ -8,15 +8,22 @@ use common::*;
 use control::topology::{Faults, Topology, build};
 use std::time::{Duration, Instant};
 
+engine_tests!(
+    a_file_crosses_the_faulty_tree_intact,
+    a_link_taken_down_mid_transfer_reroutes_and_the_transfer_completes,
+    a_receiver_killed_mid_transfer_does_not_stall_the_others,
+    a_sender_killed_mid_transfer_leaves_partial_files_and_failing_receivers,
+);
+
 const NAME: &str = "payload.bin";
 const MIB: usize = 1 << 20;
 
-/// A lab on `topology` with `faults` on every link.
-fn lab_with(mut topology: Topology, faults: Faults) -> Lab {
+/// A lab on `topology` with `faults` on every link, its nodes on `engine`.
+fn lab_with(mut topology: Topology, faults: Faults, engine: &'static str) -> Lab {
     for l in &mut topology.links {
         l.faults = faults;
     }
-    Lab::new(topology)
+    Lab::new(topology, engine)
 }
 
 /// Waits until every process in `ids` answers on its control socket.
@@ -76,8 +83,7 @@ fn summary(lab: &Lab, id: usize) -> std::collections::BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-#[test]
-fn a_file_crosses_the_faulty_tree_intact() {
+fn a_file_crosses_the_faulty_tree_intact(engine: &'static str) {
     let _serial = serial();
     let faults = Faults {
         loss: 0.05,
@@ -86,7 +92,7 @@ fn a_file_crosses_the_faulty_tree_intact() {
         reorder: 0.02,
         ..Faults::default()
     };
-    let mut lab = lab_with(build::binary_tree(3, 7001), faults);
+    let mut lab = lab_with(build::binary_tree(3, 7001), faults, engine);
     let data = write_random(&lab.path("source.bin"), 3 * MIB, 7);
     lab.spawn_node(2);
     lab.spawn_node(3);
@@ -148,10 +154,9 @@ fn a_file_crosses_the_faulty_tree_intact() {
     );
 }
 
-#[test]
-fn a_link_taken_down_mid_transfer_reroutes_and_the_transfer_completes() {
+fn a_link_taken_down_mid_transfer_reroutes_and_the_transfer_completes(engine: &'static str) {
     let _serial = serial();
-    let mut lab = lab_with(build::grid(3, 3, 7001), Faults::default());
+    let mut lab = lab_with(build::grid(3, 3, 7001), Faults::default(), engine);
     let data = write_random(&lab.path("source.bin"), 2 * MIB, 8);
     // Node 9's tree runs 9-6-3-2-1 (ties go to the lowest neighbour); node 7's runs 7-4-1.
     for a in [2, 3, 4, 5, 6, 8] {
@@ -197,10 +202,9 @@ fn a_link_taken_down_mid_transfer_reroutes_and_the_transfer_completes() {
     );
 }
 
-#[test]
-fn a_receiver_killed_mid_transfer_does_not_stall_the_others() {
+fn a_receiver_killed_mid_transfer_does_not_stall_the_others(engine: &'static str) {
     let _serial = serial();
-    let mut lab = lab_with(build::binary_tree(3, 7001), Faults::default());
+    let mut lab = lab_with(build::binary_tree(3, 7001), Faults::default(), engine);
     let data = write_random(&lab.path("source.bin"), 2 * MIB, 9);
     lab.spawn_node(2);
     lab.spawn_node(3);
@@ -245,10 +249,9 @@ fn a_receiver_killed_mid_transfer_does_not_stall_the_others() {
     );
 }
 
-#[test]
-fn a_sender_killed_mid_transfer_leaves_partial_files_and_failing_receivers() {
+fn a_sender_killed_mid_transfer_leaves_partial_files_and_failing_receivers(engine: &'static str) {
     let _serial = serial();
-    let mut lab = lab_with(build::binary_tree(3, 7001), Faults::default());
+    let mut lab = lab_with(build::binary_tree(3, 7001), Faults::default(), engine);
     write_random(&lab.path("source.bin"), 2 * MIB, 10);
     lab.spawn_node(2);
     lab.spawn_node(3);

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+use burghers_lab::lab::with_engine;
 use control::NodeAddr;
 use control::drp::RoutingTable;
 use control::topology::{Timers, Topology};
@@ -18,6 +19,27 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_burghers");
+
+/// `engine_tests!(a, b)`: for each test function `a(engine: &'static str)`, a module `a` with
+/// one `#[test]` per engine (`a::threaded`, ...) that runs it on that engine, so each engine
+/// passes or fails on its own and the test's name says which. The list in the first arm is the
+/// one list of engines the end-to-end tests run on: a new engine is a new name there.
+macro_rules! engine_tests {
+    ($($test:ident),+ $(,)?) => {
+        $( $crate::common::engine_tests!(@each $test [threaded]); )+
+    };
+    (@each $test:ident [$($engine:ident),+]) => {
+        mod $test {
+            $(
+                #[test]
+                fn $engine() {
+                    super::$test(stringify!($engine))
+                }
+            )+
+        }
+    };
+}
+pub(crate) use engine_tests;
 
 /// A generous bound for anything that takes well under a second on an idle machine.
 pub const LIMIT: Duration = Duration::from_secs(30);
@@ -60,6 +82,8 @@ pub struct Proc {
 }
 
 pub struct Lab {
+    /// The engine every node process of the lab runs (`--engine`).
+    pub engine: &'static str,
     pub dir: tempfile::TempDir,
     pub topology: Topology,
     pub topology_path: PathBuf,
@@ -70,8 +94,9 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// Writes `topology` with fast timers and free ports into a new temporary directory.
-    pub fn new(mut topology: Topology) -> Lab {
+    /// Writes `topology` with fast timers and free ports into a new temporary directory; every
+    /// node process started from it runs `engine`.
+    pub fn new(mut topology: Topology, engine: &'static str) -> Lab {
         topology.network.timers = fast_timers();
         let ports = free_ports(topology.nodes.len());
         for (spec, port) in topology.nodes.iter_mut().zip(ports) {
@@ -84,6 +109,7 @@ impl Lab {
         let topology_path = dir.path().join("net.toml");
         std::fs::write(&topology_path, topology.to_toml()).expect("write the topology");
         Lab {
+            engine,
             dir,
             topology,
             topology_path,
@@ -120,13 +146,13 @@ impl Lab {
     }
 
     /// Starts `burghers ARGS` in the background as `name` (its output in `name.out` and
-    /// `name.err`); returns its index.
+    /// `name.err`); returns its index. A hosting subcommand runs the lab's engine.
     pub fn spawn(&mut self, name: &str, args: &[&str]) -> usize {
         let out = File::create(self.path(&format!("{name}.out"))).expect("create a log file");
         let err = File::create(self.path(&format!("{name}.err"))).expect("create a log file");
         let child = self
             .command()
-            .args(args)
+            .args(with_engine(args, self.engine))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -175,10 +201,10 @@ impl Lab {
         ids
     }
 
-    /// Runs `burghers ARGS` to completion.
+    /// Runs `burghers ARGS` to completion (a hosting subcommand on the lab's engine).
     pub fn run(&self, args: &[&str]) -> Output {
         self.command()
-            .args(args)
+            .args(with_engine(args, self.engine))
             .stdin(Stdio::null())
             .output()
             .expect("run burghers")
@@ -330,9 +356,9 @@ impl Lab {
             .unwrap_or_default()
     }
 
-    /// The last lines each child wrote, for failure messages.
+    /// The engine and the last lines each child wrote, for failure messages.
     pub fn logs(&self) -> String {
-        let mut out = String::new();
+        let mut out = format!("---- engine {} ----\n", self.engine);
         for (id, p) in self.procs.iter().enumerate() {
             for (kind, text) in [("out", self.stdout_of(id)), ("err", self.stderr_of(id))] {
                 let lines: Vec<&str> = text.lines().collect();

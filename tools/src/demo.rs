@@ -60,7 +60,7 @@ pub fn run(args: DemoArgs, verbose: u8) -> Result<(), String> {
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the burghers executable: {e}"))?;
-    let mut lab = Lab::new(dir.path(), exe, verbose);
+    let mut lab = Lab::new(dir.path(), exe, &args.engine.name(), verbose);
     let result = demo(&args, &mut lab, &shutdown);
     lab.stop_all();
     if args.keep {
@@ -101,10 +101,7 @@ fn demo(args: &DemoArgs, lab: &mut Lab, shutdown: &Shutdown) -> Result<(), Strin
     // The relays and the receivers first, so the whole tree exists before the first byte.
     let started = Instant::now();
     for r in RELAYS {
-        lab.spawn(
-            &format!("node{r}"),
-            &["node", "--engine", &engine, "--addr", &r.to_string()],
-        );
+        lab.spawn(&format!("node{r}"), &["node", "--addr", &r.to_string()]);
     }
     for l in LEAVES {
         let out = lab.dir().join(format!("node{l}"));
@@ -112,8 +109,6 @@ fn demo(args: &DemoArgs, lab: &mut Lab, shutdown: &Shutdown) -> Result<(), Strin
             &format!("recv{l}"),
             &[
                 "recv",
-                "--engine",
-                &engine,
                 "--addr",
                 &l.to_string(),
                 "--group",
@@ -151,8 +146,6 @@ fn demo(args: &DemoArgs, lab: &mut Lab, shutdown: &Shutdown) -> Result<(), Strin
         &[
             "send",
             &source.display().to_string(),
-            "--engine",
-            &engine,
             "--addr",
             &ROOT.to_string(),
             "--group",

@@ -14,6 +14,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// The `burghers` subcommands that host a node, and so take `--engine`.
+pub const HOSTING: [&str; 4] = ["node", "send", "recv", "demo"];
+
+/// `args` of a `burghers` command with `--engine ENGINE` after a subcommand that hosts a node,
+/// unless they name an engine already: how every harness passes on the engine it runs.
+pub fn with_engine<'a>(args: &[&'a str], engine: &'a str) -> Vec<&'a str> {
+    let mut all = args.to_vec();
+    let hosting = args.first().is_some_and(|s| HOSTING.contains(s));
+    if hosting && !args.contains(&"--engine") {
+        all.splice(1..1, ["--engine", engine]);
+    }
+    all
+}
+
 /// Timers for a quick start that stay calm while a transfer keeps every core busy.
 pub fn calm_timers() -> Timers {
     Timers {
@@ -31,17 +45,21 @@ pub fn calm_timers() -> Timers {
 pub struct Lab {
     dir: PathBuf,
     exe: PathBuf,
+    /// The engine every hosting child runs (`--engine`).
+    engine: String,
     verbose: u8,
     topology_path: PathBuf,
     children: BTreeMap<String, (Child, Option<ExitStatus>)>,
 }
 
 impl Lab {
-    /// A lab in `dir` (which the caller owns) running `exe`; `verbose` adds that many `-v`.
-    pub fn new(dir: &Path, exe: PathBuf, verbose: u8) -> Lab {
+    /// A lab in `dir` (which the caller owns) running `exe`, its nodes on `engine` (a name
+    /// `--engine` takes); `verbose` adds that many `-v`.
+    pub fn new(dir: &Path, exe: PathBuf, engine: &str, verbose: u8) -> Lab {
         Lab {
             dir: dir.to_path_buf(),
             exe,
+            engine: engine.to_string(),
             verbose,
             topology_path: dir.join("topology.toml"),
             children: BTreeMap::new(),
@@ -85,13 +103,14 @@ impl Lab {
         Ok(topology)
     }
 
-    /// Starts `burghers ARGS --topology FILE` as `name`; its output goes to `name.out` and
-    /// `name.err` (where a failure to start is written too).
+    /// Starts `burghers ARGS --topology FILE` as `name` (a hosting subcommand on the lab's
+    /// engine); its output goes to `name.out` and `name.err` (where a failure to start is
+    /// written too).
     pub fn spawn(&mut self, name: &str, args: &[&str]) {
         let out = File::create(self.dir.join(format!("{name}.out")));
         let err = File::create(self.dir.join(format!("{name}.err")));
         let mut cmd = Command::new(&self.exe);
-        cmd.args(args)
+        cmd.args(with_engine(args, &self.engine))
             .arg("--topology")
             .arg(&self.topology_path)
             .env("TMPDIR", &self.dir)
@@ -283,6 +302,20 @@ mod tests {
         assert_eq!(s["state"], "complete");
         assert_eq!(s["seconds"], "1.500");
         assert!(summary_of("no summary here").is_empty());
+    }
+
+    #[test]
+    fn hosting_commands_get_the_engine_once() {
+        assert_eq!(
+            with_engine(&["node", "--addr", "1"], "threaded"),
+            ["node", "--engine", "threaded", "--addr", "1"]
+        );
+        assert_eq!(
+            with_engine(&["send", "f", "--engine", "other"], "threaded"),
+            ["send", "f", "--engine", "other"]
+        );
+        assert_eq!(with_engine(&["ctl", "info"], "threaded"), ["ctl", "info"]);
+        assert!(with_engine(&[], "threaded").is_empty());
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! One transfer by real `burghers` processes of one engine: `node` on the relays, `recv` on the
-//! receivers, `send` on node 1, on free loopback ports with the transfer's loss on every link
+//! One transfer by real `burghers` processes of one engine (the lab passes `--engine NAME` to
+//! each): `node` on the relays, `recv` on the receivers, `send` on node 1, on free loopback ports with the transfer's loss on every link
 //! (the lab `burghers demo` runs on). Counters come from the processes' summaries and the
 //! relays' `ctl stats`.
 
@@ -84,7 +84,7 @@ impl System for Run<'_> {
         let dir = tempfile::Builder::new()
             .prefix("bench-multicast-burghers-")
             .tempdir()?;
-        let mut lab = Lab::new(dir.path(), self.exe.clone(), 0);
+        let mut lab = Lab::new(dir.path(), self.exe.clone(), self.engine.name(), 0);
         let cpu_before = children_cpu();
         let outcome = self
             .start(&mut lab)
@@ -116,12 +116,8 @@ impl Run<'_> {
             .write_topology(layout.topology.clone(), t.loss, calm_timers())
             .map_err(io::Error::other)?;
         let deadline = Instant::now() + START_TIMEOUT;
-        let engine = self.engine.name();
         for r in &layout.relays {
-            lab.spawn(
-                &format!("node{r}"),
-                &["node", "--engine", engine, "--addr", &r.to_string()],
-            );
+            lab.spawn(&format!("node{r}"), &["node", "--addr", &r.to_string()]);
         }
         for l in &layout.receivers {
             let out = lab.dir().join(format!("node{l}"));
@@ -129,8 +125,6 @@ impl Run<'_> {
                 &format!("recv{l}"),
                 &[
                     "recv",
-                    "--engine",
-                    engine,
                     "--addr",
                     &l.to_string(),
                     "--group",
@@ -173,15 +167,12 @@ impl Run<'_> {
         let t = self.transfer;
         let (layout, topology) = (&network.layout, &network.topology);
         let deadline = Instant::now() + t.deadline();
-        let engine = self.engine.name();
         let branches: Vec<String> = layout.branches.iter().map(|b| b.to_string()).collect();
         lab.spawn(
             "send1",
             &[
                 "send",
                 &t.source.display().to_string(),
-                "--engine",
-                engine,
                 "--addr",
                 &SENDER.to_string(),
                 "--group",
