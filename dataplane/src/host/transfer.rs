@@ -308,3 +308,72 @@ impl std::fmt::Debug for ReceiveHandle {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    #[test]
+    fn abort_sets_the_flag_then_kicks_the_engine() {
+        let kicks = Arc::new(AtomicU64::new(0));
+        let shared = {
+            let kicks = Arc::clone(&kicks);
+            ReceiveShared::new(Box::new(move || {
+                kicks.fetch_add(1, Ordering::SeqCst);
+            }))
+        };
+        let handle = ReceiveHandle {
+            shared: Arc::clone(&shared),
+        };
+        assert!(!shared.abort_requested());
+        handle.abort();
+        assert!(shared.abort_requested());
+        assert_eq!(kicks.load(Ordering::SeqCst), 1);
+    }
+
+    /// What an engine publishes from its own thread reaches a handle waiting on another.
+    #[test]
+    fn a_waiting_handle_sees_what_the_engine_publishes() {
+        let shared = ReceiveShared::new(Box::new(|| {}));
+        let handle = ReceiveHandle {
+            shared: Arc::clone(&shared),
+        };
+        let engine = std::thread::spawn(move || {
+            let mut progress = ReceiveProgress {
+                delivered: 10,
+                total: Some(10),
+                repairs: 1,
+                nacks: 2,
+                crc_failures: 0,
+                state: ReceiveState::Complete,
+            };
+            shared.publish(progress.clone(), &ReceiverStats::default());
+            progress.repairs = 3;
+            shared.publish(progress, &ReceiverStats::default());
+            shared.ended();
+        });
+        let limit = Duration::from_secs(30);
+        assert_eq!(handle.wait(limit), ReceiveState::Complete);
+        assert!(handle.wait_ended(limit));
+        engine.join().unwrap();
+        assert_eq!(handle.progress().repairs, 3);
+
+        let entry = ServiceEntry {
+            group: control::GroupAddr::from_index(1).unwrap(),
+            sender: control::NodeAddr::new(1).unwrap(),
+            size: 5,
+            hash: [0; 32],
+            segment_size: 1000,
+            name: "x".into(),
+        };
+        let shared = SendShared::new(entry.clone());
+        let send = SendHandle {
+            shared: Arc::clone(&shared),
+        };
+        assert_eq!(send.progress().total, 5);
+        assert_eq!(send.entry(), &entry);
+        shared.ended();
+        assert!(!send.wait(limit), "ended incomplete");
+    }
+}

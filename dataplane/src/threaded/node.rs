@@ -805,6 +805,43 @@ mod tests {
         nodes
     }
 
+    /// Through the hosting trait, as the `burghers` command holds it: named, counted, refusing
+    /// an unknown peer, and stopped (once, with its goodbye) while another `Arc` still holds it.
+    #[test]
+    fn a_node_hosted_through_the_trait_stops_while_shared() {
+        use crate::host::counter;
+        let mut nodes = line_of_two();
+        let node2: Arc<dyn RunningNode> = Arc::new(nodes.pop().unwrap());
+        let node1 = nodes.pop().unwrap();
+        assert_eq!(node2.engine(), "threaded");
+        let stats = node2.stats();
+        assert_eq!(stats[0], ("node.addr".to_string(), 2));
+        assert!(counter(&stats, "dnp.rx_datagrams").is_some_and(|v| v > 0));
+        assert_eq!(
+            node2.set_faults(n(9), Faults::default()),
+            Err(UnknownPeer(n(9)))
+        );
+        assert!(node2.faults(n(1)).is_some());
+
+        let held = Arc::clone(&node2);
+        node2.stop();
+        node2.stop();
+        let refused = held.send(
+            GroupAddr::from_index(1).unwrap(),
+            "late",
+            Box::new(crate::rmtp::MemSource::new(vec![1; 10])),
+            SendOptions::default(),
+        );
+        assert!(matches!(refused, Err(StartError::Unavailable(_))));
+        // Its terminate reached node 1, which dropped it at once.
+        let deadline = StdInstant::now() + Duration::from_secs(30);
+        while !node1.neighbours().is_empty() {
+            assert!(StdInstant::now() < deadline, "node 1 still lists node 2");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        node1.stop();
+    }
+
     #[test]
     fn no_lock_is_held_across_sendto() {
         let nodes = line_of_two();
