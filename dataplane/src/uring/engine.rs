@@ -334,6 +334,12 @@ impl Engine {
         let datagrams = self.slots.complete(slot as usize);
         if result < 0 {
             self.stats.send_errors += 1;
+            // A segmented send the path refuses (a device without UDP GSO, a segment above the
+            // path's MTU) would fail every time: send one datagram per call from now on.
+            if datagrams > 1 && matches!(-result, libc::EIO | libc::EINVAL | libc::EMSGSIZE) {
+                self.slots.disable_gso();
+                self.stats.gso_disabled = 1;
+            }
         } else {
             self.stats.sends += 1;
             self.stats.datagrams_sent += datagrams;

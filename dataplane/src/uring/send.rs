@@ -59,6 +59,10 @@ impl SendSlots {
         }
     }
 
+    pub fn disable_gso(&mut self) {
+        self.gso = false;
+    }
+
     /// No send in flight.
     pub fn idle(&self) -> bool {
         self.free.len() == self.slots.len()

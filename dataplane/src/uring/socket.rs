@@ -165,3 +165,57 @@ pub(crate) fn unavailable(what: &str, e: &io::Error) -> io::Error {
         format!("io_uring engine unavailable: {cause} ({what}: {e}); run with --engine threaded"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_io_uring_names_the_cause_and_the_fix() {
+        for (errno, cause) in [
+            (libc::EPERM, "kernel.io_uring_disabled"),
+            (libc::ENOSYS, "no io_uring"),
+        ] {
+            let e = unavailable("creating a ring", &io::Error::from_raw_os_error(errno));
+            let line = e.to_string();
+            assert!(line.contains(cause), "{line}");
+            assert!(line.ends_with("run with --engine threaded"), "{line}");
+            assert!(!line.contains('\n'), "one line: {line}");
+        }
+    }
+
+    /// A control area as the kernel writes it: a GRO segment size, then the drop count.
+    #[test]
+    fn receive_control_messages_are_read() {
+        let mut area = [0u64; 8];
+        let base = area.as_mut_ptr().cast::<u8>();
+        // SAFETY: two headers with an int each fit in 64 bytes, aligned for cmsghdr.
+        let len = unsafe {
+            let space = libc::CMSG_SPACE(4) as usize;
+            for (i, (level, kind, value)) in [
+                (libc::SOL_UDP, UDP_GRO, 1200u32),
+                (libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 7u32),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let c = base.add(i * space).cast::<libc::cmsghdr>();
+                (*c).cmsg_level = level;
+                (*c).cmsg_type = kind;
+                (*c).cmsg_len = libc::CMSG_LEN(4) as _;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u32>(), value);
+            }
+            2 * space
+        };
+        // SAFETY: `len` bytes of the area were written above.
+        let bytes = unsafe { std::slice::from_raw_parts(base, len) };
+        let c = parse_control(bytes);
+        assert_eq!((c.segment, c.overflows), (Some(1200), Some(7)));
+        // A cut-off area yields what is whole and never reads beyond it: here the second
+        // message's data is cut after two of its four bytes.
+        let cut = len / 2 + size_of::<libc::cmsghdr>() + 2;
+        let c = parse_control(&bytes[..cut]);
+        assert_eq!((c.segment, c.overflows), (Some(1200), None));
+        assert!(parse_control(&[]).segment.is_none());
+    }
+}

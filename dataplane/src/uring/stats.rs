@@ -56,6 +56,8 @@ engine_counters! {
     unknown_source,
     /// Sends the kernel refused (their datagrams are lost; RMTP repairs what matters).
     send_errors,
+    /// 1 once a segmented send failed and the engine fell back to one datagram per send.
+    gso_disabled,
     /// Receive completions with an error other than ENOBUFS.
     recv_errors,
     /// Receives cut short by the buffer size (or unparsable), dropped.

@@ -31,6 +31,9 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(20);
 /// Most callers waiting for one RAP answer at once.
 const MAX_SERVICE_WAITERS: usize = 64;
 
+/// Each local transfer's last published progress: senders by group, receivers by client id.
+pub(crate) type Progress = (Vec<(GroupAddr, SendProgress)>, Vec<(u16, ReceiveProgress)>);
+
 struct Sending {
     shared: Arc<SendShared>,
     done_at: Option<StdInstant>,
@@ -69,7 +72,7 @@ impl Handles {
     }
 
     /// The progress each running or lingering transfer last published.
-    pub fn progress(&self) -> (Vec<(GroupAddr, SendProgress)>, Vec<(u16, ReceiveProgress)>) {
+    pub fn progress(&self) -> Progress {
         let senders = self
             .senders
             .iter()
@@ -189,9 +192,8 @@ impl Handles {
             .chain(self.senders.values().filter_map(|s| s.done_at))
             .map(|t| t + LINGER)
             .min();
-        let running = self.receivers.values().any(|r| r.complete_at.is_none())
-            || self.senders.values().any(|s| s.done_at.is_none());
-        let poll = running.then_some(now + ABORT_POLL);
+        let receiving = self.receivers.values().any(|r| r.complete_at.is_none());
+        let poll = receiving.then_some(now + ABORT_POLL);
         lingering.into_iter().chain(poll).min()
     }
 
