@@ -46,6 +46,20 @@ const GRO_PAYLOAD: usize = 65_535;
 /// How long stopping waits for the last packets to leave.
 const FINAL_FLUSH: Duration = Duration::from_secs(1);
 
+/// A ring for one thread: single issuer, with completion work deferred to the moments the
+/// engine asks for completions (Linux 6.1), the flag telling when such work waits (so a
+/// non-waiting submit still collects it); each feature dropped where the kernel lacks it.
+fn new_ring(entries: u32) -> io::Result<IoUring> {
+    IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_taskrun_flag()
+        .build(entries)
+        .or_else(|_| IoUring::builder().setup_single_issuer().build(entries))
+        .or_else(|_| IoUring::new(entries))
+        .map_err(|e| socket::unavailable("creating a ring", &e))
+}
+
 /// How the engine runs (from the node's options).
 pub(crate) struct EngineConfig {
     pub ring_entries: u32,
@@ -107,11 +121,7 @@ impl Engine {
             }
             stats.pinned_core = core as u64 + 1;
         }
-        let ring = IoUring::builder()
-            .setup_single_issuer()
-            .build(config.ring_entries)
-            .or_else(|_| IoUring::new(config.ring_entries))
-            .map_err(|e| socket::unavailable("creating a ring", &e))?;
+        let ring = new_ring(config.ring_entries)?;
         let setup = socket::configure(&socket, config.socket_buffer_bytes, config.gro)?;
         stats.socket_rcvbuf = setup.rcvbuf as u64;
         stats.socket_sndbuf = setup.sndbuf as u64;
@@ -130,7 +140,7 @@ impl Engine {
         recv_msg.msg_controllen = RECV_CONTROL_LEN as _;
         let published = (Arc::clone(node.routes()), Arc::clone(node.multicast()));
         shared.publish_tables(&published.0, &published.1);
-        Ok(Engine {
+        let mut engine = Engine {
             ring,
             bufs,
             node,
@@ -151,13 +161,40 @@ impl Engine {
             busy_poll: config.busy_poll,
             published,
             stopping: false,
-        })
+        };
+        engine.arm_recv();
+        engine.probe_receive()?;
+        engine.arm_event();
+        Ok(engine)
+    }
+
+    /// A kernel without multishot `recvmsg` (before 6.0) refuses it at once: say so now rather
+    /// than re-arming a receive that can never work.
+    fn probe_receive(&mut self) -> io::Result<()> {
+        self.ring
+            .submit()
+            .map_err(|e| socket::unavailable("submitting the receive", &e))?;
+        // Kept for the first `reap`: a datagram may already be in a buffer.
+        self.cqes.extend(
+            self.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        let refused = self
+            .cqes
+            .iter()
+            .find(|&&(tag, result, _)| tag == TAG_RECV && result < 0 && -result != libc::ENOBUFS);
+        match refused {
+            Some(&(_, result, _)) => Err(socket::unavailable(
+                "a multishot receive",
+                &io::Error::from_raw_os_error(-result),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Runs until a stop command, then says goodbye to the network.
     pub fn run(mut self) {
-        self.arm_recv();
-        self.arm_event();
         while !self.stopping {
             self.reap();
             self.run_commands();
