@@ -161,3 +161,38 @@ fn a_busy_polling_receiver_completes_and_rap_answers() {
     receiver.stop();
     sender.stop();
 }
+
+/// With one receive buffer a burst exhausts the ring: the kernel ends the multishot receive,
+/// the engine counts it and re-arms, and datagrams keep being received afterwards.
+#[test]
+fn an_exhausted_buffer_ring_is_counted_and_the_receive_resumes() {
+    let mut topology = build::line(2, 7001);
+    topology.network.timers = fast_timers();
+    let mut sockets = bind_all(&mut topology);
+    let node = UringNode::start_with_socket(
+        &topology,
+        n(1),
+        sockets.remove(&n(1)).unwrap(),
+        UringOptions {
+            recv_buffers: 1,
+            ..UringOptions::default()
+        },
+    )
+    .expect("start a node with one receive buffer");
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = node.local_addr();
+    let exhausted = wait_until(LIMIT, || {
+        for _ in 0..64 {
+            let _ = stranger.send_to(&[0u8; 100], to);
+        }
+        node.stats().get("engine.recv_buffers_exhausted") > Some(0)
+    });
+    assert!(exhausted.is_some(), "{}", node.stats());
+    let seen = node.stats().get("engine.unknown_source").unwrap();
+    let resumed = wait_until(LIMIT, || {
+        let _ = stranger.send_to(&[0u8; 100], to);
+        node.stats().get("engine.unknown_source") > Some(seen)
+    });
+    assert!(resumed.is_some(), "{}", node.stats());
+    node.stop();
+}
