@@ -3,6 +3,7 @@
 
 mod uring_common;
 
+use control::rap::ServiceEntry;
 use control::topology::{Faults, build};
 use control::wire::{Flag, dnp, drp};
 use control::{Addr, NodeAddr};
@@ -139,6 +140,22 @@ fn a_busy_polling_receiver_completes_and_rap_answers() {
             .is_some_and(|e| e.downstream.contains(&n(2)))
     });
     assert!(joined.is_some(), "the join reached the sender");
+    // A pre-announcement of the same tree, which the transfer's own entry replaces.
+    let early = ServiceEntry {
+        group: g(1),
+        sender: n(1),
+        size: data.len() as u64,
+        hash: [0; 32],
+        segment_size: 1000,
+        name: NAME.into(),
+    };
+    sender
+        .set_rap_services(RAP_SERVER_SID, vec![early.clone()])
+        .unwrap();
+    assert!(
+        sender.set_rap_services(9, vec![early]).is_err(),
+        "one RAP server"
+    );
     let send = sender
         .send(
             g(1),
@@ -150,11 +167,10 @@ fn a_busy_polling_receiver_completes_and_rap_answers() {
     let services = receiver
         .request_services(n(1), RAP_SERVER_SID, LIMIT)
         .expect("the sender's RAP server answers");
-    assert!(
-        services
-            .iter()
-            .any(|e| e.name == NAME && e.size == data.len() as u64)
-    );
+    let of_tree: Vec<_> = services.iter().filter(|e| e.group == g(1)).collect();
+    assert_eq!(of_tree.len(), 1, "{services:?}");
+    assert_eq!(of_tree[0], send.entry());
+    assert_eq!(of_tree[0].size, data.len() as u64);
     assert_eq!(h.wait(LIMIT), ReceiveState::Complete, "{:?}", h.progress());
     assert_eq!(h.progress().delivered, data.len() as u64);
     assert!(send.wait(Duration::from_secs(30)), "{:?}", send.progress());

@@ -17,6 +17,7 @@ use crate::rmtp::{Sink, Source};
 use crate::threaded::{ReceiveHandle, SendHandle};
 use control::drp::RoutingTable;
 use control::gmp::MulticastTable;
+use control::rap::ServiceEntry;
 use control::wire::gmp::GmpMessage;
 use control::{GroupAddr, NodeAddr, Transmit};
 use io_uring::types::{Fd, RecvMsgOut, SubmitArgs, Timespec};
@@ -236,6 +237,19 @@ impl Engine {
         name: &str,
         source: Box<dyn Source + Send>,
     ) -> Result<SendHandle, StartError> {
+        // An earlier entry of the same tree (a pre-announcement, an ended transfer) gives way to
+        // this one, as on the threaded engine.
+        let me = self.node.me();
+        let others: Vec<ServiceEntry> = self
+            .node
+            .rap_server()
+            .services()
+            .iter()
+            .filter(|e| (e.group, e.sender) != (group, me))
+            .cloned()
+            .collect();
+        // A shorter list always fits.
+        let _ = self.node.set_services(others);
         let now = self.shared.clock.now();
         let entry = self.node.start_send(now, group, name, source)?;
         Ok(self.handles.add_sender(entry))

@@ -312,6 +312,19 @@ impl UringNode {
         })
     }
 
+    /// Replaces what the node's RAP server announces (to announce a transfer before its first
+    /// byte). This engine's node runs one RAP server, service id [`RAP_SERVER_SID`].
+    pub fn set_rap_services(&self, sid: u16, services: Vec<ServiceEntry>) -> io::Result<()> {
+        if sid != RAP_SERVER_SID {
+            return Err(invalid(format!(
+                "no RAP server with service id {sid} (this engine runs only {RAP_SERVER_SID})"
+            )));
+        }
+        self.call(move |e| e.node.set_services(services))
+            .ok_or_else(|| io::Error::other("the node is stopping"))?
+            .map_err(|e| invalid(e.to_string()))
+    }
+
     // ---- RMTP transfers ----
 
     /// Multicasts `source` to `group` from this node and announces it as `name` on the node's
