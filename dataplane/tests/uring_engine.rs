@@ -212,3 +212,21 @@ fn an_exhausted_buffer_ring_is_counted_and_the_receive_resumes() {
     assert!(resumed.is_some(), "{}", node.stats());
     node.stop();
 }
+
+#[test]
+fn a_bad_option_says_what_was_expected() {
+    let mut topology = build::line(2, 7001);
+    let mut sockets = bind_all(&mut topology);
+    let refused = UringNode::start_with_socket(
+        &topology,
+        n(1),
+        sockets.remove(&n(1)).unwrap(),
+        UringOptions {
+            recv_buffers: 48,
+            ..UringOptions::default()
+        },
+    );
+    let e = refused.expect_err("48 buffers is no power of two");
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("power of two"), "{e}");
+}

@@ -71,6 +71,25 @@ impl Default for UringOptions {
     }
 }
 
+impl UringOptions {
+    /// A bad option says what was expected.
+    fn check(&self) -> io::Result<()> {
+        if !self.recv_buffers.is_power_of_two() || self.recv_buffers > 32768 {
+            return Err(invalid(format!(
+                "recv_buffers must be a power of two from 1 to 32768, not {}",
+                self.recv_buffers
+            )));
+        }
+        if self.send_slots == 0 || self.ring_entries == 0 {
+            return Err(invalid(format!(
+                "send_slots and ring_entries must be at least 1, not {} and {}",
+                self.send_slots, self.ring_entries
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// A Burghers node on the io_uring engine (see the module documentation).
 pub struct UringNode {
     shared: Arc<Shared>,
@@ -112,6 +131,7 @@ impl UringNode {
         if topology.node(me).is_none() {
             return Err(invalid(format!("node {me} is not in the topology")));
         }
+        options.check()?;
         let mtu = topology.network.mtu;
         let mut peers = BTreeMap::new();
         let mut by_socket = HashMap::new();
