@@ -36,6 +36,8 @@ const TAG_RECV: u64 = 1 << TAG_SHIFT;
 const TAG_EVENT: u64 = 2 << TAG_SHIFT;
 const TAG_SEND: u64 = 3 << TAG_SHIFT;
 const SLOT_MASK: u64 = (1 << TAG_SHIFT) - 1;
+/// Cancellations: their own completions need nothing.
+const TAG_CANCEL: u64 = 0;
 
 /// The provided buffer group of the receive.
 const RECV_GROUP: u16 = 0;
@@ -211,7 +213,20 @@ impl Engine {
                 self.wait();
             }
         }
-        self.shutdown();
+        if !self.shutdown() {
+            // The kernel may still write into the receive buffers or read a send slot: leak
+            // them rather than free memory it uses.
+            let Engine {
+                ring,
+                bufs,
+                slots,
+                recv_msg,
+                event_buf,
+                ..
+            } = self;
+            drop(ring);
+            std::mem::forget((bufs, slots, recv_msg, event_buf));
+        }
     }
 
     /// What the node produced besides packets: events for the transfer handles, new tables.
@@ -331,7 +346,7 @@ impl Engine {
         if recycled {
             self.bufs.publish();
         }
-        if !self.recv_armed {
+        if !self.recv_armed && !self.stopping {
             self.arm_recv();
         }
     }
@@ -344,7 +359,7 @@ impl Engine {
         if result < 0 {
             if -result == libc::ENOBUFS {
                 self.stats.recv_buffers_exhausted += 1;
-            } else {
+            } else if -result != libc::ECANCELED {
                 self.stats.recv_errors += 1;
             }
         }
@@ -504,7 +519,8 @@ impl Engine {
 
     /// Ends the local transfers, leaves every tree (a leave to each upstream), sends DRP
     /// terminates to the live neighbours, and waits (briefly) for all of it to leave.
-    fn shutdown(&mut self) {
+    /// True once nothing is left in flight on the ring (the engine's memory may be freed).
+    fn shutdown(&mut self) -> bool {
         self.handles
             .stop_all(&mut self.node, self.shared.clock.now());
         let me = self.node.me();
@@ -530,12 +546,30 @@ impl Engine {
             if self.pending.is_empty() && self.slots.idle() || StdInstant::now() >= deadline {
                 break;
             }
-            let ts = Timespec::new().nsec(10_000_000);
-            let args = SubmitArgs::new().timespec(&ts);
-            let _ = self.ring.submitter().submit_with_args(1, &args);
-            self.reap();
+            self.wait_briefly();
         }
+        // The receive and the eventfd read end with a cancellation; their buffers go with them.
+        for tag in [TAG_RECV, TAG_EVENT] {
+            self.push(&opcode::AsyncCancel::new(tag).build().user_data(TAG_CANCEL));
+        }
+        let deadline = StdInstant::now() + FINAL_FLUSH;
+        let quiet = loop {
+            let quiet = !self.recv_armed && !self.event_armed && self.slots.idle();
+            if quiet || StdInstant::now() >= deadline {
+                break quiet;
+            }
+            self.wait_briefly();
+        };
         self.shared.counters.store(&self.stats);
         self.shared.close();
+        quiet
+    }
+
+    /// Submits, waits at most 10 ms for a completion, and handles what completed.
+    fn wait_briefly(&mut self) {
+        let ts = Timespec::new().nsec(10_000_000);
+        let args = SubmitArgs::new().timespec(&ts);
+        let _ = self.ring.submitter().submit_with_args(1, &args);
+        self.reap();
     }
 }
