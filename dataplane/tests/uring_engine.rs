@@ -230,3 +230,10 @@ fn a_bad_option_says_what_was_expected() {
     assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
     assert!(e.to_string().contains("power of two"), "{e}");
 }
+
+/// Hosts share a node between threads (the control socket's handler, the transfer's loop).
+#[test]
+fn a_node_can_be_shared_between_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<UringNode>();
+}
