@@ -1,5 +1,5 @@
 //! The Burghers dataplane: RMTP cores, node composition, and the engines that move bytes and
-//! time for them (`sim`, `threaded`; `uring` later).
+//! time for them (`sim`, `threaded`, `uring`).
 
 pub mod garbler;
 pub mod host;
@@ -8,3 +8,4 @@ pub mod rmtp;
 pub mod sim;
 mod sync;
 pub mod threaded;
+pub mod uring;

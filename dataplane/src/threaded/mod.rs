@@ -37,7 +37,7 @@ mod receiver;
 mod rmtp;
 mod schedule;
 mod signal;
-mod sockopt;
+pub(crate) mod sockopt;
 mod stats;
 
 pub use buffer::{BufferHandle, BufferStats, DEFAULT_CAPACITY, ImpatientBuffer, Pop, Push};
@@ -53,5 +53,6 @@ pub use rmtp::{
     MiddleStats, ReceiveHandle, ReceiveOptions, ReceiveProgress, ReceiveState, RmtpStats,
     SendHandle, SendOptions, SendProgress,
 };
+pub(crate) use rmtp::{ReceiveShared, SendShared};
 pub use signal::{Signal, Wake};
 pub use stats::NodeStats;

@@ -27,11 +27,21 @@ pub(crate) fn count_overflows(socket: &UdpSocket) -> io::Result<()> {
 }
 
 fn set_int(socket: &UdpSocket, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    set_int_at(socket, libc::SOL_SOCKET, name, value)
+}
+
+/// Sets an integer option at any level (the io_uring engine's `SOL_UDP` ones: `UDP_GRO`).
+pub(crate) fn set_int_at(
+    socket: &UdpSocket,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: the value is a c_int that lives across the call, and its size is passed.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
-            libc::SOL_SOCKET,
+            level,
             name,
             (&raw const value).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
@@ -115,7 +125,7 @@ pub(crate) fn recv(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Datagram> {
     })
 }
 
-fn to_socket_addr(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
+pub(crate) fn to_socket_addr(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match libc::c_int::from(addr.ss_family) {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in.

@@ -35,7 +35,7 @@ use crate::rmtp::{
 use crate::sync::{lock, read, write};
 use control::rap::ServiceEntry;
 use control::{GroupAddr, NodeAddr};
-use handle::{ReceiveShared, SendShared};
+pub(crate) use handle::{ReceiveShared, SendShared};
 use middle::MiddleCounters;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};

@@ -1,0 +1,575 @@
+//! The engine thread: one io_uring, one socket, one [`Node`]. Each turn of its loop reaps the
+//! ring's completions (a multishot receive into the provided buffers, sends, the command
+//! eventfd), feeds the node, runs its timers, sends what it produced, and sleeps in
+//! `io_uring_enter` until the next completion or the node's next deadline.
+//!
+//! Nothing here decides anything about a protocol: bytes in, bytes out, time.
+
+use super::bufring::BufRing;
+use super::send::{Outgoing, SendSlots};
+use super::shared::{Command, Shared};
+use super::socket::{self, RECV_CONTROL_LEN};
+use super::stats::EngineStats;
+use super::transfers::Handles;
+use crate::garbler::GarbledCopy;
+use crate::node::{Node, StartError};
+use crate::rmtp::{Sink, Source};
+use crate::threaded::{ReceiveHandle, SendHandle};
+use control::drp::RoutingTable;
+use control::gmp::MulticastTable;
+use control::rap::ServiceEntry;
+use control::wire::gmp::GmpMessage;
+use control::{GroupAddr, NodeAddr, Transmit};
+use io_uring::types::{Fd, RecvMsgOut, SubmitArgs, Timespec};
+use io_uring::{IoUring, cqueue, opcode, squeue};
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::mem::zeroed;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant as StdInstant};
+
+/// Completion tags: the top two bits say what finished; a send carries its slot below them.
+const TAG_SHIFT: u32 = 62;
+const TAG_RECV: u64 = 1 << TAG_SHIFT;
+const TAG_EVENT: u64 = 2 << TAG_SHIFT;
+const TAG_SEND: u64 = 3 << TAG_SHIFT;
+const SLOT_MASK: u64 = (1 << TAG_SHIFT) - 1;
+/// Cancellations: their own completions need nothing.
+const TAG_CANCEL: u64 = 0;
+
+/// The provided buffer group of the receive.
+const RECV_GROUP: u16 = 0;
+/// Room in a receive buffer besides the payload: io_uring's header, the address, the control
+/// messages.
+const RECV_OVERHEAD: usize = 16 + size_of::<libc::sockaddr_storage>() + RECV_CONTROL_LEN;
+/// The largest coalesced receive (one UDP payload of up to 64 KiB).
+const GRO_PAYLOAD: usize = 65_535;
+/// How long stopping waits for the last packets to leave.
+const FINAL_FLUSH: Duration = Duration::from_secs(1);
+
+/// A ring for one thread: single issuer, with completion work deferred to the moments the
+/// engine asks for completions (Linux 6.1), the flag telling when such work waits (so a
+/// non-waiting submit still collects it); each feature dropped where the kernel lacks it.
+fn new_ring(entries: u32) -> io::Result<IoUring> {
+    IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_taskrun_flag()
+        .build(entries)
+        .or_else(|_| IoUring::builder().setup_single_issuer().build(entries))
+        .or_else(|_| IoUring::new(entries))
+        .map_err(|e| socket::unavailable("creating a ring", &e))
+}
+
+/// How the engine runs (from the node's options).
+pub(crate) struct EngineConfig {
+    pub ring_entries: u32,
+    pub recv_buffers: u16,
+    pub gro: bool,
+    pub gso: bool,
+    pub busy_poll: bool,
+    pub send_slots: usize,
+    pub socket_buffer_bytes: usize,
+    pub core: Option<usize>,
+    /// The topology's MTU: the largest datagram a receive buffer must hold without GRO.
+    pub mtu: usize,
+}
+
+pub(crate) struct Engine {
+    /// Declared first, so dropped first: it must let go of the buffers and messages below.
+    ring: IoUring,
+    bufs: BufRing,
+    pub node: Node,
+    pub shared: Arc<Shared>,
+    socket: UdpSocket,
+    by_socket: HashMap<SocketAddr, NodeAddr>,
+    /// The receive's message header: only its name and control lengths matter to the kernel.
+    recv_msg: Box<libc::msghdr>,
+    recv_armed: bool,
+    event_buf: Box<u64>,
+    event_armed: bool,
+    slots: SendSlots,
+    /// Packets ready to leave (garbled), waiting for a send slot.
+    pending: VecDeque<Outgoing>,
+    copies: Vec<GarbledCopy>,
+    cqes: Vec<(u64, i32, u32)>,
+    commands: VecDeque<Command>,
+    pub stats: EngineStats,
+    pub handles: Handles,
+    busy_poll: bool,
+    /// The tables last published to other threads.
+    published: (Arc<RoutingTable>, Arc<MulticastTable>),
+    stopping: bool,
+}
+
+impl Engine {
+    /// Builds the ring, its buffers and the socket options; any failure is the one line the
+    /// node's `start` returns.
+    pub fn new(
+        node: Node,
+        shared: Arc<Shared>,
+        socket: UdpSocket,
+        by_socket: HashMap<SocketAddr, NodeAddr>,
+        config: &EngineConfig,
+    ) -> io::Result<Engine> {
+        let mut stats = EngineStats::default();
+        if let Some(core) = config.core {
+            if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("cannot pin the engine thread to core {core}"),
+                ));
+            }
+            stats.pinned_core = core as u64 + 1;
+        }
+        let ring = new_ring(config.ring_entries)?;
+        let setup = socket::configure(&socket, config.socket_buffer_bytes, config.gro)?;
+        stats.socket_rcvbuf = setup.rcvbuf as u64;
+        stats.socket_sndbuf = setup.sndbuf as u64;
+        stats.gro = u64::from(setup.gro);
+        let payload = if setup.gro { GRO_PAYLOAD } else { config.mtu };
+        let bufs = BufRing::register(
+            &ring.submitter(),
+            config.recv_buffers,
+            payload + RECV_OVERHEAD,
+            RECV_GROUP,
+        )
+        .map_err(|e| socket::unavailable("registering receive buffers", &e))?;
+        // SAFETY: all-zero is a valid msghdr.
+        let mut recv_msg: Box<libc::msghdr> = Box::new(unsafe { zeroed() });
+        recv_msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        recv_msg.msg_controllen = RECV_CONTROL_LEN as _;
+        let published = (Arc::clone(node.routes()), Arc::clone(node.multicast()));
+        shared.publish_tables(&published.0, &published.1);
+        let mut engine = Engine {
+            ring,
+            bufs,
+            node,
+            shared,
+            socket,
+            by_socket,
+            recv_msg,
+            recv_armed: false,
+            event_buf: Box::new(0),
+            event_armed: false,
+            slots: SendSlots::new(config.send_slots, config.gso),
+            pending: VecDeque::new(),
+            copies: Vec::with_capacity(2),
+            cqes: Vec::with_capacity(256),
+            commands: VecDeque::new(),
+            stats,
+            handles: Handles::default(),
+            busy_poll: config.busy_poll,
+            published,
+            stopping: false,
+        };
+        engine.arm_recv();
+        engine.probe_receive()?;
+        engine.arm_event();
+        Ok(engine)
+    }
+
+    /// A kernel without multishot `recvmsg` (before 6.0) refuses it at once: say so now rather
+    /// than re-arming a receive that can never work.
+    fn probe_receive(&mut self) -> io::Result<()> {
+        self.ring
+            .submit()
+            .map_err(|e| socket::unavailable("submitting the receive", &e))?;
+        // Kept for the first `reap`: a datagram may already be in a buffer.
+        self.cqes.extend(
+            self.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        let refused = self
+            .cqes
+            .iter()
+            .find(|&&(tag, result, _)| tag == TAG_RECV && result < 0 && -result != libc::ENOBUFS);
+        match refused {
+            Some(&(_, result, _)) => Err(socket::unavailable(
+                "a multishot receive",
+                &io::Error::from_raw_os_error(-result),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs until a stop command, then says goodbye to the network.
+    pub fn run(mut self) {
+        while !self.stopping {
+            self.reap();
+            self.run_commands();
+            let now = self.shared.clock.now();
+            if self.node.poll_timeout().is_some_and(|t| t <= now) {
+                self.node.handle_timeout(now);
+            }
+            self.after_input();
+            self.flush();
+            self.stats.wakeups += 1;
+            self.shared.counters.store(&self.stats);
+            if !self.stopping {
+                self.wait();
+            }
+        }
+        if !self.shutdown() {
+            // The kernel may still write into the receive buffers or read a send slot: leak
+            // them rather than free memory it uses.
+            let Engine {
+                ring,
+                bufs,
+                slots,
+                recv_msg,
+                event_buf,
+                ..
+            } = self;
+            drop(ring);
+            std::mem::forget((bufs, slots, recv_msg, event_buf));
+        }
+    }
+
+    /// What the node produced besides packets: events for the transfer handles, new tables.
+    pub fn after_input(&mut self) {
+        let now = StdInstant::now();
+        let clock = self.shared.clock.now();
+        while let Some(event) = self.node.poll_event() {
+            self.handles.on_event(&mut self.node, event, clock, now);
+        }
+        self.handles.tick(&mut self.node, clock, now);
+        let (routes, mcast) = (self.node.routes(), self.node.multicast());
+        if !Arc::ptr_eq(routes, &self.published.0) || !Arc::ptr_eq(mcast, &self.published.1) {
+            self.published = (Arc::clone(routes), Arc::clone(mcast));
+            self.shared.publish_tables(routes, mcast);
+        }
+    }
+
+    // ---- transfers ----
+
+    pub fn start_send(
+        &mut self,
+        group: GroupAddr,
+        name: &str,
+        source: Box<dyn Source + Send>,
+    ) -> Result<SendHandle, StartError> {
+        // An earlier entry of the same tree (a pre-announcement, an ended transfer) gives way to
+        // this one, as on the threaded engine.
+        let me = self.node.me();
+        let others: Vec<ServiceEntry> = self
+            .node
+            .rap_server()
+            .services()
+            .iter()
+            .filter(|e| (e.group, e.sender) != (group, me))
+            .cloned()
+            .collect();
+        // A shorter list always fits.
+        let _ = self.node.set_services(others);
+        let now = self.shared.clock.now();
+        let entry = self.node.start_send(now, group, name, source)?;
+        Ok(self.handles.add_sender(entry))
+    }
+
+    pub fn start_receive(
+        &mut self,
+        group: GroupAddr,
+        sender: NodeAddr,
+        sid: u16,
+        sink: Box<dyn Sink + Send>,
+    ) -> Result<ReceiveHandle, StartError> {
+        if self.handles.is_receiving(sid) {
+            return Err(StartError::Busy);
+        }
+        let now = self.shared.clock.now();
+        self.node.start_receive(now, group, sender, sid, sink)?;
+        Ok(self.handles.add_receiver(sid, group, sender))
+    }
+
+    // ---- the ring ----
+
+    fn push(&mut self, entry: &squeue::Entry) {
+        loop {
+            // SAFETY: every entry points at memory the engine owns and keeps until its
+            // completion (the receive's header and buffers, the eventfd word, the send slots).
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                return;
+            }
+            // A full submission queue: hand it to the kernel and try again.
+            let _ = self.ring.submit();
+        }
+    }
+
+    fn arm_recv(&mut self) {
+        let entry = opcode::RecvMsgMulti::new(
+            Fd(self.socket.as_raw_fd()),
+            &raw const *self.recv_msg,
+            self.bufs.group(),
+        )
+        .build()
+        .user_data(TAG_RECV);
+        self.push(&entry);
+        self.recv_armed = true;
+    }
+
+    fn arm_event(&mut self) {
+        let entry = opcode::Read::new(
+            Fd(self.shared.eventfd()),
+            (&raw mut *self.event_buf).cast(),
+            size_of::<u64>() as u32,
+        )
+        .build()
+        .user_data(TAG_EVENT);
+        self.push(&entry);
+        self.event_armed = true;
+    }
+
+    /// Handles every completion waiting, then returns the receive buffers and re-arms what
+    /// finished.
+    fn reap(&mut self) {
+        let mut cqes = std::mem::take(&mut self.cqes);
+        cqes.extend(
+            self.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        let mut recycled = false;
+        for &(tag, result, flags) in &cqes {
+            match tag & !SLOT_MASK {
+                TAG_RECV => recycled |= self.on_receive(result, flags),
+                TAG_SEND => self.on_sent(tag & SLOT_MASK, result),
+                TAG_EVENT => self.event_armed = false,
+                _ => {}
+            }
+        }
+        cqes.clear();
+        self.cqes = cqes;
+        if recycled {
+            self.bufs.publish();
+        }
+        if !self.recv_armed && !self.stopping {
+            self.arm_recv();
+        }
+    }
+
+    /// One receive completion; true if it used a buffer (now recycled).
+    fn on_receive(&mut self, result: i32, flags: u32) -> bool {
+        if !cqueue::more(flags) {
+            self.recv_armed = false;
+        }
+        if result < 0 {
+            if -result == libc::ENOBUFS {
+                self.stats.recv_buffers_exhausted += 1;
+            } else if -result != libc::ECANCELED {
+                self.stats.recv_errors += 1;
+            }
+        }
+        let Some(bid) = cqueue::buffer_select(flags) else {
+            return false;
+        };
+        let len = usize::try_from(result).unwrap_or(0);
+        let buf = self.bufs.filled(bid, len);
+        match RecvMsgOut::parse(buf, &self.recv_msg) {
+            Ok(out) if !out.is_payload_truncated() && !out.is_name_data_truncated() => {
+                let control = socket::parse_control(out.control_data());
+                if let Some(o) = control.overflows {
+                    self.stats.rx_queue_overflows = u64::from(o);
+                }
+                let payload = out.payload_data();
+                let segment = control.segment.unwrap_or(payload.len()).max(1);
+                let datagrams = payload.len().div_ceil(segment) as u64;
+                self.stats.receives += 1;
+                match socket::source(out.name_data()).and_then(|s| self.by_socket.get(&s)) {
+                    Some(&from) => {
+                        let now = self.shared.clock.now();
+                        // A coalesced receive is handed over segment by segment, in place.
+                        for datagram in payload.chunks(segment) {
+                            self.node.handle_datagram(now, from, datagram);
+                        }
+                        self.stats.datagrams_received += datagrams;
+                    }
+                    None => self.stats.unknown_source += datagrams,
+                }
+            }
+            _ => self.stats.recv_truncated += 1,
+        }
+        self.bufs.recycle(bid);
+        true
+    }
+
+    fn on_sent(&mut self, slot: u64, result: i32) {
+        let datagrams = self.slots.complete(slot as usize);
+        if result < 0 {
+            self.stats.send_errors += 1;
+            // A segmented send the path refuses (a device without UDP GSO, a segment above the
+            // path's MTU) would fail every time: send one datagram per call from now on.
+            if datagrams > 1 && matches!(-result, libc::EIO | libc::EINVAL | libc::EMSGSIZE) {
+                self.slots.disable_gso();
+                self.stats.gso_disabled = 1;
+            }
+        } else {
+            self.stats.sends += 1;
+            self.stats.datagrams_sent += datagrams;
+        }
+    }
+
+    // ---- sending ----
+
+    /// Garbles what the node wants sent and submits it, a batch per send slot.
+    fn flush(&mut self) {
+        while let Some(t) = self.node.poll_transmit() {
+            self.route(t);
+        }
+        let fd = self.socket.as_raw_fd();
+        while !self.pending.is_empty() {
+            let Some((slot, entry)) = self.slots.fill(&mut self.pending, fd) else {
+                break;
+            };
+            self.push(&entry.user_data(TAG_SEND | slot as u64));
+        }
+    }
+
+    /// The garbler's faults for the direction to `t.to`, then the pending queue (or the delay
+    /// line for copies held back).
+    fn route(&mut self, t: Transmit) {
+        let Some(peer) = self.shared.peers.get(&t.to) else {
+            self.stats.tx_unknown_neighbour += 1;
+            return;
+        };
+        if peer.link.is_clean() {
+            self.pending.push_back(Outgoing {
+                dest: peer.socket,
+                packet: t.packet,
+            });
+            return;
+        }
+        peer.link.apply(&t.packet, &mut self.copies);
+        let now = StdInstant::now();
+        for copy in self.copies.drain(..) {
+            if copy.delay.is_zero() {
+                self.pending.push_back(Outgoing {
+                    dest: peer.socket,
+                    packet: copy.packet,
+                });
+            } else {
+                self.shared
+                    .delay
+                    .schedule(now + copy.delay, peer.socket, copy.packet);
+            }
+        }
+    }
+
+    // ---- waiting ----
+
+    /// Sleeps in the kernel until a completion or the next deadline (or only submits, when
+    /// busy-polling).
+    fn wait(&mut self) {
+        if self.busy_poll {
+            let _ = self.ring.submit();
+            return;
+        }
+        let now = StdInstant::now();
+        let deadline = [
+            self.node
+                .poll_timeout()
+                .and_then(|t| self.shared.clock.to_std(t)),
+            self.handles.next_deadline(now),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let result = match deadline.map(|d| d.saturating_duration_since(now)) {
+            Some(d) if d.is_zero() => self.ring.submit(),
+            Some(d) => {
+                let ts = Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos());
+                let args = SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+            None => self.ring.submit_and_wait(1),
+        };
+        if let Err(e) = result
+            && !matches!(
+                e.raw_os_error(),
+                Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+            )
+        {
+            self.stats.recv_errors += 1;
+        }
+    }
+
+    // ---- commands ----
+
+    fn run_commands(&mut self) {
+        if !self.event_armed {
+            let mut word = 0u64;
+            // SAFETY: reads at most 8 bytes into a live u64 from our non-blocking eventfd.
+            unsafe { libc::read(self.shared.eventfd(), (&raw mut word).cast(), 8) };
+            self.arm_event();
+        }
+        self.shared.take_commands(&mut self.commands);
+        while let Some(c) = self.commands.pop_front() {
+            self.stats.commands += 1;
+            match c {
+                Command::Call(f) => f(self),
+                Command::Stop => self.stopping = true,
+            }
+        }
+    }
+
+    // ---- stopping ----
+
+    /// Ends the local transfers, leaves every tree (a leave to each upstream), sends DRP
+    /// terminates to the live neighbours, and waits (briefly) for all of it to leave.
+    /// True once nothing is left in flight on the ring (the engine's memory may be freed).
+    fn shutdown(&mut self) -> bool {
+        self.handles
+            .stop_all(&mut self.node, self.shared.clock.now());
+        let me = self.node.me();
+        let leaves: Vec<Transmit> = self
+            .node
+            .multicast()
+            .entries()
+            .iter()
+            .filter_map(|e| {
+                e.upstream.map(|up| Transmit {
+                    to: up,
+                    packet: GmpMessage::leave(e.group, e.sender).packet(up, me),
+                })
+            })
+            .collect();
+        for t in leaves {
+            self.route(t);
+        }
+        self.node.terminate(self.shared.clock.now());
+        let deadline = StdInstant::now() + FINAL_FLUSH;
+        loop {
+            self.flush();
+            if self.pending.is_empty() && self.slots.idle() || StdInstant::now() >= deadline {
+                break;
+            }
+            self.wait_briefly();
+        }
+        // The receive and the eventfd read end with a cancellation; their buffers go with them.
+        for tag in [TAG_RECV, TAG_EVENT] {
+            self.push(&opcode::AsyncCancel::new(tag).build().user_data(TAG_CANCEL));
+        }
+        let deadline = StdInstant::now() + FINAL_FLUSH;
+        let quiet = loop {
+            let quiet = !self.recv_armed && !self.event_armed && self.slots.idle();
+            if quiet || StdInstant::now() >= deadline {
+                break quiet;
+            }
+            self.wait_briefly();
+        };
+        self.shared.counters.store(&self.stats);
+        self.shared.close();
+        quiet
+    }
+
+    /// Submits, waits at most 10 ms for a completion, and handles what completed.
+    fn wait_briefly(&mut self) {
+        let ts = Timespec::new().nsec(10_000_000);
+        let args = SubmitArgs::new().timespec(&ts);
+        let _ = self.ring.submitter().submit_with_args(1, &args);
+        self.reap();
+    }
+}

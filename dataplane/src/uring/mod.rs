@@ -1,0 +1,29 @@
+//! The io_uring engine, first slice (issue 10): one engine thread per node drives the same
+//! sans-IO [`Node`](crate::node::Node) as the simulator, over one UDP socket and one io_uring.
+//!
+//! ```text
+//!             commands (send, receive, subscribe, stats, stop) ──► queue + eventfd
+//!                                                                     │
+//!   UDP socket ──► multishot recvmsg ──► provided buffer ring ──┐     ▼
+//!   (UDP_GRO: one receive, many datagrams, split in place)      ├─► engine thread: Node
+//!                                                               │   handle_datagram / timeout
+//!   sendmsg per run of equal-size packets to one neighbour ◄────┘   poll_transmit ─► garbler
+//!   (UDP_SEGMENT), from send slots held until completion            (delayed copies: delay line)
+//! ```
+//!
+//! It waits in `io_uring_enter` until a completion or the node's next deadline (never
+//! spinning unless [`UringOptions::busy_poll`]). The engine decides nothing about protocols:
+//! it moves bytes and time. `docs/ARCHITECTURE.md` ("The io_uring engine") says what is done
+//! and what is left.
+
+mod bufring;
+mod engine;
+mod node;
+mod send;
+mod shared;
+mod socket;
+mod stats;
+mod transfers;
+
+pub use node::{UringNode, UringOptions};
+pub use stats::{EngineStats, UringStats};

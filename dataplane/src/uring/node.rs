@@ -1,0 +1,462 @@
+//! A node on the io_uring engine: how it starts, what other threads may ask of it while it
+//! runs (each request a command the engine thread runs with the node in hand), and how it
+//! stops. The surface follows `ThreadedNode`'s, so a caller can hold either.
+
+use super::engine::{Engine, EngineConfig};
+use super::shared::{Command, Peer, Shared};
+use super::stats::UringStats;
+use crate::garbler::{DelayLine, LinkGarbler, link_rng};
+use crate::node::{Node, RAP_SERVER_SID, RmtpOptions, StartError};
+use crate::rmtp::{Sink, Source};
+use crate::sync::lock;
+use crate::threaded::{
+    Clock, DEFAULT_SOCKET_BUFFER, RapRequestError, ReceiveHandle, ReceiveOptions, SendError,
+    SendHandle, SendOptions,
+};
+use control::drp::RoutingTable;
+use control::gmp::{GmpError, MulticastTable};
+use control::rap::ServiceEntry;
+use control::topology::{Faults, Topology};
+use control::{GroupAddr, NodeAddr};
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How an io_uring node runs, beyond what the topology file says.
+#[derive(Clone, Debug)]
+pub struct UringOptions {
+    /// Seed of the garbler's per-link random streams.
+    pub seed: u64,
+    /// Pin the engine thread to this core (`core_affinity`); `None`: the scheduler decides.
+    pub core: Option<usize>,
+    /// Never sleep in the kernel: submit and look for completions in a loop. For benchmarks
+    /// on dedicated cores only; the default sleeps until a completion or a deadline.
+    pub busy_poll: bool,
+    /// Let the kernel coalesce receives (`UDP_GRO`); a coalesced receive is split in place.
+    pub gro: bool,
+    /// Send runs of equal-size packets to one neighbour as one segmented send (`UDP_SEGMENT`).
+    pub gso: bool,
+    /// Receive buffers in the provided-buffer ring (a power of two). Each holds one receive:
+    /// 64 KiB plus headers with GRO on, one MTU plus headers without.
+    pub recv_buffers: u16,
+    /// Submission queue entries of the ring.
+    pub ring_entries: u32,
+    /// Sends in flight at once (each may carry a segmented batch).
+    pub send_slots: usize,
+    /// Kernel receive and send buffer asked for the socket, bytes (as the threaded engine).
+    pub socket_buffer_bytes: usize,
+    /// The RMTP tunables of the node (window, rate, caches): for every transfer of the node,
+    /// as the sans-IO node takes them when it is built.
+    pub rmtp: RmtpOptions,
+}
+
+impl Default for UringOptions {
+    fn default() -> Self {
+        UringOptions {
+            seed: 0,
+            core: None,
+            busy_poll: false,
+            gro: true,
+            gso: true,
+            recv_buffers: 64,
+            ring_entries: 256,
+            send_slots: 64,
+            socket_buffer_bytes: DEFAULT_SOCKET_BUFFER,
+            rmtp: RmtpOptions::default(),
+        }
+    }
+}
+
+impl UringOptions {
+    /// A bad option says what was expected.
+    fn check(&self) -> io::Result<()> {
+        if !self.recv_buffers.is_power_of_two() || self.recv_buffers > 32768 {
+            return Err(invalid(format!(
+                "recv_buffers must be a power of two from 1 to 32768, not {}",
+                self.recv_buffers
+            )));
+        }
+        if self.send_slots == 0 || self.ring_entries == 0 {
+            return Err(invalid(format!(
+                "send_slots and ring_entries must be at least 1, not {} and {}",
+                self.send_slots, self.ring_entries
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A Burghers node on the io_uring engine (see the module documentation).
+pub struct UringNode {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+fn stopping() -> StartError {
+    StartError::Unavailable("the node is stopping".into())
+}
+
+impl UringNode {
+    /// Binds the node's UDP socket at its address in the topology file and starts its engine
+    /// thread. The file's link faults toward each neighbour are applied from the start. Fails
+    /// with one line naming the cause and the fix where the kernel refuses io_uring.
+    pub fn start(
+        topology: &Topology,
+        me: NodeAddr,
+        options: UringOptions,
+    ) -> io::Result<UringNode> {
+        let spec = topology
+            .node(me)
+            .ok_or_else(|| invalid(format!("node {me} is not in the topology")))?;
+        let socket = UdpSocket::bind(spec.socket)?;
+        Self::start_with_socket(topology, me, socket, options)
+    }
+
+    /// Starts the node on a socket the caller bound (tests bind every socket first, on port 0,
+    /// and write the addresses into the topology, so no port is ever raced for).
+    pub fn start_with_socket(
+        topology: &Topology,
+        me: NodeAddr,
+        socket: UdpSocket,
+        options: UringOptions,
+    ) -> io::Result<UringNode> {
+        if topology.node(me).is_none() {
+            return Err(invalid(format!("node {me} is not in the topology")));
+        }
+        options.check()?;
+        let mtu = topology.network.mtu;
+        let mut peers = BTreeMap::new();
+        let mut by_socket = HashMap::new();
+        for spec in topology.nodes.iter().filter(|n| n.addr != me) {
+            let faults = topology
+                .link(me, spec.addr)
+                .map(|l| l.faults)
+                .unwrap_or_default();
+            let link = LinkGarbler::new(faults, link_rng(options.seed, me, spec.addr), mtu);
+            peers.insert(
+                spec.addr,
+                Peer {
+                    socket: spec.socket,
+                    link,
+                },
+            );
+            by_socket.insert(spec.socket, spec.addr);
+        }
+        let delay = {
+            let tx = socket.try_clone()?;
+            DelayLine::spawn(
+                format!("n{me}-garbler"),
+                move |dest: &SocketAddr, packet| tx.send_to(packet, dest).is_ok(),
+            )?
+        };
+        let clock = Clock::start();
+        let shared = Arc::new(Shared::new(me, socket.local_addr()?, clock, peers, delay)?);
+        let config = EngineConfig {
+            ring_entries: options.ring_entries.max(8),
+            recv_buffers: options.recv_buffers,
+            gro: options.gro,
+            gso: options.gso,
+            busy_poll: options.busy_poll,
+            send_slots: options.send_slots,
+            socket_buffer_bytes: options.socket_buffer_bytes,
+            core: options.core,
+            mtu,
+        };
+        let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
+        let thread_shared = Arc::clone(&shared);
+        let topology = topology.clone();
+        let rmtp = options.rmtp;
+        let thread = std::thread::Builder::new()
+            .name(format!("n{me}-uring"))
+            .spawn(move || {
+                let node = Node::with_options(me, &topology, clock.now(), rmtp);
+                match Engine::new(node, Arc::clone(&thread_shared), socket, by_socket, &config) {
+                    Ok(engine) => {
+                        let _ = ready_tx.send(Ok(()));
+                        engine.run();
+                    }
+                    Err(e) => {
+                        thread_shared.close();
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            })?;
+        let mut node = UringNode {
+            shared,
+            thread: Some(thread),
+        };
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(node),
+            Ok(Err(e)) => {
+                node.shutdown();
+                Err(e)
+            }
+            Err(_) => {
+                node.shutdown();
+                Err(io::Error::other(
+                    "the io_uring engine thread ended at start",
+                ))
+            }
+        }
+    }
+
+    /// Runs `f` on the engine thread and waits for its answer; `None` once the engine ended.
+    fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Engine) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let sent = self.shared.command(Command::Call(Box::new(move |engine| {
+            let _ = tx.send(f(engine));
+        })));
+        if !sent {
+            return None;
+        }
+        rx.recv().ok()
+    }
+
+    pub fn addr(&self) -> NodeAddr {
+        self.shared.me
+    }
+
+    /// The socket address the node is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.shared.clock
+    }
+
+    // ---- inspection ----
+
+    /// The routing table the engine last published (at most one loop turn old).
+    pub fn routes(&self) -> Arc<RoutingTable> {
+        Arc::clone(&lock(&self.shared.tables).routes)
+    }
+
+    pub fn next_hop(&self, dst: NodeAddr) -> Option<NodeAddr> {
+        self.routes().next_hop(dst)
+    }
+
+    pub fn multicast(&self) -> Arc<MulticastTable> {
+        Arc::clone(&lock(&self.shared.tables).multicast)
+    }
+
+    /// Live DRP neighbours, ascending.
+    pub fn neighbours(&self) -> Vec<NodeAddr> {
+        self.call(|e| e.node.drp().neighbours()).unwrap_or_default()
+    }
+
+    /// Every node in DRP's link-state database, this one included.
+    pub fn known_nodes(&self) -> Vec<NodeAddr> {
+        self.call(|e| e.node.drp().known_nodes())
+            .unwrap_or_default()
+    }
+
+    // ---- the garbler ----
+
+    /// Replaces the faults this node applies to what it sends to `neighbour`. A link's two
+    /// directions are garbled by its two ends: set both to take a link down.
+    pub fn set_faults(&self, neighbour: NodeAddr, faults: Faults) -> Result<(), SendError> {
+        let peer = self
+            .shared
+            .peers
+            .get(&neighbour)
+            .ok_or(SendError::UnknownNeighbour(neighbour))?;
+        peer.link.set_faults(faults);
+        Ok(())
+    }
+
+    pub fn faults(&self, neighbour: NodeAddr) -> Option<Faults> {
+        self.shared.peers.get(&neighbour).map(|p| p.link.faults())
+    }
+
+    // ---- GMP ----
+
+    /// A local client (service id `sid`) joins the tree of (`group`, `sender`).
+    pub fn subscribe(&self, group: GroupAddr, sender: NodeAddr, sid: u16) -> Result<(), GmpError> {
+        self.call(move |e| {
+            let now = e.shared.clock.now();
+            e.node.subscribe(now, group, sender, sid)
+        })
+        .unwrap_or(Err(GmpError::NotMember))
+    }
+
+    pub fn unsubscribe(
+        &self,
+        group: GroupAddr,
+        sender: NodeAddr,
+        sid: u16,
+    ) -> Result<(), GmpError> {
+        self.call(move |e| {
+            let now = e.shared.clock.now();
+            e.node.unsubscribe(now, group, sender, sid)
+        })
+        .unwrap_or(Err(GmpError::NotMember))
+    }
+
+    // ---- RAP ----
+
+    /// Asks node `server`'s RAP server for its list, waiting at most `timeout`. This engine's
+    /// node asks service id [`RAP_SERVER_SID`] (every node's server) only; another id times out.
+    pub fn request_services(
+        &self,
+        server: NodeAddr,
+        server_sid: u16,
+        timeout: Duration,
+    ) -> Result<Vec<ServiceEntry>, RapRequestError> {
+        if server_sid != RAP_SERVER_SID {
+            return Err(RapRequestError::TimedOut);
+        }
+        let (tx, rx) = mpsc::channel();
+        let asked = self.call(move |e| {
+            e.handles.wait_for_services(server, tx);
+            let now = e.shared.clock.now();
+            e.node.request_services(now, server);
+        });
+        if asked.is_none() {
+            return Err(RapRequestError::Stopped);
+        }
+        rx.recv_timeout(timeout).map_err(|e| match e {
+            mpsc::RecvTimeoutError::Timeout => RapRequestError::TimedOut,
+            mpsc::RecvTimeoutError::Disconnected => RapRequestError::Stopped,
+        })
+    }
+
+    /// Replaces what the node's RAP server announces (to announce a transfer before its first
+    /// byte). This engine's node runs one RAP server, service id [`RAP_SERVER_SID`].
+    pub fn set_rap_services(&self, sid: u16, services: Vec<ServiceEntry>) -> io::Result<()> {
+        if sid != RAP_SERVER_SID {
+            return Err(invalid(format!(
+                "no RAP server with service id {sid} (this engine runs only {RAP_SERVER_SID})"
+            )));
+        }
+        self.call(move |e| e.node.set_services(services))
+            .ok_or_else(|| io::Error::other("the node is stopping"))?
+            .map_err(|e| invalid(e.to_string()))
+    }
+
+    // ---- RMTP transfers ----
+
+    /// Multicasts `source` to `group` from this node and announces it as `name` on the node's
+    /// RAP server. The transfer ends a moment after every receiver has everything, and its
+    /// announcement goes with it. The pacing and first window are the node's
+    /// ([`UringOptions::rmtp`]): `options` is accepted for the threaded engine's signature.
+    pub fn send(
+        &self,
+        group: GroupAddr,
+        name: &str,
+        source: Box<dyn Source + Send>,
+        options: SendOptions,
+    ) -> Result<SendHandle, StartError> {
+        let _ = options;
+        let name = name.to_string();
+        self.call(move |e| e.start_send(group, &name, source))
+            .unwrap_or_else(|| Err(stopping()))
+    }
+
+    /// Joins (`group`, `sender`) as local client `sid` and writes the transfer to `sink`. The
+    /// client leaves the group a moment after it completes, when it fails, is aborted, or the
+    /// node stops. The window is the node's ([`UringOptions::rmtp`]) and the sender timeout
+    /// the receiver core's default: `options` is accepted for the threaded engine's signature.
+    pub fn receive(
+        &self,
+        group: GroupAddr,
+        sender: NodeAddr,
+        sid: u16,
+        sink: Box<dyn Sink + Send>,
+        options: ReceiveOptions,
+    ) -> Result<ReceiveHandle, StartError> {
+        let _ = options;
+        self.call(move |e| e.start_receive(group, sender, sid, sink))
+            .unwrap_or_else(|| Err(stopping()))
+    }
+
+    // ---- counters ----
+
+    /// Every counter of the node (`UringStats::lines` gives `name value` pairs).
+    pub fn stats(&self) -> UringStats {
+        let engine = self.shared.counters.snapshot();
+        let me = self.shared.me;
+        let uptime = self.shared.clock.uptime();
+        let garbler = self
+            .shared
+            .peers
+            .iter()
+            .map(|(&n, p)| (n, p.link.stats()))
+            .filter(|(_, s)| *s != Default::default())
+            .collect();
+        let delay_line = self.shared.delay.stats();
+        let from_engine = self.call(|e| {
+            (
+                *e.node.stats(),
+                e.node.transfers().relay_stats().clone(),
+                e.handles.progress(),
+                e.stats,
+            )
+        });
+        let (node, relay, (senders, receivers), engine) = match from_engine {
+            Some((n, r, p, s)) => (n, r, p, s),
+            None => (
+                Default::default(),
+                Default::default(),
+                Default::default(),
+                engine,
+            ),
+        };
+        UringStats {
+            addr: me,
+            uptime,
+            engine,
+            node,
+            relay,
+            garbler,
+            delay_line,
+            senders,
+            receivers,
+        }
+    }
+
+    // ---- shutdown ----
+
+    /// Stops the node: local transfers end (an incomplete receive stays partial), the node
+    /// leaves every tree and sends DRP terminates to its neighbours, the engine thread is
+    /// joined and the garbler's held-back copies are flushed.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        self.shared.command(Command::Stop);
+        // An engine that panicked has reported it; the rest still stops.
+        let _ = thread.join();
+        self.shared.delay.shutdown();
+    }
+}
+
+impl Drop for UringNode {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl std::fmt::Debug for UringNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringNode")
+            .field("addr", &self.shared.me)
+            .field("local_addr", &self.shared.local_addr)
+            .finish()
+    }
+}

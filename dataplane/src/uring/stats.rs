@@ -1,0 +1,186 @@
+//! The engine's counters (kept in plain integers on the engine thread, published to atomics
+//! once per loop turn) and a snapshot of every counter of a node, printable as `name value`
+//! lines like the threaded engine's.
+
+use crate::garbler::{DelayStats, GarblerStats};
+use crate::threaded::{ReceiveProgress, ReceiveState, SendProgress};
+use control::{GroupAddr, NodeAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+macro_rules! engine_counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// What the engine thread counts.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct EngineStats {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        /// [`EngineStats`] as other threads read it.
+        #[derive(Debug, Default)]
+        pub(crate) struct Counters {
+            $($name: AtomicU64,)*
+        }
+
+        impl Counters {
+            pub fn store(&self, s: &EngineStats) {
+                $(self.$name.store(s.$name, Ordering::Relaxed);)*
+            }
+
+            pub fn snapshot(&self) -> EngineStats {
+                EngineStats { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+
+        impl EngineStats {
+            /// Every counter by name, in a fixed order.
+            pub fn fields(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name),)*]
+            }
+        }
+    };
+}
+
+engine_counters! {
+    /// Datagrams handed to the node (a coalesced receive counts each of its segments).
+    datagrams_received,
+    /// Receive completions that carried data: `datagrams_received / receives` is the GRO batch.
+    receives,
+    /// Datagrams the kernel took.
+    datagrams_sent,
+    /// Send completions: `datagrams_sent / sends` is the GSO batch.
+    sends,
+    /// Times the multishot receive stopped because every provided buffer was in use (ENOBUFS).
+    recv_buffers_exhausted,
+    /// Datagrams from a socket address that is no node of the topology file, dropped.
+    unknown_source,
+    /// Sends the kernel refused (their datagrams are lost; RMTP repairs what matters).
+    send_errors,
+    /// 1 once a segmented send failed and the engine fell back to one datagram per send.
+    gso_disabled,
+    /// Receive completions with an error other than ENOBUFS.
+    recv_errors,
+    /// Receives cut short by the buffer size (or unparsable), dropped.
+    recv_truncated,
+    /// Packets for a node the topology file has no socket address for, dropped.
+    tx_unknown_neighbour,
+    /// The socket's running count of datagrams the kernel dropped for a full receive queue.
+    rx_queue_overflows,
+    /// Turns of the engine loop (a wake from the ring, a timer, or a command).
+    wakeups,
+    /// Commands run for other threads.
+    commands,
+    /// The socket's granted receive and send buffers, bytes.
+    socket_rcvbuf,
+    socket_sndbuf,
+    /// 1 when the kernel coalesces receives (`UDP_GRO`), 0 otherwise.
+    gro,
+    /// The core the engine thread is pinned to, plus one (0: not pinned).
+    pinned_core,
+}
+
+/// Every counter of one node at one moment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UringStats {
+    pub addr: NodeAddr,
+    pub uptime: Duration,
+    pub engine: EngineStats,
+    /// What DNP validation and dispatch counted (the sans-IO node's counters).
+    pub node: crate::node::NodeStats,
+    pub relay: crate::rmtp::RelayStats,
+    /// Directions that have garbled anything, by neighbour.
+    pub garbler: Vec<(NodeAddr, GarblerStats)>,
+    pub delay_line: DelayStats,
+    /// Transfers this node multicasts (still running or lingering).
+    pub senders: Vec<(GroupAddr, SendProgress)>,
+    /// Transfers local clients receive (still running or lingering).
+    pub receivers: Vec<(u16, ReceiveProgress)>,
+}
+
+impl UringStats {
+    pub fn lines(&self) -> Vec<(String, u64)> {
+        let mut out = vec![
+            ("node.addr".to_string(), u64::from(self.addr.get())),
+            (
+                "node.uptime_ms".to_string(),
+                u64::try_from(self.uptime.as_millis()).unwrap_or(u64::MAX),
+            ),
+            ("node.threads".to_string(), 1),
+        ];
+        for (name, v) in self.engine.fields() {
+            out.push((format!("engine.{name}"), v));
+        }
+        let n = &self.node;
+        for (name, v) in [
+            ("accepted", n.accepted),
+            ("rejected", n.rejected()),
+            ("rx_error_too_short", n.too_short),
+            ("rx_error_too_long", n.too_long),
+            ("rx_error_length_mismatch", n.length_mismatch),
+            ("rx_error_bad_checksum", n.bad_checksum),
+            ("rx_error_unknown_flag", n.unknown_flag),
+            ("malformed_body", n.malformed_body),
+            ("misaddressed", n.misaddressed),
+            ("unknown_service", n.unknown_service),
+            ("forwarded", n.forwarded),
+            ("no_route", n.no_route),
+            ("looped", n.looped),
+        ] {
+            out.push((format!("dnp.{name}"), v));
+        }
+        let r = &self.relay;
+        for (name, v) in [
+            ("forwarded", r.forwarded),
+            ("forwarded_copies", r.forwarded_copies),
+            ("delivered_local", r.delivered_local),
+            ("nacks_received", r.nacks_received),
+            ("nacks_sent_upstream", r.nacks_sent_upstream),
+            ("repairs_from_cache", r.repairs_from_cache),
+            ("mabs_sent", r.mabs_sent),
+        ] {
+            out.push((format!("rmtp.relay.{name}"), v));
+        }
+        for (peer, s) in &self.garbler {
+            for (name, v) in s.fields() {
+                out.push((format!("garbler.{peer}.{name}"), v));
+            }
+        }
+        for (name, v) in self.delay_line.fields() {
+            out.push((format!("garbler.delay.{name}"), v));
+        }
+        for (group, p) in &self.senders {
+            let at = format!("rmtp.server.{group}");
+            out.push((format!("{at}.total"), p.total));
+            out.push((format!("{at}.sent"), p.sent));
+            out.push((format!("{at}.acked"), p.acked));
+            out.push((format!("{at}.retransmissions"), p.retransmissions));
+            out.push((format!("{at}.complete"), u64::from(p.complete)));
+        }
+        for (sid, p) in &self.receivers {
+            let at = format!("rmtp.client.{sid}");
+            out.push((format!("{at}.delivered"), p.delivered));
+            out.push((format!("{at}.repairs"), p.repairs));
+            out.push((format!("{at}.nacks"), p.nacks));
+            let complete = p.state == ReceiveState::Complete;
+            out.push((format!("{at}.complete"), u64::from(complete)));
+        }
+        out
+    }
+
+    /// One counter by its line name, e.g. `engine.sends`.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.lines()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+    }
+}
+
+impl std::fmt::Display for UringStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (name, v) in self.lines() {
+            writeln!(f, "{name} {v}")?;
+        }
+        Ok(())
+    }
+}

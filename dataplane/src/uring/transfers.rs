@@ -1,0 +1,294 @@
+//! The engine's side of the transfer handles: it publishes each local transfer's progress to
+//! the threaded engine's handle types (so callers hold the same `SendHandle` and
+//! `ReceiveHandle` whatever the engine), and ends each transfer the way the threaded engine's
+//! RMTP threads do: a sender lingers a moment after everyone has everything, then withdraws its
+//! RAP announcement; a completed receiver lingers so that its last MAB reaches the sender, then
+//! leaves the group.
+
+use crate::node::{Node, NodeEvent, TransferEvent};
+use crate::sync::lock;
+use crate::threaded::{
+    ImpatientBuffer, ReceiveHandle, ReceiveProgress, ReceiveShared, ReceiveState, SendHandle,
+    SendProgress, SendShared,
+};
+use control::rap::ServiceEntry;
+use control::{GroupAddr, Instant, NodeAddr};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant as StdInstant};
+
+/// How long a finished transfer stays: a sender keeps its SPMs going so receivers see the end,
+/// a receiver keeps its MABs going so the sender sees it complete (the threaded engine's
+/// `LINGER`).
+const LINGER: Duration = Duration::from_secs(1);
+/// How often a receiver's abort flag is looked at while nothing else wakes the engine: the
+/// handle's `abort` sets a flag (its kick reaches a buffer this engine does not read).
+const ABORT_POLL: Duration = Duration::from_millis(100);
+/// Progress is published at most this often while a transfer runs (and always on a change
+/// of state).
+const PUBLISH_EVERY: Duration = Duration::from_millis(20);
+/// Most callers waiting for one RAP answer at once.
+const MAX_SERVICE_WAITERS: usize = 64;
+
+/// Each local transfer's last published progress: senders by group, receivers by client id.
+pub(crate) type Progress = (Vec<(GroupAddr, SendProgress)>, Vec<(u16, ReceiveProgress)>);
+
+struct Sending {
+    shared: Arc<SendShared>,
+    done_at: Option<StdInstant>,
+    failed: Option<String>,
+    published_at: StdInstant,
+}
+
+struct Receiving {
+    shared: Arc<ReceiveShared>,
+    group: GroupAddr,
+    sender: NodeAddr,
+    complete_at: Option<StdInstant>,
+    published_at: StdInstant,
+}
+
+#[derive(Default)]
+pub(crate) struct Handles {
+    senders: BTreeMap<GroupAddr, Sending>,
+    receivers: BTreeMap<u16, Receiving>,
+    services: Vec<(NodeAddr, Sender<Vec<ServiceEntry>>)>,
+}
+
+impl Handles {
+    pub fn add_sender(&mut self, entry: ServiceEntry) -> SendHandle {
+        let shared = SendShared::new(entry.clone());
+        self.senders.insert(
+            entry.group,
+            Sending {
+                shared: Arc::clone(&shared),
+                done_at: None,
+                failed: None,
+                published_at: StdInstant::now(),
+            },
+        );
+        SendHandle { shared }
+    }
+
+    /// The progress each running or lingering transfer last published.
+    pub fn progress(&self) -> Progress {
+        let senders = self
+            .senders
+            .iter()
+            .map(|(&g, s)| (g, lock(&s.shared.status).progress.clone()))
+            .collect();
+        let receivers = self
+            .receivers
+            .iter()
+            .map(|(&sid, r)| (sid, lock(&r.shared.status).progress.clone()))
+            .collect();
+        (senders, receivers)
+    }
+
+    /// A receiver this engine still runs under `sid`.
+    pub fn is_receiving(&self, sid: u16) -> bool {
+        self.receivers.contains_key(&sid)
+    }
+
+    pub fn add_receiver(&mut self, sid: u16, group: GroupAddr, sender: NodeAddr) -> ReceiveHandle {
+        // The handle's abort kicks this buffer; nothing reads it (see `ABORT_POLL`).
+        let inbox = Arc::new(ImpatientBuffer::new(format!("uring.client.{sid}"), 1));
+        let shared = ReceiveShared::new(inbox);
+        self.receivers.insert(
+            sid,
+            Receiving {
+                shared: Arc::clone(&shared),
+                group,
+                sender,
+                complete_at: None,
+                published_at: StdInstant::now(),
+            },
+        );
+        ReceiveHandle { shared }
+    }
+
+    pub fn wait_for_services(&mut self, server: NodeAddr, reply: Sender<Vec<ServiceEntry>>) {
+        if self.services.len() >= MAX_SERVICE_WAITERS {
+            self.services.remove(0);
+        }
+        self.services.push((server, reply));
+    }
+
+    pub fn on_event(&mut self, node: &mut Node, event: NodeEvent, clock: Instant, now: StdInstant) {
+        match event {
+            NodeEvent::Services { server, list } => {
+                let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.services)
+                    .into_iter()
+                    .partition(|(s, _)| *s == server);
+                self.services = waiting;
+                for (_, reply) in ready {
+                    // A caller that gave up has dropped its receiver.
+                    let _ = reply.send(list.clone());
+                }
+            }
+            NodeEvent::Transfer(TransferEvent::Received { sid, .. }) => {
+                if let Some(r) = self.receivers.get_mut(&sid) {
+                    r.complete_at.get_or_insert(now);
+                    publish_receiver(node, sid, r, None);
+                }
+            }
+            NodeEvent::Transfer(TransferEvent::ReceiveFailed { sid, reason, .. }) => {
+                self.finish_receiver(node, clock, sid, Some(reason));
+            }
+            NodeEvent::Transfer(TransferEvent::Sent { group, .. }) => {
+                if let Some(s) = self.senders.get_mut(&group) {
+                    s.done_at.get_or_insert(now);
+                    publish_sender(node, group, s);
+                }
+            }
+            NodeEvent::Transfer(TransferEvent::SendFailed { group, reason }) => {
+                if let Some(s) = self.senders.get_mut(&group) {
+                    s.failed = Some(reason);
+                }
+                self.finish_sender(node, group);
+            }
+        }
+    }
+
+    /// Publishes progress, ends lingering transfers and aborted receivers.
+    pub fn tick(&mut self, node: &mut Node, clock: Instant, at: StdInstant) {
+        let mut ended = Vec::new();
+        for (&sid, r) in &mut self.receivers {
+            let lingered = r.complete_at.is_some_and(|c| at >= c + LINGER);
+            let aborted = r.complete_at.is_none() && r.shared.abort_requested();
+            if lingered {
+                ended.push((sid, None));
+            } else if aborted {
+                ended.push((sid, Some("aborted".to_string())));
+            } else if at >= r.published_at + PUBLISH_EVERY {
+                r.published_at = at;
+                publish_receiver(node, sid, r, None);
+            }
+        }
+        for (sid, failure) in ended {
+            self.finish_receiver(node, clock, sid, failure);
+        }
+        let mut done = Vec::new();
+        for (&group, s) in &mut self.senders {
+            if s.done_at.is_some_and(|d| at >= d + LINGER) {
+                done.push(group);
+            } else if at >= s.published_at + PUBLISH_EVERY {
+                s.published_at = at;
+                publish_sender(node, group, s);
+            }
+        }
+        for group in done {
+            self.finish_sender(node, group);
+        }
+    }
+
+    /// When the engine must look again even if nothing arrives.
+    pub fn next_deadline(&self, now: StdInstant) -> Option<StdInstant> {
+        let lingering = self
+            .receivers
+            .values()
+            .filter_map(|r| r.complete_at)
+            .chain(self.senders.values().filter_map(|s| s.done_at))
+            .map(|t| t + LINGER)
+            .min();
+        let receiving = self.receivers.values().any(|r| r.complete_at.is_none());
+        let poll = receiving.then_some(now + ABORT_POLL);
+        lingering.into_iter().chain(poll).min()
+    }
+
+    /// The node is stopping: every transfer ends (an incomplete receiver fails, leaving its
+    /// output partial).
+    pub fn stop_all(&mut self, node: &mut Node, clock: Instant) {
+        let sids: Vec<u16> = self.receivers.keys().copied().collect();
+        for sid in sids {
+            let incomplete = self.receivers[&sid].complete_at.is_none();
+            self.finish_receiver(
+                node,
+                clock,
+                sid,
+                incomplete.then(|| "the node stopped".to_string()),
+            );
+        }
+        let groups: Vec<GroupAddr> = self.senders.keys().copied().collect();
+        for group in groups {
+            self.finish_sender(node, group);
+        }
+        self.services.clear();
+    }
+
+    fn finish_receiver(
+        &mut self,
+        node: &mut Node,
+        clock: Instant,
+        sid: u16,
+        failure: Option<String>,
+    ) {
+        let Some(r) = self.receivers.remove(&sid) else {
+            return;
+        };
+        publish_receiver(node, sid, &r, failure);
+        node.stop_receive(clock, r.group, r.sender, sid);
+        r.shared.ended();
+    }
+
+    fn finish_sender(&mut self, node: &mut Node, group: GroupAddr) {
+        let Some(s) = self.senders.remove(&group) else {
+            return;
+        };
+        publish_sender(node, group, &s);
+        let entry = s.shared.entry();
+        let services: Vec<ServiceEntry> = node
+            .rap_server()
+            .services()
+            .iter()
+            .filter(|e| *e != entry)
+            .cloned()
+            .collect();
+        // A shorter list always fits.
+        let _ = node.set_services(services);
+        s.shared.ended();
+    }
+}
+
+fn publish_sender(node: &Node, group: GroupAddr, s: &Sending) {
+    let Some(core) = node.transfers().sender(group) else {
+        return;
+    };
+    let stats = core.stats();
+    let progress = SendProgress {
+        total: core.total(),
+        sent: core.sent_offset(),
+        acked: stats.bytes_acked,
+        retransmissions: stats.retransmissions,
+        nacks: stats.nacks_received,
+        complete: core.is_complete(),
+        failed: s
+            .failed
+            .clone()
+            .or_else(|| core.failure().map(ToString::to_string)),
+    };
+    s.shared.publish(progress, stats);
+}
+
+fn publish_receiver(node: &Node, sid: u16, r: &Receiving, failure: Option<String>) {
+    let t = node.transfers();
+    // The node keeps the receiver until `finish_receiver` has published its last progress.
+    let delivered = t.delivered(sid).unwrap_or(0);
+    let stats = t.receiver_stats(sid).cloned().unwrap_or_default();
+    let complete = r.complete_at.is_some();
+    let state = match (complete, failure) {
+        (true, _) => ReceiveState::Complete,
+        (false, Some(f)) => ReceiveState::Failed(f),
+        (false, None) => ReceiveState::Receiving,
+    };
+    let progress = ReceiveProgress {
+        delivered,
+        total: complete.then_some(delivered),
+        repairs: stats.repairs_received,
+        nacks: stats.nacks_sent,
+        crc_failures: stats.crc_failures,
+        state,
+    };
+    r.shared.publish(progress, &stats);
+}

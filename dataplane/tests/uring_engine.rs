@@ -1,0 +1,239 @@
+//! The io_uring engine's own duties, on real nodes on 127.0.0.1: strangers dropped and
+//! counted, an aborted receive, pinning, busy polling, and RAP through the engine.
+
+mod uring_common;
+
+use control::rap::ServiceEntry;
+use control::topology::{Faults, build};
+use control::wire::{Flag, dnp, drp};
+use control::{Addr, NodeAddr};
+use dataplane::node::RAP_SERVER_SID;
+use dataplane::rmtp::{FileSink, MemSource};
+use dataplane::sim::scenario::content;
+use dataplane::threaded::ReceiveState;
+use dataplane::uring::{UringNode, UringOptions};
+use std::net::UdpSocket;
+use std::time::Duration;
+use uring_common::*;
+
+/// A line of two io_uring nodes, converged.
+fn pair() -> Net {
+    let net = Net::start(build::line(2, 7001), Faults::default(), |_| Engine::Uring);
+    net.converge();
+    net
+}
+
+fn uring(net: &Net, a: u16) -> &UringNode {
+    net.node(a).uring().expect("an io_uring node")
+}
+
+#[test]
+fn datagrams_from_a_socket_outside_the_topology_are_dropped_and_counted() {
+    let net = pair();
+    let node = uring(&net, 1);
+    let before = node.stats();
+    // A well-formed hello that claims to come from node 2, from a socket that is not node 2's.
+    let hello = dnp::frame(Addr::Node(n(1)), Addr::Node(n(2)), Flag::Drp, &drp::hello());
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..3 {
+        stranger.send_to(&hello, node.local_addr()).unwrap();
+    }
+    let counted = wait_until(LIMIT, || {
+        node.stats().get("engine.unknown_source") == Some(3)
+    });
+    assert!(counted.is_some(), "{}", node.stats());
+    assert_eq!(
+        node.stats().get("engine.unknown_source"),
+        before.get("engine.unknown_source").map(|v| v + 3)
+    );
+    net.stop();
+}
+
+#[test]
+fn an_aborted_receive_fails_and_keeps_only_its_partial_file() {
+    let dir = TempDir::new("abort");
+    let net = pair();
+    let sink = FileSink::create(&dir.of(n(2)), NAME).unwrap();
+    let h = uring(&net, 2)
+        .receive(g(3), n(1), 9, Box::new(sink), Default::default())
+        .expect("start a receiver");
+    assert_eq!(h.progress().state, ReceiveState::Receiving);
+    h.abort();
+    assert_eq!(
+        h.wait(LIMIT),
+        ReceiveState::Failed("aborted".into()),
+        "{:?}",
+        h.progress()
+    );
+    assert!(h.wait_ended(LIMIT), "the client left");
+    assert!(dir.of(n(2)).join(format!("{NAME}.partial")).exists());
+    assert!(!dir.of(n(2)).join(NAME).exists());
+    // The id is free again.
+    let again = uring(&net, 2).receive(
+        g(3),
+        n(1),
+        9,
+        Box::new(dataplane::rmtp::MemSink::new()),
+        Default::default(),
+    );
+    assert!(again.is_ok(), "{:?}", again.err());
+    net.stop();
+}
+
+#[test]
+fn the_engine_thread_runs_on_the_core_it_was_pinned_to() {
+    let core = core_affinity::get_core_ids()
+        .and_then(|ids| ids.last().copied())
+        .expect("the cores this process may run on");
+    let mut topology = build::line(2, 7001);
+    topology.network.timers = fast_timers();
+    let mut sockets = bind_all(&mut topology);
+    let node = UringNode::start_with_socket(
+        &topology,
+        n(1),
+        sockets.remove(&n(1)).unwrap(),
+        UringOptions {
+            core: Some(core.id),
+            ..UringOptions::default()
+        },
+    )
+    .expect("start a pinned node");
+    assert_eq!(
+        node.stats().get("engine.pinned_core"),
+        Some(core.id as u64 + 1)
+    );
+    node.stop();
+}
+
+/// A busy-polling receiver (it never sleeps in the kernel) gets the whole transfer, and the
+/// sender's RAP server answers a request while the transfer runs.
+#[test]
+fn a_busy_polling_receiver_completes_and_rap_answers() {
+    let data = content(1 << 20, 23);
+    let mut topology = build::line(2, 7001);
+    topology.network.timers = fast_timers();
+    let mut sockets = bind_all(&mut topology);
+    let mut start = |a: NodeAddr, busy_poll: bool| {
+        UringNode::start_with_socket(
+            &topology,
+            a,
+            sockets.remove(&a).unwrap(),
+            UringOptions {
+                busy_poll,
+                ..UringOptions::default()
+            },
+        )
+        .expect("start a node")
+    };
+    let sender = start(n(1), false);
+    let receiver = start(n(2), true);
+    let routed = wait_until(LIMIT, || receiver.next_hop(n(1)).is_some());
+    assert!(routed.is_some(), "no route from 2 to 1");
+    let sink = dataplane::rmtp::MemSink::new();
+    let h = receiver
+        .receive(g(1), n(1), 1, Box::new(sink), Default::default())
+        .unwrap();
+    let joined = wait_until(LIMIT, || {
+        sender
+            .multicast()
+            .lookup(g(1), n(1))
+            .is_some_and(|e| e.downstream.contains(&n(2)))
+    });
+    assert!(joined.is_some(), "the join reached the sender");
+    // A pre-announcement of the same tree, which the transfer's own entry replaces.
+    let early = ServiceEntry {
+        group: g(1),
+        sender: n(1),
+        size: data.len() as u64,
+        hash: [0; 32],
+        segment_size: 1000,
+        name: NAME.into(),
+    };
+    sender
+        .set_rap_services(RAP_SERVER_SID, vec![early.clone()])
+        .unwrap();
+    assert!(
+        sender.set_rap_services(9, vec![early]).is_err(),
+        "one RAP server"
+    );
+    let send = sender
+        .send(
+            g(1),
+            NAME,
+            Box::new(MemSource::new(data.clone())),
+            Default::default(),
+        )
+        .unwrap();
+    let services = receiver
+        .request_services(n(1), RAP_SERVER_SID, LIMIT)
+        .expect("the sender's RAP server answers");
+    let of_tree: Vec<_> = services.iter().filter(|e| e.group == g(1)).collect();
+    assert_eq!(of_tree.len(), 1, "{services:?}");
+    assert_eq!(of_tree[0], send.entry());
+    assert_eq!(of_tree[0].size, data.len() as u64);
+    assert_eq!(h.wait(LIMIT), ReceiveState::Complete, "{:?}", h.progress());
+    assert_eq!(h.progress().delivered, data.len() as u64);
+    assert!(send.wait(Duration::from_secs(30)), "{:?}", send.progress());
+    receiver.stop();
+    sender.stop();
+}
+
+/// With one receive buffer a burst exhausts the ring: the kernel ends the multishot receive,
+/// the engine counts it and re-arms, and datagrams keep being received afterwards.
+#[test]
+fn an_exhausted_buffer_ring_is_counted_and_the_receive_resumes() {
+    let mut topology = build::line(2, 7001);
+    topology.network.timers = fast_timers();
+    let mut sockets = bind_all(&mut topology);
+    let node = UringNode::start_with_socket(
+        &topology,
+        n(1),
+        sockets.remove(&n(1)).unwrap(),
+        UringOptions {
+            recv_buffers: 1,
+            ..UringOptions::default()
+        },
+    )
+    .expect("start a node with one receive buffer");
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = node.local_addr();
+    let exhausted = wait_until(LIMIT, || {
+        for _ in 0..64 {
+            let _ = stranger.send_to(&[0u8; 100], to);
+        }
+        node.stats().get("engine.recv_buffers_exhausted") > Some(0)
+    });
+    assert!(exhausted.is_some(), "{}", node.stats());
+    let seen = node.stats().get("engine.unknown_source").unwrap();
+    let resumed = wait_until(LIMIT, || {
+        let _ = stranger.send_to(&[0u8; 100], to);
+        node.stats().get("engine.unknown_source") > Some(seen)
+    });
+    assert!(resumed.is_some(), "{}", node.stats());
+    node.stop();
+}
+
+#[test]
+fn a_bad_option_says_what_was_expected() {
+    let mut topology = build::line(2, 7001);
+    let mut sockets = bind_all(&mut topology);
+    let refused = UringNode::start_with_socket(
+        &topology,
+        n(1),
+        sockets.remove(&n(1)).unwrap(),
+        UringOptions {
+            recv_buffers: 48,
+            ..UringOptions::default()
+        },
+    );
+    let e = refused.expect_err("48 buffers is no power of two");
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("power of two"), "{e}");
+}
+
+/// Hosts share a node between threads (the control socket's handler, the transfer's loop).
+#[test]
+fn a_node_can_be_shared_between_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<UringNode>();
+}
