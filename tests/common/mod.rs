@@ -26,7 +26,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_burghers");
 /// one list of engines the end-to-end tests run on: a new engine is a new name there.
 macro_rules! engine_tests {
     ($($test:ident),+ $(,)?) => {
-        $( $crate::common::engine_tests!(@each $test [threaded]); )+
+        $( $crate::common::engine_tests!(@each $test [threaded, uring]); )+
     };
     (@each $test:ident [$($engine:ident),+]) => {
         mod $test {

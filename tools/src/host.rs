@@ -14,6 +14,7 @@ use control::topology::Topology;
 use dataplane::host::RunningNode;
 use dataplane::node::RAP_SERVER_SID;
 use dataplane::threaded::{RapServerConfig, ThreadedNode, ThreadedOptions};
+use dataplane::uring::{UringNode, UringOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,8 @@ pub enum Engine {
     /// The seed's thread-per-protocol design on blocking UDP sockets.
     #[default]
     Threaded,
+    /// The product: the node on an io_uring event loop with batched (GSO/GRO) datagrams.
+    Uring,
 }
 
 /// What every engine is started with, beyond the topology.
@@ -63,6 +66,19 @@ impl Engine {
                     ..ThreadedOptions::default()
                 };
                 Ok(Arc::new(ThreadedNode::start(topology, me, options)?))
+            }
+            Engine::Uring => {
+                if options.apply_schedule {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::Unsupported,
+                        "the uring engine does not apply link schedules yet; run with --engine threaded",
+                    ));
+                }
+                let options = UringOptions {
+                    seed: options.seed,
+                    ..UringOptions::default()
+                };
+                Ok(Arc::new(UringNode::start(topology, me, options)?))
             }
         }
     }

@@ -9,6 +9,7 @@ mod errors;
 mod running;
 mod transfer;
 
+pub(crate) mod lines;
 pub use errors::{RapRequestError, UnknownPeer};
 pub use running::{RunningNode, counter};
 pub(crate) use transfer::{Kick, ReceiveShared, SendShared};

@@ -53,6 +53,5 @@ pub use rmtp::{
     MiddleStats, ReceiveHandle, ReceiveOptions, ReceiveProgress, ReceiveState, RmtpStats,
     SendHandle, SendOptions, SendProgress,
 };
-pub(crate) use rmtp::{ReceiveShared, SendShared};
 pub use signal::{Signal, Wake};
 pub use stats::NodeStats;

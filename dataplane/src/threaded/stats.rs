@@ -4,6 +4,7 @@ use super::buffer::BufferStats;
 use super::counters::DnpStats;
 use super::rmtp::{ReceiveState, RmtpStats};
 use crate::garbler::{DelayStats, GarblerStats};
+use crate::host::lines::{control_plane_lines, fields, garbler_lines, relay_lines};
 use control::NodeAddr;
 use control::drp::DrpStats;
 use control::gmp::GmpStats;
@@ -34,12 +35,6 @@ pub struct NodeStats {
     pub rmtp: Option<RmtpStats>,
 }
 
-macro_rules! fields {
-    ($out:ident, $prefix:expr, $s:expr, [$($f:ident),* $(,)?]) => {
-        $( $out.push((format!("{}.{}", $prefix, stringify!($f)), $s.$f)); )*
-    };
-}
-
 impl NodeStats {
     pub fn lines(&self) -> Vec<(String, u64)> {
         let mut out = vec![
@@ -58,108 +53,16 @@ impl NodeStats {
                 out.push((format!("buffer.{buf}.{name}"), v));
             }
         }
-        let d = &self.drp;
-        fields!(
-            out,
-            "drp",
-            d,
-            [
-                hellos_sent,
-                hellos_recv,
-                lsps_originated,
-                lsps_sent,
-                lsps_recv,
-                lsps_new,
-                lsps_dup,
-                lsps_old,
-                acks_sent,
-                acks_recv,
-                retransmissions,
-                neighbours_up,
-                neighbours_down,
-                terminates_sent,
-                terminates_recv,
-                terminates_held_down,
-                sequence_jumps,
-                neighbour_restarts,
-                lsps_truncated,
-                lsps_refused_full,
-                neighbours_refused,
-                lsps_aged_out,
-                lsp_refreshes,
-                flushes_originated,
-                flushes_removed,
-                lsps_behind_flush,
-                acks_ahead,
-                bad_messages,
-                ignored_messages,
-                spf_runs,
-                routes_published,
-            ]
+        let rap_servers: Vec<(u16, &RapServerStats)> =
+            self.rap_servers.iter().map(|(sid, s)| (*sid, s)).collect();
+        control_plane_lines(
+            &mut out,
+            &self.drp,
+            &self.gmp,
+            &rap_servers,
+            &self.rap_client,
         );
-        let g = &self.gmp;
-        fields!(
-            out,
-            "gmp",
-            g,
-            [
-                joins_sent,
-                joins_received,
-                leaves_sent,
-                leaves_received,
-                refreshes,
-                expiries,
-                upstream_changes,
-                unroutable,
-                ignored,
-                loop_guarded,
-                malformed,
-            ]
-        );
-        for (sid, s) in &self.rap_servers {
-            fields!(
-                out,
-                format!("rap_server.{sid}"),
-                s,
-                [
-                    requests_received,
-                    duplicate_requests,
-                    provides_sent,
-                    resends,
-                    acks_received,
-                    stale_acks,
-                    gave_up,
-                    ignored,
-                    malformed,
-                    encode_failures,
-                ]
-            );
-        }
-        let c = &self.rap_client;
-        fields!(
-            out,
-            "rap_client",
-            c,
-            [
-                requests_sent,
-                retries,
-                paused,
-                provides_received,
-                duplicate_provides,
-                unsolicited_provides,
-                acks_sent,
-                ignored,
-                malformed,
-            ]
-        );
-        for (n, s) in &self.garbler {
-            for (name, v) in s.fields() {
-                out.push((format!("garbler.{n}.{name}"), v));
-            }
-        }
-        for (name, v) in self.delay_line.fields() {
-            out.push((format!("garbler.delay.{name}"), v));
-        }
+        garbler_lines(&mut out, &self.garbler, &self.delay_line);
         if let Some(r) = &self.rmtp {
             rmtp_lines(&mut out, r);
         }
@@ -190,48 +93,7 @@ fn rmtp_lines(out: &mut Vec<(String, u64)>, r: &RmtpStats) {
     for (name, v) in r.middle.fields() {
         out.push((format!("rmtp.middle.{name}"), v));
     }
-    let s = &r.relay;
-    fields!(
-        out,
-        "rmtp.relay",
-        s,
-        [
-            forwarded,
-            forwarded_copies,
-            delivered_local,
-            nacks_received,
-            nack_seqs_aggregated,
-            nacks_sent_upstream,
-            nack_seqs_sent_upstream,
-            ncfs_sent,
-            ncfs_received,
-            retransmissions_forwarded,
-            repairs_from_cache,
-            cache_corrupt,
-            mabs_received,
-            mabs_sent,
-            prunes,
-            drops_malformed,
-            drops_not_on_tree,
-            drops_not_from_upstream,
-            retransmit_unrequested,
-            nack_table_full,
-            tree_table_full,
-            drops_table_full,
-            fanout_overflow,
-            repair_queue_full,
-            nacks_below_trailing,
-            nack_seqs_beyond_leading,
-            nack_seqs_over_cap,
-            repairs_held_off,
-            trees_evicted,
-            peer_table_full,
-            mabs_implausible,
-            mabs_clamped,
-            data_implausible,
-            spms_implausible,
-        ]
-    );
+    relay_lines(out, &r.relay);
     for (group, p, s) in &r.servers {
         let prefix = format!("rmtp.server.{group}");
         fields!(out, prefix, p, [total, sent, acked]);

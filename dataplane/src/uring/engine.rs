@@ -282,7 +282,9 @@ impl Engine {
         }
         let now = self.shared.clock.now();
         self.node.start_receive(now, group, sender, sid, sink)?;
-        Ok(self.handles.add_receiver(sid, group, sender))
+        let shared = Arc::clone(&self.shared);
+        let kick = Box::new(move || shared.wake());
+        Ok(self.handles.add_receiver(sid, group, sender, kick))
     }
 
     // ---- the ring ----

@@ -6,13 +6,14 @@ use super::engine::{Engine, EngineConfig};
 use super::shared::{Command, Peer, Shared};
 use super::stats::UringStats;
 use crate::garbler::{DelayLine, LinkGarbler, link_rng};
+use crate::host::{
+    RapRequestError, ReceiveHandle, ReceiveOptions, RunningNode, SendHandle, SendOptions,
+    UnknownPeer,
+};
 use crate::node::{Node, RAP_SERVER_SID, RmtpOptions, StartError};
 use crate::rmtp::{Sink, Source};
 use crate::sync::lock;
-use crate::threaded::{
-    Clock, DEFAULT_SOCKET_BUFFER, RapRequestError, ReceiveHandle, ReceiveOptions, SendError,
-    SendHandle, SendOptions,
-};
+use crate::threaded::{Clock, DEFAULT_SOCKET_BUFFER, SendError};
 use control::drp::RoutingTable;
 use control::gmp::{GmpError, MulticastTable};
 use control::rap::ServiceEntry;
@@ -21,8 +22,8 @@ use control::{GroupAddr, NodeAddr};
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -93,11 +94,31 @@ impl UringOptions {
 /// A Burghers node on the io_uring engine (see the module documentation).
 pub struct UringNode {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    /// Taken by the first stop; behind a lock so that a node shared in an `Arc` can stop.
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+/// How long a bind waits for the kernel to release the port of a killed io_uring process: its
+/// ring is torn down after the process exits, holding the socket a moment longer (about a
+/// quarter second here), so a node restarted at once would otherwise find its port in use.
+const PORT_RELEASE_WAIT: Duration = Duration::from_secs(2);
+
+fn bind_after_teardown(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let deadline = std::time::Instant::now() + PORT_RELEASE_WAIT;
+    loop {
+        match UdpSocket::bind(addr) {
+            Err(e)
+                if e.kind() == io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            result => return result,
+        }
+    }
 }
 
 fn stopping() -> StartError {
@@ -116,7 +137,7 @@ impl UringNode {
         let spec = topology
             .node(me)
             .ok_or_else(|| invalid(format!("node {me} is not in the topology")))?;
-        let socket = UdpSocket::bind(spec.socket)?;
+        let socket = bind_after_teardown(spec.socket)?;
         Self::start_with_socket(topology, me, socket, options)
     }
 
@@ -189,9 +210,9 @@ impl UringNode {
                     }
                 }
             })?;
-        let mut node = UringNode {
+        let node = UringNode {
             shared,
-            thread: Some(thread),
+            thread: Mutex::new(Some(thread)),
         };
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(node),
@@ -397,28 +418,41 @@ impl UringNode {
             .collect();
         let delay_line = self.shared.delay.stats();
         let from_engine = self.call(|e| {
+            let control = (
+                e.node.drp().stats().clone(),
+                *e.node.gmp().stats(),
+                *e.node.rap_server().stats(),
+                *e.node.rap_client().stats(),
+            );
             (
                 *e.node.stats(),
                 e.node.transfers().relay_stats().clone(),
+                control,
                 e.handles.progress(),
                 e.stats,
             )
         });
-        let (node, relay, (senders, receivers), engine) = match from_engine {
-            Some((n, r, p, s)) => (n, r, p, s),
-            None => (
-                Default::default(),
-                Default::default(),
-                Default::default(),
-                engine,
-            ),
-        };
+        let (node, relay, (drp, gmp, rap_server, rap_client), (senders, receivers), engine) =
+            match from_engine {
+                Some(all) => all,
+                None => (
+                    Default::default(),
+                    Default::default(),
+                    Default::default(),
+                    Default::default(),
+                    engine,
+                ),
+            };
         UringStats {
             addr: me,
             uptime,
             engine,
             node,
             relay,
+            drp,
+            gmp,
+            rap_server,
+            rap_client,
             garbler,
             delay_line,
             senders,
@@ -431,18 +465,102 @@ impl UringNode {
     /// Stops the node: local transfers end (an incomplete receive stays partial), the node
     /// leaves every tree and sends DRP terminates to its neighbours, the engine thread is
     /// joined and the garbler's held-back copies are flushed.
-    pub fn stop(mut self) {
+    pub fn stop(self) {
         self.shutdown();
     }
 
-    fn shutdown(&mut self) {
-        let Some(thread) = self.thread.take() else {
+    fn shutdown(&self) {
+        let Some(thread) = lock(&self.thread).take() else {
             return;
         };
         self.shared.command(Command::Stop);
         // An engine that panicked has reported it; the rest still stops.
         let _ = thread.join();
         self.shared.delay.shutdown();
+    }
+}
+
+impl RunningNode for UringNode {
+    fn engine(&self) -> &'static str {
+        "uring"
+    }
+
+    fn addr(&self) -> NodeAddr {
+        UringNode::addr(self)
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        UringNode::local_addr(self)
+    }
+
+    fn routes(&self) -> Arc<RoutingTable> {
+        UringNode::routes(self)
+    }
+
+    fn multicast(&self) -> Arc<MulticastTable> {
+        UringNode::multicast(self)
+    }
+
+    fn neighbours(&self) -> Vec<NodeAddr> {
+        UringNode::neighbours(self)
+    }
+
+    fn subscribe(&self, group: GroupAddr, sender: NodeAddr, sid: u16) -> Result<(), GmpError> {
+        UringNode::subscribe(self, group, sender, sid)
+    }
+
+    fn unsubscribe(&self, group: GroupAddr, sender: NodeAddr, sid: u16) -> Result<(), GmpError> {
+        UringNode::unsubscribe(self, group, sender, sid)
+    }
+
+    fn send(
+        &self,
+        group: GroupAddr,
+        name: &str,
+        source: Box<dyn Source + Send>,
+        options: SendOptions,
+    ) -> Result<SendHandle, StartError> {
+        UringNode::send(self, group, name, source, options)
+    }
+
+    fn receive(
+        &self,
+        group: GroupAddr,
+        sender: NodeAddr,
+        sid: u16,
+        sink: Box<dyn Sink + Send>,
+        options: ReceiveOptions,
+    ) -> Result<ReceiveHandle, StartError> {
+        UringNode::receive(self, group, sender, sid, sink, options)
+    }
+
+    fn set_rap_services(&self, sid: u16, services: Vec<ServiceEntry>) -> io::Result<()> {
+        UringNode::set_rap_services(self, sid, services)
+    }
+
+    fn request_services(
+        &self,
+        server: NodeAddr,
+        server_sid: u16,
+        timeout: Duration,
+    ) -> Result<Vec<ServiceEntry>, RapRequestError> {
+        UringNode::request_services(self, server, server_sid, timeout)
+    }
+
+    fn faults(&self, neighbour: NodeAddr) -> Option<Faults> {
+        UringNode::faults(self, neighbour)
+    }
+
+    fn set_faults(&self, neighbour: NodeAddr, faults: Faults) -> Result<(), UnknownPeer> {
+        UringNode::set_faults(self, neighbour, faults).map_err(|_| UnknownPeer(neighbour))
+    }
+
+    fn stats(&self) -> Vec<(String, u64)> {
+        UringNode::stats(self).lines()
+    }
+
+    fn stop(&self) {
+        self.shutdown();
     }
 }
 

@@ -103,11 +103,16 @@ impl Shared {
             }
             q.commands.push_back(command);
         }
+        self.wake();
+        true
+    }
+
+    /// Makes the engine run its loop once (its ring has a read on the eventfd outstanding).
+    pub fn wake(&self) {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to our eventfd. A full counter (EAGAIN) still
         // leaves the eventfd readable, which is all the wake needs.
         unsafe { libc::write(self.eventfd(), (&raw const one).cast(), size_of::<u64>()) };
-        true
     }
 
     /// The commands waiting, oldest first.

@@ -3,7 +3,12 @@
 //! lines like the threaded engine's.
 
 use crate::garbler::{DelayStats, GarblerStats};
+use crate::host::lines::{control_plane_lines, garbler_lines, relay_lines};
+use crate::node::RAP_SERVER_SID;
 use crate::threaded::{ReceiveProgress, ReceiveState, SendProgress};
+use control::drp::DrpStats;
+use control::gmp::GmpStats;
+use control::rap::{RapClientStats, RapServerStats};
 use control::{GroupAddr, NodeAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -88,6 +93,11 @@ pub struct UringStats {
     /// What DNP validation and dispatch counted (the sans-IO node's counters).
     pub node: crate::node::NodeStats,
     pub relay: crate::rmtp::RelayStats,
+    pub drp: DrpStats,
+    pub gmp: GmpStats,
+    /// The node's one RAP server (service id 1).
+    pub rap_server: RapServerStats,
+    pub rap_client: RapClientStats,
     /// Directions that have garbled anything, by neighbour.
     pub garbler: Vec<(NodeAddr, GarblerStats)>,
     pub delay_line: DelayStats,
@@ -108,7 +118,12 @@ impl UringStats {
             ("node.threads".to_string(), 1),
         ];
         for (name, v) in self.engine.fields() {
-            out.push((format!("engine.{name}"), v));
+            // The threaded engine's name for the same refusal, so `ctl stats` reads alike.
+            let name = match name {
+                "unknown_source" => "dnp.rx_unknown_peer".to_string(),
+                name => format!("engine.{name}"),
+            };
+            out.push((name, v));
         }
         let n = &self.node;
         for (name, v) in [
@@ -128,26 +143,15 @@ impl UringStats {
         ] {
             out.push((format!("dnp.{name}"), v));
         }
-        let r = &self.relay;
-        for (name, v) in [
-            ("forwarded", r.forwarded),
-            ("forwarded_copies", r.forwarded_copies),
-            ("delivered_local", r.delivered_local),
-            ("nacks_received", r.nacks_received),
-            ("nacks_sent_upstream", r.nacks_sent_upstream),
-            ("repairs_from_cache", r.repairs_from_cache),
-            ("mabs_sent", r.mabs_sent),
-        ] {
-            out.push((format!("rmtp.relay.{name}"), v));
-        }
-        for (peer, s) in &self.garbler {
-            for (name, v) in s.fields() {
-                out.push((format!("garbler.{peer}.{name}"), v));
-            }
-        }
-        for (name, v) in self.delay_line.fields() {
-            out.push((format!("garbler.delay.{name}"), v));
-        }
+        relay_lines(&mut out, &self.relay);
+        control_plane_lines(
+            &mut out,
+            &self.drp,
+            &self.gmp,
+            &[(RAP_SERVER_SID, &self.rap_server)],
+            &self.rap_client,
+        );
+        garbler_lines(&mut out, &self.garbler, &self.delay_line);
         for (group, p) in &self.senders {
             let at = format!("rmtp.server.{group}");
             out.push((format!("{at}.total"), p.total));

@@ -5,12 +5,12 @@
 //! RAP announcement; a completed receiver lingers so that its last MAB reaches the sender, then
 //! leaves the group.
 
+use crate::host::{
+    Kick, ReceiveHandle, ReceiveProgress, ReceiveShared, ReceiveState, SendHandle, SendProgress,
+    SendShared,
+};
 use crate::node::{Node, NodeEvent, TransferEvent};
 use crate::sync::lock;
-use crate::threaded::{
-    ImpatientBuffer, ReceiveHandle, ReceiveProgress, ReceiveShared, ReceiveState, SendHandle,
-    SendProgress, SendShared,
-};
 use control::rap::ServiceEntry;
 use control::{GroupAddr, Instant, NodeAddr};
 use std::collections::BTreeMap;
@@ -22,9 +22,9 @@ use std::time::{Duration, Instant as StdInstant};
 /// a receiver keeps its MABs going so the sender sees it complete (the threaded engine's
 /// `LINGER`).
 const LINGER: Duration = Duration::from_secs(1);
-/// How often a receiver's abort flag is looked at while nothing else wakes the engine: the
-/// handle's `abort` sets a flag (its kick reaches a buffer this engine does not read).
-const ABORT_POLL: Duration = Duration::from_millis(100);
+/// How often a running receiver's progress is looked at while nothing else wakes the engine
+/// (an abort wakes it at once through the handle's kick).
+const PROGRESS_POLL: Duration = Duration::from_millis(100);
 /// Progress is published at most this often while a transfer runs (and always on a change
 /// of state).
 const PUBLISH_EVERY: Duration = Duration::from_millis(20);
@@ -91,10 +91,15 @@ impl Handles {
         self.receivers.contains_key(&sid)
     }
 
-    pub fn add_receiver(&mut self, sid: u16, group: GroupAddr, sender: NodeAddr) -> ReceiveHandle {
-        // The handle's abort kicks this buffer; nothing reads it (see `ABORT_POLL`).
-        let inbox = Arc::new(ImpatientBuffer::new(format!("uring.client.{sid}"), 1));
-        let shared = ReceiveShared::new(inbox);
+    /// `kick` wakes the engine when the handle aborts, so that `tick` sees the flag at once.
+    pub fn add_receiver(
+        &mut self,
+        sid: u16,
+        group: GroupAddr,
+        sender: NodeAddr,
+        kick: Kick,
+    ) -> ReceiveHandle {
+        let shared = ReceiveShared::new(kick);
         self.receivers.insert(
             sid,
             Receiving {
@@ -193,7 +198,7 @@ impl Handles {
             .map(|t| t + LINGER)
             .min();
         let receiving = self.receivers.values().any(|r| r.complete_at.is_none());
-        let poll = receiving.then_some(now + ABORT_POLL);
+        let poll = receiving.then_some(now + PROGRESS_POLL);
         lingering.into_iter().chain(poll).min()
     }
 
