@@ -8,15 +8,16 @@
 //! goes straight to `sendto`, rather than through an impatient buffer that could drop the
 //! node's own data before it ever left.
 
-use super::middle::{self, Tables};
+use super::middle::{Tables, ThreadedEnds};
 use super::{Layer, ServerSlot};
-use crate::rmtp::{RelayAction, RmtpSender, Source};
+use crate::node::worker::decisions::carry_out;
+use crate::rmtp::{RmtpSender, Source};
 use crate::sync::lock;
 use crate::threaded::buffer::Pop;
 use crate::threaded::node::Node;
-use crate::threaded::packet::{PacketBuf, Received};
+use crate::threaded::packet::Received;
+use control::Instant;
 use control::wire::dnp::Packet;
-use control::{Addr, Instant};
 use std::time::{Duration, Instant as StdInstant};
 
 use super::handle::SendProgress;
@@ -108,24 +109,7 @@ fn originate(node: &Node, layer: &Layer, tables: &Tables, now: Instant, bytes: &
     if earlier {
         layer.inbox.kick();
     }
-    let RelayAction::Forward { to, deliver_local } = action else {
-        return;
-    };
-    for n in to.iter() {
-        middle::send(node, layer, n, bytes);
-    }
-    if deliver_local && let (Addr::Group(g), Addr::Node(s)) = (view.dst(), view.src()) {
-        // A client on the sender's own node: the only copy of a packet this engine makes.
-        let r = Received {
-            from: node.me,
-            at: now,
-            flag: view.flag(),
-            dst: view.dst(),
-            src: view.src(),
-            packet: PacketBuf::from_vec(bytes.to_vec()),
-        };
-        middle::to_clients(layer, g, s, &r);
-    }
+    carry_out(&mut ThreadedEnds { node, layer, now }, action, &view);
 }
 
 fn progress(core: &RmtpSender<Box<dyn Source + Send>>) -> SendProgress {
