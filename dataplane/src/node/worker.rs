@@ -252,6 +252,11 @@ impl Transfers {
             }
         }
         for r in self.receivers.values_mut() {
+            // What routing says of the sender, for the receiver's sender watch.
+            r.core.sender_route(
+                now,
+                r.sender == self.me || ctx.routes.is_reachable(r.sender),
+            );
             if r.core.poll_timeout().is_some_and(|t| t <= now) {
                 r.core.handle_timeout(now);
             }
