@@ -133,24 +133,21 @@ impl ControlPlane {
         out: &mut VecDeque<Transmit>,
         stats: &mut NodeStats,
     ) {
-        match packet.flag() {
-            Flag::Drp => {
-                if self.drp.handle_body(now, from, packet.body()).is_err() {
-                    stats.malformed_body += 1;
-                }
+        let malformed = match packet.flag() {
+            Flag::Drp => self.drp.handle_body(now, from, packet.body()).is_err(),
+            Flag::Gmp => self
+                .gmp
+                .handle_body(now, from, packet.body(), &self.routes)
+                .is_err(),
+            Flag::Rap => {
+                self.handle_rap(now, from, packet, out, stats);
+                false
             }
-            Flag::Gmp => {
-                if self
-                    .gmp
-                    .handle_body(now, from, packet.body(), &self.routes)
-                    .is_err()
-                {
-                    stats.malformed_body += 1;
-                }
-            }
-            Flag::Rap => self.handle_rap(now, from, packet, out, stats),
             // RMTP is the worker's; the node never hands it here.
-            _ => {}
+            _ => false,
+        };
+        if malformed {
+            stats.malformed_body += 1;
         }
     }
 
@@ -356,5 +353,74 @@ impl ControlPlane {
             Some(to) => out.push_back(Transmit { to, packet }),
             None => stats.no_route += 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use control::topology::build;
+    use std::time::Duration;
+
+    fn n(v: u16) -> NodeAddr {
+        NodeAddr::new(v).expect("a node address")
+    }
+
+    /// Two control planes of a line 1–2 exchange what they send for `run`, 10 ms at a time.
+    fn run(
+        planes: &mut [ControlPlane; 2],
+        stats: &mut NodeStats,
+        now: &mut Instant,
+        run: Duration,
+    ) {
+        let mtu = control::wire::DEFAULT_MTU;
+        let end = *now + run;
+        let mut out = VecDeque::new();
+        while *now < end {
+            for plane in planes.iter_mut() {
+                if plane.poll_timeout().is_some_and(|t| t <= *now) {
+                    plane.handle_timeout(*now, &mut out, stats);
+                }
+            }
+            for _ in 0..8 {
+                let Some(t) = out.pop_front() else { break };
+                let from = if t.to == n(1) { n(2) } else { n(1) };
+                let plane = &mut planes[usize::from(t.to.get() - 1)];
+                let packet = Packet::parse(&t.packet, mtu).expect("a valid packet");
+                plane.handle_packet(*now, from, &packet, &mut out, stats);
+                plane.sync(*now, &mut out, stats);
+            }
+            *now += Duration::from_millis(10);
+        }
+    }
+
+    #[test]
+    fn tables_are_published_whole_and_readers_keep_theirs() {
+        let topology = build::line(2, 48_000);
+        let mut now = Instant::ZERO;
+        let mut planes = [
+            ControlPlane::new(n(1), &topology, now),
+            ControlPlane::new(n(2), &topology, now),
+        ];
+        let shared = planes[0].shared_tables().clone();
+        let before = shared.load_full();
+        assert!(before.routes.next_hop(n(2)).is_none());
+        let neighbour = before.neighbours.index(n(2)).expect("the file's neighbour");
+        assert!(!before.neighbours.get(neighbour).expect("listed").live);
+
+        let mut stats = NodeStats::default();
+        run(&mut planes, &mut stats, &mut now, Duration::from_secs(5));
+
+        let after = shared.load();
+        assert_eq!(after.routes.next_hop(n(2)), Some(n(2)));
+        assert!(Arc::ptr_eq(&after.routes, planes[0].routes()));
+        assert_eq!(
+            after.neighbours.index(n(2)),
+            Some(neighbour),
+            "the index stays"
+        );
+        assert!(after.neighbours.get(neighbour).expect("listed").live);
+        // The snapshot loaded before is untouched.
+        assert!(before.routes.next_hop(n(2)).is_none());
     }
 }

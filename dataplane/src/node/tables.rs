@@ -34,6 +34,11 @@ impl SharedTables {
         self.0.load()
     }
 
+    /// The current snapshot, owned: for a reader that keeps it longer than a batch.
+    pub fn load_full(&self) -> Arc<Tables> {
+        self.0.load_full()
+    }
+
     /// Replaces the snapshot; readers that loaded the old one keep it until they drop it.
     pub(crate) fn publish(&self, tables: Tables) {
         self.0.store(Arc::new(tables));
