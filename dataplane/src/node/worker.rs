@@ -62,7 +62,8 @@ pub enum TransferEvent {
         at: Instant,
     },
     /// The transfer cannot complete (data lost for good, the hash wrong, the sink failing, or
-    /// the sender silent for the receiver's `sender_timeout`); the output stays partial.
+    /// the sender silent or without a route for the receiver's `sender_timeout`); the output
+    /// stays partial.
     ReceiveFailed {
         sid: u16,
         group: GroupAddr,
