@@ -19,7 +19,9 @@
 //! It watches its sender on the time passed in: no DATA or SPM of the transfer accepted for
 //! `sender_timeout` and the transfer fails ([`FailReason::SenderSilent`]); a refused packet
 //! (bad CRC, outside the shape, an implausible SPM) does not count, so forgeries cannot keep a
-//! dead transfer alive. Once complete it lingers, still answering with MABs, until the sender's
+//! dead transfer alive; no route to the sender for `sender_timeout`, as the engine reports
+//! routing ([`RmtpReceiver::sender_route`]), fails it too ([`FailReason::SenderUnreachable`]),
+//! even if forgeries that pass for the sender's keep arriving. Once complete it lingers, still answering with MABs, until the sender's
 //! agreed SPMs show that every receiver has everything, or the sender falls silent for
 //! `linger_silence` (at most `sender_timeout` in all); then [`ReceiverEvent::MayLeave`] says its
 //! member may leave the group without cutting off the MAB that completes the sender.
@@ -161,6 +163,10 @@ pub enum FailReason {
     SenderSilent {
         silent_for: Duration,
     },
+    /// Routing had no way to the sender for this long ([`RmtpReceiver::sender_route`]).
+    SenderUnreachable {
+        unreachable_for: Duration,
+    },
 }
 
 impl std::fmt::Display for FailReason {
@@ -174,6 +180,9 @@ impl std::fmt::Display for FailReason {
             FailReason::Sink(e) => write!(f, "cannot write: {e}"),
             FailReason::SenderSilent { silent_for } => {
                 write!(f, "sender silent (no data or SPM for {silent_for:?})")
+            }
+            FailReason::SenderUnreachable { unreachable_for } => {
+                write!(f, "sender unreachable (no route for {unreachable_for:?})")
             }
         }
     }
@@ -240,6 +249,8 @@ pub struct RmtpReceiver<K: Sink> {
     next_mab_at: Instant,
     /// When DATA or an SPM of the transfer was last accepted (the start, before any).
     last_heard: Instant,
+    /// Since when routing has had no way to the sender, as the engine last told.
+    unreachable_since: Option<Instant>,
     /// When the transfer completed.
     completed_at: Option<Instant>,
     /// `MayLeave` was emitted.
@@ -274,6 +285,7 @@ impl<K: Sink> RmtpReceiver<K> {
             mab_due: true,
             next_mab_at: now,
             last_heard: now,
+            unreachable_since: None,
             completed_at: None,
             released: false,
             events: VecDeque::new(),
@@ -739,7 +751,13 @@ impl<K: Sink> RmtpReceiver<K> {
     /// end of the linger once complete.
     fn watch_deadline(&self) -> Option<Instant> {
         match self.state {
-            State::Receiving => Some(self.last_heard + self.config.sender_timeout),
+            State::Receiving => {
+                let silent = self.last_heard + self.config.sender_timeout;
+                let unreachable = self
+                    .unreachable_since
+                    .map(|u| u + self.config.sender_timeout);
+                Some(unreachable.map_or(silent, |u| u.min(silent)))
+            }
             State::Complete if !self.released => {
                 let silent = self.last_heard + self.config.linger_silence;
                 let longest = self.completed_at? + self.config.sender_timeout;
@@ -756,7 +774,28 @@ impl<K: Sink> RmtpReceiver<K> {
                 silent_for: self.config.sender_timeout,
             });
         }
+        let timeout = self.config.sender_timeout;
+        if self.state == State::Receiving
+            && self.unreachable_since.is_some_and(|u| now >= u + timeout)
+        {
+            self.fail(FailReason::SenderUnreachable {
+                unreachable_for: timeout,
+            });
+        }
         self.check_linger(now);
+    }
+
+    /// What routing says of the sender at `now` (an engine tells whenever it looks at its
+    /// routes): while receiving, a sender unreachable for `sender_timeout` fails the transfer,
+    /// even if packets that pass for its own keep arriving.
+    pub fn sender_route(&mut self, now: Instant, reachable: bool) {
+        if self.state != State::Receiving {
+            return;
+        }
+        self.unreachable_since = match (reachable, self.unreachable_since) {
+            (true, _) => None,
+            (false, since) => Some(since.unwrap_or(now)),
+        };
     }
 
     fn heard(&mut self, now: Instant) {

@@ -9,7 +9,9 @@
 //! NACKs and MABs may be forged: repairs are bounded per hold-off whatever the NACKs name, a
 //! MAB whose values no tree could report is refused, and what completes or fails the transfer
 //! (every receiver's proof of the whole transfer, every receiver failed) is believed only when
-//! `mab_agreement` MABs in a row say so. A sender whose receivers all fell silent fails.
+//! `mab_agreement` MABs in a row say so. A sender whose receivers all fell silent fails. A complete
+//! sender keeps sending SPMs for `linger`, then has ended ([`RmtpSender::has_ended`]): an engine
+//! may drop it then.
 
 use super::RmtpError;
 use super::rtt::RttEstimate;
@@ -58,7 +60,15 @@ pub struct SenderConfig {
     /// re-formed tree) can still be repaired when it comes back. Off: the trailing edge follows
     /// what every receiver reported holding, as in PGM.
     pub retain_all: bool,
+    /// How long a complete sender keeps sending SPMs (so that every receiver sees the final
+    /// trailing edge and may leave the group) before the transfer has ended
+    /// ([`RmtpSender::has_ended`]): an engine may then drop it. The core itself goes on
+    /// answering (SPM heartbeats, repairs) for as long as it is driven.
+    pub linger: Duration,
 }
+
+/// [`SenderConfig::linger`] by default.
+pub const DEFAULT_LINGER: Duration = Duration::from_secs(1);
 
 impl SenderConfig {
     pub fn new(me: NodeAddr, group: GroupAddr, mtu: usize) -> Self {
@@ -77,6 +87,7 @@ impl SenderConfig {
             mab_agreement: 2,
             feedback_timeout: Duration::from_secs(5),
             retain_all: true,
+            linger: DEFAULT_LINGER,
         }
     }
 }
@@ -152,6 +163,10 @@ pub struct RmtpSender<S: Source> {
     /// The last MAB, or the first DATA while no MAB came; `None` before sending anything.
     last_feedback: Option<Instant>,
     failure: Option<SendFailure>,
+    /// When the sender first saw every receiver holding everything.
+    completed_at: Option<Instant>,
+    /// The linger after completion is over: the transfer has ended.
+    lingered: bool,
     /// Repairs queued since `budget_since` (see `max_repairs_per_holdoff`).
     budget_used: usize,
     budget_since: Instant,
@@ -188,6 +203,8 @@ impl<S: Source> RmtpSender<S> {
             recent_received: VecDeque::new(),
             last_feedback: None,
             failure: None,
+            completed_at: None,
+            lingered: false,
             budget_used: 0,
             budget_since: now,
             stalled: false,
@@ -203,7 +220,22 @@ impl<S: Source> RmtpSender<S> {
         if segments == 0 {
             s.hash = Some(*s.hasher.finalize().as_bytes());
         }
+        s.note_completion(now);
         s
+    }
+
+    /// Starts the linger when every receiver has just been seen holding everything.
+    fn note_completion(&mut self, now: Instant) {
+        if self.completed_at.is_none() && self.is_complete() {
+            self.completed_at = Some(now);
+        }
+    }
+
+    /// The transfer is over: failed, or complete and lingered for `linger` (seen by
+    /// `handle_timeout`, which `poll_timeout` asks for at the end of the linger). An engine may
+    /// drop the sender and withdraw its announcement.
+    pub fn has_ended(&self) -> bool {
+        self.failure.is_some() || self.lingered
     }
 
     pub fn stats(&self) -> &SenderStats {
@@ -279,6 +311,7 @@ impl<S: Source> RmtpSender<S> {
         if res.is_err() {
             self.stats.malformed += 1;
         }
+        self.note_completion(now);
         res
     }
 
@@ -431,11 +464,23 @@ impl<S: Source> RmtpSender<S> {
         }
         let data = (!self.repairs.is_empty() || self.next_new_fits()).then_some(self.pace_at);
         let at = data.map_or(self.next_spm_at, |d| d.min(self.next_spm_at));
+        let at = match self.linger_end() {
+            Some(end) if !self.lingered => end.min(at),
+            _ => at,
+        };
         Some(self.feedback_deadline().map_or(at, |f| f.min(at)))
+    }
+
+    fn linger_end(&self) -> Option<Instant> {
+        Some(self.completed_at? + self.config.linger)
     }
 
     /// Drops old repair hold-offs; fails the transfer when every receiver fell silent.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.note_completion(now);
+        if self.linger_end().is_some_and(|end| now >= end) {
+            self.lingered = true;
+        }
         let holdoff = self.repair_holdoff();
         self.last_repair
             .retain(|_, at| now.saturating_since(*at) < holdoff);
@@ -452,6 +497,7 @@ impl<S: Source> RmtpSender<S> {
         if self.failure.is_some() {
             return None;
         }
+        self.note_completion(now);
         if self.spm_due(now) {
             return self.build_spm(now, buf);
         }

@@ -37,12 +37,14 @@
 mod engine;
 pub mod hostile;
 mod link;
+mod node;
 mod queue;
 pub mod scenario;
 mod stats;
 mod trace;
 
 pub use engine::{NodeMut, Sim};
+pub use node::{routes_converged, sim_factory};
 pub use stats::{EngineStats, LinkStats};
 
 use control::{Instant, NodeAddr, Transmit};

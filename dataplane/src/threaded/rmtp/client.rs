@@ -4,9 +4,10 @@
 //! MABs in the middle layer's `rmtp.local` buffer.
 //!
 //! The transfer fails when the sender is unreachable by routing for the options'
-//! `sender_timeout` (watched here, on the routing table), or silent that long (the core's
-//! sender watch, [`FailReason::SenderSilent`](crate::rmtp::receiver::FailReason)); the sink is
-//! aborted, so a file stays `NAME.partial`. Once complete it stays in the group until the core
+//! `sender_timeout`, or silent that long: both rules are the core's sender watch, on the time
+//! passed in ([`FailReason`](crate::rmtp::receiver::FailReason)); this thread only looks at the
+//! routing table every [`ROUTE_CHECK`] and tells the core. The sink is aborted, so a file stays
+//! `NAME.partial`. Once complete it stays in the group until the core
 //! says it may leave (the sender's SPM shows that every receiver has everything, or the sender
 //! fell silent), so that its last MAB, the one that completes the sender, is not cut off by
 //! its own leave.
@@ -19,19 +20,18 @@ use crate::threaded::gmp;
 use crate::threaded::node::Node;
 use crate::threaded::packet::{PacketBuf, Received};
 use control::Instant;
-use std::time::{Duration, Instant as StdInstant};
+use std::time::Duration;
 
 /// Items taken from the buffer per round.
 const BATCH: usize = 64;
-/// How often the routing table is asked whether the sender is reachable.
+/// How often the routing table is read to tell the core whether the sender is reachable.
 const ROUTE_CHECK: Duration = Duration::from_millis(100);
 
 type Core = RmtpReceiver<Box<dyn Sink + Send>>;
 
 /// What the thread knows beyond its core.
 struct Watch {
-    unreachable_since: Option<StdInstant>,
-    next_route_check: StdInstant,
+    next_route_check: Instant,
     total: Option<u64>,
     complete: bool,
 }
@@ -43,23 +43,21 @@ pub(crate) fn thread(node: &Node, slot: &ClientSlot, mut core: Core, options: Re
     let timeout = options.sender_timeout;
     let mtu = node.dnp.mtu();
     let mut buf = vec![0u8; mtu];
-    let start = StdInstant::now();
     let mut w = Watch {
-        unreachable_since: None,
-        next_route_check: start,
+        next_route_check: node.clock.now(),
         total: None,
         complete: false,
     };
     let check_every = ROUTE_CHECK.min(timeout / 4).max(Duration::from_millis(1));
     let mut failure: Option<String> = None;
     loop {
-        let core_due = core.poll_timeout().and_then(|t| node.clock.to_std(t));
+        let core_due = core.poll_timeout();
         let deadline = match (core_due, w.complete) {
             (Some(d), true) => d,
             (Some(d), false) => d.min(w.next_route_check),
             (None, _) => w.next_route_check,
         };
-        match slot.inbox.pop_until(Some(deadline)) {
+        match slot.inbox.pop_until(node.clock.to_std(deadline)) {
             Pop::Item(r) => {
                 let now = node.clock.now();
                 on_packet(node, &mut core, &mut w, now, &r);
@@ -81,6 +79,11 @@ pub(crate) fn thread(node: &Node, slot: &ClientSlot, mut core: Core, options: Re
             break;
         }
         let now = node.clock.now();
+        if !w.complete && now >= w.next_route_check {
+            w.next_route_check = now + check_every;
+            let reachable = slot.sender == node.me || node.dnp.routes().is_reachable(slot.sender);
+            core.sender_route(now, reachable);
+        }
         if core.poll_timeout().is_some_and(|t| t <= now) {
             core.handle_timeout(now);
         }
@@ -105,19 +108,6 @@ pub(crate) fn thread(node: &Node, slot: &ClientSlot, mut core: Core, options: Re
         }
         if failure.is_some() || may_leave {
             break;
-        }
-        let t = StdInstant::now();
-        if !w.complete && t >= w.next_route_check {
-            w.next_route_check = t + check_every;
-            let reachable = slot.sender == node.me || node.dnp.routes().is_reachable(slot.sender);
-            w.unreachable_since = match (reachable, w.unreachable_since) {
-                (true, _) => None,
-                (false, since) => Some(since.unwrap_or(t)),
-            };
-            if w.unreachable_since.is_some_and(|u| t - u >= timeout) {
-                failure = Some(format!("sender unreachable (no route for {timeout:?})"));
-                break;
-            }
         }
         slot.shared
             .publish(progress(&core, &w, &failure), core.stats());

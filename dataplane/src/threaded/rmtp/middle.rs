@@ -1,8 +1,9 @@
 //! The RMTP middle-layer thread (seed §6.1), one per node: it waits on DNP's `rmtp` buffer with
 //! the relay's next deadline (periodic MABs, NACK retries), and
-//! - executes the relay's decision on each packet from the network: `sendto` of the received
-//!   bytes to each downstream neighbour, then the same reference-counted packet into the buffer
-//!   of each local client of the tree (the seed's reference counting: nothing is copied);
+//! - carries out the relay's decision on each packet from the network with the worker's own code
+//!   (`node::worker::decisions`; this engine's ends are [`ThreadedEnds`]): `sendto` of the
+//!   received bytes to each downstream neighbour, then the same reference-counted packet into the
+//!   buffer of each local client of the tree (the seed's reference counting: nothing is copied);
 //! - takes the local clients' NACKs and MABs from `rmtp.local` into the relay;
 //! - sends what the relay builds (aggregated NACKs and MABs upstream, NCFs, cache repairs), and
 //!   hands NACKs and MABs for a tree this node roots to the local server thread's buffer.
@@ -11,7 +12,8 @@
 //! table changes kick the thread so that the relay prunes at once.
 
 use super::{Layer, Upward};
-use crate::rmtp::{Hop, RelayAction, RelayTransmit};
+use crate::node::worker::decisions::{DecisionSink, RmtpPacket, carry_out, carry_out_built};
+use crate::rmtp::RelayTransmit;
 use crate::sync::{lock, read};
 use crate::threaded::buffer::{Pop, Push};
 use crate::threaded::node::Node;
@@ -168,8 +170,11 @@ pub(crate) fn thread(node: &Node) {
                 out.push((t, buf[..t.len].to_vec()));
             }
         }
+        let mut ends = ThreadedEnds { node, layer, now };
         for (t, bytes) in out.drain(..) {
-            execute_transmit(node, layer, now, t, bytes);
+            carry_out_built(&mut ends, node.me, t, bytes, |bytes| {
+                ends_hold(node, layer, now, bytes)
+            });
         }
         seen = tables;
     }
@@ -184,7 +189,7 @@ fn from_network(node: &Node, layer: &Layer, tables: &Tables, now: Instant, r: Re
         return;
     };
     let action = lock(&layer.relay).handle(now, r.from, &view, &tables.mcast, &tables.routes);
-    execute(node, layer, action, &r);
+    carry_out(&mut ThreadedEnds { node, layer, now }, action, &r);
 }
 
 fn from_local_client(node: &Node, layer: &Layer, tables: &Tables, now: Instant, up: &Upward) {
@@ -198,21 +203,7 @@ fn from_local_client(node: &Node, layer: &Layer, tables: &Tables, now: Instant, 
         lock(&layer.relay).handle_local_member(now, up.sid, &view, &tables.mcast, &tables.routes);
 }
 
-/// Carries out a relay decision on packet `r`: the received bytes go unchanged to each
-/// neighbour named, and the same buffer to each local client of its tree.
-pub(crate) fn execute(node: &Node, layer: &Layer, action: RelayAction, r: &Received) {
-    let RelayAction::Forward { to, deliver_local } = action else {
-        return;
-    };
-    for n in to.iter() {
-        send(node, layer, n, r.packet.bytes());
-    }
-    if deliver_local && let (Addr::Group(g), Addr::Node(s)) = (r.dst, r.src) {
-        to_clients(layer, g, s, r);
-    }
-}
-
-pub(crate) fn send(node: &Node, layer: &Layer, to: NodeAddr, bytes: &[u8]) {
+fn send(node: &Node, layer: &Layer, to: NodeAddr, bytes: &[u8]) {
     bump(&layer.counters.copies_sent);
     // Failures are counted here and by DNP; the protocol repairs what did not go.
     if node.dnp.send_to_neighbour(to, bytes).is_err() {
@@ -221,7 +212,7 @@ pub(crate) fn send(node: &Node, layer: &Layer, to: NodeAddr, bytes: &[u8]) {
 }
 
 /// Hands `r` to every running local client of the tree (group, sender), by reference.
-pub(crate) fn to_clients(layer: &Layer, group: GroupAddr, sender: NodeAddr, r: &Received) {
+fn to_clients(layer: &Layer, group: GroupAddr, sender: NodeAddr, r: &Received) {
     let mut any = false;
     for c in read(&layer.clients).values() {
         if c.group == group && c.sender == sender && c.inbox.push(r.clone()) != Push::Closed {
@@ -234,39 +225,93 @@ pub(crate) fn to_clients(layer: &Layer, group: GroupAddr, sender: NodeAddr, r: &
     }
 }
 
-/// A packet the relay built: to a neighbour, or to this node's server or clients.
-fn execute_transmit(node: &Node, layer: &Layer, now: Instant, t: RelayTransmit, bytes: Vec<u8>) {
-    match t.to {
-        Hop::Neighbour(n) => send(node, layer, n, &bytes),
-        Hop::Local => {
-            let Ok(view) = Packet::parse(&bytes, node.dnp.mtu()) else {
-                bump(&layer.counters.bad_packets);
-                return;
-            };
-            let (flag, dst, src) = (view.flag(), view.dst(), view.src());
-            let r = Received {
-                from: node.me,
-                at: now,
-                flag,
-                dst,
-                src,
-                packet: PacketBuf::from_vec(bytes),
-            };
-            match flag {
-                Flag::RmtpNack | Flag::RmtpMab => {
-                    let server = read(&layer.servers).get(&t.group).cloned();
-                    let pushed = server
-                        .filter(|_| t.sender == node.me)
-                        .is_some_and(|s| s.inbox.push(r) != Push::Closed);
-                    if pushed {
-                        bump(&layer.counters.to_servers);
-                    } else {
-                        bump(&layer.counters.no_local_consumer);
-                    }
-                }
-                // Repairs from the cache and NCFs, for the local members of the tree.
-                _ => to_clients(layer, t.group, t.sender, &r),
-            }
+/// A packet the relay built for this node's server or clients, in a buffer of its own (the
+/// clients' and the server's threads hold it by reference).
+fn ends_hold(node: &Node, layer: &Layer, now: Instant, bytes: Vec<u8>) -> Option<Received> {
+    let Ok(view) = Packet::parse(&bytes, node.dnp.mtu()) else {
+        bump(&layer.counters.bad_packets);
+        return None;
+    };
+    let (flag, dst, src) = (view.flag(), view.dst(), view.src());
+    Some(Received {
+        from: node.me,
+        at: now,
+        flag,
+        dst,
+        src,
+        packet: PacketBuf::from_vec(bytes),
+    })
+}
+
+impl RmtpPacket for Received {
+    fn bytes(&self) -> &[u8] {
+        self.packet.bytes()
+    }
+    fn flag(&self) -> Flag {
+        self.flag
+    }
+    fn dst(&self) -> Addr {
+        self.dst
+    }
+    fn src(&self) -> Addr {
+        self.src
+    }
+}
+
+/// The ends of the relay's decisions on this engine: `sendto` toward a neighbour, and the
+/// buffers of the local client and server threads.
+pub(crate) struct ThreadedEnds<'a> {
+    pub node: &'a Node,
+    pub layer: &'a Layer,
+    pub now: Instant,
+}
+
+impl DecisionSink<Received> for ThreadedEnds<'_> {
+    fn to_neighbour(&mut self, to: NodeAddr, bytes: &[u8]) {
+        send(self.node, self.layer, to, bytes);
+    }
+
+    fn to_receivers(&mut self, group: GroupAddr, sender: NodeAddr, packet: &Received) {
+        to_clients(self.layer, group, sender, packet);
+    }
+
+    fn to_sender(&mut self, group: GroupAddr, packet: &Received) {
+        let server = read(&self.layer.servers).get(&group).cloned();
+        if server.is_some_and(|s| s.inbox.push(packet.clone()) != Push::Closed) {
+            bump(&self.layer.counters.to_servers);
+        } else {
+            bump(&self.layer.counters.no_local_consumer);
+        }
+    }
+}
+
+/// A packet this node's server built, held only by the server thread: a local client gets a
+/// copy in a buffer of its own (the only copy of a packet this engine makes).
+impl DecisionSink<Packet<'_>> for ThreadedEnds<'_> {
+    fn to_neighbour(&mut self, to: NodeAddr, bytes: &[u8]) {
+        send(self.node, self.layer, to, bytes);
+    }
+
+    fn to_receivers(&mut self, group: GroupAddr, sender: NodeAddr, packet: &Packet<'_>) {
+        let held = self.held(packet);
+        to_clients(self.layer, group, sender, &held);
+    }
+
+    fn to_sender(&mut self, group: GroupAddr, packet: &Packet<'_>) {
+        let held = self.held(packet);
+        DecisionSink::<Received>::to_sender(self, group, &held);
+    }
+}
+
+impl ThreadedEnds<'_> {
+    fn held(&self, packet: &Packet<'_>) -> Received {
+        Received {
+            from: self.node.me,
+            at: self.now,
+            flag: packet.flag(),
+            dst: packet.dst(),
+            src: packet.src(),
+            packet: PacketBuf::from_vec(packet.bytes().to_vec()),
         }
     }
 }

@@ -1,29 +1,26 @@
 //! An RMTP server thread (seed §6.3): one per transfer this node multicasts. It loops sending
 //! DATA while the window (the tree's minimum MAB) allows, paced by its rate, with repairs
 //! first and an SPM when its timer says; between rounds it takes the NACKs and MABs the middle
-//! layer left in its buffer. Its deadline is the core's (the next paced packet or SPM).
+//! layer left in its buffer. Its deadline is the core's (the next paced packet or SPM, the end
+//! of its linger); it ends when the core has ended (failed, or complete and lingered).
 //!
 //! Its packets are distributed by the middle layer's relay, called from this thread under the
 //! relay's mutex: the decision is the one the middle-layer thread would make, and the packet
 //! goes straight to `sendto`, rather than through an impatient buffer that could drop the
 //! node's own data before it ever left.
 
-use super::middle::{self, Tables};
+use super::middle::{Tables, ThreadedEnds};
 use super::{Layer, ServerSlot};
-use crate::rmtp::{RelayAction, RmtpSender, Source};
+use crate::node::worker::decisions::carry_out;
+use crate::rmtp::{RmtpSender, Source};
 use crate::sync::lock;
 use crate::threaded::buffer::Pop;
 use crate::threaded::node::Node;
-use crate::threaded::packet::{PacketBuf, Received};
+use crate::threaded::packet::Received;
+use control::Instant;
 use control::wire::dnp::Packet;
-use control::{Addr, Instant};
-use std::time::{Duration, Instant as StdInstant};
 
 use super::handle::SendProgress;
-
-/// How long a server keeps sending SPMs after every receiver has everything, so that the
-/// receivers see the final trailing edge and leave the group.
-pub(crate) const LINGER: Duration = Duration::from_secs(1);
 
 /// Items taken from the buffer per round.
 const BATCH: usize = 64;
@@ -34,13 +31,9 @@ pub(crate) fn thread(node: &Node, slot: &ServerSlot, mut core: RmtpSender<Box<dy
     };
     let mtu = node.dnp.mtu();
     let mut buf = vec![0u8; mtu];
-    let mut complete_at: Option<StdInstant> = None;
     loop {
-        let mut deadline = core.poll_timeout().and_then(|t| node.clock.to_std(t));
-        if let Some(c) = complete_at {
-            let end = c + LINGER;
-            deadline = Some(deadline.map_or(end, |d| d.min(end)));
-        }
+        // The core's deadline includes the end of its linger once it is complete.
+        let deadline = core.poll_timeout().and_then(|t| node.clock.to_std(t));
         match slot.inbox.pop_until(deadline) {
             Pop::Item(r) => {
                 let now = node.clock.now();
@@ -62,14 +55,9 @@ pub(crate) fn thread(node: &Node, slot: &ServerSlot, mut core: RmtpSender<Box<dy
             originate(node, layer, &tables, now, &buf[..len]);
         }
         slot.shared.publish(progress(&core), core.stats());
-        if core.failure().is_some() {
+        // Failed, or complete and lingered (`SenderConfig::linger`, on the time passed in).
+        if core.has_ended() {
             break;
-        }
-        if core.is_complete() {
-            let at = *complete_at.get_or_insert_with(StdInstant::now);
-            if at.elapsed() >= LINGER {
-                break;
-            }
         }
     }
     slot.shared.publish(progress(&core), core.stats());
@@ -108,24 +96,7 @@ fn originate(node: &Node, layer: &Layer, tables: &Tables, now: Instant, bytes: &
     if earlier {
         layer.inbox.kick();
     }
-    let RelayAction::Forward { to, deliver_local } = action else {
-        return;
-    };
-    for n in to.iter() {
-        middle::send(node, layer, n, bytes);
-    }
-    if deliver_local && let (Addr::Group(g), Addr::Node(s)) = (view.dst(), view.src()) {
-        // A client on the sender's own node: the only copy of a packet this engine makes.
-        let r = Received {
-            from: node.me,
-            at: now,
-            flag: view.flag(),
-            dst: view.dst(),
-            src: view.src(),
-            packet: PacketBuf::from_vec(bytes.to_vec()),
-        };
-        middle::to_clients(layer, g, s, &r);
-    }
+    carry_out(&mut ThreadedEnds { node, layer, now }, action, &view);
 }
 
 fn progress(core: &RmtpSender<Box<dyn Source + Send>>) -> SendProgress {

@@ -1,16 +1,21 @@
-//! RMTP on one node: the relay serving every tree, plus the local senders (one per group this
-//! node sends to) and local receivers (one per subscribing client id). Packets move between
-//! them the way the seed's middle layer moves them between its client and server threads.
+//! A node's RMTP worker: the relay serving every tree, plus the local senders (one per group
+//! this node sends to) and local receivers (one per subscribing client id). Packets move between
+//! them the way the seed's middle layer moves them between its client and server threads; the
+//! relay's decisions are carried out by [`decisions`], the code every engine shares. It reads
+//! the tables the control plane published and knows no engine: packets for neighbours go to the
+//! queue the caller passes in.
+
+pub mod decisions;
 
 use crate::rmtp::{
-    Hop, ReceiverConfig, ReceiverEvent, ReceiverStats, RelayAction, RelayConfig, RelayStats,
-    RmtpReceiver, RmtpRelay, RmtpSender, SenderConfig, SenderStats, Sink, Source,
+    ReceiverConfig, ReceiverEvent, ReceiverStats, RelayConfig, RelayStats, RmtpReceiver, RmtpRelay,
+    RmtpSender, SenderConfig, SenderStats, Sink, Source,
 };
 use control::drp::RoutingTable;
 use control::gmp::MulticastTable;
-use control::wire::dnp::{Flag, Packet};
-use control::wire::rmtp::RmtpMessage;
-use control::{Addr, GroupAddr, Instant, NodeAddr, Transmit};
+use control::wire::dnp::Packet;
+use control::{GroupAddr, Instant, NodeAddr, Transmit};
+use decisions::{DecisionSink, carry_out, carry_out_built};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Tunables of the RMTP parts of a node; the defaults suit millisecond links.
@@ -57,7 +62,8 @@ pub enum TransferEvent {
         at: Instant,
     },
     /// The transfer cannot complete (data lost for good, the hash wrong, the sink failing, or
-    /// the sender silent for the receiver's `sender_timeout`); the output stays partial.
+    /// the sender silent or without a route for the receiver's `sender_timeout`); the output
+    /// stays partial.
     ReceiveFailed {
         sid: u16,
         group: GroupAddr,
@@ -218,7 +224,8 @@ impl Transfers {
         ctx: Ctx<'_>,
     ) {
         let action = self.relay.handle(now, from, packet, ctx.mcast, ctx.routes);
-        self.execute(now, action, packet, ctx.out);
+        let mut ends = LocalEnds::new(now, &mut self.senders, &mut self.receivers, ctx.out);
+        carry_out(&mut ends, action, packet);
         self.pump(now, ctx);
     }
 
@@ -246,6 +253,11 @@ impl Transfers {
             }
         }
         for r in self.receivers.values_mut() {
+            // What routing says of the sender, for the receiver's sender watch.
+            r.core.sender_route(
+                now,
+                r.sender == self.me || ctx.routes.is_reachable(r.sender),
+            );
             if r.core.poll_timeout().is_some_and(|t| t <= now) {
                 r.core.handle_timeout(now);
             }
@@ -253,59 +265,13 @@ impl Transfers {
         self.pump(now, ctx);
     }
 
-    /// Carries out a relay decision on a packet it was shown.
-    fn execute(
-        &mut self,
-        now: Instant,
-        action: RelayAction,
-        packet: &Packet<'_>,
-        out: &mut VecDeque<Transmit>,
-    ) {
-        if let RelayAction::Forward { to, deliver_local } = action {
-            for neighbour in to.iter() {
-                out.push_back(Transmit {
-                    to: neighbour,
-                    packet: packet.bytes().to_vec(),
-                });
-            }
-            if deliver_local {
-                self.deliver_local(now, packet);
-            }
-        }
-    }
-
-    /// A packet for this node's own cores: NACKs and MABs to the tree's local sender, data,
-    /// SPMs and NCFs to the tree's local receivers.
-    fn deliver_local(&mut self, now: Instant, packet: &Packet<'_>) {
-        match packet.flag() {
-            Flag::RmtpNack | Flag::RmtpMab => {
-                let group = rmtp_group(packet);
-                if let Some(s) = group.and_then(|g| self.senders.get_mut(&g)) {
-                    let _ = s.core.handle_packet(now, packet);
-                }
-            }
-            _ => {
-                let tree = match (packet.dst(), packet.src()) {
-                    (Addr::Group(g), Addr::Node(s)) => Some((g, s)),
-                    // An NCF is addressed to this node; its body names the tree.
-                    _ => ncf_tree(packet),
-                };
-                let Some((group, sender)) = tree else { return };
-                for r in self.receivers.values_mut() {
-                    if r.group == group && r.sender == sender {
-                        let _ = r.core.handle_packet(now, packet);
-                    }
-                }
-            }
-        }
-    }
-
     /// Lets every local core send what it has, until none has anything more.
     fn pump(&mut self, now: Instant, ctx: Ctx<'_>) {
         let mut buf = std::mem::take(&mut self.buf);
+        let (me, mtu) = (self.me, self.mtu);
         loop {
             let mut progress = false;
-            // By position, not by iterator: executing a decision needs `&mut self`.
+            // By position, not by iterator: carrying out a decision needs every sender.
             for i in 0..self.senders.len() {
                 while let Some(len) = self
                     .senders
@@ -313,17 +279,19 @@ impl Transfers {
                     .nth(i)
                     .and_then(|s| s.core.poll_transmit(now, &mut buf))
                 {
-                    let Ok(p) = Packet::parse(&buf[..len], self.mtu) else {
+                    let Ok(p) = Packet::parse(&buf[..len], mtu) else {
                         break;
                     };
                     let action = self.relay.handle_local(now, &p, ctx.mcast, ctx.routes);
-                    self.execute(now, action, &p, ctx.out);
+                    let mut ends =
+                        LocalEnds::new(now, &mut self.senders, &mut self.receivers, ctx.out);
+                    carry_out(&mut ends, action, &p);
                     progress = true;
                 }
             }
             for (&sid, r) in self.receivers.iter_mut() {
                 while let Some(len) = r.core.poll_transmit(now, &mut buf) {
-                    if let Ok(p) = Packet::parse(&buf[..len], self.mtu) {
+                    if let Ok(p) = Packet::parse(&buf[..len], mtu) {
                         let _ = self
                             .relay
                             .handle_local_member(now, sid, &p, ctx.mcast, ctx.routes);
@@ -332,17 +300,10 @@ impl Transfers {
                 }
             }
             while let Some(t) = self.relay.poll_transmit(now, &mut buf) {
-                match t.to {
-                    Hop::Neighbour(to) => ctx.out.push_back(Transmit {
-                        to,
-                        packet: buf[..t.len].to_vec(),
-                    }),
-                    Hop::Local => {
-                        if let Ok(p) = Packet::parse(&buf[..t.len], self.mtu) {
-                            self.deliver_local(now, &p);
-                        }
-                    }
-                }
+                let mut ends = LocalEnds::new(now, &mut self.senders, &mut self.receivers, ctx.out);
+                carry_out_built(&mut ends, me, t, &buf[..t.len], |b| {
+                    Packet::parse(b, mtu).ok()
+                });
                 progress = true;
             }
             if !progress {
@@ -398,19 +359,51 @@ impl Transfers {
     }
 }
 
-/// The group a NACK or MAB body names.
-fn rmtp_group(packet: &Packet<'_>) -> Option<GroupAddr> {
-    match RmtpMessage::parse(packet.flag(), packet.body()).ok()? {
-        RmtpMessage::Nack(n) => GroupAddr::new(n.group),
-        RmtpMessage::Mab(m) => GroupAddr::new(m.group),
-        _ => None,
+/// The worker's own cores as the ends of the relay's decisions, and the node's queue toward
+/// its neighbours.
+struct LocalEnds<'a> {
+    now: Instant,
+    senders: &'a mut BTreeMap<GroupAddr, LocalSender>,
+    receivers: &'a mut BTreeMap<u16, LocalReceiver>,
+    out: &'a mut VecDeque<Transmit>,
+}
+
+impl<'a> LocalEnds<'a> {
+    fn new(
+        now: Instant,
+        senders: &'a mut BTreeMap<GroupAddr, LocalSender>,
+        receivers: &'a mut BTreeMap<u16, LocalReceiver>,
+        out: &'a mut VecDeque<Transmit>,
+    ) -> Self {
+        LocalEnds {
+            now,
+            senders,
+            receivers,
+            out,
+        }
     }
 }
 
-/// The (group, sender) an NCF body names.
-fn ncf_tree(packet: &Packet<'_>) -> Option<(GroupAddr, NodeAddr)> {
-    match RmtpMessage::parse(packet.flag(), packet.body()).ok()? {
-        RmtpMessage::Ncf(n) => Some((GroupAddr::new(n.group)?, NodeAddr::new(n.sender)?)),
-        _ => None,
+impl DecisionSink<Packet<'_>> for LocalEnds<'_> {
+    fn to_neighbour(&mut self, to: NodeAddr, bytes: &[u8]) {
+        self.out.push_back(Transmit {
+            to,
+            packet: bytes.to_vec(),
+        });
+    }
+
+    fn to_receivers(&mut self, group: GroupAddr, sender: NodeAddr, packet: &Packet<'_>) {
+        for r in self.receivers.values_mut() {
+            if r.group == group && r.sender == sender {
+                // Malformed or foreign packets are counted by the core.
+                let _ = r.core.handle_packet(self.now, packet);
+            }
+        }
+    }
+
+    fn to_sender(&mut self, group: GroupAddr, packet: &Packet<'_>) {
+        if let Some(s) = self.senders.get_mut(&group) {
+            let _ = s.core.handle_packet(self.now, packet);
+        }
     }
 }
