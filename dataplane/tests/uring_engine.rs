@@ -38,13 +38,11 @@ fn datagrams_from_a_socket_outside_the_topology_are_dropped_and_counted() {
     for _ in 0..3 {
         stranger.send_to(&hello, node.local_addr()).unwrap();
     }
-    let counted = wait_until(LIMIT, || {
-        node.stats().get("engine.unknown_source") == Some(3)
-    });
+    let counted = wait_until(LIMIT, || node.stats().get("dnp.rx_unknown_peer") == Some(3));
     assert!(counted.is_some(), "{}", node.stats());
     assert_eq!(
-        node.stats().get("engine.unknown_source"),
-        before.get("engine.unknown_source").map(|v| v + 3)
+        node.stats().get("dnp.rx_unknown_peer"),
+        before.get("dnp.rx_unknown_peer").map(|v| v + 3)
     );
     net.stop();
 }
@@ -197,17 +195,19 @@ fn an_exhausted_buffer_ring_is_counted_and_the_receive_resumes() {
     .expect("start a node with one receive buffer");
     let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
     let to = node.local_addr();
+    // Well-formed, so each is counted as from an unknown peer once it is received.
+    let hello = dnp::frame(Addr::Node(n(1)), Addr::Node(n(2)), Flag::Drp, &drp::hello());
     let exhausted = wait_until(LIMIT, || {
         for _ in 0..64 {
-            let _ = stranger.send_to(&[0u8; 100], to);
+            let _ = stranger.send_to(&hello, to);
         }
         node.stats().get("engine.recv_buffers_exhausted") > Some(0)
     });
     assert!(exhausted.is_some(), "{}", node.stats());
-    let seen = node.stats().get("engine.unknown_source").unwrap();
+    let seen = node.stats().get("dnp.rx_unknown_peer").unwrap();
     let resumed = wait_until(LIMIT, || {
-        let _ = stranger.send_to(&[0u8; 100], to);
-        node.stats().get("engine.unknown_source") > Some(seen)
+        let _ = stranger.send_to(&hello, to);
+        node.stats().get("dnp.rx_unknown_peer") > Some(seen)
     });
     assert!(resumed.is_some(), "{}", node.stats());
     node.stop();

@@ -51,7 +51,7 @@ fn uring_nodes_move_a_file_and_batch_their_datagrams() {
         get(&relay, "engine.datagrams_received") > get(&relay, "engine.receives"),
         "the relay received coalesced datagrams"
     );
-    assert_eq!(get(&relay, "engine.unknown_source"), 0);
+    assert_eq!(get(&relay, "dnp.rx_unknown_peer"), 0);
     assert_eq!(get(&relay, "engine.send_errors"), 0);
     net.stop();
 }

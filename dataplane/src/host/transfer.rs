@@ -6,7 +6,7 @@
 //! ended; a receive handle's abort reaches it through the flag and the kick it supplied.
 
 use crate::rmtp::receiver::DEFAULT_SENDER_TIMEOUT;
-use crate::rmtp::{ReceiverStats, SenderStats, TransferShape};
+use crate::rmtp::{ReceiverConfig, ReceiverStats, SenderConfig, SenderStats, TransferShape};
 use crate::sync::{lock, wait_until};
 use control::rap::ServiceEntry;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,6 +46,26 @@ impl Default for ReceiveOptions {
             sender_timeout: DEFAULT_SENDER_TIMEOUT,
             announced: None,
         }
+    }
+}
+
+impl SendOptions {
+    /// Puts these settings into a sender's configuration: the one rule every engine follows.
+    pub fn apply(&self, config: &mut SenderConfig) {
+        if let Some(w) = self.initial_window {
+            config.initial_window = w;
+        }
+        config.rate = self.rate;
+    }
+}
+
+impl ReceiveOptions {
+    /// Puts these settings into a receiver's configuration, its window at most `max_window`
+    /// (what the engine can buffer): the one rule every engine follows.
+    pub fn apply(&self, config: &mut ReceiverConfig, max_window: u64) {
+        config.window = self.window.clamp(1, max_window.max(1));
+        config.announced = self.announced;
+        config.sender_timeout = self.sender_timeout;
     }
 }
 

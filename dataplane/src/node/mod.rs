@@ -23,7 +23,7 @@ pub use worker::{Ctx, RmtpOptions, TransferEvent, Transfers};
 // The simulator's helpers for this node once lived here; the CLI still names them by this path.
 pub use crate::sim::{routes_converged, sim_factory};
 
-use crate::rmtp::{Sink, Source};
+use crate::rmtp::{ReceiverConfig, SenderConfig, Sink, Source};
 use control::drp::{Drp, RoutingTable};
 use control::gmp::{Gmp, GmpError, MulticastTable};
 use control::rap::{RapClient, RapServer};
@@ -155,6 +155,19 @@ impl Node {
         name: &str,
         source: Box<dyn Source>,
     ) -> Result<ServiceEntry, StartError> {
+        self.start_send_with(now, group, name, source, |_| {})
+    }
+
+    /// [`Self::start_send`] with `adjust` applied to the sender's configuration (a caller's
+    /// per-transfer settings, e.g. [`crate::host::SendOptions::apply`]).
+    pub fn start_send_with(
+        &mut self,
+        now: Instant,
+        group: GroupAddr,
+        name: &str,
+        source: Box<dyn Source>,
+        adjust: impl FnOnce(&mut SenderConfig),
+    ) -> Result<ServiceEntry, StartError> {
         let entry = ServiceEntry {
             group,
             sender: self.me,
@@ -167,7 +180,7 @@ impl Node {
         self.control
             .announce(entry.clone())
             .map_err(|e| StartError::Announce(format!("{e:?}")))?;
-        if !self.transfers.add_sender(now, group, source) {
+        if !self.transfers.add_sender_with(now, group, source, adjust) {
             return Err(StartError::Busy);
         }
         self.sync(now);
@@ -183,7 +196,24 @@ impl Node {
         sid: u16,
         sink: Box<dyn Sink>,
     ) -> Result<(), StartError> {
-        if !self.transfers.add_receiver(now, sid, group, sender, sink) {
+        self.start_receive_with(now, group, sender, sid, sink, |_| {})
+    }
+
+    /// [`Self::start_receive`] with `adjust` applied to the receiver's configuration (a
+    /// caller's per-transfer settings, e.g. [`crate::host::ReceiveOptions::apply`]).
+    pub fn start_receive_with(
+        &mut self,
+        now: Instant,
+        group: GroupAddr,
+        sender: NodeAddr,
+        sid: u16,
+        sink: Box<dyn Sink>,
+        adjust: impl FnOnce(&mut ReceiverConfig),
+    ) -> Result<(), StartError> {
+        if !self
+            .transfers
+            .add_receiver_with(now, sid, group, sender, sink, adjust)
+        {
             return Err(StartError::Busy);
         }
         if let Err(e) = self.control.subscribe(now, group, sender, sid) {
@@ -251,6 +281,19 @@ impl Node {
     }
 
     /// A datagram from neighbour `from`: validated, then handed to its half by flag.
+    /// A datagram from a socket that is no neighbour of this node: validated like any other (a
+    /// refusal counted by its DNP error), then dropped. True when it passed DNP validation, so
+    /// the engine counts it as from an unknown peer, the way the threaded engine's DNP does.
+    pub fn validate_from_stranger(&mut self, datagram: &[u8]) -> bool {
+        match Packet::parse(datagram, self.mtu) {
+            Ok(_) => true,
+            Err(e) => {
+                self.stats.count_dnp_error(&e);
+                false
+            }
+        }
+    }
+
     pub fn handle_datagram(&mut self, now: Instant, from: NodeAddr, datagram: &[u8]) {
         let packet = match Packet::parse(datagram, self.mtu) {
             Ok(p) => p,

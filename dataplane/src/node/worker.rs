@@ -159,12 +159,25 @@ impl Transfers {
     }
 
     pub fn add_sender(&mut self, now: Instant, group: GroupAddr, source: Box<dyn Source>) -> bool {
+        self.add_sender_with(now, group, source, |_| {})
+    }
+
+    /// [`Self::add_sender`] with `adjust` applied to the configuration the node's options
+    /// made (a caller's per-transfer settings).
+    pub fn add_sender_with(
+        &mut self,
+        now: Instant,
+        group: GroupAddr,
+        source: Box<dyn Source>,
+        adjust: impl FnOnce(&mut SenderConfig),
+    ) -> bool {
         if self.senders.contains_key(&group) {
             return false;
         }
         let mut config = SenderConfig::new(self.me, group, self.mtu);
         config.initial_window = self.options.initial_window;
         config.rate = self.options.sender_rate;
+        adjust(&mut config);
         let core = RmtpSender::new(config, source, now);
         self.senders.insert(
             group,
@@ -184,11 +197,26 @@ impl Transfers {
         sender: NodeAddr,
         sink: Box<dyn Sink>,
     ) -> bool {
+        self.add_receiver_with(now, sid, group, sender, sink, |_| {})
+    }
+
+    /// [`Self::add_receiver`] with `adjust` applied to the configuration the node's options
+    /// made (a caller's per-transfer settings), before the node's own caps.
+    pub fn add_receiver_with(
+        &mut self,
+        now: Instant,
+        sid: u16,
+        group: GroupAddr,
+        sender: NodeAddr,
+        sink: Box<dyn Sink>,
+        adjust: impl FnOnce(&mut ReceiverConfig),
+    ) -> bool {
         if self.receivers.contains_key(&sid) {
             return false;
         }
         let mut config = ReceiverConfig::new(self.me, group, sender, self.mtu);
         config.window = self.options.receiver_window;
+        adjust(&mut config);
         // Its NACKs go through this node's relay: sequences beyond what the relay's NACK table
         // holds would only be refused there, at the cost of NACKing them every retry.
         config.max_missing = config.max_missing.min(self.options.nack_entries);

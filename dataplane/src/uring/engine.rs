@@ -12,9 +12,9 @@ use super::socket::{self, RECV_CONTROL_LEN};
 use super::stats::EngineStats;
 use super::transfers::Handles;
 use crate::garbler::GarbledCopy;
+use crate::host::{ReceiveHandle, ReceiveOptions, SendHandle, SendOptions};
 use crate::node::{Node, StartError};
 use crate::rmtp::{Sink, Source};
-use crate::threaded::{ReceiveHandle, SendHandle};
 use control::drp::RoutingTable;
 use control::gmp::MulticastTable;
 use control::rap::ServiceEntry;
@@ -251,6 +251,7 @@ impl Engine {
         group: GroupAddr,
         name: &str,
         source: Box<dyn Source + Send>,
+        options: SendOptions,
     ) -> Result<SendHandle, StartError> {
         // An earlier entry of the same tree (a pre-announcement, an ended transfer) gives way to
         // this one, as on the threaded engine.
@@ -266,7 +267,9 @@ impl Engine {
         // A shorter list always fits.
         let _ = self.node.set_services(others);
         let now = self.shared.clock.now();
-        let entry = self.node.start_send(now, group, name, source)?;
+        let entry = self
+            .node
+            .start_send_with(now, group, name, source, |c| options.apply(c))?;
         Ok(self.handles.add_sender(entry))
     }
 
@@ -276,12 +279,18 @@ impl Engine {
         sender: NodeAddr,
         sid: u16,
         sink: Box<dyn Sink + Send>,
+        options: ReceiveOptions,
     ) -> Result<ReceiveHandle, StartError> {
         if self.handles.is_receiving(sid) {
             return Err(StartError::Busy);
         }
         let now = self.shared.clock.now();
-        self.node.start_receive(now, group, sender, sid, sink)?;
+        // The kernel's receive buffer is what holds a burst beyond the window's last MAB.
+        let max_window = self.stats.socket_rcvbuf;
+        self.node
+            .start_receive_with(now, group, sender, sid, sink, |c| {
+                options.apply(c, max_window)
+            })?;
         let shared = Arc::clone(&self.shared);
         let kick = Box::new(move || shared.wake());
         Ok(self.handles.add_receiver(sid, group, sender, kick))
@@ -380,16 +389,26 @@ impl Engine {
                 let segment = control.segment.unwrap_or(payload.len()).max(1);
                 let datagrams = payload.len().div_ceil(segment) as u64;
                 self.stats.receives += 1;
+                // An empty datagram is one datagram too (DNP counts it as too short).
+                let segments = payload
+                    .chunks(segment)
+                    .chain(payload.is_empty().then_some(payload));
                 match socket::source(out.name_data()).and_then(|s| self.by_socket.get(&s)) {
                     Some(&from) => {
                         let now = self.shared.clock.now();
                         // A coalesced receive is handed over segment by segment, in place.
-                        for datagram in payload.chunks(segment) {
+                        for datagram in segments {
                             self.node.handle_datagram(now, from, datagram);
                         }
-                        self.stats.datagrams_received += datagrams;
+                        self.stats.datagrams_received += datagrams.max(1);
                     }
-                    None => self.stats.unknown_source += datagrams,
+                    None => {
+                        for datagram in segments {
+                            if self.node.validate_from_stranger(datagram) {
+                                self.stats.unknown_source += 1;
+                            }
+                        }
+                    }
                 }
             }
             _ => self.stats.recv_truncated += 1,

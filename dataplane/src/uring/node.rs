@@ -379,16 +379,14 @@ impl UringNode {
         source: Box<dyn Source + Send>,
         options: SendOptions,
     ) -> Result<SendHandle, StartError> {
-        let _ = options;
         let name = name.to_string();
-        self.call(move |e| e.start_send(group, &name, source))
+        self.call(move |e| e.start_send(group, &name, source, options))
             .unwrap_or_else(|| Err(stopping()))
     }
 
     /// Joins (`group`, `sender`) as local client `sid` and writes the transfer to `sink`. The
     /// client leaves the group a moment after it completes, when it fails, is aborted, or the
-    /// node stops. The window is the node's ([`UringOptions::rmtp`]) and the sender timeout
-    /// the receiver core's default: `options` is accepted for the threaded engine's signature.
+    /// node stops.
     pub fn receive(
         &self,
         group: GroupAddr,
@@ -397,8 +395,7 @@ impl UringNode {
         sink: Box<dyn Sink + Send>,
         options: ReceiveOptions,
     ) -> Result<ReceiveHandle, StartError> {
-        let _ = options;
-        self.call(move |e| e.start_receive(group, sender, sid, sink))
+        self.call(move |e| e.start_receive(group, sender, sid, sink, options))
             .unwrap_or_else(|| Err(stopping()))
     }
 

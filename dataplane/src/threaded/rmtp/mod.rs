@@ -183,10 +183,7 @@ pub(crate) fn send(
         name: name.to_string(),
     };
     let mut config = SenderConfig::new(node.me, group, mtu);
-    if let Some(w) = options.initial_window {
-        config.initial_window = w;
-    }
-    config.rate = options.rate;
+    options.apply(&mut config);
     let core = RmtpSender::new(config, source, node.clock.now());
 
     let mut servers = write(&layer.servers);
@@ -247,11 +244,7 @@ pub(crate) fn receive(
     };
     let mtu = node.dnp.mtu();
     let mut config = ReceiverConfig::new(node.me, group, sender, mtu);
-    config.window = options
-        .window
-        .clamp(1, window_the_buffers_hold(mtu, node.capacity()));
-    config.announced = options.announced;
-    config.sender_timeout = options.sender_timeout;
+    options.apply(&mut config, window_the_buffers_hold(mtu, node.capacity()));
     let inbox = Arc::new(ImpatientBuffer::new(
         format!("rmtp.client.{sid}"),
         node.capacity(),
