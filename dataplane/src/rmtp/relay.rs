@@ -30,6 +30,7 @@
 
 use super::cache::{Cache, CacheRepair};
 use super::edges::Edges;
+use super::rtt::RttEstimate;
 use super::{MAX_RANGES, RangeBuf};
 use control::drp::RoutingTable;
 use control::gmp::{MulticastTable, TreeEntry};
@@ -64,7 +65,9 @@ pub struct RelayConfig {
     /// Sequences one NACK packet may ask for; the rest of it is refused (the receiver asks
     /// again).
     pub nack_seqs_per_packet: usize,
-    /// A NACK entry older than this is re-sent upstream when another NACK for it arrives.
+    /// A NACK entry older than this is re-sent upstream when another NACK for it arrives, and
+    /// an unconfirmed one is repeated. Once the tree's upstream repair round trip is measured,
+    /// `srtt + 4 rttvar` of it (at least `timer_floor`) when shorter.
     pub nack_stale: Duration,
     /// A NACK entry older than this is forgotten.
     pub nack_expire: Duration,
@@ -78,7 +81,11 @@ pub struct RelayConfig {
     /// Queued cache repairs at most; more are dropped (the receiver asks again).
     pub repair_queue: usize,
     /// A sequence repaired from the cache toward a peer is not repaired toward it again sooner.
+    /// Half the tree's smallest upstream repair round trip once measured (at least
+    /// `timer_floor`) when shorter; `timer_floor` until measured.
     pub repair_holdoff: Duration,
+    /// The shortest timer derived from a measured round trip.
+    pub timer_floor: Duration,
     /// A tree without a multicast entry and without traffic for this long is forgotten.
     pub tree_idle: Duration,
     /// The most one packet may advance what the relay believes of a tree's leading edge
@@ -104,6 +111,7 @@ impl RelayConfig {
             cache_at_root: false,
             repair_queue: 1024,
             repair_holdoff: Duration::from_millis(10),
+            timer_floor: Duration::from_micros(50),
             tree_idle: Duration::from_secs(30),
             max_edge_step: 64 << 20,
         }
@@ -126,6 +134,9 @@ pub struct RelayStats {
     pub ncfs_sent: u64,
     pub ncfs_received: u64,
     pub retransmissions_forwarded: u64,
+    /// Upstream repair round trips measured (a sequence NACKed upstream once to its
+    /// RETRANSMIT), over every tree.
+    pub upstream_rtt_samples: u64,
     pub repairs_from_cache: u64,
     /// Cached copies that failed their CRC when about to be served (evicted, asked upstream).
     pub cache_corrupt: u64,
@@ -303,6 +314,8 @@ struct NackEntry {
     ncf_due: u64,
     /// When the sequence last went upstream (or was first asked).
     requested_at: Instant,
+    /// Times it went upstream: a repair after the first one is no round-trip sample (Karn).
+    upstream_sends: u8,
     upstream_due: bool,
     /// Upstream confirmed it with an NCF (or it went to the local sender): no more retries of
     /// our own; only a NACK arriving after the entry is stale sends it again.
@@ -333,6 +346,8 @@ struct Tree {
     last_traffic: Option<Instant>,
     /// When unconfirmed upstream NACKs are due again.
     next_retry_at: Option<Instant>,
+    /// The upstream repair round trip: a NACK sent upstream once to its RETRANSMIT.
+    rtt: RttEstimate,
     last_activity: Instant,
     /// NACK table entries moved to keep it sorted: the work NACKs cost beyond their own
     /// sequences.
@@ -374,6 +389,20 @@ impl Tree {
             return Some(self.peers.len() - 1);
         }
         None
+    }
+
+    /// How long a NACK sent upstream waits for its repair before it may go again: the
+    /// measured upstream repair round trip's `srtt + 4 rttvar`, `nack_stale` at most.
+    fn nack_stale(&self, cfg: &RelayConfig) -> Duration {
+        self.rtt
+            .timeout(cfg.nack_stale, cfg.timer_floor, cfg.nack_stale)
+    }
+
+    /// Cache repairs toward one peer of one sequence, at most one per this: half the smallest
+    /// upstream repair round trip measured, `repair_holdoff` at most, `timer_floor` until
+    /// measured.
+    fn repair_holdoff(&self, cfg: &RelayConfig) -> Duration {
+        self.rtt.holdoff(cfg.timer_floor, cfg.repair_holdoff)
     }
 
     fn find_nack(&self, seq: u64) -> Result<usize, usize> {
@@ -579,6 +608,7 @@ impl RmtpRelay {
                     local,
                     last_traffic: None,
                     next_retry_at: None,
+                    rtt: RttEstimate::default(),
                     last_activity: now,
                     #[cfg(test)]
                     entries_moved: 0,
@@ -815,6 +845,9 @@ impl RmtpRelay {
         let seq = match down {
             Downward::Spm(spm) => {
                 tree.edges.on_spm(&spm, step);
+                // The sender probes a closed window with SPMs: our MAB upstream may be the one
+                // that was lost, so it goes again.
+                tree.mab_due |= tree.min.is_some();
                 let keep = tree
                     .nacks
                     .partition_point(|e| e.seq < tree.edges.trailing());
@@ -843,6 +876,10 @@ impl RmtpRelay {
                     return RelayAction::Drop(DropReason::Unrequested);
                 };
                 let e = tree.nacks.remove(i);
+                if e.upstream_sends == 1 && !e.upstream_due {
+                    tree.rtt.sample(now.saturating_since(e.requested_at));
+                    self.stats.upstream_rtt_samples += 1;
+                }
                 let mut to = Fanout::empty();
                 let mut deliver_local = false;
                 for (bit, p) in tree.peers.iter().enumerate() {
@@ -1050,6 +1087,7 @@ impl RmtpRelay {
         tree.peers[pi].last_heard = now;
         let bit = 1u64 << pi;
         let trailing = tree.edges.trailing();
+        let (stale, holdoff) = (tree.nack_stale(cfg), tree.repair_holdoff(cfg));
         let seqs = ranges()
             .flat_map(|r| r.first..r.end().min(leading))
             .take(cap);
@@ -1062,7 +1100,7 @@ impl RmtpRelay {
                 self.stats.repair_queue_full += 1;
                 continue;
             }
-            match tree.cache.claim_repair(seq, bit, now, cfg.repair_holdoff) {
+            match tree.cache.claim_repair(seq, bit, now, holdoff) {
                 CacheRepair::Serve => self.repairs.push_back(RepairJob {
                     tree: slot as u16,
                     peer: pi as u8,
@@ -1070,7 +1108,7 @@ impl RmtpRelay {
                 }),
                 CacheRepair::HeldOff => self.stats.repairs_held_off += 1,
                 CacheRepair::NotCached => {
-                    match record_nack(tree, seq, bit, now, cfg.nack_stale, &mut self.fresh) {
+                    match record_nack(tree, seq, bit, now, stale, &mut self.fresh) {
                         Recorded::Full => self.stats.nack_table_full += 1,
                         Recorded::Waiting => self.stats.nack_seqs_aggregated += 1,
                         Recorded::Upstream => {}
@@ -1166,16 +1204,17 @@ impl RmtpRelay {
             // Unconfirmed NACKs of ours are repeated upstream every `nack_stale`.
             if tree.next_retry_at.is_some_and(|t| t <= now) {
                 tree.next_retry_at = None;
+                let stale = tree.nack_stale(cfg);
                 for e in tree.nacks.iter_mut() {
                     if e.confirmed || e.upstream_due {
                         continue;
                     }
-                    if now.saturating_since(e.requested_at) >= cfg.nack_stale {
+                    if now.saturating_since(e.requested_at) >= stale {
                         e.upstream_due = true;
                         e.requested_at = now;
                         tree.nack_upstream_pending = true;
                     } else {
-                        let at = e.requested_at + cfg.nack_stale;
+                        let at = e.requested_at + stale;
                         tree.next_retry_at = Some(tree.next_retry_at.map_or(at, |t| t.min(at)));
                     }
                 }
@@ -1193,13 +1232,12 @@ impl RmtpRelay {
         }
         let me = self.config.me;
         let mtu = self.config.mtu;
-        let stale = self.config.nack_stale;
         for slot in 0..self.trees.len() {
             let Some(tree) = self.trees[slot].as_mut() else {
                 continue;
             };
             if tree.nack_upstream_pending
-                && let Some(t) = build_upstream_nack(tree, me, mtu, stale, now, buf)
+                && let Some(t) = build_upstream_nack(tree, &self.config, now, buf)
             {
                 self.stats.nacks_sent_upstream += 1;
                 self.stats.nack_seqs_sent_upstream += t.1;
@@ -1253,7 +1291,7 @@ impl RmtpRelay {
             // ask upstream instead.
             self.stats.cache_corrupt += 1;
             tree.cache.evict(job.seq);
-            let stale = self.config.nack_stale;
+            let stale = tree.nack_stale(&self.config);
             record_nack(tree, job.seq, 1 << job.peer, now, stale, &mut self.fresh);
             merge_fresh(tree, &mut self.fresh);
             return None;
@@ -1317,6 +1355,7 @@ fn record_nack(
                 waiters: bit,
                 ncf_due: bit,
                 requested_at: now,
+                upstream_sends: 0,
                 upstream_due: true,
                 confirmed: false,
             });
@@ -1360,15 +1399,15 @@ fn merge_fresh(tree: &mut Tree, fresh: &mut Vec<NackEntry>) {
 
 fn build_upstream_nack(
     tree: &mut Tree,
-    me: NodeAddr,
-    mtu: usize,
-    stale: Duration,
+    cfg: &RelayConfig,
     now: Instant,
     buf: &mut [u8],
 ) -> Option<(RelayTransmit, u64)> {
     // Without a way up (sender unreachable) the entries wait for one.
+    let me = cfg.me;
     let hop = tree.upstream_hop(me)?;
-    let limit = rmtp::max_nack_ranges(mtu).min(MAX_RANGES);
+    let stale = tree.nack_stale(cfg);
+    let limit = rmtp::max_nack_ranges(cfg.mtu).min(MAX_RANGES);
     let mut ranges = RangeBuf::<MAX_RANGES>::default();
     let mut seqs = 0;
     let mut more = false;
@@ -1378,6 +1417,9 @@ fn build_upstream_nack(
             break;
         }
         e.upstream_due = false;
+        // The round trip is timed from when it leaves.
+        e.requested_at = now;
+        e.upstream_sends = e.upstream_sends.saturating_add(1);
         // Handing a NACK to the local sender cannot be lost: nothing to confirm.
         e.confirmed = hop == Hop::Local;
         seqs += 1;

@@ -35,17 +35,23 @@ pub struct SenderConfig {
     /// SPM period while sending.
     pub spm_interval: Duration,
     /// SPM period once every segment was sent and until every receiver has everything: faster,
-    /// so that tail loss is noticed quickly. Once a round trip is measured, that round trip
-    /// (`srtt + 4 rttvar`, at least `timer_floor`) when shorter.
+    /// so that tail loss is noticed quickly; also while the flow window stays closed (a window
+    /// probe: receivers and relays answer an SPM with their MAB). Once a round trip is
+    /// measured, twice the smallest one (at least `timer_floor`) when shorter.
     pub spm_interval_end: Duration,
     /// A sequence repaired less than this long ago is not repaired again (one NACK storm, one
-    /// repair). Once a round trip is measured, half of it (at least `timer_floor`) when shorter:
-    /// a receiver whose repair was lost asks again after about a round trip, and must be heard.
+    /// repair; the relay on this node already sends one NACK per sequence per round trip).
+    /// Half the smallest measured round trip, within `[timer_floor, repair_holdoff]`, and
+    /// `timer_floor` until measured: a receiver whose repair was lost asks again after about
+    /// a round trip, and must be heard. Also the period of `max_repairs_per_holdoff`.
     pub repair_holdoff: Duration,
     /// The shortest timer derived from a measured round trip.
     pub timer_floor: Duration,
-    /// Most sequences queued for repair per `repair_holdoff`, and queued at once, however many
-    /// NACKs name however many sequences: what forged NACKs can make the sender send.
+    /// Most sequences queued for repair per `repair_holdoff` (plus one per DATA sent for the
+    /// first time in it), and queued at once, however many NACKs name however many sequences:
+    /// what forged NACKs can make the sender send (at most as many repairs as new data, and
+    /// this many more per hold-off). The credit per DATA keeps a hold-off that is not yet
+    /// measured (`repair_holdoff`, long) from starving the repairs of a fast transfer.
     pub max_repairs_per_holdoff: usize,
     /// How many aggregated MABs in a row must agree before the sender believes that every
     /// receiver holds the whole transfer, or that every receiver failed.
@@ -99,6 +105,9 @@ pub struct SenderStats {
     pub mabs_refused: u64,
     /// Times the sender had data ready but the flow window was closed.
     pub window_stalls: u64,
+    /// SPMs sent because the window stayed closed for a round trip (each asks the tree for
+    /// its MAB again).
+    pub window_probes: u64,
     pub mabs_received: u64,
     /// Round trips measured (DATA sent to the first MAB that covers it).
     pub rtt_samples: u64,
@@ -313,7 +322,9 @@ impl<S: Source> RmtpSender<S> {
         self.stats.nacks_received += 1;
         let (trail, lead) = (self.trailing_edge(), self.next_seq);
         let holdoff = self.repair_holdoff();
-        if now.saturating_since(self.budget_since) >= holdoff {
+        // The budget's period is the configured hold-off, not the measured one: a fixed bound
+        // on what forged NACKs can draw, however short the round trip.
+        if now.saturating_since(self.budget_since) >= self.config.repair_holdoff {
             self.budget_since = now;
             self.budget_used = 0;
         }
@@ -476,6 +487,9 @@ impl<S: Source> RmtpSender<S> {
             if !self.stalled {
                 self.stalled = true;
                 self.stats.window_stalls += 1;
+                // A window probe: if the MAB that would open the window was lost, the SPM
+                // makes every receiver and relay report again (see `build_spm`).
+                self.next_spm_at = self.next_spm_at.min(now + self.spm_interval_end());
             }
             return None;
         }
@@ -485,6 +499,7 @@ impl<S: Source> RmtpSender<S> {
         let payload = &buf[DNP_HEADER_LEN + DATA_HEADER_LEN..len];
         self.hasher.update(payload);
         self.stats.data_sent += 1;
+        self.budget_used = self.budget_used.saturating_sub(1);
         // Receivers are expected to answer from the first DATA on.
         self.last_feedback.get_or_insert(now);
         self.stats.data_bytes_sent += payload.len() as u64;
@@ -505,20 +520,26 @@ impl<S: Source> RmtpSender<S> {
         &self.rtt
     }
 
-    /// SPM period at the end: a round trip once measured, `spm_interval_end` at most.
+    /// SPM period at the end and while the window stays closed: twice the smallest round trip
+    /// once measured, `spm_interval_end` at most. Not `srtt`: at loss a MAB waits for the
+    /// repairs before it, and `srtt` grows with them, while a lost MAB or finishing SPM is to
+    /// be replaced within a round trip or two; each costs one SPM and one MAB per node.
     fn spm_interval_end(&self) -> Duration {
         let c = &self.config;
         self.rtt
-            .timeout(c.spm_interval_end, c.timer_floor, c.spm_interval_end)
+            .min()
+            .map_or(c.spm_interval_end, |m| m * 2)
+            .clamp(c.timer_floor, c.spm_interval_end.max(c.timer_floor))
     }
 
-    /// Repair hold-off: half a measured round trip, `repair_holdoff` at most.
+    /// Repair hold-off: half the smallest measured round trip, `repair_holdoff` at most,
+    /// `timer_floor` until measured. Not
+    /// the smoothed one: a DATA's MAB waits for every earlier loss to be repaired, so at loss
+    /// `srtt` grows several-fold, and a hold-off that long would ignore the retries of
+    /// receivers whose repair was lost.
     fn repair_holdoff(&self) -> Duration {
         let c = &self.config;
-        match self.rtt.srtt() {
-            Some(srtt) => (srtt / 2).clamp(c.timer_floor, c.repair_holdoff.max(c.timer_floor)),
-            None => c.repair_holdoff,
-        }
+        self.rtt.holdoff(c.timer_floor, c.repair_holdoff)
     }
 
     fn pace(&mut self, now: Instant, len: usize) {
@@ -564,10 +585,16 @@ impl<S: Source> RmtpSender<S> {
         };
         self.spm_sequence += 1;
         self.stats.spms_sent += 1;
-        // Fast at the end (tail loss, hash), a slow heartbeat once everyone has everything:
-        // a receiver that lost every finishing SPM still completes.
+        // Fast at the end (tail loss, hash) and while the window stays closed (an SPM makes
+        // every receiver and relay report its MAB: one that was lost is replaced within a
+        // round trip, not a MAB period), a slow heartbeat once everyone has everything: a
+        // receiver that lost every finishing SPM still completes.
+        let probing = self.stalled && !finished;
+        if probing {
+            self.stats.window_probes += 1;
+        }
         self.next_spm_at = now
-            + if finished && !self.is_complete() {
+            + if probing || (finished && !self.is_complete()) {
                 self.spm_interval_end()
             } else {
                 self.config.spm_interval
@@ -695,12 +722,12 @@ mod tests {
         s.handle_mab(back, 100_000, 99);
         assert_eq!(s.rtt().srtt(), Some(Duration::from_micros(200)));
         assert_eq!(s.stats().rtt_samples, 1);
-        // The next finishing SPM comes a round trip later (200 + 4 × 100 µs), not 20 ms.
+        // The next finishing SPM comes two round trips later (2 × 200 µs), not 20 ms.
         let out = drain(&mut s, Instant::from_millis(20));
         assert_eq!(out.len(), 1);
         assert_eq!(
             s.poll_timeout(),
-            Some(Instant::from_millis(20) + Duration::from_micros(600))
+            Some(Instant::from_millis(20) + Duration::from_micros(400))
         );
         // A repair may be repeated after half a round trip, not 10 ms.
         let t = Instant::from_millis(30);
