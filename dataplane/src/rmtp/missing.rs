@@ -188,7 +188,11 @@ mod tests {
         t.due_by(ms(30));
         assert_eq!(t.next_due(), Some(ms(11)));
         t.due(ms(30), &mut out);
-        assert_eq!(out, [3, 5, 7, 9], "the hold-back until 40 and the NACK at 50 come by 30");
+        assert_eq!(
+            out,
+            [3, 5, 7, 9],
+            "the hold-back until 40 and the NACK at 50 come by 30"
+        );
         t.truncate_from(6);
         assert_eq!((t.len(), t.next_due()), (2, Some(ms(30))));
         t.remove(3);

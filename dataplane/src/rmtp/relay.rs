@@ -82,7 +82,7 @@ pub struct RelayConfig {
     pub repair_queue: usize,
     /// A sequence repaired from the cache toward a peer is not repaired toward it again sooner.
     /// Half the tree's smallest upstream repair round trip once measured (at least
-    /// `timer_floor`) when shorter; `timer_floor` until measured.
+    /// `timer_floor`) when shorter.
     pub repair_holdoff: Duration,
     /// The shortest timer derived from a measured round trip.
     pub timer_floor: Duration,
@@ -399,10 +399,11 @@ impl Tree {
     }
 
     /// Cache repairs toward one peer of one sequence, at most one per this: half the smallest
-    /// upstream repair round trip measured, `repair_holdoff` at most, `timer_floor` until
-    /// measured.
+    /// upstream repair round trip measured, `repair_holdoff` at most (and until measured: it
+    /// bounds what a forging peer draws from the cache).
     fn repair_holdoff(&self, cfg: &RelayConfig) -> Duration {
-        self.rtt.holdoff(cfg.timer_floor, cfg.repair_holdoff)
+        self.rtt
+            .holdoff(cfg.repair_holdoff, cfg.timer_floor, cfg.repair_holdoff)
     }
 
     fn find_nack(&self, seq: u64) -> Result<usize, usize> {

@@ -64,12 +64,10 @@ impl RttEstimate {
     }
 
     /// How long a repeated request is ignored after it was answered: half the smallest round
-    /// trip within `[floor, ceiling]`; `floor` before the first sample (a hold-off longer
-    /// than the round trip, unknown yet, would ignore the retry of an answer that was lost,
-    /// and the retry after it: each waits twice as long).
-    pub fn holdoff(&self, floor: Duration, ceiling: Duration) -> Duration {
+    /// trip within `[floor, ceiling]`; `unmeasured` (also clamped) before the first sample.
+    pub fn holdoff(&self, unmeasured: Duration, floor: Duration, ceiling: Duration) -> Duration {
         self.min
-            .map_or(floor, |m| m / 2)
+            .map_or(unmeasured, |m| m / 2)
             .clamp(floor, ceiling.max(floor))
     }
 }
@@ -109,14 +107,14 @@ mod tests {
     fn the_holdoff_follows_the_smallest_round_trip() {
         let mut r = RttEstimate::default();
         let (floor, ceiling) = (us(50), us(10_000));
-        assert_eq!(r.holdoff(floor, ceiling), floor);
+        assert_eq!(r.holdoff(ceiling, floor, ceiling), ceiling);
         r.sample(us(300));
-        assert_eq!(r.holdoff(floor, ceiling), us(150));
+        assert_eq!(r.holdoff(ceiling, floor, ceiling), us(150));
         // A sample that waited behind a queue moves srtt, not the hold-off.
         r.sample(us(3_000));
         assert_eq!(r.min(), Some(us(300)));
-        assert_eq!(r.holdoff(floor, ceiling), us(150));
+        assert_eq!(r.holdoff(ceiling, floor, ceiling), us(150));
         r.sample(us(40));
-        assert_eq!(r.holdoff(floor, ceiling), floor);
+        assert_eq!(r.holdoff(ceiling, floor, ceiling), floor);
     }
 }
