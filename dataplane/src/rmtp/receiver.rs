@@ -1265,4 +1265,71 @@ mod tests {
         assert!(r.everyone_has_everything());
         assert_eq!(events(&mut r), [ReceiverEvent::MayLeave]);
     }
+
+    fn repair(seq: u64, payload: &[u8]) -> Vec<u8> {
+        data_packet(
+            GroupAddr::new(G).unwrap(),
+            n(1),
+            Flag::RmtpRetransmit,
+            seq,
+            seq * 100,
+            payload,
+        )
+    }
+
+    /// The first NACKs use the configured timers (2 ms delay, 20 ms retry); the first repair
+    /// measures the round trip (200 µs) and from then on NACKs follow it: the pending retry
+    /// is pulled in, a new gap is NACKed after a quarter round trip. A repair of a sequence
+    /// NACKed twice is no sample (Karn).
+    #[test]
+    fn nack_timers_follow_the_measured_repair_round_trip() {
+        let mut r = rx();
+        let us = |v: u64| Instant::from_nanos(v * 1000);
+        feed(&mut r, us(0), &spm(0, 0, 900, None));
+        for seq in [0, 2, 4] {
+            feed(&mut r, us(0), &data(seq, &[1; 100]));
+        }
+        assert!(nacked(&mut r, us(1_999)).is_empty());
+        assert_eq!(
+            nacked(&mut r, us(2_000)),
+            [SeqRange::single(1), SeqRange::single(3)]
+        );
+        // Seq 1's repair, 200 µs after its NACK: srtt 200, rttvar 100, retry 600 µs.
+        feed(&mut r, us(2_200), &repair(1, &[1; 100]));
+        assert_eq!(r.repair_rtt().srtt(), Some(Duration::from_micros(200)));
+        assert_eq!(r.stats().repair_rtt_samples, 1);
+        // Seq 3 was to be retried at 22 ms (20 ms retry); now 600 µs after the sample.
+        assert!(nacked(&mut r, us(2_799)).is_empty());
+        assert_eq!(nacked(&mut r, us(2_800)), [SeqRange::single(3)]);
+        // A new gap (5) is NACKed a quarter round trip after it is seen, not 2 ms.
+        feed(&mut r, us(3_000), &data(6, &[1; 100]));
+        assert!(nacked(&mut r, us(3_049)).is_empty());
+        assert_eq!(nacked(&mut r, us(3_050)), [SeqRange::single(5)]);
+        // Seq 3 went twice: its repair could answer either NACK, so it is no sample.
+        feed(&mut r, us(3_100), &repair(3, &[1; 100]));
+        assert_eq!(r.stats().repair_rtt_samples, 1);
+        assert_eq!(r.stats().repairs_received, 2);
+    }
+
+    /// An accepted SPM is answered with a MAB (a sender whose window stays closed probes
+    /// with SPMs in case the MAB that would open it was lost).
+    #[test]
+    fn an_spm_is_answered_with_a_mab() {
+        let mut r = rx();
+        let mut buf = [0u8; DEFAULT_MTU];
+        feed(&mut r, Instant::ZERO, &spm(0, 0, 900, None));
+        feed(&mut r, Instant::ZERO, &data(0, &[1; 100]));
+        while r.poll_transmit(Instant::ZERO, &mut buf).is_some() {}
+        let sent = r.stats().mabs_sent;
+        let t = Instant::from_millis(1);
+        assert!(
+            r.poll_transmit(t, &mut buf).is_none(),
+            "no MAB due by itself"
+        );
+        feed(&mut r, t, &spm(1, 1, 900, None));
+        let len = r.poll_transmit(t, &mut buf).expect("a MAB");
+        let m = Mab::parse(Packet::parse(&buf[..len], DEFAULT_MTU).unwrap().body()).unwrap();
+        assert_eq!((m.mab, m.received), (1100, 99));
+        assert_eq!(r.stats().mabs_sent, sent + 1);
+    }
 }

@@ -1706,6 +1706,96 @@ mod tests {
         assert_eq!(ranges_of(&out[0].2), [SeqRange { first: 8, len: 3 }]);
     }
 
+    /// Confirms `seqs` from upstream (an NCF): no retry of the relay's own.
+    fn confirm(
+        r: &mut RmtpRelay,
+        mc: &MulticastTable,
+        rt: &RoutingTable,
+        now: Instant,
+        seqs: &[SeqRange],
+    ) {
+        let mut ncf = vec![0u8; DEFAULT_MTU];
+        let len = rmtp::build_ncf(&mut ncf, n(2), n(1), g(), n(1), seqs).unwrap();
+        r.handle(now, n(1), &p(&ncf[..len]), mc, rt);
+    }
+
+    /// Before a repair came down, a repeated NACK goes upstream again only after the
+    /// configured `nack_stale` (10 ms); once the upstream repair round trip is measured
+    /// (200 µs), after `srtt + 4 rttvar` (600 µs) of it.
+    #[test]
+    fn a_repeated_nack_goes_upstream_after_the_measured_repair_round_trip() {
+        let (mc, rt) = tables(&[1, 3, 4]);
+        let mut cfg = RelayConfig::new(n(2), DEFAULT_MTU);
+        cfg.cache_bytes = 0;
+        let mut r = RmtpRelay::new(cfg);
+        let us = |v: u64| Instant::from_nanos(v * 1000);
+        announced(&mut r, &mc, &rt, us(0));
+        let upstream = |r: &RmtpRelay| r.stats().nacks_sent_upstream;
+        let five = [SeqRange::single(5)];
+        r.handle(us(0), n(3), &p(&nack(3, &five)), &mc, &rt);
+        drain(&mut r, us(0));
+        confirm(&mut r, &mc, &rt, us(0), &five);
+        assert_eq!(upstream(&r), 1);
+        // Unmeasured: a NACK 1 ms later only waits.
+        r.handle(us(1_000), n(3), &p(&nack(3, &five)), &mc, &rt);
+        drain(&mut r, us(1_000));
+        assert_eq!(upstream(&r), 1);
+        // Its repair comes 200 µs after the NACK went: one sample.
+        let six = [SeqRange::single(6)];
+        r.handle(us(2_000), n(3), &p(&nack(3, &six)), &mc, &rt);
+        drain(&mut r, us(2_000));
+        confirm(&mut r, &mc, &rt, us(2_000), &six);
+        r.handle(
+            us(2_200),
+            n(1),
+            &p(&data(6, Flag::RmtpRetransmit)),
+            &mc,
+            &rt,
+        );
+        assert_eq!(r.stats().upstream_rtt_samples, 1);
+        assert_eq!(upstream(&r), 2);
+        // Seq 5 was asked long ago: the next NACK for it goes again; then 6 more once its
+        // repair was lost on the way down, 600 µs after, not 10 ms.
+        r.handle(us(2_300), n(3), &p(&nack(3, &five)), &mc, &rt);
+        drain(&mut r, us(2_300));
+        assert_eq!(upstream(&r), 3);
+        let seven = [SeqRange::single(7)];
+        r.handle(us(3_000), n(3), &p(&nack(3, &seven)), &mc, &rt);
+        drain(&mut r, us(3_000));
+        confirm(&mut r, &mc, &rt, us(3_000), &seven);
+        r.handle(us(3_599), n(4), &p(&nack(4, &seven)), &mc, &rt);
+        drain(&mut r, us(3_599));
+        assert_eq!(upstream(&r), 4, "within the round trip: aggregated");
+        r.handle(us(3_600), n(3), &p(&nack(3, &seven)), &mc, &rt);
+        drain(&mut r, us(3_600));
+        assert_eq!(upstream(&r), 5, "a round trip on: asked again");
+    }
+
+    /// The sender probes a closed window with SPMs: an SPM passing down makes the relay send
+    /// its MAB upstream again (the one it sent may have been lost).
+    #[test]
+    fn an_spm_passing_down_sends_the_mab_upstream_again() {
+        let (mc, rt) = tables(&[1, 3, 4]);
+        let mut r = relay();
+        let t0 = Instant::ZERO;
+        announced(&mut r, &mc, &rt, t0);
+        r.local_mab(t0, 9, g(), n(1), 5000, 4000, &mc, &rt);
+        let mabs = |out: Vec<(Hop, Flag, Vec<u8>)>| {
+            out.iter()
+                .filter(|(h, f, _)| *h == Hop::Neighbour(n(1)) && *f == Flag::RmtpMab)
+                .count()
+        };
+        assert_eq!(mabs(drain(&mut r, t0)), 1);
+        assert_eq!(
+            mabs(drain(&mut r, t0)),
+            0,
+            "sent once while nothing changes"
+        );
+        let t1 = t0 + Duration::from_millis(1);
+        announced(&mut r, &mc, &rt, t1);
+        assert_eq!(mabs(drain(&mut r, t1)), 1);
+    }
+
     #[test]
     fn cached_data_answers_nacks_locally() {
         let (mc, rt) = tables(&[1, 3, 4]);

@@ -762,6 +762,47 @@ mod tests {
         assert_eq!(s.stats().repairs_suppressed, 0);
     }
 
+    /// A closed window is probed with SPMs (receivers and relays answer with their MAB): after
+    /// `spm_interval_end` while no round trip is measured, then after twice the smallest one.
+    #[test]
+    fn a_closed_window_is_probed_with_spms() {
+        let mut s = RmtpSender::new(cfg(), MemSource::new(vec![1; 2050]), Instant::ZERO);
+        assert_eq!(drain(&mut s, Instant::ZERO).len(), 11);
+        assert_eq!(s.stats().window_stalls, 1);
+        assert_eq!(s.poll_timeout(), Some(Instant::from_millis(20)));
+        // A MAB that covers the first DATA but does not open the window: 200 µs round trip.
+        s.handle_mab(Instant::from_nanos(200_000), 1000, 99);
+        let t = Instant::from_millis(20);
+        let out = drain(&mut s, t);
+        assert_eq!(out.len(), 1);
+        assert!(!parse(&out[0]).2.unwrap().finished);
+        assert_eq!(s.stats().window_probes, 1);
+        assert_eq!(s.poll_timeout(), Some(t + Duration::from_micros(400)));
+    }
+
+    /// The repair budget gains one repair per DATA sent for the first time: a hold-off whose
+    /// budget ran out still repairs a transfer that keeps sending.
+    #[test]
+    fn new_data_earns_repair_budget() {
+        let mut c = cfg();
+        c.max_repairs_per_holdoff = 2;
+        let mut s = RmtpSender::new(c, MemSource::new(vec![1; 2050]), Instant::ZERO);
+        assert_eq!(drain(&mut s, Instant::ZERO).len(), 11);
+        let t = Instant::from_millis(1);
+        s.handle_nack(t, [SeqRange { first: 0, len: 5 }]);
+        let _ = drain(&mut s, t);
+        assert_eq!(s.stats().retransmissions, 2);
+        assert_eq!(s.stats().repairs_over_budget, 1);
+        // The window opens: 11 more segments, 11 repairs of credit (2 fit at once).
+        s.handle_mab(t, 1_000_000, 500);
+        s.handle_mab(t, 1_000_000, 500);
+        let _ = drain(&mut s, t);
+        assert_eq!(s.stats().data_sent, 21);
+        s.handle_nack(t, [SeqRange { first: 2, len: 3 }]);
+        let _ = drain(&mut s, t);
+        assert_eq!(s.stats().retransmissions, 4, "within the same hold-off");
+    }
+
     #[test]
     fn pacing_spreads_packets() {
         let mut c = cfg();
