@@ -21,7 +21,7 @@ Examples:
   burghers sim net.toml --seed 7 --local-files --quiet
   burghers sim topologies/tree7.toml --send 64MiB --to 4,5,6,7 --loss 0.1 --corrupt 0.01
   burghers sim topologies/tree7.toml -q --send 256MiB --to 4,5,6,7 --rate-mbit 10000 \
-      --queue-bytes 1MiB --delay-ms 0.05 --window 1MiB --loss 0.02")]
+      --queue-bytes 1MiB --delay-ms 0.05 --window 4MiB --pace-mbit 10000 --loss 0.02")]
 pub struct SimArgs {
     /// Topology file (TOML; see docs/TOPOLOGY.md).
     pub topology: PathBuf,
@@ -65,6 +65,10 @@ pub struct SimArgs {
     /// The receivers' window (bytes accepted beyond what they delivered) [default: 256k].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub window: Option<u64>,
+    /// Pace the sender at this rate (megabits per second, headers included) [default: not
+    /// paced, only the window holds it back].
+    #[arg(long, value_name = "MBIT", value_parser = parse_rate_mbit)]
+    pub pace_mbit: Option<u64>,
 }
 
 pub fn run(args: SimArgs) -> Result<(), String> {
@@ -203,6 +207,7 @@ fn transfer(
     if let Some(w) = args.window {
         options.receiver_window = w.max(1);
     }
+    options.sender_rate = args.pace_mbit;
     let mut s = Scenario::start(topology, args.seed, options, from, to, data)?;
     let done = s.run_until_received(to, Duration::from_secs_f64(args.until.max(600.0)));
     s.report(&format!(

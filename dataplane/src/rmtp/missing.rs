@@ -14,6 +14,17 @@ pub(crate) const MAX_DUE_PER_NACK: usize = 1024;
 struct Miss {
     next_nack: Instant,
     tries: u32,
+    /// When it was last NACKed.
+    nacked_at: Option<Instant>,
+}
+
+/// What a repaired sequence's entry said about its NACKs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Repaired {
+    /// NACKs sent for it.
+    pub tries: u32,
+    /// When the last one went.
+    pub nacked_at: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -42,15 +53,20 @@ impl MissingTable {
             Miss {
                 next_nack: at,
                 tries: 0,
+                nacked_at: None,
             },
         );
         self.by_time.insert((at, seq));
     }
 
-    pub fn remove(&mut self, seq: u64) {
-        if let Some(m) = self.by_seq.remove(&seq) {
-            self.by_time.remove(&(m.next_nack, seq));
-        }
+    /// Stops tracking `seq`; what its entry said, if it was tracked.
+    pub fn remove(&mut self, seq: u64) -> Option<Repaired> {
+        let m = self.by_seq.remove(&seq)?;
+        self.by_time.remove(&(m.next_nack, seq));
+        Some(Repaired {
+            tries: m.tries,
+            nacked_at: m.nacked_at,
+        })
     }
 
     pub fn clear(&mut self) {
@@ -79,6 +95,22 @@ impl MissingTable {
             }
         }
         looked
+    }
+
+    /// Brings every NACK due after `latest` forward to `latest`: they were timed before the
+    /// round trip was known, with the long defaults. Once per transfer: it looks at each
+    /// entry it moves.
+    pub fn due_by(&mut self, latest: Instant) {
+        while let Some(&(at, seq)) = self.by_time.last() {
+            if at <= latest {
+                break;
+            }
+            self.by_time.pop_last();
+            if let Some(m) = self.by_seq.get_mut(&seq) {
+                m.next_nack = latest;
+            }
+            self.by_time.insert((latest, seq));
+        }
     }
 
     /// The earliest NACK due.
@@ -115,6 +147,7 @@ impl MissingTable {
         self.by_time.remove(&(m.next_nack, seq));
         let backoff = retry.saturating_mul(1u32 << m.tries.min(16)).min(max);
         m.tries = m.tries.saturating_add(1);
+        m.nacked_at = Some(now);
         m.next_nack = now + backoff;
         self.by_time.insert((m.next_nack, seq));
     }
@@ -152,8 +185,16 @@ mod tests {
         assert_eq!(t.hold_back(0..6, ms(40), 10), 2);
         t.due(ms(11), &mut out);
         assert_eq!(out, [9]);
+        t.due_by(ms(30));
+        assert_eq!(t.next_due(), Some(ms(11)));
+        t.due(ms(30), &mut out);
+        assert_eq!(
+            out,
+            [3, 5, 7, 9],
+            "the hold-back until 40 and the NACK at 50 come by 30"
+        );
         t.truncate_from(6);
-        assert_eq!((t.len(), t.next_due()), (2, Some(ms(40))));
+        assert_eq!((t.len(), t.next_due()), (2, Some(ms(30))));
         t.remove(3);
         t.remove(5);
         assert!(t.len() == 0 && t.next_due().is_none());

@@ -26,7 +26,8 @@
 //! `linger_silence` (at most `sender_timeout` in all); then [`ReceiverEvent::MayLeave`] says its
 //! member may leave the group without cutting off the MAB that completes the sender.
 
-use super::missing::{MAX_DUE_PER_NACK, MissingTable};
+use super::missing::{MAX_DUE_PER_NACK, MissingTable, Repaired};
+use super::rtt::RttEstimate;
 use super::sink::{Sink, SinkError};
 use super::{MAX_RANGES, RangeBuf, RmtpError};
 use control::wire::dnp::{Flag, Packet};
@@ -44,15 +45,23 @@ pub struct ReceiverConfig {
     pub mtu: usize,
     /// Bytes accepted beyond what was delivered: MAB = delivered + window.
     pub window: u64,
-    /// Wait this long after noticing a gap before the first NACK (reordering).
+    /// Wait this long after noticing a gap before the first NACK (reordering). Once a repair
+    /// round trip is measured, a quarter of it (at least `timer_floor`) when shorter.
     pub nack_delay: Duration,
-    /// First NACK retry; doubles per retry up to `nack_retry_max`.
+    /// First NACK retry; doubles per retry up to `nack_retry_max`. Once a repair round trip is
+    /// measured, `srtt + 4 rttvar` of it (at least `timer_floor`) when shorter.
     pub nack_retry: Duration,
     pub nack_retry_max: Duration,
-    /// After an NCF for a sequence, do not NACK it again for this long.
+    /// After an NCF for a sequence, do not NACK it again for this long. Once a repair round
+    /// trip is measured, the retry timer derived from it when shorter.
     pub ncf_holdoff: Duration,
+    /// The shortest timer derived from a measured round trip.
+    pub timer_floor: Duration,
     pub mab_interval: Duration,
-    /// Report the MAB at once when it advanced this many bytes (0: a quarter window).
+    /// Report the MAB at once when it advanced this many bytes (0: an eighth of the window).
+    /// The sender never runs more than this short of the window a receiver could grant, so an
+    /// eighth keeps it sending while a loss at the head of the window is repaired, for one
+    /// MAB per eighth of a window of data.
     pub mab_step: u64,
     /// Most missing sequences tracked at once; the rest are tracked as these are repaired.
     pub max_missing: usize,
@@ -96,6 +105,7 @@ impl ReceiverConfig {
             nack_retry: Duration::from_millis(10),
             nack_retry_max: Duration::from_millis(200),
             ncf_holdoff: Duration::from_millis(15),
+            timer_floor: Duration::from_micros(50),
             mab_interval: Duration::from_millis(50),
             mab_step: 0,
             max_missing: 1 << 16,
@@ -117,6 +127,10 @@ pub struct ReceiverStats {
     pub nacks_sent: u64,
     /// Sequences named in NACKs, retries included.
     pub sequences_nacked: u64,
+    /// Repair round trips measured (a sequence NACKed once to its RETRANSMIT).
+    pub repair_rtt_samples: u64,
+    /// The smoothed repair round trip, nanoseconds (0 until measured).
+    pub repair_srtt_nanos: u64,
     pub ncfs_received: u64,
     pub repairs_received: u64,
     pub beyond_window: u64,
@@ -244,6 +258,9 @@ pub struct RmtpReceiver<K: Sink> {
     missing: MissingTable,
     /// Scratch for the sequences one NACK names (sized once).
     due: Vec<u64>,
+    /// The repair round trip: a NACK to the RETRANSMIT it brought, for sequences NACKed once
+    /// (Karn's rule: a repair after a retry could answer either NACK).
+    repair_rtt: RttEstimate,
     mab_reported: u64,
     mab_due: bool,
     next_mab_at: Instant,
@@ -281,6 +298,7 @@ impl<K: Sink> RmtpReceiver<K> {
             tracked_end: 0,
             missing: MissingTable::default(),
             due: Vec::with_capacity(MAX_DUE_PER_NACK),
+            repair_rtt: RttEstimate::default(),
             mab_reported: 0,
             mab_due: true,
             next_mab_at: now,
@@ -436,7 +454,7 @@ impl<K: Sink> RmtpReceiver<K> {
                     self.stats.missing_full += 1;
                     break;
                 }
-                self.missing.insert(seq, now + self.config.nack_delay);
+                self.missing.insert(seq, now + self.nack_delay());
             }
             seq += 1;
         }
@@ -506,7 +524,24 @@ impl<K: Sink> RmtpReceiver<K> {
         if retransmit {
             self.stats.repairs_received += 1;
         }
-        self.missing.remove(seq);
+        let repaired = self.missing.remove(seq);
+        if let Some(Repaired {
+            tries: 1,
+            nacked_at: Some(at),
+        }) = repaired
+            && retransmit
+        {
+            self.repair_rtt.sample(now.saturating_since(at));
+            if self.repair_rtt.samples() == 1 {
+                // NACKs and hold-backs timed so far used the unmeasured defaults.
+                self.missing.due_by(now + self.nack_retry());
+            }
+            self.stats.repair_rtt_samples = self.repair_rtt.samples();
+            self.stats.repair_srtt_nanos = self
+                .repair_rtt
+                .srtt()
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        }
         self.extend_tracking(now, seq);
         // Only when tracking reached it: an untracked gap below stays to be found later.
         if self.tracked_end == seq {
@@ -558,7 +593,7 @@ impl<K: Sink> RmtpReceiver<K> {
             return;
         }
         let step = if self.config.mab_step == 0 {
-            (self.config.window / 4).max(1)
+            (self.config.window / 8).max(1)
         } else {
             self.config.mab_step
         };
@@ -681,9 +716,12 @@ impl<K: Sink> RmtpReceiver<K> {
         self.accept_spm(now, spm);
     }
 
-    /// Takes in a plausible SPM (also once complete: its trailing edge ends the linger).
+    /// Takes in a plausible SPM (also once complete: its trailing edge ends the linger). It is
+    /// answered with a MAB: a sender whose window stayed closed probes with SPMs, in case the
+    /// MAB that would open it was lost.
     fn accept_spm(&mut self, now: Instant, spm: &SpmFields) {
         self.heard(now);
+        self.mab_due = true;
         self.segment = Some(u64::from(spm.segment_size));
         if self.total.is_none() && spm.total != TOTAL_UNKNOWN {
             self.adopt_total(spm.total);
@@ -729,7 +767,7 @@ impl<K: Sink> RmtpReceiver<K> {
     /// The relay has these sequences on order: hold back their NACKs.
     pub fn handle_ncf(&mut self, now: Instant, ranges: impl IntoIterator<Item = SeqRange>) {
         self.stats.ncfs_received += 1;
-        let until = now + self.config.ncf_holdoff;
+        let until = now + self.ncf_holdoff();
         let mut budget = MAX_DUE_PER_NACK;
         for r in ranges {
             budget -= self.missing.hold_back(r.first..r.end(), until, budget);
@@ -841,13 +879,46 @@ impl<K: Sink> RmtpReceiver<K> {
         None
     }
 
+    /// The measured repair round trip, if any.
+    pub fn repair_rtt(&self) -> &RttEstimate {
+        &self.repair_rtt
+    }
+
+    /// The wait before a gap's first NACK: a quarter of the repair round trip once measured,
+    /// `nack_delay` at most. The repair itself takes a round trip; waiting longer only holds
+    /// the window.
+    fn nack_delay(&self) -> Duration {
+        let c = &self.config;
+        match self.repair_rtt.srtt() {
+            Some(srtt) => (srtt / 4).clamp(c.timer_floor, c.nack_delay.max(c.timer_floor)),
+            None => c.nack_delay,
+        }
+    }
+
+    /// The first NACK retry: the repair round trip's `srtt + 4 rttvar` once measured,
+    /// `nack_retry` at most.
+    fn nack_retry(&self) -> Duration {
+        let c = &self.config;
+        self.repair_rtt
+            .timeout(c.nack_retry, c.timer_floor, c.nack_retry)
+    }
+
+    /// How long an NCF holds a NACK back: the retry timer once a repair round trip is
+    /// measured (the relay has the sequence on order; its repair is due within it),
+    /// `ncf_holdoff` at most.
+    fn ncf_holdoff(&self) -> Duration {
+        let c = &self.config;
+        self.repair_rtt
+            .timeout(c.ncf_holdoff, c.timer_floor, c.ncf_holdoff)
+    }
+
     fn build_nack(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         if self.state != State::Receiving {
             return None;
         }
         let limit = rmtp::max_nack_ranges(self.config.mtu).min(MAX_RANGES);
         let mut ranges = RangeBuf::<MAX_RANGES>::default();
-        let (retry, max) = (self.config.nack_retry, self.config.nack_retry_max);
+        let (retry, max) = (self.nack_retry(), self.config.nack_retry_max);
         let mut due = std::mem::take(&mut self.due);
         self.missing.due(now, &mut due);
         for &seq in &due {
@@ -1029,7 +1100,7 @@ mod tests {
         for s in 0..3 {
             feed(&mut r, t, &data(s, &[1; 100]));
         }
-        // 300 bytes delivered: the MAB moved a quarter window and is reported at once; the
+        // 300 bytes delivered: the MAB moved over an eighth of a window and is reported at once; the
         // last byte is reported only once the transfer is verified.
         let len = r.poll_transmit(t, &mut buf).unwrap();
         let m = Mab::parse(Packet::parse(&buf[..len], DEFAULT_MTU).unwrap().body()).unwrap();
@@ -1232,5 +1303,72 @@ mod tests {
         }
         assert!(r.everyone_has_everything());
         assert_eq!(events(&mut r), [ReceiverEvent::MayLeave]);
+    }
+
+    fn repair(seq: u64, payload: &[u8]) -> Vec<u8> {
+        data_packet(
+            GroupAddr::new(G).unwrap(),
+            n(1),
+            Flag::RmtpRetransmit,
+            seq,
+            seq * 100,
+            payload,
+        )
+    }
+
+    /// The first NACKs use the configured timers (2 ms delay, 20 ms retry); the first repair
+    /// measures the round trip (200 µs) and from then on NACKs follow it: the pending retry
+    /// is pulled in, a new gap is NACKed after a quarter round trip. A repair of a sequence
+    /// NACKed twice is no sample (Karn).
+    #[test]
+    fn nack_timers_follow_the_measured_repair_round_trip() {
+        let mut r = rx();
+        let us = |v: u64| Instant::from_nanos(v * 1000);
+        feed(&mut r, us(0), &spm(0, 0, 900, None));
+        for seq in [0, 2, 4] {
+            feed(&mut r, us(0), &data(seq, &[1; 100]));
+        }
+        assert!(nacked(&mut r, us(1_999)).is_empty());
+        assert_eq!(
+            nacked(&mut r, us(2_000)),
+            [SeqRange::single(1), SeqRange::single(3)]
+        );
+        // Seq 1's repair, 200 µs after its NACK: srtt 200, rttvar 100, retry 600 µs.
+        feed(&mut r, us(2_200), &repair(1, &[1; 100]));
+        assert_eq!(r.repair_rtt().srtt(), Some(Duration::from_micros(200)));
+        assert_eq!(r.stats().repair_rtt_samples, 1);
+        // Seq 3 was to be retried at 22 ms (20 ms retry); now 600 µs after the sample.
+        assert!(nacked(&mut r, us(2_799)).is_empty());
+        assert_eq!(nacked(&mut r, us(2_800)), [SeqRange::single(3)]);
+        // A new gap (5) is NACKed a quarter round trip after it is seen, not 2 ms.
+        feed(&mut r, us(3_000), &data(6, &[1; 100]));
+        assert!(nacked(&mut r, us(3_049)).is_empty());
+        assert_eq!(nacked(&mut r, us(3_050)), [SeqRange::single(5)]);
+        // Seq 3 went twice: its repair could answer either NACK, so it is no sample.
+        feed(&mut r, us(3_100), &repair(3, &[1; 100]));
+        assert_eq!(r.stats().repair_rtt_samples, 1);
+        assert_eq!(r.stats().repairs_received, 2);
+    }
+
+    /// An accepted SPM is answered with a MAB (a sender whose window stays closed probes
+    /// with SPMs in case the MAB that would open it was lost).
+    #[test]
+    fn an_spm_is_answered_with_a_mab() {
+        let mut r = rx();
+        let mut buf = [0u8; DEFAULT_MTU];
+        feed(&mut r, Instant::ZERO, &spm(0, 0, 900, None));
+        feed(&mut r, Instant::ZERO, &data(0, &[1; 100]));
+        while r.poll_transmit(Instant::ZERO, &mut buf).is_some() {}
+        let sent = r.stats().mabs_sent;
+        let t = Instant::from_millis(1);
+        assert!(
+            r.poll_transmit(t, &mut buf).is_none(),
+            "no MAB due by itself"
+        );
+        feed(&mut r, t, &spm(1, 1, 900, None));
+        let len = r.poll_transmit(t, &mut buf).expect("a MAB");
+        let m = Mab::parse(Packet::parse(&buf[..len], DEFAULT_MTU).unwrap().body()).unwrap();
+        assert_eq!((m.mab, m.received), (1100, 99));
+        assert_eq!(r.stats().mabs_sent, sent + 1);
     }
 }

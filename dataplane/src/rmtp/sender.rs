@@ -22,6 +22,10 @@ use control::{GroupAddr, Instant, NodeAddr};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
+/// Finishing SPMs sent back to back when the last segment leaves: what a receiver's default
+/// `spm_agreement` needs to believe the hash.
+const FINISHING_SPMS: u64 = 2;
+
 #[derive(Clone, Debug)]
 pub struct SenderConfig {
     pub me: NodeAddr,
@@ -37,17 +41,22 @@ pub struct SenderConfig {
     /// SPM period while sending.
     pub spm_interval: Duration,
     /// SPM period once every segment was sent and until every receiver has everything: faster,
-    /// so that tail loss is noticed quickly. Once a round trip is measured, that round trip
-    /// (`srtt + 4 rttvar`, at least `timer_floor`) when shorter.
+    /// so that tail loss is noticed quickly; also while the flow window stays closed (a window
+    /// probe: receivers and relays answer an SPM with their MAB). Once a round trip is
+    /// measured, twice the smallest one (at least `timer_floor`) when shorter.
     pub spm_interval_end: Duration,
-    /// A sequence repaired less than this long ago is not repaired again (one NACK storm, one
-    /// repair). Once a round trip is measured, half of it (at least `timer_floor`) when shorter:
-    /// a receiver whose repair was lost asks again after about a round trip, and must be heard.
+    /// The period of `max_repairs_per_holdoff`. A sequence is repaired again only
+    /// `timer_floor` after its last repair (the same NACK twice in one burst): the relay on
+    /// this node sends one NACK per sequence upstream per round trip and a repair only toward
+    /// the branches that asked, so any later NACK is a branch that still misses it.
     pub repair_holdoff: Duration,
-    /// The shortest timer derived from a measured round trip.
+    /// The shortest timer derived from a measured round trip, and the repair hold-off.
     pub timer_floor: Duration,
-    /// Most sequences queued for repair per `repair_holdoff`, and queued at once, however many
-    /// NACKs name however many sequences: what forged NACKs can make the sender send.
+    /// Most sequences queued for repair per `repair_holdoff` (plus one per DATA sent for the
+    /// first time in it), and queued at once, however many NACKs name however many sequences:
+    /// what forged NACKs can make the sender send (at most as many repairs as new data, and
+    /// this many more per `repair_holdoff`). The credit per DATA keeps the budget from
+    /// starving the repairs of a fast transfer.
     pub max_repairs_per_holdoff: usize,
     /// How many aggregated MABs in a row must agree before the sender believes that every
     /// receiver holds the whole transfer, or that every receiver failed.
@@ -110,6 +119,9 @@ pub struct SenderStats {
     pub mabs_refused: u64,
     /// Times the sender had data ready but the flow window was closed.
     pub window_stalls: u64,
+    /// SPMs sent because the window stayed closed for a round trip (each asks the tree for
+    /// its MAB again).
+    pub window_probes: u64,
     pub mabs_received: u64,
     /// Round trips measured (DATA sent to the first MAB that covers it).
     pub rtt_samples: u64,
@@ -176,6 +188,8 @@ pub struct RmtpSender<S: Source> {
     pace_at: Instant,
     next_spm_at: Instant,
     spm_sequence: u64,
+    /// SPMs sent that said finished.
+    finished_spms: u64,
     /// The round trip, from DATA to the MAB that covers it.
     rtt: RttEstimate,
     /// The one DATA being timed: (its end offset, when it was sent).
@@ -213,6 +227,7 @@ impl<S: Source> RmtpSender<S> {
             pace_at: now,
             next_spm_at: now,
             spm_sequence: 0,
+            finished_spms: 0,
             rtt: RttEstimate::default(),
             rtt_probe: None,
             stats: SenderStats::default(),
@@ -341,12 +356,14 @@ impl<S: Source> RmtpSender<S> {
     }
 
     /// Queues repairs for the sequences asked, clipped to [trailing, leading), not repaired in
-    /// the last `repair_holdoff`, and within `max_repairs_per_holdoff`.
+    /// the last hold-off (`timer_floor`), and within `max_repairs_per_holdoff`.
     pub fn handle_nack(&mut self, now: Instant, ranges: impl IntoIterator<Item = SeqRange>) {
         self.stats.nacks_received += 1;
         let (trail, lead) = (self.trailing_edge(), self.next_seq);
         let holdoff = self.repair_holdoff();
-        if now.saturating_since(self.budget_since) >= holdoff {
+        // The budget's period is the configured hold-off, not the measured one: a fixed bound
+        // on what forged NACKs can draw, however short the round trip.
+        if now.saturating_since(self.budget_since) >= self.config.repair_holdoff {
             self.budget_since = now;
             self.budget_used = 0;
         }
@@ -522,6 +539,9 @@ impl<S: Source> RmtpSender<S> {
             if !self.stalled {
                 self.stalled = true;
                 self.stats.window_stalls += 1;
+                // A window probe: if the MAB that would open the window was lost, the SPM
+                // makes every receiver and relay report again (see `build_spm`).
+                self.next_spm_at = self.next_spm_at.min(now + self.spm_interval_end());
             }
             return None;
         }
@@ -531,6 +551,7 @@ impl<S: Source> RmtpSender<S> {
         let payload = &buf[DNP_HEADER_LEN + DATA_HEADER_LEN..len];
         self.hasher.update(payload);
         self.stats.data_sent += 1;
+        self.budget_used = self.budget_used.saturating_sub(1);
         // Receivers are expected to answer from the first DATA on.
         self.last_feedback.get_or_insert(now);
         self.stats.data_bytes_sent += payload.len() as u64;
@@ -551,20 +572,27 @@ impl<S: Source> RmtpSender<S> {
         &self.rtt
     }
 
-    /// SPM period at the end: a round trip once measured, `spm_interval_end` at most.
+    /// SPM period at the end and while the window stays closed: twice the smallest round trip
+    /// once measured, `spm_interval_end` at most. Not `srtt`: at loss a MAB waits for the
+    /// repairs before it, and `srtt` grows with them, while a lost MAB or finishing SPM is to
+    /// be replaced within a round trip or two; each costs one SPM and one MAB per node.
     fn spm_interval_end(&self) -> Duration {
         let c = &self.config;
         self.rtt
-            .timeout(c.spm_interval_end, c.timer_floor, c.spm_interval_end)
+            .min()
+            .map_or(c.spm_interval_end, |m| m * 2)
+            .clamp(c.timer_floor, c.spm_interval_end.max(c.timer_floor))
     }
 
-    /// Repair hold-off: half a measured round trip, `repair_holdoff` at most.
+    /// Repair hold-off: `timer_floor`, the same NACK twice in one burst. Not a round trip:
+    /// the relay on this node sends a repair only toward the branches that asked (and sends a
+    /// NACK of one sequence upstream once per its round trip), so a NACK from another branch,
+    /// even just after a repair, needs a repair of its own; a longer hold-off ignored it and
+    /// that branch's retry too (measured: `multicast_sim`, 2.2 NACK mentions per lost
+    /// sequence at the sender with half the smallest round trip, 1.7 with this).
     fn repair_holdoff(&self) -> Duration {
         let c = &self.config;
-        match self.rtt.srtt() {
-            Some(srtt) => (srtt / 2).clamp(c.timer_floor, c.repair_holdoff.max(c.timer_floor)),
-            None => c.repair_holdoff,
-        }
+        c.timer_floor.min(c.repair_holdoff)
     }
 
     fn pace(&mut self, now: Instant, len: usize) {
@@ -610,10 +638,21 @@ impl<S: Source> RmtpSender<S> {
         };
         self.spm_sequence += 1;
         self.stats.spms_sent += 1;
-        // Fast at the end (tail loss, hash), a slow heartbeat once everyone has everything:
-        // a receiver that lost every finishing SPM still completes.
+        // Fast at the end (tail loss, hash) and while the window stays closed (an SPM makes
+        // every receiver and relay report its MAB: one that was lost is replaced within a
+        // round trip, not a MAB period), a slow heartbeat once everyone has everything: a
+        // receiver that lost every finishing SPM still completes.
+        let probing = self.stalled && !finished;
+        if probing {
+            self.stats.window_probes += 1;
+        }
+        self.finished_spms += u64::from(finished);
+        // A receiver believes the hash when two SPMs in a row agree (its default
+        // `spm_agreement`): the first two finishing SPMs go back to back, not a period apart.
         self.next_spm_at = now
-            + if finished && !self.is_complete() {
+            + if finished && self.finished_spms < FINISHING_SPMS {
+                Duration::ZERO
+            } else if probing || (finished && !self.is_complete()) {
                 self.spm_interval_end()
             } else {
                 self.config.spm_interval
@@ -699,8 +738,11 @@ mod tests {
         s.handle_mab(t, 1_000_000, 500);
         s.handle_mab(t, 1_000_000, 500);
         let out = drain(&mut s, t);
-        let (_, last, _) = parse(&out[out.len() - 2]);
+        let (_, last, _) = parse(&out[out.len() - 3]);
         assert_eq!(last.unwrap(), (20, data[2000..].to_vec()));
+        // Two finishing SPMs back to back: what a receiver needs to believe the hash.
+        let (_, _, first) = parse(&out[out.len() - 2]);
+        assert!(first.unwrap().finished);
         let (_, _, spm) = parse(out.last().unwrap());
         let spm = spm.unwrap();
         assert!(spm.finished);
@@ -730,25 +772,27 @@ mod tests {
     }
 
     #[test]
-    fn the_end_and_the_repair_hold_off_follow_the_measured_round_trip() {
+    fn the_end_follows_the_measured_round_trip_and_repairs_are_not_held_off() {
         let mut c = cfg();
         c.initial_window = 100_000;
         let mut s = RmtpSender::new(c, MemSource::new(vec![5; 1000]), Instant::ZERO);
-        // Every segment leaves at 0; the MAB covering the first comes back 200 µs later.
-        assert_eq!(drain(&mut s, Instant::ZERO).len(), 12);
+        // Every segment leaves at 0 (an SPM, 10 DATA, two finishing SPMs); the MAB covering
+        // the first comes back 200 µs later.
+        assert_eq!(drain(&mut s, Instant::ZERO).len(), 13);
         assert!(s.is_finished());
         let back = Instant::from_nanos(200_000);
         s.handle_mab(back, 100_000, 99);
         assert_eq!(s.rtt().srtt(), Some(Duration::from_micros(200)));
         assert_eq!(s.stats().rtt_samples, 1);
-        // The next finishing SPM comes a round trip later (200 + 4 × 100 µs), not 20 ms.
+        // The next finishing SPM comes two round trips later (2 × 200 µs), not 20 ms.
         let out = drain(&mut s, Instant::from_millis(20));
         assert_eq!(out.len(), 1);
         assert_eq!(
             s.poll_timeout(),
-            Some(Instant::from_millis(20) + Duration::from_micros(600))
+            Some(Instant::from_millis(20) + Duration::from_micros(400))
         );
-        // A repair may be repeated after half a round trip, not 10 ms.
+        // A repair may be repeated after the hold-off (`timer_floor`, 50 µs), not 10 ms: another
+        // branch may ask just after (the relay sends each repair only toward who asked).
         let t = Instant::from_millis(30);
         s.handle_nack(t, [SeqRange::single(3)]);
         let _ = drain(&mut s, t);
@@ -759,9 +803,50 @@ mod tests {
         assert_eq!(
             s.stats().retransmissions,
             2,
-            "repaired again after srtt / 2"
+            "repaired again after the hold-off"
         );
         assert_eq!(s.stats().repairs_suppressed, 0);
+    }
+
+    /// A closed window is probed with SPMs (receivers and relays answer with their MAB): after
+    /// `spm_interval_end` while no round trip is measured, then after twice the smallest one.
+    #[test]
+    fn a_closed_window_is_probed_with_spms() {
+        let mut s = RmtpSender::new(cfg(), MemSource::new(vec![1; 2050]), Instant::ZERO);
+        assert_eq!(drain(&mut s, Instant::ZERO).len(), 11);
+        assert_eq!(s.stats().window_stalls, 1);
+        assert_eq!(s.poll_timeout(), Some(Instant::from_millis(20)));
+        // A MAB that covers the first DATA but does not open the window: 200 µs round trip.
+        s.handle_mab(Instant::from_nanos(200_000), 1000, 99);
+        let t = Instant::from_millis(20);
+        let out = drain(&mut s, t);
+        assert_eq!(out.len(), 1);
+        assert!(!parse(&out[0]).2.unwrap().finished);
+        assert_eq!(s.stats().window_probes, 1);
+        assert_eq!(s.poll_timeout(), Some(t + Duration::from_micros(400)));
+    }
+
+    /// The repair budget gains one repair per DATA sent for the first time: a hold-off whose
+    /// budget ran out still repairs a transfer that keeps sending.
+    #[test]
+    fn new_data_earns_repair_budget() {
+        let mut c = cfg();
+        c.max_repairs_per_holdoff = 2;
+        let mut s = RmtpSender::new(c, MemSource::new(vec![1; 2050]), Instant::ZERO);
+        assert_eq!(drain(&mut s, Instant::ZERO).len(), 11);
+        let t = Instant::from_millis(1);
+        s.handle_nack(t, [SeqRange { first: 0, len: 5 }]);
+        let _ = drain(&mut s, t);
+        assert_eq!(s.stats().retransmissions, 2);
+        assert_eq!(s.stats().repairs_over_budget, 1);
+        // The window opens: 11 more segments, 11 repairs of credit (2 fit at once).
+        s.handle_mab(t, 1_000_000, 500);
+        s.handle_mab(t, 1_000_000, 500);
+        let _ = drain(&mut s, t);
+        assert_eq!(s.stats().data_sent, 21);
+        s.handle_nack(t, [SeqRange { first: 2, len: 3 }]);
+        let _ = drain(&mut s, t);
+        assert_eq!(s.stats().retransmissions, 4, "within the same hold-off");
     }
 
     #[test]
@@ -787,8 +872,8 @@ mod tests {
     fn empty_transfer_finishes_at_once() {
         let mut s = RmtpSender::new(cfg(), MemSource::new(Vec::new()), Instant::ZERO);
         let out = drain(&mut s, Instant::ZERO);
-        assert_eq!(out.len(), 1);
-        let spm = parse(&out[0]).2.unwrap();
+        assert_eq!(out.len(), 2, "two finishing SPMs");
+        let spm = parse(&out[1]).2.unwrap();
         assert!(spm.finished);
         assert_eq!(spm.total, 0);
         assert_eq!(spm.hash, *blake3::hash(b"").as_bytes());
