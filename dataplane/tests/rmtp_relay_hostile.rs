@@ -678,3 +678,63 @@ fn tree_table_flood_of_100k_trees_stays_at_capacity() {
     assert_eq!(most.trees, capacity);
     assert!(s.tree_table_full > 0);
 }
+
+/// The upstream MABs' `received` values, in order, among what the relay sends now.
+fn received_upstream(b: &mut Bench) -> Vec<u64> {
+    b.drain()
+        .iter()
+        .filter(|(h, f, _)| *h == Hop::Neighbour(n(SENDER)) && *f == Flag::RmtpMab)
+        .map(|(_, _, p)| {
+            Mab::parse(Packet::parse(p, DEFAULT_MTU).unwrap().body())
+                .unwrap()
+                .received
+        })
+        .collect()
+}
+
+/// A forged GMP leave takes a lagging receiver's branch out of the tree for a moment, then its
+/// next join puts it back: meanwhile the relay must not report upstream that everyone below
+/// holds what only the receiver ahead holds (the sender would count the lagging one complete),
+/// nor refuse the lagging receiver's NACKs once back (seed 1 of
+/// `every_kind_at_once_ends_every_receiver_cleanly` in `hostile_sim.rs`).
+#[test]
+fn a_branch_out_of_the_tree_for_a_moment_still_holds_the_trailing_edge() {
+    let mut b = Bench::new(no_cache());
+    b.data(10);
+    b.drain();
+    // Node 3 holds 200 bytes, the receiver on 7 all 1000.
+    b.handle(3, &mab_packet(3, SENDER, g(), 200 + 4096, 200));
+    b.handle(ATTACKER, &mab_packet(ATTACKER, SENDER, g(), 1000 + 4096, 1000));
+    b.now += Duration::from_millis(60);
+    b.relay.handle_timeout(b.now, &b.mc, &b.rt);
+    assert_eq!(received_upstream(&mut b), vec![200]);
+
+    // A forged leave: node 3 is no longer downstream, for a few MAB periods.
+    let (full, _) = tables();
+    let mut without_3 = full.entries()[0].clone();
+    without_3.downstream.retain(|&d| d != n(3));
+    b.mc = MulticastTable::new(vec![without_3]);
+    for _ in 0..3 {
+        b.now += Duration::from_millis(60);
+        b.relay.handle_timeout(b.now, &b.mc, &b.rt);
+        b.handle(ATTACKER, &mab_packet(ATTACKER, SENDER, g(), 1000 + 4096, 1000));
+        let reported = received_upstream(&mut b);
+        assert!(
+            reported.iter().all(|&r| r <= 200),
+            "node 3 holds 200 bytes, the relay reported {reported:?}"
+        );
+    }
+
+    // Node 3 joins again; a forged SPM claims the sender repairs nothing below sequence 10.
+    b.mc = full;
+    b.handle(SENDER, &spm_packet(SENDER, g(), 10, 10));
+    b.drain();
+    b.handle(3, &nack_packet(3, SENDER, g(), &[SeqRange::single(2)]));
+    let out = b.drain();
+    assert!(
+        out.iter()
+            .any(|(h, f, _)| *h == Hop::Neighbour(n(SENDER)) && *f == Flag::RmtpNack),
+        "node 3's missing sequence 2 goes upstream: {out:?}, {:?}",
+        b.stats()
+    );
+}

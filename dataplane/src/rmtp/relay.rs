@@ -12,10 +12,11 @@
 //!   until the entry is stale. Every NACKer gets an NCF.
 //! - RETRANSMIT goes only toward those who asked (the NACK table), and the entry goes with it.
 //! - MABs: the latest per downstream neighbour and per local member; the minimum goes upstream
-//!   periodically and when it changes. Peers that left the tree do not count; a downstream
-//!   neighbour whose link is gone no longer holds the window, but keeps holding the trailing
-//!   edge (`received`) until it has been silent for `mab_expire` and is pruned, so a branch
-//!   that comes back by another path can still be repaired.
+//!   periodically and when it changes. A peer that left the tree, or a downstream neighbour
+//!   whose link is gone, no longer holds the window, but keeps holding the trailing edge
+//!   (`received`) until it has been silent for `mab_expire` and is pruned, so a branch that
+//!   comes back (by another path, or by its next join after a forged leave) can still be
+//!   repaired, and is not counted complete meanwhile.
 //!
 //! On the sender's own node the "upstream" is the local sender: NACKs and MABs reaching the root
 //! come out as packets for [`Hop::Local`].
@@ -419,17 +420,19 @@ impl Tree {
                 ),
                 PeerKey::Local(m) => (entry.local_members.binary_search(&m).is_ok(), true),
             };
-            if !in_tree || (!reachable && now.saturating_since(p.last_heard) >= expire) {
+            // A peer out of the tree or out of reach no longer holds the window, but holds the
+            // trailing edge until it has been silent for `expire`: a branch that comes back (a
+            // new path, or its next join after a forged leave) must find what it lacks still
+            // repairable, and the sender must not count it complete meanwhile.
+            let holds_window = in_tree && reachable;
+            if !holds_window && now.saturating_since(p.last_heard) >= expire {
                 self.remove_peer(i);
                 prunes += 1;
                 continue;
             }
             if p.has_mab {
-                // Until it is pruned, a peer out of reach still holds the trailing edge (what
-                // it has not got stays repairable when it comes back by another path), but
-                // no longer the window.
                 received = Some(received.map_or(p.received, |r| r.min(p.received)));
-                if reachable {
+                if holds_window {
                     mab = Some(mab.map_or(p.mab, |m| m.min(p.mab)));
                 }
             }
