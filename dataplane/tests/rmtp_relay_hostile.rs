@@ -738,3 +738,41 @@ fn a_branch_out_of_the_tree_for_a_moment_still_holds_the_trailing_edge() {
         b.stats()
     );
 }
+
+/// One forged MAB claims that the lagging receiver on 3 holds everything, and a forged SPM
+/// that the sender repairs nothing below sequence 10: once the real MAB and SPM follow, the
+/// lagging receiver's NACKs must go upstream again, not be refused as below the trailing edge
+/// for the rest of the transfer (seed 19 of `every_kind_at_once_ends_every_receiver_cleanly`).
+#[test]
+fn a_forged_mab_and_spm_do_not_raise_the_trailing_edge_for_good() {
+    let mut b = Bench::new(no_cache());
+    b.data(10);
+    b.drain();
+    b.handle(3, &mab_packet(3, SENDER, g(), 200 + 4096, 200));
+    b.handle(ATTACKER, &mab_packet(ATTACKER, SENDER, g(), 1000 + 4096, 1000));
+    b.now += Duration::from_millis(60);
+    b.relay.handle_timeout(b.now, &b.mc, &b.rt);
+    assert_eq!(received_upstream(&mut b), vec![200]);
+
+    // The forgeries, with node 3's and the sender's addresses.
+    b.handle(3, &mab_packet(3, SENDER, g(), 1000 + 4096, 1000));
+    assert_eq!(received_upstream(&mut b), vec![1000]);
+    b.handle(SENDER, &spm_packet(SENDER, g(), 10, 10));
+    b.drain();
+
+    // The real ones: node 3 holds 200 bytes; the sender (keeping every sequence) trails at 0.
+    b.handle(3, &mab_packet(3, SENDER, g(), 200 + 4096, 200));
+    assert_eq!(received_upstream(&mut b), vec![200]);
+    b.handle(SENDER, &spm_packet(SENDER, g(), 0, 10));
+    b.drain();
+    let refused = b.stats().nacks_below_trailing;
+    b.handle(3, &nack_packet(3, SENDER, g(), &[SeqRange::single(2)]));
+    let out = b.drain();
+    assert!(
+        out.iter()
+            .any(|(h, f, _)| *h == Hop::Neighbour(n(SENDER)) && *f == Flag::RmtpNack),
+        "node 3's missing sequence 2 goes upstream: {out:?}, {:?}",
+        b.stats()
+    );
+    assert_eq!(b.stats().nacks_below_trailing, refused);
+}
