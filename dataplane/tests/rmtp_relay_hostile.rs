@@ -433,6 +433,7 @@ fn forged_nacks_are_not_amplified_by_the_relay() {
         ],
     );
     let mut sent = 0u64;
+    let start = net.now;
     for _ in 0..200 {
         for _ in 0..10 {
             net.inject(ATTACKER, 2, &forged);
@@ -456,7 +457,16 @@ fn forged_nacks_are_not_amplified_by_the_relay() {
         after.repairs_from_cache - before.repairs_from_cache <= segments * 11,
         "cache repairs held off"
     );
-    assert_eq!(after.nacks_sent_upstream, before.nacks_sent_upstream);
+    // A copy served to the forger that it asks for again is dropped and asked upstream (it
+    // may be a forged copy a real receiver refuses): each sequence at most once per hold-off
+    // (and the sender bounds its own repairs).
+    let holdoff = RelayConfig::new(n(2), DEFAULT_MTU).repair_holdoff;
+    let rounds = (net.now.saturating_since(start).as_nanos() / holdoff.as_nanos()) as u64 + 1;
+    let upstream = after.nack_seqs_sent_upstream - before.nack_seqs_sent_upstream;
+    assert!(
+        upstream <= segments * rounds,
+        "{upstream} sequences asked upstream, more than {segments} x {rounds} hold-offs"
+    );
     assert!(amplification <= 2.0, "amplification {amplification:.2}");
 }
 
@@ -775,4 +785,47 @@ fn a_forged_mab_and_spm_do_not_raise_the_trailing_edge_for_good() {
         b.stats()
     );
     assert_eq!(b.stats().nacks_below_trailing, refused);
+}
+
+/// A forged DATA with a valid CRC but an offset no real segment has reached the relay's cache
+/// before the real one: the receiver refuses each repair made from it and asks again. The
+/// second ask must go upstream (where the real copy is), not be answered with the same copy
+/// for ever (seed 19 of `every_kind_at_once_ends_every_receiver_cleanly`: two receivers one
+/// segment short until the end).
+#[test]
+fn a_cached_copy_a_receiver_asks_for_again_is_not_served_again() {
+    let config = RelayConfig::new(n(2), DEFAULT_MTU);
+    let holdoff = config.repair_holdoff;
+    let mut b = Bench::new(config);
+    b.data(5);
+    let forged = data_packet(g(), n(SENDER), Flag::RmtpData, 5, 7, &[9; 100]);
+    assert!(matches!(
+        b.handle(SENDER, &forged),
+        RelayAction::Forward { .. }
+    ));
+    b.drain();
+    let ask = nack_packet(3, SENDER, g(), &[SeqRange::single(5)]);
+    b.handle(3, &ask);
+    let first = b.drain();
+    assert!(
+        first
+            .iter()
+            .any(|(h, f, _)| *h == Hop::Neighbour(n(3)) && *f == Flag::RmtpRetransmit),
+        "the first ask is served from the cache: {first:?}"
+    );
+    b.now += holdoff + Duration::from_millis(1);
+    b.handle(3, &ask);
+    let again = b.drain();
+    assert!(
+        again
+            .iter()
+            .any(|(h, f, _)| *h == Hop::Neighbour(n(SENDER)) && *f == Flag::RmtpNack),
+        "asked again, sequence 5 goes upstream: {again:?}, {:?}",
+        b.stats()
+    );
+    assert!(
+        !again.iter().any(|(_, f, _)| *f == Flag::RmtpRetransmit),
+        "the same copy is not served again: {again:?}"
+    );
+    assert_eq!(b.stats().cache_copies_asked_again, 1);
 }

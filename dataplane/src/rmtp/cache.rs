@@ -22,6 +22,10 @@ pub(crate) enum CacheRepair {
     NotCached,
     /// Served to this peer less than a hold-off ago.
     HeldOff,
+    /// Served to this peer before, and it asks again after the hold-off: the copy did not help
+    /// (the repair was lost, or the copy is a forged DATA with a valid CRC that the receiver
+    /// refuses). Dropped; the sequence is asked upstream, whose repair fills the slot again.
+    AskedAgain,
     Serve,
 }
 
@@ -84,12 +88,18 @@ impl Cache {
         let Some(slot) = self.index(seq).map(|i| &mut self.meta[i]) else {
             return CacheRepair::NotCached;
         };
+        let held = now.saturating_since(slot.repaired_at) < holdoff;
+        if slot.repaired_to & bit != 0 {
+            if held {
+                return CacheRepair::HeldOff;
+            }
+            slot.len = 0;
+            return CacheRepair::AskedAgain;
+        }
         // The hold-off window opens at the first repair served in it.
-        if slot.repaired_to == 0 || now.saturating_since(slot.repaired_at) >= holdoff {
+        if slot.repaired_to == 0 || !held {
             slot.repaired_to = 0;
             slot.repaired_at = now;
-        } else if slot.repaired_to & bit != 0 {
-            return CacheRepair::HeldOff;
         }
         slot.repaired_to |= bit;
         CacheRepair::Serve
@@ -131,7 +141,11 @@ mod tests {
         assert!(serve(&mut cache, 1, t0));
         assert!(serve(&mut cache, 2, t0), "another peer is not held off");
         assert!(!serve(&mut cache, 1, t0 + Duration::from_millis(9)));
-        assert!(serve(&mut cache, 1, t0 + holdoff));
+        assert!(matches!(
+            cache.claim_repair(5, 1, t0 + holdoff, holdoff),
+            CacheRepair::AskedAgain
+        ));
+        assert!(cache.get(5).is_none(), "a copy asked for again is dropped");
         assert!(matches!(
             cache.claim_repair(6, 1, t0, holdoff),
             CacheRepair::NotCached

@@ -130,6 +130,10 @@ pub struct RelayStats {
     pub repairs_from_cache: u64,
     /// Cached copies that failed their CRC when about to be served (evicted, asked upstream).
     pub cache_corrupt: u64,
+    /// Cached copies dropped because a peer they were served to asked for them again after
+    /// the hold-off (the repair was lost, or the copy was a forged DATA with a valid CRC that
+    /// the receiver refused); the sequence is asked upstream instead.
+    pub cache_copies_asked_again: u64,
     pub mabs_received: u64,
     pub mabs_sent: u64,
     pub prunes: u64,
@@ -1065,14 +1069,18 @@ impl RmtpRelay {
                 self.stats.repair_queue_full += 1;
                 continue;
             }
-            match tree.cache.claim_repair(seq, bit, now, cfg.repair_holdoff) {
+            let claim = tree.cache.claim_repair(seq, bit, now, cfg.repair_holdoff);
+            match claim {
                 CacheRepair::Serve => self.repairs.push_back(RepairJob {
                     tree: slot as u16,
                     peer: pi as u8,
                     seq,
                 }),
                 CacheRepair::HeldOff => self.stats.repairs_held_off += 1,
-                CacheRepair::NotCached => {
+                CacheRepair::AskedAgain | CacheRepair::NotCached => {
+                    if matches!(claim, CacheRepair::AskedAgain) {
+                        self.stats.cache_copies_asked_again += 1;
+                    }
                     match record_nack(tree, seq, bit, now, cfg.nack_stale, &mut self.fresh) {
                         Recorded::Full => self.stats.nack_table_full += 1,
                         Recorded::Waiting => self.stats.nack_seqs_aggregated += 1,
