@@ -411,7 +411,6 @@ fn forged_rmtp_control_does_not_stop_a_transfer() {
 /// Forged DATA of the live tree with a correct CRC is indistinguishable from the sender's: it
 /// may legitimately make a copy fail its hash, but never silently.
 #[test]
-#[ignore = "open (issue 7): a receiver can stall while its sender stays alive (seed 1: the sender reports every byte acked, node 5 holds 1.7 of 4 MiB); the sender heartbeats SPMs, so the receiver neither completes nor falls silent. Also without forged MABs (HOSTILE_KINDS without Mab); cause not yet found"]
 fn every_kind_at_once_ends_every_receiver_cleanly() {
     completes_or_fails_cleanly("every_kind_at_once_ends_every_receiver_cleanly", &[]);
 }
