@@ -325,57 +325,43 @@ fn attack_caught(seed: u64, kinds: &[Kind]) -> Result<Outcome, String> {
     })
 }
 
-/// Every seed: the invariants hold and every leaf verified its copy.
-fn must_complete(test: &str, kinds: &[Kind]) {
+/// Runs every seed, checking the invariants and then `judge` on the outcome (`Some(why)`: the
+/// seed failed); fails the test with every failing seed and the command that replays it.
+fn for_every_seed(test: &str, kinds: &[Kind], judge: impl Fn(&Outcome) -> Option<String>) {
     if narrowed(kinds).is_empty() {
         return; // HOSTILE_KINDS named none of this test's kinds
     }
     let mut failures = Vec::new();
     for seed in seeds() {
-        match attack_caught(seed, kinds) {
-            Ok(out) => {
-                println!("{test} seed {seed}: {out:?}");
-                if out.verified.len() != LEAVES.len() {
-                    failures.push(format!(
-                        "seed {seed}: only {:?} verified, failed {:?}; {}",
-                        out.verified,
-                        out.failed,
-                        repro(test, seed)
-                    ));
-                }
-            }
-            Err(e) => failures.push(format!("seed {seed}: {e}; {}", repro(test, seed))),
+        let verdict = attack_caught(seed, kinds).and_then(|out| {
+            println!("{test} seed {seed}: {out:?}");
+            judge(&out).map_or(Ok(()), Err)
+        });
+        if let Err(e) = verdict {
+            failures.push(format!("seed {seed}: {e}; {}", repro(test, seed)));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Every seed: the invariants hold and every leaf verified its copy.
+fn must_complete(test: &str, kinds: &[Kind]) {
+    for_every_seed(test, kinds, |out| {
+        (out.verified.len() != LEAVES.len())
+            .then(|| format!("only {:?} verified, failed {:?}", out.verified, out.failed))
+    });
+}
+
 /// Every seed: the invariants hold and every leaf verified its copy or failed with a reason.
 fn completes_or_fails_cleanly(test: &str, kinds: &[Kind]) {
-    if narrowed(kinds).is_empty() {
-        return; // HOSTILE_KINDS named none of this test's kinds
-    }
-    let mut failures = Vec::new();
-    for seed in seeds() {
-        match attack_caught(seed, kinds) {
-            Ok(out) => {
-                println!("{test} seed {seed}: {out:?}");
-                let unexplained: Vec<_> = LEAVES
-                    .map(n)
-                    .into_iter()
-                    .filter(|r| !out.verified.contains(r) && !out.failed.contains_key(r))
-                    .collect();
-                if !unexplained.is_empty() {
-                    failures.push(format!(
-                        "seed {seed}: {unexplained:?} neither verified nor failed; {}",
-                        repro(test, seed)
-                    ));
-                }
-            }
-            Err(e) => failures.push(format!("seed {seed}: {e}; {}", repro(test, seed))),
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    for_every_seed(test, kinds, |out| {
+        let unexplained: Vec<_> = LEAVES
+            .map(n)
+            .into_iter()
+            .filter(|r| !out.verified.contains(r) && !out.failed.contains_key(r))
+            .collect();
+        (!unexplained.is_empty()).then(|| format!("{unexplained:?} neither verified nor failed"))
+    });
 }
 
 #[test]

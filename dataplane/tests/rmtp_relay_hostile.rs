@@ -714,7 +714,10 @@ fn a_branch_out_of_the_tree_for_a_moment_still_holds_the_trailing_edge() {
     b.drain();
     // Node 3 holds 200 bytes, the receiver on 7 all 1000.
     b.handle(3, &mab_packet(3, SENDER, g(), 200 + 4096, 200));
-    b.handle(ATTACKER, &mab_packet(ATTACKER, SENDER, g(), 1000 + 4096, 1000));
+    b.handle(
+        ATTACKER,
+        &mab_packet(ATTACKER, SENDER, g(), 1000 + 4096, 1000),
+    );
     b.now += Duration::from_millis(60);
     b.relay.handle_timeout(b.now, &b.mc, &b.rt);
     assert_eq!(received_upstream(&mut b), vec![200]);
@@ -727,7 +730,10 @@ fn a_branch_out_of_the_tree_for_a_moment_still_holds_the_trailing_edge() {
     for _ in 0..3 {
         b.now += Duration::from_millis(60);
         b.relay.handle_timeout(b.now, &b.mc, &b.rt);
-        b.handle(ATTACKER, &mab_packet(ATTACKER, SENDER, g(), 1000 + 4096, 1000));
+        b.handle(
+            ATTACKER,
+            &mab_packet(ATTACKER, SENDER, g(), 1000 + 4096, 1000),
+        );
         let reported = received_upstream(&mut b);
         assert!(
             reported.iter().all(|&r| r <= 200),
@@ -759,7 +765,10 @@ fn a_forged_mab_and_spm_do_not_raise_the_trailing_edge_for_good() {
     b.data(10);
     b.drain();
     b.handle(3, &mab_packet(3, SENDER, g(), 200 + 4096, 200));
-    b.handle(ATTACKER, &mab_packet(ATTACKER, SENDER, g(), 1000 + 4096, 1000));
+    b.handle(
+        ATTACKER,
+        &mab_packet(ATTACKER, SENDER, g(), 1000 + 4096, 1000),
+    );
     b.now += Duration::from_millis(60);
     b.relay.handle_timeout(b.now, &b.mc, &b.rt);
     assert_eq!(received_upstream(&mut b), vec![200]);
