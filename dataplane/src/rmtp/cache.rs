@@ -15,16 +15,23 @@ struct Slot {
     /// Peers (bits) this copy was last served to, since `repaired_at`.
     repaired_to: u64,
     repaired_at: Instant,
+    /// Times a peer this copy was served to asked for it again after the hold-off.
+    asked_again: u8,
 }
+
+/// A copy asked for again this many times is dropped ([`CacheRepair::AskedAgain`]): once may
+/// be a lost repair (served again), twice is taken as a copy the receiver refuses.
+const ASKED_AGAIN_LIMIT: u8 = 2;
 
 /// Whether a NACKed sequence can be served from the cache.
 pub(crate) enum CacheRepair {
     NotCached,
     /// Served to this peer less than a hold-off ago.
     HeldOff,
-    /// Served to this peer before, and it asks again after the hold-off: the copy did not help
-    /// (the repair was lost, or the copy is a forged DATA with a valid CRC that the receiver
-    /// refuses). Dropped; the sequence is asked upstream, whose repair fills the slot again.
+    /// Served to a peer that asked for it again after the hold-off, [`ASKED_AGAIN_LIMIT`]
+    /// times: the copy does not help (repairs lost, or a forged DATA with a valid CRC that the
+    /// receiver refuses). Dropped; the sequence is asked upstream, whose repair fills the slot
+    /// again.
     AskedAgain,
     Serve,
 }
@@ -93,8 +100,11 @@ impl Cache {
             if held {
                 return CacheRepair::HeldOff;
             }
-            slot.len = 0;
-            return CacheRepair::AskedAgain;
+            slot.asked_again = slot.asked_again.saturating_add(1);
+            if slot.asked_again >= ASKED_AGAIN_LIMIT {
+                slot.len = 0;
+                return CacheRepair::AskedAgain;
+            }
         }
         // The hold-off window opens at the first repair served in it.
         if slot.repaired_to == 0 || !held {
@@ -141,8 +151,12 @@ mod tests {
         assert!(serve(&mut cache, 1, t0));
         assert!(serve(&mut cache, 2, t0), "another peer is not held off");
         assert!(!serve(&mut cache, 1, t0 + Duration::from_millis(9)));
+        assert!(
+            serve(&mut cache, 1, t0 + holdoff),
+            "asked again once: a lost repair"
+        );
         assert!(matches!(
-            cache.claim_repair(5, 1, t0 + holdoff, holdoff),
+            cache.claim_repair(5, 1, t0 + holdoff * 2, holdoff),
             CacheRepair::AskedAgain
         ));
         assert!(cache.get(5).is_none(), "a copy asked for again is dropped");

@@ -130,9 +130,9 @@ pub struct RelayStats {
     pub repairs_from_cache: u64,
     /// Cached copies that failed their CRC when about to be served (evicted, asked upstream).
     pub cache_corrupt: u64,
-    /// Cached copies dropped because a peer they were served to asked for them again after
-    /// the hold-off (the repair was lost, or the copy was a forged DATA with a valid CRC that
-    /// the receiver refused); the sequence is asked upstream instead.
+    /// Cached copies dropped because peers they were served to asked for them again after the
+    /// hold-off, twice (repairs lost, or a forged DATA with a valid CRC that the receiver
+    /// refuses); the sequence is asked upstream instead.
     pub cache_copies_asked_again: u64,
     pub mabs_received: u64,
     pub mabs_sent: u64,
