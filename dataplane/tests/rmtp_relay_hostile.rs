@@ -712,12 +712,14 @@ fn a_branch_out_of_the_tree_for_a_moment_still_holds_the_trailing_edge() {
     let mut b = Bench::new(no_cache());
     b.data(10);
     b.drain();
-    // Node 3 holds 200 bytes, the receiver on 7 all 1000.
+    // Node 3 holds 200 bytes, the receiver on 7 all 1000 (verified: it says so twice).
     b.handle(3, &mab_packet(3, SENDER, g(), 200 + 4096, 200));
-    b.handle(
-        ATTACKER,
-        &mab_packet(ATTACKER, SENDER, g(), 1000 + 4096, 1000),
-    );
+    for _ in 0..2 {
+        b.handle(
+            ATTACKER,
+            &mab_packet(ATTACKER, SENDER, g(), 1000 + 4096, 1000),
+        );
+    }
     b.now += Duration::from_millis(60);
     b.relay.handle_timeout(b.now, &b.mc, &b.rt);
     assert_eq!(received_upstream(&mut b), vec![200]);
@@ -765,15 +767,19 @@ fn a_forged_mab_and_spm_do_not_raise_the_trailing_edge_for_good() {
     b.data(10);
     b.drain();
     b.handle(3, &mab_packet(3, SENDER, g(), 200 + 4096, 200));
-    b.handle(
-        ATTACKER,
-        &mab_packet(ATTACKER, SENDER, g(), 1000 + 4096, 1000),
-    );
+    for _ in 0..2 {
+        b.handle(
+            ATTACKER,
+            &mab_packet(ATTACKER, SENDER, g(), 1000 + 4096, 1000),
+        );
+    }
     b.now += Duration::from_millis(60);
     b.relay.handle_timeout(b.now, &b.mc, &b.rt);
     assert_eq!(received_upstream(&mut b), vec![200]);
 
-    // The forgeries, with node 3's and the sender's addresses.
+    // The forgeries, with node 3's and the sender's addresses (the MAB twice in a row: one
+    // alone is not believed).
+    b.handle(3, &mab_packet(3, SENDER, g(), 1000 + 4096, 1000));
     b.handle(3, &mab_packet(3, SENDER, g(), 1000 + 4096, 1000));
     assert_eq!(received_upstream(&mut b), vec![1000]);
     b.handle(SENDER, &spm_packet(SENDER, g(), 10, 10));
@@ -841,4 +847,43 @@ fn a_cached_copy_a_receiver_asks_for_again_is_not_served_again() {
         "the same copy is not served again: {again:?}"
     );
     assert_eq!(b.stats().cache_copies_asked_again, 1);
+}
+
+/// One forged MAB claims that the lagging receiver on 3 holds everything forwarded (as only a
+/// receiver that verified the whole transfer reports): the relay must not pass that upstream
+/// until a second report from the same peer agrees, or the sender, hearing it twice from this
+/// relay (once on the change, once periodically), reports complete a receiver that is not
+/// (28 of seeds 1-100 of `every_kind_at_once_ends_every_receiver_cleanly`). A real completion,
+/// reported twice, still goes upstream.
+#[test]
+fn one_forged_completion_claim_is_not_passed_upstream() {
+    let mut b = Bench::new(no_cache());
+    b.data(10);
+    b.drain();
+    let complete = mab_packet(ATTACKER, SENDER, g(), 1000 + 4096, 1000);
+    // The receiver on 7 completes (it reports so twice); node 3 holds 200 bytes.
+    b.handle(ATTACKER, &complete);
+    b.handle(ATTACKER, &complete);
+    b.handle(3, &mab_packet(3, SENDER, g(), 200 + 4096, 200));
+    b.now += Duration::from_millis(60);
+    b.relay.handle_timeout(b.now, &b.mc, &b.rt);
+    assert_eq!(received_upstream(&mut b), vec![200]);
+
+    // The forgery, with node 3's address, then a MAB period before node 3's next report.
+    let held = b.stats().mab_completions_held;
+    b.handle(3, &mab_packet(3, SENDER, g(), 1000 + 4096, 1000));
+    b.now += Duration::from_millis(60);
+    b.relay.handle_timeout(b.now, &b.mc, &b.rt);
+    let reported = received_upstream(&mut b);
+    assert!(
+        reported.iter().all(|&r| r <= 200),
+        "node 3 holds 200 bytes, the relay reported {reported:?}"
+    );
+    assert_eq!(b.stats().mab_completions_held, held + 1);
+
+    // Node 3 really completes: its second report in a row goes upstream.
+    b.handle(3, &mab_packet(3, SENDER, g(), 200 + 4096, 200));
+    b.handle(3, &mab_packet(3, SENDER, g(), 1000 + 4096, 1000));
+    b.handle(3, &mab_packet(3, SENDER, g(), 1000 + 4096, 1000));
+    assert_eq!(received_upstream(&mut b).last(), Some(&1000));
 }

@@ -72,6 +72,11 @@ impl Edges {
         self.leading
     }
 
+    /// One past the highest byte known to exist here.
+    pub(crate) fn leading_byte(&self) -> u64 {
+        self.leading_byte
+    }
+
     pub(crate) fn trailing(&self) -> u64 {
         self.trailing
     }

@@ -163,6 +163,9 @@ pub struct RelayStats {
     pub mabs_implausible: u64,
     /// MABs cut to the bytes forwarded here (`received`) or one `max_edge_step` beyond (`mab`).
     pub mabs_clamped: u64,
+    /// MABs claiming every byte forwarded here (a completed receiver's report, or a forged
+    /// one) not yet counted: a peer's claim counts from its second report in a row.
+    pub mab_completions_held: u64,
     /// DATA/RETRANSMIT refused: `sequence + 1` or `offset + length` past 2^64 - 1.
     pub data_implausible: u64,
     /// SPMs refused: trailing edge beyond the leading edge.
@@ -296,6 +299,8 @@ struct Peer {
     has_mab: bool,
     mab: u64,
     received: u64,
+    /// The last report claimed every byte forwarded here (see `RelayStats::mab_completions_held`).
+    claimed_all: bool,
     last_heard: Instant,
 }
 
@@ -368,6 +373,7 @@ impl Tree {
             has_mab: false,
             mab: 0,
             received: 0,
+            claimed_all: false,
             last_heard: now,
         };
         if let Some(i) = self.peers.iter().position(|p| !p.used) {
@@ -1123,9 +1129,19 @@ impl RmtpRelay {
         let tree = self.trees[slot].as_mut().expect("slot in use");
         let bounded = tree.edges.bound_report(mab, received, step);
         self.stats.mabs_clamped += u64::from(bounded != (mab, received));
+        // Only a receiver that verified the whole transfer claims every byte forwarded (the
+        // others report one byte less): one forged MAB must not make the sender believe it,
+        // so such a claim counts from the peer's second report in a row.
+        let claims_all = bounded.1 >= tree.edges.leading_byte();
         let p = &mut tree.peers[pi];
+        let received = if claims_all && !p.claimed_all {
+            self.stats.mab_completions_held += 1;
+            p.received.min(bounded.1)
+        } else {
+            bounded.1
+        };
         p.has_mab = true;
-        (p.mab, p.received) = bounded;
+        (p.mab, p.received, p.claimed_all) = (bounded.0, received, claims_all);
         p.last_heard = now;
         self.stats.prunes += tree.refresh_min(now, entry, routing, expire);
         RelayAction::Consumed
