@@ -100,6 +100,9 @@ struct Outcome {
     failed: BTreeMap<NodeAddr, String>,
     /// Why the sender gave up, if it did.
     sender_failed: Option<String>,
+    /// Virtual time from the start of the transfer to the sender's report that every receiver
+    /// holds everything, if it made one.
+    sent: Option<Duration>,
     injected: BTreeMap<Kind, u64>,
     /// Virtual time from the start of the transfer to the last receiver's verification.
     took: Option<Duration>,
@@ -264,8 +267,14 @@ fn refresh_numbers(s: &Scenario, k: &mut Knowledge) {
 fn collect(s: &mut Scenario, out: &mut Outcome, start: control::Instant) {
     if let Some(mut node) = s.sim.node_mut(n(1)) {
         while let Some(event) = node.poll_event() {
-            if let NodeEvent::Transfer(TransferEvent::SendFailed { reason, .. }) = event {
-                out.sender_failed = Some(reason);
+            match event {
+                NodeEvent::Transfer(TransferEvent::SendFailed { reason, .. }) => {
+                    out.sender_failed = Some(reason);
+                }
+                NodeEvent::Transfer(TransferEvent::Sent { at, .. }) => {
+                    out.sent = Some(at.saturating_since(start));
+                }
+                _ => {}
             }
         }
     }
