@@ -433,6 +433,7 @@ fn forged_nacks_are_not_amplified_by_the_relay() {
         ],
     );
     let mut sent = 0u64;
+    let start = net.now;
     for _ in 0..200 {
         for _ in 0..10 {
             net.inject(ATTACKER, 2, &forged);
@@ -456,7 +457,16 @@ fn forged_nacks_are_not_amplified_by_the_relay() {
         after.repairs_from_cache - before.repairs_from_cache <= segments * 11,
         "cache repairs held off"
     );
-    assert_eq!(after.nacks_sent_upstream, before.nacks_sent_upstream);
+    // A copy served to the forger that it asks for again is dropped and asked upstream (it
+    // may be a forged copy a real receiver refuses): each sequence at most once per hold-off
+    // (and the sender bounds its own repairs).
+    let holdoff = RelayConfig::new(n(2), DEFAULT_MTU).repair_holdoff;
+    let rounds = (net.now.saturating_since(start).as_nanos() / holdoff.as_nanos()) as u64 + 1;
+    let upstream = after.nack_seqs_sent_upstream - before.nack_seqs_sent_upstream;
+    assert!(
+        upstream <= segments * rounds,
+        "{upstream} sequences asked upstream, more than {segments} x {rounds} hold-offs"
+    );
     assert!(amplification <= 2.0, "amplification {amplification:.2}");
 }
 
@@ -677,4 +687,203 @@ fn tree_table_flood_of_100k_trees_stays_at_capacity() {
     );
     assert_eq!(most.trees, capacity);
     assert!(s.tree_table_full > 0);
+}
+
+/// The upstream MABs' `received` values, in order, among what the relay sends now.
+fn received_upstream(b: &mut Bench) -> Vec<u64> {
+    b.drain()
+        .iter()
+        .filter(|(h, f, _)| *h == Hop::Neighbour(n(SENDER)) && *f == Flag::RmtpMab)
+        .map(|(_, _, p)| {
+            Mab::parse(Packet::parse(p, DEFAULT_MTU).unwrap().body())
+                .unwrap()
+                .received
+        })
+        .collect()
+}
+
+/// A forged GMP leave takes a lagging receiver's branch out of the tree for a moment, then its
+/// next join puts it back: meanwhile the relay must not report upstream that everyone below
+/// holds what only the receiver ahead holds (the sender would count the lagging one complete),
+/// nor refuse the lagging receiver's NACKs once back (seed 1 of
+/// `every_kind_at_once_ends_every_receiver_cleanly` in `hostile_sim.rs`).
+#[test]
+fn a_branch_out_of_the_tree_for_a_moment_still_holds_the_trailing_edge() {
+    let mut b = Bench::new(no_cache());
+    b.data(10);
+    b.drain();
+    // Node 3 holds 200 bytes, the receiver on 7 all 1000 (verified: it says so twice).
+    b.handle(3, &mab_packet(3, SENDER, g(), 200 + 4096, 200));
+    for _ in 0..2 {
+        b.handle(
+            ATTACKER,
+            &mab_packet(ATTACKER, SENDER, g(), 1000 + 4096, 1000),
+        );
+    }
+    b.now += Duration::from_millis(60);
+    b.relay.handle_timeout(b.now, &b.mc, &b.rt);
+    assert_eq!(received_upstream(&mut b), vec![200]);
+
+    // A forged leave: node 3 is no longer downstream, for a few MAB periods.
+    let (full, _) = tables();
+    let mut without_3 = full.entries()[0].clone();
+    without_3.downstream.retain(|&d| d != n(3));
+    b.mc = MulticastTable::new(vec![without_3]);
+    for _ in 0..3 {
+        b.now += Duration::from_millis(60);
+        b.relay.handle_timeout(b.now, &b.mc, &b.rt);
+        b.handle(
+            ATTACKER,
+            &mab_packet(ATTACKER, SENDER, g(), 1000 + 4096, 1000),
+        );
+        let reported = received_upstream(&mut b);
+        assert!(
+            reported.iter().all(|&r| r <= 200),
+            "node 3 holds 200 bytes, the relay reported {reported:?}"
+        );
+    }
+
+    // Node 3 joins again; a forged SPM claims the sender repairs nothing below sequence 10.
+    b.mc = full;
+    b.handle(SENDER, &spm_packet(SENDER, g(), 10, 10));
+    b.drain();
+    b.handle(3, &nack_packet(3, SENDER, g(), &[SeqRange::single(2)]));
+    let out = b.drain();
+    assert!(
+        out.iter()
+            .any(|(h, f, _)| *h == Hop::Neighbour(n(SENDER)) && *f == Flag::RmtpNack),
+        "node 3's missing sequence 2 goes upstream: {out:?}, {:?}",
+        b.stats()
+    );
+}
+
+/// One forged MAB claims that the lagging receiver on 3 holds everything, and a forged SPM
+/// that the sender repairs nothing below sequence 10: once the real MAB and SPM follow, the
+/// lagging receiver's NACKs must go upstream again, not be refused as below the trailing edge
+/// for the rest of the transfer (seed 19 of `every_kind_at_once_ends_every_receiver_cleanly`).
+#[test]
+fn a_forged_mab_and_spm_do_not_raise_the_trailing_edge_for_good() {
+    let mut b = Bench::new(no_cache());
+    b.data(10);
+    b.drain();
+    b.handle(3, &mab_packet(3, SENDER, g(), 200 + 4096, 200));
+    for _ in 0..2 {
+        b.handle(
+            ATTACKER,
+            &mab_packet(ATTACKER, SENDER, g(), 1000 + 4096, 1000),
+        );
+    }
+    b.now += Duration::from_millis(60);
+    b.relay.handle_timeout(b.now, &b.mc, &b.rt);
+    assert_eq!(received_upstream(&mut b), vec![200]);
+
+    // The forgeries, with node 3's and the sender's addresses (the MAB twice in a row: one
+    // alone is not believed).
+    b.handle(3, &mab_packet(3, SENDER, g(), 1000 + 4096, 1000));
+    b.handle(3, &mab_packet(3, SENDER, g(), 1000 + 4096, 1000));
+    assert_eq!(received_upstream(&mut b), vec![1000]);
+    b.handle(SENDER, &spm_packet(SENDER, g(), 10, 10));
+    b.drain();
+
+    // The real ones: node 3 holds 200 bytes; the sender (keeping every sequence) trails at 0.
+    b.handle(3, &mab_packet(3, SENDER, g(), 200 + 4096, 200));
+    assert_eq!(received_upstream(&mut b), vec![200]);
+    b.handle(SENDER, &spm_packet(SENDER, g(), 0, 10));
+    b.drain();
+    let refused = b.stats().nacks_below_trailing;
+    b.handle(3, &nack_packet(3, SENDER, g(), &[SeqRange::single(2)]));
+    let out = b.drain();
+    assert!(
+        out.iter()
+            .any(|(h, f, _)| *h == Hop::Neighbour(n(SENDER)) && *f == Flag::RmtpNack),
+        "node 3's missing sequence 2 goes upstream: {out:?}, {:?}",
+        b.stats()
+    );
+    assert_eq!(b.stats().nacks_below_trailing, refused);
+}
+
+/// A forged DATA with a valid CRC but an offset no real segment has reached the relay's cache
+/// before the real one: the receiver refuses each repair made from it and asks again. Asked
+/// for again twice, the sequence must go upstream (where the real copy is), not be answered
+/// with the same copy for ever (seed 19 of `every_kind_at_once_ends_every_receiver_cleanly`:
+/// two receivers one segment short until the end).
+#[test]
+fn a_cached_copy_a_receiver_asks_for_again_is_not_served_again() {
+    let config = RelayConfig::new(n(2), DEFAULT_MTU);
+    let holdoff = config.repair_holdoff;
+    let mut b = Bench::new(config);
+    b.data(5);
+    let forged = data_packet(g(), n(SENDER), Flag::RmtpData, 5, 7, &[9; 100]);
+    assert!(matches!(
+        b.handle(SENDER, &forged),
+        RelayAction::Forward { .. }
+    ));
+    b.drain();
+    let ask = nack_packet(3, SENDER, g(), &[SeqRange::single(5)]);
+    b.handle(3, &ask);
+    let first = b.drain();
+    assert!(
+        first
+            .iter()
+            .any(|(h, f, _)| *h == Hop::Neighbour(n(3)) && *f == Flag::RmtpRetransmit),
+        "the first ask is served from the cache: {first:?}"
+    );
+    // Asked again once: perhaps the repair was lost, served again.
+    b.now += holdoff + Duration::from_millis(1);
+    b.handle(3, &ask);
+    b.drain();
+    b.now += holdoff + Duration::from_millis(1);
+    b.handle(3, &ask);
+    let again = b.drain();
+    assert!(
+        again
+            .iter()
+            .any(|(h, f, _)| *h == Hop::Neighbour(n(SENDER)) && *f == Flag::RmtpNack),
+        "asked again, sequence 5 goes upstream: {again:?}, {:?}",
+        b.stats()
+    );
+    assert!(
+        !again.iter().any(|(_, f, _)| *f == Flag::RmtpRetransmit),
+        "the same copy is not served again: {again:?}"
+    );
+    assert_eq!(b.stats().cache_copies_asked_again, 1);
+}
+
+/// One forged MAB claims that the lagging receiver on 3 holds everything forwarded (as only a
+/// receiver that verified the whole transfer reports): the relay must not pass that upstream
+/// until a second report from the same peer agrees, or the sender, hearing it twice from this
+/// relay (once on the change, once periodically), reports complete a receiver that is not
+/// (28 of seeds 1-100 of `every_kind_at_once_ends_every_receiver_cleanly`). A real completion,
+/// reported twice, still goes upstream.
+#[test]
+fn one_forged_completion_claim_is_not_passed_upstream() {
+    let mut b = Bench::new(no_cache());
+    b.data(10);
+    b.drain();
+    let complete = mab_packet(ATTACKER, SENDER, g(), 1000 + 4096, 1000);
+    // The receiver on 7 completes (it reports so twice); node 3 holds 200 bytes.
+    b.handle(ATTACKER, &complete);
+    b.handle(ATTACKER, &complete);
+    b.handle(3, &mab_packet(3, SENDER, g(), 200 + 4096, 200));
+    b.now += Duration::from_millis(60);
+    b.relay.handle_timeout(b.now, &b.mc, &b.rt);
+    assert_eq!(received_upstream(&mut b), vec![200]);
+
+    // The forgery, with node 3's address, then a MAB period before node 3's next report.
+    let held = b.stats().mab_completions_held;
+    b.handle(3, &mab_packet(3, SENDER, g(), 1000 + 4096, 1000));
+    b.now += Duration::from_millis(60);
+    b.relay.handle_timeout(b.now, &b.mc, &b.rt);
+    let reported = received_upstream(&mut b);
+    assert!(
+        reported.iter().all(|&r| r <= 200),
+        "node 3 holds 200 bytes, the relay reported {reported:?}"
+    );
+    assert_eq!(b.stats().mab_completions_held, held + 1);
+
+    // Node 3 really completes: its second report in a row goes upstream.
+    b.handle(3, &mab_packet(3, SENDER, g(), 200 + 4096, 200));
+    b.handle(3, &mab_packet(3, SENDER, g(), 1000 + 4096, 1000));
+    b.handle(3, &mab_packet(3, SENDER, g(), 1000 + 4096, 1000));
+    assert_eq!(received_upstream(&mut b).last(), Some(&1000));
 }

@@ -70,6 +70,37 @@ fn an_rmtp_layer_attaches_registers_and_is_joined_at_stop() {
     net.stop();
 }
 
+/// The unicast loop guard (the sans-IO node's `NodeStats::looped`): an end-to-end packet whose
+/// next hop is the neighbour it came from is dropped and counted (`dnp.forward_loop`), not
+/// bounced back.
+#[test]
+fn a_packet_whose_next_hop_is_where_it_came_from_is_dropped_and_counted() {
+    let net = Net::start_without_rmtp(build::line(3, 7001));
+    net.converge();
+    let before = net.node(2).stats();
+    // From node 1 to its neighbour 2, for node 1: node 2's route to 1 goes back to 1.
+    let looping = dnp::frame(Addr::Node(n(1)), Addr::Node(n(1)), Flag::RmtpNack, &[0; 12]);
+    // For node 3 through node 2: forwarded, and so a sign that the looping ones have arrived.
+    let onward = dnp::frame(Addr::Node(n(3)), Addr::Node(n(1)), Flag::RmtpNack, &[0; 12]);
+    let dnp1 = net.node(1).dnp();
+    for _ in 0..5 {
+        dnp1.send_to_neighbour(n(2), &looping).unwrap();
+    }
+    dnp1.send_to_neighbour(n(2), &onward).unwrap();
+    let counted = wait_until(LIMIT, || {
+        net.node(2).stats().get("dnp.forward_loop") == Some(before.dnp.forward_loop + 5)
+    });
+    assert!(counted.is_some(), "{:?}", net.node(2).stats().dnp);
+    assert!(
+        wait_until(LIMIT, || {
+            net.node(2).stats().dnp.forwarded == before.dnp.forwarded + 1
+        })
+        .is_some(),
+        "only the packet for node 3 is forwarded"
+    );
+    net.stop();
+}
+
 #[test]
 fn the_topology_schedule_takes_a_link_down_and_up() {
     let mut topology = build::line(2, 7001);

@@ -715,3 +715,55 @@ fn figures_of_a_clean_unpaced_tree() {
     }
     net.stop();
 }
+
+/// A receiver tracks no more missing sequences than its node's relay NACK table holds (the
+/// rule the sans-IO node applies, from the same setting): with a table of 8 entries and 20%
+/// loss, the receiver's gap tracking stops at 8 (`missing_full`) instead of its NACKs being
+/// refused at its own relay (`nack_table_full`), and the file still arrives whole.
+#[test]
+fn a_receiver_tracks_no_more_missing_sequences_than_its_relay_holds() {
+    const NACK_ENTRIES: usize = 8;
+    let dir = TempDir::new("nack-entries");
+    let mut topology = build::line(2, 7201);
+    for l in &mut topology.links {
+        l.faults = Faults {
+            loss: 0.2,
+            ..Faults::default()
+        };
+    }
+    topology.network.timers.dead_hellos = 8;
+    let net = Net::start_with(
+        topology,
+        |a| ThreadedOptions {
+            seed: u64::from(a.get()),
+            nack_entries: NACK_ENTRIES,
+            ..ThreadedOptions::default()
+        },
+        |_, t| t.clone(),
+    );
+    net.converge();
+    let group = g(8);
+    let sink = FileSink::create(&dir.of(n(2)), NAME).unwrap();
+    let rx = net
+        .node(2)
+        .receive(group, n(1), 1, Box::new(sink), receive_options(LIMIT))
+        .unwrap();
+    wait_for_members(&net, group, n(1), &[n(2)]);
+    let data = content(MIB, 13);
+    let send = net
+        .node(1)
+        .send(group, NAME, mem(&data), SendOptions::default())
+        .unwrap();
+    assert_eq!(rx.wait(LIMIT), ReceiveState::Complete);
+    assert_received(&dir, n(2), &data);
+    let s = net.node(2).stats();
+    let (capped, refused) = (
+        s.get("rmtp.client.1.missing_full").unwrap(),
+        s.get("rmtp.relay.nack_table_full").unwrap(),
+    );
+    println!("node 2: gap tracking capped {capped} times, relay NACK table full {refused} times");
+    assert!(capped > 0, "20% loss opens more than {NACK_ENTRIES} gaps");
+    assert_eq!(refused, 0, "the receiver's NACKs fit its relay's table");
+    drop(send);
+    net.stop();
+}

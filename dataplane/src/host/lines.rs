@@ -157,6 +157,7 @@ pub(crate) fn relay_lines(out: &mut Vec<(String, u64)>, relay: &RelayStats) {
             retransmissions_forwarded,
             repairs_from_cache,
             cache_corrupt,
+            cache_copies_asked_again,
             mabs_received,
             mabs_sent,
             prunes,
@@ -177,6 +178,8 @@ pub(crate) fn relay_lines(out: &mut Vec<(String, u64)>, relay: &RelayStats) {
             peer_table_full,
             mabs_implausible,
             mabs_clamped,
+            mab_completions_held,
+            upstream_rtt_samples,
             data_implausible,
             spms_implausible,
         ]

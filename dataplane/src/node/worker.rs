@@ -217,9 +217,7 @@ impl Transfers {
         let mut config = ReceiverConfig::new(self.me, group, sender, self.mtu);
         config.window = self.options.receiver_window;
         adjust(&mut config);
-        // Its NACKs go through this node's relay: sequences beyond what the relay's NACK table
-        // holds would only be refused there, at the cost of NACKing them every retry.
-        config.max_missing = config.max_missing.min(self.options.nack_entries);
+        crate::rmtp::fit_receiver_to_relay(&mut config, self.relay.config());
         let core = RmtpReceiver::new(config, sink, now);
         self.receivers.insert(
             sid,

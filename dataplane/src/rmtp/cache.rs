@@ -15,13 +15,24 @@ struct Slot {
     /// Peers (bits) this copy was last served to, since `repaired_at`.
     repaired_to: u64,
     repaired_at: Instant,
+    /// Times a peer this copy was served to asked for it again after the hold-off.
+    asked_again: u8,
 }
+
+/// A copy asked for again this many times is dropped ([`CacheRepair::AskedAgain`]): once may
+/// be a lost repair (served again), twice is taken as a copy the receiver refuses.
+const ASKED_AGAIN_LIMIT: u8 = 2;
 
 /// Whether a NACKed sequence can be served from the cache.
 pub(crate) enum CacheRepair {
     NotCached,
     /// Served to this peer less than a hold-off ago.
     HeldOff,
+    /// Served to a peer that asked for it again after the hold-off, [`ASKED_AGAIN_LIMIT`]
+    /// times: the copy does not help (repairs lost, or a forged DATA with a valid CRC that the
+    /// receiver refuses). Dropped; the sequence is asked upstream, whose repair fills the slot
+    /// again.
+    AskedAgain,
     Serve,
 }
 
@@ -84,12 +95,21 @@ impl Cache {
         let Some(slot) = self.index(seq).map(|i| &mut self.meta[i]) else {
             return CacheRepair::NotCached;
         };
+        let held = now.saturating_since(slot.repaired_at) < holdoff;
+        if slot.repaired_to & bit != 0 {
+            if held {
+                return CacheRepair::HeldOff;
+            }
+            slot.asked_again = slot.asked_again.saturating_add(1);
+            if slot.asked_again >= ASKED_AGAIN_LIMIT {
+                slot.len = 0;
+                return CacheRepair::AskedAgain;
+            }
+        }
         // The hold-off window opens at the first repair served in it.
-        if slot.repaired_to == 0 || now.saturating_since(slot.repaired_at) >= holdoff {
+        if slot.repaired_to == 0 || !held {
             slot.repaired_to = 0;
             slot.repaired_at = now;
-        } else if slot.repaired_to & bit != 0 {
-            return CacheRepair::HeldOff;
         }
         slot.repaired_to |= bit;
         CacheRepair::Serve
@@ -131,7 +151,15 @@ mod tests {
         assert!(serve(&mut cache, 1, t0));
         assert!(serve(&mut cache, 2, t0), "another peer is not held off");
         assert!(!serve(&mut cache, 1, t0 + Duration::from_millis(9)));
-        assert!(serve(&mut cache, 1, t0 + holdoff));
+        assert!(
+            serve(&mut cache, 1, t0 + holdoff),
+            "asked again once: a lost repair"
+        );
+        assert!(matches!(
+            cache.claim_repair(5, 1, t0 + holdoff * 2, holdoff),
+            CacheRepair::AskedAgain
+        ));
+        assert!(cache.get(5).is_none(), "a copy asked for again is dropped");
         assert!(matches!(
             cache.claim_repair(6, 1, t0, holdoff),
             CacheRepair::NotCached

@@ -16,11 +16,15 @@ pub(crate) struct Edges {
     /// The largest DATA payload seen: the segment size, or more (a forger's), which only makes
     /// the trailing edge below more cautious.
     segment: u64,
-    /// The highest `received` this relay reported upstream (bytes every receiver below holds).
+    /// The `received` this relay last reported upstream (bytes every receiver below holds).
+    /// The last, not the highest: a forged MAB can raise one report, and the next real one
+    /// must bring it back down.
     reported_received: u64,
     /// The oldest sequence the sender still repairs, as far as this relay can know: the sender
     /// moves it only as far as every receiver reported holding, and this relay's receivers
-    /// reported no more than `reported_received`.
+    /// last reported no more than `reported_received`. It follows the last SPM rather than
+    /// ratcheting up: one forged SPM or MAB must not make the relay refuse, for good, the NACKs
+    /// of a receiver that is behind.
     trailing: u64,
 }
 
@@ -55,17 +59,22 @@ impl Edges {
             .checked_div(self.segment)
             .unwrap_or(0)
             .min(self.data_leading);
-        self.trailing = self.trailing.max(spm.trailing.min(held));
+        self.trailing = spm.trailing.min(held);
     }
 
     /// This relay reported upstream that every receiver below holds the bytes below
     /// `received`.
     pub(crate) fn on_report_sent(&mut self, received: u64) {
-        self.reported_received = self.reported_received.max(received);
+        self.reported_received = received;
     }
 
     pub(crate) fn leading(&self) -> u64 {
         self.leading
+    }
+
+    /// One past the highest byte known to exist here.
+    pub(crate) fn leading_byte(&self) -> u64 {
+        self.leading_byte
     }
 
     pub(crate) fn trailing(&self) -> u64 {

@@ -32,6 +32,13 @@ pub use source::{FileSource, MemSource, Source};
 
 use control::wire::BodyError;
 
+/// Fits a local receiver to the relay its NACKs go through: it tracks no more missing
+/// sequences than the relay's NACK table holds (beyond that they would only be refused there,
+/// at the cost of NACKing them every retry). Every engine builds its receivers through this.
+pub fn fit_receiver_to_relay(receiver: &mut ReceiverConfig, relay: &RelayConfig) {
+    receiver.max_missing = receiver.max_missing.min(relay.nack_entries);
+}
+
 /// Why an RMTP packet handed to a sender or receiver was not used. Dropped and counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RmtpError {

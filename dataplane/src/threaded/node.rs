@@ -14,7 +14,7 @@ use super::stats::NodeStats;
 use super::{drp, gmp, rap, receiver, schedule, sockopt};
 use crate::host::{RunningNode, UnknownPeer};
 use crate::node::{RAP_SERVER_SID, StartError};
-use crate::rmtp::{Sink, Source};
+use crate::rmtp::{RelayConfig, Sink, Source};
 use crate::sync::{lock, read, write};
 use control::drp::{Drp, RoutingTable};
 use control::gmp::{Gmp, GmpError, MulticastTable};
@@ -68,6 +68,9 @@ pub struct ThreadedOptions {
     /// `net.core.rmem_max` / `wmem_max`; `dnp.socket_rcvbuf` says what was granted). A burst
     /// larger than the receive buffer is dropped by the kernel (`dnp.rx_queue_overflows`).
     pub socket_buffer_bytes: usize,
+    /// NACK table entries per tree at this node's relay, and so the most missing sequences a
+    /// local receiver tracks (the sans-IO node's `RmtpOptions::nack_entries`).
+    pub nack_entries: usize,
     /// Run the RMTP middle-layer thread (seed §6.1) from the start, as every node must to
     /// relay; [`ThreadedNode::send`] and [`ThreadedNode::receive`] need it. Off only for tests
     /// that consume the RMTP buffer themselves ([`ThreadedNode::attach_rmtp`]).
@@ -85,6 +88,7 @@ impl Default for ThreadedOptions {
             apply_schedule: false,
             recv_timeout: Duration::from_millis(250),
             socket_buffer_bytes: DEFAULT_SOCKET_BUFFER,
+            nack_entries: crate::rmtp::DEFAULT_NACK_ENTRIES,
             rmtp: true,
         }
     }
@@ -304,9 +308,11 @@ impl ThreadedNode {
             capacity,
         ));
         dnp.register_rap(options.rap_client_sid, Arc::clone(&client_inbox));
-        let rmtp = options
-            .rmtp
-            .then(|| Layer::new(me, dnp.mtu(), dnp.claim_rmtp(), capacity));
+        let rmtp = options.rmtp.then(|| {
+            let mut relay = RelayConfig::new(me, dnp.mtu());
+            relay.nack_entries = options.nack_entries;
+            Layer::new(relay, dnp.claim_rmtp(), capacity)
+        });
         let node = Arc::new(Node {
             me,
             clock,

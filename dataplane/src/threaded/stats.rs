@@ -114,6 +114,7 @@ fn rmtp_lines(out: &mut Vec<(String, u64)>, r: &RmtpStats) {
                 repairs_over_budget,
                 mabs_refused,
                 window_stalls,
+                window_probes,
                 mabs_received,
                 rtt_samples,
                 srtt_nanos,
@@ -157,6 +158,8 @@ fn rmtp_lines(out: &mut Vec<(String, u64)>, r: &RmtpStats) {
                 missing_full,
                 spms_refused,
                 shapes_replaced,
+                repair_rtt_samples,
+                repair_srtt_nanos,
             ]
         );
     }

@@ -13,10 +13,11 @@
 //! - RETRANSMIT goes only toward those who asked (the NACK table), and the entry goes with it.
 //! - MABs: the latest per downstream neighbour and per local member; the minimum goes upstream
 //!   periodically, when it changes and when an SPM passes down (the sender probing a closed
-//!   window). Peers that left the tree do not count; a downstream
-//!   neighbour whose link is gone no longer holds the window, but keeps holding the trailing
-//!   edge (`received`) until it has been silent for `mab_expire` and is pruned, so a branch
-//!   that comes back by another path can still be repaired.
+//!   window). A peer that left the tree, or a downstream neighbour whose link is gone, no
+//!   longer holds the window, but keeps holding the trailing edge (`received`) until it has
+//!   been silent for `mab_expire` and is pruned, so a branch that comes back (by another path,
+//!   or by its next join after a forged leave) can still be repaired, and is not counted
+//!   complete meanwhile.
 //!
 //! On the sender's own node the "upstream" is the local sender: NACKs and MABs reaching the root
 //! come out as packets for [`Hop::Local`].
@@ -158,6 +159,10 @@ pub struct RelayStats {
     pub repairs_from_cache: u64,
     /// Cached copies that failed their CRC when about to be served (evicted, asked upstream).
     pub cache_corrupt: u64,
+    /// Cached copies dropped because peers they were served to asked for them again after the
+    /// hold-off, twice (repairs lost, or a forged DATA with a valid CRC that the receiver
+    /// refuses); the sequence is asked upstream instead.
+    pub cache_copies_asked_again: u64,
     pub mabs_received: u64,
     pub mabs_sent: u64,
     pub prunes: u64,
@@ -187,6 +192,9 @@ pub struct RelayStats {
     pub mabs_implausible: u64,
     /// MABs cut to the bytes forwarded here (`received`) or one `max_edge_step` beyond (`mab`).
     pub mabs_clamped: u64,
+    /// MABs claiming every byte forwarded here (a completed receiver's report, or a forged
+    /// one) not yet counted: a peer's claim counts from its second report in a row.
+    pub mab_completions_held: u64,
     /// DATA/RETRANSMIT refused: `sequence + 1` or `offset + length` past 2^64 - 1.
     pub data_implausible: u64,
     /// SPMs refused: trailing edge beyond the leading edge.
@@ -320,6 +328,8 @@ struct Peer {
     has_mab: bool,
     mab: u64,
     received: u64,
+    /// The last report claimed every byte forwarded here (see `RelayStats::mab_completions_held`).
+    claimed_all: bool,
     last_heard: Instant,
 }
 

@@ -93,14 +93,18 @@ impl RmtpRelay {
                 self.stats.repair_queue_full += 1;
                 continue;
             }
-            match tree.cache.claim_repair(seq, bit, now, holdoff) {
+            let claim = tree.cache.claim_repair(seq, bit, now, holdoff);
+            match claim {
                 CacheRepair::Serve => self.repairs.push_back(RepairJob {
                     tree: slot as u16,
                     peer: pi as u8,
                     seq,
                 }),
                 CacheRepair::HeldOff => self.stats.repairs_held_off += 1,
-                CacheRepair::NotCached => {
+                CacheRepair::AskedAgain | CacheRepair::NotCached => {
+                    if matches!(claim, CacheRepair::AskedAgain) {
+                        self.stats.cache_copies_asked_again += 1;
+                    }
                     match record_nack(tree, seq, bit, now, stale, &mut self.fresh) {
                         Recorded::Full => self.stats.nack_table_full += 1,
                         Recorded::Waiting => self.stats.nack_seqs_aggregated += 1,

@@ -31,6 +31,7 @@ impl Tree {
             has_mab: false,
             mab: 0,
             received: 0,
+            claimed_all: false,
             last_heard: now,
         };
         if let Some(i) = self.peers.iter().position(|p| !p.used) {

@@ -32,17 +32,19 @@ impl Tree {
                 ),
                 PeerKey::Local(m) => (entry.local_members.binary_search(&m).is_ok(), true),
             };
-            if !in_tree || (!reachable && now.saturating_since(p.last_heard) >= expire) {
+            // A peer out of the tree or out of reach no longer holds the window, but holds the
+            // trailing edge until it has been silent for `expire`: a branch that comes back (a
+            // new path, or its next join after a forged leave) must find what it lacks still
+            // repairable, and the sender must not count it complete meanwhile.
+            let holds_window = in_tree && reachable;
+            if !holds_window && now.saturating_since(p.last_heard) >= expire {
                 self.remove_peer(i);
                 prunes += 1;
                 continue;
             }
             if p.has_mab {
-                // Until it is pruned, a peer out of reach still holds the trailing edge (what
-                // it has not got stays repairable when it comes back by another path), but
-                // no longer the window.
                 received = Some(received.map_or(p.received, |r| r.min(p.received)));
-                if reachable {
+                if holds_window {
                     mab = Some(mab.map_or(p.mab, |m| m.min(p.mab)));
                 }
             }
@@ -87,9 +89,19 @@ impl RmtpRelay {
         let tree = self.trees[slot].as_mut().expect("slot in use");
         let bounded = tree.edges.bound_report(mab, received, step);
         self.stats.mabs_clamped += u64::from(bounded != (mab, received));
+        // Only a receiver that verified the whole transfer claims every byte forwarded (the
+        // others report one byte less): one forged MAB must not make the sender believe it,
+        // so such a claim counts from the peer's second report in a row.
+        let claims_all = bounded.1 >= tree.edges.leading_byte();
         let p = &mut tree.peers[pi];
+        let received = if claims_all && !p.claimed_all {
+            self.stats.mab_completions_held += 1;
+            p.received.min(bounded.1)
+        } else {
+            bounded.1
+        };
         p.has_mab = true;
-        (p.mab, p.received) = bounded;
+        (p.mab, p.received, p.claimed_all) = (bounded.0, received, claims_all);
         p.last_heard = now;
         self.stats.prunes += tree.refresh_min(now, entry, routing, expire);
         RelayAction::Consumed

@@ -79,16 +79,11 @@ pub(crate) struct Layer {
 }
 
 impl Layer {
-    pub fn new(
-        me: NodeAddr,
-        mtu: usize,
-        inbox: Arc<ImpatientBuffer<Received>>,
-        cap: usize,
-    ) -> Self {
+    pub fn new(relay: RelayConfig, inbox: Arc<ImpatientBuffer<Received>>, cap: usize) -> Self {
         Layer {
             inbox,
             local: Arc::new(ImpatientBuffer::new("rmtp.local", cap)),
-            relay: Mutex::new(RmtpRelay::new(RelayConfig::new(me, mtu))),
+            relay: Mutex::new(RmtpRelay::new(relay)),
             servers: RwLock::new(BTreeMap::new()),
             clients: RwLock::new(BTreeMap::new()),
             counters: MiddleCounters::default(),
@@ -245,6 +240,7 @@ pub(crate) fn receive(
     let mtu = node.dnp.mtu();
     let mut config = ReceiverConfig::new(node.me, group, sender, mtu);
     options.apply(&mut config, window_the_buffers_hold(mtu, node.capacity()));
+    crate::rmtp::fit_receiver_to_relay(&mut config, lock(&layer.relay).config());
     let inbox = Arc::new(ImpatientBuffer::new(
         format!("rmtp.client.{sid}"),
         node.capacity(),
