@@ -234,7 +234,7 @@ impl Engine {
         let now = StdInstant::now();
         let clock = self.shared.clock.now();
         while let Some(event) = self.node.poll_event() {
-            self.handles.on_event(&mut self.node, event, clock, now);
+            self.handles.on_event(&mut self.node, event, clock);
         }
         self.handles.tick(&mut self.node, clock, now);
         let (routes, mcast) = (self.node.routes(), self.node.multicast());
@@ -246,13 +246,18 @@ impl Engine {
 
     // ---- transfers ----
 
+    /// Starts the transfer `entry` announces (built, hash included, by the caller's thread).
     pub fn start_send(
         &mut self,
-        group: GroupAddr,
-        name: &str,
+        entry: ServiceEntry,
         source: Box<dyn Source + Send>,
         options: SendOptions,
     ) -> Result<SendHandle, StartError> {
+        let group = entry.group;
+        // Refused before the announcements change: the running transfer keeps its own.
+        if self.node.transfers().sender(group).is_some() {
+            return Err(StartError::Busy);
+        }
         // An earlier entry of the same tree (a pre-announcement, an ended transfer) gives way to
         // this one, as on the threaded engine.
         let me = self.node.me();
@@ -269,7 +274,7 @@ impl Engine {
         let now = self.shared.clock.now();
         let entry = self
             .node
-            .start_send_with(now, group, name, source, |c| options.apply(c))?;
+            .start_send_entry(now, entry, source, |c| options.apply(c))?;
         Ok(self.handles.add_sender(entry))
     }
 

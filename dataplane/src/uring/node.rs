@@ -10,7 +10,7 @@ use crate::host::{
     RapRequestError, ReceiveHandle, ReceiveOptions, RunningNode, SendHandle, SendOptions,
     UnknownPeer,
 };
-use crate::node::{Node, RAP_SERVER_SID, RmtpOptions, StartError};
+use crate::node::{Node, RAP_SERVER_SID, RmtpOptions, StartError, service_entry};
 use crate::rmtp::{Sink, Source};
 use crate::sync::lock;
 use crate::threaded::{Clock, DEFAULT_SOCKET_BUFFER, SendError};
@@ -94,6 +94,8 @@ impl UringOptions {
 /// A Burghers node on the io_uring engine (see the module documentation).
 pub struct UringNode {
     shared: Arc<Shared>,
+    /// The network's MTU, for the announcement a send builds on the caller's thread.
+    mtu: usize,
     /// Taken by the first stop; behind a lock so that a node shared in an `Arc` can stop.
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -212,6 +214,7 @@ impl UringNode {
             })?;
         let node = UringNode {
             shared,
+            mtu,
             thread: Mutex::new(Some(thread)),
         };
         match ready_rx.recv() {
@@ -369,9 +372,10 @@ impl UringNode {
     // ---- RMTP transfers ----
 
     /// Multicasts `source` to `group` from this node and announces it as `name` on the node's
-    /// RAP server. The transfer ends a moment after every receiver has everything, and its
-    /// announcement goes with it. The pacing and first window are the node's
-    /// ([`UringOptions::rmtp`]): `options` is accepted for the threaded engine's signature.
+    /// RAP server. The transfer ends when the sender's core has ended (everyone has
+    /// everything and its linger passed, or it failed), and its announcement goes with it; the
+    /// group may then be sent to again. The source is read for its hash here, on the caller's
+    /// thread, so that the engine never stalls on it.
     pub fn send(
         &self,
         group: GroupAddr,
@@ -379,8 +383,8 @@ impl UringNode {
         source: Box<dyn Source + Send>,
         options: SendOptions,
     ) -> Result<SendHandle, StartError> {
-        let name = name.to_string();
-        self.call(move |e| e.start_send(group, &name, source, options))
+        let entry = service_entry(self.shared.me, self.mtu, group, name, source.as_ref());
+        self.call(move |e| e.start_send(entry, source, options))
             .unwrap_or_else(|| Err(stopping()))
     }
 
