@@ -12,6 +12,7 @@ use super::socket::{self, RECV_CONTROL_LEN};
 use super::stats::EngineStats;
 use super::transfers::Handles;
 use crate::garbler::GarbledCopy;
+use crate::garbler::schedule::LinkChange;
 use crate::host::{ReceiveHandle, ReceiveOptions, SendHandle, SendOptions};
 use crate::node::{Node, StartError};
 use crate::rmtp::{Sink, Source};
@@ -19,7 +20,7 @@ use control::drp::RoutingTable;
 use control::gmp::MulticastTable;
 use control::rap::ServiceEntry;
 use control::wire::gmp::GmpMessage;
-use control::{GroupAddr, NodeAddr, Transmit};
+use control::{GroupAddr, Instant, NodeAddr, Transmit};
 use io_uring::types::{Fd, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 use std::collections::{HashMap, VecDeque};
@@ -75,6 +76,8 @@ pub(crate) struct EngineConfig {
     pub core: Option<usize>,
     /// The topology's MTU: the largest datagram a receive buffer must hold without GRO.
     pub mtu: usize,
+    /// This node's link changes from the topology's schedule, in time order (empty: none).
+    pub schedule: Vec<LinkChange>,
 }
 
 pub(crate) struct Engine {
@@ -101,6 +104,8 @@ pub(crate) struct Engine {
     busy_poll: bool,
     /// The tables last published to other threads.
     published: (Arc<RoutingTable>, Arc<MulticastTable>),
+    /// Link changes still to apply, the next first.
+    schedule: VecDeque<LinkChange>,
     stopping: bool,
 }
 
@@ -163,6 +168,7 @@ impl Engine {
             handles: Handles::default(),
             busy_poll: config.busy_poll,
             published,
+            schedule: config.schedule.iter().copied().collect(),
             stopping: false,
         };
         engine.arm_recv();
@@ -202,6 +208,7 @@ impl Engine {
             self.reap();
             self.run_commands();
             let now = self.shared.clock.now();
+            self.apply_schedule(now);
             if self.node.poll_timeout().is_some_and(|t| t <= now) {
                 self.node.handle_timeout(now);
             }
@@ -499,6 +506,9 @@ impl Engine {
                 .poll_timeout()
                 .and_then(|t| self.shared.clock.to_std(t)),
             self.handles.next_deadline(now),
+            self.schedule
+                .front()
+                .and_then(|c| self.shared.clock.to_std(Instant::ZERO + c.at)),
         ]
         .into_iter()
         .flatten()
@@ -519,6 +529,22 @@ impl Engine {
             )
         {
             self.stats.recv_errors += 1;
+        }
+    }
+
+    // ---- the topology's schedule ----
+
+    /// Applies the link changes whose time has come to the garbler of that direction.
+    fn apply_schedule(&mut self, now: Instant) {
+        while let Some(c) = self.schedule.front().copied() {
+            if Instant::ZERO + c.at > now {
+                break;
+            }
+            self.schedule.pop_front();
+            // Changes name this node's peers only (`link_changes`).
+            if let Some(peer) = self.shared.peers.get(&c.peer) {
+                peer.link.set_faults(c.applied_to(peer.link.faults()));
+            }
         }
     }
 

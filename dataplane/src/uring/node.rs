@@ -5,6 +5,7 @@
 use super::engine::{Engine, EngineConfig};
 use super::shared::{Command, Peer, Shared};
 use super::stats::UringStats;
+use crate::garbler::schedule::link_changes;
 use crate::garbler::{DelayLine, LinkGarbler, link_rng};
 use crate::host::{
     RapRequestError, ReceiveHandle, ReceiveOptions, RunningNode, SendHandle, SendOptions,
@@ -53,6 +54,9 @@ pub struct UringOptions {
     /// The RMTP tunables of the node (window, rate, caches): for every transfer of the node,
     /// as the sans-IO node takes them when it is built.
     pub rmtp: RmtpOptions,
+    /// Apply the topology's schedule of `link_down`/`link_up` events for this node's links, at
+    /// their times since the node started (as `ThreadedOptions::apply_schedule`).
+    pub apply_schedule: bool,
 }
 
 impl Default for UringOptions {
@@ -68,6 +72,7 @@ impl Default for UringOptions {
             send_slots: 64,
             socket_buffer_bytes: DEFAULT_SOCKET_BUFFER,
             rmtp: RmtpOptions::default(),
+            apply_schedule: false,
         }
     }
 }
@@ -192,6 +197,11 @@ impl UringNode {
             socket_buffer_bytes: options.socket_buffer_bytes,
             core: options.core,
             mtu,
+            schedule: if options.apply_schedule {
+                link_changes(me, &topology.schedule)
+            } else {
+                Vec::new()
+            },
         };
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
         let thread_shared = Arc::clone(&shared);
