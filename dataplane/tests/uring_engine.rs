@@ -285,3 +285,9 @@ fn the_topology_schedule_takes_a_link_down_and_up() {
         node.stop();
     }
 }
+
+/// The probe the demo falls back on: where the nodes of these tests run, it says io_uring runs.
+#[test]
+fn the_probe_finds_io_uring_where_nodes_start() {
+    UringNode::probe().expect("io_uring runs here");
+}

@@ -18,7 +18,7 @@ use crate::threaded::{Clock, DEFAULT_SOCKET_BUFFER, SendError};
 use control::drp::RoutingTable;
 use control::gmp::{GmpError, MulticastTable};
 use control::rap::ServiceEntry;
-use control::topology::{Faults, Topology};
+use control::topology::{Faults, Topology, build};
 use control::{GroupAddr, NodeAddr};
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -146,6 +146,19 @@ impl UringNode {
             .ok_or_else(|| invalid(format!("node {me} is not in the topology")))?;
         let socket = bind_after_teardown(spec.socket)?;
         Self::start_with_socket(topology, me, socket, options)
+    }
+
+    /// Whether the io_uring engine can run here: a node alone on a loopback socket is started
+    /// and stopped at once. The error is the one line [`Self::start`] would give (the cause and
+    /// the fix), for a caller that falls back to the threaded engine.
+    pub fn probe() -> io::Result<()> {
+        let socket = UdpSocket::bind("127.0.0.1:0")?;
+        // The file's port is replaced by the socket's own.
+        let mut alone = build::line(1, build::DEFAULT_BASE_PORT);
+        let me = alone.nodes[0].addr;
+        alone.nodes[0].socket = socket.local_addr()?;
+        UringNode::start_with_socket(&alone, me, socket, UringOptions::default())?.stop();
+        Ok(())
     }
 
     /// Starts the node on a socket the caller bound (tests bind every socket first, on port 0,
