@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use control::topology::build;
+use control::topology::{Action, ScheduledEvent, build};
 use control::wire::gmp::GmpMessage;
 use control::wire::{DEFAULT_MTU, Flag, Packet, checksum, dnp, drp};
 use control::{Addr, GroupAddr};
@@ -17,6 +17,7 @@ engine_tests!(
     a_link_taken_down_with_ctl_garble_reroutes_and_comes_back,
     garbage_datagrams_are_counted_as_dropped_and_change_nothing,
     sigterm_leaves_trees_says_goodbye_and_exits_zero,
+    the_files_schedule_takes_a_link_down_and_up_with_schedule,
 );
 
 /// Each node knows only its own links, so every route is learned by flooding between the
@@ -287,5 +288,53 @@ fn sigterm_leaves_trees_says_goodbye_and_exits_zero(engine: &'static str) {
         status.success(),
         "node 1 exited with {status}\n{}",
         lab.logs()
+    );
+}
+
+/// `node --schedule` on two processes: the file's link_down of 1-2 makes each end's garbler
+/// drop what it sends on the link (counted), and its link_up brings the neighbours back.
+fn the_files_schedule_takes_a_link_down_and_up_with_schedule(engine: &'static str) {
+    let mut topology = build::line(2, 7001);
+    topology.schedule = vec![
+        ScheduledEvent {
+            at: Duration::from_millis(1_500),
+            action: Action::LinkDown(n(1), n(2)),
+        },
+        ScheduledEvent {
+            at: Duration::from_millis(4_000),
+            action: Action::LinkUp(n(1), n(2)),
+        },
+    ];
+    let mut lab = Lab::new(topology, engine);
+    let topo = lab.path("net.toml").display().to_string();
+    for a in ["1", "2"] {
+        lab.spawn(
+            &format!("node{a}"),
+            &["node", "-v", "--topology", &topo, "--addr", a, "--schedule"],
+        );
+    }
+    lab.wait_until("both nodes answer on their control sockets", LIMIT, |lab| {
+        lab.ctl(1, &["info"]).is_ok() && lab.ctl(2, &["info"]).is_ok()
+    });
+    // A link's garbler counters are listed once they move (the ctl refuses the prefix before).
+    let dropped = |lab: &Lab, a: u16, b: u16| -> u64 {
+        let name = format!("garbler.{b}.dropped_down");
+        lab.ctl(a, &["stats", &name])
+            .ok()
+            .and_then(|text| text.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    };
+    lab.wait_until("both ends drop on the scheduled down link", LIMIT, |lab| {
+        dropped(lab, 1, 2) > 0 && dropped(lab, 2, 1) > 0
+    });
+    let neighbours = |lab: &Lab, a: u16| lab.ctl(a, &["neighbours"]).unwrap_or_default();
+    let met = |lab: &Lab| neighbours(lab, 1).trim() == "2" && neighbours(lab, 2).trim() == "1";
+    let apart =
+        |lab: &Lab| neighbours(lab, 1).trim().is_empty() && neighbours(lab, 2).trim().is_empty();
+    lab.wait_until("each end declares the other dead", LIMIT, |lab| apart(lab));
+    lab.wait_until(
+        "the link is back up and the neighbours meet again",
+        LIMIT,
+        |lab| met(lab),
     );
 }

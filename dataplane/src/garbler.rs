@@ -21,6 +21,7 @@
 
 mod delay;
 pub mod mangle;
+pub mod schedule;
 
 pub use delay::{DelayLine, DelayStats};
 

@@ -4,7 +4,7 @@
 mod uring_common;
 
 use control::rap::ServiceEntry;
-use control::topology::{Faults, build};
+use control::topology::{Action, Faults, ScheduledEvent, build};
 use control::wire::{Flag, dnp, drp};
 use control::{Addr, NodeAddr};
 use dataplane::node::RAP_SERVER_SID;
@@ -236,4 +236,58 @@ fn a_bad_option_says_what_was_expected() {
 fn a_node_can_be_shared_between_threads() {
     fn shared<T: Send + Sync>() {}
     shared::<UringNode>();
+}
+
+/// The topology's schedule on two io_uring nodes (`UringOptions::apply_schedule`): the link
+/// goes down at its time (each end's garbler drops what it sends, so DRP declares the other
+/// dead), then comes back up, and the neighbours find each other again.
+#[test]
+fn the_topology_schedule_takes_a_link_down_and_up() {
+    let mut topology = build::line(2, 7001);
+    topology.network.timers = fast_timers();
+    topology.schedule = vec![
+        ScheduledEvent {
+            at: Duration::from_millis(1_000),
+            action: Action::LinkDown(n(1), n(2)),
+        },
+        ScheduledEvent {
+            at: Duration::from_millis(3_000),
+            action: Action::LinkUp(n(2), n(1)),
+        },
+    ];
+    let mut sockets = bind_all(&mut topology);
+    let nodes: Vec<UringNode> = [n(1), n(2)]
+        .into_iter()
+        .map(|a| {
+            let options = UringOptions {
+                apply_schedule: true,
+                ..UringOptions::default()
+            };
+            UringNode::start_with_socket(&topology, a, sockets.remove(&a).unwrap(), options)
+                .expect("start a node")
+        })
+        .collect();
+    let both = |up: bool| {
+        nodes[0].neighbours().contains(&n(2)) == up && nodes[1].neighbours().contains(&n(1)) == up
+    };
+    assert!(wait_until(LIMIT, || both(true)).is_some());
+    assert!(
+        wait_until(LIMIT, || both(false)).is_some(),
+        "the link never went down"
+    );
+    assert!(nodes[0].faults(n(2)).unwrap().down && nodes[1].faults(n(1)).unwrap().down);
+    assert!(
+        wait_until(LIMIT, || both(true)).is_some(),
+        "the link never came back"
+    );
+    assert!(!nodes[0].faults(n(2)).unwrap().down && !nodes[1].faults(n(1)).unwrap().down);
+    for node in nodes {
+        node.stop();
+    }
+}
+
+/// The probe the demo falls back on: where the nodes of these tests run, it says io_uring runs.
+#[test]
+fn the_probe_finds_io_uring_where_nodes_start() {
+    UringNode::probe().expect("io_uring runs here");
 }

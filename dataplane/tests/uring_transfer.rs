@@ -6,6 +6,7 @@
 mod uring_common;
 
 use control::topology::{Faults, build};
+use dataplane::node::StartError;
 use dataplane::sim::scenario::content;
 use std::time::Duration;
 use uring_common::*;
@@ -109,4 +110,58 @@ fn a_mixed_tree_rooted_on_uring_moves_a_file_through_loss() {
 #[test]
 fn a_mixed_tree_rooted_on_threaded_moves_a_file_through_loss() {
     mixed_tree_moves_a_file_through_loss(Engine::Threaded, 24);
+}
+
+/// Two sends in a row to the same group from one io_uring node both complete: the first
+/// sender is dropped once its core has ended (its linger passed), so the second is refused as
+/// Busy only while the first lingers. Each receiver leaves on its core's `MayLeave`, so the
+/// same client id joins the second transfer.
+#[test]
+fn a_uring_node_sends_twice_in_a_row_to_the_same_group() {
+    let net = Net::start(build::line(2, 7101), Faults::default(), |_| Engine::Uring);
+    net.converge();
+    let group = g(1);
+    for round in 0..2u64 {
+        let data = content(256 * 1024, 31 + round);
+        let dir = TempDir::new(&format!("twice-{round}"));
+        let rx = join_all(&net, &dir, group, n(1), &[n(2)]);
+        let mut busy = 0u32;
+        let mut send = None;
+        let started = wait_until(LIMIT, || {
+            match net.node(1).send(group, NAME, Box::new(dir.source(&data))) {
+                Ok(h) => {
+                    send = Some(h);
+                    true
+                }
+                Err(StartError::Busy) => {
+                    busy += 1;
+                    false
+                }
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        });
+        assert!(
+            started.is_some(),
+            "round {round}: still Busy after {busy} tries"
+        );
+        let send = send.expect("started");
+        assert_all_received(&dir, &rx, &data);
+        assert!(send.wait(Duration::from_secs(60)), "{:?}", send.progress());
+        for (r, h) in &rx {
+            assert!(
+                h.wait_ended(Duration::from_secs(30)),
+                "round {round}: node {r}'s client never left"
+            );
+        }
+        println!("round {round}: refused as Busy {busy} times while the first lingered");
+    }
+    // Every client left: node 2 is no member of the tree any more.
+    let left = wait_until(LIMIT, || {
+        net.node(2)
+            .multicast()
+            .lookup(group, n(1))
+            .is_none_or(|e| e.local_members.is_empty())
+    });
+    assert!(left.is_some(), "node 2's client stayed in the group");
+    net.stop();
 }

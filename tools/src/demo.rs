@@ -7,6 +7,7 @@ use crate::progress::{mib, rate};
 use crate::shutdown::Shutdown;
 use burghers_lab::lab::{Lab, calm_timers, counter, file_hash, summary_of, write_random};
 use control::topology::build;
+use dataplane::uring::UringNode;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -60,8 +61,12 @@ pub fn run(args: DemoArgs, verbose: u8) -> Result<(), String> {
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the burghers executable: {e}"))?;
-    let mut lab = Lab::new(dir.path(), exe, &args.engine.name(), verbose);
-    let result = demo(&args, &mut lab, &shutdown);
+    let (engine, warning) = engine_to_run(args.engine, UringNode::probe);
+    if let Some(warning) = warning {
+        eprintln!("warning: {warning}");
+    }
+    let mut lab = Lab::new(dir.path(), exe, &engine.name(), verbose);
+    let result = demo(&args, engine, &mut lab, &shutdown);
     lab.stop_all();
     if args.keep {
         let kept = dir.keep();
@@ -70,7 +75,27 @@ pub fn run(args: DemoArgs, verbose: u8) -> Result<(), String> {
     result
 }
 
-fn demo(args: &DemoArgs, lab: &mut Lab, shutdown: &Shutdown) -> Result<(), String> {
+/// The engine the demo's processes run: the one asked for, or the threaded engine when io_uring
+/// cannot start here (`probe` says why), with the warning to print once.
+fn engine_to_run(
+    asked: Engine,
+    probe: impl FnOnce() -> std::io::Result<()>,
+) -> (Engine, Option<String>) {
+    match asked {
+        Engine::Threaded => (Engine::Threaded, None),
+        Engine::Uring => match probe() {
+            Ok(()) => (Engine::Uring, None),
+            Err(e) => (
+                Engine::Threaded,
+                Some(format!(
+                    "the uring engine cannot start here ({e}); the demo runs on the threaded engine"
+                )),
+            ),
+        },
+    }
+}
+
+fn demo(args: &DemoArgs, engine: Engine, lab: &mut Lab, shutdown: &Shutdown) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let check = |what: &str| -> Result<(), String> {
         if shutdown.is_raised() {
@@ -91,7 +116,7 @@ fn demo(args: &DemoArgs, lab: &mut Lab, shutdown: &Shutdown) -> Result<(), Strin
     )?;
     let source = lab.dir().join(FILE_NAME);
     let source_hash = write_random(&source, args.size, args.seed)?;
-    let engine = args.engine.name();
+    let engine = engine.name();
     println!(
         "burghers demo: {} from node {ROOT} to nodes 4-7 of the 7-node tree, {}% loss on every link, one process per node ({engine} engine)",
         mib(args.size),
@@ -369,5 +394,34 @@ impl View {
             }
             let _ = multi.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_falls_back_to_threaded_with_a_warning_where_io_uring_cannot_start() {
+        let refused = || {
+            Err(std::io::Error::other(
+                "io_uring is disabled (kernel.io_uring_disabled)",
+            ))
+        };
+        let (engine, warning) = engine_to_run(Engine::Uring, refused);
+        assert_eq!(engine, Engine::Threaded);
+        let warning = warning.expect("a warning");
+        assert!(warning.contains("kernel.io_uring_disabled"), "{warning}");
+        assert!(warning.contains("threaded engine"), "{warning}");
+
+        assert_eq!(
+            engine_to_run(Engine::Uring, || Ok(())),
+            (Engine::Uring, None)
+        );
+        let not_probed = || -> std::io::Result<()> { panic!("the threaded engine needs no probe") };
+        assert_eq!(
+            engine_to_run(Engine::Threaded, not_probed),
+            (Engine::Threaded, None)
+        );
     }
 }

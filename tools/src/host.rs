@@ -68,14 +68,9 @@ impl Engine {
                 Ok(Arc::new(ThreadedNode::start(topology, me, options)?))
             }
             Engine::Uring => {
-                if options.apply_schedule {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::Unsupported,
-                        "the uring engine does not apply link schedules yet; run with --engine threaded",
-                    ));
-                }
                 let options = UringOptions {
                     seed: options.seed,
+                    apply_schedule: options.apply_schedule,
                     ..UringOptions::default()
                 };
                 Ok(Arc::new(UringNode::start(topology, me, options)?))

@@ -168,23 +168,55 @@ impl Node {
         source: Box<dyn Source>,
         adjust: impl FnOnce(&mut SenderConfig),
     ) -> Result<ServiceEntry, StartError> {
-        let entry = ServiceEntry {
-            group,
-            sender: self.me,
-            size: source.len(),
-            hash: content_hash(source.as_ref()),
-            segment_size: u16::try_from(control::wire::rmtp::max_payload(self.mtu))
-                .unwrap_or(u16::MAX),
-            name: name.to_string(),
-        };
+        let entry = service_entry(self.me, self.mtu, group, name, source.as_ref());
+        self.start_send_entry(now, entry, source, adjust)
+    }
+
+    /// Starts the transfer `entry` describes (built by [`service_entry`], whose hash reads the
+    /// whole source: an engine builds it off its own thread, then hands it in here). An entry
+    /// that does not describe `source` sent from this node is refused.
+    pub fn start_send_entry(
+        &mut self,
+        now: Instant,
+        entry: ServiceEntry,
+        source: Box<dyn Source>,
+        adjust: impl FnOnce(&mut SenderConfig),
+    ) -> Result<ServiceEntry, StartError> {
+        if entry.sender != self.me || entry.size != source.len() {
+            return Err(StartError::Unavailable(format!(
+                "the announcement is of {} bytes from node {}, not of this source ({} bytes) from node {}",
+                entry.size,
+                entry.sender,
+                source.len(),
+                self.me
+            )));
+        }
+        if self.transfers.sender(entry.group).is_some() {
+            return Err(StartError::Busy);
+        }
         self.control
             .announce(entry.clone())
             .map_err(|e| StartError::Announce(format!("{e:?}")))?;
-        if !self.transfers.add_sender_with(now, group, source, adjust) {
+        if !self
+            .transfers
+            .add_sender_with(now, entry.group, source, adjust)
+        {
             return Err(StartError::Busy);
         }
         self.sync(now);
         Ok(entry)
+    }
+
+    /// Drops the local sender of `group` (its tree state at the relay stays, as for any tree).
+    /// The simulator keeps ended senders, so that a forged leave cannot end a transfer early
+    /// (docs/ARCHITECTURE.md); an engine drops one once it has ended ([`RmtpSender::has_ended`],
+    /// after its linger), so that the group can be sent to again. False if there was none.
+    ///
+    /// [`RmtpSender::has_ended`]: crate::rmtp::RmtpSender::has_ended
+    pub fn stop_send(&mut self, now: Instant, group: GroupAddr) -> bool {
+        let removed = self.transfers.remove_sender(group);
+        self.sync(now);
+        removed
     }
 
     /// Joins (`group`, `sender`) as local client `sid` and writes what arrives to `sink`.
@@ -367,8 +399,28 @@ impl Node {
     }
 }
 
+/// What RAP announces for a transfer of `source` to `group` from node `sender`: the one place
+/// a transfer's entry is built, for every engine. It reads the whole source for its hash, so
+/// an engine calls it on the caller's thread, never its own.
+pub fn service_entry(
+    sender: NodeAddr,
+    mtu: usize,
+    group: GroupAddr,
+    name: &str,
+    source: &dyn Source,
+) -> ServiceEntry {
+    ServiceEntry {
+        group,
+        sender,
+        size: source.len(),
+        hash: content_hash(source),
+        segment_size: u16::try_from(control::wire::rmtp::max_payload(mtu)).unwrap_or(u16::MAX),
+        name: name.to_string(),
+    }
+}
+
 /// BLAKE3 of a whole source, read in 64 KiB pieces.
-pub(crate) fn content_hash(source: &dyn Source) -> [u8; 32] {
+fn content_hash(source: &dyn Source) -> [u8; 32] {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut offset = 0;
@@ -381,4 +433,57 @@ pub(crate) fn content_hash(source: &dyn Source) -> [u8; 32] {
         offset += n as u64;
     }
     *hasher.finalize().as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rmtp::MemSource;
+    use control::topology::build;
+
+    fn n(v: u16) -> NodeAddr {
+        NodeAddr::new(v).expect("a node address")
+    }
+
+    /// An engine hands in the entry it built off its thread: one that does not describe the
+    /// source, or names another sender, is refused and moves nothing; the right one starts
+    /// the transfer, and a second one to the same group is Busy until the first is dropped.
+    #[test]
+    fn a_send_starts_from_the_entry_its_engine_built() {
+        let topology = build::line(2, 7001);
+        let mut node = Node::new(n(1), &topology, Instant::ZERO);
+        let group = GroupAddr::from_index(1).expect("a group");
+        let data = vec![7u8; 5000];
+        let source = || Box::new(MemSource::new(data.clone())) as Box<dyn Source>;
+        let entry = service_entry(n(1), topology.network.mtu, group, "f", source().as_ref());
+        assert_eq!(entry.hash, *blake3::hash(&data).as_bytes());
+
+        let other_sender = ServiceEntry {
+            sender: n(2),
+            ..entry.clone()
+        };
+        let short = Box::new(MemSource::new(vec![7u8; 10]));
+        for (bad, src) in [
+            (other_sender, source()),
+            (entry.clone(), short as Box<dyn Source>),
+        ] {
+            let refused = node.start_send_entry(Instant::ZERO, bad, src, |_| {});
+            assert!(
+                matches!(refused, Err(StartError::Unavailable(_))),
+                "{refused:?}"
+            );
+        }
+        assert!(node.transfers().sender(group).is_none());
+        assert!(node.rap_server().services().is_empty());
+
+        let started = node.start_send_entry(Instant::ZERO, entry.clone(), source(), |_| {});
+        assert_eq!(started, Ok(entry.clone()));
+        let again = node.start_send_entry(Instant::ZERO, entry.clone(), source(), |_| {});
+        assert_eq!(again, Err(StartError::Busy));
+        assert!(node.stop_send(Instant::ZERO, group));
+        assert!(
+            node.start_send_entry(Instant::ZERO, entry, source(), |_| {})
+                .is_ok()
+        );
+    }
 }

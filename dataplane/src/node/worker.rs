@@ -70,6 +70,14 @@ pub enum TransferEvent {
         sender: NodeAddr,
         reason: String,
     },
+    /// A completed receiver's core needs nothing more from the tree (the sender has seen it
+    /// complete, or went silent): its client may leave the group. The simulator's receivers
+    /// stay until their client stops them; an engine stops them here.
+    MayLeave {
+        sid: u16,
+        group: GroupAddr,
+        sender: NodeAddr,
+    },
     /// Every receiver in the tree reported the whole transfer.
     Sent {
         group: GroupAddr,
@@ -230,6 +238,11 @@ impl Transfers {
         true
     }
 
+    /// Drops the local sender of `group` (see `Node::stop_send`); false if there was none.
+    pub fn remove_sender(&mut self, group: GroupAddr) -> bool {
+        self.senders.remove(&group).is_some()
+    }
+
     /// Stops a local receiver; its output stays partial unless it had completed.
     pub fn remove_receiver(&mut self, sid: u16) -> bool {
         match self.receivers.remove(&sid) {
@@ -358,8 +371,7 @@ impl Transfers {
                         sender,
                         reason: reason.to_string(),
                     },
-                    // A node's receivers stay in their group until their client stops them.
-                    ReceiverEvent::MayLeave => continue,
+                    ReceiverEvent::MayLeave => TransferEvent::MayLeave { sid, group, sender },
                 });
             }
         }

@@ -358,7 +358,7 @@ impl ThreadedNode {
             // Table changes kick the middle layer, which prunes and re-reads upstreams.
             lock(&node.table_watchers).push(Arc::clone(&node.dnp.claim_rmtp()) as _);
         }
-        let events = schedule::relevant(me, &topology.schedule);
+        let events = crate::garbler::schedule::link_changes(me, &topology.schedule);
         if options.apply_schedule && !events.is_empty() {
             node.spawn("schedule", move |node| schedule::thread(node, events))?;
         }

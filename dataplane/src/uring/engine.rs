@@ -12,6 +12,7 @@ use super::socket::{self, RECV_CONTROL_LEN};
 use super::stats::EngineStats;
 use super::transfers::Handles;
 use crate::garbler::GarbledCopy;
+use crate::garbler::schedule::LinkChange;
 use crate::host::{ReceiveHandle, ReceiveOptions, SendHandle, SendOptions};
 use crate::node::{Node, StartError};
 use crate::rmtp::{Sink, Source};
@@ -19,7 +20,7 @@ use control::drp::RoutingTable;
 use control::gmp::MulticastTable;
 use control::rap::ServiceEntry;
 use control::wire::gmp::GmpMessage;
-use control::{GroupAddr, NodeAddr, Transmit};
+use control::{GroupAddr, Instant, NodeAddr, Transmit};
 use io_uring::types::{Fd, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 use std::collections::{HashMap, VecDeque};
@@ -75,6 +76,8 @@ pub(crate) struct EngineConfig {
     pub core: Option<usize>,
     /// The topology's MTU: the largest datagram a receive buffer must hold without GRO.
     pub mtu: usize,
+    /// This node's link changes from the topology's schedule, in time order (empty: none).
+    pub schedule: Vec<LinkChange>,
 }
 
 pub(crate) struct Engine {
@@ -101,6 +104,8 @@ pub(crate) struct Engine {
     busy_poll: bool,
     /// The tables last published to other threads.
     published: (Arc<RoutingTable>, Arc<MulticastTable>),
+    /// Link changes still to apply, the next first.
+    schedule: VecDeque<LinkChange>,
     stopping: bool,
 }
 
@@ -163,6 +168,7 @@ impl Engine {
             handles: Handles::default(),
             busy_poll: config.busy_poll,
             published,
+            schedule: config.schedule.iter().copied().collect(),
             stopping: false,
         };
         engine.arm_recv();
@@ -202,6 +208,7 @@ impl Engine {
             self.reap();
             self.run_commands();
             let now = self.shared.clock.now();
+            self.apply_schedule(now);
             if self.node.poll_timeout().is_some_and(|t| t <= now) {
                 self.node.handle_timeout(now);
             }
@@ -234,7 +241,7 @@ impl Engine {
         let now = StdInstant::now();
         let clock = self.shared.clock.now();
         while let Some(event) = self.node.poll_event() {
-            self.handles.on_event(&mut self.node, event, clock, now);
+            self.handles.on_event(&mut self.node, event, clock);
         }
         self.handles.tick(&mut self.node, clock, now);
         let (routes, mcast) = (self.node.routes(), self.node.multicast());
@@ -246,13 +253,18 @@ impl Engine {
 
     // ---- transfers ----
 
+    /// Starts the transfer `entry` announces (built, hash included, by the caller's thread).
     pub fn start_send(
         &mut self,
-        group: GroupAddr,
-        name: &str,
+        entry: ServiceEntry,
         source: Box<dyn Source + Send>,
         options: SendOptions,
     ) -> Result<SendHandle, StartError> {
+        let group = entry.group;
+        // Refused before the announcements change: the running transfer keeps its own.
+        if self.node.transfers().sender(group).is_some() {
+            return Err(StartError::Busy);
+        }
         // An earlier entry of the same tree (a pre-announcement, an ended transfer) gives way to
         // this one, as on the threaded engine.
         let me = self.node.me();
@@ -269,7 +281,7 @@ impl Engine {
         let now = self.shared.clock.now();
         let entry = self
             .node
-            .start_send_with(now, group, name, source, |c| options.apply(c))?;
+            .start_send_entry(now, entry, source, |c| options.apply(c))?;
         Ok(self.handles.add_sender(entry))
     }
 
@@ -494,6 +506,9 @@ impl Engine {
                 .poll_timeout()
                 .and_then(|t| self.shared.clock.to_std(t)),
             self.handles.next_deadline(now),
+            self.schedule
+                .front()
+                .and_then(|c| self.shared.clock.to_std(Instant::ZERO + c.at)),
         ]
         .into_iter()
         .flatten()
@@ -514,6 +529,22 @@ impl Engine {
             )
         {
             self.stats.recv_errors += 1;
+        }
+    }
+
+    // ---- the topology's schedule ----
+
+    /// Applies the link changes whose time has come to the garbler of that direction.
+    fn apply_schedule(&mut self, now: Instant) {
+        while let Some(c) = self.schedule.front().copied() {
+            if Instant::ZERO + c.at > now {
+                break;
+            }
+            self.schedule.pop_front();
+            // Changes name this node's peers only (`link_changes`).
+            if let Some(peer) = self.shared.peers.get(&c.peer) {
+                peer.link.set_faults(c.applied_to(peer.link.faults()));
+            }
         }
     }
 

@@ -5,19 +5,20 @@
 use super::engine::{Engine, EngineConfig};
 use super::shared::{Command, Peer, Shared};
 use super::stats::UringStats;
+use crate::garbler::schedule::link_changes;
 use crate::garbler::{DelayLine, LinkGarbler, link_rng};
 use crate::host::{
     RapRequestError, ReceiveHandle, ReceiveOptions, RunningNode, SendHandle, SendOptions,
     UnknownPeer,
 };
-use crate::node::{Node, RAP_SERVER_SID, RmtpOptions, StartError};
+use crate::node::{Node, RAP_SERVER_SID, RmtpOptions, StartError, service_entry};
 use crate::rmtp::{Sink, Source};
 use crate::sync::lock;
 use crate::threaded::{Clock, DEFAULT_SOCKET_BUFFER, SendError};
 use control::drp::RoutingTable;
 use control::gmp::{GmpError, MulticastTable};
 use control::rap::ServiceEntry;
-use control::topology::{Faults, Topology};
+use control::topology::{Faults, Topology, build};
 use control::{GroupAddr, NodeAddr};
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -53,6 +54,9 @@ pub struct UringOptions {
     /// The RMTP tunables of the node (window, rate, caches): for every transfer of the node,
     /// as the sans-IO node takes them when it is built.
     pub rmtp: RmtpOptions,
+    /// Apply the topology's schedule of `link_down`/`link_up` events for this node's links, at
+    /// their times since the node started (as `ThreadedOptions::apply_schedule`).
+    pub apply_schedule: bool,
 }
 
 impl Default for UringOptions {
@@ -68,6 +72,7 @@ impl Default for UringOptions {
             send_slots: 64,
             socket_buffer_bytes: DEFAULT_SOCKET_BUFFER,
             rmtp: RmtpOptions::default(),
+            apply_schedule: false,
         }
     }
 }
@@ -94,6 +99,8 @@ impl UringOptions {
 /// A Burghers node on the io_uring engine (see the module documentation).
 pub struct UringNode {
     shared: Arc<Shared>,
+    /// The network's MTU, for the announcement a send builds on the caller's thread.
+    mtu: usize,
     /// Taken by the first stop; behind a lock so that a node shared in an `Arc` can stop.
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -139,6 +146,19 @@ impl UringNode {
             .ok_or_else(|| invalid(format!("node {me} is not in the topology")))?;
         let socket = bind_after_teardown(spec.socket)?;
         Self::start_with_socket(topology, me, socket, options)
+    }
+
+    /// Whether the io_uring engine can run here: a node alone on a loopback socket is started
+    /// and stopped at once. The error is the one line [`Self::start`] would give (the cause and
+    /// the fix), for a caller that falls back to the threaded engine.
+    pub fn probe() -> io::Result<()> {
+        let socket = UdpSocket::bind("127.0.0.1:0")?;
+        // The file's port is replaced by the socket's own.
+        let mut alone = build::line(1, build::DEFAULT_BASE_PORT);
+        let me = alone.nodes[0].addr;
+        alone.nodes[0].socket = socket.local_addr()?;
+        UringNode::start_with_socket(&alone, me, socket, UringOptions::default())?.stop();
+        Ok(())
     }
 
     /// Starts the node on a socket the caller bound (tests bind every socket first, on port 0,
@@ -190,6 +210,11 @@ impl UringNode {
             socket_buffer_bytes: options.socket_buffer_bytes,
             core: options.core,
             mtu,
+            schedule: if options.apply_schedule {
+                link_changes(me, &topology.schedule)
+            } else {
+                Vec::new()
+            },
         };
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
         let thread_shared = Arc::clone(&shared);
@@ -212,6 +237,7 @@ impl UringNode {
             })?;
         let node = UringNode {
             shared,
+            mtu,
             thread: Mutex::new(Some(thread)),
         };
         match ready_rx.recv() {
@@ -369,9 +395,10 @@ impl UringNode {
     // ---- RMTP transfers ----
 
     /// Multicasts `source` to `group` from this node and announces it as `name` on the node's
-    /// RAP server. The transfer ends a moment after every receiver has everything, and its
-    /// announcement goes with it. The pacing and first window are the node's
-    /// ([`UringOptions::rmtp`]): `options` is accepted for the threaded engine's signature.
+    /// RAP server. The transfer ends when the sender's core has ended (everyone has
+    /// everything and its linger passed, or it failed), and its announcement goes with it; the
+    /// group may then be sent to again. The source is read for its hash here, on the caller's
+    /// thread, so that the engine never stalls on it.
     pub fn send(
         &self,
         group: GroupAddr,
@@ -379,8 +406,8 @@ impl UringNode {
         source: Box<dyn Source + Send>,
         options: SendOptions,
     ) -> Result<SendHandle, StartError> {
-        let name = name.to_string();
-        self.call(move |e| e.start_send(group, &name, source, options))
+        let entry = service_entry(self.shared.me, self.mtu, group, name, source.as_ref());
+        self.call(move |e| e.start_send(entry, source, options))
             .unwrap_or_else(|| Err(stopping()))
     }
 

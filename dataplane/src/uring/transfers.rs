@@ -1,9 +1,10 @@
 //! The engine's side of the transfer handles: it publishes each local transfer's progress to
 //! the threaded engine's handle types (so callers hold the same `SendHandle` and
-//! `ReceiveHandle` whatever the engine), and ends each transfer the way the threaded engine's
-//! RMTP threads do: a sender lingers a moment after everyone has everything, then withdraws its
-//! RAP announcement; a completed receiver lingers so that its last MAB reaches the sender, then
-//! leaves the group.
+//! `ReceiveHandle` whatever the engine), and ends each transfer when its core says so, the way
+//! the threaded engine's RMTP threads do: a sender once it has ended (everyone has everything
+//! and its linger passed, or it failed) is dropped from the node and withdraws its RAP
+//! announcement, so the group can be sent to again; a completed receiver leaves the group on
+//! its core's `MayLeave` (its last MABs reached the sender, or the sender went silent).
 
 use crate::host::{
     Kick, ReceiveHandle, ReceiveProgress, ReceiveShared, ReceiveState, SendHandle, SendProgress,
@@ -18,10 +19,6 @@ use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant as StdInstant};
 
-/// How long a finished transfer stays: a sender keeps its SPMs going so receivers see the end,
-/// a receiver keeps its MABs going so the sender sees it complete (the threaded engine's
-/// `LINGER`).
-const LINGER: Duration = Duration::from_secs(1);
 /// How often a running receiver's progress is looked at while nothing else wakes the engine
 /// (an abort wakes it at once through the handle's kick).
 const PROGRESS_POLL: Duration = Duration::from_millis(100);
@@ -36,7 +33,6 @@ pub(crate) type Progress = (Vec<(GroupAddr, SendProgress)>, Vec<(u16, ReceivePro
 
 struct Sending {
     shared: Arc<SendShared>,
-    done_at: Option<StdInstant>,
     failed: Option<String>,
     published_at: StdInstant,
 }
@@ -45,7 +41,7 @@ struct Receiving {
     shared: Arc<ReceiveShared>,
     group: GroupAddr,
     sender: NodeAddr,
-    complete_at: Option<StdInstant>,
+    complete: bool,
     published_at: StdInstant,
 }
 
@@ -63,7 +59,6 @@ impl Handles {
             entry.group,
             Sending {
                 shared: Arc::clone(&shared),
-                done_at: None,
                 failed: None,
                 published_at: StdInstant::now(),
             },
@@ -106,7 +101,7 @@ impl Handles {
                 shared: Arc::clone(&shared),
                 group,
                 sender,
-                complete_at: None,
+                complete: false,
                 published_at: StdInstant::now(),
             },
         );
@@ -120,7 +115,7 @@ impl Handles {
         self.services.push((server, reply));
     }
 
-    pub fn on_event(&mut self, node: &mut Node, event: NodeEvent, clock: Instant, now: StdInstant) {
+    pub fn on_event(&mut self, node: &mut Node, event: NodeEvent, clock: Instant) {
         match event {
             NodeEvent::Services { server, list } => {
                 let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.services)
@@ -134,16 +129,18 @@ impl Handles {
             }
             NodeEvent::Transfer(TransferEvent::Received { sid, .. }) => {
                 if let Some(r) = self.receivers.get_mut(&sid) {
-                    r.complete_at.get_or_insert(now);
+                    r.complete = true;
                     publish_receiver(node, sid, r, None);
                 }
+            }
+            NodeEvent::Transfer(TransferEvent::MayLeave { sid, .. }) => {
+                self.finish_receiver(node, clock, sid, None);
             }
             NodeEvent::Transfer(TransferEvent::ReceiveFailed { sid, reason, .. }) => {
                 self.finish_receiver(node, clock, sid, Some(reason));
             }
             NodeEvent::Transfer(TransferEvent::Sent { group, .. }) => {
-                if let Some(s) = self.senders.get_mut(&group) {
-                    s.done_at.get_or_insert(now);
+                if let Some(s) = self.senders.get(&group) {
                     publish_sender(node, group, s);
                 }
             }
@@ -151,20 +148,16 @@ impl Handles {
                 if let Some(s) = self.senders.get_mut(&group) {
                     s.failed = Some(reason);
                 }
-                self.finish_sender(node, group);
+                self.finish_sender(node, clock, group);
             }
         }
     }
 
-    /// Publishes progress, ends lingering transfers and aborted receivers.
+    /// Publishes progress, ends aborted receivers and ended senders.
     pub fn tick(&mut self, node: &mut Node, clock: Instant, at: StdInstant) {
         let mut ended = Vec::new();
         for (&sid, r) in &mut self.receivers {
-            let lingered = r.complete_at.is_some_and(|c| at >= c + LINGER);
-            let aborted = r.complete_at.is_none() && r.shared.abort_requested();
-            if lingered {
-                ended.push((sid, None));
-            } else if aborted {
+            if !r.complete && r.shared.abort_requested() {
                 ended.push((sid, Some("aborted".to_string())));
             } else if at >= r.published_at + PUBLISH_EVERY {
                 r.published_at = at;
@@ -176,7 +169,12 @@ impl Handles {
         }
         let mut done = Vec::new();
         for (&group, s) in &mut self.senders {
-            if s.done_at.is_some_and(|d| at >= d + LINGER) {
+            // The core's timeout (the end of its linger) woke the engine for this.
+            let ended = node
+                .transfers()
+                .sender(group)
+                .is_none_or(|core| core.has_ended());
+            if ended {
                 done.push(group);
             } else if at >= s.published_at + PUBLISH_EVERY {
                 s.published_at = at;
@@ -184,22 +182,15 @@ impl Handles {
             }
         }
         for group in done {
-            self.finish_sender(node, group);
+            self.finish_sender(node, clock, group);
         }
     }
 
-    /// When the engine must look again even if nothing arrives.
+    /// When the engine must look again even if nothing arrives (the cores' own deadlines,
+    /// lingers included, are the node's timeout).
     pub fn next_deadline(&self, now: StdInstant) -> Option<StdInstant> {
-        let lingering = self
-            .receivers
-            .values()
-            .filter_map(|r| r.complete_at)
-            .chain(self.senders.values().filter_map(|s| s.done_at))
-            .map(|t| t + LINGER)
-            .min();
-        let receiving = self.receivers.values().any(|r| r.complete_at.is_none());
-        let poll = receiving.then_some(now + PROGRESS_POLL);
-        lingering.into_iter().chain(poll).min()
+        let receiving = self.receivers.values().any(|r| !r.complete);
+        receiving.then_some(now + PROGRESS_POLL)
     }
 
     /// The node is stopping: every transfer ends (an incomplete receiver fails, leaving its
@@ -207,7 +198,7 @@ impl Handles {
     pub fn stop_all(&mut self, node: &mut Node, clock: Instant) {
         let sids: Vec<u16> = self.receivers.keys().copied().collect();
         for sid in sids {
-            let incomplete = self.receivers[&sid].complete_at.is_none();
+            let incomplete = !self.receivers[&sid].complete;
             self.finish_receiver(
                 node,
                 clock,
@@ -217,7 +208,7 @@ impl Handles {
         }
         let groups: Vec<GroupAddr> = self.senders.keys().copied().collect();
         for group in groups {
-            self.finish_sender(node, group);
+            self.finish_sender(node, clock, group);
         }
         self.services.clear();
     }
@@ -237,11 +228,12 @@ impl Handles {
         r.shared.ended();
     }
 
-    fn finish_sender(&mut self, node: &mut Node, group: GroupAddr) {
+    fn finish_sender(&mut self, node: &mut Node, clock: Instant, group: GroupAddr) {
         let Some(s) = self.senders.remove(&group) else {
             return;
         };
         publish_sender(node, group, &s);
+        node.stop_send(clock, group);
         let entry = s.shared.entry();
         let services: Vec<ServiceEntry> = node
             .rap_server()
@@ -281,7 +273,7 @@ fn publish_receiver(node: &Node, sid: u16, r: &Receiving, failure: Option<String
     // The node keeps the receiver until `finish_receiver` has published its last progress.
     let delivered = t.delivered(sid).unwrap_or(0);
     let stats = t.receiver_stats(sid).cloned().unwrap_or_default();
-    let complete = r.complete_at.is_some();
+    let complete = r.complete;
     let state = match (complete, failure) {
         (true, _) => ReceiveState::Complete,
         (false, Some(f)) => ReceiveState::Failed(f),

@@ -27,13 +27,12 @@ use super::buffer::{BufferHandle, ImpatientBuffer};
 use super::gmp;
 use super::node::Node;
 use super::packet::{PacketBuf, Received};
-use crate::node::{StartError, content_hash};
+use crate::node::{StartError, service_entry};
 use crate::rmtp::{
     ReceiverConfig, ReceiverStats, RelayConfig, RelayStats, RmtpReceiver, RmtpRelay, RmtpSender,
     SenderConfig, SenderStats, Sink, Source,
 };
 use crate::sync::{lock, read, write};
-use control::rap::ServiceEntry;
 use control::{GroupAddr, NodeAddr};
 pub(crate) use handle::{ReceiveShared, SendShared};
 use middle::MiddleCounters;
@@ -169,14 +168,7 @@ pub(crate) fn send(
     }
     let mtu = node.dnp.mtu();
     // Read the whole source for its hash before taking any lock: RAP announces it up front.
-    let entry = ServiceEntry {
-        group,
-        sender: node.me,
-        size: source.len(),
-        hash: content_hash(source.as_ref()),
-        segment_size: u16::try_from(control::wire::rmtp::max_payload(mtu)).unwrap_or(u16::MAX),
-        name: name.to_string(),
-    };
+    let entry = service_entry(node.me, mtu, group, name, source.as_ref());
     let mut config = SenderConfig::new(node.me, group, mtu);
     options.apply(&mut config);
     let core = RmtpSender::new(config, source, node.clock.now());
