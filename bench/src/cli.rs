@@ -5,7 +5,8 @@ use crate::machine::Machine;
 use crate::publish::{self, PublishArgs};
 use crate::report::Report;
 use crate::runner::Stop;
-use crate::scenarios::{self, forward::Engine, multicast, multicast::Shape};
+use crate::scenarios::{self, Engine, multicast, multicast::Shape};
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -63,7 +64,7 @@ enum Scenario {
         #[command(flatten)]
         common: Common,
         /// Engines to compare (comma-separated) [default: every engine that exists].
-        #[arg(long, value_enum, value_delimiter = ',', value_name = "ENGINE")]
+        #[arg(long, value_delimiter = ',', value_name = "ENGINE", value_parser = engine_parser())]
         engines: Vec<Engine>,
     },
     /// One probe at a time through chains of 1-4 nodes of each engine, open loop, at a low
@@ -73,7 +74,7 @@ enum Scenario {
         #[command(flatten)]
         common: Common,
         /// Engines to compare (comma-separated) [default: every engine that exists].
-        #[arg(long, value_enum, value_delimiter = ',', value_name = "ENGINE")]
+        #[arg(long, value_delimiter = ',', value_name = "ENGINE", value_parser = engine_parser())]
         engines: Vec<Engine>,
     },
     /// Packets/s per dataplane core from 1 core to all of them: pinned cells of source, bare
@@ -83,7 +84,7 @@ enum Scenario {
         #[command(flatten)]
         common: Common,
         /// Engines to compare (comma-separated) [default: every engine that exists].
-        #[arg(long, value_enum, value_delimiter = ',', value_name = "ENGINE")]
+        #[arg(long, value_delimiter = ',', value_name = "ENGINE", value_parser = engine_parser())]
         engines: Vec<Engine>,
     },
     /// A file from one sender to N receivers (star and tree, with loss) by real `burghers`
@@ -92,7 +93,7 @@ enum Scenario {
         #[command(flatten)]
         common: Common,
         /// Engines to compare (comma-separated) [default: every engine that exists].
-        #[arg(long, value_enum, value_delimiter = ',', value_name = "ENGINE")]
+        #[arg(long, value_delimiter = ',', value_name = "ENGINE", value_parser = engine_parser())]
         engines: Vec<Engine>,
         /// File size, e.g. 256MiB [default: 32MiB; with --quick 4MiB].
         #[arg(long, value_name = "SIZE", value_parser = burghers_lab::units::parse_size)]
@@ -144,6 +145,12 @@ impl Scenario {
             | Scenario::Multicast { common, .. } => common,
         }
     }
+}
+
+/// `--engines` takes the names of dataplane's one list of engines (and help lists them).
+fn engine_parser() -> impl TypedValueParser<Value = Engine> {
+    clap::builder::PossibleValuesParser::new(Engine::ALL.map(Engine::name))
+        .map(|name: String| Engine::from_name(&name).expect("a name from the list"))
 }
 
 /// The engines asked for, or every engine that exists when none was named.

@@ -15,9 +15,9 @@
 //! queues them in its RMTP buffer (attached by the bench), where the measuring end takes them
 //! as a protocol thread of the node would.
 
-use super::forward::{Engine, EngineRun};
-use super::node_chain::{NodeChain, ThreadedChain};
-use super::{Outcome, PACKET_LEN, dnp_packet};
+use super::forward::EngineRun;
+use super::node_chain::NodeChain;
+use super::{Engine, Outcome, PACKET_LEN, dnp_packet};
 use crate::forwarders::{Kind, Line};
 use crate::openloop::{
     self, CDF_QUANTILES, LOST_AFTER, Measured, Probe, ProbeEnd, ProbePacket, Schedule, SocketEnd,
@@ -30,7 +30,7 @@ use crate::traffic::{self, Rate};
 use crate::udp;
 use control::wire::Flag;
 use control::{Addr, NodeAddr};
-use dataplane::threaded::{ImpatientBuffer, Pop, Received, ThreadedOptions};
+use dataplane::threaded::{ImpatientBuffer, Pop, Received, ThreadedNode, ThreadedOptions};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use std::cell::RefCell;
@@ -79,48 +79,40 @@ impl Plan {
     }
 }
 
-/// A chain of an engine's nodes whose sink node hands the probes to the bench.
-enum EngineChain {
-    Threaded {
-        chain: ThreadedChain,
-        inbox: Arc<ImpatientBuffer<Received>>,
-    },
+/// A chain of an engine's nodes whose sink node hands the probes to the bench. The sink is a
+/// threaded node for every engine: it is the measuring instrument (its RMTP buffer is where the
+/// probes end), the same under every engine's row.
+struct ProbeChain {
+    chain: NodeChain,
+    inbox: Arc<ImpatientBuffer<Received>>,
 }
 
-impl EngineChain {
-    fn start(engine: Engine, hops: usize) -> io::Result<EngineChain> {
-        match engine {
-            Engine::Threaded => {
-                // Without the RMTP layer a forwarding node passes the probes (RMTP-flagged)
-                // on by `next_hop` in DNP, the path of `forward`'s packets, and the sink node
-                // queues them in the RMTP buffer the bench attaches.
-                let options = ThreadedOptions {
-                    rmtp: false,
-                    ..ThreadedOptions::default()
-                };
-                let chain = ThreadedChain::start_with(hops, options)?;
-                let inbox = chain.sink().attach_rmtp();
-                Ok(EngineChain::Threaded { chain, inbox })
-            }
-        }
-    }
-
-    fn nodes(&self) -> &dyn NodeChain {
-        match self {
-            EngineChain::Threaded { chain, .. } => chain,
-        }
+impl ProbeChain {
+    fn start(engine: Engine, hops: usize) -> io::Result<ProbeChain> {
+        // Without the RMTP layer a forwarding node passes the probes (RMTP-flagged) on by
+        // `next_hop` in DNP, the path of `forward`'s packets, and the sink node queues them in
+        // the RMTP buffer the bench attaches.
+        let mut inbox = None;
+        let chain = NodeChain::start_with(engine, hops, false, &mut |topology, me, socket| {
+            let options = ThreadedOptions {
+                seed: u64::from(me.get()),
+                rmtp: false,
+                ..ThreadedOptions::default()
+            };
+            let sink = ThreadedNode::start_with_socket(topology, me, socket, options)?;
+            inbox = Some(sink.attach_rmtp());
+            Ok(Arc::new(sink))
+        })?;
+        let inbox = inbox.expect("the chain started its sink");
+        Ok(ProbeChain { chain, inbox })
     }
 
     fn end(&self) -> Box<dyn ProbeEnd> {
-        match self {
-            EngineChain::Threaded { inbox, .. } => Box::new(InboxEnd(Arc::clone(inbox))),
-        }
+        Box::new(InboxEnd(Arc::clone(&self.inbox)))
     }
 
     fn stop(self) {
-        match self {
-            EngineChain::Threaded { chain, .. } => chain.stop(),
-        }
+        self.chain.stop();
     }
 }
 
@@ -221,7 +213,7 @@ fn sample(m: &Measured) -> Sample {
 /// What a row's probes go through.
 #[derive(Clone, Copy)]
 enum Path<'a> {
-    Engine(Engine, &'a EngineChain),
+    Engine(Engine, &'a ProbeChain),
     Kernel,
 }
 
@@ -254,18 +246,15 @@ impl System for ProbeRow<'_> {
         let node = |n: usize| Addr::Node(NodeAddr::new(n as u16).expect("a small node address"));
         let mut packet = ProbePacket::new(node(self.hops + 2), node(1), Flag::RmtpData, PACKET_LEN);
         let measured = match self.path {
-            Path::Engine(_, chain) => {
-                let nodes = chain.nodes();
-                openloop::measure(
-                    nodes.source(),
-                    nodes.entry(),
-                    &mut packet,
-                    self.schedule,
-                    self.wait,
-                    chain.end().as_mut(),
-                    &self.stop,
-                )?
-            }
+            Path::Engine(_, chain) => openloop::measure(
+                chain.chain.source(),
+                chain.chain.entry(),
+                &mut packet,
+                self.schedule,
+                self.wait,
+                chain.end().as_mut(),
+                &self.stop,
+            )?,
             Path::Kernel => {
                 let socket = udp::bind_loopback()?;
                 udp::set_receive_buffer(&socket, traffic::SINK_RECEIVE_BUFFER)?;
@@ -311,7 +300,7 @@ impl Load {
 /// The highest rate the engine's chain delivered over the sweep (packets/s).
 fn saturation(
     engine: Engine,
-    chain: &EngineChain,
+    chain: &ProbeChain,
     hops: usize,
     plan: &Plan,
     stop: &Stop,
@@ -330,7 +319,7 @@ fn saturation(
         );
         let delivered = EngineRun {
             engine,
-            chain: chain.nodes(),
+            chain: &chain.chain,
             packet: &packet,
             rate,
             duration: plan.sweep_duration,
@@ -356,7 +345,7 @@ pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> 
         eprintln!("  starting chains of {hops} forwarding node(s) …");
         let chains = engines
             .iter()
-            .map(|&e| EngineChain::start(e, hops).map(|c| (e, c)))
+            .map(|&e| ProbeChain::start(e, hops).map(|c| (e, c)))
             .collect::<io::Result<Vec<_>>>()?;
         let mut loads = vec![(Load::Low, LOW_RATE)];
         for (engine, chain) in &chains {

@@ -8,7 +8,7 @@
 //! Engines join with their per-core workers; an engine with no core setting (today's threaded
 //! engine) is listed as skipped, with the reason, in the output and in the JSON.
 
-use super::forward::Engine;
+use super::Engine;
 use super::{Outcome, PACKET_LEN, Sweep, dnp_packet};
 use crate::affinity;
 use crate::forwarders::{Chain, Kind};

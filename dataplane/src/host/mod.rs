@@ -3,12 +3,14 @@
 //! engine-neutral types of its transfers: options in, [`SendHandle`] and [`ReceiveHandle`] out,
 //! with the progress the engine publishes. Each engine (`threaded`, later `uring`) implements
 //! the trait; the `burghers` command holds an `Arc<dyn RunningNode>` and chooses the engine
-//! where it starts the node.
+//! where it starts the node, from the one list of engines ([`Engine`]) the benchmarks share.
 
+mod engine;
 mod errors;
 mod running;
 mod transfer;
 
+pub use engine::{Engine, EngineOptions};
 pub use errors::{RapRequestError, UnknownPeer};
 pub use running::{RunningNode, counter};
 pub(crate) use transfer::{Kick, ReceiveShared, SendShared};

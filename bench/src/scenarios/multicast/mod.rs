@@ -14,8 +14,8 @@ mod uftp;
 
 pub use layout::{Layout, SENDER, Shape};
 
+use super::Engine;
 use super::Outcome;
-use super::forward::Engine;
 use crate::runner::{self, Comparison, Metric, Sample, Stop, System};
 use serde_json::json;
 use std::io;
