@@ -246,3 +246,19 @@ fn lock_clear(handler: &Handler) {
         .unwrap_or_else(|p| p.into_inner())
         .clear();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Engine;
+    use clap::ValueEnum;
+
+    #[test]
+    fn the_cli_names_exactly_the_dataplane_engines() {
+        let cli: Vec<String> = Engine::value_variants().iter().map(|e| e.name()).collect();
+        let dataplane: Vec<String> = dataplane::host::Engine::ALL
+            .iter()
+            .map(|e| e.name().to_string())
+            .collect();
+        assert_eq!(cli, dataplane);
+    }
+}
