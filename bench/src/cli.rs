@@ -68,7 +68,7 @@ enum Scenario {
         engines: Vec<Engine>,
     },
     /// One probe at a time through chains of 1-4 nodes of each engine, open loop, at a low
-    /// fixed rate and at half of the engine's saturation, beside a chain of bare forwarders of
+    /// fixed rate and at 50/75/90% of the engine's saturation, beside a chain of bare forwarders of
     /// the same length: p50/p99/p99.9/max from the scheduled send, sleeping and busy-polling.
     Latency {
         #[command(flatten)]
