@@ -2,6 +2,7 @@
 //! results as JSON. Shared by the `bench` binary and `burghers bench`.
 
 use crate::machine::Machine;
+use crate::profile::{self, Profile};
 use crate::publish::{self, PublishArgs};
 use crate::report::Report;
 use crate::runner::Stop;
@@ -51,6 +52,10 @@ struct Common {
     /// Folder for the JSON results (created if missing).
     #[arg(long, value_name = "DIR", default_value = "target/bench")]
     out: PathBuf,
+    /// Profile the run with Linux `perf` (the bench and every thread and process it starts)
+    /// and write the CPU shares by thread, binary and symbol beside the JSON (`.perf.txt`).
+    #[arg(long)]
+    perf: bool,
 }
 
 #[derive(Subcommand, Clone, Debug)]
@@ -95,7 +100,7 @@ enum Scenario {
         /// Engines to compare (comma-separated) [default: every engine that exists].
         #[arg(long, value_delimiter = ',', value_name = "ENGINE", value_parser = engine_parser())]
         engines: Vec<Engine>,
-        /// File size, e.g. 256MiB [default: 32MiB; with --quick 4MiB].
+        /// File size, e.g. 64MiB [default: 256MiB; with --quick 4MiB].
         #[arg(long, value_name = "SIZE", value_parser = burghers_lab::units::parse_size)]
         size: Option<u64>,
         /// Receiver counts (comma-separated, 1 to 32) [default: 1,3,7; with --quick 1,3].
@@ -108,7 +113,7 @@ enum Scenario {
         /// 0.02].
         #[arg(long, value_delimiter = ',', value_name = "P", value_parser = burghers_lab::units::parse_probability)]
         loss: Vec<f64>,
-        /// Repetitions per system [default: 3; with --quick 1].
+        /// Repetitions per system [default: 2; with --quick 1].
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
         repetitions: Option<u32>,
         /// uftp's transmit rate (its -R) in Kbit/s; -1 sends as fast as the link takes.
@@ -191,6 +196,13 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         machine.kernel,
         machine.load_average
     );
+    let profile = match common.perf.then(Profile::start).transpose() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("bench {}: {e}", cli.scenario.name());
+            return ExitCode::FAILURE;
+        }
+    };
     let outcome = match &cli.scenario {
         Scenario::Limit(_) => scenarios::limit::run(common.quick, &stop),
         Scenario::Forward { engines, .. } => {
@@ -228,6 +240,11 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             multicast::run(&options, &stop)
         }
     };
+    // The profile covers the run only, not the writing of its results.
+    let mut profile = profile;
+    if let Some(p) = &mut profile {
+        p.stop();
+    }
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
@@ -250,6 +267,13 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             println!("\nresults: {}", written.json.display());
             for chart in written.charts {
                 println!("chart: {}", chart.display());
+            }
+            if let Some(p) = profile {
+                let path = profile::path_beside(&written.json);
+                match p.finish(&report.command, &path) {
+                    Ok(()) => println!("profile: {}", path.display()),
+                    Err(e) => eprintln!("bench: no profile: {e}"),
+                }
             }
         }
         Err(e) => {
