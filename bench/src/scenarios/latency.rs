@@ -311,7 +311,7 @@ impl Load {
     fn label(self) -> String {
         match self {
             Load::Low => "low".into(),
-            Load::Saturation(e, share) if share == 0.5 => format!("half-saturation-{e}"),
+            Load::Saturation(e, 0.5) => format!("half-saturation-{e}"),
             Load::Saturation(e, share) => format!("{:.0}%-saturation-{e}", share * 100.0),
         }
     }
