@@ -285,8 +285,19 @@ fn latency_quick_writes_percentiles_loss_and_cdf_beside_the_kernel_chain() {
     let saturation = v["summary"]["saturation"].as_array().expect("saturation");
     has_keys(
         &saturation[0],
-        &["engine", "hops", "saturation_pkt_per_s", "half_pkt_per_s"],
+        &[
+            "engine",
+            "hops",
+            "saturation_pkt_per_s",
+            "half_pkt_per_s",
+            "sweep",
+        ],
         "a saturation point",
+    );
+    has_keys(
+        &saturation[0]["sweep"][0],
+        &["offered_pkt_per_s", "delivered_pkt_per_s"],
+        "a sweep point",
     );
 }
 
