@@ -1,20 +1,17 @@
-//! Which cores this process may run on, and pinning a thread to one of them
-//! (`sched_getaffinity` / `sched_setaffinity`). Threads a pinned thread starts inherit its
-//! core, which is how the `scale` scenario pins a worker's forwarder and sink with it.
+//! Which cores this process may run on, and pinning a thread to one of them, with
+//! `core_affinity` (the project's pinning crate, as the uring engine's workers use it). Threads
+//! a pinned thread starts inherit its core, which is how the `scale` scenario pins a worker's
+//! forwarder and sink with it.
 
 use std::io;
-use std::mem;
 
-/// The cores the process may run on, in ascending order (at least one).
+/// The cores the calling thread may run on (the process's affinity mask, unless it was pinned),
+/// in ascending order (at least one).
 pub fn allowed_cores() -> io::Result<Vec<usize>> {
-    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for the calling thread.
-    let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
-    if unsafe { libc::sched_getaffinity(0, mem::size_of::<libc::cpu_set_t>(), &raw mut set) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: CPU_ISSET reads a bit of the set, for an index below its capacity.
-    let cores: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+    let cores: Vec<usize> = core_affinity::get_core_ids()
+        .ok_or_else(|| io::Error::other("cannot read the affinity mask"))?
+        .into_iter()
+        .map(|c| c.id)
         .collect();
     if cores.is_empty() {
         return Err(io::Error::other("the affinity mask lists no core"));
@@ -24,18 +21,17 @@ pub fn allowed_cores() -> io::Result<Vec<usize>> {
 
 /// Pins the calling thread (and the threads it starts from now on) to `core`.
 pub fn pin_current_thread(core: usize) -> io::Result<()> {
+    // core_affinity sets the core's bit unchecked, which panics beyond the mask's size.
     if core >= libc::CPU_SETSIZE as usize {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("core {core} is beyond the affinity mask's size"),
         ));
     }
-    // SAFETY: as above; CPU_SET writes a bit below the set's capacity (checked).
-    let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
-    unsafe { libc::CPU_SET(core, &mut set) };
-    if unsafe { libc::sched_setaffinity(0, mem::size_of::<libc::cpu_set_t>(), &raw const set) } != 0
-    {
-        return Err(io::Error::last_os_error());
+    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+        return Err(io::Error::other(format!(
+            "the kernel refused to pin this thread to core {core} (not in the allowed set?)"
+        )));
     }
     Ok(())
 }

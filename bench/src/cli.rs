@@ -2,10 +2,12 @@
 //! results as JSON. Shared by the `bench` binary and `burghers bench`.
 
 use crate::machine::Machine;
+use crate::profile::{self, Profile};
 use crate::publish::{self, PublishArgs};
 use crate::report::Report;
 use crate::runner::Stop;
-use crate::scenarios::{self, forward::Engine, multicast, multicast::Shape};
+use crate::scenarios::{self, Engine, multicast, multicast::Shape};
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -50,6 +52,10 @@ struct Common {
     /// Folder for the JSON results (created if missing).
     #[arg(long, value_name = "DIR", default_value = "target/bench")]
     out: PathBuf,
+    /// Profile the run with Linux `perf` (the bench and every thread and process it starts)
+    /// and write the CPU shares by thread, binary and symbol beside the JSON (`.perf.txt`).
+    #[arg(long)]
+    perf: bool,
 }
 
 #[derive(Subcommand, Clone, Debug)]
@@ -63,17 +69,17 @@ enum Scenario {
         #[command(flatten)]
         common: Common,
         /// Engines to compare (comma-separated) [default: every engine that exists].
-        #[arg(long, value_enum, value_delimiter = ',', value_name = "ENGINE")]
+        #[arg(long, value_delimiter = ',', value_name = "ENGINE", value_parser = engine_parser())]
         engines: Vec<Engine>,
     },
     /// One probe at a time through chains of 1-4 nodes of each engine, open loop, at a low
-    /// fixed rate and at half of the engine's saturation, beside a chain of bare forwarders of
+    /// fixed rate and at 50/75/90% of the engine's saturation, beside a chain of bare forwarders of
     /// the same length: p50/p99/p99.9/max from the scheduled send, sleeping and busy-polling.
     Latency {
         #[command(flatten)]
         common: Common,
         /// Engines to compare (comma-separated) [default: every engine that exists].
-        #[arg(long, value_enum, value_delimiter = ',', value_name = "ENGINE")]
+        #[arg(long, value_delimiter = ',', value_name = "ENGINE", value_parser = engine_parser())]
         engines: Vec<Engine>,
     },
     /// Packets/s per dataplane core from 1 core to all of them: pinned cells of source, bare
@@ -83,7 +89,7 @@ enum Scenario {
         #[command(flatten)]
         common: Common,
         /// Engines to compare (comma-separated) [default: every engine that exists].
-        #[arg(long, value_enum, value_delimiter = ',', value_name = "ENGINE")]
+        #[arg(long, value_delimiter = ',', value_name = "ENGINE", value_parser = engine_parser())]
         engines: Vec<Engine>,
     },
     /// A file from one sender to N receivers (star and tree, with loss) by real `burghers`
@@ -92,9 +98,9 @@ enum Scenario {
         #[command(flatten)]
         common: Common,
         /// Engines to compare (comma-separated) [default: every engine that exists].
-        #[arg(long, value_enum, value_delimiter = ',', value_name = "ENGINE")]
+        #[arg(long, value_delimiter = ',', value_name = "ENGINE", value_parser = engine_parser())]
         engines: Vec<Engine>,
-        /// File size, e.g. 256MiB [default: 32MiB; with --quick 4MiB].
+        /// File size, e.g. 64MiB [default: 256MiB; with --quick 4MiB].
         #[arg(long, value_name = "SIZE", value_parser = burghers_lab::units::parse_size)]
         size: Option<u64>,
         /// Receiver counts (comma-separated, 1 to 32) [default: 1,3,7; with --quick 1,3].
@@ -107,7 +113,7 @@ enum Scenario {
         /// 0.02].
         #[arg(long, value_delimiter = ',', value_name = "P", value_parser = burghers_lab::units::parse_probability)]
         loss: Vec<f64>,
-        /// Repetitions per system [default: 3; with --quick 1].
+        /// Repetitions per system [default: 2; with --quick 1].
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
         repetitions: Option<u32>,
         /// uftp's transmit rate (its -R) in Kbit/s; -1 sends as fast as the link takes.
@@ -144,6 +150,12 @@ impl Scenario {
             | Scenario::Multicast { common, .. } => common,
         }
     }
+}
+
+/// `--engines` takes the names of dataplane's one list of engines (and help lists them).
+fn engine_parser() -> impl TypedValueParser<Value = Engine> {
+    clap::builder::PossibleValuesParser::new(Engine::ALL.map(Engine::name))
+        .map(|name: String| Engine::from_name(&name).expect("a name from the list"))
 }
 
 /// The engines asked for, or every engine that exists when none was named.
@@ -184,6 +196,13 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         machine.kernel,
         machine.load_average
     );
+    let profile = match common.perf.then(Profile::start).transpose() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("bench {}: {e}", cli.scenario.name());
+            return ExitCode::FAILURE;
+        }
+    };
     let outcome = match &cli.scenario {
         Scenario::Limit(_) => scenarios::limit::run(common.quick, &stop),
         Scenario::Forward { engines, .. } => {
@@ -221,6 +240,11 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             multicast::run(&options, &stop)
         }
     };
+    // The profile covers the run only, not the writing of its results.
+    let mut profile = profile;
+    if let Some(p) = &mut profile {
+        p.stop();
+    }
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
@@ -243,6 +267,13 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             println!("\nresults: {}", written.json.display());
             for chart in written.charts {
                 println!("chart: {}", chart.display());
+            }
+            if let Some(p) = profile {
+                let path = profile::path_beside(&written.json);
+                match p.finish(&report.command, &path) {
+                    Ok(()) => println!("profile: {}", path.display()),
+                    Err(e) => eprintln!("bench: no profile: {e}"),
+                }
             }
         }
         Err(e) => {

@@ -11,6 +11,7 @@ pub mod forwarders;
 pub mod machine;
 pub mod openloop;
 pub mod pingpong;
+pub mod profile;
 pub mod publish;
 pub mod report;
 pub mod runner;

@@ -285,8 +285,19 @@ fn latency_quick_writes_percentiles_loss_and_cdf_beside_the_kernel_chain() {
     let saturation = v["summary"]["saturation"].as_array().expect("saturation");
     has_keys(
         &saturation[0],
-        &["engine", "hops", "saturation_pkt_per_s", "half_pkt_per_s"],
+        &[
+            "engine",
+            "hops",
+            "saturation_pkt_per_s",
+            "half_pkt_per_s",
+            "sweep",
+        ],
         "a saturation point",
+    );
+    has_keys(
+        &saturation[0]["sweep"][0],
+        &["offered_pkt_per_s", "delivered_pkt_per_s"],
+        "a sweep point",
     );
 }
 
@@ -442,4 +453,42 @@ fn bad_arguments_get_a_clear_error() {
             "bench {args:?}: {stderr}"
         );
     }
+}
+
+/// Whether `perf record` works here (installed, allowed by `perf_event_paranoid`).
+fn perf_records() -> bool {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    Command::new("perf")
+        .args(["record", "--quiet", "-o"])
+        .arg(dir.path().join("perf.data"))
+        .args(["--", "true"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn perf_writes_a_profile_beside_the_json() {
+    if !perf_records() {
+        eprintln!("skipped: perf cannot record here (apt-get install linux-perf)");
+        return;
+    }
+    let out = tempfile::tempdir().expect("a temporary folder");
+    let output = bench()
+        .args(["control", "--quick", "--perf", "--out"])
+        .arg(out.path())
+        .output()
+        .expect("run the bench binary");
+    assert!(
+        output.status.success(),
+        "bench control --quick --perf failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json = &json_files(out.path())[0];
+    let profile = json.with_extension("perf.txt");
+    let text = std::fs::read_to_string(&profile).expect("the profile beside the JSON");
+    for section in ["by thread name", "by binary", "Top symbols"] {
+        assert!(text.contains(section), "no {section} section:\n{text}");
+    }
+    // Samples were taken: the bench's own threads are named in the shares.
+    assert!(text.contains('%'), "no share in the profile:\n{text}");
 }

@@ -37,19 +37,19 @@ fn uring_nodes_move_a_file_and_batch_their_datagrams() {
     let get = |s: &dataplane::uring::UringStats, k: &str| s.get(k).unwrap();
     println!(
         "sender: {} datagrams in {} sends; relay: {} datagrams in {} receives, {} in {} sends (indicative)",
-        get(&sender, "engine.datagrams_sent"),
+        get(&sender, "dnp.tx_packets"),
         get(&sender, "engine.sends"),
-        get(&relay, "engine.datagrams_received"),
+        get(&relay, "dnp.rx_datagrams"),
         get(&relay, "engine.receives"),
-        get(&relay, "engine.datagrams_sent"),
+        get(&relay, "dnp.tx_packets"),
         get(&relay, "engine.sends"),
     );
     assert!(
-        get(&sender, "engine.datagrams_sent") > get(&sender, "engine.sends"),
+        get(&sender, "dnp.tx_packets") > get(&sender, "engine.sends"),
         "the sender segmented some sends"
     );
     assert!(
-        get(&relay, "engine.datagrams_received") > get(&relay, "engine.receives"),
+        get(&relay, "dnp.rx_datagrams") > get(&relay, "engine.receives"),
         "the relay received coalesced datagrams"
     );
     assert_eq!(get(&relay, "dnp.rx_unknown_peer"), 0);

@@ -11,16 +11,15 @@ use control::NodeAddr;
 use control::drp::RoutingTable;
 use control::gmp::MulticastTable;
 use control::topology::Topology;
-use dataplane::host::RunningNode;
+use dataplane::host::{EngineOptions, RunningNode};
 use dataplane::node::RAP_SERVER_SID;
-use dataplane::threaded::{RapServerConfig, ThreadedNode, ThreadedOptions};
-use dataplane::uring::{UringNode, UringOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The engines a hosted node can run on. Another engine is a variant here and an arm in
-/// [`Engine::start`]; every subcommand, the demo's children and the tests take it by name.
+/// The engines a hosted node can run on, as clap lists them: the same names as
+/// [`dataplane::host::Engine`], which starts them. Another engine is a variant here and there;
+/// every subcommand, the demo's children and the tests take it by name.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Engine {
     /// The seed's thread-per-protocol design on blocking UDP sockets.
@@ -54,28 +53,21 @@ impl Engine {
         me: NodeAddr,
         options: &StartOptions,
     ) -> std::io::Result<Arc<dyn RunningNode>> {
-        match self {
-            Engine::Threaded => {
-                let options = ThreadedOptions {
-                    seed: options.seed,
-                    rap_servers: vec![RapServerConfig {
-                        sid: RAP_SERVER_SID,
-                        services: Vec::new(),
-                    }],
-                    apply_schedule: options.apply_schedule,
-                    ..ThreadedOptions::default()
-                };
-                Ok(Arc::new(ThreadedNode::start(topology, me, options)?))
-            }
-            Engine::Uring => {
-                let options = UringOptions {
-                    seed: options.seed,
-                    apply_schedule: options.apply_schedule,
-                    ..UringOptions::default()
-                };
-                Ok(Arc::new(UringNode::start(topology, me, options)?))
-            }
-        }
+        // dataplane's list of engines starts it; this enum only gives clap the names.
+        let name = self.name();
+        let engine = dataplane::host::Engine::from_name(&name).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                format!("the dataplane has no engine {name}"),
+            )
+        })?;
+        let options = EngineOptions {
+            seed: options.seed,
+            apply_schedule: options.apply_schedule,
+            rap_servers: vec![RAP_SERVER_SID],
+            ..EngineOptions::default()
+        };
+        engine.start(topology, me, options)
     }
 }
 
@@ -255,4 +247,20 @@ fn lock_clear(handler: &Handler) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Engine;
+    use clap::ValueEnum;
+
+    #[test]
+    fn the_cli_names_exactly_the_dataplane_engines() {
+        let cli: Vec<String> = Engine::value_variants().iter().map(|e| e.name()).collect();
+        let dataplane: Vec<String> = dataplane::host::Engine::ALL
+            .iter()
+            .map(|e| e.name().to_string())
+            .collect();
+        assert_eq!(cli, dataplane);
+    }
 }

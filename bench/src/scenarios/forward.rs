@@ -6,8 +6,8 @@
 //! limit each engine row is a share of.
 
 use super::kernel_chain::KernelChain;
-use super::node_chain::{NodeChain, ThreadedChain};
-use super::{Outcome, PACKET_LEN, Sweep, dnp_packet};
+use super::node_chain::NodeChain;
+use super::{Engine, Outcome, PACKET_LEN, Sweep, dnp_packet};
 use crate::forwarders::Kind;
 use crate::runner::{self, Comparison, ComparisonResult, Sample, Stop, System};
 use crate::traffic::{self, Rate};
@@ -16,54 +16,13 @@ use serde_json::json;
 use std::io;
 use std::time::Duration;
 
-/// The engines a chain can be built of. The `uring` engine joins here the day it exists.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Engine {
-    /// The seed's thread-per-protocol design (the baseline).
-    Threaded,
-}
-
-impl Engine {
-    pub const ALL: [Engine; 1] = [Engine::Threaded];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Engine::Threaded => "threaded",
-        }
-    }
-
-    fn start(self, forwarders: usize) -> io::Result<RunningChain> {
-        match self {
-            Engine::Threaded => ThreadedChain::start(forwarders).map(RunningChain::Threaded),
-        }
-    }
-}
-
-enum RunningChain {
-    Threaded(ThreadedChain),
-}
-
-impl RunningChain {
-    fn nodes(&self) -> &dyn NodeChain {
-        match self {
-            RunningChain::Threaded(c) => c,
-        }
-    }
-
-    fn stop(self) {
-        match self {
-            RunningChain::Threaded(c) => c.stop(),
-        }
-    }
-}
-
 /// The kernel row every engine row of a comparison is a share of.
 const KERNEL_LIMIT: Kind = Kind::Blocking;
 
 /// One engine's chain at one offered load.
 pub(super) struct EngineRun<'a> {
     pub(super) engine: Engine,
-    pub(super) chain: &'a dyn NodeChain,
+    pub(super) chain: &'a NodeChain,
     pub(super) packet: &'a [u8],
     pub(super) rate: Rate,
     pub(super) duration: Duration,
@@ -154,7 +113,7 @@ pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> 
         eprintln!("  starting chains of {hops} forwarding node(s) …");
         let chains = engines
             .iter()
-            .map(|&e| e.start(hops).map(|c| (e, c)))
+            .map(|&e| NodeChain::start(e, hops, true).map(|c| (e, c)))
             .collect::<io::Result<Vec<_>>>()?;
         let mut sweep: Sweep = Vec::new();
         for &rate in &plan.rates {
@@ -166,7 +125,7 @@ pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> 
                 .map(|(engine, chain)| {
                     Box::new(EngineRun {
                         engine: *engine,
-                        chain: chain.nodes(),
+                        chain,
                         packet: &packet,
                         rate,
                         duration: plan.duration,

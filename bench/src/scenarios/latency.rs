@@ -1,6 +1,7 @@
 //! `latency`: one 1024-byte probe at a time through a chain of k nodes (k = 1..4) of each
-//! engine, open loop (`crate::openloop`), at a low fixed rate and at half of the engine's
-//! saturation for that chain (found by a short sweep in the same run), beside a chain of k bare
+//! engine, open loop (`crate::openloop`), at a low fixed rate and at 50, 75 and 90% of the
+//! engine's saturation for that chain (found by a sweep in the same run, refined around its
+//! knee), beside a chain of k bare
 //! forwarders under the same load. Each path is measured with sleeping waits and with
 //! busy-polling ones: the bare forwarders and the measuring end can busy-poll; the threaded
 //! engine's threads sleep by design, so its busy row busy-polls at the measuring end only.
@@ -15,9 +16,9 @@
 //! queues them in its RMTP buffer (attached by the bench), where the measuring end takes them
 //! as a protocol thread of the node would.
 
-use super::forward::{Engine, EngineRun};
-use super::node_chain::{NodeChain, ThreadedChain};
-use super::{Outcome, PACKET_LEN, dnp_packet};
+use super::forward::EngineRun;
+use super::node_chain::NodeChain;
+use super::{Engine, Outcome, PACKET_LEN, dnp_packet};
 use crate::forwarders::{Kind, Line};
 use crate::openloop::{
     self, CDF_QUANTILES, LOST_AFTER, Measured, Probe, ProbeEnd, ProbePacket, Schedule, SocketEnd,
@@ -30,7 +31,7 @@ use crate::traffic::{self, Rate};
 use crate::udp;
 use control::wire::Flag;
 use control::{Addr, NodeAddr};
-use dataplane::threaded::{ImpatientBuffer, Pop, Received, ThreadedOptions};
+use dataplane::threaded::{ImpatientBuffer, Pop, Received, ThreadedNode, ThreadedOptions};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use std::cell::RefCell;
@@ -50,11 +51,19 @@ const LOW_RATE: f64 = 1_000.0;
 
 struct Plan {
     chain_lengths: Vec<usize>,
+    /// Per measurement at the low load: long enough for a p99.9 of a few thousand probes.
     duration: Duration,
+    /// Per measurement at a share of saturation: many more probes per second, so shorter.
+    loaded_duration: Duration,
     repetitions: usize,
-    /// The loads of the saturation sweep that sets each engine's half load.
+    /// The coarse loads of the saturation sweep that sets each engine's loaded rows.
     sweep: Vec<f64>,
+    /// Loads added evenly between the last coarse load the chain kept up with and the first
+    /// it did not (the knee).
+    knee_points: usize,
     sweep_duration: Duration,
+    /// The loaded rows, as shares of the saturation found.
+    saturation_shares: Vec<f64>,
 }
 
 impl Plan {
@@ -63,64 +72,65 @@ impl Plan {
             Plan {
                 chain_lengths: vec![1],
                 duration: Duration::from_millis(200),
+                loaded_duration: Duration::from_millis(200),
                 repetitions: 1,
                 sweep: vec![20e3, 80e3],
+                knee_points: 0,
                 sweep_duration: Duration::from_millis(200),
+                saturation_shares: vec![0.5],
             }
         } else {
             Plan {
                 chain_lengths: vec![1, 2, 3, 4],
                 duration: Duration::from_secs(2),
+                loaded_duration: Duration::from_secs(1),
                 repetitions: 3,
                 sweep: vec![25e3, 50e3, 100e3, 200e3, 400e3],
+                knee_points: 3,
                 sweep_duration: Duration::from_millis(500),
+                saturation_shares: vec![0.5, 0.75, 0.9],
             }
         }
     }
 }
 
-/// A chain of an engine's nodes whose sink node hands the probes to the bench.
-enum EngineChain {
-    Threaded {
-        chain: ThreadedChain,
-        inbox: Arc<ImpatientBuffer<Received>>,
-    },
+/// A sweep point the chain kept up with: it delivered at least this share of the offered load.
+const KEPT_UP: f64 = 0.95;
+
+/// A chain of an engine's nodes whose sink node hands the probes to the bench. The sink is a
+/// threaded node for every engine: it is the measuring instrument (its RMTP buffer is where the
+/// probes end), the same under every engine's row.
+struct ProbeChain {
+    chain: NodeChain,
+    inbox: Arc<ImpatientBuffer<Received>>,
 }
 
-impl EngineChain {
-    fn start(engine: Engine, hops: usize) -> io::Result<EngineChain> {
-        match engine {
-            Engine::Threaded => {
-                // Without the RMTP layer a forwarding node passes the probes (RMTP-flagged)
-                // on by `next_hop` in DNP, the path of `forward`'s packets, and the sink node
-                // queues them in the RMTP buffer the bench attaches.
-                let options = ThreadedOptions {
-                    rmtp: false,
-                    ..ThreadedOptions::default()
-                };
-                let chain = ThreadedChain::start_with(hops, options)?;
-                let inbox = chain.sink().attach_rmtp();
-                Ok(EngineChain::Threaded { chain, inbox })
-            }
-        }
-    }
-
-    fn nodes(&self) -> &dyn NodeChain {
-        match self {
-            EngineChain::Threaded { chain, .. } => chain,
-        }
+impl ProbeChain {
+    fn start(engine: Engine, hops: usize) -> io::Result<ProbeChain> {
+        // Without the RMTP layer a forwarding node passes the probes (RMTP-flagged) on by
+        // `next_hop` in DNP, the path of `forward`'s packets, and the sink node queues them in
+        // the RMTP buffer the bench attaches.
+        let mut inbox = None;
+        let chain = NodeChain::start_with(engine, hops, false, &mut |topology, me, socket| {
+            let options = ThreadedOptions {
+                seed: u64::from(me.get()),
+                rmtp: false,
+                ..ThreadedOptions::default()
+            };
+            let sink = ThreadedNode::start_with_socket(topology, me, socket, options)?;
+            inbox = Some(sink.attach_rmtp());
+            Ok(Arc::new(sink))
+        })?;
+        let inbox = inbox.expect("the chain started its sink");
+        Ok(ProbeChain { chain, inbox })
     }
 
     fn end(&self) -> Box<dyn ProbeEnd> {
-        match self {
-            EngineChain::Threaded { inbox, .. } => Box::new(InboxEnd(Arc::clone(inbox))),
-        }
+        Box::new(InboxEnd(Arc::clone(&self.inbox)))
     }
 
     fn stop(self) {
-        match self {
-            EngineChain::Threaded { chain, .. } => chain.stop(),
-        }
+        self.chain.stop();
     }
 }
 
@@ -221,7 +231,7 @@ fn sample(m: &Measured) -> Sample {
 /// What a row's probes go through.
 #[derive(Clone, Copy)]
 enum Path<'a> {
-    Engine(Engine, &'a EngineChain),
+    Engine(Engine, &'a ProbeChain),
     Kernel,
 }
 
@@ -254,18 +264,15 @@ impl System for ProbeRow<'_> {
         let node = |n: usize| Addr::Node(NodeAddr::new(n as u16).expect("a small node address"));
         let mut packet = ProbePacket::new(node(self.hops + 2), node(1), Flag::RmtpData, PACKET_LEN);
         let measured = match self.path {
-            Path::Engine(_, chain) => {
-                let nodes = chain.nodes();
-                openloop::measure(
-                    nodes.source(),
-                    nodes.entry(),
-                    &mut packet,
-                    self.schedule,
-                    self.wait,
-                    chain.end().as_mut(),
-                    &self.stop,
-                )?
-            }
+            Path::Engine(_, chain) => openloop::measure(
+                chain.chain.source(),
+                chain.chain.entry(),
+                &mut packet,
+                self.schedule,
+                self.wait,
+                chain.end().as_mut(),
+                &self.stop,
+            )?,
             Path::Kernel => {
                 let socket = udp::bind_loopback()?;
                 udp::set_receive_buffer(&socket, traffic::SINK_RECEIVE_BUFFER)?;
@@ -296,52 +303,92 @@ impl System for ProbeRow<'_> {
 #[derive(Clone, Copy)]
 enum Load {
     Low,
-    HalfSaturation(Engine),
+    /// A share of the engine's saturation for this chain.
+    Saturation(Engine, f64),
 }
 
 impl Load {
     fn label(self) -> String {
         match self {
             Load::Low => "low".into(),
-            Load::HalfSaturation(e) => format!("half-saturation-{}", e.name()),
+            Load::Saturation(e, 0.5) => format!("half-saturation-{e}"),
+            Load::Saturation(e, share) => format!("{:.0}%-saturation-{e}", share * 100.0),
         }
     }
 }
 
-/// The highest rate the engine's chain delivered over the sweep (packets/s).
-fn saturation(
+/// One point of a saturation sweep: offered and delivered, packets/s.
+#[derive(Clone, Copy)]
+struct SweepPoint {
+    offered: f64,
+    delivered: f64,
+}
+
+/// The engine's chain under the coarse sweep, then under `knee_points` loads evenly between the
+/// last load it kept up with and the first it did not; every point, in the order measured.
+fn saturation_sweep(
     engine: Engine,
-    chain: &EngineChain,
+    chain: &ProbeChain,
     hops: usize,
     plan: &Plan,
     stop: &Stop,
-) -> io::Result<f64> {
+) -> io::Result<Vec<SweepPoint>> {
     let node = |n: usize| NodeAddr::new(n as u16).expect("a small node address");
     let packet = dnp_packet(node(hops + 2), node(1), PACKET_LEN);
-    let mut best = 0.0f64;
-    for &rate in &plan.sweep {
-        if stop.requested() {
-            break;
-        }
+    let mut points = Vec::new();
+    let measure = |rate: f64, points: &mut Vec<SweepPoint>| -> io::Result<()> {
         let rate = Rate::PerSecond(rate);
         eprint!(
             "  {hops} hop(s) | {} | saturation sweep, offered {rate} … ",
             engine.name()
         );
-        let delivered = EngineRun {
+        let sample = EngineRun {
             engine,
-            chain: chain.nodes(),
+            chain: &chain.chain,
             packet: &packet,
             rate,
             duration: plan.sweep_duration,
             stop: stop.clone(),
         }
-        .measure()?
-        .value;
-        eprintln!("{}", si(delivered, "pkt/s"));
-        best = best.max(delivered);
+        .measure()?;
+        eprintln!("{}", si(sample.value, "pkt/s"));
+        points.push(SweepPoint {
+            offered: sample
+                .details
+                .get("offered_pkt_per_s")
+                .copied()
+                .unwrap_or(f64::NAN),
+            delivered: sample.value,
+        });
+        Ok(())
+    };
+    for &rate in &plan.sweep {
+        if stop.requested() {
+            return Ok(points);
+        }
+        measure(rate, &mut points)?;
     }
-    Ok(best)
+    if let Some((below, above)) = knee(&plan.sweep, &points) {
+        let step = (above - below) / (plan.knee_points + 1) as f64;
+        for i in 1..=plan.knee_points {
+            if stop.requested() {
+                break;
+            }
+            measure(below + step * i as f64, &mut points)?;
+        }
+    }
+    Ok(points)
+}
+
+/// The coarse loads either side of the knee: the last the chain kept up with (0 if none) and
+/// the first it did not; `None` if it kept up with every one.
+fn knee(loads: &[f64], points: &[SweepPoint]) -> Option<(f64, f64)> {
+    let first_behind = loads
+        .iter()
+        .zip(points)
+        .position(|(_, p)| p.delivered < KEPT_UP * p.offered)?;
+    let below = first_behind.checked_sub(1).map_or(0.0, |i| loads[i]);
+    Some((below, loads[first_behind]))
 }
 
 pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> {
@@ -356,19 +403,26 @@ pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> 
         eprintln!("  starting chains of {hops} forwarding node(s) …");
         let chains = engines
             .iter()
-            .map(|&e| EngineChain::start(e, hops).map(|c| (e, c)))
+            .map(|&e| ProbeChain::start(e, hops).map(|c| (e, c)))
             .collect::<io::Result<Vec<_>>>()?;
         let mut loads = vec![(Load::Low, LOW_RATE)];
         for (engine, chain) in &chains {
-            let saturated = saturation(*engine, chain, hops, &plan, stop)?;
+            let points = saturation_sweep(*engine, chain, hops, &plan, stop)?;
+            let saturated = points.iter().map(|p| p.delivered).fold(0.0, f64::max);
             saturations.push(json!({
                 "engine": engine.name(),
                 "hops": hops,
                 "saturation_pkt_per_s": saturated,
                 "half_pkt_per_s": saturated / 2.0,
+                "sweep": points.iter().map(|p| json!({
+                    "offered_pkt_per_s": p.offered,
+                    "delivered_pkt_per_s": p.delivered,
+                })).collect::<Vec<_>>(),
             }));
-            if saturated / 2.0 >= 1.0 {
-                loads.push((Load::HalfSaturation(*engine), saturated / 2.0));
+            for &share in &plan.saturation_shares {
+                if saturated * share >= 1.0 {
+                    loads.push((Load::Saturation(*engine, share), saturated * share));
+                }
             }
         }
         for (load, rate) in loads {
@@ -377,12 +431,15 @@ pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> 
             }
             let schedule = Schedule {
                 rate,
-                duration: plan.duration,
+                duration: match load {
+                    Load::Low => plan.duration,
+                    Load::Saturation(..) => plan.loaded_duration,
+                },
             };
             let mut paths: Vec<Path> = chains
                 .iter()
                 .filter(|(e, _)| {
-                    matches!(load, Load::Low) || matches!(load, Load::HalfSaturation(h) if h == *e)
+                    matches!(load, Load::Low) || matches!(load, Load::Saturation(h, _) if h == *e)
                 })
                 .map(|(e, c)| Path::Engine(*e, c))
                 .collect();
@@ -425,8 +482,12 @@ pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> 
         settings: json!({
             "packet_bytes": PACKET_LEN,
             "low_load_pkt_per_s": LOW_RATE,
-            "half_load": "half of the highest rate the engine's chain delivered over a short sweep in this run (summary.saturation)",
+            "saturation": "the highest rate the engine's chain delivered over a short sweep in this run: the coarse loads, then knee_points loads evenly between the last one it kept up with (delivered at least kept_up of it) and the first it did not (summary.saturation)",
+            "saturation_shares": plan.saturation_shares,
             "sweep_pkt_per_s": plan.sweep,
+            "knee_points": plan.knee_points,
+            "kept_up": KEPT_UP,
+            "seconds_per_loaded_measurement": plan.loaded_duration.as_secs_f64(),
             "sweep_seconds_per_load": plan.sweep_duration.as_secs_f64(),
             "seconds_per_measurement": plan.duration.as_secs_f64(),
             "repetitions": plan.repetitions,
@@ -570,4 +631,40 @@ fn print_latency(rows: &[serde_json::Value]) {
         "(lim: the kernel chain of the same length and wait under the same load; the threaded \
          engine's threads always sleep, its -busy-poll-end row busy-polls at the measuring end only)"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn points(pairs: &[(f64, f64)]) -> Vec<SweepPoint> {
+        pairs
+            .iter()
+            .map(|&(offered, delivered)| SweepPoint { offered, delivered })
+            .collect()
+    }
+
+    #[test]
+    fn the_knee_lies_between_the_last_load_kept_up_with_and_the_first_not() {
+        let loads = [25e3, 50e3, 100e3, 200e3];
+        let kept_then_fell = points(&[(25e3, 25e3), (50e3, 49e3), (100e3, 70e3), (200e3, 72e3)]);
+        assert_eq!(knee(&loads, &kept_then_fell), Some((50e3, 100e3)));
+        let behind_from_the_start = points(&[(25e3, 10e3), (50e3, 11e3)]);
+        assert_eq!(knee(&loads, &behind_from_the_start), Some((0.0, 25e3)));
+        let kept_up_throughout = points(&[(25e3, 25e3), (50e3, 50e3)]);
+        assert_eq!(knee(&loads, &kept_up_throughout), None);
+    }
+
+    #[test]
+    fn loads_are_labelled_by_their_share_of_saturation() {
+        assert_eq!(Load::Low.label(), "low");
+        assert_eq!(
+            Load::Saturation(Engine::Threaded, 0.5).label(),
+            "half-saturation-threaded"
+        );
+        assert_eq!(
+            Load::Saturation(Engine::Threaded, 0.9).label(),
+            "90%-saturation-threaded"
+        );
+    }
 }

@@ -10,6 +10,8 @@ pub mod multicast;
 pub mod node_chain;
 pub mod scale;
 
+pub use dataplane::host::Engine;
+
 use crate::runner::{ComparisonResult, SystemResult};
 use crate::traffic::Rate;
 use control::wire::Flag;

@@ -1,4 +1,4 @@
-//! A line of nodes of one engine on 127.0.0.1, the path a `forward` run measures:
+//! A line of nodes on 127.0.0.1, the path a `forward` run measures:
 //!
 //! ```text
 //! source socket ──► node 2 ──► … ──► node k+1 ──► node k+2
@@ -7,30 +7,23 @@
 //!
 //! Nodes 1 and k+2 are nodes too, so that DRP finds the routes; the source sends from node 1's
 //! own socket (node 2 knows it as a neighbour), and the sink node accepts each packet (checksum,
-//! neighbour, flag) and counts it (see [`super::UNCLAIMED_RAP_SID`]).
+//! neighbour, flag) and counts it (see [`super::UNCLAIMED_RAP_SID`]). Every node is hosted as a
+//! [`RunningNode`] of the engine measured (the sink may be another, see [`NodeChain::start_with`]),
+//! so nothing here depends on the engine.
 
 use control::NodeAddr;
 use control::topology::{Timers, Topology, build};
-use dataplane::threaded::{ThreadedNode, ThreadedOptions};
+use dataplane::host::{Engine, EngineOptions, RunningNode, counter};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long the routes may take to appear before the run gives up.
 const CONVERGENCE_LIMIT: Duration = Duration::from_secs(20);
 
-/// What a `forward` run needs from a chain of nodes, whatever engine runs them.
-pub trait NodeChain {
-    /// The socket the source sends from (node 1's).
-    fn source(&self) -> &UdpSocket;
-    /// The first forwarding node's socket.
-    fn entry(&self) -> SocketAddr;
-    /// Benchmark packets the sink node has accepted since it started.
-    fn delivered(&self) -> u64;
-    /// Each receiving socket in path order with the datagrams the kernel has dropped there
-    /// since it was bound.
-    fn drops(&self) -> Vec<(String, u64)>;
-}
+/// The sink's counter of accepted benchmark packets (RAP packets for a service id it lacks).
+const DELIVERED_COUNTER: &str = "dnp.rap_no_endpoint";
 
 /// Short protocol timers, so that the routes are up in well under a second, and a long dead
 /// interval: a saturated node drops hellos with everything else, and must not lose its
@@ -65,41 +58,53 @@ fn line_on_loopback(forwarders: usize) -> io::Result<(Topology, Vec<UdpSocket>)>
     Ok((topology, sockets))
 }
 
-/// The chain on the threaded engine.
-pub struct ThreadedChain {
-    nodes: Vec<ThreadedNode>,
+/// Starts the sink node of a chain: node `me` of the topology on the socket bound for it.
+pub type SinkStart<'a> =
+    dyn FnMut(&Topology, NodeAddr, UdpSocket) -> io::Result<Arc<dyn RunningNode>> + 'a;
+
+/// A running chain of nodes.
+pub struct NodeChain {
+    nodes: Vec<Arc<dyn RunningNode>>,
     source: UdpSocket,
 }
 
-impl ThreadedChain {
-    /// Starts the nodes and waits until every forwarding node routes toward the sink.
-    pub fn start(forwarders: usize) -> io::Result<ThreadedChain> {
-        Self::start_with(forwarders, ThreadedOptions::default())
+impl NodeChain {
+    /// Starts `forwarders + 2` nodes of `engine` (each with the RMTP layer or not, as `rmtp`
+    /// says) and waits until every forwarding node routes toward the sink.
+    pub fn start(engine: Engine, forwarders: usize, rmtp: bool) -> io::Result<NodeChain> {
+        Self::start_with(engine, forwarders, rmtp, &mut |topology, me, socket| {
+            start_node(engine, topology, me, socket, rmtp)
+        })
     }
 
-    /// The same with every node's options from `base` (each node's seed is its own).
-    pub fn start_with(forwarders: usize, base: ThreadedOptions) -> io::Result<ThreadedChain> {
+    /// The same with the sink node started by `sink` (a measuring instrument of the bench, the
+    /// same for every engine compared).
+    pub fn start_with(
+        engine: Engine,
+        forwarders: usize,
+        rmtp: bool,
+        sink: &mut SinkStart<'_>,
+    ) -> io::Result<NodeChain> {
         let (topology, sockets) = line_on_loopback(forwarders)?;
         let source = sockets[0].try_clone()?;
-        let nodes = sockets
-            .into_iter()
-            .enumerate()
-            .map(|(i, socket)| {
-                let options = ThreadedOptions {
-                    seed: i as u64 + 1,
-                    ..base.clone()
-                };
-                ThreadedNode::start_with_socket(&topology, node(i + 1), socket, options)
-            })
-            .collect::<io::Result<Vec<_>>>()?;
-        let chain = ThreadedChain { nodes, source };
+        let last = sockets.len() - 1;
+        let mut nodes = Vec::with_capacity(sockets.len());
+        for (i, socket) in sockets.into_iter().enumerate() {
+            let me = node(i + 1);
+            nodes.push(if i == last {
+                sink(&topology, me, socket)?
+            } else {
+                start_node(engine, &topology, me, socket, rmtp)?
+            });
+        }
+        let chain = NodeChain { nodes, source };
         chain.wait_for_routes()?;
         Ok(chain)
     }
 
     /// The sink node (the last of the line).
-    pub fn sink(&self) -> &ThreadedNode {
-        self.nodes.last().expect("a chain has nodes")
+    fn sink(&self) -> &dyn RunningNode {
+        self.nodes.last().expect("a chain has nodes").as_ref()
     }
 
     fn wait_for_routes(&self) -> io::Result<()> {
@@ -108,7 +113,7 @@ impl ThreadedChain {
         let routed = || {
             forwarding
                 .iter()
-                .all(|n| n.next_hop(sink) == NodeAddr::new(n.addr().get() + 1))
+                .all(|n| n.routes().next_hop(sink) == NodeAddr::new(n.addr().get() + 1))
         };
         let start = Instant::now();
         while !routed() {
@@ -123,27 +128,24 @@ impl ThreadedChain {
         Ok(())
     }
 
-    pub fn stop(self) {
-        for n in self.nodes {
-            n.stop();
-        }
-    }
-}
-
-impl NodeChain for ThreadedChain {
-    fn source(&self) -> &UdpSocket {
+    /// The socket the source sends from (node 1's).
+    pub fn source(&self) -> &UdpSocket {
         &self.source
     }
 
-    fn entry(&self) -> SocketAddr {
+    /// The first forwarding node's socket.
+    pub fn entry(&self) -> SocketAddr {
         self.nodes[1].local_addr()
     }
 
-    fn delivered(&self) -> u64 {
-        self.sink().dnp().stats().rap_no_endpoint
+    /// Benchmark packets the sink node has accepted since it started.
+    pub fn delivered(&self) -> u64 {
+        counter(&self.sink().stats(), DELIVERED_COUNTER).unwrap_or(0)
     }
 
-    fn drops(&self) -> Vec<(String, u64)> {
+    /// Each receiving socket in path order with the datagrams the kernel has dropped there
+    /// since it was bound.
+    pub fn drops(&self) -> Vec<(String, u64)> {
         let last = self.nodes.len() - 1;
         self.nodes[1..]
             .iter()
@@ -158,4 +160,27 @@ impl NodeChain for ThreadedChain {
             })
             .collect()
     }
+
+    pub fn stop(self) {
+        for n in self.nodes {
+            n.stop();
+        }
+    }
+}
+
+/// Node `me` of the chain on `engine`, on the socket bound for it; each node's seed is its own.
+fn start_node(
+    engine: Engine,
+    topology: &Topology,
+    me: NodeAddr,
+    socket: UdpSocket,
+    rmtp: bool,
+) -> io::Result<Arc<dyn RunningNode>> {
+    let options = EngineOptions {
+        seed: u64::from(me.get()),
+        rmtp,
+        socket: Some(socket),
+        ..EngineOptions::default()
+    };
+    engine.start(topology, me, options)
 }

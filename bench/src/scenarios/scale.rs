@@ -8,7 +8,7 @@
 //! Engines join with their per-core workers; an engine with no core setting (today's threaded
 //! engine) is listed as skipped, with the reason, in the output and in the JSON.
 
-use super::forward::Engine;
+use super::Engine;
 use super::{Outcome, PACKET_LEN, Sweep, dnp_packet};
 use crate::affinity;
 use crate::forwarders::{Chain, Kind};
@@ -40,6 +40,10 @@ fn skipped_because(engine: Engine) -> Option<&'static str> {
         Engine::Threaded => Some(
             "no core setting: a thread per protocol and one receiver thread per node, none \
              tied to a core, so per-core scaling does not apply (skipped)",
+        ),
+        Engine::Uring => Some(
+            "one event loop per node today (per-core workers sharing a port are not built yet), \
+             so there is nothing to scale across cores (skipped)",
         ),
     }
 }

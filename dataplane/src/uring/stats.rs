@@ -47,11 +47,12 @@ macro_rules! engine_counters {
 }
 
 engine_counters! {
-    /// Datagrams handed to the node (a coalesced receive counts each of its segments).
+    /// Datagrams handed to the node (a coalesced receive counts each of its segments); the
+    /// line `dnp.rx_datagrams`, as the threaded engine names it.
     datagrams_received,
     /// Receive completions that carried data: `datagrams_received / receives` is the GRO batch.
     receives,
-    /// Datagrams the kernel took.
+    /// Datagrams the kernel took; the line `dnp.tx_packets`.
     datagrams_sent,
     /// Send completions: `datagrams_sent / sends` is the GSO batch.
     sends,
@@ -118,8 +119,11 @@ impl UringStats {
             ("node.threads".to_string(), 1),
         ];
         for (name, v) in self.engine.fields() {
-            // The threaded engine's name for the same refusal, so `ctl stats` reads alike.
+            // The threaded engine's names for the same events, so `ctl stats` and the
+            // benchmarks read both engines alike.
             let name = match name {
+                "datagrams_received" => "dnp.rx_datagrams".to_string(),
+                "datagrams_sent" => "dnp.tx_packets".to_string(),
                 "unknown_source" => "dnp.rx_unknown_peer".to_string(),
                 name => format!("engine.{name}"),
             };
@@ -136,10 +140,10 @@ impl UringStats {
             ("rx_error_unknown_flag", n.unknown_flag),
             ("malformed_body", n.malformed_body),
             ("misaddressed", n.misaddressed),
-            ("unknown_service", n.unknown_service),
+            ("rap_no_endpoint", n.unknown_service),
             ("forwarded", n.forwarded),
-            ("no_route", n.no_route),
-            ("looped", n.looped),
+            ("forward_no_route", n.no_route),
+            ("forward_loop", n.looped),
         ] {
             out.push((format!("dnp.{name}"), v));
         }

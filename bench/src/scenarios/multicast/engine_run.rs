@@ -5,7 +5,7 @@
 
 use super::{Figures, Layout, SENDER, Transfer, children_cpu};
 use crate::runner::{Sample, Stop, System};
-use crate::scenarios::forward::Engine;
+use crate::scenarios::Engine;
 use burghers_lab::lab::{Lab, calm_timers, counter, summary_of};
 use std::io;
 use std::path::PathBuf;
