@@ -133,3 +133,21 @@ fn a_flipped_body_bit_is_a_bad_crc_counted_and_not_acted_upon() {
         }
     }
 }
+
+#[test]
+fn without_the_rmtp_layer_rmtp_packets_take_the_dnp_path() {
+    let options = dataplane::node::RmtpOptions {
+        enabled: false,
+        ..Default::default()
+    };
+    let mut node = Node::with_options(n(2), &build::line(3, 7001), Instant::ZERO, options);
+    let now = Instant::from_millis(1);
+    let to = |dst: u16| dnp::frame(Addr::from_raw(dst), Addr::from_raw(1), Flag::RmtpData, b"x");
+    node.handle_datagram(now, n(1), &to(2));
+    // No route to node 3 yet: DNP's refusal, not the relay's.
+    node.handle_datagram(now, n(1), &to(3));
+    let s = node.stats();
+    assert_eq!((s.rmtp_unclaimed, s.no_route, s.accepted), (1, 1, 2));
+    let relay = node.transfers().relay_stats();
+    assert_eq!(relay, &Default::default(), "the relay saw nothing");
+}

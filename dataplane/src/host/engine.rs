@@ -33,8 +33,6 @@ pub struct EngineOptions {
     pub rap_servers: Vec<u16>,
     /// Run the RMTP layer (relay, send, receive). Off, RMTP packets for another node are
     /// forwarded by `next_hop` like any other: the benchmarks' way to time the forwarding path.
-    /// The threaded engine only: the uring engine's RMTP worker is part of its one loop and
-    /// costs nothing until an RMTP packet arrives.
     pub rmtp: bool,
     /// A socket the caller bound at the node's address in `topology` (harnesses bind on port 0
     /// first and write the ports into the topology, so no port is raced for); `None`: the
@@ -110,11 +108,12 @@ impl Engine {
                         ),
                     ));
                 }
-                let uring = UringOptions {
+                let mut uring = UringOptions {
                     seed: options.seed,
                     apply_schedule: options.apply_schedule,
                     ..UringOptions::default()
                 };
+                uring.rmtp.enabled = options.rmtp;
                 let node = match options.socket {
                     Some(socket) => UringNode::start_with_socket(topology, me, socket, uring),
                     None => UringNode::start(topology, me, uring),

@@ -187,7 +187,7 @@ impl ControlPlane {
     /// toward its destination, but never back to `from`: that neighbour's route runs through
     /// us, a loop (forged link states can make one for a flood's round trip; DNP has no hop
     /// limit, so the packet would circle until the routes heal).
-    fn forward_unicast(
+    pub(super) fn forward_unicast(
         &mut self,
         from: NodeAddr,
         dst: NodeAddr,

@@ -30,7 +30,7 @@ use control::rap::{RapClient, RapServer};
 use control::topology::Topology;
 use control::wire::dnp::{Flag, Packet};
 use control::wire::rap::ServiceEntry;
-use control::{GroupAddr, Instant, NodeAddr, Transmit};
+use control::{Addr, GroupAddr, Instant, NodeAddr, Transmit};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -74,6 +74,8 @@ impl std::error::Error for StartError {}
 pub struct Node {
     me: NodeAddr,
     mtu: usize,
+    /// [`RmtpOptions::enabled`].
+    rmtp_enabled: bool,
     control: ControlPlane,
     transfers: Transfers,
     out: VecDeque<Transmit>,
@@ -95,6 +97,7 @@ impl Node {
         let mut node = Node {
             me,
             mtu: topology.network.mtu,
+            rmtp_enabled: options.enabled,
             control: ControlPlane::new(me, topology, now),
             transfers: Transfers::new(me, topology.network.mtu, options),
             out: VecDeque::new(),
@@ -312,7 +315,6 @@ impl Node {
         self.sync(now);
     }
 
-    /// A datagram from neighbour `from`: validated, then handed to its half by flag.
     /// A datagram from a socket that is no neighbour of this node: validated like any other (a
     /// refusal counted by its DNP error), then dropped. True when it passed DNP validation, so
     /// the engine counts it as from an unknown peer, the way the threaded engine's DNP does.
@@ -326,6 +328,7 @@ impl Node {
         }
     }
 
+    /// A datagram from neighbour `from`: validated, then handed to its half by flag.
     pub fn handle_datagram(&mut self, now: Instant, from: NodeAddr, datagram: &[u8]) {
         let packet = match Packet::parse(datagram, self.mtu) {
             Ok(p) => p,
@@ -339,6 +342,25 @@ impl Node {
             Flag::Drp | Flag::Gmp | Flag::Rap => {
                 self.control
                     .handle_packet(now, from, &packet, &mut self.out, &mut self.stats)
+            }
+            Flag::RmtpData
+            | Flag::RmtpRetransmit
+            | Flag::RmtpNack
+            | Flag::RmtpMab
+            | Flag::RmtpNcf
+            | Flag::RmtpSpm
+                if !self.rmtp_enabled =>
+            {
+                match packet.dst() {
+                    Addr::Node(dst) if dst != self.me => self.control.forward_unicast(
+                        from,
+                        dst,
+                        packet.bytes(),
+                        &mut self.out,
+                        &mut self.stats,
+                    ),
+                    _ => self.stats.rmtp_unclaimed += 1,
+                }
             }
             Flag::RmtpData
             | Flag::RmtpRetransmit

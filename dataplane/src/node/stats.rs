@@ -23,6 +23,8 @@ pub struct NodeStats {
     /// End-to-end packets dropped because our route would send them back to the neighbour
     /// they came from (a routing loop).
     pub looped: u64,
+    /// RMTP packets for this node, or to a group, while the RMTP layer is off.
+    pub rmtp_unclaimed: u64,
 }
 
 impl NodeStats {

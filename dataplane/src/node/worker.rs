@@ -21,6 +21,11 @@ use std::collections::{BTreeMap, VecDeque};
 /// Tunables of the RMTP parts of a node; the defaults suit millisecond links.
 #[derive(Clone, Debug)]
 pub struct RmtpOptions {
+    /// Run the RMTP layer. Off, RMTP packets are end-to-end datagrams like any other: passed
+    /// on by `next_hop` toward their destination node, counted as unclaimed when it is this
+    /// one (the benchmarks' way to time the bare forwarding path, as the threaded engine's
+    /// `ThreadedOptions::rmtp`).
+    pub enabled: bool,
     /// Repair cache per tree at relays, bytes (0: off).
     pub cache_bytes: usize,
     /// A receiver's window: bytes it accepts beyond what it delivered.
@@ -40,6 +45,7 @@ pub struct RmtpOptions {
 impl Default for RmtpOptions {
     fn default() -> Self {
         RmtpOptions {
+            enabled: true,
             cache_bytes: 1 << 20,
             receiver_window: 256 * 1024,
             initial_window: 64 * 1024,

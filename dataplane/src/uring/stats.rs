@@ -144,6 +144,7 @@ impl UringStats {
             ("forwarded", n.forwarded),
             ("forward_no_route", n.no_route),
             ("forward_loop", n.looped),
+            ("rmtp_unclaimed", n.rmtp_unclaimed),
         ] {
             out.push((format!("dnp.{name}"), v));
         }
