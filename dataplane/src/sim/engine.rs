@@ -215,8 +215,9 @@ impl<N: SimNode> Sim<N> {
     ///
     /// `cond` is checked at the start, then after an event batch once at least the condition
     /// interval ([`Sim::set_cond_interval`], default 1 ms) of virtual time has passed since the
-    /// last check, and once more at the end. State only changes at events, so the answer is
-    /// late by at most one interval and never wrong.
+    /// last check, before a batch that would jump the clock past that interval, and once more
+    /// at the end. State only changes at events, so the answer is late by at most one interval
+    /// and never wrong.
     pub fn run_until_cond(
         &mut self,
         deadline: Instant,
@@ -228,6 +229,16 @@ impl<N: SimNode> Sim<N> {
         let mut last_check = self.now;
         let mut unchecked = false;
         while let Some(t) = self.queue.peek_time().filter(|&n| n <= deadline) {
+            // Time is about to jump past the interval: look at the state the last batch left
+            // first, so the instant returned is when the condition became true, not the next
+            // event's (which may be far later).
+            if unchecked && t >= last_check + self.cond_interval {
+                last_check = self.now;
+                unchecked = false;
+                if cond(self) {
+                    return Some(self.now);
+                }
+            }
             self.run_batch(t);
             unchecked = true;
             if t >= last_check + self.cond_interval {
