@@ -234,7 +234,6 @@ impl<N: SimNode> Sim<N> {
             // event's (which may be far later).
             if unchecked && t >= last_check + self.cond_interval {
                 last_check = self.now;
-                unchecked = false;
                 if cond(self) {
                     return Some(self.now);
                 }
