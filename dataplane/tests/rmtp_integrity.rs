@@ -78,17 +78,23 @@ impl Drop for TempDir {
 #[test]
 fn file_sink_renames_only_after_a_verified_hash() {
     let dir = TempDir::new("sink");
-    let data = content(10_000, 1);
+    // More than two of the sink's 256 KiB blocks, in segment-sized pieces and one large one.
+    let data = content(600_000, 1);
     let hash = *blake3::hash(&data).as_bytes();
 
     let mut ok = FileSink::create(&dir.0, "good.bin").unwrap();
     ok.write_at(0, &data[..4000]).unwrap();
     assert_eq!(dir.names(), ["good.bin.partial"]);
-    ok.write_at(4000, &data[4000..]).unwrap();
+    let mut offset = 4000;
+    for piece in data[4000..400_000].chunks(1400) {
+        ok.write_at(offset, piece).unwrap();
+        offset += piece.len() as u64;
+    }
+    ok.write_at(offset, &data[400_000..]).unwrap();
     assert!(matches!(
         ok.write_at(5, b"x"),
         Err(SinkError::OutOfOrder {
-            expected: 10_000,
+            expected: 600_000,
             got: 5
         })
     ));

@@ -200,9 +200,15 @@ impl Node {
         self.control
             .announce(entry.clone())
             .map_err(|e| StartError::Announce(format!("{e:?}")))?;
+        // The announcement's hash: the sender need not hash the source again as it sends.
+        let hash = entry.hash;
+        let given_hash = |config: &mut SenderConfig| {
+            config.content_hash = Some(hash);
+            adjust(config);
+        };
         if !self
             .transfers
-            .add_sender_with(now, entry.group, source, adjust)
+            .add_sender_with(now, entry.group, source, given_hash)
         {
             return Err(StartError::Busy);
         }

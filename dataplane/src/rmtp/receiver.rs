@@ -913,7 +913,9 @@ impl<K: Sink> RmtpReceiver<K> {
     }
 
     fn build_nack(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        if self.state != State::Receiving {
+        // Asked after every packet: nothing due is the common case, answered before the
+        // range buffer is even set up.
+        if self.state != State::Receiving || self.missing.next_due().is_none_or(|at| at > now) {
             return None;
         }
         let limit = rmtp::max_nack_ranges(self.config.mtu).min(MAX_RANGES);

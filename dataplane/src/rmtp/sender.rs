@@ -74,6 +74,11 @@ pub struct SenderConfig {
     /// ([`RmtpSender::has_ended`]): an engine may then drop it. The core itself goes on
     /// answering (SPM heartbeats, repairs) for as long as it is driven.
     pub linger: Duration,
+    /// The source's BLAKE3 hash when the caller already has it (the RAP announcement's, hashed
+    /// off the engine's thread): the sender then sends it instead of hashing every payload it
+    /// sends (small pieces hash several times slower than one large run). `None`: hashed as
+    /// sent.
+    pub content_hash: Option<[u8; 32]>,
 }
 
 /// [`SenderConfig::linger`] by default.
@@ -97,6 +102,32 @@ impl SenderConfig {
             feedback_timeout: Duration::from_secs(5),
             retain_all: true,
             linger: DEFAULT_LINGER,
+            content_hash: None,
+        }
+    }
+}
+
+/// Where the content hash the last SPMs carry comes from.
+#[derive(Debug)]
+enum Hashing {
+    /// [`SenderConfig::content_hash`].
+    Given([u8; 32]),
+    /// Hashed as sent, in order (boxed: the hasher's state is about 2 KiB).
+    AsSent(Box<blake3::Hasher>),
+}
+
+impl Hashing {
+    fn new(given: Option<[u8; 32]>) -> Hashing {
+        given.map_or_else(
+            || Hashing::AsSent(Box::new(blake3::Hasher::new())),
+            Hashing::Given,
+        )
+    }
+
+    fn finish(&self) -> [u8; 32] {
+        match self {
+            Hashing::Given(hash) => *hash,
+            Hashing::AsSent(hasher) => *hasher.finalize().as_bytes(),
         }
     }
 }
@@ -163,7 +194,7 @@ pub struct RmtpSender<S: Source> {
     segments: u64,
     /// Leading edge: the next sequence sent for the first time.
     next_seq: u64,
-    hasher: blake3::Hasher,
+    hashing: Hashing,
     hash: Option<[u8; 32]>,
     /// Latest aggregated MAB from the tree; `None` until one arrives.
     mab: Option<u64>,
@@ -203,6 +234,7 @@ impl<S: Source> RmtpSender<S> {
         let segment = u64::from(config.segment_size.unwrap_or(max).clamp(1, max.max(1)));
         let total = source.len();
         let segments = total.div_ceil(segment);
+        let hashing = Hashing::new(config.content_hash);
         let mut s = RmtpSender {
             config,
             source,
@@ -210,7 +242,7 @@ impl<S: Source> RmtpSender<S> {
             total,
             segments,
             next_seq: 0,
-            hasher: blake3::Hasher::new(),
+            hashing,
             hash: None,
             mab: None,
             received: 0,
@@ -233,7 +265,7 @@ impl<S: Source> RmtpSender<S> {
             stats: SenderStats::default(),
         };
         if segments == 0 {
-            s.hash = Some(*s.hasher.finalize().as_bytes());
+            s.hash = Some(s.hashing.finish());
         }
         s.note_completion(now);
         s
@@ -549,7 +581,9 @@ impl<S: Source> RmtpSender<S> {
         let seq = self.next_seq;
         let len = self.build_data(buf, seq, Flag::RmtpData);
         let payload = &buf[DNP_HEADER_LEN + DATA_HEADER_LEN..len];
-        self.hasher.update(payload);
+        if let Hashing::AsSent(hasher) = &mut self.hashing {
+            hasher.update(payload);
+        }
         self.stats.data_sent += 1;
         self.budget_used = self.budget_used.saturating_sub(1);
         // Receivers are expected to answer from the first DATA on.
@@ -559,7 +593,7 @@ impl<S: Source> RmtpSender<S> {
         self.rtt_probe.get_or_insert((end, now));
         self.next_seq += 1;
         if self.next_seq == self.segments {
-            self.hash = Some(*self.hasher.finalize().as_bytes());
+            self.hash = Some(self.hashing.finish());
             // Announce the end at once: receivers learn the total, the hash and any tail loss.
             self.next_spm_at = now;
         }
@@ -877,5 +911,19 @@ mod tests {
         assert!(spm.finished);
         assert_eq!(spm.total, 0);
         assert_eq!(spm.hash, *blake3::hash(b"").as_bytes());
+    }
+
+    #[test]
+    fn a_given_content_hash_is_the_one_the_finishing_spm_carries() {
+        let mut c = cfg();
+        c.content_hash = Some([7; 32]);
+        let mut s = RmtpSender::new(c, MemSource::new(vec![1; 2050]), Instant::ZERO);
+        let t = Instant::from_millis(1);
+        s.handle_mab(t, 1_000_000, 0);
+        s.handle_mab(t, 1_000_000, 0);
+        let out = drain(&mut s, t);
+        let spm = parse(out.last().expect("packets")).2.expect("an SPM last");
+        assert!(spm.finished);
+        assert_eq!(spm.hash, [7; 32], "the given hash, not the data's");
     }
 }

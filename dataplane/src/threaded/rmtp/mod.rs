@@ -170,6 +170,7 @@ pub(crate) fn send(
     // Read the whole source for its hash before taking any lock: RAP announces it up front.
     let entry = service_entry(node.me, mtu, group, name, source.as_ref());
     let mut config = SenderConfig::new(node.me, group, mtu);
+    config.content_hash = Some(entry.hash);
     options.apply(&mut config);
     let core = RmtpSender::new(config, source, node.clock.now());
 
