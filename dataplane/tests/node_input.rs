@@ -151,3 +151,16 @@ fn without_the_rmtp_layer_rmtp_packets_take_the_dnp_path() {
     let relay = node.transfers().relay_stats();
     assert_eq!(relay, &Default::default(), "the relay saw nothing");
 }
+
+#[test]
+fn a_rap_packet_for_a_service_this_node_lacks_is_counted_as_such_whatever_its_body() {
+    let mut node = fresh_node();
+    let now = Instant::from_millis(1);
+    let rap = |body: &[u8]| dnp::frame(Addr::from_raw(1), Addr::from_raw(2), Flag::Rap, body);
+    // A body that would not parse as RAP (no trailer), for service 0xBE0C.
+    node.handle_datagram(now, n(2), &rap(&[0xBE, 0x0C, 0, 0, 0, 0]));
+    // Too short to name a service.
+    node.handle_datagram(now, n(2), &rap(&[0xBE]));
+    let s = node.stats();
+    assert_eq!((s.unknown_service, s.malformed_body), (1, 1));
+}

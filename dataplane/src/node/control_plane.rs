@@ -171,14 +171,22 @@ impl ControlPlane {
             stats.misaddressed += 1;
             return;
         };
+        // The service id first, as the threaded engine's DNP does: a packet for a service
+        // this node does not run is counted as such whatever its body.
+        let Some(&[hi, lo]) = packet.body().first_chunk::<2>() else {
+            stats.malformed_body += 1;
+            return;
+        };
+        let sid = u16::from_be_bytes([hi, lo]);
+        if sid != RAP_SERVER_SID && sid != RAP_CLIENT_SID {
+            stats.unknown_service += 1;
+            return;
+        }
         match RapMessage::parse(packet.body()) {
             Ok(msg) if msg.dst_sid == RAP_SERVER_SID => {
                 self.rap_server.handle_packet(now, src, msg)
             }
-            Ok(msg) if msg.dst_sid == RAP_CLIENT_SID => {
-                self.rap_client.handle_packet(now, src, msg)
-            }
-            Ok(_) => stats.unknown_service += 1,
+            Ok(msg) => self.rap_client.handle_packet(now, src, msg),
             Err(_) => stats.malformed_body += 1,
         }
     }
