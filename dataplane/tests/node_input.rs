@@ -157,10 +157,16 @@ fn a_rap_packet_for_a_service_this_node_lacks_is_counted_as_such_whatever_its_bo
     let mut node = fresh_node();
     let now = Instant::from_millis(1);
     let rap = |body: &[u8]| dnp::frame(Addr::from_raw(1), Addr::from_raw(2), Flag::Rap, body);
-    // A body that would not parse as RAP (no trailer), for service 0xBE0C.
+    let sealed = |fields: &[u8]| {
+        let mut body = fields.to_vec();
+        control::wire::trailer::push(&mut body);
+        body
+    };
+    // Intact, for service 0xBE0C, with fields no RAP message has.
+    node.handle_datagram(now, n(2), &rap(&sealed(&[0xBE, 0x0C, 0xFF])));
+    // Too short to name a service; and a trailer that does not match.
+    node.handle_datagram(now, n(2), &rap(&sealed(&[0xBE])));
     node.handle_datagram(now, n(2), &rap(&[0xBE, 0x0C, 0, 0, 0, 0]));
-    // Too short to name a service.
-    node.handle_datagram(now, n(2), &rap(&[0xBE]));
     let s = node.stats();
-    assert_eq!((s.unknown_service, s.malformed_body), (1, 1));
+    assert_eq!((s.unknown_service, s.malformed_body), (1, 2));
 }

@@ -32,10 +32,13 @@ pub const PACKET_LEN: usize = control::wire::DEFAULT_MTU;
 pub const UNCLAIMED_RAP_SID: u16 = 0xBE0C;
 
 /// A sealed DNP packet of `len` bytes from `src` to `dst`, with a RAP flag so that every node in
-/// between forwards it by `next_hop` in its DNP receiver.
+/// between forwards it by `next_hop` in its DNP receiver. The body has an intact CRC trailer,
+/// so the sink counts it by its service id, not as a corrupt body.
 pub fn dnp_packet(dst: NodeAddr, src: NodeAddr, len: usize) -> Vec<u8> {
-    let mut body = vec![0xA5; len - control::wire::DNP_HEADER_LEN];
+    let fields = len - control::wire::DNP_HEADER_LEN - control::wire::trailer::CRC_LEN;
+    let mut body = vec![0xA5; fields];
     body[..2].copy_from_slice(&UNCLAIMED_RAP_SID.to_be_bytes());
+    control::wire::trailer::push(&mut body);
     control::wire::dnp::frame(Addr::Node(dst), Addr::Node(src), Flag::Rap, &body)
 }
 

@@ -12,6 +12,7 @@ use control::rap::{RapClient, RapError, RapEvent, RapServer, RapServerOptions};
 use control::topology::Topology;
 use control::wire::dnp::{Flag, Packet};
 use control::wire::rap::{RapMessage, ServiceEntry};
+use control::wire::trailer;
 use control::{Addr, GroupAddr, Instant, NodeAddr, Transmit};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -171,9 +172,12 @@ impl ControlPlane {
             stats.misaddressed += 1;
             return;
         };
-        // The service id first, as the threaded engine's DNP does: a packet for a service
-        // this node does not run is counted as such whatever its body.
-        let Some(&[hi, lo]) = packet.body().first_chunk::<2>() else {
+        // The trailer, then the service id: an intact packet for a service this node does not
+        // run is counted as such whatever its fields (as the threaded engine's DNP does).
+        let Some(&[hi, lo]) = trailer::checked(packet.body())
+            .ok()
+            .and_then(|fields| fields.first_chunk::<2>())
+        else {
             stats.malformed_body += 1;
             return;
         };
