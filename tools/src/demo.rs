@@ -49,7 +49,7 @@ pub struct DemoArgs {
     #[arg(long)]
     pub keep: bool,
     /// The engine every node process runs.
-    #[arg(long, value_enum, default_value_t = Engine::Threaded)]
+    #[arg(long, value_enum, default_value_t = Engine::Uring)]
     pub engine: Engine,
 }
 

@@ -22,10 +22,10 @@ use std::time::Duration;
 /// every subcommand, the demo's children and the tests take it by name.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Engine {
-    /// The seed's thread-per-protocol design on blocking UDP sockets.
-    #[default]
+    /// The seed's thread-per-protocol design on blocking UDP sockets (the baseline).
     Threaded,
     /// The product: the node on an io_uring event loop with batched (GSO/GRO) datagrams.
+    #[default]
     Uring,
 }
 
@@ -81,7 +81,7 @@ pub struct NodeArgs {
     #[arg(long, short = 'a', value_name = "N", value_parser = parse_node)]
     pub addr: NodeAddr,
     /// The engine that runs the node.
-    #[arg(long, value_enum, default_value_t = Engine::Threaded)]
+    #[arg(long, value_enum, default_value_t = Engine::Uring)]
     pub engine: Engine,
     /// Control socket to listen on [default: $TMPDIR/burghers/node-<N>-<udp port>.sock].
     #[arg(long, value_name = "PATH")]
