@@ -1,5 +1,6 @@
 //! Where a sender's bytes come from: random access, so repairs re-read instead of buffering.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -50,14 +51,40 @@ impl Source for MemSource {
     }
 }
 
-/// A transfer read from a file with positional reads (`pread`), so a sender thread and its
-/// repairs need no shared cursor and nothing of the file is held in memory. The length is taken
-/// when the file is opened; a file that shrinks later yields short reads, which the content hash
-/// then reports to the receivers.
+/// Bytes a [`FileSource`] reads ahead at once for a sender going forward.
+const READ_AHEAD: usize = 256 * 1024;
+
+/// A transfer read from a file with positional reads (`pread`), so a sender and its repairs need
+/// no shared cursor. Reading forward it reads [`READ_AHEAD`] bytes at once and serves the
+/// segments from them (one system call per segment cost more than the segment's send); a read
+/// elsewhere (a repair) is one `pread` of its own and keeps the block. The length is taken when
+/// the file is opened; a file that shrinks later yields short reads, which the content hash then
+/// reports to the receivers.
 #[derive(Debug)]
 pub struct FileSource {
     file: File,
     len: u64,
+    ahead: RefCell<ReadAhead>,
+}
+
+/// The bytes of the file at `start..start + filled`.
+#[derive(Debug)]
+struct ReadAhead {
+    start: u64,
+    filled: usize,
+    bytes: Box<[u8]>,
+}
+
+impl ReadAhead {
+    fn end(&self) -> u64 {
+        self.start + self.filled as u64
+    }
+
+    /// The block's bytes from `offset` on, if it holds `offset`.
+    fn from(&self, offset: u64) -> Option<&[u8]> {
+        let at = usize::try_from(offset.checked_sub(self.start)?).ok()?;
+        (at < self.filled).then(|| &self.bytes[at..self.filled])
+    }
 }
 
 impl FileSource {
@@ -73,16 +100,16 @@ impl FileSource {
         Ok(FileSource {
             file,
             len: meta.len(),
+            ahead: RefCell::new(ReadAhead {
+                start: 0,
+                filled: 0,
+                bytes: vec![0; READ_AHEAD].into_boxed_slice(),
+            }),
         })
     }
-}
 
-impl Source for FileSource {
-    fn len(&self) -> u64 {
-        self.len
-    }
-
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> usize {
+    /// Fills `buf` from `offset` with positional reads, as far as the file goes.
+    fn pread(&self, offset: u64, buf: &mut [u8]) -> usize {
         let want = usize::try_from(self.len.saturating_sub(offset)).unwrap_or(usize::MAX);
         let buf_len = buf.len().min(want);
         let mut done = 0;
@@ -99,6 +126,37 @@ impl Source for FileSource {
             }
         }
         done
+    }
+}
+
+impl Source for FileSource {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> usize {
+        let mut ahead = self.ahead.borrow_mut();
+        if ahead.from(offset).is_none() {
+            // Going forward (the next block, or the first read): read ahead from here.
+            // Anywhere else (a repair behind): a read of its own, the block kept.
+            let forward = ahead.filled == 0
+                || (offset >= ahead.end() && offset - ahead.end() < READ_AHEAD as u64);
+            if !forward {
+                return self.pread(offset, buf);
+            }
+            let mut bytes = std::mem::take(&mut ahead.bytes);
+            ahead.filled = self.pread(offset, &mut bytes);
+            ahead.start = offset;
+            ahead.bytes = bytes;
+        }
+        let held = ahead.from(offset).unwrap_or(&[]);
+        let n = held.len().min(buf.len());
+        buf[..n].copy_from_slice(&held[..n]);
+        if n < buf.len() && !held.is_empty() {
+            // The request runs past the block: the rest from the file.
+            return n + self.pread(offset + n as u64, &mut buf[n..]);
+        }
+        n
     }
 }
 
@@ -136,6 +194,38 @@ mod tests {
             FileSource::open(&dir).is_err(),
             "a directory is not a source"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn file_source_reads_ahead_forward_and_serves_repairs_behind() {
+        let dir = std::env::temp_dir().join(format!("burghers-readahead-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f");
+        let data: Vec<u8> = (0..600_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let src = FileSource::open(&path).unwrap();
+        let mut buf = [0u8; 1400];
+        let mut offset = 0u64;
+        let mut sent = Vec::new();
+        while offset < src.len() {
+            let n = src.read_at(offset, &mut buf);
+            assert!(n > 0, "short read at {offset}");
+            sent.extend_from_slice(&buf[..n]);
+            offset += n as u64;
+            if offset.is_multiple_of(100 * 1400) {
+                // A repair far behind, then on forward.
+                let back = offset / 3;
+                let m = src.read_at(back, &mut buf);
+                assert_eq!(&buf[..m], &data[back as usize..back as usize + m]);
+            }
+        }
+        assert_eq!(sent, data, "segments read forward are the file");
+        // A read across the end of the block held.
+        let mut wide = vec![0u8; 3000];
+        let at = READ_AHEAD as u64 - 1000;
+        assert_eq!(src.read_at(at, &mut wide), 3000);
+        assert_eq!(&wide[..], &data[at as usize..at as usize + 3000]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
