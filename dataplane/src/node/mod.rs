@@ -382,6 +382,10 @@ impl Node {
                     out: &mut self.out,
                 };
                 self.transfers.handle_packet(now, from, &packet, ctx);
+                // Data-plane work leaves the control plane as it was: only the transfers'
+                // events to collect (the control plane's sync costs a table look per packet).
+                self.collect_transfer_events();
+                return;
             }
         }
         self.sync(now);
@@ -421,6 +425,10 @@ impl Node {
         while let Some(ControlEvent::Services { server, list }) = self.control.poll_event() {
             self.events.push_back(NodeEvent::Services { server, list });
         }
+        self.collect_transfer_events();
+    }
+
+    fn collect_transfer_events(&mut self) {
         while let Some(e) = self.transfers.poll_event() {
             self.events.push_back(NodeEvent::Transfer(e));
         }
