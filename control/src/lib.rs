@@ -5,6 +5,7 @@
 //! [`time::Instant`], randomness is seeded, and output is returned to the caller (an engine).
 
 pub mod addr;
+pub mod counters;
 pub mod rng;
 pub mod time;
 pub mod topology;

@@ -45,41 +45,26 @@ pub fn link_rng(seed: u64, from: NodeAddr, to: NodeAddr) -> Rng {
     Rng::new(seed).fork((u64::from(from.get()) << 16) | u64::from(to.get()))
 }
 
-/// Counters of one garbled direction. Packets sent while the link is clean are not counted here
-/// (the engine counts every send); `offered` counts those that went through the fault path.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GarblerStats {
-    pub offered: u64,
-    pub dropped_down: u64,
-    pub lost: u64,
-    pub duplicated: u64,
-    /// Copies with 1..=3 bits flipped.
-    pub corrupted: u64,
-    /// Corrupted copies that DNP parsing would still accept (the RFC 1071 sum cannot see some
-    /// multi-bit flips).
-    pub corrupted_escaped: u64,
-    /// Copies with payload bytes changed and the checksum resealed (see
-    /// [`LinkGarbler::set_undetected_corruption`]).
-    pub corrupted_undetected: u64,
-    /// Copies sent later than at once (delay, jitter or reorder hold-back).
-    pub delayed: u64,
-    pub reordered: u64,
-}
-
-impl GarblerStats {
-    /// Every counter by name, in a fixed order.
-    pub fn fields(&self) -> [(&'static str, u64); 9] {
-        [
-            ("offered", self.offered),
-            ("dropped_down", self.dropped_down),
-            ("lost", self.lost),
-            ("duplicated", self.duplicated),
-            ("corrupted", self.corrupted),
-            ("corrupted_escaped", self.corrupted_escaped),
-            ("corrupted_undetected", self.corrupted_undetected),
-            ("delayed", self.delayed),
-            ("reordered", self.reordered),
-        ]
+control::counters! {
+    /// Counters of one garbled direction. Packets sent while the link is clean are not counted here
+    /// (the engine counts every send); `offered` counts those that went through the fault path.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct GarblerStats {
+        pub offered: u64,
+        pub dropped_down: u64,
+        pub lost: u64,
+        pub duplicated: u64,
+        /// Copies with 1..=3 bits flipped.
+        pub corrupted: u64,
+        /// Corrupted copies that DNP parsing would still accept (the RFC 1071 sum cannot see some
+        /// multi-bit flips).
+        pub corrupted_escaped: u64,
+        /// Copies with payload bytes changed and the checksum resealed (see
+        /// [`LinkGarbler::set_undetected_corruption`]).
+        pub corrupted_undetected: u64,
+        /// Copies sent later than at once (delay, jitter or reorder hold-back).
+        pub delayed: u64,
+        pub reordered: u64,
     }
 }
 

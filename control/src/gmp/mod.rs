@@ -70,34 +70,36 @@ pub enum GmpEvent {
     },
 }
 
-/// Counters; every message GMP sends, receives, refuses or times out is counted here.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GmpStats {
-    pub joins_sent: u64,
-    pub joins_received: u64,
-    pub leaves_sent: u64,
-    pub leaves_received: u64,
-    /// Periodic joins (a subset of `joins_sent`).
-    pub refreshes: u64,
-    /// Downstream entries dropped for want of a join.
-    pub expiries: u64,
-    /// Times a tree's upstream neighbour changed (route changes, routes appearing).
-    pub upstream_changes: u64,
-    /// Refresh times at which the sender had no route (the tree waits for one).
-    pub unroutable: u64,
-    /// Received messages that changed nothing: joins from our own upstream (see
-    /// `loop_guarded`), joins from ourselves, leaves from neighbours that were not downstream.
-    pub ignored: u64,
-    /// Joins ignored because they came from the tree's upstream neighbour (a subset of
-    /// `ignored`): accepting one would make a two-node loop.
-    pub loop_guarded: u64,
-    /// Downstream neighbours dropped because routing says they are no longer adjacent (their
-    /// link died): they cannot be downstream of us, and their leave could not reach us.
-    pub detached: u64,
-    /// Bodies that did not parse.
-    pub malformed: u64,
-    /// Joins refused because they would have created a tree beyond `GmpOptions::max_trees`.
-    pub trees_refused: u64,
-    /// Times the published multicast table was rebuilt.
-    pub table_rebuilds: u64,
+crate::counters! {
+    /// Counters; every message GMP sends, receives, refuses or times out is counted here.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct GmpStats {
+        pub joins_sent: u64,
+        pub joins_received: u64,
+        pub leaves_sent: u64,
+        pub leaves_received: u64,
+        /// Periodic joins (a subset of `joins_sent`).
+        pub refreshes: u64,
+        /// Downstream entries dropped for want of a join.
+        pub expiries: u64,
+        /// Times a tree's upstream neighbour changed (route changes, routes appearing).
+        pub upstream_changes: u64,
+        /// Refresh times at which the sender had no route (the tree waits for one).
+        pub unroutable: u64,
+        /// Received messages that changed nothing: joins from our own upstream (see
+        /// `loop_guarded`), joins from ourselves, leaves from neighbours that were not downstream.
+        pub ignored: u64,
+        /// Joins ignored because they came from the tree's upstream neighbour (a subset of
+        /// `ignored`): accepting one would make a two-node loop.
+        pub loop_guarded: u64,
+        /// Downstream neighbours dropped because routing says they are no longer adjacent (their
+        /// link died): they cannot be downstream of us, and their leave could not reach us.
+        pub detached: u64,
+        /// Bodies that did not parse.
+        pub malformed: u64,
+        /// Joins refused because they would have created a tree beyond `GmpOptions::max_trees`.
+        pub trees_refused: u64,
+        /// Times the published multicast table was rebuilt.
+        pub table_rebuilds: u64,
+    }
 }

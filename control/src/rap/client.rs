@@ -21,24 +21,26 @@ pub enum RapEvent {
     },
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RapClientStats {
-    /// Every request sent, first tries and retries.
-    pub requests_sent: u64,
-    /// Requests sent again for want of an answer (a subset of `requests_sent`).
-    pub retries: u64,
-    /// Due requests held back because the server had no route.
-    pub paused: u64,
-    /// Provides that answered an outstanding request.
-    pub provides_received: u64,
-    /// Provides repeating an id already answered (acknowledged again, not re-emitted).
-    pub duplicate_provides: u64,
-    /// Provides for no request of ours and no id we know (acknowledged, not emitted).
-    pub unsolicited_provides: u64,
-    pub acks_sent: u64,
-    /// Packets for another service id, or of a kind a client does not take.
-    pub ignored: u64,
-    pub malformed: u64,
+crate::counters! {
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct RapClientStats {
+        /// Every request sent, first tries and retries.
+        pub requests_sent: u64,
+        /// Requests sent again for want of an answer (a subset of `requests_sent`).
+        pub retries: u64,
+        /// Due requests held back because the server had no route.
+        pub paused: u64,
+        /// Provides that answered an outstanding request.
+        pub provides_received: u64,
+        /// Provides repeating an id already answered (acknowledged again, not re-emitted).
+        pub duplicate_provides: u64,
+        /// Provides for no request of ours and no id we know (acknowledged, not emitted).
+        pub unsolicited_provides: u64,
+        pub acks_sent: u64,
+        /// Packets for another service id, or of a kind a client does not take.
+        pub ignored: u64,
+        pub malformed: u64,
+    }
 }
 
 /// A request not yet answered.

@@ -45,38 +45,40 @@ impl Default for RapServerOptions {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RapServerStats {
-    pub requests_received: u64,
-    /// Requests from a client whose earlier request was still unacknowledged (same id reused).
-    pub duplicate_requests: u64,
-    /// Every provide sent (first answers, answers to duplicates and timer re-sends).
-    pub provides_sent: u64,
-    /// Provides re-sent by the timer (a subset of `provides_sent`).
-    pub resends: u64,
-    pub acks_received: u64,
-    /// Acks for no pending request or for another id.
-    pub stale_acks: u64,
-    /// Pending requests dropped after `max_resends` unanswered re-sends.
-    pub gave_up: u64,
-    /// Packets for another service id, or of a kind a server does not take (provide).
-    pub ignored: u64,
-    pub malformed: u64,
-    /// Requests from a new client too small to pay for a provide (see `provides_withheld`):
-    /// not answered, nothing remembered.
-    pub requests_too_small: u64,
-    /// Requests from a new client while `max_pending` clients were pending: answered once,
-    /// never re-sent, no state kept.
-    pub pending_table_full: u64,
-    /// Provides not sent because they would have been larger than the request bytes the client
-    /// sent and has not yet been answered for (no amplification toward a spoofed source).
-    pub provides_withheld: u64,
-    /// Whole packets, DNP header included: what requests brought in and provides sent out.
-    pub request_bytes_received: u64,
-    pub provide_bytes_sent: u64,
-    /// Provides not sent because the list did not encode (cannot happen: lists are checked
-    /// when set; counted rather than assumed).
-    pub encode_failures: u64,
+crate::counters! {
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct RapServerStats {
+        pub requests_received: u64,
+        /// Requests from a client whose earlier request was still unacknowledged (same id reused).
+        pub duplicate_requests: u64,
+        /// Every provide sent (first answers, answers to duplicates and timer re-sends).
+        pub provides_sent: u64,
+        /// Provides re-sent by the timer (a subset of `provides_sent`).
+        pub resends: u64,
+        pub acks_received: u64,
+        /// Acks for no pending request or for another id.
+        pub stale_acks: u64,
+        /// Pending requests dropped after `max_resends` unanswered re-sends.
+        pub gave_up: u64,
+        /// Packets for another service id, or of a kind a server does not take (provide).
+        pub ignored: u64,
+        pub malformed: u64,
+        /// Requests from a new client too small to pay for a provide (see `provides_withheld`):
+        /// not answered, nothing remembered.
+        pub requests_too_small: u64,
+        /// Requests from a new client while `max_pending` clients were pending: answered once,
+        /// never re-sent, no state kept.
+        pub pending_table_full: u64,
+        /// Provides not sent because they would have been larger than the request bytes the client
+        /// sent and has not yet been answered for (no amplification toward a spoofed source).
+        pub provides_withheld: u64,
+        /// Whole packets, DNP header included: what requests brought in and provides sent out.
+        pub request_bytes_received: u64,
+        pub provide_bytes_sent: u64,
+        /// Provides not sent because the list did not encode (cannot happen: lists are checked
+        /// when set; counted rather than assumed).
+        pub encode_failures: u64,
+    }
 }
 
 /// One unacknowledged answer.

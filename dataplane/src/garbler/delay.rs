@@ -10,33 +10,22 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-/// Counters of a delay line.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DelayStats {
-    pub scheduled: u64,
-    /// Handed to the sink at (or after) their due time, and the sink reported them sent.
-    pub sent: u64,
-    /// The sink reported a failure (e.g. `sendto` failed).
-    pub send_failed: u64,
-    /// Sent before their due time because the line was shut down (so that, e.g., a node's
-    /// last words still leave).
-    pub flushed: u64,
-    /// Refused because the line was already shut down.
-    pub refused: u64,
-    /// Held right now.
-    pub pending: u64,
-}
-
-impl DelayStats {
-    pub fn fields(&self) -> [(&'static str, u64); 6] {
-        [
-            ("scheduled", self.scheduled),
-            ("sent", self.sent),
-            ("send_failed", self.send_failed),
-            ("flushed", self.flushed),
-            ("refused", self.refused),
-            ("pending", self.pending),
-        ]
+control::counters! {
+    /// Counters of a delay line.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct DelayStats {
+        pub scheduled: u64,
+        /// Handed to the sink at (or after) their due time, and the sink reported them sent.
+        pub sent: u64,
+        /// The sink reported a failure (e.g. `sendto` failed).
+        pub send_failed: u64,
+        /// Sent before their due time because the line was shut down (so that, e.g., a node's
+        /// last words still leave).
+        pub flushed: u64,
+        /// Refused because the line was already shut down.
+        pub refused: u64,
+        /// Held right now.
+        pub pending: u64,
     }
 }
 

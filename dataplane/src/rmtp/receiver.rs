@@ -118,38 +118,40 @@ impl ReceiverConfig {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ReceiverStats {
-    pub delivered_bytes: u64,
-    pub data_received: u64,
-    pub duplicates: u64,
-    pub crc_failures: u64,
-    pub nacks_sent: u64,
-    /// Sequences named in NACKs, retries included.
-    pub sequences_nacked: u64,
-    /// Repair round trips measured (a sequence NACKed once to its RETRANSMIT).
-    pub repair_rtt_samples: u64,
-    /// The smoothed repair round trip, nanoseconds (0 until measured).
-    pub repair_srtt_nanos: u64,
-    pub ncfs_received: u64,
-    pub repairs_received: u64,
-    pub beyond_window: u64,
-    pub malformed: u64,
-    pub spms_received: u64,
-    pub mabs_sent: u64,
-    /// DATA before the segment size was known (no announcement, no SPM yet).
-    pub data_before_shape: u64,
-    /// DATA whose sequence, offset or length disagree with the transfer's shape.
-    pub data_implausible: u64,
-    /// Out-of-order DATA refused because `max_buffered` segments are held.
-    pub buffer_full: u64,
-    /// Times gap tracking stopped because `max_missing` sequences are tracked.
-    pub missing_full: u64,
-    /// SPMs refused: inconsistent with the shape, or edges the sender cannot have sent.
-    pub spms_refused: u64,
-    /// Times a shape learnt from an SPM was replaced by one that `spm_agreement` SPMs in a
-    /// row agreed on (the first SPM was forged).
-    pub shapes_replaced: u64,
+control::counters! {
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct ReceiverStats {
+        pub delivered_bytes: u64,
+        pub data_received: u64,
+        pub duplicates: u64,
+        pub crc_failures: u64,
+        pub nacks_sent: u64,
+        /// Sequences named in NACKs, retries included.
+        pub sequences_nacked: u64,
+        /// Repair round trips measured (a sequence NACKed once to its RETRANSMIT).
+        pub repair_rtt_samples: u64,
+        /// The smoothed repair round trip, nanoseconds (0 until measured).
+        pub repair_srtt_nanos: u64,
+        pub ncfs_received: u64,
+        pub repairs_received: u64,
+        pub beyond_window: u64,
+        pub malformed: u64,
+        pub spms_received: u64,
+        pub mabs_sent: u64,
+        /// DATA before the segment size was known (no announcement, no SPM yet).
+        pub data_before_shape: u64,
+        /// DATA whose sequence, offset or length disagree with the transfer's shape.
+        pub data_implausible: u64,
+        /// Out-of-order DATA refused because `max_buffered` segments are held.
+        pub buffer_full: u64,
+        /// Times gap tracking stopped because `max_missing` sequences are tracked.
+        pub missing_full: u64,
+        /// SPMs refused: inconsistent with the shape, or edges the sender cannot have sent.
+        pub spms_refused: u64,
+        /// Times a shape learnt from an SPM was replaced by one that `spm_agreement` SPMs in a
+        /// row agreed on (the first SPM was forged).
+        pub shapes_replaced: u64,
+    }
 }
 
 /// Entries and approximate bytes (keys, values and held payloads, without the B-tree's own

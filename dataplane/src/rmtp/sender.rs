@@ -132,35 +132,37 @@ impl Hashing {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SenderStats {
-    pub data_sent: u64,
-    pub data_bytes_sent: u64,
-    pub retransmissions: u64,
-    pub spms_sent: u64,
-    pub nacks_received: u64,
-    /// Sequences asked again within the hold-off (not repaired twice).
-    pub repairs_suppressed: u64,
-    /// Ranges reaching outside the window [trailing, leading) (clipped to it).
-    pub nacks_out_of_window: u64,
-    /// NACKs cut short by `max_repairs_per_holdoff` (sequences looked at, queued in this
-    /// hold-off, or queued at once); the rest is not repaired, receivers ask again.
-    pub repairs_over_budget: u64,
-    /// MABs no tree could report (`received` beyond what was sent, or above `mab`).
-    pub mabs_refused: u64,
-    /// Times the sender had data ready but the flow window was closed.
-    pub window_stalls: u64,
-    /// SPMs sent because the window stayed closed for a round trip (each asks the tree for
-    /// its MAB again).
-    pub window_probes: u64,
-    pub mabs_received: u64,
-    /// Round trips measured (DATA sent to the first MAB that covers it).
-    pub rtt_samples: u64,
-    /// The smoothed round trip, nanoseconds (0 until measured).
-    pub srtt_nanos: u64,
-    /// Bytes every receiver holds (the highest aggregated `received`).
-    pub bytes_acked: u64,
-    pub malformed: u64,
+control::counters! {
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct SenderStats {
+        pub data_sent: u64,
+        pub data_bytes_sent: u64,
+        pub retransmissions: u64,
+        pub spms_sent: u64,
+        pub nacks_received: u64,
+        /// Sequences asked again within the hold-off (not repaired twice).
+        pub repairs_suppressed: u64,
+        /// Ranges reaching outside the window [trailing, leading) (clipped to it).
+        pub nacks_out_of_window: u64,
+        /// NACKs cut short by `max_repairs_per_holdoff` (sequences looked at, queued in this
+        /// hold-off, or queued at once); the rest is not repaired, receivers ask again.
+        pub repairs_over_budget: u64,
+        /// MABs no tree could report (`received` beyond what was sent, or above `mab`).
+        pub mabs_refused: u64,
+        /// Times the sender had data ready but the flow window was closed.
+        pub window_stalls: u64,
+        /// SPMs sent because the window stayed closed for a round trip (each asks the tree for
+        /// its MAB again).
+        pub window_probes: u64,
+        pub mabs_received: u64,
+        /// Round trips measured (DATA sent to the first MAB that covers it).
+        pub rtt_samples: u64,
+        /// The smoothed round trip, nanoseconds (0 until measured).
+        pub srtt_nanos: u64,
+        /// Bytes every receiver holds (the highest aggregated `received`).
+        pub bytes_acked: u64,
+        pub malformed: u64,
+    }
 }
 
 /// Why a transfer ended without every receiver holding it.

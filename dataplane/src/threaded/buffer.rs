@@ -14,32 +14,21 @@ use std::time::{Duration, Instant};
 /// references".
 pub const DEFAULT_CAPACITY: usize = 100;
 
-/// Counters of one buffer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BufferStats {
-    /// Items stored (including ones later dropped).
-    pub pushed: u64,
-    pub popped: u64,
-    /// Oldest items removed to make room for a new one.
-    pub dropped: u64,
-    /// Items refused because the buffer was closed.
-    pub refused: u64,
-    /// Most items held at once.
-    pub high_water: u64,
-    /// Items held right now.
-    pub len: u64,
-}
-
-impl BufferStats {
-    pub fn fields(&self) -> [(&'static str, u64); 6] {
-        [
-            ("pushed", self.pushed),
-            ("popped", self.popped),
-            ("dropped", self.dropped),
-            ("refused", self.refused),
-            ("high_water", self.high_water),
-            ("len", self.len),
-        ]
+control::counters! {
+    /// Counters of one buffer.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct BufferStats {
+        /// Items stored (including ones later dropped).
+        pub pushed: u64,
+        pub popped: u64,
+        /// Oldest items removed to make room for a new one.
+        pub dropped: u64,
+        /// Items refused because the buffer was closed.
+        pub refused: u64,
+        /// Most items held at once.
+        pub high_water: u64,
+        /// Items held right now.
+        pub len: u64,
     }
 }
 

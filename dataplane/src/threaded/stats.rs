@@ -4,7 +4,7 @@ use super::buffer::BufferStats;
 use super::counters::DnpStats;
 use super::rmtp::{ReceiveState, RmtpStats};
 use crate::garbler::{DelayStats, GarblerStats};
-use crate::host::lines::{control_plane_lines, fields, garbler_lines, relay_lines};
+use crate::host::lines::{control_plane_lines, garbler_lines, push_fields, relay_lines};
 use control::NodeAddr;
 use control::drp::DrpStats;
 use control::gmp::GmpStats;
@@ -49,9 +49,7 @@ impl NodeStats {
             out.push((format!("dnp.{name}"), v));
         }
         for (buf, s) in &self.buffers {
-            for (name, v) in s.fields() {
-                out.push((format!("buffer.{buf}.{name}"), v));
-            }
+            push_fields(&mut out, &format!("buffer.{buf}"), s.fields());
         }
         let rap_servers: Vec<(u16, &RapServerStats)> =
             self.rap_servers.iter().map(|(sid, s)| (*sid, s)).collect();
@@ -90,38 +88,16 @@ impl fmt::Display for NodeStats {
 /// `rmtp.middle.*` (the middle-layer thread), `rmtp.relay.*` (its core), `rmtp.server.<group>.*`
 /// and `rmtp.client.<sid>.*` (progress, then the core's counters).
 fn rmtp_lines(out: &mut Vec<(String, u64)>, r: &RmtpStats) {
-    for (name, v) in r.middle.fields() {
-        out.push((format!("rmtp.middle.{name}"), v));
-    }
+    push_fields(out, "rmtp.middle", r.middle.fields());
     relay_lines(out, &r.relay);
     for (group, p, s) in &r.servers {
         let prefix = format!("rmtp.server.{group}");
-        fields!(out, prefix, p, [total, sent, acked]);
+        for (name, v) in [("total", p.total), ("sent", p.sent), ("acked", p.acked)] {
+            out.push((format!("{prefix}.{name}"), v));
+        }
         out.push((format!("{prefix}.complete"), u64::from(p.complete)));
         out.push((format!("{prefix}.failed"), u64::from(p.failed.is_some())));
-        fields!(
-            out,
-            prefix,
-            s,
-            [
-                data_sent,
-                data_bytes_sent,
-                retransmissions,
-                spms_sent,
-                nacks_received,
-                repairs_suppressed,
-                nacks_out_of_window,
-                repairs_over_budget,
-                mabs_refused,
-                window_stalls,
-                window_probes,
-                mabs_received,
-                rtt_samples,
-                srtt_nanos,
-                bytes_acked,
-                malformed,
-            ]
-        );
+        push_fields(out, &prefix, s.fields());
     }
     for (sid, p, s) in &r.clients {
         let prefix = format!("rmtp.client.{sid}");
@@ -135,32 +111,6 @@ fn rmtp_lines(out: &mut Vec<(String, u64)>, r: &RmtpStats) {
             format!("{prefix}.failed"),
             u64::from(matches!(p.state, ReceiveState::Failed(_))),
         ));
-        fields!(
-            out,
-            prefix,
-            s,
-            [
-                delivered_bytes,
-                data_received,
-                duplicates,
-                crc_failures,
-                nacks_sent,
-                sequences_nacked,
-                ncfs_received,
-                repairs_received,
-                beyond_window,
-                malformed,
-                spms_received,
-                mabs_sent,
-                data_before_shape,
-                data_implausible,
-                buffer_full,
-                missing_full,
-                spms_refused,
-                shapes_replaced,
-                repair_rtt_samples,
-                repair_srtt_nanos,
-            ]
-        );
+        push_fields(out, &prefix, s.fields());
     }
 }

@@ -137,68 +137,70 @@ impl RelayConfig {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RelayStats {
-    /// DATA/SPM decisions that forwarded or delivered.
-    pub forwarded: u64,
-    /// Packet copies sent to neighbours by those decisions (fan-out summed).
-    pub forwarded_copies: u64,
-    pub delivered_local: u64,
-    pub nacks_received: u64,
-    /// Sequences whose NACK only recorded a waiter (aggregated away).
-    pub nack_seqs_aggregated: u64,
-    /// NACK packets sent upstream (or to the local sender), after aggregation.
-    pub nacks_sent_upstream: u64,
-    pub nack_seqs_sent_upstream: u64,
-    pub ncfs_sent: u64,
-    pub ncfs_received: u64,
-    pub retransmissions_forwarded: u64,
-    /// Upstream repair round trips measured (a sequence NACKed upstream once to its
-    /// RETRANSMIT), over every tree.
-    pub upstream_rtt_samples: u64,
-    pub repairs_from_cache: u64,
-    /// Cached copies that failed their CRC when about to be served (evicted, asked upstream).
-    pub cache_corrupt: u64,
-    /// Cached copies dropped because peers they were served to asked for them again after the
-    /// hold-off, twice (repairs lost, or a forged DATA with a valid CRC that the receiver
-    /// refuses); the sequence is asked upstream instead.
-    pub cache_copies_asked_again: u64,
-    pub mabs_received: u64,
-    pub mabs_sent: u64,
-    pub prunes: u64,
-    pub drops_malformed: u64,
-    pub drops_not_on_tree: u64,
-    pub drops_not_from_upstream: u64,
-    pub retransmit_unrequested: u64,
-    pub nack_table_full: u64,
-    pub tree_table_full: u64,
-    /// Packets dropped because a tree or its peer table (64 peers) was full.
-    pub drops_table_full: u64,
-    pub fanout_overflow: u64,
-    pub repair_queue_full: u64,
-    pub nacks_below_trailing: u64,
-    /// NACKed sequences at or beyond the leading edge seen here: refused (a NACK naming only
-    /// such sequences moves nothing).
-    pub nack_seqs_beyond_leading: u64,
-    /// NACKed sequences past `nack_seqs_per_packet` in one packet: refused.
-    pub nack_seqs_over_cap: u64,
-    /// Cache repairs not repeated toward a peer within `repair_holdoff`.
-    pub repairs_held_off: u64,
-    /// Trees dropped to make room for a newcomer (see `RelayConfig::max_trees`).
-    pub trees_evicted: u64,
-    /// NACKs and MABs from a new peer of a tree whose peer table is full.
-    pub peer_table_full: u64,
-    /// MABs refused: `received` beyond `mab`.
-    pub mabs_implausible: u64,
-    /// MABs cut to the bytes forwarded here (`received`) or one `max_edge_step` beyond (`mab`).
-    pub mabs_clamped: u64,
-    /// MABs claiming every byte forwarded here (a completed receiver's report, or a forged
-    /// one) not yet counted: a peer's claim counts from its second report in a row.
-    pub mab_completions_held: u64,
-    /// DATA/RETRANSMIT refused: `sequence + 1` or `offset + length` past 2^64 - 1.
-    pub data_implausible: u64,
-    /// SPMs refused: trailing edge beyond the leading edge.
-    pub spms_implausible: u64,
+control::counters! {
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct RelayStats {
+        /// DATA/SPM decisions that forwarded or delivered.
+        pub forwarded: u64,
+        /// Packet copies sent to neighbours by those decisions (fan-out summed).
+        pub forwarded_copies: u64,
+        pub delivered_local: u64,
+        pub nacks_received: u64,
+        /// Sequences whose NACK only recorded a waiter (aggregated away).
+        pub nack_seqs_aggregated: u64,
+        /// NACK packets sent upstream (or to the local sender), after aggregation.
+        pub nacks_sent_upstream: u64,
+        pub nack_seqs_sent_upstream: u64,
+        pub ncfs_sent: u64,
+        pub ncfs_received: u64,
+        pub retransmissions_forwarded: u64,
+        /// Upstream repair round trips measured (a sequence NACKed upstream once to its
+        /// RETRANSMIT), over every tree.
+        pub upstream_rtt_samples: u64,
+        pub repairs_from_cache: u64,
+        /// Cached copies that failed their CRC when about to be served (evicted, asked upstream).
+        pub cache_corrupt: u64,
+        /// Cached copies dropped because peers they were served to asked for them again after the
+        /// hold-off, twice (repairs lost, or a forged DATA with a valid CRC that the receiver
+        /// refuses); the sequence is asked upstream instead.
+        pub cache_copies_asked_again: u64,
+        pub mabs_received: u64,
+        pub mabs_sent: u64,
+        pub prunes: u64,
+        pub drops_malformed: u64,
+        pub drops_not_on_tree: u64,
+        pub drops_not_from_upstream: u64,
+        pub retransmit_unrequested: u64,
+        pub nack_table_full: u64,
+        pub tree_table_full: u64,
+        /// Packets dropped because a tree or its peer table (64 peers) was full.
+        pub drops_table_full: u64,
+        pub fanout_overflow: u64,
+        pub repair_queue_full: u64,
+        pub nacks_below_trailing: u64,
+        /// NACKed sequences at or beyond the leading edge seen here: refused (a NACK naming only
+        /// such sequences moves nothing).
+        pub nack_seqs_beyond_leading: u64,
+        /// NACKed sequences past `nack_seqs_per_packet` in one packet: refused.
+        pub nack_seqs_over_cap: u64,
+        /// Cache repairs not repeated toward a peer within `repair_holdoff`.
+        pub repairs_held_off: u64,
+        /// Trees dropped to make room for a newcomer (see `RelayConfig::max_trees`).
+        pub trees_evicted: u64,
+        /// NACKs and MABs from a new peer of a tree whose peer table is full.
+        pub peer_table_full: u64,
+        /// MABs refused: `received` beyond `mab`.
+        pub mabs_implausible: u64,
+        /// MABs cut to the bytes forwarded here (`received`) or one `max_edge_step` beyond (`mab`).
+        pub mabs_clamped: u64,
+        /// MABs claiming every byte forwarded here (a completed receiver's report, or a forged
+        /// one) not yet counted: a peer's claim counts from its second report in a row.
+        pub mab_completions_held: u64,
+        /// DATA/RETRANSMIT refused: `sequence + 1` or `offset + length` past 2^64 - 1.
+        pub data_implausible: u64,
+        /// SPMs refused: trailing edge beyond the leading edge.
+        pub spms_implausible: u64,
+    }
 }
 
 /// Entries in the relay's tables (summed over trees) and the bytes they reserve, roughly.

@@ -43,43 +43,28 @@ pub(crate) struct MiddleCounters {
     table_changes: AtomicU64,
 }
 
-/// Counters of the middle-layer thread (the relay core counts its own decisions).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MiddleStats {
-    /// RMTP packets taken from DNP's buffer.
-    pub packets: u64,
-    /// NACKs and MABs taken from local clients.
-    pub local_packets: u64,
-    pub batches: u64,
-    /// Packets whose DNP view or body did not parse (only possible for local ones).
-    pub bad_packets: u64,
-    /// Packets sent to neighbours (forwarded copies and the relay's own).
-    pub copies_sent: u64,
-    pub send_errors: u64,
-    /// References handed to local client buffers.
-    pub to_clients: u64,
-    /// NACKs and MABs handed to local server buffers.
-    pub to_servers: u64,
-    /// Local deliveries nobody here was waiting for (a client that left, a server that ended).
-    pub no_local_consumer: u64,
-    /// Times the thread saw a newly published routing or multicast table.
-    pub table_changes: u64,
-}
-
-impl MiddleStats {
-    pub fn fields(&self) -> [(&'static str, u64); 10] {
-        [
-            ("packets", self.packets),
-            ("local_packets", self.local_packets),
-            ("batches", self.batches),
-            ("bad_packets", self.bad_packets),
-            ("copies_sent", self.copies_sent),
-            ("send_errors", self.send_errors),
-            ("to_clients", self.to_clients),
-            ("to_servers", self.to_servers),
-            ("no_local_consumer", self.no_local_consumer),
-            ("table_changes", self.table_changes),
-        ]
+control::counters! {
+    /// Counters of the middle-layer thread (the relay core counts its own decisions).
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct MiddleStats {
+        /// RMTP packets taken from DNP's buffer.
+        pub packets: u64,
+        /// NACKs and MABs taken from local clients.
+        pub local_packets: u64,
+        pub batches: u64,
+        /// Packets whose DNP view or body did not parse (only possible for local ones).
+        pub bad_packets: u64,
+        /// Packets sent to neighbours (forwarded copies and the relay's own).
+        pub copies_sent: u64,
+        pub send_errors: u64,
+        /// References handed to local client buffers.
+        pub to_clients: u64,
+        /// NACKs and MABs handed to local server buffers.
+        pub to_servers: u64,
+        /// Local deliveries nobody here was waiting for (a client that left, a server that ended).
+        pub no_local_consumer: u64,
+        /// Times the thread saw a newly published routing or multicast table.
+        pub table_changes: u64,
     }
 }
 
