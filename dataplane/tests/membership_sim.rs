@@ -301,7 +301,7 @@ fn spoofed_rap_requests_through_the_network_are_not_amplified_and_a_real_client_
          the victim's node counted {} packets for no service; {server:?}",
         server.request_bytes_received,
         server.provide_bytes_sent,
-        sim.node(n(6)).unwrap().stats().unknown_service
+        sim.node(n(6)).unwrap().stats().rap_no_endpoint
     );
     assert!(server.provide_bytes_sent <= server.request_bytes_received);
     assert_eq!(server.requests_received, u64::from(FLOOD) + 1);

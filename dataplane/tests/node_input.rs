@@ -21,7 +21,7 @@ proptest! {
         let mut node = fresh_node();
         node.handle_datagram(Instant::from_millis(1), n(2), &bytes);
         let s = node.stats();
-        prop_assert_eq!(s.accepted + s.rejected(), 1);
+        prop_assert_eq!(s.rx_accepted + s.rejected(), 1);
     }
 
     /// Valid DNP framing around arbitrary bodies reaches every protocol's body parser.
@@ -33,7 +33,7 @@ proptest! {
         node.handle_datagram(Instant::from_millis(1), n(2), &packet);
         node.handle_timeout(Instant::from_millis(2));
         while node.poll_transmit().is_some() {}
-        prop_assert_eq!(node.stats().accepted, 1);
+        prop_assert_eq!(node.stats().rx_accepted, 1);
     }
 }
 
@@ -66,15 +66,15 @@ fn each_kind_of_garbage_is_counted_under_its_name() {
     let s = node.stats();
     assert_eq!(
         (
-            s.too_short,
-            s.too_long,
-            s.length_mismatch,
-            s.bad_checksum,
-            s.unknown_flag
+            s.rx_error_too_short,
+            s.rx_error_too_long,
+            s.rx_error_length_mismatch,
+            s.rx_error_bad_checksum,
+            s.rx_error_unknown_flag
         ),
         (1, 1, 1, 1, 1)
     );
-    assert_eq!(s.accepted, 0);
+    assert_eq!(s.rx_accepted, 0);
     assert_eq!(node.drp().stats().hellos_recv, 0, "nothing reached DRP");
 }
 
@@ -127,7 +127,7 @@ fn a_flipped_body_bit_is_a_bad_crc_counted_and_not_acted_upon() {
             assert_eq!(err, Err(BodyError::BadCrc), "{flag:?} bit {bit}");
             let mut node = fresh_node();
             node.handle_datagram(now, n(2), &dnp::frame(me, peer, flag, &bad));
-            assert_eq!(node.stats().accepted, 1, "the DNP checksum is correct");
+            assert_eq!(node.stats().rx_accepted, 1, "the DNP checksum is correct");
             assert_eq!(node.stats().malformed_body, 1, "{flag:?} bit {bit}");
             assert_eq!(acted(&node), (0, 0, 0), "{flag:?} bit {bit} was acted upon");
         }
@@ -147,7 +147,10 @@ fn without_the_rmtp_layer_rmtp_packets_take_the_dnp_path() {
     // No route to node 3 yet: DNP's refusal, not the relay's.
     node.handle_datagram(now, n(1), &to(3));
     let s = node.stats();
-    assert_eq!((s.rmtp_unclaimed, s.no_route, s.accepted), (1, 1, 2));
+    assert_eq!(
+        (s.rmtp_unclaimed, s.forward_no_route, s.rx_accepted),
+        (1, 1, 2)
+    );
     let relay = node.transfers().relay_stats();
     assert_eq!(relay, &Default::default(), "the relay saw nothing");
 }
@@ -168,5 +171,5 @@ fn a_rap_packet_for_a_service_this_node_lacks_is_counted_as_such_whatever_its_bo
     node.handle_datagram(now, n(2), &rap(&sealed(&[0xBE])));
     node.handle_datagram(now, n(2), &rap(&[0xBE, 0x0C, 0, 0, 0, 0]));
     let s = node.stats();
-    assert_eq!((s.unknown_service, s.malformed_body), (1, 2));
+    assert_eq!((s.rap_no_endpoint, s.malformed_body), (1, 2));
 }

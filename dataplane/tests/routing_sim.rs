@@ -190,7 +190,10 @@ fn flooding_is_reliable_at_30_percent_loss_and_corruption_is_never_acted_upon() 
         assert!(routes_converged(&s, &topology), "diverged at {}", s.now());
     }
     let totals = s.totals();
-    let rejected: u64 = s.nodes().map(|(_, node)| node.stats().bad_checksum).sum();
+    let rejected: u64 = s
+        .nodes()
+        .map(|(_, node)| node.stats().rx_error_bad_checksum)
+        .sum();
     let escaped = totals.corrupted_escaped;
     let malformed: u64 = s.nodes().map(|(_, node)| node.stats().malformed_body).sum();
     println!(

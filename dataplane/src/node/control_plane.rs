@@ -164,12 +164,12 @@ impl ControlPlane {
             Addr::Node(dst) if dst == self.me => {}
             Addr::Node(dst) => return self.forward_unicast(from, dst, packet.bytes(), out, stats),
             _ => {
-                stats.misaddressed += 1;
+                stats.rx_bad_address += 1;
                 return;
             }
         }
         let Addr::Node(src) = packet.src() else {
-            stats.misaddressed += 1;
+            stats.rx_bad_address += 1;
             return;
         };
         // The trailer, then the service id: an intact packet for a service this node does not
@@ -183,7 +183,7 @@ impl ControlPlane {
         };
         let sid = u16::from_be_bytes([hi, lo]);
         if sid != RAP_SERVER_SID && sid != RAP_CLIENT_SID {
-            stats.unknown_service += 1;
+            stats.rap_no_endpoint += 1;
             return;
         }
         match RapMessage::parse(packet.body()) {
@@ -208,7 +208,7 @@ impl ControlPlane {
         stats: &mut NodeStats,
     ) {
         match self.routes.next_hop(dst) {
-            Some(to) if to == from => stats.looped += 1,
+            Some(to) if to == from => stats.forward_loop += 1,
             Some(to) => {
                 stats.forwarded += 1;
                 out.push_back(Transmit {
@@ -216,7 +216,7 @@ impl ControlPlane {
                     packet: bytes.to_vec(),
                 });
             }
-            None => stats.no_route += 1,
+            None => stats.forward_no_route += 1,
         }
     }
 
@@ -363,7 +363,7 @@ impl ControlPlane {
         let dst = u16::from_be_bytes([packet[2], packet[3]]);
         match NodeAddr::new(dst).and_then(|d| self.routes.next_hop(d)) {
             Some(to) => out.push_back(Transmit { to, packet }),
-            None => stats.no_route += 1,
+            None => stats.forward_no_route += 1,
         }
     }
 }

@@ -343,7 +343,7 @@ impl Node {
                 return;
             }
         };
-        self.stats.accepted += 1;
+        self.stats.rx_accepted += 1;
         match packet.flag() {
             Flag::Drp | Flag::Gmp | Flag::Rap => {
                 self.control

@@ -46,7 +46,7 @@ pub fn flag_of(packet: &[u8]) -> Option<Flag> {
     Flag::from_raw(u16::from_be_bytes([raw[0], raw[1]]))
 }
 
-macro_rules! counters {
+macro_rules! dnp_counters {
     ($($(#[doc = $doc:literal])+ $name:ident,)*) => {
         /// The live counters (relaxed atomics: each is a tally, never a synchronisation point).
         #[derive(Debug, Default)]
@@ -105,7 +105,7 @@ macro_rules! counters {
     };
 }
 
-counters! {
+dnp_counters! {
     /// Datagrams returned by `recvfrom`, valid or not.
     rx_datagrams,
     /// Bytes of those datagrams.

@@ -3,7 +3,7 @@
 //! lines like the threaded engine's.
 
 use crate::garbler::{DelayStats, GarblerStats};
-use crate::host::lines::{control_plane_lines, garbler_lines, relay_lines};
+use crate::host::lines::{control_plane_lines, garbler_lines, push_fields, relay_lines};
 use crate::node::RAP_SERVER_SID;
 use crate::threaded::{ReceiveProgress, ReceiveState, SendProgress};
 use control::drp::DrpStats;
@@ -129,25 +129,7 @@ impl UringStats {
             };
             out.push((name, v));
         }
-        let n = &self.node;
-        for (name, v) in [
-            ("accepted", n.accepted),
-            ("rejected", n.rejected()),
-            ("rx_error_too_short", n.too_short),
-            ("rx_error_too_long", n.too_long),
-            ("rx_error_length_mismatch", n.length_mismatch),
-            ("rx_error_bad_checksum", n.bad_checksum),
-            ("rx_error_unknown_flag", n.unknown_flag),
-            ("malformed_body", n.malformed_body),
-            ("misaddressed", n.misaddressed),
-            ("rap_no_endpoint", n.unknown_service),
-            ("forwarded", n.forwarded),
-            ("forward_no_route", n.no_route),
-            ("forward_loop", n.looped),
-            ("rmtp_unclaimed", n.rmtp_unclaimed),
-        ] {
-            out.push((format!("dnp.{name}"), v));
-        }
+        push_fields(&mut out, "dnp", self.node.fields());
         relay_lines(&mut out, &self.relay);
         control_plane_lines(
             &mut out,
