@@ -4,7 +4,7 @@
 
 use super::engine::{Engine, EngineConfig};
 use super::shared::{Command, Peer, Shared};
-use super::stats::UringStats;
+use super::stats::{EngineStats, UringStats};
 use crate::garbler::schedule::link_changes;
 use crate::garbler::{DelayLine, LinkGarbler, link_rng};
 use crate::host::{
@@ -427,6 +427,13 @@ impl UringNode {
     }
 
     // ---- counters ----
+
+    /// The engine thread's own counters as it last published them (once per loop turn): read
+    /// from atomics, without a call into the engine thread, so reading them costs that thread
+    /// nothing (the allocation test watches a stream with them).
+    pub fn engine_counters(&self) -> EngineStats {
+        self.shared.counters.snapshot()
+    }
 
     /// Every counter of the node (`UringStats::lines` gives `name value` pairs).
     pub fn stats(&self) -> UringStats {
