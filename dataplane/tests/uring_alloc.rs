@@ -212,9 +212,18 @@ fn forwarding_a_stream_allocates_nothing_per_packet() {
         "node 3 accepted the stream"
     );
     println!(
-        "node 2: {} datagrams in {} receives, {} in {} sends",
-        forwarder.datagrams_received, forwarder.receives, forwarder.datagrams_sent, forwarder.sends
+        "node 2: {} datagrams in {} receives, {} in {} sends, {} payload copies (indicative)",
+        forwarder.datagrams_received,
+        forwarder.receives,
+        forwarder.datagrams_sent,
+        forwarder.sends,
+        forwarder.payload_copies
     );
+    // Each forwarded packet is copied once, from the receive buffer into a recycled send
+    // buffer; none needed a buffer beyond those reserved at start.
+    assert!(forwarder.payload_copies >= 55_000, "{forwarder:?}");
+    assert_eq!(forwarder.send_buffers_allocated, 0);
+    assert_eq!(allocs, 0, "allocations per forwarded packet: {per_packet}");
     for node in nodes {
         node.stop();
     }
@@ -266,10 +275,17 @@ fn relaying_and_delivering_a_transfer_allocates_nothing_per_packet() {
         "relay + delivery: {allocs} allocations on nodes 2 and 3 for {packets} packets relayed \
          and delivered ({per_packet:.3} per packet)"
     );
+    let relay: EngineStats = nodes[1].engine_counters();
+    println!(
+        "relay: {} datagrams in {} receives, {} in {} sends (indicative)",
+        relay.datagrams_received, relay.receives, relay.datagrams_sent, relay.sends
+    );
+    assert_eq!(relay.send_buffers_allocated, 0);
     assert_eq!(rx.wait(Duration::from_secs(120)), ReceiveState::Complete);
     assert!(send.wait(Duration::from_secs(60)), "{:?}", send.progress());
     let got = std::fs::read(dir.of(n(3)).join("payload.bin")).expect("the file arrived");
     assert!(got == data, "the file differs ({} bytes)", got.len());
+    assert_eq!(allocs, 0, "allocations per relayed packet: {per_packet}");
     for node in nodes {
         node.stop();
     }
