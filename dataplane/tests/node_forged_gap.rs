@@ -7,10 +7,9 @@ use control::drp::{Route, RoutingTable};
 use control::gmp::{MulticastTable, TreeEntry};
 use control::wire::DEFAULT_MTU;
 use control::wire::rmtp::{self, SpmFields, TOTAL_UNKNOWN};
-use control::{GroupAddr, Instant, NodeAddr, Transmit};
-use dataplane::node::{Ctx, RmtpOptions, Transfers};
+use control::{GroupAddr, Instant, NodeAddr};
+use dataplane::node::{Ctx, Outbox, RmtpOptions, Transfers};
 use dataplane::rmtp::MemSink;
-use std::collections::VecDeque;
 use std::time::Duration;
 
 const MEMBER: u16 = 100;
@@ -46,7 +45,7 @@ fn tables(group: GroupAddr) -> (MulticastTable, RoutingTable) {
 fn a_forged_gap_costs_no_more_nack_work_than_the_relay_holds() {
     let group = GroupAddr::from_index(1).expect("a group");
     let (mcast, routes) = tables(group);
-    let mut out = VecDeque::<Transmit>::new();
+    let mut out = Outbox::new(DEFAULT_MTU);
     let options = RmtpOptions::default();
     let mut transfers = Transfers::new(n(2), DEFAULT_MTU, options.clone());
     let t0 = Instant::ZERO;

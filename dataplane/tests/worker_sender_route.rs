@@ -10,11 +10,10 @@ use control::gmp::{MulticastTable, TreeEntry};
 use control::wire::DEFAULT_MTU;
 use control::wire::dnp::Packet;
 use control::wire::rmtp::{self, SpmFields};
-use control::{GroupAddr, Instant, NodeAddr, Transmit};
-use dataplane::node::{Ctx, RmtpOptions, TransferEvent, Transfers};
+use control::{GroupAddr, Instant, NodeAddr};
+use dataplane::node::{Ctx, Outbox, RmtpOptions, TransferEvent, Transfers};
 use dataplane::rmtp::MemSink;
 use dataplane::rmtp::receiver::DEFAULT_SENDER_TIMEOUT;
-use std::collections::VecDeque;
 use std::time::Duration;
 
 const MEMBER: u16 = 100;
@@ -52,7 +51,7 @@ fn tables(group: GroupAddr, routed: bool) -> (MulticastTable, RoutingTable) {
 fn replayed_spms(routed: bool, run: Duration) -> Option<(Duration, String)> {
     let group = GroupAddr::from_index(1).expect("a group");
     let (mcast, routes) = tables(group, routed);
-    let mut out = VecDeque::<Transmit>::new();
+    let mut out = Outbox::new(DEFAULT_MTU);
     let mut transfers = Transfers::new(n(2), DEFAULT_MTU, RmtpOptions::default());
     let t0 = Instant::ZERO;
     assert!(transfers.add_receiver(t0, MEMBER, group, n(1), Box::new(MemSink::new())));

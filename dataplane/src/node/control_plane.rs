@@ -4,6 +4,7 @@
 //! publishes the tables the data path reads ([`SharedTables`]) whenever one of them changes.
 //! It knows no engine: packets go to the queue the caller passes in.
 
+use super::outbox::Outbox;
 use super::stats::NodeStats;
 use super::tables::{NeighbourTable, SharedTables, Tables};
 use control::drp::{Drp, DrpEvent, RoutingTable};
@@ -131,7 +132,7 @@ impl ControlPlane {
         now: Instant,
         from: NodeAddr,
         packet: &Packet<'_>,
-        out: &mut VecDeque<Transmit>,
+        out: &mut Outbox,
         stats: &mut NodeStats,
     ) {
         let malformed = match packet.flag() {
@@ -157,7 +158,7 @@ impl ControlPlane {
         now: Instant,
         from: NodeAddr,
         packet: &Packet<'_>,
-        out: &mut VecDeque<Transmit>,
+        out: &mut Outbox,
         stats: &mut NodeStats,
     ) {
         match packet.dst() {
@@ -204,29 +205,21 @@ impl ControlPlane {
         from: NodeAddr,
         dst: NodeAddr,
         bytes: &[u8],
-        out: &mut VecDeque<Transmit>,
+        out: &mut Outbox,
         stats: &mut NodeStats,
     ) {
         match self.routes.next_hop(dst) {
             Some(to) if to == from => stats.forward_loop += 1,
             Some(to) => {
                 stats.forwarded += 1;
-                out.push_back(Transmit {
-                    to,
-                    packet: bytes.to_vec(),
-                });
+                out.push_copy(to, bytes);
             }
             None => stats.forward_no_route += 1,
         }
     }
 
     /// Runs the timers that are due, then moves what they produced (as [`ControlPlane::sync`]).
-    pub fn handle_timeout(
-        &mut self,
-        now: Instant,
-        out: &mut VecDeque<Transmit>,
-        stats: &mut NodeStats,
-    ) {
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Outbox, stats: &mut NodeStats) {
         if self.drp.poll_timeout().is_some_and(|t| t <= now) {
             self.drp.handle_timeout(now);
         }
@@ -303,7 +296,7 @@ impl ControlPlane {
 
     /// Moves what the cores produced to where it goes: route changes to GMP and RAP, tables to
     /// their published snapshot, packets to `out`, RAP answers to the events.
-    pub fn sync(&mut self, now: Instant, out: &mut VecDeque<Transmit>, stats: &mut NodeStats) {
+    pub fn sync(&mut self, now: Instant, out: &mut Outbox, stats: &mut NodeStats) {
         let mut changed = false;
         while let Some(event) = self.drp.poll_event() {
             match event {
@@ -359,7 +352,7 @@ impl ControlPlane {
     }
 
     /// Sends a sealed packet toward its DNP destination.
-    fn send_routed(&self, packet: Vec<u8>, out: &mut VecDeque<Transmit>, stats: &mut NodeStats) {
+    fn send_routed(&self, packet: Vec<u8>, out: &mut Outbox, stats: &mut NodeStats) {
         let dst = u16::from_be_bytes([packet[2], packet[3]]);
         match NodeAddr::new(dst).and_then(|d| self.routes.next_hop(d)) {
             Some(to) => out.push_back(Transmit { to, packet }),
@@ -387,7 +380,7 @@ mod tests {
     ) {
         let mtu = control::wire::DEFAULT_MTU;
         let end = *now + run;
-        let mut out = VecDeque::new();
+        let mut out = Outbox::new(mtu);
         while *now < end {
             for plane in planes.iter_mut() {
                 if plane.poll_timeout().is_some_and(|t| t <= *now) {

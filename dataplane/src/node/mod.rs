@@ -12,11 +12,13 @@
 //! out the relay's decisions with the worker's own code ([`worker::decisions`]).
 
 mod control_plane;
+mod outbox;
 mod stats;
 mod tables;
 pub mod worker;
 
 pub use control_plane::{ControlEvent, ControlPlane, RAP_CLIENT_SID, RAP_SERVER_SID};
+pub use outbox::{MAX_SPARE_BUFFERS, Outbox};
 pub use stats::NodeStats;
 pub use tables::{Neighbour, NeighbourTable, SharedTables, Tables};
 pub use worker::{Ctx, RmtpOptions, TransferEvent, Transfers};
@@ -78,7 +80,7 @@ pub struct Node {
     rmtp_enabled: bool,
     control: ControlPlane,
     transfers: Transfers,
-    out: VecDeque<Transmit>,
+    out: Outbox,
     events: VecDeque<NodeEvent>,
     stats: NodeStats,
 }
@@ -100,7 +102,7 @@ impl Node {
             rmtp_enabled: options.enabled,
             control: ControlPlane::new(me, topology, now),
             transfers: Transfers::new(me, topology.network.mtu, options),
-            out: VecDeque::new(),
+            out: Outbox::new(topology.network.mtu),
             events: VecDeque::new(),
             stats: NodeStats::default(),
         };
@@ -414,8 +416,33 @@ impl Node {
             .min()
     }
 
+    /// The next packet to send. Its buffer may come from the node's spares: hand it back with
+    /// [`Node::recycle`] once the send completed (an engine that keeps it simply drops it).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
+    }
+
+    /// Takes back the buffer of a packet [`Node::poll_transmit`] gave out, once sent: the next
+    /// packet the node passes on is written into it instead of a new allocation.
+    pub fn recycle(&mut self, packet: Vec<u8>) {
+        self.out.recycle(packet);
+    }
+
+    /// Allocates `buffers` outgoing buffers of MTU capacity now (see [`Outbox::reserve`]): an
+    /// engine that recycles them calls it once, before the first packet.
+    pub fn reserve_send_buffers(&mut self, buffers: usize) {
+        self.out.reserve(buffers);
+    }
+
+    /// Outgoing buffers allocated because every reserved or recycled one was in use.
+    pub fn send_buffers_allocated(&self) -> u64 {
+        self.out.allocated()
+    }
+
+    /// Packets the node copied into an outgoing buffer (each forwarded packet once per next
+    /// hop, and each packet a local core built), since it started.
+    pub fn payload_copies(&self) -> u64 {
+        self.out.copies()
     }
 
     /// Moves what the halves produced to where it goes: the control plane's packets and tables

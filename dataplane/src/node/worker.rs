@@ -7,6 +7,7 @@
 
 pub mod decisions;
 
+use super::outbox::Outbox;
 use crate::rmtp::{
     ReceiverConfig, ReceiverEvent, ReceiverStats, RelayConfig, RelayStats, RmtpReceiver, RmtpRelay,
     RmtpSender, SenderConfig, SenderStats, Sink, Source,
@@ -14,7 +15,7 @@ use crate::rmtp::{
 use control::drp::RoutingTable;
 use control::gmp::MulticastTable;
 use control::wire::dnp::Packet;
-use control::{GroupAddr, Instant, NodeAddr, Transmit};
+use control::{GroupAddr, Instant, NodeAddr};
 use decisions::{DecisionSink, carry_out, carry_out_built};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -121,7 +122,7 @@ pub struct Transfers {
 pub struct Ctx<'a> {
     pub mcast: &'a MulticastTable,
     pub routes: &'a RoutingTable,
-    pub out: &'a mut VecDeque<Transmit>,
+    pub out: &'a mut Outbox,
 }
 
 impl Transfers {
@@ -409,7 +410,7 @@ struct LocalEnds<'a> {
     now: Instant,
     senders: &'a mut BTreeMap<GroupAddr, LocalSender>,
     receivers: &'a mut BTreeMap<u16, LocalReceiver>,
-    out: &'a mut VecDeque<Transmit>,
+    out: &'a mut Outbox,
 }
 
 impl<'a> LocalEnds<'a> {
@@ -417,7 +418,7 @@ impl<'a> LocalEnds<'a> {
         now: Instant,
         senders: &'a mut BTreeMap<GroupAddr, LocalSender>,
         receivers: &'a mut BTreeMap<u16, LocalReceiver>,
-        out: &'a mut VecDeque<Transmit>,
+        out: &'a mut Outbox,
     ) -> Self {
         LocalEnds {
             now,
@@ -430,10 +431,7 @@ impl<'a> LocalEnds<'a> {
 
 impl DecisionSink<Packet<'_>> for LocalEnds<'_> {
     fn to_neighbour(&mut self, to: NodeAddr, bytes: &[u8]) {
-        self.out.push_back(Transmit {
-            to,
-            packet: bytes.to_vec(),
-        });
+        self.out.push_copy(to, bytes);
     }
 
     fn to_receivers(&mut self, group: GroupAddr, sender: NodeAddr, packet: &Packet<'_>) {

@@ -6,7 +6,7 @@
 //! Nothing here decides anything about a protocol: bytes in, bytes out, time.
 
 use super::bufring::BufRing;
-use super::send::{Outgoing, SendSlots};
+use super::send::{MAX_SEGMENTS, Outgoing, SendSlots};
 use super::shared::{Command, Shared};
 use super::socket::{self, RECV_CONTROL_LEN};
 use super::stats::EngineStats;
@@ -72,6 +72,7 @@ pub(crate) struct EngineConfig {
     pub gso: bool,
     pub busy_poll: bool,
     pub send_slots: usize,
+    pub send_buffers: usize,
     pub socket_buffer_bytes: usize,
     pub core: Option<usize>,
     /// The topology's MTU: the largest datagram a receive buffer must hold without GRO.
@@ -113,7 +114,7 @@ impl Engine {
     /// Builds the ring, its buffers and the socket options; any failure is the one line the
     /// node's `start` returns.
     pub fn new(
-        node: Node,
+        mut node: Node,
         shared: Arc<Shared>,
         socket: UdpSocket,
         by_socket: HashMap<SocketAddr, NodeAddr>,
@@ -146,6 +147,7 @@ impl Engine {
         let mut recv_msg: Box<libc::msghdr> = Box::new(unsafe { zeroed() });
         recv_msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         recv_msg.msg_controllen = RECV_CONTROL_LEN as _;
+        node.reserve_send_buffers(config.send_buffers);
         let published = (Arc::clone(node.routes()), Arc::clone(node.multicast()));
         shared.publish_tables(&published.0, &published.1);
         let mut engine = Engine {
@@ -160,7 +162,8 @@ impl Engine {
             event_buf: Box::new(0),
             event_armed: false,
             slots: SendSlots::new(config.send_slots, config.gso),
-            pending: VecDeque::new(),
+            // Every send slot's worth: queueing a full batch of sends allocates nothing.
+            pending: VecDeque::with_capacity(config.send_slots.saturating_mul(MAX_SEGMENTS)),
             copies: Vec::with_capacity(2),
             cqes: Vec::with_capacity(256),
             commands: VecDeque::new(),
@@ -215,6 +218,8 @@ impl Engine {
             self.after_input();
             self.flush();
             self.stats.wakeups += 1;
+            self.stats.payload_copies = self.node.payload_copies();
+            self.stats.send_buffers_allocated = self.node.send_buffers_allocated();
             self.shared.counters.store(&self.stats);
             if !self.stopping {
                 self.wait();
@@ -430,7 +435,10 @@ impl Engine {
     }
 
     fn on_sent(&mut self, slot: u64, result: i32) {
-        let datagrams = self.slots.complete(slot as usize);
+        let node = &mut self.node;
+        let datagrams = self
+            .slots
+            .complete(slot as usize, |packet| node.recycle(packet));
         if result < 0 {
             self.stats.send_errors += 1;
             // A segmented send the path refuses (a device without UDP GSO, a segment above the
@@ -466,6 +474,7 @@ impl Engine {
     fn route(&mut self, t: Transmit) {
         let Some(peer) = self.shared.peers.get(&t.to) else {
             self.stats.tx_unknown_neighbour += 1;
+            self.node.recycle(t.packet);
             return;
         };
         if peer.link.is_clean() {
@@ -476,6 +485,7 @@ impl Engine {
             return;
         }
         peer.link.apply(&t.packet, &mut self.copies);
+        self.node.recycle(t.packet);
         let now = StdInstant::now();
         for copy in self.copies.drain(..) {
             if copy.delay.is_zero() {

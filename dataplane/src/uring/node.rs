@@ -4,7 +4,7 @@
 
 use super::engine::{Engine, EngineConfig};
 use super::shared::{Command, Peer, Shared};
-use super::stats::UringStats;
+use super::stats::{EngineStats, UringStats};
 use crate::garbler::schedule::link_changes;
 use crate::garbler::{DelayLine, LinkGarbler, link_rng};
 use crate::host::{
@@ -49,6 +49,10 @@ pub struct UringOptions {
     pub ring_entries: u32,
     /// Sends in flight at once (each may carry a segmented batch).
     pub send_slots: usize,
+    /// Outgoing buffers of one MTU the node writes the packets it passes on into, allocated
+    /// at start and recycled after each send (more are allocated, and counted as
+    /// `engine.send_buffers_allocated`, while every one is in flight).
+    pub send_buffers: usize,
     /// Kernel receive and send buffer asked for the socket, bytes (as the threaded engine).
     pub socket_buffer_bytes: usize,
     /// The RMTP tunables of the node (window, rate, caches): for every transfer of the node,
@@ -70,6 +74,7 @@ impl Default for UringOptions {
             recv_buffers: 64,
             ring_entries: 256,
             send_slots: 64,
+            send_buffers: 1024,
             socket_buffer_bytes: DEFAULT_SOCKET_BUFFER,
             rmtp: RmtpOptions::default(),
             apply_schedule: false,
@@ -207,6 +212,7 @@ impl UringNode {
             gso: options.gso,
             busy_poll: options.busy_poll,
             send_slots: options.send_slots,
+            send_buffers: options.send_buffers,
             socket_buffer_bytes: options.socket_buffer_bytes,
             core: options.core,
             mtu,
@@ -427,6 +433,13 @@ impl UringNode {
     }
 
     // ---- counters ----
+
+    /// The engine thread's own counters as it last published them (once per loop turn): read
+    /// from atomics, without a call into the engine thread, so reading them costs that thread
+    /// nothing (the allocation test watches a stream with them).
+    pub fn engine_counters(&self) -> EngineStats {
+        self.shared.counters.snapshot()
+    }
 
     /// Every counter of the node (`UringStats::lines` gives `name value` pairs).
     pub fn stats(&self) -> UringStats {

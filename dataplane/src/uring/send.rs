@@ -129,14 +129,17 @@ impl SendSlots {
         Some((index, entry))
     }
 
-    /// The send of `index` completed: its packets are dropped and the slot is free again.
-    /// Returns how many datagrams it carried.
-    pub fn complete(&mut self, index: usize) -> u64 {
+    /// The send of `index` completed: its packets go to `recycle` (whose buffers the node
+    /// writes its next packets into) and the slot is free again. Returns how many datagrams it
+    /// carried.
+    pub fn complete(&mut self, index: usize, mut recycle: impl FnMut(Vec<u8>)) -> u64 {
         let Some(slot) = self.slots.get_mut(index) else {
             return 0;
         };
         let datagrams = slot.packets.len() as u64;
-        slot.packets.clear();
+        for packet in slot.packets.drain(..) {
+            recycle(packet);
+        }
         slot.iov.clear();
         if datagrams > 0 {
             self.free.push(index);

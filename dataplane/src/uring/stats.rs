@@ -60,6 +60,13 @@ engine_counters! {
     recv_buffers_exhausted,
     /// Datagrams from a socket address that is no node of the topology file, dropped.
     unknown_source,
+    /// Packets the node copied into a send buffer: once per forwarded packet and next hop (the
+    /// receive buffer goes back to the kernel at once; the copy goes into a recycled buffer,
+    /// not a new allocation), and once per packet a local core built.
+    payload_copies,
+    /// Send buffers the node allocated because every reserved one was in flight
+    /// (`UringOptions::send_buffers` too small for the load); 0 in steady state.
+    send_buffers_allocated,
     /// Sends the kernel refused (their datagrams are lost; RMTP repairs what matters).
     send_errors,
     /// 1 once a segmented send failed and the engine fell back to one datagram per send.
