@@ -815,6 +815,10 @@ fn a_receiver_slow_to_finish_its_sink_still_completes_the_sender() {
         .unwrap();
     assert_eq!(rx.wait(LIMIT), ReceiveState::Complete);
     let complete = send.wait(LIMIT);
-    assert!(complete, "the sender did not complete: {:?}", send.progress());
+    assert!(
+        complete,
+        "the sender did not complete: {:?}",
+        send.progress()
+    );
     net.stop();
 }

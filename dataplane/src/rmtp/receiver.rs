@@ -1312,7 +1312,10 @@ mod tests {
         let linger = r.config().linger_silence;
         let woke = t0 + linger * 3;
         r.handle_timeout(woke);
-        assert!(events(&mut r).is_empty(), "left before reporting completion");
+        assert!(
+            events(&mut r).is_empty(),
+            "left before reporting completion"
+        );
         let mut buf = [0u8; DEFAULT_MTU];
         let len = r.poll_transmit(woke, &mut buf).expect("the completion MAB");
         let p = Packet::parse(&buf[..len], DEFAULT_MTU).unwrap();
