@@ -76,6 +76,8 @@ const ATTACK_SPAN: Duration = Duration::from_secs(8);
 const TIME_LIMIT: Duration = Duration::from_secs(40);
 /// Tables are checked every this many injected packets, and once at the end.
 const CHECK_EVERY: u64 = 64;
+/// Every link's latency: the file takes about 0.35 s of the attack (window-bound).
+const LINK_DELAY: Duration = Duration::from_millis(5);
 
 /// Capacities the tables must stay within whatever arrives. Generous: they catch growth per
 /// hostile packet (thousands are injected), not the cores' own limits.
@@ -187,7 +189,12 @@ fn check_tables(s: &Scenario) -> Result<(), String> {
 /// Sends a 1 MiB file from node 1 to the leaves of a 7-node tree while injecting hostile
 /// packets of `kinds` (every kind when empty); `Err` when an invariant broke.
 fn attack(seed: u64, kinds: &[Kind]) -> Result<Outcome, String> {
-    let topology: Topology = build::binary_tree(3, 7001);
+    let mut topology: Topology = build::binary_tree(3, 7001);
+    // Links of zero delay carry the whole file in no virtual time, before the first
+    // injection: the transfer must span the attack.
+    for link in &mut topology.links {
+        link.faults.delay = LINK_DELAY;
+    }
     let leaves: Vec<NodeAddr> = LEAVES.map(n).to_vec();
     let data = content(FILE_BYTES, seed);
     let mut s = Scenario::start(topology, seed, RmtpOptions::default(), n(1), &leaves, data)?;
