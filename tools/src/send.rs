@@ -153,7 +153,9 @@ pub fn run(args: SendArgs) -> Result<(), String> {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break Err("timed out before every receiver had the file".to_string());
         }
-        if host.wait(Duration::from_millis(100)) {
+        // Woken at the completion (or the end), so the time measured is exact.
+        handle.wait(Duration::from_millis(100));
+        if host.wait(Duration::ZERO) {
             break Err("interrupted before every receiver had the file".to_string());
         }
     };

@@ -51,7 +51,8 @@ pub struct UringOptions {
     pub send_slots: usize,
     /// Outgoing buffers of one MTU the node writes the packets it passes on into, allocated
     /// at start and recycled after each send (more are allocated, and counted as
-    /// `engine.send_buffers_allocated`, while every one is in flight).
+    /// `engine.send_buffers_allocated`, while every one is in flight). A relay holds a whole
+    /// receiver window's burst in them (the default window, 2 MiB, is about 2,000 packets).
     pub send_buffers: usize,
     /// Kernel receive and send buffer asked for the socket, bytes (as the threaded engine).
     pub socket_buffer_bytes: usize,
@@ -74,7 +75,7 @@ impl Default for UringOptions {
             recv_buffers: 64,
             ring_entries: 256,
             send_slots: 64,
-            send_buffers: 1024,
+            send_buffers: 4096,
             socket_buffer_bytes: DEFAULT_SOCKET_BUFFER,
             rmtp: RmtpOptions::default(),
             apply_schedule: false,
