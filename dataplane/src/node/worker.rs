@@ -325,7 +325,7 @@ impl Transfers {
                     .nth(i)
                     .and_then(|s| s.core.poll_transmit(now, &mut buf))
                 {
-                    let Ok(p) = Packet::parse(&buf[..len], mtu) else {
+                    let Ok(p) = Packet::built_here(&buf[..len], mtu) else {
                         break;
                     };
                     let action = self.relay.handle_local(now, &p, ctx.mcast, ctx.routes);
@@ -337,7 +337,7 @@ impl Transfers {
             }
             for (&sid, r) in self.receivers.iter_mut() {
                 while let Some(len) = r.core.poll_transmit(now, &mut buf) {
-                    if let Ok(p) = Packet::parse(&buf[..len], mtu) {
+                    if let Ok(p) = Packet::built_here(&buf[..len], mtu) {
                         let _ = self
                             .relay
                             .handle_local_member(now, sid, &p, ctx.mcast, ctx.routes);
@@ -348,7 +348,7 @@ impl Transfers {
             while let Some(t) = self.relay.poll_transmit(now, &mut buf) {
                 let mut ends = LocalEnds::new(now, &mut self.senders, &mut self.receivers, ctx.out);
                 carry_out_built(&mut ends, me, t, &buf[..t.len], |b| {
-                    Packet::parse(b, mtu).ok()
+                    Packet::built_here(b, mtu).ok()
                 });
                 progress = true;
             }
