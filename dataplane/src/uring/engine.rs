@@ -49,6 +49,13 @@ const RECV_OVERHEAD: usize = 16 + size_of::<libc::sockaddr_storage>() + RECV_CON
 const GRO_PAYLOAD: usize = 65_535;
 /// How long stopping waits for the last packets to leave.
 const FINAL_FLUSH: Duration = Duration::from_secs(1);
+/// Completions in one turn that mean traffic is streaming: more than a lone packet's receive
+/// and the send of its forward, so a packet at a time never waits for company.
+const STREAMING: usize = 3;
+/// Completions a streaming engine waits for at once (see `Engine::wait`).
+const WAIT_BATCH: usize = 4;
+/// The longest a streaming engine waits for its batch: far below a transfer's feedback loop.
+const BATCH_WAIT_LIMIT: Duration = Duration::from_micros(50);
 
 /// A ring for one thread: single issuer, with completion work deferred to the moments the
 /// engine asks for completions (Linux 6.1), the flag telling when such work waits (so a
@@ -99,6 +106,8 @@ pub(crate) struct Engine {
     pending: VecDeque<Outgoing>,
     copies: Vec<GarbledCopy>,
     cqes: Vec<(u64, i32, u32)>,
+    /// Completions the last turn reaped: whether traffic is streaming.
+    last_completions: usize,
     commands: VecDeque<Command>,
     pub stats: EngineStats,
     pub handles: Handles,
@@ -166,6 +175,7 @@ impl Engine {
             pending: VecDeque::with_capacity(config.send_slots.saturating_mul(MAX_SEGMENTS)),
             copies: Vec::with_capacity(2),
             cqes: Vec::with_capacity(256),
+            last_completions: 0,
             commands: VecDeque::new(),
             stats,
             handles: Handles::default(),
@@ -369,6 +379,7 @@ impl Engine {
                 _ => {}
             }
         }
+        self.last_completions = cqes.len();
         cqes.clear();
         self.cqes = cqes;
         if recycled {
@@ -523,12 +534,26 @@ impl Engine {
         .into_iter()
         .flatten()
         .min();
-        let result = match deadline.map(|d| d.saturating_duration_since(now)) {
+        // Streaming (the last turn reaped several completions): sleep until a few are in,
+        // for a moment at most, rather than wake per completion (with deferred task running
+        // the kernel wakes us only then, which spares the senders a wake-up per batch).
+        let batch = if self.last_completions >= STREAMING {
+            WAIT_BATCH
+        } else {
+            1
+        };
+        let wait = deadline.map(|d| d.saturating_duration_since(now));
+        let wait = match wait {
+            Some(d) if batch > 1 => Some(d.min(BATCH_WAIT_LIMIT)),
+            None if batch > 1 => Some(BATCH_WAIT_LIMIT),
+            other => other,
+        };
+        let result = match wait {
             Some(d) if d.is_zero() => self.ring.submit(),
             Some(d) => {
                 let ts = Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos());
                 let args = SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(1, &args)
+                self.ring.submitter().submit_with_args(batch, &args)
             }
             None => self.ring.submit_and_wait(1),
         };
