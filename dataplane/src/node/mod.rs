@@ -351,31 +351,18 @@ impl Node {
                 self.control
                     .handle_packet(now, from, &packet, &mut self.out, &mut self.stats)
             }
-            Flag::RmtpData
-            | Flag::RmtpRetransmit
-            | Flag::RmtpNack
-            | Flag::RmtpMab
-            | Flag::RmtpNcf
-            | Flag::RmtpSpm
-                if !self.rmtp_enabled =>
-            {
-                match packet.dst() {
-                    Addr::Node(dst) if dst != self.me => self.control.forward_unicast(
-                        from,
-                        dst,
-                        packet.bytes(),
-                        &mut self.out,
-                        &mut self.stats,
-                    ),
-                    _ => self.stats.rmtp_unclaimed += 1,
-                }
-            }
-            Flag::RmtpData
-            | Flag::RmtpRetransmit
-            | Flag::RmtpNack
-            | Flag::RmtpMab
-            | Flag::RmtpNcf
-            | Flag::RmtpSpm => {
+            // The rest is RMTP. Without the RMTP layer: an end-to-end datagram like any other.
+            _ if !self.rmtp_enabled => match packet.dst() {
+                Addr::Node(dst) if dst != self.me => self.control.forward_unicast(
+                    from,
+                    dst,
+                    packet.bytes(),
+                    &mut self.out,
+                    &mut self.stats,
+                ),
+                _ => self.stats.rmtp_unclaimed += 1,
+            },
+            _ => {
                 // The worker's batch is this one datagram: the tables are loaded once for it.
                 let tables = self.control.shared_tables().load();
                 let ctx = Ctx {

@@ -537,17 +537,18 @@ impl Engine {
         // Streaming (the last turn reaped several completions): sleep until a few are in,
         // for a moment at most, rather than wake per completion (with deferred task running
         // the kernel wakes us only then, which spares the senders a wake-up per batch).
-        let batch = if self.last_completions >= STREAMING {
-            WAIT_BATCH
+        let (batch, batch_limit) = if self.last_completions >= STREAMING {
+            (WAIT_BATCH, Some(BATCH_WAIT_LIMIT))
         } else {
-            1
+            (1, None)
         };
-        let wait = deadline.map(|d| d.saturating_duration_since(now));
-        let wait = match wait {
-            Some(d) if batch > 1 => Some(d.min(BATCH_WAIT_LIMIT)),
-            None if batch > 1 => Some(BATCH_WAIT_LIMIT),
-            other => other,
-        };
+        let wait = [
+            deadline.map(|d| d.saturating_duration_since(now)),
+            batch_limit,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let result = match wait {
             Some(d) if d.is_zero() => self.ring.submit(),
             Some(d) => {
