@@ -15,7 +15,7 @@ use std::hint::black_box;
 use std::sync::{Arc, PoisonError, RwLock};
 
 const ROUTES: [usize; 4] = [10, 100, 1_000, 10_000];
-/// Up to `gmp::DEFAULT_MAX_TREES`, the most trees a node keeps by default.
+/// Up to `settings::gmp::MAX_TREES`, the most trees a node keeps by default.
 const TREES: [usize; 4] = [10, 100, 1_000, 4_096];
 const LOOKUPS: usize = 1024;
 

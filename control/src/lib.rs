@@ -7,6 +7,7 @@
 pub mod addr;
 pub mod counters;
 pub mod rng;
+pub mod settings;
 pub mod time;
 pub mod topology;
 pub mod wire;

@@ -36,8 +36,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// The simulator's default hold-back window for reordered packets.
-pub const DEFAULT_REORDER_WINDOW: Duration = Duration::from_millis(10);
+// The default hold-back window for reordered packets.
+use control::settings::garbler::REORDER_WINDOW;
 
 /// The random stream of the direction `from -> to`, forked from a run's seed, so that traffic on
 /// one link never shifts the fate of packets on another.
@@ -114,7 +114,7 @@ impl LinkGarbler {
         let state = State {
             faults,
             undetected: 0.0,
-            reorder_window: DEFAULT_REORDER_WINDOW,
+            reorder_window: REORDER_WINDOW,
             rng,
             stats: GarblerStats::default(),
         };

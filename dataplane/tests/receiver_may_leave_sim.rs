@@ -5,10 +5,10 @@
 //! signal (the io_uring engine's transfer handles, the threaded engine's client thread) rather
 //! than after a fixed linger.
 
+use control::settings::receiver::SENDER_TIMEOUT;
 use control::topology::build;
 use control::{Instant, NodeAddr};
 use dataplane::node::{NodeEvent, RmtpOptions, TransferEvent};
-use dataplane::rmtp::receiver::DEFAULT_SENDER_TIMEOUT;
 use dataplane::sim::scenario::{SID, Scenario, content, group, n};
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ fn a_completed_receiver_is_told_it_may_leave() {
         content(512 * 1024, 5),
     )
     .expect("the scenario starts");
-    let limit = s.sim.now() + DEFAULT_SENDER_TIMEOUT * 3;
+    let limit = s.sim.now() + SENDER_TIMEOUT * 3;
     let mut received: Option<Instant> = None;
     let mut may_leave: Option<Instant> = None;
     let mut sender_dropped: Option<Instant> = None;

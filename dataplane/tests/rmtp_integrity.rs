@@ -8,8 +8,8 @@ use control::wire::DEFAULT_MTU;
 use control::wire::dnp::Packet;
 use control::{Instant, NodeAddr};
 use dataplane::rmtp::{
-    FileSink, MemSource, ReceiverConfig, ReceiverEvent, RmtpReceiver, RmtpSender, SenderConfig,
-    Sink, SinkError,
+    FileSink, Finished, MemSource, ReceiverConfig, ReceiverEvent, RmtpReceiver, RmtpSender,
+    SenderConfig, Sink, SinkError,
 };
 use std::path::PathBuf;
 use std::time::Duration;
@@ -98,7 +98,18 @@ fn file_sink_renames_only_after_a_verified_hash() {
             got: 5
         })
     ));
-    ok.finish(&hash).unwrap();
+    // The sync to disk and the rename go on off this thread: the sink says when they are done.
+    assert_eq!(ok.finish(&hash).unwrap(), Finished::Pending);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let outcome = loop {
+        if let Some(outcome) = ok.poll_finished() {
+            break outcome;
+        }
+        assert!(std::time::Instant::now() < deadline, "the sync never ended");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    outcome.unwrap();
+    assert!(ok.poll_finished().is_none(), "the outcome is told once");
     assert_eq!(dir.names(), ["good.bin"]);
     assert_eq!(std::fs::read(dir.0.join("good.bin")).unwrap(), data);
 

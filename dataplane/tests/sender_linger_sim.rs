@@ -4,9 +4,9 @@
 //! over. The rule lives in the sender core on the time passed in, so the simulator's nodes and
 //! the threaded engine's server threads (which end then) see the same instant.
 
+use control::settings::sender::LINGER;
 use control::topology::build;
 use dataplane::node::{Node, RmtpOptions};
-use dataplane::rmtp::sender::DEFAULT_LINGER;
 use dataplane::sim::Sim;
 use dataplane::sim::scenario::{Scenario, content, group, n};
 use std::time::Duration;
@@ -44,13 +44,13 @@ fn a_complete_sender_lingers_then_has_ended() {
     let (_, ended, spms_at_completion) = core(&s.sim);
     assert!(!ended, "ended at completion");
     s.sim
-        .run_until(completed_at + DEFAULT_LINGER - Duration::from_millis(2));
+        .run_until(completed_at + LINGER - Duration::from_millis(2));
     let (_, ended, spms) = core(&s.sim);
     assert!(!ended, "ended before the linger was over");
     assert!(spms > spms_at_completion, "no SPM while lingering");
 
     // Ended once the linger is over (the core asked for a timer at that instant).
     s.sim
-        .run_until(completed_at + DEFAULT_LINGER + Duration::from_millis(1));
+        .run_until(completed_at + LINGER + Duration::from_millis(1));
     assert!(core(&s.sim).1, "not ended after the linger");
 }

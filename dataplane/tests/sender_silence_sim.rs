@@ -9,10 +9,10 @@
 
 use control::NodeAddr;
 use control::rng::Rng;
+use control::settings::receiver::SENDER_TIMEOUT;
 use control::topology::build;
 use dataplane::node::{NodeEvent, RmtpOptions, TransferEvent};
 use dataplane::rmtp::ReceiverStats;
-use dataplane::rmtp::receiver::DEFAULT_SENDER_TIMEOUT;
 use dataplane::sim::hostile::{Kind, Knowledge, generate_any};
 use dataplane::sim::scenario::{SID, Scenario, content, group, n};
 use std::collections::BTreeMap;
@@ -118,7 +118,7 @@ fn sender_goes_mid_transfer(seed: u64, restart: bool, forge: bool) -> BTreeMap<N
     let mut rng = Rng::new(seed).fork(0x51_1E);
     let forged = [Kind::Data, Kind::Retransmit, Kind::Spm, Kind::Ncf];
     let mut endings: BTreeMap<NodeAddr, Ending> = BTreeMap::new();
-    let limit = gone + DEFAULT_SENDER_TIMEOUT * 3;
+    let limit = gone + SENDER_TIMEOUT * 3;
     let ended = |e: &BTreeMap<NodeAddr, Ending>| e.values().filter(|e| e.failed.is_some()).count();
     while s.sim.now() < limit && ended(&endings) < leaves.len() {
         if forge && s.sim.now() < gone + ATTACK {
@@ -188,8 +188,8 @@ fn assert_silent_on_time(leaf: NodeAddr, ending: &Ending) {
     };
     assert_eq!(reason, SILENT, "{leaf}");
     let heard = ending.last_forgery_accepted.unwrap_or_default();
-    let earliest = heard + DEFAULT_SENDER_TIMEOUT - Duration::from_millis(150);
-    let latest = heard + DEFAULT_SENDER_TIMEOUT + STEP;
+    let earliest = heard + SENDER_TIMEOUT - Duration::from_millis(150);
+    let latest = heard + SENDER_TIMEOUT + STEP;
     assert!(
         (earliest..=latest).contains(after),
         "{leaf} failed {after:?} after its sender went: {ending:?}"

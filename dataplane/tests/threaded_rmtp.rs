@@ -9,7 +9,7 @@ use control::topology::{Faults, Topology, build};
 use control::wire::{Flag, dnp, drp};
 use control::{Addr, GroupAddr, NodeAddr};
 use dataplane::node::{RAP_SERVER_SID, StartError};
-use dataplane::rmtp::{FileSink, FileSource, MemSink, MemSource, Sink, SinkError};
+use dataplane::rmtp::{FileSink, FileSource, Finished, MemSink, MemSource, Sink, SinkError};
 use dataplane::sim::scenario::content;
 use dataplane::threaded::{
     ReceiveHandle, ReceiveOptions, ReceiveState, SendHandle, SendOptions, ThreadedOptions,
@@ -780,7 +780,7 @@ impl Sink for SlowToFinish {
         self.inner.write_at(offset, data)
     }
 
-    fn finish(&mut self, hash: &[u8; 32]) -> Result<(), SinkError> {
+    fn finish(&mut self, hash: &[u8; 32]) -> Result<Finished, SinkError> {
         // Stands for the disk, not for synchronisation: the thread is meant to be blocked.
         std::thread::sleep(self.finishing);
         self.inner.finish(hash)

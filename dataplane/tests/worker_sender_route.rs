@@ -7,13 +7,13 @@
 
 use control::drp::{Route, RoutingTable};
 use control::gmp::{MulticastTable, TreeEntry};
+use control::settings::receiver::SENDER_TIMEOUT;
 use control::wire::DEFAULT_MTU;
 use control::wire::dnp::Packet;
 use control::wire::rmtp::{self, SpmFields};
 use control::{GroupAddr, Instant, NodeAddr};
 use dataplane::node::{Ctx, Outbox, RmtpOptions, TransferEvent, Transfers};
 use dataplane::rmtp::MemSink;
-use dataplane::rmtp::receiver::DEFAULT_SENDER_TIMEOUT;
 use std::time::Duration;
 
 const MEMBER: u16 = 100;
@@ -103,7 +103,7 @@ fn replayed_spms(routed: bool, run: Duration) -> Option<(Duration, String)> {
 
 #[test]
 fn a_sender_without_a_route_fails_its_receiver_though_spms_keep_coming() {
-    let run = DEFAULT_SENDER_TIMEOUT * 2;
+    let run = SENDER_TIMEOUT * 2;
     assert_eq!(
         replayed_spms(true, run),
         None,
@@ -113,8 +113,7 @@ fn a_sender_without_a_route_fails_its_receiver_though_spms_keep_coming() {
         replayed_spms(false, run).expect("the receiver fails without a route to its sender");
     assert_eq!(reason, "sender unreachable (no route for 10s)");
     assert!(
-        after >= DEFAULT_SENDER_TIMEOUT
-            && after <= DEFAULT_SENDER_TIMEOUT + Duration::from_millis(200),
+        after >= SENDER_TIMEOUT && after <= SENDER_TIMEOUT + Duration::from_millis(200),
         "failed {after:?} after the start"
     );
 }

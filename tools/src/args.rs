@@ -46,6 +46,22 @@ pub fn parse_group(text: &str) -> Result<GroupAddr, String> {
     GroupAddr::from_index(index).ok_or_else(bad)
 }
 
+/// A duration a flag takes in milliseconds: a flag's default comes from `control::settings`
+/// and `--help` prints it in the flag's unit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Millis(pub std::time::Duration);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0.as_secs_f64() * 1000.0)
+    }
+}
+
+/// [`parse_millis`] for a [`Millis`] flag.
+pub fn parse_millis_flag(text: &str) -> Result<Millis, String> {
+    parse_millis(text).map(Millis)
+}
+
 /// A non-negative number of milliseconds (fractions allowed).
 pub fn parse_millis(text: &str) -> Result<std::time::Duration, String> {
     match text.trim().parse::<f64>() {
@@ -112,5 +128,15 @@ mod tests {
             Ok(std::time::Duration::from_micros(2500))
         );
         assert!(parse_millis("-1").is_err());
+    }
+
+    /// A default printed by `--help` reads back as the same duration.
+    #[test]
+    fn a_millis_default_prints_in_milliseconds() {
+        let linger = Millis(control::settings::host::SEND_LINGER);
+        assert_eq!(linger.to_string(), "1500");
+        assert_eq!(parse_millis_flag(&linger.to_string()), Ok(linger));
+        let fine = Millis(std::time::Duration::from_micros(2500));
+        assert_eq!(parse_millis_flag(&fine.to_string()), Ok(fine));
     }
 }

@@ -10,6 +10,7 @@ mod progress;
 mod recv;
 mod send;
 mod services;
+mod settings;
 mod shutdown;
 mod sim;
 mod topo;
@@ -52,6 +53,8 @@ enum Command {
     Services(services::ServicesArgs),
     /// Inspect and change a running node: routes, groups, stats, link faults.
     Ctl(ctl::CtlArgs),
+    /// Print every tunable setting with its default and meaning.
+    Settings(settings::SettingsArgs),
     /// Run a topology in the deterministic simulator and print what it converged to.
     Sim(sim::SimArgs),
     /// Generate a topology file (random connected graph or a standard shape), or check one.
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
         Command::Recv(args) => recv::run(args),
         Command::Services(args) => services::run(args),
         Command::Ctl(args) => ctl::run(args),
+        Command::Settings(args) => settings::run(args),
         Command::Sim(args) => sim::run(args),
         Command::Topo(args) => topo::run(args),
     };

@@ -1,10 +1,11 @@
 //! `burghers recv`: host a node and receive one multicast file on it.
 
-use crate::args::{parse_group, parse_millis, parse_node, parse_size};
+use crate::args::{Millis, parse_group, parse_millis_flag, parse_node, parse_size};
 use crate::host::{Host, NodeArgs};
 use crate::progress::{Progress, rate};
 pub use burghers_lab::lab::file_hash;
 use control::rap::ServiceEntry;
+use control::settings;
 use control::{GroupAddr, NodeAddr};
 use dataplane::host::{RapRequestError, ReceiveHandle, ReceiveOptions, ReceiveState};
 use dataplane::node::RAP_SERVER_SID;
@@ -47,11 +48,13 @@ pub struct RecvArgs {
     #[arg(long, default_value_t = 100)]
     pub sid: u16,
     /// Fail when the sender has been unreachable or silent this long.
-    #[arg(long = "sender-timeout-ms", value_name = "MS", default_value = "10000", value_parser = parse_millis)]
-    pub sender_timeout: Duration,
+    #[arg(long = "sender-timeout-ms", value_name = "MS", value_parser = parse_millis_flag,
+          default_value_t = Millis(settings::receiver::SENDER_TIMEOUT))]
+    pub sender_timeout: Millis,
     /// How long to wait for the sender's announcement (without --name).
-    #[arg(long = "announce-timeout-ms", value_name = "MS", default_value = "30000", value_parser = parse_millis)]
-    pub announce_timeout: Duration,
+    #[arg(long = "announce-timeout-ms", value_name = "MS", value_parser = parse_millis_flag,
+          default_value_t = Millis(settings::host::ANNOUNCE_TIMEOUT))]
+    pub announce_timeout: Millis,
     /// Bytes accepted ahead of what is written (the flow-control window), at most what the
     /// engine can hold in a burst (threaded: its buffers of 100 segments; uring: the socket's
     /// receive buffer) [default: 2MiB, within those limits].
@@ -102,7 +105,7 @@ fn receive(host: &mut Host, args: &RecvArgs) -> Result<(), String> {
     });
     let options = ReceiveOptions {
         window: args.window.unwrap_or(defaults.window),
-        sender_timeout: args.sender_timeout,
+        sender_timeout: args.sender_timeout.0,
         announced,
     };
     let handle = host
@@ -216,7 +219,7 @@ fn receive(host: &mut Host, args: &RecvArgs) -> Result<(), String> {
 
 /// Asks the sender over RAP what it sends to the group, until it says or time runs out.
 fn announcement(host: &mut Host, args: &RecvArgs) -> Result<ServiceEntry, String> {
-    let deadline = Instant::now() + args.announce_timeout;
+    let deadline = Instant::now() + args.announce_timeout.0;
     println!(
         "node {} asks node {} what it sends to {}",
         host.addr(),
@@ -260,7 +263,7 @@ fn announcement(host: &mut Host, args: &RecvArgs) -> Result<ServiceEntry, String
                 "node {} announced nothing on {} within {:.0}s (is `burghers send` running there? or pass --name)",
                 args.sender,
                 args.group,
-                args.announce_timeout.as_secs_f64()
+                args.announce_timeout.0.as_secs_f64()
             ));
         }
     }
@@ -284,7 +287,7 @@ fn check_announced(path: &Path, e: &ServiceEntry) -> Result<(), String> {
 /// After completion the client stays in the tree until the sender shows that everyone is done
 /// (so its last acknowledgement is not cut off); wait for it to leave, within reason.
 fn linger(host: &mut Host, args: &RecvArgs) {
-    let limit = Instant::now() + args.sender_timeout.min(Duration::from_secs(10));
+    let limit = Instant::now() + args.sender_timeout.0.min(Duration::from_secs(10));
     while Instant::now() < limit {
         let member = host
             .node

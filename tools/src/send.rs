@@ -1,6 +1,6 @@
 //! `burghers send`: host a node and multicast one file from it.
 
-use crate::args::{parse_group, parse_millis, parse_node, parse_size};
+use crate::args::{Millis, parse_group, parse_millis, parse_millis_flag, parse_node, parse_size};
 use crate::host::{Host, NodeArgs};
 use crate::progress::{Progress, mib, rate};
 use control::rap::ServiceEntry;
@@ -55,8 +55,9 @@ pub struct SendArgs {
     #[arg(long = "timeout-ms", value_name = "MS", value_parser = parse_millis)]
     pub timeout: Option<Duration>,
     /// How long to stay after completion, so the last acknowledgements settle.
-    #[arg(long = "linger-ms", value_name = "MS", default_value = "1500", value_parser = parse_millis)]
-    pub linger: Duration,
+    #[arg(long = "linger-ms", value_name = "MS", value_parser = parse_millis_flag,
+          default_value_t = Millis(control::settings::host::SEND_LINGER))]
+    pub linger: Millis,
     /// No progress output, only the summary.
     #[arg(long, short)]
     pub quiet: bool,
@@ -163,7 +164,7 @@ pub fn run(args: SendArgs) -> Result<(), String> {
     progress.finish();
     if outcome.is_ok() {
         // The server keeps sending SPMs for a moment so receivers see that everyone is done.
-        host.wait(args.linger);
+        host.wait(args.linger.0);
     }
     let p = handle.progress();
     let stats = host.stop();

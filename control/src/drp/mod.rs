@@ -59,13 +59,14 @@ pub struct DrpConfig {
 
 impl Default for DrpConfig {
     fn default() -> Self {
+        use crate::settings::drp as s;
         DrpConfig {
-            lsdb_capacity: 16_384,
-            neighbour_capacity: 1_024,
-            max_age: Duration::from_secs(3600),
-            refresh_interval: Duration::from_secs(1800),
-            flush_hold: Duration::from_secs(10),
-            terminate_hold_down_dead_intervals: 10,
+            lsdb_capacity: s::LSDB_CAPACITY,
+            neighbour_capacity: s::NEIGHBOUR_CAPACITY,
+            max_age: s::MAX_AGE,
+            refresh_interval: s::REFRESH_INTERVAL,
+            flush_hold: s::FLUSH_HOLD,
+            terminate_hold_down_dead_intervals: s::TERMINATE_HOLD_DOWN_DEAD_INTERVALS,
         }
     }
 }

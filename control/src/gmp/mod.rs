@@ -14,16 +14,12 @@ pub use table::{MulticastTable, TreeEntry};
 
 use crate::addr::{GroupAddr, NodeAddr};
 
-/// How many trees a node keeps unless configured otherwise. A tree is one (group, sender) pair;
-/// 4096 is every group address once over, far more than a node relays in practice, and a
-/// full table costs well under a megabyte.
-pub const DEFAULT_MAX_TREES: usize = 4096;
-
 /// Limits on what the network can make GMP hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GmpOptions {
-    /// Most (group, sender) trees this node keeps. A join that would create one more is
-    /// refused and counted (`GmpStats::trees_refused`); established trees, their refreshes and
+    /// Most (group, sender) trees this node keeps (default: `settings::gmp::MAX_TREES`, every
+    /// group address once over, well under a megabyte when full). A join that would create one
+    /// more is refused and counted (`GmpStats::trees_refused`); established trees, their refreshes and
     /// local subscriptions (the node's own clients, not the network) are never refused.
     pub max_trees: usize,
 }
@@ -31,7 +27,7 @@ pub struct GmpOptions {
 impl Default for GmpOptions {
     fn default() -> Self {
         GmpOptions {
-            max_trees: DEFAULT_MAX_TREES,
+            max_trees: crate::settings::gmp::MAX_TREES,
         }
     }
 }

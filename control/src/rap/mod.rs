@@ -20,7 +20,7 @@ mod server;
 
 pub use crate::wire::rap::{ListError, RapBody, RapMessage, ServiceEntry};
 pub use client::{RapClient, RapClientStats, RapEvent};
-pub use server::{DEFAULT_MAX_PENDING, RapServer, RapServerOptions, RapServerStats};
+pub use server::{RapServer, RapServerOptions, RapServerStats};
 
 use crate::wire::BodyError;
 

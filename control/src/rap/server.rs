@@ -10,6 +10,7 @@
 
 use super::RapError;
 use crate::addr::NodeAddr;
+use crate::settings::rap as settings;
 use crate::time::Instant;
 use crate::wire::rap::{self as wire, RapBody, RapMessage, ServiceEntry};
 use crate::wire::{BodyError, DEFAULT_MTU};
@@ -30,17 +31,13 @@ pub struct RapServerOptions {
     pub max_pending: usize,
 }
 
-/// Pending answers a server holds unless configured otherwise: far more clients than ask one
-/// server within a re-send period, and about 32 KiB when full.
-pub const DEFAULT_MAX_PENDING: usize = 1024;
-
 impl Default for RapServerOptions {
     fn default() -> Self {
         RapServerOptions {
             mtu: DEFAULT_MTU,
-            resend_interval: Duration::from_secs(1),
-            max_resends: 5,
-            max_pending: DEFAULT_MAX_PENDING,
+            resend_interval: settings::RESEND_INTERVAL,
+            max_resends: settings::MAX_RESENDS,
+            max_pending: settings::MAX_PENDING,
         }
     }
 }

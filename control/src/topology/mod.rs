@@ -56,14 +56,15 @@ pub struct Timers {
 
 impl Default for Timers {
     fn default() -> Self {
+        use crate::settings::network as s;
         Timers {
-            hello_interval: Duration::from_secs(1),
-            dead_hellos: 3,
-            lsp_retransmit: Duration::from_secs(1),
-            former_probe_interval: Duration::from_secs(5),
-            gmp_refresh: Duration::from_secs(1),
-            gmp_expire: Duration::from_secs(10),
-            rap_retry: Duration::from_secs(1),
+            hello_interval: s::HELLO_INTERVAL,
+            dead_hellos: s::DEAD_HELLOS,
+            lsp_retransmit: s::LSP_RETRANSMIT,
+            former_probe_interval: s::FORMER_PROBE_INTERVAL,
+            gmp_refresh: s::GMP_REFRESH,
+            gmp_expire: s::GMP_EXPIRE,
+            rap_retry: s::RAP_RETRY,
         }
     }
 }

@@ -18,8 +18,9 @@ use zerocopy::byteorder::network_endian::U16;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 pub const DNP_HEADER_LEN: usize = 10;
-/// The seed's packet size limit; a network may configure a larger MTU.
-pub const DEFAULT_MTU: usize = 1024;
+/// The seed's packet size limit, [`crate::settings::network::MTU`]; a network may configure a
+/// larger MTU.
+pub use crate::settings::network::MTU as DEFAULT_MTU;
 
 /// The header as it lies in the buffer.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]

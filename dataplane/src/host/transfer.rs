@@ -5,7 +5,6 @@
 //! other side, [`SendShared`] and [`ReceiveShared`]: it publishes into them and marks them
 //! ended; a receive handle's abort reaches it through the flag and the kick it supplied.
 
-use crate::rmtp::receiver::DEFAULT_SENDER_TIMEOUT;
 use crate::rmtp::{ReceiverConfig, ReceiverStats, SenderConfig, SenderStats, TransferShape};
 use crate::sync::{lock, wait_until};
 use control::rap::ServiceEntry;
@@ -45,8 +44,8 @@ pub struct ReceiveOptions {
 impl Default for ReceiveOptions {
     fn default() -> Self {
         ReceiveOptions {
-            window: 2 * 1024 * 1024,
-            sender_timeout: DEFAULT_SENDER_TIMEOUT,
+            window: control::settings::host::RECEIVE_WINDOW,
+            sender_timeout: control::settings::receiver::SENDER_TIMEOUT,
             announced: None,
         }
     }

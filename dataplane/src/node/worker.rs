@@ -14,6 +14,7 @@ use crate::rmtp::{
 };
 use control::drp::RoutingTable;
 use control::gmp::MulticastTable;
+use control::settings;
 use control::wire::dnp::Packet;
 use control::{GroupAddr, Instant, NodeAddr};
 use decisions::{DecisionSink, carry_out, carry_out_built};
@@ -47,12 +48,12 @@ impl Default for RmtpOptions {
     fn default() -> Self {
         RmtpOptions {
             enabled: true,
-            cache_bytes: 1 << 20,
-            receiver_window: 256 * 1024,
-            initial_window: 64 * 1024,
+            cache_bytes: settings::relay::CACHE_BYTES,
+            receiver_window: settings::receiver::WINDOW,
+            initial_window: settings::sender::INITIAL_WINDOW,
             sender_rate: None,
-            nack_entries: crate::rmtp::DEFAULT_NACK_ENTRIES,
-            max_trees: crate::rmtp::DEFAULT_MAX_TREES,
+            nack_entries: settings::rmtp::NACK_ENTRIES,
+            max_trees: settings::relay::MAX_TREES,
         }
     }
 }

@@ -19,9 +19,9 @@ struct Slot {
     asked_again: u8,
 }
 
-/// A copy asked for again this many times is dropped ([`CacheRepair::AskedAgain`]): once may
-/// be a lost repair (served again), twice is taken as a copy the receiver refuses.
-const ASKED_AGAIN_LIMIT: u8 = 2;
+// A copy asked for again this many times is dropped (`CacheRepair::AskedAgain`): once may
+// be a lost repair (served again), twice is taken as a copy the receiver refuses.
+use control::settings::relay::ASKED_AGAIN_LIMIT;
 
 /// Whether a NACKed sequence can be served from the cache.
 pub(crate) enum CacheRepair {

@@ -22,12 +22,11 @@ pub use receiver::{
     ReceiverConfig, ReceiverEvent, ReceiverStats, RmtpReceiver, TableUsage, TransferShape,
 };
 pub use relay::{
-    DEFAULT_MAX_TREES, DEFAULT_NACK_ENTRIES, Fanout, Hop, RelayAction, RelayConfig, RelayFootprint,
-    RelayStats, RelayTransmit, RmtpRelay,
+    Fanout, Hop, RelayAction, RelayConfig, RelayFootprint, RelayStats, RelayTransmit, RmtpRelay,
 };
 pub use rtt::RttEstimate;
 pub use sender::{RmtpSender, SendFailure, SenderConfig, SenderStats};
-pub use sink::{FileSink, MemSink, Sink, SinkError};
+pub use sink::{FileSink, Finished, MemSink, Sink, SinkError};
 pub use source::{FileSource, MemSource, Source};
 
 use control::wire::BodyError;

@@ -29,13 +29,18 @@
 
 use super::missing::{MAX_DUE_PER_NACK, MissingTable, Repaired};
 use super::rtt::RttEstimate;
-use super::sink::{Sink, SinkError};
+use super::sink::{Finished, Sink, SinkError};
 use super::{MAX_RANGES, RangeBuf, RmtpError};
 use control::wire::dnp::{Flag, Packet};
 use control::wire::rmtp::{self, Data, Mab, Ncf, SeqRange, SpmFields, TOTAL_UNKNOWN};
 use control::{GroupAddr, Instant, NodeAddr};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
+
+/// Completion reports a receiver sends before its linger's silence may count: a relay takes a
+/// claim of the whole transfer from a peer's second report in a row (one forged MAB must not
+/// complete the sender), so a receiver that left after one would never complete its sender.
+const COMPLETION_REPORTS: u32 = 2;
 
 #[derive(Clone, Debug)]
 pub struct ReceiverConfig {
@@ -75,17 +80,17 @@ pub struct ReceiverConfig {
     /// disagree are refused. `None`: learnt from the first plausible SPM.
     pub announced: Option<TransferShape>,
     /// No DATA or SPM of the transfer accepted for this long (from the start, or the last
-    /// one): the sender has gone, and the transfer fails. Default [`DEFAULT_SENDER_TIMEOUT`].
+    /// one): the sender has gone, and the transfer fails. Default
+    /// `settings::receiver::SENDER_TIMEOUT`.
     pub sender_timeout: Duration,
     /// After completion, a sender silent this long (counted from the first MAB that reported
     /// the completion at the earliest) has ended (it sends an SPM every 100 ms): the receiver
     /// stops lingering.
     pub linger_silence: Duration,
+    /// How often a sink that makes the result final off the engine's thread is asked whether
+    /// it has ([`Finished::Pending`]).
+    pub finish_poll: Duration,
 }
-
-/// How long a receiver waits for its sender by default (`ReceiverConfig::sender_timeout`): twice
-/// a sender's own feedback limit, so that a sender that gave up has failed first.
-pub const DEFAULT_SENDER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a sender announces about a transfer before sending it (its RAP service entry).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,25 +102,27 @@ pub struct TransferShape {
 
 impl ReceiverConfig {
     pub fn new(me: NodeAddr, group: GroupAddr, sender: NodeAddr, mtu: usize) -> Self {
+        use control::settings::{receiver as s, rmtp};
         ReceiverConfig {
             me,
             group,
             sender,
             mtu,
-            window: 256 * 1024,
-            nack_delay: Duration::from_millis(1),
-            nack_retry: Duration::from_millis(10),
-            nack_retry_max: Duration::from_millis(200),
-            ncf_holdoff: Duration::from_millis(15),
-            timer_floor: Duration::from_micros(50),
-            mab_interval: Duration::from_millis(50),
-            mab_step: 0,
-            max_missing: 1 << 16,
-            max_buffered: 1 << 16,
-            spm_agreement: 2,
+            window: s::WINDOW,
+            nack_delay: s::NACK_DELAY,
+            nack_retry: s::NACK_RETRY,
+            nack_retry_max: s::NACK_RETRY_MAX,
+            ncf_holdoff: s::NCF_HOLDOFF,
+            timer_floor: rmtp::TIMER_FLOOR,
+            mab_interval: rmtp::MAB_INTERVAL,
+            mab_step: s::MAB_STEP,
+            max_missing: s::MAX_MISSING,
+            max_buffered: s::MAX_BUFFERED,
+            spm_agreement: s::SPM_AGREEMENT,
             announced: None,
-            sender_timeout: DEFAULT_SENDER_TIMEOUT,
-            linger_silence: Duration::from_millis(500),
+            sender_timeout: s::SENDER_TIMEOUT,
+            linger_silence: s::LINGER_SILENCE,
+            finish_poll: s::FINISH_POLL,
         }
     }
 }
@@ -272,11 +279,17 @@ pub struct RmtpReceiver<K: Sink> {
     last_heard: Instant,
     /// Since when routing has had no way to the sender, as the engine last told.
     unreachable_since: Option<Instant>,
+    /// Every byte verified and the sink still making the result final ([`Finished::Pending`]):
+    /// the content hash, and when to ask the sink next. The receiver reports as receiving
+    /// meanwhile (one byte short), so the sender waits for the file to be final.
+    finishing: Option<([u8; 32], Instant)>,
     /// When the transfer completed.
     completed_at: Option<Instant>,
-    /// When the first MAB that reports the completion left: the linger's silence counts from
-    /// then at the earliest (see `watch_deadline`).
+    /// When the [`COMPLETION_REPORTS`]th MAB that reports the completion left: the linger's
+    /// silence counts from then at the earliest (see `watch_deadline`).
     completion_reported_at: Option<Instant>,
+    /// MABs sent that report the completion.
+    completion_reports: u32,
     /// `MayLeave` was emitted.
     released: bool,
     events: VecDeque<ReceiverEvent>,
@@ -311,8 +324,10 @@ impl<K: Sink> RmtpReceiver<K> {
             next_mab_at: now,
             last_heard: now,
             unreachable_since: None,
+            finishing: None,
             completed_at: None,
             completion_reported_at: None,
+            completion_reports: 0,
             released: false,
             events: VecDeque::new(),
             stats: ReceiverStats::default(),
@@ -398,6 +413,7 @@ impl<K: Sink> RmtpReceiver<K> {
         if self.state == State::Receiving {
             self.sink.abort();
             self.state = State::Failed;
+            self.finishing = None;
             self.missing.clear();
             self.mab_due = true;
         }
@@ -616,22 +632,48 @@ impl<K: Sink> RmtpReceiver<K> {
         let (Some(total), Some(hash)) = (self.total, self.hash) else {
             return;
         };
-        if self.state != State::Receiving || self.delivered < total {
+        if self.state != State::Receiving || self.delivered < total || self.finishing.is_some() {
             return;
         }
         match self.sink.finish(&hash) {
-            Ok(()) => {
-                self.state = State::Complete;
-                self.completed_at = Some(now);
+            Ok(Finished::Done) => self.complete(now, hash),
+            Ok(Finished::Pending) => {
                 self.missing.clear();
-                self.mab_due = true;
-                self.events.push_back(ReceiverEvent::Complete {
-                    bytes: self.delivered,
-                    hash,
-                });
+                self.finishing = Some((hash, now + self.config.finish_poll));
             }
             Err(e) => self.fail(sink_reason(&e)),
         }
+    }
+
+    /// Asks a sink that is making the result final whether it has, when it is time to.
+    fn poll_finishing(&mut self, now: Instant) {
+        let Some((hash, at)) = self.finishing else {
+            return;
+        };
+        if now < at || self.state != State::Receiving {
+            return;
+        }
+        match self.sink.poll_finished() {
+            None => self.finishing = Some((hash, now + self.config.finish_poll)),
+            Some(outcome) => {
+                self.finishing = None;
+                match outcome {
+                    Ok(()) => self.complete(now, hash),
+                    Err(e) => self.fail(sink_reason(&e)),
+                }
+            }
+        }
+    }
+
+    fn complete(&mut self, now: Instant, hash: [u8; 32]) {
+        self.state = State::Complete;
+        self.completed_at = Some(now);
+        self.missing.clear();
+        self.mab_due = true;
+        self.events.push_back(ReceiverEvent::Complete {
+            bytes: self.delivered,
+            hash,
+        });
     }
 
     fn fail(&mut self, reason: FailReason) {
@@ -639,6 +681,7 @@ impl<K: Sink> RmtpReceiver<K> {
             self.sink.abort();
         }
         self.state = State::Failed;
+        self.finishing = None;
         self.missing.clear();
         self.mab_due = true;
         self.events.push_back(ReceiverEvent::Failed(reason));
@@ -790,14 +833,19 @@ impl<K: Sink> RmtpReceiver<K> {
         };
         let nack = self.missing.next_due();
         let watch = self.watch_deadline();
-        [Some(mab), nack, watch].into_iter().flatten().min()
+        let finishing = self.finishing.map(|(_, at)| at);
+        [Some(mab), nack, watch, finishing]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// When the sender watch next decides something: the silence limit while receiving; the
     /// end of the linger once complete.
     fn watch_deadline(&self) -> Option<Instant> {
         match self.state {
-            State::Receiving => {
+            // A sink making the result final waits for nobody (`handle_timeout`).
+            State::Receiving if self.finishing.is_none() => {
                 let silent = self.last_heard + self.config.sender_timeout;
                 let unreachable = self
                     .unreachable_since
@@ -821,13 +869,17 @@ impl<K: Sink> RmtpReceiver<K> {
 
     /// The sender watch (NACK and MAB timers are checked in `poll_transmit`).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.state == State::Receiving && now >= self.last_heard + self.config.sender_timeout {
+        self.poll_finishing(now);
+        // Once every byte is verified, only the sink's own failure can fail the transfer.
+        let watching = self.state == State::Receiving && self.finishing.is_none();
+        if watching && now >= self.last_heard + self.config.sender_timeout {
             self.fail(FailReason::SenderSilent {
                 silent_for: self.config.sender_timeout,
             });
         }
         let timeout = self.config.sender_timeout;
-        if self.state == State::Receiving
+        if watching
+            && self.state == State::Receiving
             && self.unreachable_since.is_some_and(|u| now >= u + timeout)
         {
             self.fail(FailReason::SenderUnreachable {
@@ -877,7 +929,13 @@ impl<K: Sink> RmtpReceiver<K> {
             let (mab, received) = match self.state {
                 State::Failed => (u64::MAX, u64::MAX),
                 State::Complete => {
-                    self.completion_reported_at.get_or_insert(now);
+                    // A relay believes a completion from the second report in a row: the
+                    // linger counts from that one, sent at a time the engine passed after
+                    // the first (which may be stale: a thread long busy finishing its sink).
+                    self.completion_reports = self.completion_reports.saturating_add(1);
+                    if self.completion_reports >= COMPLETION_REPORTS {
+                        self.completion_reported_at.get_or_insert(now);
+                    }
                     (self.mab(), self.delivered)
                 }
                 State::Receiving => (self.mab(), self.delivered.saturating_sub(1)),
@@ -979,6 +1037,7 @@ fn sink_reason(e: &SinkError) -> FailReason {
 mod tests {
     use super::*;
     use crate::rmtp::sink::MemSink;
+    use control::settings::receiver::SENDER_TIMEOUT;
     use control::wire::DEFAULT_MTU;
     use control::wire::rmtp::{Nack, data_packet};
 
@@ -1178,7 +1237,7 @@ mod tests {
 
     fn silent_for_10s() -> Vec<ReceiverEvent> {
         vec![ReceiverEvent::Failed(FailReason::SenderSilent {
-            silent_for: DEFAULT_SENDER_TIMEOUT,
+            silent_for: SENDER_TIMEOUT,
         })]
     }
 
@@ -1188,7 +1247,7 @@ mod tests {
         let heard = Instant::from_millis(500);
         feed(&mut r, Instant::ZERO, &spm(0, 0, 450, None));
         feed(&mut r, heard, &data(0, &[7; 100]));
-        let deadline = heard + DEFAULT_SENDER_TIMEOUT;
+        let deadline = heard + SENDER_TIMEOUT;
         assert!(r.poll_timeout().is_some_and(|t| t <= deadline));
         run_until(&mut r, deadline - Duration::from_millis(1));
         assert!(!r.is_failed());
@@ -1199,7 +1258,7 @@ mod tests {
         assert_eq!(r.sink().verified, Some(false), "the sink is aborted");
         assert_eq!(
             FailReason::SenderSilent {
-                silent_for: DEFAULT_SENDER_TIMEOUT
+                silent_for: SENDER_TIMEOUT
             }
             .to_string(),
             "sender silent (no data or SPM for 10s)"
@@ -1213,7 +1272,7 @@ mod tests {
     fn refused_packets_do_not_keep_a_silent_sender_alive() {
         let mut r = rx();
         feed(&mut r, Instant::ZERO, &spm(0, 0, 450, None));
-        let deadline = Instant::ZERO + DEFAULT_SENDER_TIMEOUT;
+        let deadline = Instant::ZERO + SENDER_TIMEOUT;
         let late = deadline - Duration::from_millis(100);
         let mut bad_crc = data(1, &[1; 100]);
         bad_crc[40] ^= 1;
@@ -1289,7 +1348,7 @@ mod tests {
         run_until(&mut r, heard + linger);
         assert_eq!(events(&mut r), [ReceiverEvent::MayLeave]);
         // Once.
-        run_until(&mut r, heard + DEFAULT_SENDER_TIMEOUT * 2);
+        run_until(&mut r, heard + SENDER_TIMEOUT * 2);
         assert!(events(&mut r).is_empty());
     }
 
@@ -1322,10 +1381,48 @@ mod tests {
         let len = r.poll_transmit(woke, &mut buf).expect("the completion MAB");
         let p = Packet::parse(&buf[..len], DEFAULT_MTU).unwrap();
         assert_eq!(Mab::parse(p.body()).unwrap().received, 200);
-        // Still silent: it goes on reporting for the linger, then leaves.
-        run_until(&mut r, woke + linger - Duration::from_millis(1));
+        // Still silent: it goes on reporting for the linger from its second report (the one
+        // a relay believes), then leaves.
+        let second = woke + r.config().mab_interval;
+        run_until(&mut r, second + linger - Duration::from_millis(1));
         assert!(events(&mut r).is_empty());
         assert!(r.stats().mabs_sent >= 2, "{:?}", r.stats());
+        run_until(&mut r, second + linger);
+        assert_eq!(events(&mut r), [ReceiverEvent::MayLeave]);
+    }
+
+    /// An engine may send the first completion MAB at an instant it took before a long busy
+    /// spell (its thread finishing the sink), so that MAB looks a linger old at the next
+    /// look at the clock. A relay believes a completion from the second report in a row:
+    /// the receiver stays to send it, and lingers from then. Before the fix it left at that
+    /// next look after one report (seen on the uring engine, bench multicast to 7
+    /// receivers: the sender, its relays holding every first claim, failed "no receiver
+    /// left").
+    #[test]
+    fn a_receiver_reports_its_completion_twice_before_its_linger_counts() {
+        let content = [3u8; 200];
+        let hash = Some(*blake3::hash(&content).as_bytes());
+        let mut r = rx();
+        let t0 = Instant::ZERO;
+        feed(&mut r, t0, &spm(0, 2, 200, hash));
+        feed(&mut r, t0, &spm(1, 2, 200, hash));
+        feed(&mut r, t0, &data(0, &content[..100]));
+        feed(&mut r, t0, &data(1, &content[100..]));
+        let _ = events(&mut r);
+        let mut buf = [0u8; DEFAULT_MTU];
+        let received = |r: &mut RmtpReceiver<MemSink>, at: Instant, buf: &mut [u8]| {
+            let len = r.poll_transmit(at, buf).expect("a MAB");
+            let p = Packet::parse(&buf[..len], DEFAULT_MTU).unwrap();
+            Mab::parse(p.body()).unwrap().received
+        };
+        assert_eq!(received(&mut r, t0, &mut buf), 200, "the first report");
+        let linger = r.config().linger_silence;
+        let woke = t0 + linger * 3;
+        r.handle_timeout(woke);
+        assert!(events(&mut r).is_empty(), "left after one report");
+        assert_eq!(received(&mut r, woke, &mut buf), 200, "the second report");
+        run_until(&mut r, woke + linger - Duration::from_millis(1));
+        assert!(events(&mut r).is_empty());
         run_until(&mut r, woke + linger);
         assert_eq!(events(&mut r), [ReceiverEvent::MayLeave]);
     }
@@ -1426,5 +1523,106 @@ mod tests {
         let m = Mab::parse(Packet::parse(&buf[..len], DEFAULT_MTU).unwrap().body()).unwrap();
         assert_eq!((m.mab, m.received), (1100, 99));
         assert_eq!(r.stats().mabs_sent, sent + 1);
+    }
+
+    /// A sink that makes its result final off the caller's thread, as `FileSink` syncs a
+    /// file: done after `polls` more looks, or failing then.
+    struct Deferred {
+        inner: MemSink,
+        polls: u32,
+        fails: bool,
+    }
+
+    impl Sink for Deferred {
+        fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkError> {
+            self.inner.write_at(offset, data)
+        }
+        fn finish(&mut self, hash: &[u8; 32]) -> Result<Finished, SinkError> {
+            self.inner.finish(hash).map(|_| Finished::Pending)
+        }
+        fn poll_finished(&mut self) -> Option<Result<(), SinkError>> {
+            if self.polls > 0 {
+                self.polls -= 1;
+                return None;
+            }
+            Some(match self.fails {
+                true => Err(SinkError::Io(std::io::Error::other("disk full"))),
+                false => Ok(()),
+            })
+        }
+        fn abort(&mut self) {
+            self.inner.abort()
+        }
+    }
+
+    /// Every byte delivered and verified to a sink still syncing: the receiver reports one
+    /// byte short (the sender waits for the file to be final), wakes to ask the sink rather
+    /// than spinning, does not fail for a sender silent meanwhile, and completes (or fails
+    /// with the sink's reason) when the sink says. Before, `finish` had to block the engine's
+    /// thread for the whole sync: on the uring engine that froze a node (seconds for 256 MiB),
+    /// its neighbours declared it dead, and with 7 receivers doing it at once the sender
+    /// failed "no receiver left" (bench multicast, 7 receivers).
+    #[test]
+    fn a_sink_syncing_off_the_thread_completes_the_transfer_when_it_is_done() {
+        for fails in [false, true] {
+            let content = [3u8; 200];
+            let hash = Some(*blake3::hash(&content).as_bytes());
+            let mut c = ReceiverConfig::new(n(5), GroupAddr::new(G).unwrap(), n(1), DEFAULT_MTU);
+            c.window = 1000;
+            let sink = Deferred {
+                inner: MemSink::new(),
+                polls: 3,
+                fails,
+            };
+            let mut r = RmtpReceiver::new(c, sink, Instant::ZERO);
+            let t0 = Instant::ZERO;
+            for p in [
+                spm(0, 2, 200, hash),
+                spm(1, 2, 200, hash),
+                data(0, &content[..100]),
+                data(1, &content[100..]),
+            ] {
+                r.handle_packet(t0, &Packet::parse(&p, DEFAULT_MTU).unwrap())
+                    .unwrap();
+            }
+            assert!(!r.is_complete() && !r.is_failed());
+            assert!(r.poll_event().is_none());
+            let mut buf = [0u8; DEFAULT_MTU];
+            let len = r.poll_transmit(t0, &mut buf).expect("a MAB");
+            let m = Mab::parse(Packet::parse(&buf[..len], DEFAULT_MTU).unwrap().body()).unwrap();
+            assert_eq!(m.received, 199, "one byte short until the sink is done");
+            // Three looks, each a finish poll later: no spinning at one instant.
+            let poll = r.config().finish_poll;
+            let mut now = t0;
+            for _ in 0..3 {
+                let next = r.poll_timeout().expect("a look at the sink is due");
+                assert!(next > now && next <= now + poll, "{next:?} after {now:?}");
+                now = next;
+                r.handle_timeout(now);
+                while r.poll_transmit(now, &mut buf).is_some() {}
+                assert!(r.poll_event().is_none(), "not done yet");
+            }
+            // The sender has been silent far longer than its timeout: no matter now.
+            now += SENDER_TIMEOUT * 2;
+            r.handle_timeout(now);
+            let got: Vec<ReceiverEvent> = std::iter::from_fn(|| r.poll_event()).collect();
+            if fails {
+                assert!(r.is_failed());
+                assert!(
+                    matches!(&got[..], [ReceiverEvent::Failed(FailReason::Sink(why))] if why.contains("disk full")),
+                    "{got:?}"
+                );
+            } else {
+                assert!(r.is_complete());
+                assert!(
+                    matches!(got[..], [ReceiverEvent::Complete { bytes: 200, .. }]),
+                    "{got:?}"
+                );
+                let len = r.poll_transmit(now, &mut buf).expect("the completion MAB");
+                let m =
+                    Mab::parse(Packet::parse(&buf[..len], DEFAULT_MTU).unwrap().body()).unwrap();
+                assert_eq!(m.received, 200);
+            }
+        }
     }
 }

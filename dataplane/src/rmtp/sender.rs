@@ -81,27 +81,25 @@ pub struct SenderConfig {
     pub content_hash: Option<[u8; 32]>,
 }
 
-/// [`SenderConfig::linger`] by default.
-pub const DEFAULT_LINGER: Duration = Duration::from_secs(1);
-
 impl SenderConfig {
     pub fn new(me: NodeAddr, group: GroupAddr, mtu: usize) -> Self {
+        use control::settings::{rmtp, sender as s};
         SenderConfig {
             me,
             group,
             mtu,
             segment_size: None,
-            initial_window: 64 * 1024,
+            initial_window: s::INITIAL_WINDOW,
             rate: None,
-            spm_interval: Duration::from_millis(100),
-            spm_interval_end: Duration::from_millis(20),
-            repair_holdoff: Duration::from_millis(10),
-            timer_floor: Duration::from_micros(50),
-            max_repairs_per_holdoff: 128,
-            mab_agreement: 2,
-            feedback_timeout: Duration::from_secs(5),
-            retain_all: true,
-            linger: DEFAULT_LINGER,
+            spm_interval: s::SPM_INTERVAL,
+            spm_interval_end: s::SPM_INTERVAL_END,
+            repair_holdoff: rmtp::REPAIR_HOLDOFF,
+            timer_floor: rmtp::TIMER_FLOOR,
+            max_repairs_per_holdoff: s::MAX_REPAIRS_PER_HOLDOFF,
+            mab_agreement: s::MAB_AGREEMENT,
+            feedback_timeout: s::FEEDBACK_TIMEOUT,
+            retain_all: s::RETAIN_ALL,
+            linger: s::LINGER,
             content_hash: None,
         }
     }

@@ -4,6 +4,7 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::thread::{self, JoinHandle};
 
 #[derive(Debug)]
 pub enum SinkError {
@@ -49,12 +50,28 @@ fn hex(h: &[u8; 32]) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// How far [`Sink::finish`] got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finished {
+    /// The result is final.
+    Done,
+    /// The hash matched; making the result final goes on off the caller's thread (a file's
+    /// sync to disk can take seconds, and the thread that called is a whole node's on the
+    /// uring engine): [`Sink::poll_finished`] tells when it is.
+    Pending,
+}
+
 /// The receiving end of one transfer.
 pub trait Sink {
     /// Appends `data`; `offset` is always the number of bytes written so far.
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkError>;
-    /// Every byte was written: check the content hash and make the result final.
-    fn finish(&mut self, hash: &[u8; 32]) -> Result<(), SinkError>;
+    /// Every byte was written: check the content hash and make the result final (or start
+    /// to, [`Finished::Pending`]).
+    fn finish(&mut self, hash: &[u8; 32]) -> Result<Finished, SinkError>;
+    /// After a [`Finished::Pending`] finish: `None` while it goes on, then its outcome once.
+    fn poll_finished(&mut self) -> Option<Result<(), SinkError>> {
+        Some(Ok(()))
+    }
     /// Give up; what was written stays clearly partial.
     fn abort(&mut self);
 }
@@ -64,8 +81,12 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
         (**self).write_at(offset, data)
     }
 
-    fn finish(&mut self, hash: &[u8; 32]) -> Result<(), SinkError> {
+    fn finish(&mut self, hash: &[u8; 32]) -> Result<Finished, SinkError> {
         (**self).finish(hash)
+    }
+
+    fn poll_finished(&mut self) -> Option<Result<(), SinkError>> {
+        (**self).poll_finished()
     }
 
     fn abort(&mut self) {
@@ -73,10 +94,10 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     }
 }
 
-/// Bytes gathered before they are hashed and written in one piece: BLAKE3 hashes a long run
-/// several times faster than segment-sized pieces (it hashes many 1 KiB chunks at once), and
-/// one write per block spares the system calls.
-const STAGED_BYTES: usize = 256 * 1024;
+// Bytes gathered before they are hashed and written in one piece: BLAKE3 hashes a long run
+// several times faster than segment-sized pieces (it hashes many 1 KiB chunks at once), and
+// one write per block spares the system calls.
+use control::settings::receiver::STAGED_BYTES;
 
 /// Writes `NAME.partial` in a directory and renames it to `NAME` only after a verified hash.
 pub struct FileSink {
@@ -87,6 +108,8 @@ pub struct FileSink {
     final_path: PathBuf,
     written: u64,
     hasher: blake3::Hasher,
+    /// The sync to disk and the rename of a verified file, on a thread of their own.
+    finishing: Option<JoinHandle<io::Result<()>>>,
 }
 
 impl FileSink {
@@ -110,6 +133,7 @@ impl FileSink {
             final_path: dir.join(name),
             written: 0,
             hasher: blake3::Hasher::new(),
+            finishing: None,
         })
     }
 
@@ -159,7 +183,7 @@ impl Sink for FileSink {
         Ok(())
     }
 
-    fn finish(&mut self, hash: &[u8; 32]) -> Result<(), SinkError> {
+    fn finish(&mut self, hash: &[u8; 32]) -> Result<Finished, SinkError> {
         self.write_staged()?;
         let file = self
             .file
@@ -172,10 +196,37 @@ impl Sink for FileSink {
                 actual,
             });
         }
-        file.sync_all()?;
         drop(file);
-        fs::rename(&self.partial, &self.final_path)?;
-        Ok(())
+        let (partial, final_path) = (self.partial.clone(), self.final_path.clone());
+        let make_final = move || -> io::Result<()> {
+            // Durable before it is renamed: a crash never leaves a short file under the
+            // final name. Any descriptor of the file syncs its data.
+            File::open(&partial)?.sync_all()?;
+            fs::rename(&partial, &final_path)
+        };
+        match thread::Builder::new()
+            .name("sink-sync".into())
+            .spawn(make_final)
+        {
+            Ok(handle) => {
+                self.finishing = Some(handle);
+                Ok(Finished::Pending)
+            }
+            // No thread to be had: do it here.
+            Err(_) => {
+                File::open(&self.partial)?.sync_all()?;
+                fs::rename(&self.partial, &self.final_path)?;
+                Ok(Finished::Done)
+            }
+        }
+    }
+
+    fn poll_finished(&mut self) -> Option<Result<(), SinkError>> {
+        let handle = self.finishing.take_if(|h| h.is_finished())?;
+        Some(match handle.join() {
+            Ok(result) => result.map_err(SinkError::Io),
+            Err(_) => Err(io::Error::other("the thread syncing the file panicked").into()),
+        })
     }
 
     fn abort(&mut self) {
@@ -213,12 +264,12 @@ impl Sink for MemSink {
         Ok(())
     }
 
-    fn finish(&mut self, hash: &[u8; 32]) -> Result<(), SinkError> {
+    fn finish(&mut self, hash: &[u8; 32]) -> Result<Finished, SinkError> {
         let actual = *self.hasher.finalize().as_bytes();
         let ok = actual == *hash;
         self.verified = Some(ok);
         if ok {
-            Ok(())
+            Ok(Finished::Done)
         } else {
             Err(SinkError::HashMismatch {
                 expected: *hash,

@@ -51,8 +51,8 @@ impl Source for MemSource {
     }
 }
 
-/// Bytes a [`FileSource`] reads ahead at once for a sender going forward.
-const READ_AHEAD: usize = 256 * 1024;
+// Bytes a `FileSource` reads ahead at once for a sender going forward.
+use control::settings::sender::READ_AHEAD;
 
 /// A transfer read from a file with positional reads (`pread`), so a sender and its repairs need
 /// no shared cursor. Reading forward it reads [`READ_AHEAD`] bytes at once and serves the

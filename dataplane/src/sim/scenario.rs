@@ -4,7 +4,7 @@
 
 use super::{Boot, Sim};
 use crate::node::{Node, NodeEvent, RmtpOptions, TransferEvent};
-use crate::rmtp::{MemSource, Sink, SinkError};
+use crate::rmtp::{Finished, MemSource, Sink, SinkError};
 use control::rng::Rng;
 use control::topology::{Faults, Topology};
 use control::{GroupAddr, Instant, NodeAddr};
@@ -80,13 +80,13 @@ impl Sink for CheckSink {
         Ok(())
     }
 
-    fn finish(&mut self, hash: &[u8; 32]) -> Result<(), SinkError> {
+    fn finish(&mut self, hash: &[u8; 32]) -> Result<Finished, SinkError> {
         let actual = *self.hasher.finalize().as_bytes();
         let mut o = self.outcome.borrow_mut();
         o.hash = Some(actual);
         o.verified = Some(actual == *hash);
         if actual == *hash {
-            Ok(())
+            Ok(Finished::Done)
         } else {
             Err(SinkError::HashMismatch {
                 expected: *hash,

@@ -10,10 +10,6 @@ use std::fmt;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// The seed's size: "the majority of our protocols use buffers that can hold one hundred packet
-/// references".
-pub const DEFAULT_CAPACITY: usize = 100;
-
 control::counters! {
     /// Counters of one buffer.
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -60,10 +60,6 @@ impl fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
-/// How many neighbours missing from the topology file a node learns at most, unless its options
-/// say otherwise.
-pub const DEFAULT_LEARNED_PEER_CAPACITY: usize = 64;
-
 /// One node this node can send to directly: every node of the topology file (DRP decides which
 /// are live neighbours) and every neighbour learned from its DRP packets.
 #[derive(Debug)]

@@ -13,8 +13,7 @@ use control::gmp::{Gmp, GmpError};
 use control::{GroupAddr, NodeAddr};
 use std::sync::MutexGuard;
 
-/// Most received messages handled under one lock before the table is published.
-const BATCH: usize = 64;
+use control::settings::threaded::BATCH;
 
 pub(crate) fn thread(node: &Node) {
     let inbox = node.dnp.gmp_in();

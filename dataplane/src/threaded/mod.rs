@@ -40,13 +40,11 @@ mod signal;
 pub(crate) mod sockopt;
 mod stats;
 
-pub use buffer::{BufferHandle, BufferStats, DEFAULT_CAPACITY, ImpatientBuffer, Pop, Push};
+pub use buffer::{BufferHandle, BufferStats, ImpatientBuffer, Pop, Push};
 pub use clock::Clock;
 pub use counters::{DnpStats, ERROR_NAMES, FLAG_NAMES};
-pub use dnp::{DEFAULT_LEARNED_PEER_CAPACITY, Dnp, PeerInfo, SendError};
-pub use node::{
-    DEFAULT_RAP_CLIENT_SID, DEFAULT_SOCKET_BUFFER, RapServerConfig, ThreadedNode, ThreadedOptions,
-};
+pub use dnp::{Dnp, PeerInfo, SendError};
+pub use node::{RapServerConfig, ThreadedNode, ThreadedOptions};
 pub use packet::{PacketBuf, Received};
 pub use rap::RapRequestError;
 pub use rmtp::{

@@ -1,9 +1,9 @@
 //! A threaded node: the state its threads share, how it starts, what it offers while it runs,
 //! and how it stops.
 
-use super::buffer::{BufferHandle, DEFAULT_CAPACITY, ImpatientBuffer};
+use super::buffer::{BufferHandle, ImpatientBuffer};
 use super::clock::Clock;
-use super::dnp::{DEFAULT_LEARNED_PEER_CAPACITY, Dnp, DnpConfig, PeerInfo, SendError};
+use super::dnp::{Dnp, DnpConfig, PeerInfo, SendError};
 use super::packet::Received;
 use super::rap::{ClientSlot, RapRequestError, ServerSlot};
 use super::rmtp::{
@@ -19,6 +19,7 @@ use crate::sync::{lock, read, write};
 use control::drp::{Drp, RoutingTable};
 use control::gmp::{Gmp, GmpError, MulticastTable};
 use control::rap::{RapClient, RapServer, RapServerOptions, ServiceEntry};
+use control::settings;
 use control::topology::{Faults, Timers, Topology};
 use control::wire::gmp::GmpMessage;
 use control::{GroupAddr, NodeAddr};
@@ -30,19 +31,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// The service id of a node's RAP client unless the options say otherwise.
-pub const DEFAULT_RAP_CLIENT_SID: u16 = 0xFFFE;
-
 /// One RAP server to run: its service id and the list it offers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RapServerConfig {
     pub sid: u16,
     pub services: Vec<ServiceEntry>,
 }
-
-/// Socket buffer asked for by default: a window's worth of bursts (the kernel default,
-/// about 200 KiB, holds fewer than a hundred 1 KiB datagrams on loopback).
-pub const DEFAULT_SOCKET_BUFFER: usize = 4 << 20;
 
 /// How a threaded node runs, beyond what the topology file says.
 #[derive(Clone, Debug)]
@@ -79,16 +73,17 @@ pub struct ThreadedOptions {
 
 impl Default for ThreadedOptions {
     fn default() -> Self {
+        use settings::threaded as s;
         ThreadedOptions {
             seed: 0,
-            buffer_capacity: DEFAULT_CAPACITY,
-            learned_peer_capacity: DEFAULT_LEARNED_PEER_CAPACITY,
-            rap_client_sid: DEFAULT_RAP_CLIENT_SID,
+            buffer_capacity: s::BUFFER_CAPACITY,
+            learned_peer_capacity: s::LEARNED_PEER_CAPACITY,
+            rap_client_sid: s::RAP_CLIENT_SID,
             rap_servers: Vec::new(),
             apply_schedule: false,
-            recv_timeout: Duration::from_millis(250),
-            socket_buffer_bytes: DEFAULT_SOCKET_BUFFER,
-            nack_entries: crate::rmtp::DEFAULT_NACK_ENTRIES,
+            recv_timeout: s::RECV_TIMEOUT,
+            socket_buffer_bytes: settings::host::SOCKET_BUFFER,
+            nack_entries: settings::rmtp::NACK_ENTRIES,
             rmtp: true,
         }
     }

@@ -49,13 +49,9 @@ const RECV_OVERHEAD: usize = 16 + size_of::<libc::sockaddr_storage>() + RECV_CON
 const GRO_PAYLOAD: usize = 65_535;
 /// How long stopping waits for the last packets to leave.
 const FINAL_FLUSH: Duration = Duration::from_secs(1);
-/// Completions in one turn that mean traffic is streaming: more than a lone packet's receive
-/// and the send of its forward, so a packet at a time never waits for company.
-const STREAMING: usize = 3;
-/// Completions a streaming engine waits for at once (see `Engine::wait`).
-const WAIT_BATCH: usize = 4;
-/// The longest a streaming engine waits for its batch: far below a transfer's feedback loop.
-const BATCH_WAIT_LIMIT: Duration = Duration::from_micros(50);
+// STREAMING: more than a lone packet's receive and the send of its forward, so a packet at a
+// time never waits for company. BATCH_WAIT_LIMIT: far below a transfer's feedback loop.
+use control::settings::uring::{BATCH_WAIT_LIMIT, STREAMING, WAIT_BATCH};
 
 /// A ring for one thread: single issuer, with completion work deferred to the moments the
 /// engine asks for completions (Linux 6.1), the flag telling when such work waits (so a

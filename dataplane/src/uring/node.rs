@@ -14,7 +14,7 @@ use crate::host::{
 use crate::node::{Node, RAP_SERVER_SID, RmtpOptions, StartError, service_entry};
 use crate::rmtp::{Sink, Source};
 use crate::sync::lock;
-use crate::threaded::{Clock, DEFAULT_SOCKET_BUFFER, SendError};
+use crate::threaded::{Clock, SendError};
 use control::drp::RoutingTable;
 use control::gmp::{GmpError, MulticastTable};
 use control::rap::ServiceEntry;
@@ -66,17 +66,18 @@ pub struct UringOptions {
 
 impl Default for UringOptions {
     fn default() -> Self {
+        use control::settings::uring as s;
         UringOptions {
             seed: 0,
             core: None,
             busy_poll: false,
-            gro: true,
-            gso: true,
-            recv_buffers: 64,
-            ring_entries: 256,
-            send_slots: 64,
-            send_buffers: 4096,
-            socket_buffer_bytes: DEFAULT_SOCKET_BUFFER,
+            gro: s::GRO,
+            gso: s::GSO,
+            recv_buffers: s::RECV_BUFFERS,
+            ring_entries: s::RING_ENTRIES,
+            send_slots: s::SEND_SLOTS,
+            send_buffers: s::SEND_BUFFERS,
+            socket_buffer_bytes: control::settings::host::SOCKET_BUFFER,
             rmtp: RmtpOptions::default(),
             apply_schedule: false,
         }

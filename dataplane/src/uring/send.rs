@@ -11,9 +11,8 @@ use std::collections::VecDeque;
 use std::mem::zeroed;
 use std::net::SocketAddr;
 
-/// Most datagrams in one segmented send (the kernel's `UDP_MAX_SEGMENTS` is 64 on older
-/// kernels, 128 on newer).
-pub(crate) const MAX_SEGMENTS: usize = 64;
+// The kernel's `UDP_MAX_SEGMENTS` is 64 on older kernels, 128 on newer.
+pub(crate) use control::settings::uring::MAX_SEGMENTS;
 /// Most payload bytes in one segmented send: one UDP datagram's worth.
 const MAX_GSO_BYTES: usize = 65_000;
 

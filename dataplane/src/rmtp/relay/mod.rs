@@ -62,12 +62,6 @@ use nacks::{build_ncf, build_upstream_nack};
 /// members) a tree tracks: waiters are a `u64` bitmask.
 pub const MAX_FANOUT: usize = 64;
 
-/// Default NACK table entries (sequences) per tree ([`RelayConfig::nack_entries`]).
-pub const DEFAULT_NACK_ENTRIES: usize = 4096;
-
-/// Default number of trees tracked at once ([`RelayConfig::max_trees`]).
-pub const DEFAULT_MAX_TREES: usize = 64;
-
 #[derive(Clone, Debug)]
 pub struct RelayConfig {
     pub me: NodeAddr,
@@ -115,24 +109,25 @@ pub struct RelayConfig {
 
 impl RelayConfig {
     pub fn new(me: NodeAddr, mtu: usize) -> Self {
+        use control::settings::{relay as s, rmtp};
         RelayConfig {
             me,
             mtu,
-            max_trees: DEFAULT_MAX_TREES,
+            max_trees: s::MAX_TREES,
             peers_per_tree: MAX_FANOUT,
-            nack_entries: DEFAULT_NACK_ENTRIES,
-            nack_seqs_per_packet: 1024,
-            nack_stale: Duration::from_millis(10),
-            nack_expire: Duration::from_secs(2),
-            mab_interval: Duration::from_millis(50),
-            mab_expire: Duration::from_secs(3),
-            cache_bytes: 1 << 20,
-            cache_at_root: false,
-            repair_queue: 1024,
-            repair_holdoff: Duration::from_millis(10),
-            timer_floor: Duration::from_micros(50),
-            tree_idle: Duration::from_secs(30),
-            max_edge_step: 64 << 20,
+            nack_entries: rmtp::NACK_ENTRIES,
+            nack_seqs_per_packet: s::NACK_SEQS_PER_PACKET,
+            nack_stale: s::NACK_STALE,
+            nack_expire: s::NACK_EXPIRE,
+            mab_interval: rmtp::MAB_INTERVAL,
+            mab_expire: s::MAB_EXPIRE,
+            cache_bytes: s::CACHE_BYTES,
+            cache_at_root: s::CACHE_AT_ROOT,
+            repair_queue: s::REPAIR_QUEUE,
+            repair_holdoff: rmtp::REPAIR_HOLDOFF,
+            timer_floor: rmtp::TIMER_FLOOR,
+            tree_idle: s::TREE_IDLE,
+            max_edge_step: s::MAX_EDGE_STEP,
         }
     }
 }

@@ -22,10 +22,7 @@ use crate::threaded::packet::{PacketBuf, Received};
 use control::Instant;
 use std::time::Duration;
 
-/// Items taken from the buffer per round.
-const BATCH: usize = 64;
-/// How often the routing table is read to tell the core whether the sender is reachable.
-const ROUTE_CHECK: Duration = Duration::from_millis(100);
+use control::settings::threaded::{BATCH, ROUTE_CHECK};
 
 type Core = RmtpReceiver<Box<dyn Sink + Send>>;
 

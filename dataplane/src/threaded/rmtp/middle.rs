@@ -25,8 +25,7 @@ use control::{Addr, GroupAddr, Instant, NodeAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Packets taken from the buffer before the tables are read again and timers looked at.
-const BATCH: usize = 64;
+use control::settings::threaded::BATCH;
 
 /// Counters of the middle-layer thread (the relay core counts its own decisions).
 #[derive(Default)]

@@ -22,8 +22,7 @@ use control::wire::dnp::Packet;
 
 use super::handle::SendProgress;
 
-/// Items taken from the buffer per round.
-const BATCH: usize = 64;
+use control::settings::threaded::BATCH;
 
 pub(crate) fn thread(node: &Node, slot: &ServerSlot, mut core: RmtpSender<Box<dyn Source + Send>>) {
     let Some(layer) = node.rmtp.as_ref() else {
