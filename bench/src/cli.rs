@@ -81,6 +81,10 @@ enum Scenario {
         /// Engines to compare (comma-separated) [default: every engine that exists].
         #[arg(long, value_delimiter = ',', value_name = "ENGINE", value_parser = engine_parser())]
         engines: Vec<Engine>,
+        /// Chain lengths, forwarding nodes (comma-separated, 1 to 4) [default: 1,2,3,4; with
+        /// --quick 1].
+        #[arg(long, value_delimiter = ',', value_name = "K", value_parser = clap::value_parser!(u64).range(1..=4))]
+        hops: Vec<u64>,
     },
     /// Packets/s per dataplane core from 1 core to all of them: pinned cells of source, bare
     /// forwarder and sink, one per core (engines without per-core workers are listed as
@@ -208,8 +212,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Scenario::Forward { engines, .. } => {
             scenarios::forward::run(common.quick, &or_every_engine(engines), &stop)
         }
-        Scenario::Latency { engines, .. } => {
-            scenarios::latency::run(common.quick, &or_every_engine(engines), &stop)
+        Scenario::Latency { engines, hops, .. } => {
+            let hops: Vec<usize> = hops.iter().map(|&k| k as usize).collect();
+            scenarios::latency::run(common.quick, &or_every_engine(engines), &hops, &stop)
         }
         Scenario::Scale { engines, .. } => {
             scenarios::scale::run(common.quick, &or_every_engine(engines), &stop)

@@ -232,6 +232,8 @@ fn latency_quick_writes_percentiles_loss_and_cdf_beside_the_kernel_chain() {
     for name in [
         "threaded",
         "threaded-busy-poll-end",
+        "uring",
+        "uring-busy-poll",
         "kernel-recvfrom-sendto",
         "kernel-recvfrom-sendto-busy-poll",
     ] {
@@ -437,6 +439,7 @@ fn bad_arguments_get_a_clear_error() {
         &["forward", "--engines", "warp"],
         &["report", "--bogus"],
         &["latency", "--engines", "warp"],
+        &["latency", "--hops", "5"],
         &["scale", "--bogus"],
         &["control", "--bogus"],
         &["multicast", "--loss", "2"],

@@ -3,8 +3,10 @@
 //! engine's saturation for that chain (found by a sweep in the same run, refined around its
 //! knee), beside a chain of k bare
 //! forwarders under the same load. Each path is measured with sleeping waits and with
-//! busy-polling ones: the bare forwarders and the measuring end can busy-poll; the threaded
-//! engine's threads sleep by design, so its busy row busy-polls at the measuring end only.
+//! busy-polling ones: the bare forwarders, the measuring end and the uring engine's nodes
+//! (`-busy-poll` rows: a chain of spinning nodes started for the measurement) can busy-poll;
+//! the threaded engine's threads sleep by design, so its `-busy-poll-end` row busy-polls at the
+//! measuring end only. The sink node, the instrument, sleeps in every engine row.
 //!
 //! ```text
 //! engine:  probe sender ─► node 2 ─► … ─► node k+1 ─► node k+2 (sink) ─► its RMTP buffer ─► end
@@ -17,7 +19,7 @@
 //! as a protocol thread of the node would.
 
 use super::forward::EngineRun;
-use super::node_chain::NodeChain;
+use super::node_chain::{How, NodeChain};
 use super::{Engine, Outcome, PACKET_LEN, dnp_packet};
 use crate::forwarders::{Kind, Line};
 use crate::openloop::{
@@ -106,12 +108,17 @@ struct ProbeChain {
 }
 
 impl ProbeChain {
-    fn start(engine: Engine, hops: usize) -> io::Result<ProbeChain> {
+    /// `busy_poll`: the engine's nodes spin (the sink, the instrument, sleeps as in every row).
+    fn start(engine: Engine, hops: usize, busy_poll: bool) -> io::Result<ProbeChain> {
         // Without the RMTP layer a forwarding node passes the probes (RMTP-flagged) on by
         // `next_hop` in DNP, the path of `forward`'s packets, and the sink node queues them in
         // the RMTP buffer the bench attaches.
         let mut inbox = None;
-        let chain = NodeChain::start_with(engine, hops, false, &mut |topology, me, socket| {
+        let how = How {
+            rmtp: false,
+            busy_poll,
+        };
+        let chain = NodeChain::start_with(engine, hops, how, &mut |topology, me, socket| {
             let options = ThreadedOptions {
                 seed: u64::from(me.get()),
                 rmtp: false,
@@ -232,6 +239,9 @@ fn sample(m: &Measured) -> Sample {
 #[derive(Clone, Copy)]
 enum Path<'a> {
     Engine(Engine, &'a ProbeChain),
+    /// A chain of the engine's nodes that spin, started for each measurement (as the kernel
+    /// chain is): spinning nodes left running would take the cores from every other row.
+    BusyEngine(Engine),
     Kernel,
 }
 
@@ -249,13 +259,16 @@ impl System for ProbeRow<'_> {
     fn name(&self) -> String {
         match self.path {
             Path::Engine(engine, _) => engine_row_name(engine, self.wait),
+            Path::BusyEngine(engine) => format!("{}-busy-poll", engine.name()),
             Path::Kernel => kernel_kind(self.wait).name().to_string(),
         }
     }
 
     fn limit(&self) -> Option<String> {
         match self.path {
-            Path::Engine(..) => Some(kernel_kind(self.wait).name().to_string()),
+            Path::Engine(..) | Path::BusyEngine(_) => {
+                Some(kernel_kind(self.wait).name().to_string())
+            }
             Path::Kernel => None,
         }
     }
@@ -273,6 +286,20 @@ impl System for ProbeRow<'_> {
                 chain.end().as_mut(),
                 &self.stop,
             )?,
+            Path::BusyEngine(engine) => {
+                let chain = ProbeChain::start(engine, self.hops, true)?;
+                let measured = openloop::measure(
+                    chain.chain.source(),
+                    chain.chain.entry(),
+                    &mut packet,
+                    self.schedule,
+                    self.wait,
+                    chain.end().as_mut(),
+                    &self.stop,
+                );
+                chain.stop();
+                measured?
+            }
             Path::Kernel => {
                 let socket = udp::bind_loopback()?;
                 udp::set_receive_buffer(&socket, traffic::SINK_RECEIVE_BUFFER)?;
@@ -391,8 +418,12 @@ fn knee(loads: &[f64], points: &[SweepPoint]) -> Option<(f64, f64)> {
     Some((below, loads[first_behind]))
 }
 
-pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> {
-    let plan = Plan::new(quick);
+/// `hops`: the chain lengths to measure (empty: the plan's).
+pub fn run(quick: bool, engines: &[Engine], hops: &[usize], stop: &Stop) -> io::Result<Outcome> {
+    let mut plan = Plan::new(quick);
+    if !hops.is_empty() {
+        plan.chain_lengths = hops.to_vec();
+    }
     let mut comparisons = Vec::new();
     let mut rows = Vec::new();
     let mut saturations = Vec::new();
@@ -403,7 +434,7 @@ pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> 
         eprintln!("  starting chains of {hops} forwarding node(s) …");
         let chains = engines
             .iter()
-            .map(|&e| ProbeChain::start(e, hops).map(|c| (e, c)))
+            .map(|&e| ProbeChain::start(e, hops, false).map(|c| (e, c)))
             .collect::<io::Result<Vec<_>>>()?;
         let mut loads = vec![(Load::Low, LOW_RATE)];
         for (engine, chain) in &chains {
@@ -448,6 +479,12 @@ pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> 
             let mut systems: Vec<Box<dyn System + '_>> = Vec::new();
             for path in paths {
                 for wait in [Wait::Sleep, Wait::BusyPoll] {
+                    let path = match path {
+                        Path::Engine(e, _) if wait == Wait::BusyPoll && e.can_busy_poll() => {
+                            Path::BusyEngine(e)
+                        }
+                        _ => path,
+                    };
                     let shared = Rc::new(RefCell::new(Totals::new()));
                     totals.push(Rc::clone(&shared));
                     systems.push(Box::new(ProbeRow {
@@ -496,7 +533,7 @@ pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> 
             "address": "127.0.0.1",
             "waits": {
                 "sleep": "forwarders and measuring end sleep in their receive",
-                "busy-poll": "kernel forwarders and the measuring end spin on a non-blocking receive (yielding between empty polls); the threaded engine's threads sleep by design, so its busy-poll row busy-polls at the measuring end only",
+                "busy-poll": "kernel forwarders and the measuring end spin on a non-blocking receive (yielding between empty polls); the uring engine's forwarding nodes spin too (EngineOptions::busy_poll, yielding after an empty turn; a chain started for each measurement); the threaded engine's threads sleep by design, so its busy-poll row busy-polls at the measuring end only; the sink node (a threaded node, the instrument) sleeps in every engine row",
             },
         }),
         comparisons,
@@ -628,8 +665,9 @@ fn print_latency(rows: &[serde_json::Value]) {
         );
     }
     println!(
-        "(lim: the kernel chain of the same length and wait under the same load; the threaded \
-         engine's threads always sleep, its -busy-poll-end row busy-polls at the measuring end only)"
+        "(lim: the kernel chain of the same length and wait under the same load; -busy-poll: the \
+         engine's forwarding nodes spin; the threaded engine's threads always sleep, its \
+         -busy-poll-end row busy-polls at the measuring end only)"
     );
 }
 

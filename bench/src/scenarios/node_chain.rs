@@ -62,6 +62,15 @@ fn line_on_loopback(forwarders: usize) -> io::Result<(Topology, Vec<UdpSocket>)>
 pub type SinkStart<'a> =
     dyn FnMut(&Topology, NodeAddr, UdpSocket) -> io::Result<Arc<dyn RunningNode>> + 'a;
 
+/// How the chain's nodes of the engine measured run.
+#[derive(Clone, Copy, Debug)]
+pub struct How {
+    /// With the RMTP layer, or passing RMTP packets on by `next_hop` like any datagram.
+    pub rmtp: bool,
+    /// Spinning rather than sleeping (`EngineOptions::busy_poll`).
+    pub busy_poll: bool,
+}
+
 /// A running chain of nodes.
 pub struct NodeChain {
     nodes: Vec<Arc<dyn RunningNode>>,
@@ -72,8 +81,12 @@ impl NodeChain {
     /// Starts `forwarders + 2` nodes of `engine` (each with the RMTP layer or not, as `rmtp`
     /// says) and waits until every forwarding node routes toward the sink.
     pub fn start(engine: Engine, forwarders: usize, rmtp: bool) -> io::Result<NodeChain> {
-        Self::start_with(engine, forwarders, rmtp, &mut |topology, me, socket| {
-            start_node(engine, topology, me, socket, rmtp)
+        let how = How {
+            rmtp,
+            busy_poll: false,
+        };
+        Self::start_with(engine, forwarders, how, &mut |topology, me, socket| {
+            start_node(engine, topology, me, socket, how)
         })
     }
 
@@ -82,7 +95,7 @@ impl NodeChain {
     pub fn start_with(
         engine: Engine,
         forwarders: usize,
-        rmtp: bool,
+        how: How,
         sink: &mut SinkStart<'_>,
     ) -> io::Result<NodeChain> {
         let (topology, sockets) = line_on_loopback(forwarders)?;
@@ -94,7 +107,7 @@ impl NodeChain {
             nodes.push(if i == last {
                 sink(&topology, me, socket)?
             } else {
-                start_node(engine, &topology, me, socket, rmtp)?
+                start_node(engine, &topology, me, socket, how)?
             });
         }
         let chain = NodeChain { nodes, source };
@@ -174,11 +187,12 @@ fn start_node(
     topology: &Topology,
     me: NodeAddr,
     socket: UdpSocket,
-    rmtp: bool,
+    how: How,
 ) -> io::Result<Arc<dyn RunningNode>> {
     let options = EngineOptions {
         seed: u64::from(me.get()),
-        rmtp,
+        rmtp: how.rmtp,
+        busy_poll: how.busy_poll,
         socket: Some(socket),
         ..EngineOptions::default()
     };

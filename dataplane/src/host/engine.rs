@@ -34,6 +34,10 @@ pub struct EngineOptions {
     /// Run the RMTP layer (relay, send, receive). Off, RMTP packets for another node are
     /// forwarded by `next_hop` like any other: the benchmarks' way to time the forwarding path.
     pub rmtp: bool,
+    /// Spin instead of sleeping while waiting for packets, on an engine that can
+    /// ([`Engine::can_busy_poll`]; the threaded engine's threads sleep by design): for
+    /// latency benchmarks on dedicated cores.
+    pub busy_poll: bool,
     /// A socket the caller bound at the node's address in `topology` (harnesses bind on port 0
     /// first and write the ports into the topology, so no port is raced for); `None`: the
     /// engine binds the topology's address itself.
@@ -47,6 +51,7 @@ impl Default for EngineOptions {
             apply_schedule: false,
             rap_servers: Vec::new(),
             rmtp: true,
+            busy_poll: false,
             socket: None,
         }
     }
@@ -61,6 +66,14 @@ impl Engine {
         match self {
             Engine::Threaded => "threaded",
             Engine::Uring => "uring",
+        }
+    }
+
+    /// Whether [`EngineOptions::busy_poll`] makes this engine spin.
+    pub fn can_busy_poll(self) -> bool {
+        match self {
+            Engine::Threaded => false,
+            Engine::Uring => true,
         }
     }
 
@@ -111,6 +124,7 @@ impl Engine {
                 let mut uring = UringOptions {
                     seed: options.seed,
                     apply_schedule: options.apply_schedule,
+                    busy_poll: options.busy_poll,
                     ..UringOptions::default()
                 };
                 uring.rmtp.enabled = options.rmtp;

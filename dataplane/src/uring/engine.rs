@@ -515,6 +515,12 @@ impl Engine {
     fn wait(&mut self) {
         if self.busy_poll {
             let _ = self.ring.submit();
+            // Nothing came in the last turn: let another spinning thread have the core (on a
+            // machine with fewer cores than spinning threads, a spin that never yields
+            // starves the thread that would produce the next packet).
+            if self.last_completions == 0 {
+                std::thread::yield_now();
+            }
             return;
         }
         let now = StdInstant::now();

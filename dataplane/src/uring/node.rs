@@ -35,8 +35,9 @@ pub struct UringOptions {
     pub seed: u64,
     /// Pin the engine thread to this core (`core_affinity`); `None`: the scheduler decides.
     pub core: Option<usize>,
-    /// Never sleep in the kernel: submit and look for completions in a loop. For benchmarks
-    /// on dedicated cores only; the default sleeps until a completion or a deadline.
+    /// Never sleep in the kernel: submit and look for completions in a loop (yielding the core
+    /// after a turn that found nothing). For benchmarks on dedicated cores only; the default
+    /// sleeps until a completion or a deadline.
     pub busy_poll: bool,
     /// Let the kernel coalesce receives (`UDP_GRO`); a coalesced receive is split in place.
     pub gro: bool,
