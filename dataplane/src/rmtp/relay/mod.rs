@@ -15,9 +15,9 @@
 //!   periodically, when it changes and when an SPM passes down (the sender probing a closed
 //!   window). A peer that left the tree, or a downstream neighbour whose link is gone, no
 //!   longer holds the window, but keeps holding the trailing edge (`received`) until it has
-//!   been silent for `mab_expire` and is pruned, so a branch that comes back (by another path,
-//!   or by its next join after a forged leave) can still be repaired, and is not counted
-//!   complete meanwhile.
+//!   been silent (no MAB, in the tree or out of it) for `mab_expire` and is pruned, so a branch
+//!   that comes back (by another path, or by its next join after a forged leave) can still be
+//!   repaired, and is not counted complete meanwhile.
 //!
 //! On the sender's own node the "upstream" is the local sender: NACKs and MABs reaching the root
 //! come out as packets for [`Hop::Local`].
@@ -101,8 +101,13 @@ pub struct RelayConfig {
     pub repair_queue: usize,
     /// A sequence repaired from the cache toward a peer is not repaired toward it again sooner.
     /// Half the tree's smallest upstream repair round trip once measured (at least
-    /// `timer_floor`) when shorter.
+    /// `repair_holdoff_floor`) when shorter. A repair forwarded from upstream toward a peer
+    /// counts as one served to it.
     pub repair_holdoff: Duration,
+    /// The shortest cache hold-off, whatever round trip is measured: a forged RETRANSMIT that
+    /// answers the relay's NACK at once makes the measurement as short as it likes, so this,
+    /// a loopback round trip's worth, bounds what NACKs of one sequence draw toward one peer.
+    pub repair_holdoff_floor: Duration,
     /// The shortest timer derived from a measured round trip.
     pub timer_floor: Duration,
     /// A tree without a multicast entry and without traffic for this long is forgotten.
@@ -130,6 +135,7 @@ impl RelayConfig {
             cache_at_root: false,
             repair_queue: 1024,
             repair_holdoff: Duration::from_millis(10),
+            repair_holdoff_floor: Duration::from_micros(200),
             timer_floor: Duration::from_micros(50),
             tree_idle: Duration::from_secs(30),
             max_edge_step: 64 << 20,
@@ -166,7 +172,11 @@ control::counters! {
         pub cache_copies_asked_again: u64,
         pub mabs_received: u64,
         pub mabs_sent: u64,
+        /// Peers pruned: out of the tree or unreachable, and silent for `mab_expire`.
         pub prunes: u64,
+        /// Pruned peers that held less than every byte forwarded here (as counted): the sender
+        /// may then complete for the receivers still in the tree without them.
+        pub prunes_unfinished: u64,
         pub drops_malformed: u64,
         pub drops_not_on_tree: u64,
         pub drops_not_from_upstream: u64,
@@ -194,8 +204,13 @@ control::counters! {
         /// MABs cut to the bytes forwarded here (`received`) or one `max_edge_step` beyond (`mab`).
         pub mabs_clamped: u64,
         /// MABs claiming every byte forwarded here (a completed receiver's report, or a forged
-        /// one) not yet counted: a peer's claim counts from its second report in a row.
+        /// one), or a `received` past the window the peer reported before, not yet counted:
+        /// such a leap counts from the peer's second report in a row, and only while it is in
+        /// the tree entry.
         pub mab_completions_held: u64,
+        /// MABs from a peer the relay tracks that is no longer in the tree entry (it still
+        /// answers: not pruned, holds `received`, not the window).
+        pub mabs_out_of_tree: u64,
         /// DATA/RETRANSMIT refused: `sequence + 1` or `offset + length` past 2^64 - 1.
         pub data_implausible: u64,
         /// SPMs refused: trailing edge beyond the leading edge.
@@ -330,8 +345,9 @@ struct Peer {
     has_mab: bool,
     mab: u64,
     received: u64,
-    /// The last report claimed every byte forwarded here (see `RelayStats::mab_completions_held`).
-    claimed_all: bool,
+    /// The last report leapt (claimed every byte forwarded here, or held bytes past the window
+    /// it reported before) and the peer was in the tree (see `RelayStats::mab_completions_held`).
+    leapt: bool,
     last_heard: Instant,
 }
 
@@ -654,7 +670,7 @@ impl RmtpRelay {
             match entry {
                 Some(entry) => {
                     tree.upstream = entry.upstream;
-                    self.stats.prunes += tree.refresh_min(now, entry, routing, cfg.mab_expire);
+                    tree.refresh_min(now, entry, routing, cfg.mab_expire, &mut self.stats);
                 }
                 None => tree.min = None,
             }
