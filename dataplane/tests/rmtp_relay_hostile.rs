@@ -1061,3 +1061,30 @@ fn a_forged_claim_past_the_window_is_not_passed_upstream_even_under_a_forged_lea
     b.handle(3, &mab_packet(3, SENDER, g(), 1000 + 4096, 1000));
     assert_eq!(received_upstream(&mut b).last(), Some(&1000));
 }
+
+/// A forged MAB with a lagging receiver's address reporting a tiny window makes its next real
+/// report look like a leap past the window; that must not count as the first of two claims in a
+/// row, so that one forged completion claim right after passes upstream (seed 21 of
+/// `every_kind_at_once_ends_every_receiver_cleanly`, with the rule above at first).
+#[test]
+fn a_forged_small_window_does_not_make_one_forged_claim_count() {
+    let mut b = Bench::new(no_cache());
+    b.data(10);
+    b.drain();
+    let complete = mab_packet(ATTACKER, SENDER, g(), 1000 + 4096, 1000);
+    b.handle(ATTACKER, &complete);
+    b.handle(ATTACKER, &complete);
+    b.handle(3, &mab_packet(3, SENDER, g(), 300, 200));
+    b.now += Duration::from_millis(60);
+    b.relay.handle_timeout(b.now, &b.mc, &b.rt);
+    assert_eq!(received_upstream(&mut b), vec![200]);
+    // Forged (0, 0), node 3's real report, then one forged claim.
+    b.handle(3, &mab_packet(3, SENDER, g(), 0, 0));
+    b.handle(3, &mab_packet(3, SENDER, g(), 300, 200));
+    b.handle(3, &mab_packet(3, SENDER, g(), 1000 + 4096, 1000));
+    let reported = received_upstream(&mut b);
+    assert!(
+        reported.iter().all(|&r| r <= 200),
+        "node 3 holds 200 bytes, the relay reported {reported:?}"
+    );
+}

@@ -91,7 +91,7 @@ pub struct RelayConfig {
     /// A NACK entry older than this is forgotten.
     pub nack_expire: Duration,
     pub mab_interval: Duration,
-    /// An unreachable peer whose MAB is older than this is pruned.
+    /// A peer out of the tree or unreachable whose last MAB is older than this is pruned.
     pub mab_expire: Duration,
     /// Repair cache per tree, bytes (0: no cache). Rounded down to whole MTU-sized slots.
     pub cache_bytes: usize,
@@ -205,8 +205,8 @@ control::counters! {
         pub mabs_clamped: u64,
         /// MABs claiming every byte forwarded here (a completed receiver's report, or a forged
         /// one), or a `received` past the window the peer reported before, not yet counted:
-        /// such a leap counts from the peer's second report in a row, and only while it is in
-        /// the tree entry.
+        /// a claim counts from the peer's second claim in a row and only while it is in the tree
+        /// entry, a leap past its window from its next report.
         pub mab_completions_held: u64,
         /// MABs from a peer the relay tracks that is no longer in the tree entry (it still
         /// answers: not pruned, holds `received`, not the window).
@@ -345,9 +345,9 @@ struct Peer {
     has_mab: bool,
     mab: u64,
     received: u64,
-    /// The last report leapt (claimed every byte forwarded here, or held bytes past the window
-    /// it reported before) and the peer was in the tree (see `RelayStats::mab_completions_held`).
-    leapt: bool,
+    /// The last report claimed every byte forwarded here, from within the tree (see
+    /// `RelayStats::mab_completions_held`).
+    claimed_all: bool,
     last_heard: Instant,
 }
 

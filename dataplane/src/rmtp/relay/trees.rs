@@ -31,7 +31,7 @@ impl Tree {
             has_mab: false,
             mab: 0,
             received: 0,
-            leapt: false,
+            claimed_all: false,
             last_heard: now,
         };
         if let Some(i) = self.peers.iter().position(|p| !p.used) {

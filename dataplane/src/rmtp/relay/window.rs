@@ -95,17 +95,18 @@ impl RmtpRelay {
         let bounded = tree.edges.bound_report(mab, received, step);
         self.stats.mabs_clamped += u64::from(bounded != (mab, received));
         // Only a receiver that verified the whole transfer claims every byte forwarded (the
-        // others report one byte less), and no receiver holds bytes past the window it last
-        // reported (the sender sent none there, the receiver accepts none there): one forged
-        // MAB must not make the sender believe either (a forged SPM or DATA can raise what
-        // this relay believes was sent, so that a forged claim of the real total looks like an
-        // ordinary report). Such a leap counts from the peer's second report in a row, and not
-        // while the peer is out of the tree (no data goes to it from here: forged leaves keep a
-        // lagging receiver out, and a forged claim with its address is then all there is).
+        // others report one byte less): one forged MAB must not make the sender believe it, so
+        // such a claim counts from the peer's second claim in a row, and not while the peer is
+        // out of the tree (no data goes to it from here: forged leaves keep a lagging receiver
+        // out, and a forged claim with its address is then all there is). No receiver holds
+        // bytes past the window it reported before (the sender sent none there, the receiver
+        // accepts none there): a forged SPM or DATA can raise what this relay believes was
+        // sent, so that a forged claim of the real total looks like an ordinary report; such a
+        // leap counts from the next report, which it must agree with.
         let claims_all = bounded.1 >= tree.edges.leading_byte();
         let p = &mut tree.peers[pi];
-        let leaps = claims_all || (p.has_mab && bounded.1 > p.mab);
-        let received = if leaps && (!p.leapt || !in_tree) {
+        let past_window = p.has_mab && bounded.1 > p.mab;
+        let received = if past_window || (claims_all && (!p.claimed_all || !in_tree)) {
             self.stats.mab_completions_held += 1;
             p.received.min(bounded.1)
         } else {
@@ -113,7 +114,7 @@ impl RmtpRelay {
         };
         p.has_mab = true;
         (p.mab, p.received) = (bounded.0, received);
-        p.leapt = leaps && in_tree;
+        p.claimed_all = claims_all && in_tree;
         p.last_heard = now;
         tree.refresh_min(now, entry, routing, expire, &mut self.stats);
         RelayAction::Consumed
