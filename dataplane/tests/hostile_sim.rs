@@ -109,6 +109,20 @@ struct Outcome {
     /// Virtual time from the start of the transfer to the last receiver's verification.
     took: Option<Duration>,
     peak_heap_growth: i64,
+    /// Over every relay: peers pruned before they claimed the whole transfer, completion
+    /// claims held for a second report, MABs from peers out of the tree entry.
+    prunes_unfinished: u64,
+    completions_held: u64,
+    mabs_out_of_tree: u64,
+}
+
+impl Outcome {
+    /// The sender reported every receiver complete before the last leaf that verified did.
+    fn completed_early(&self) -> bool {
+        self.sent
+            .zip(self.took)
+            .is_some_and(|(sent, took)| sent < took)
+    }
 }
 
 fn seeds() -> Vec<u64> {
@@ -247,6 +261,12 @@ fn attack(seed: u64, kinds: &[Kind]) -> Result<Outcome, String> {
             out.verified.insert(*r);
         }
     }
+    for (_, node) in s.sim.nodes() {
+        let relay = node.transfers().relay_stats();
+        out.prunes_unfinished += relay.prunes_unfinished;
+        out.completions_held += relay.mab_completions_held;
+        out.mabs_out_of_tree += relay.mabs_out_of_tree;
+    }
     Ok(out)
 }
 
@@ -348,15 +368,28 @@ fn for_every_seed(test: &str, kinds: &[Kind], judge: impl Fn(&Outcome) -> Option
         return; // HOSTILE_KINDS named none of this test's kinds
     }
     let mut failures = Vec::new();
-    for seed in seeds() {
+    let (mut early, mut failed) = (Vec::new(), Vec::new());
+    let seeds = seeds();
+    for &seed in &seeds {
         let verdict = attack_caught(seed, kinds).and_then(|out| {
             println!("{test} seed {seed}: {out:?}");
+            if out.completed_early() {
+                early.push(seed);
+            }
+            if !out.failed.is_empty() {
+                failed.push(seed);
+            }
             judge(&out).map_or(Ok(()), Err)
         });
         if let Err(e) = verdict {
             failures.push(format!("seed {seed}: {e}; {}", repro(test, seed)));
         }
     }
+    println!(
+        "{test}: {} seeds; the sender reported completion before the last leaf verified in \
+         seeds {early:?}; a leaf failed (with a reason) in seeds {failed:?}",
+        seeds.len()
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

@@ -891,3 +891,200 @@ fn one_forged_completion_claim_is_not_passed_upstream() {
     b.handle(3, &mab_packet(3, SENDER, g(), 1000 + 4096, 1000));
     assert_eq!(received_upstream(&mut b).last(), Some(&1000));
 }
+
+/// A downstream neighbour's address NACKs one sequence every 10 µs for 1 s of virtual time,
+/// after the relay measured a 100 µs upstream repair round trip (a loopback's; a forged
+/// RETRANSMIT answering the relay's NACK at once gives a shorter one): the repairs toward that
+/// peer, from the cache or forwarded from upstream, stay at one per `repair_holdoff_floor` at
+/// most, however short the measured round trip. Before the floor, the hold-off followed the
+/// measurement down to `timer_floor` (50 µs), and a copy forwarded from upstream was served
+/// again at the next NACK.
+#[test]
+fn a_nack_flood_for_one_sequence_draws_at_most_one_repair_per_holdoff_floor() {
+    const ROUND_TRIP: Duration = Duration::from_micros(100);
+    const FLOOD_EVERY: Duration = Duration::from_micros(10);
+    const FLOOD: Duration = Duration::from_secs(1);
+    let config = RelayConfig::new(n(2), DEFAULT_MTU);
+    let floor = config.repair_holdoff_floor;
+    let mut b = Bench::new(config);
+    let segment = |flag, seq: u64| data_packet(g(), n(SENDER), flag, seq, seq * 100, &[7; 100]);
+    // DATA 0..10 but 5, which node 3 NACKs: the relay asks upstream and the repair comes back
+    // one round trip later (its first sample).
+    for seq in (0..10).filter(|&s| s != 5) {
+        b.handle(SENDER, &segment(Flag::RmtpData, seq));
+    }
+    let nack = nack_packet(3, SENDER, g(), &[SeqRange::single(5)]);
+    b.handle(3, &nack);
+    b.drain();
+    b.now += ROUND_TRIP;
+    let repair = segment(Flag::RmtpRetransmit, 5);
+    assert!(
+        matches!(b.handle(SENDER, &repair), RelayAction::Forward { to, .. } if to.contains(n(3)))
+    );
+    assert_eq!(b.stats().upstream_rtt_samples, 1);
+
+    let (mut toward, mut nacks) = (0u64, 0u64);
+    // When the sender's answer to the relay's last NACK upstream arrives.
+    let mut answer_at = None;
+    let end = b.now + FLOOD;
+    while b.now < end {
+        b.now += FLOOD_EVERY;
+        if answer_at.is_some_and(|at| at <= b.now) {
+            answer_at = None;
+            if let RelayAction::Forward { to, .. } = b.handle(SENDER, &repair)
+                && to.contains(n(3))
+            {
+                toward += 1;
+            }
+        }
+        b.handle(3, &nack);
+        nacks += 1;
+        for (hop, flag, _) in b.drain() {
+            match (hop, flag) {
+                (Hop::Neighbour(to), Flag::RmtpRetransmit) if to == n(3) => toward += 1,
+                (Hop::Neighbour(to), Flag::RmtpNack) if to == n(SENDER) && answer_at.is_none() => {
+                    answer_at = Some(b.now + ROUND_TRIP);
+                }
+                _ => {}
+            }
+        }
+    }
+    let bound = (FLOOD.as_nanos() / floor.as_nanos()) as u64 + 1;
+    println!(
+        "{nacks} NACKs of one sequence in {FLOOD:?}: {toward} repairs toward the peer \
+         ({} from the cache, {} held off, {} upstream NACKs); bound {bound} (one per {floor:?})",
+        b.stats().repairs_from_cache,
+        b.stats().repairs_held_off,
+        b.stats().nacks_sent_upstream,
+    );
+    assert!(
+        toward <= bound,
+        "{toward} repairs toward the peer in {FLOOD:?}, more than one per {floor:?}"
+    );
+}
+
+/// Forged GMP leaves (or forged DRP that makes routing detach it) keep a lagging receiver's
+/// branch out of the relay's tree entry for longer than `mab_expire`, while the receiver is
+/// alive and its MABs keep coming over its link: the relay must not prune it (the sender would
+/// complete without it: seeds of `hostile_sim.rs` where the sender reported completion before
+/// the last leaf verified). A peer that falls silent is still pruned.
+#[test]
+fn a_branch_out_of_the_tree_that_still_reports_is_not_pruned() {
+    let mut b = Bench::new(no_cache());
+    let expire = b.relay.config().mab_expire;
+    b.data(10);
+    b.drain();
+    let (full, _) = tables();
+    let mut without_3 = full.entries()[0].clone();
+    without_3.downstream.retain(|&d| d != n(3));
+    let without_3 = MulticastTable::new(vec![without_3]);
+    // Node 3 holds 200 bytes; the receiver on 7 verified all 1000 (it says so every period).
+    let lagging = mab_packet(3, SENDER, g(), 200 + 4096, 200);
+    let complete = mab_packet(ATTACKER, SENDER, g(), 1000 + 4096, 1000);
+    b.handle(3, &lagging);
+    b.handle(ATTACKER, &complete);
+    b.handle(ATTACKER, &complete);
+    b.mc = without_3;
+    let period = Duration::from_millis(50);
+    let cut_until = b.now + expire * 2;
+    // Now and then two forged completion claims with node 3's address come in a row: no data
+    // goes to node 3 from here while it is out of the tree, so they do not count.
+    let forged_claim = mab_packet(3, SENDER, g(), 1000 + 4096, 1000);
+    let mut periods = 0;
+    while b.now < cut_until {
+        b.now += period;
+        periods += 1;
+        b.relay.handle_timeout(b.now, &b.mc, &b.rt);
+        let mut reported = Vec::new();
+        if periods % 10 == 0 {
+            b.handle(3, &forged_claim);
+            b.handle(3, &forged_claim);
+            reported = received_upstream(&mut b);
+        }
+        b.handle(3, &lagging);
+        b.handle(ATTACKER, &complete);
+        reported.extend(received_upstream(&mut b));
+        assert!(
+            reported.iter().all(|&r| r <= 200),
+            "node 3 still reports 200 bytes from outside the tree entry, the relay reported \
+             {reported:?} at {:?}: {:?}",
+            b.now,
+            b.stats()
+        );
+    }
+    assert_eq!(b.stats().prunes, 0);
+    // Node 3 falls silent: pruned after `mab_expire`, the rest completes.
+    let silent_until = b.now + expire + period;
+    while b.now < silent_until {
+        b.now += period;
+        b.relay.handle_timeout(b.now, &b.mc, &b.rt);
+        b.handle(ATTACKER, &complete);
+    }
+    assert_eq!((b.stats().prunes, b.stats().prunes_unfinished), (1, 1));
+    assert_eq!(received_upstream(&mut b).last(), Some(&1000));
+}
+
+/// A forged SPM from the upstream's address raises what the relay believes was sent (one
+/// `max_edge_step` at most): a forged MAB with a lagging receiver's address that claims every
+/// byte really sent then no longer looks like a completion claim, and counted at once, it let
+/// the sender complete without that receiver (seed 41 of
+/// `every_kind_at_once_ends_every_receiver_cleanly`). No real receiver holds bytes past the
+/// window it last reported (nothing was sent there, and it accepts nothing there), so such a
+/// report counts only from the peer's second one in a row, like a completion claim.
+#[test]
+fn a_forged_claim_past_the_window_is_not_passed_upstream_even_under_a_forged_leading_edge() {
+    let mut b = Bench::new(no_cache());
+    b.data(10);
+    b.drain();
+    // The receiver on 7 verified all 1000 bytes; node 3 holds 200, its window ends at 300.
+    let complete = mab_packet(ATTACKER, SENDER, g(), 1000 + 4096, 1000);
+    b.handle(ATTACKER, &complete);
+    b.handle(ATTACKER, &complete);
+    b.handle(3, &mab_packet(3, SENDER, g(), 300, 200));
+    b.now += Duration::from_millis(60);
+    b.relay.handle_timeout(b.now, &b.mc, &b.rt);
+    assert_eq!(received_upstream(&mut b), vec![200]);
+    // The forged SPM: the sender would be at sequence 1000 of 100-byte segments.
+    b.handle(SENDER, &spm_packet(SENDER, g(), 0, 1000));
+    b.drain();
+    let held = b.stats().mab_completions_held;
+    b.handle(3, &mab_packet(3, SENDER, g(), 1000 + 4096, 1000));
+    let reported = received_upstream(&mut b);
+    assert!(
+        reported.iter().all(|&r| r <= 200),
+        "node 3 holds 200 bytes, the relay reported {reported:?}"
+    );
+    assert_eq!(b.stats().mab_completions_held, held + 1);
+    // Node 3's real reports follow; it really completes: its second report in a row counts.
+    b.handle(3, &mab_packet(3, SENDER, g(), 400, 300));
+    b.handle(3, &mab_packet(3, SENDER, g(), 1000 + 4096, 1000));
+    b.handle(3, &mab_packet(3, SENDER, g(), 1000 + 4096, 1000));
+    assert_eq!(received_upstream(&mut b).last(), Some(&1000));
+}
+
+/// A forged MAB with a lagging receiver's address reporting a tiny window makes its next real
+/// report look like a leap past the window; that must not count as the first of two claims in a
+/// row, so that one forged completion claim right after passes upstream (seed 21 of
+/// `every_kind_at_once_ends_every_receiver_cleanly`, with the rule above at first).
+#[test]
+fn a_forged_small_window_does_not_make_one_forged_claim_count() {
+    let mut b = Bench::new(no_cache());
+    b.data(10);
+    b.drain();
+    let complete = mab_packet(ATTACKER, SENDER, g(), 1000 + 4096, 1000);
+    b.handle(ATTACKER, &complete);
+    b.handle(ATTACKER, &complete);
+    b.handle(3, &mab_packet(3, SENDER, g(), 300, 200));
+    b.now += Duration::from_millis(60);
+    b.relay.handle_timeout(b.now, &b.mc, &b.rt);
+    assert_eq!(received_upstream(&mut b), vec![200]);
+    // Forged (0, 0), node 3's real report, then one forged claim.
+    b.handle(3, &mab_packet(3, SENDER, g(), 0, 0));
+    b.handle(3, &mab_packet(3, SENDER, g(), 300, 200));
+    b.handle(3, &mab_packet(3, SENDER, g(), 1000 + 4096, 1000));
+    let reported = received_upstream(&mut b);
+    assert!(
+        reported.iter().all(|&r| r <= 200),
+        "node 3 holds 200 bytes, the relay reported {reported:?}"
+    );
+}

@@ -19,6 +19,18 @@ struct Slot {
     asked_again: u8,
 }
 
+impl Slot {
+    /// The copy went toward the peers `bits`; `held`: within the hold-off window opened by the
+    /// first repair served in it.
+    fn served(&mut self, bits: u64, now: Instant, held: bool) {
+        if self.repaired_to == 0 || !held {
+            self.repaired_to = 0;
+            self.repaired_at = now;
+        }
+        self.repaired_to |= bits;
+    }
+}
+
 // A copy asked for again this many times is dropped (`CacheRepair::AskedAgain`): once may
 // be a lost repair (served again), twice is taken as a copy the receiver refuses.
 use control::settings::relay::ASKED_AGAIN_LIMIT;
@@ -106,13 +118,26 @@ impl Cache {
                 return CacheRepair::AskedAgain;
             }
         }
-        // The hold-off window opens at the first repair served in it.
-        if slot.repaired_to == 0 || !held {
-            slot.repaired_to = 0;
-            slot.repaired_at = now;
-        }
-        slot.repaired_to |= bit;
+        slot.served(bit, now, held);
         CacheRepair::Serve
+    }
+
+    /// A repair of `seq` from upstream went toward the peers `bits`: the cached copy is held
+    /// off toward them as if it had served them (else the next NACK, already on its way, would
+    /// draw a second repair at once).
+    pub(crate) fn forwarded_repair(
+        &mut self,
+        seq: u64,
+        bits: u64,
+        now: Instant,
+        holdoff: Duration,
+    ) {
+        let Some(i) = self.index(seq) else { return };
+        let slot = &mut self.meta[i];
+        if slot.len > 0 && slot.seq == seq && bits != 0 {
+            let held = now.saturating_since(slot.repaired_at) < holdoff;
+            slot.served(bits, now, held);
+        }
     }
 
     pub(crate) fn get(&self, seq: u64) -> Option<&[u8]> {

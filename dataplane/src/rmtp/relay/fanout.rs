@@ -119,6 +119,7 @@ impl RmtpRelay {
                 }
                 let mut to = Fanout::empty();
                 let mut deliver_local = false;
+                let mut served = 0u64;
                 for (bit, p) in tree.peers.iter().enumerate() {
                     if e.waiters & (1 << bit) == 0 || !p.used {
                         continue;
@@ -127,10 +128,13 @@ impl RmtpRelay {
                         PeerKey::Neighbour(n) if Some(n) != from => {
                             to.push(n);
                         }
-                        PeerKey::Neighbour(_) => {}
+                        PeerKey::Neighbour(_) => continue,
                         PeerKey::Local(_) => deliver_local = true,
                     }
+                    served |= 1 << bit;
                 }
+                let holdoff = tree.repair_holdoff(&self.config);
+                tree.cache.forwarded_repair(seq, served, now, holdoff);
                 self.stats.retransmissions_forwarded += 1;
                 RelayAction::Forward { to, deliver_local }
             }

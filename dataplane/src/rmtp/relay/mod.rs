@@ -15,9 +15,9 @@
 //!   periodically, when it changes and when an SPM passes down (the sender probing a closed
 //!   window). A peer that left the tree, or a downstream neighbour whose link is gone, no
 //!   longer holds the window, but keeps holding the trailing edge (`received`) until it has
-//!   been silent for `mab_expire` and is pruned, so a branch that comes back (by another path,
-//!   or by its next join after a forged leave) can still be repaired, and is not counted
-//!   complete meanwhile.
+//!   been silent (no MAB, in the tree or out of it) for `mab_expire` and is pruned, so a branch
+//!   that comes back (by another path, or by its next join after a forged leave) can still be
+//!   repaired, and is not counted complete meanwhile.
 //!
 //! On the sender's own node the "upstream" is the local sender: NACKs and MABs reaching the root
 //! come out as packets for [`Hop::Local`].
@@ -85,7 +85,7 @@ pub struct RelayConfig {
     /// A NACK entry older than this is forgotten.
     pub nack_expire: Duration,
     pub mab_interval: Duration,
-    /// An unreachable peer whose MAB is older than this is pruned.
+    /// A peer out of the tree or unreachable whose last MAB is older than this is pruned.
     pub mab_expire: Duration,
     /// Repair cache per tree, bytes (0: no cache). Rounded down to whole MTU-sized slots.
     pub cache_bytes: usize,
@@ -95,8 +95,13 @@ pub struct RelayConfig {
     pub repair_queue: usize,
     /// A sequence repaired from the cache toward a peer is not repaired toward it again sooner.
     /// Half the tree's smallest upstream repair round trip once measured (at least
-    /// `timer_floor`) when shorter.
+    /// `repair_holdoff_floor`) when shorter. A repair forwarded from upstream toward a peer
+    /// counts as one served to it.
     pub repair_holdoff: Duration,
+    /// The shortest cache hold-off, whatever round trip is measured: a forged RETRANSMIT that
+    /// answers the relay's NACK at once makes the measurement as short as it likes, so this,
+    /// a loopback round trip's worth, bounds what NACKs of one sequence draw toward one peer.
+    pub repair_holdoff_floor: Duration,
     /// The shortest timer derived from a measured round trip.
     pub timer_floor: Duration,
     /// A tree without a multicast entry and without traffic for this long is forgotten.
@@ -125,6 +130,7 @@ impl RelayConfig {
             cache_at_root: s::CACHE_AT_ROOT,
             repair_queue: s::REPAIR_QUEUE,
             repair_holdoff: rmtp::REPAIR_HOLDOFF,
+            repair_holdoff_floor: s::REPAIR_HOLDOFF_FLOOR,
             timer_floor: rmtp::TIMER_FLOOR,
             tree_idle: s::TREE_IDLE,
             max_edge_step: s::MAX_EDGE_STEP,
@@ -161,7 +167,11 @@ control::counters! {
         pub cache_copies_asked_again: u64,
         pub mabs_received: u64,
         pub mabs_sent: u64,
+        /// Peers pruned: out of the tree or unreachable, and silent for `mab_expire`.
         pub prunes: u64,
+        /// Pruned peers that held less than every byte forwarded here (as counted): the sender
+        /// may then complete for the receivers still in the tree without them.
+        pub prunes_unfinished: u64,
         pub drops_malformed: u64,
         pub drops_not_on_tree: u64,
         pub drops_not_from_upstream: u64,
@@ -189,8 +199,13 @@ control::counters! {
         /// MABs cut to the bytes forwarded here (`received`) or one `max_edge_step` beyond (`mab`).
         pub mabs_clamped: u64,
         /// MABs claiming every byte forwarded here (a completed receiver's report, or a forged
-        /// one) not yet counted: a peer's claim counts from its second report in a row.
+        /// one), or a `received` past the window the peer reported before, not yet counted:
+        /// a claim counts from the peer's second claim in a row and only while it is in the tree
+        /// entry, a leap past its window from its next report.
         pub mab_completions_held: u64,
+        /// MABs from a peer the relay tracks that is no longer in the tree entry (it still
+        /// answers: not pruned, holds `received`, not the window).
+        pub mabs_out_of_tree: u64,
         /// DATA/RETRANSMIT refused: `sequence + 1` or `offset + length` past 2^64 - 1.
         pub data_implausible: u64,
         /// SPMs refused: trailing edge beyond the leading edge.
@@ -325,7 +340,8 @@ struct Peer {
     has_mab: bool,
     mab: u64,
     received: u64,
-    /// The last report claimed every byte forwarded here (see `RelayStats::mab_completions_held`).
+    /// The last report claimed every byte forwarded here, from within the tree (see
+    /// `RelayStats::mab_completions_held`).
     claimed_all: bool,
     last_heard: Instant,
 }
@@ -649,7 +665,7 @@ impl RmtpRelay {
             match entry {
                 Some(entry) => {
                     tree.upstream = entry.upstream;
-                    self.stats.prunes += tree.refresh_min(now, entry, routing, cfg.mab_expire);
+                    tree.refresh_min(now, entry, routing, cfg.mab_expire, &mut self.stats);
                 }
                 None => tree.min = None,
             }

@@ -52,12 +52,14 @@ impl Tree {
             .timeout(cfg.nack_stale, cfg.timer_floor, cfg.nack_stale)
     }
 
-    /// Cache repairs toward one peer of one sequence, at most one per this: half the smallest
-    /// upstream repair round trip measured, `repair_holdoff` at most (and until measured: it
-    /// bounds what a forging peer draws from the cache).
+    /// Repairs toward one peer of one sequence, at most one per this: half the smallest
+    /// upstream repair round trip measured, `repair_holdoff` at most (and until measured), and
+    /// never less than `repair_holdoff_floor`, which no forged round trip moves: it bounds what
+    /// a forging peer draws.
     pub(super) fn repair_holdoff(&self, cfg: &RelayConfig) -> Duration {
+        let floor = cfg.repair_holdoff_floor.max(cfg.timer_floor);
         self.rtt
-            .holdoff(cfg.repair_holdoff, cfg.timer_floor, cfg.repair_holdoff)
+            .holdoff(cfg.repair_holdoff, floor, cfg.repair_holdoff)
     }
 
     pub(super) fn find_nack(&self, seq: u64) -> Result<usize, usize> {
