@@ -213,7 +213,7 @@ settings! {
         REPAIR_QUEUE: usize = 1024;
         /// The shortest cache-repair hold-off toward a peer, however short a measured round
         /// trip: what a forger NACKing one sequence over and over can draw at most.
-        REPAIR_HOLDOFF_FLOOR: Duration = Duration::from_micros(200);
+        REPAIR_HOLDOFF_FLOOR: Duration = Duration::from_micros(50);
         /// A tree without a multicast entry and without traffic for this long is forgotten.
         TREE_IDLE: Duration = Duration::from_secs(30);
         /// The most one packet may advance what the relay believes of a tree's leading edge,
