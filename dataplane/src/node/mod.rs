@@ -360,13 +360,8 @@ impl Node {
         // on unchanged and changes nothing of the control plane: no sync (a look at every
         // table) per forwarded packet.
         if let Some(dst) = self.passes_on(&packet) {
-            self.control.forward_unicast(
-                from,
-                dst,
-                packet.bytes(),
-                &mut self.out,
-                &mut self.stats,
-            );
+            self.control
+                .forward_unicast(from, dst, packet.bytes(), &mut self.out, &mut self.stats);
             return;
         }
         match packet.flag() {

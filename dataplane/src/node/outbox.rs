@@ -141,7 +141,9 @@ impl Outbox {
         self.buffers.reserve(MAX_SPARE_BUFFERS);
         self.free.reserve(MAX_SPARE_BUFFERS);
         self.queue.reserve(RESERVED_QUEUE);
-        let missing = buffers.min(MAX_SPARE_BUFFERS).saturating_sub(self.free.len());
+        let missing = buffers
+            .min(MAX_SPARE_BUFFERS)
+            .saturating_sub(self.free.len());
         for _ in 0..missing {
             let id = self.new_buffer();
             self.free.push(id);
@@ -286,6 +288,15 @@ impl Outbox {
                     return Some(Transmit { to, packet });
                 }
                 Payload::Input { .. } => debug_assert!(false, "an input reference without input"),
+            }
+        }
+    }
+
+    /// Drops every queued packet (their buffers are released).
+    pub fn clear(&mut self) {
+        while let Some(o) = self.queue.pop_front() {
+            if let Payload::Shared { id, .. } = o.payload {
+                self.release(id);
             }
         }
     }
@@ -503,10 +514,7 @@ mod tests {
         });
         let got: Vec<Transmit> = std::iter::from_fn(|| out.pop_transmit()).collect();
         let packets: Vec<(NodeAddr, Vec<u8>)> = got.into_iter().map(|t| (t.to, t.packet)).collect();
-        assert_eq!(
-            packets,
-            [(n(1), vec![5]), (n(2), vec![5]), (n(3), vec![6])]
-        );
+        assert_eq!(packets, [(n(1), vec![5]), (n(2), vec![5]), (n(3), vec![6])]);
         assert_eq!(out.in_use(), 0);
     }
 }

@@ -565,7 +565,10 @@ impl Engine {
                 }
                 Payload::Input { token, span } => {
                     let (bid, offset) = split_input_token(token);
-                    let Some(bytes) = self.bufs.bytes_at(bid, offset + span.range().start, span.range().len()) else {
+                    let Some(bytes) =
+                        self.bufs
+                            .bytes_at(bid, offset + span.range().start, span.range().len())
+                    else {
                         debug_assert!(false, "an input reference beyond its receive buffer");
                         return;
                     };
@@ -598,7 +601,9 @@ impl Engine {
             if copy.delay.is_zero() {
                 self.pending.push_back(Outgoing::owned(dest, copy.packet));
             } else {
-                self.shared.delay.schedule(now + copy.delay, dest, copy.packet);
+                self.shared
+                    .delay
+                    .schedule(now + copy.delay, dest, copy.packet);
             }
         }
     }

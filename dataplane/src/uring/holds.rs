@@ -73,7 +73,10 @@ mod tests {
         holds.hold(3); // a send
         holds.hold(3); // another
         assert_eq!(holds.held(), 1);
-        assert!(!holds.release(3), "the receive handled, two sends in flight");
+        assert!(
+            !holds.release(3),
+            "the receive handled, two sends in flight"
+        );
         assert!(!holds.release(3), "one send still in flight");
         assert!(holds.release(3), "the last send completed");
         assert_eq!(holds.held(), 0);

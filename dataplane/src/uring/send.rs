@@ -139,7 +139,14 @@ impl SendSlots {
             total += len;
             // The segments of one coalesced receive forwarded whole lie end to end: one iovec.
             match slot.iov.last_mut() {
-                Some(last) if last.iov_base.cast_const().cast::<u8>().wrapping_add(last.iov_len) == out.at => {
+                Some(last)
+                    if last
+                        .iov_base
+                        .cast_const()
+                        .cast::<u8>()
+                        .wrapping_add(last.iov_len)
+                        == out.at =>
+                {
                     last.iov_len += len;
                 }
                 _ => slot.iov.push(libc::iovec {
@@ -211,7 +218,11 @@ mod tests {
         let mut slots = SendSlots::new(2, true);
         let (index, _) = slots.fill(&mut pending, -1).expect("a free slot");
         assert!(pending.is_empty());
-        assert_eq!(slots.slots[index].iov.len(), 2, "the receive's run is one iovec");
+        assert_eq!(
+            slots.slots[index].iov.len(),
+            2,
+            "the receive's run is one iovec"
+        );
         assert_eq!(slots.slots[index].iov[0].iov_len, 300);
         let mut released = Vec::new();
         assert_eq!(slots.complete(index, |h| released.push(h)), 4);
@@ -244,7 +255,11 @@ mod tests {
         let (first, _) = slots.fill(&mut pending, -1).expect("a slot");
         assert_eq!(slots.slots[first].holders.len(), 1);
         let (second, _) = slots.fill(&mut pending, -1).expect("a slot");
-        assert_eq!(slots.slots[second].holders.len(), 1, "a larger packet starts a send");
+        assert_eq!(
+            slots.slots[second].holders.len(),
+            1,
+            "a larger packet starts a send"
+        );
         slots.disable_gso();
         let (third, _) = slots.fill(&mut pending, -1).expect("a slot");
         assert_eq!(slots.slots[third].holders.len(), 1);
