@@ -418,9 +418,13 @@ fn stopping_mid_stream_releases_every_buffer() {
     RunningNode::stop(&nodes[1]);
     let stopped: EngineStats = nodes[1].engine_counters();
     println!(
-        "node 2 stopped after {} sends from receive buffers: {} receive buffers held, {} \
-         outgoing buffers in use",
-        stopped.sends_from_receive_buffer, stopped.rx_buffers_held, stopped.send_buffers_in_use
+        "node 2 stopped after {} sends from receive buffers ({} datagrams copied with half the \
+         receive buffers held, {} receives): {} receive buffers held, {} outgoing buffers in use",
+        stopped.sends_from_receive_buffer,
+        stopped.rx_buffers_held_copies,
+        stopped.receives,
+        stopped.rx_buffers_held,
+        stopped.send_buffers_in_use
     );
     assert_eq!(stopped.rx_buffers_held, 0, "{stopped:?}");
     assert_eq!(stopped.send_buffers_in_use, 0, "{stopped:?}");

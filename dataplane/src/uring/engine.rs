@@ -104,6 +104,8 @@ pub(crate) struct Engine {
     bufs: BufRing,
     /// References to each receive buffer from the sends that pass its datagrams on.
     holds: ReceiveHolds,
+    /// Buffers held after the last early send (`Engine::send_early`).
+    held_at_early_send: usize,
     pub node: Node,
     pub shared: Arc<Shared>,
     socket: UdpSocket,
@@ -175,6 +177,7 @@ impl Engine {
             ring,
             bufs,
             holds: ReceiveHolds::new(config.recv_buffers),
+            held_at_early_send: 0,
             node,
             shared,
             socket,
@@ -187,7 +190,8 @@ impl Engine {
             // Every send slot's worth: queueing a full batch of sends allocates nothing.
             pending: VecDeque::with_capacity(config.send_slots.saturating_mul(MAX_SEGMENTS)),
             copies: Vec::with_capacity(2),
-            cqes: Vec::with_capacity(256),
+            // A turn's completions, and those an early send finds (`send_early`).
+            cqes: Vec::with_capacity(1024),
             last_completions: 0,
             commands: VecDeque::new(),
             stats,
@@ -392,9 +396,20 @@ impl Engine {
                 .map(|c| (c.user_data(), c.result(), c.flags())),
         );
         let mut recycled = false;
-        for &(tag, result, flags) in &cqes {
+        // By index: sending early appends the completions it finds.
+        let mut at = 0;
+        while let Some(&(tag, result, flags)) = cqes.get(at) {
+            at += 1;
             match tag & !SLOT_MASK {
-                TAG_RECV => recycled |= self.on_receive(result, flags),
+                TAG_RECV => {
+                    // Once per filling of the held half (a send that could not complete at
+                    // once leaves the count as it was: no submit per receive then).
+                    if !self.holds.may_hold() && self.holds.held() != self.held_at_early_send {
+                        self.send_early(&mut cqes);
+                        self.held_at_early_send = self.holds.held();
+                    }
+                    recycled |= self.on_receive(result, flags);
+                }
                 TAG_SEND => recycled |= self.on_sent(tag & SLOT_MASK, result),
                 TAG_EVENT => self.event_armed = false,
                 _ => {}
@@ -409,6 +424,31 @@ impl Engine {
         if !self.recv_armed && !self.stopping {
             self.arm_recv();
         }
+    }
+
+    /// Half the receive buffers are held by sends not submitted or not reaped yet (a turn of
+    /// many small receives): submits what is pending now and handles the send completions
+    /// already in (a UDP send completes as it is submitted), so that the receives still to
+    /// handle in this turn are sent from their buffers too. Other completions go to `cqes`.
+    fn send_early(&mut self, cqes: &mut Vec<(u64, i32, u32)>) {
+        self.flush();
+        let _ = self.ring.submit();
+        let mut recycled = false;
+        loop {
+            let Some(c) = self.ring.completion().next() else {
+                break;
+            };
+            let tag = c.user_data();
+            if tag & !SLOT_MASK == TAG_SEND {
+                recycled |= self.on_sent(tag & SLOT_MASK, c.result());
+            } else {
+                cqes.push((tag, c.result(), c.flags()));
+            }
+        }
+        if recycled {
+            self.bufs.publish();
+        }
+        self.stats.early_sends += 1;
     }
 
     /// One receive completion; true if it used a buffer and that buffer is back with the

@@ -73,6 +73,9 @@ engine_counters! {
     /// Packets local cores (sender, receivers, relay) built once in an outgoing buffer, which
     /// every next hop's send then refers to.
     packets_built,
+    /// Times half the receive buffers were held within a turn and the pending sends were
+    /// submitted before its next receives (`Engine::send_early`).
+    early_sends,
     /// Copies the garbler made of packets to a faulty direction (lost ones make none; each
     /// duplicate, corrupted or delayed one is a copy of its own); 0 on clean links.
     garbler_copies,
