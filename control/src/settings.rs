@@ -257,8 +257,9 @@ settings! {
     /// The io_uring engine (the product).
     mod uring {
         /// Receive buffers in the provided-buffer ring (a power of two); each holds one
-        /// receive, a GRO batch of up to 64 KiB.
-        RECV_BUFFERS: u16 = 64;
+        /// receive, a GRO batch of up to 64 KiB, and stays held while sends of what it holds
+        /// are in flight (zero-copy forwarding): a turn of single-datagram receives must fit.
+        RECV_BUFFERS: u16 = 256;
         /// Submission queue entries of the ring.
         RING_ENTRIES: u32 = 256;
         /// Sends in flight at once (each may carry a segmented batch).

@@ -13,12 +13,18 @@
 //! The measured window starts after a warm-up (the first packets grow the queues and pools to
 //! their working size) and ends before the transfer does; no protocol timer fires inside it
 //! (the timers are long, see [`quiet_timers`]), so every allocation in it belongs to a packet.
+//!
+//! Copies are counted by the engine (`engine.payload_copies`): a packet passed on leaves from
+//! the receive buffer it arrived in (`engine.sends_from_receive_buffer`), a packet a local core
+//! built from the one buffer it was built in, whatever the number of next hops
+//! (`engine.packets_built`).
 
 mod uring_common;
 
 use control::Addr;
 use control::topology::{Timers, Topology, build};
 use control::wire::dnp::{self, Flag};
+use dataplane::host::RunningNode;
 use dataplane::rmtp::FileSink;
 use dataplane::sim::scenario::content;
 use dataplane::threaded::ReceiveState;
@@ -124,7 +130,12 @@ fn quiet_timers() -> Timers {
 /// A line 1 - 2 - 3 of io_uring nodes with quiet timers, each routing to the others; also a
 /// second handle on node 1's socket, for a test that sends from it.
 fn start_line() -> (Vec<UringNode>, UdpSocket) {
-    let mut topology: Topology = build::line(3, 7001);
+    start(build::line(3, 7001), [1, 3], 2)
+}
+
+/// `topology` (three nodes) on io_uring nodes with quiet timers, once the nodes `ends` route
+/// to each other through node `via`.
+fn start(mut topology: Topology, ends: [u16; 2], via: u16) -> (Vec<UringNode>, UdpSocket) {
     topology.network.timers = quiet_timers();
     let sockets = bind_all(&mut topology);
     let source = sockets[&n(1)].try_clone().expect("clone node 1's socket");
@@ -140,9 +151,11 @@ fn start_line() -> (Vec<UringNode>, UdpSocket) {
         })
         .collect();
     let routed = wait_until(LIMIT, || {
-        nodes[0].next_hop(n(3)) == Some(n(2)) && nodes[2].next_hop(n(1)) == Some(n(2))
+        let [a, b] = ends;
+        nodes[usize::from(a - 1)].next_hop(n(b)) == Some(n(via))
+            && nodes[usize::from(b - 1)].next_hop(n(a)) == Some(n(via))
     });
-    assert!(routed.is_some(), "the line's routes did not converge");
+    assert!(routed.is_some(), "the routes did not converge");
     (nodes, source)
 }
 
@@ -219,9 +232,14 @@ fn forwarding_a_stream_allocates_nothing_per_packet() {
         forwarder.sends,
         forwarder.payload_copies
     );
-    // Each forwarded packet is copied once, from the receive buffer into a recycled send
-    // buffer; none needed a buffer beyond those reserved at start.
-    assert!(forwarder.payload_copies >= 55_000, "{forwarder:?}");
+    // Each forwarded packet leaves from the buffer it was received in: no copy, and no buffer
+    // beyond those reserved at start.
+    assert!(
+        forwarder.sends_from_receive_buffer >= 55_000,
+        "{forwarder:?}"
+    );
+    assert_eq!(forwarder.payload_copies, 0, "{forwarder:?}");
+    assert_eq!(forwarder.rx_buffers_held_copies, 0, "{forwarder:?}");
     assert_eq!(forwarder.send_buffers_allocated, 0);
     assert_eq!(allocs, 0, "allocations per forwarded packet: {per_packet}");
     for node in nodes {
@@ -277,15 +295,139 @@ fn relaying_and_delivering_a_transfer_allocates_nothing_per_packet() {
     );
     let relay: EngineStats = nodes[1].engine_counters();
     println!(
-        "relay: {} datagrams in {} receives, {} in {} sends (indicative)",
-        relay.datagrams_received, relay.receives, relay.datagrams_sent, relay.sends
+        "relay: {} datagrams in {} receives, {} in {} sends, {} from the receive buffer, {} \
+         payload copies (indicative)",
+        relay.datagrams_received,
+        relay.receives,
+        relay.datagrams_sent,
+        relay.sends,
+        relay.sends_from_receive_buffer,
+        relay.payload_copies
     );
     assert_eq!(relay.send_buffers_allocated, 0);
+    // Every DATA the relay passed on left from its receive buffer.
+    assert!(relay.sends_from_receive_buffer >= packets, "{relay:?}");
+    assert_eq!(relay.payload_copies, 0, "{relay:?}");
     assert_eq!(rx.wait(Duration::from_secs(120)), ReceiveState::Complete);
     assert!(send.wait(Duration::from_secs(60)), "{:?}", send.progress());
     let got = std::fs::read(dir.of(n(3)).join("payload.bin")).expect("the file arrived");
     assert!(got == data, "the file differs ({} bytes)", got.len());
     assert_eq!(allocs, 0, "allocations per relayed packet: {per_packet}");
+    for node in nodes {
+        node.stop();
+    }
+}
+
+/// Node 1 of a star multicasts a file to receivers 2 and 3, one next hop each: every DATA is
+/// built once, in one outgoing buffer both sends refer to (no copy per next hop), and both
+/// files arrive intact.
+#[test]
+fn a_sender_builds_each_packet_once_for_all_its_next_hops() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let data = content(16 << 20, 5);
+    let dir = TempDir::new("alloc-star");
+    let (nodes, _) = start(build::star(3, 7001), [2, 3], 1);
+    let group = g(1);
+    let receivers: Vec<_> = [2u16, 3]
+        .into_iter()
+        .map(|r| {
+            let sink = FileSink::create(&dir.of(n(r)), "payload.bin").expect("create the sink");
+            nodes[usize::from(r - 1)]
+                .receive(
+                    group,
+                    n(1),
+                    1,
+                    Box::new(sink),
+                    dataplane::threaded::ReceiveOptions::default(),
+                )
+                .expect("start the receiver")
+        })
+        .collect();
+    let joined = wait_until(LIMIT, || {
+        nodes[0]
+            .multicast()
+            .lookup(group, n(1))
+            .is_some_and(|e| e.downstream.contains(&n(2)) && e.downstream.contains(&n(3)))
+    });
+    assert!(joined.is_some(), "the tree never reached both receivers");
+    let send = nodes[0]
+        .send(
+            group,
+            "payload.bin",
+            Box::new(dir.source(&data)),
+            dataplane::threaded::SendOptions::default(),
+        )
+        .expect("start the sender");
+    let built = || nodes[0].engine_counters().packets_built;
+    // About 16,000 DATA packets: the window is 8,000 of them, after 3,000.
+    let (allocs, packets) = measure(&[1], built, 3_000, 8_000, || {});
+    for rx in &receivers {
+        assert_eq!(rx.wait(Duration::from_secs(120)), ReceiveState::Complete);
+    }
+    assert!(send.wait(Duration::from_secs(60)), "{:?}", send.progress());
+    for r in [2u16, 3] {
+        let got = std::fs::read(dir.of(n(r)).join("payload.bin")).expect("the file arrived");
+        assert!(got == data, "node {r}'s file differs ({} bytes)", got.len());
+    }
+    let end: EngineStats = nodes[0].engine_counters();
+    println!(
+        "sender: {} packets built, {} datagrams sent, {} payload copies; {allocs} allocations \
+         for {packets} packets built (indicative)",
+        end.packets_built, end.datagrams_sent, end.payload_copies
+    );
+    // Each packet built went to both next hops from its one buffer: no copy. (Besides the
+    // DATA, what the sender sends to both is built too; the few control-plane packets are
+    // their own buffers, and count in the datagrams sent only.)
+    assert_eq!(end.payload_copies, 0, "{end:?}");
+    assert_eq!(end.send_buffers_allocated, 0, "{end:?}");
+    assert!(end.packets_built >= 16_000, "{end:?}");
+    assert!(
+        end.datagrams_sent as f64 >= 1.9 * end.packets_built as f64,
+        "{end:?}"
+    );
+    for node in nodes {
+        node.stop();
+    }
+}
+
+/// Node 2 is stopped while it forwards a flood from node 1's socket to node 3: every receive
+/// buffer a send held went back, and no outgoing buffer is left referred to, once it stopped.
+#[test]
+fn stopping_mid_stream_releases_every_buffer() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (nodes, source) = start_line();
+    let packet = {
+        let mut body = vec![0x5A; 1024 - control::wire::DNP_HEADER_LEN - 4];
+        body[..2].copy_from_slice(&0xBE0C_u16.to_be_bytes());
+        control::wire::trailer::push(&mut body);
+        dnp::frame(Addr::Node(n(3)), Addr::Node(n(1)), Flag::Rap, &body)
+    };
+    let entry = nodes[1].local_addr();
+    let forwarded = || nodes[1].engine_counters().sends_from_receive_buffer;
+    // Flooding (no pacing): sends are in flight when the stop comes.
+    let flowing = wait_until(LIMIT, || {
+        for _ in 0..256 {
+            let _ = source.send_to(&packet, entry);
+        }
+        forwarded() >= 2_000
+    });
+    assert!(flowing.is_some(), "node 2 forwarded nothing");
+    for _ in 0..256 {
+        let _ = source.send_to(&packet, entry);
+    }
+    RunningNode::stop(&nodes[1]);
+    let stopped: EngineStats = nodes[1].engine_counters();
+    println!(
+        "node 2 stopped after {} sends from receive buffers ({} datagrams copied with half the \
+         receive buffers held, {} receives): {} receive buffers held, {} outgoing buffers in use",
+        stopped.sends_from_receive_buffer,
+        stopped.rx_buffers_held_copies,
+        stopped.receives,
+        stopped.rx_buffers_held,
+        stopped.send_buffers_in_use
+    );
+    assert_eq!(stopped.rx_buffers_held, 0, "{stopped:?}");
+    assert_eq!(stopped.send_buffers_in_use, 0, "{stopped:?}");
     for node in nodes {
         node.stop();
     }

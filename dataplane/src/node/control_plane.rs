@@ -212,7 +212,7 @@ impl ControlPlane {
             Some(to) if to == from => stats.forward_loop += 1,
             Some(to) => {
                 stats.forwarded += 1;
-                out.push_copy(to, bytes);
+                out.push(to, bytes);
             }
             None => stats.forward_no_route += 1,
         }
@@ -388,7 +388,7 @@ mod tests {
                 }
             }
             for _ in 0..8 {
-                let Some(t) = out.pop_front() else { break };
+                let Some(t) = out.pop_transmit() else { break };
                 let from = if t.to == n(1) { n(2) } else { n(1) };
                 let plane = &mut planes[usize::from(t.to.get() - 1)];
                 let packet = Packet::parse(&t.packet, mtu).expect("a valid packet");

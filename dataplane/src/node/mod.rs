@@ -18,7 +18,7 @@ mod tables;
 pub mod worker;
 
 pub use control_plane::{ControlEvent, ControlPlane, RAP_CLIENT_SID, RAP_SERVER_SID};
-pub use outbox::{MAX_SPARE_BUFFERS, Outbox};
+pub use outbox::{BufferId, MAX_SPARE_BUFFERS, Outbox, Outgoing, Payload, Span};
 pub use stats::NodeStats;
 pub use tables::{Neighbour, NeighbourTable, SharedTables, Tables};
 pub use worker::{Ctx, RmtpOptions, TransferEvent, Transfers};
@@ -336,6 +336,16 @@ impl Node {
         }
     }
 
+    /// A datagram from neighbour `from` that lies in a receive buffer the engine keeps for the
+    /// sends that refer to it: as [`Node::handle_datagram`], but what is passed on unchanged
+    /// (a forward, the relay's fan-out) is queued as [`Payload::Input`] with `token`, the
+    /// engine's name for where `datagram` lies, instead of a copy.
+    pub fn handle_received(&mut self, now: Instant, from: NodeAddr, datagram: &[u8], token: u64) {
+        self.out.set_input(token, datagram);
+        self.handle_datagram(now, from, datagram);
+        self.out.clear_input();
+    }
+
     /// A datagram from neighbour `from`: validated, then handed to its half by flag.
     pub fn handle_datagram(&mut self, now: Instant, from: NodeAddr, datagram: &[u8]) {
         let packet = match Packet::parse(datagram, self.mtu) {
@@ -346,22 +356,22 @@ impl Node {
             }
         };
         self.stats.rx_accepted += 1;
+        // An end-to-end datagram for another node (RAP, or RMTP without the RMTP layer) passes
+        // on unchanged and changes nothing of the control plane: no sync (a look at every
+        // table) per forwarded packet.
+        if let Some(dst) = self.passes_on(&packet) {
+            self.control
+                .forward_unicast(from, dst, packet.bytes(), &mut self.out, &mut self.stats);
+            return;
+        }
         match packet.flag() {
             Flag::Drp | Flag::Gmp | Flag::Rap => {
                 self.control
                     .handle_packet(now, from, &packet, &mut self.out, &mut self.stats)
             }
-            // The rest is RMTP. Without the RMTP layer: an end-to-end datagram like any other.
-            _ if !self.rmtp_enabled => match packet.dst() {
-                Addr::Node(dst) if dst != self.me => self.control.forward_unicast(
-                    from,
-                    dst,
-                    packet.bytes(),
-                    &mut self.out,
-                    &mut self.stats,
-                ),
-                _ => self.stats.rmtp_unclaimed += 1,
-            },
+            // The rest is RMTP. Without the RMTP layer, one for another node was passed on
+            // above; this node has no end for one to itself or to a group.
+            _ if !self.rmtp_enabled => self.stats.rmtp_unclaimed += 1,
             _ => {
                 // The worker's batch is this one datagram: the tables are loaded once for it.
                 let tables = self.control.shared_tables().load();
@@ -378,6 +388,21 @@ impl Node {
             }
         }
         self.sync(now);
+    }
+
+    /// The destination of a packet this node only passes on toward it: RAP for another node,
+    /// or RMTP for another node when the RMTP layer is off. DRP and GMP are hop by hop; RMTP
+    /// with the layer on is the relay's.
+    fn passes_on(&self, packet: &Packet<'_>) -> Option<NodeAddr> {
+        let Addr::Node(dst) = packet.dst() else {
+            return None;
+        };
+        let end_to_end = match packet.flag() {
+            Flag::Drp | Flag::Gmp => false,
+            Flag::Rap => true,
+            _ => !self.rmtp_enabled,
+        };
+        (end_to_end && dst != self.me).then_some(dst)
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -403,16 +428,28 @@ impl Node {
             .min()
     }
 
-    /// The next packet to send. Its buffer may come from the node's spares: hand it back with
-    /// [`Node::recycle`] once the send completed (an engine that keeps it simply drops it).
+    /// The next packet to send, as a buffer of its own: for an engine that keeps its packets
+    /// (the simulator) and hands datagrams in with [`Node::handle_datagram`].
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_transmit()
+    }
+
+    /// The next packet to send, where its bytes are: an engine that sends from its own buffers
+    /// reads a [`Payload::Shared`] one with [`Node::outgoing_bytes`] and hands it back with
+    /// [`Node::release`] once its send completed.
+    pub fn poll_outgoing(&mut self) -> Option<Outgoing> {
         self.out.pop_front()
     }
 
-    /// Takes back the buffer of a packet [`Node::poll_transmit`] gave out, once sent: the next
-    /// packet the node passes on is written into it instead of a new allocation.
-    pub fn recycle(&mut self, packet: Vec<u8>) {
-        self.out.recycle(packet);
+    /// The bytes of a [`Payload::Shared`] packet; they stay put until it is released.
+    pub fn outgoing_bytes(&self, id: BufferId, span: Span) -> &[u8] {
+        self.out.bytes(id, span)
+    }
+
+    /// A [`Payload::Shared`] packet's send is over (completed, failed or dropped): after the
+    /// last one referring to its buffer, the node writes its next packets there.
+    pub fn release(&mut self, id: BufferId) {
+        self.out.release(id);
     }
 
     /// Allocates `buffers` outgoing buffers of MTU capacity now (see [`Outbox::reserve`]): an
@@ -421,15 +458,30 @@ impl Node {
         self.out.reserve(buffers);
     }
 
-    /// Outgoing buffers allocated because every reserved or recycled one was in use.
+    /// Outgoing buffers allocated because every reserved or released one was in use.
     pub fn send_buffers_allocated(&self) -> u64 {
         self.out.allocated()
     }
 
-    /// Packets the node copied into an outgoing buffer (each forwarded packet once per next
-    /// hop, and each packet a local core built), since it started.
+    /// Outgoing buffers a queued or in-flight packet refers to now.
+    pub fn send_buffers_in_use(&self) -> usize {
+        self.out.in_use()
+    }
+
+    /// Packets the node copied into an outgoing buffer (a packet passed on from a datagram
+    /// handed in without a token, once per next hop), since it started.
     pub fn payload_copies(&self) -> u64 {
         self.out.copies()
+    }
+
+    /// Packets a local core built once and queued to one or more neighbours by reference.
+    pub fn packets_built(&self) -> u64 {
+        self.out.built()
+    }
+
+    /// Sends queued by reference to a datagram handed in with [`Node::handle_received`].
+    pub fn input_references(&self) -> u64 {
+        self.out.input_references()
     }
 
     /// Moves what the halves produced to where it goes: the control plane's packets and tables

@@ -1,30 +1,120 @@
-//! The node's outgoing packets, and the buffers they are written into. A packet the node passes
-//! on (a forwarded datagram, a relay decision, a packet a local core built in the node's
-//! scratch buffer) is copied into a spare buffer of MTU capacity rather than a fresh `Vec`;
-//! the engine hands each buffer back with [`Outbox::recycle`] once its send completed, so a
-//! node that forwards a steady stream allocates nothing per packet once its spares cover what
-//! is in flight. An engine that sends from its own thread reserves them up front
-//! ([`Outbox::reserve`]); one that keeps the packets (the simulator's links, the threaded
-//! engine's threads) drops them, as before.
+//! The node's outgoing packets, and the buffers they are written into.
+//!
+//! A packet the node passes on is queued by reference wherever its bytes already are:
+//!
+//! - bytes of the datagram being handled, when the engine handed it in with a token
+//!   ([`Outbox::set_input`]): the engine sends them from its receive buffer ([`Payload::Input`]);
+//! - bytes a local core built in the buffer the outbox lent it ([`Outbox::lend`]): every
+//!   neighbour the packet goes to refers to that one buffer, which counts its references and
+//!   becomes free again when the engine released the last ([`Payload::Shared`]).
+//!
+//! Anything else (a forward when the engine gave no token: the simulator) is copied once into
+//! a free buffer of MTU capacity, counted as a payload copy. Buffers live in one table indexed
+//! by id, reserved up front by an engine that sends from its own thread ([`Outbox::reserve`]),
+//! so that a steady stream allocates nothing per packet; an engine that keeps its packets (the
+//! simulator's links) takes owned copies instead ([`Outbox::pop_transmit`]).
 
 use control::{NodeAddr, Transmit};
 use std::collections::VecDeque;
 
-/// Most spare buffers an outbox keeps (beyond them, a recycled buffer is freed): enough for
-/// every send slot of the io_uring engine full of segmented batches (64 slots × 64 datagrams).
+/// Most free buffers an outbox keeps with their memory (beyond them, a released buffer's
+/// memory is freed): enough for every send slot of the io_uring engine full of segmented
+/// batches (64 slots × 64 datagrams).
 pub const MAX_SPARE_BUFFERS: usize = 4096;
 /// Packets the queue holds without growing, once reserved: a coalesced receive's worth of
 /// forwards several times over.
 const RESERVED_QUEUE: usize = 1024;
 
+/// The index of one of the outbox's buffers.
+pub type BufferId = u32;
+
+/// Where a packet's bytes are within a buffer: `len` bytes from `offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub offset: u32,
+    pub len: u32,
+}
+
+impl Span {
+    pub fn range(self) -> std::ops::Range<usize> {
+        let start = self.offset as usize;
+        start..start + self.len as usize
+    }
+}
+
+/// Where a queued packet's bytes are.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// A buffer of its own (a control-plane message), handed over whole.
+    Owned(Vec<u8>),
+    /// Part of the outbox's buffer `id` ([`Outbox::bytes`]): the engine hands each such
+    /// reference back with [`Outbox::release`] once its send completed (or failed).
+    Shared { id: BufferId, span: Span },
+    /// Part of the datagram the engine handed in with `token`: the engine keeps that receive
+    /// buffer until this send completed.
+    Input { token: u64, span: Span },
+}
+
+/// A packet for neighbour `to`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    pub to: NodeAddr,
+    pub payload: Payload,
+}
+
+/// A range of memory whose bytes are queued by reference rather than copied.
+#[derive(Clone, Copy, Debug)]
+struct Region {
+    start: usize,
+    len: usize,
+}
+
+impl Region {
+    fn of(bytes: &[u8]) -> Region {
+        Region {
+            start: bytes.as_ptr() as usize,
+            len: bytes.len(),
+        }
+    }
+
+    /// Where `bytes` lie within this region, if they do (compared by address: the same memory,
+    /// not equal contents).
+    fn span_of(self, bytes: &[u8]) -> Option<Span> {
+        let offset = (bytes.as_ptr() as usize).checked_sub(self.start)?;
+        if offset.checked_add(bytes.len())? > self.len {
+            return None;
+        }
+        Some(Span {
+            offset: u32::try_from(offset).ok()?,
+            len: u32::try_from(bytes.len()).ok()?,
+        })
+    }
+}
+
+struct Buffer {
+    /// `buffer_len` bytes (empty while lent, or once its memory was freed).
+    bytes: Vec<u8>,
+    /// Queued or in-flight sends that refer to it: free when none is left.
+    refs: u32,
+}
+
 pub struct Outbox {
-    queue: VecDeque<Transmit>,
-    spare: Vec<Vec<u8>>,
-    /// The capacity of a spare buffer: the topology's MTU.
+    queue: VecDeque<Outgoing>,
+    buffers: Vec<Buffer>,
+    free: Vec<BufferId>,
+    /// The capacity of a buffer: the topology's MTU.
     buffer_len: usize,
-    /// Packets copied into an outgoing buffer ([`Outbox::push_copy`]).
+    /// The datagram being handled, when the engine can send from where it lies.
+    input: Option<(u64, Region)>,
+    /// The buffer lent to a core, and where its bytes are while lent.
+    lent: Option<(BufferId, Region)>,
+    /// Packets copied into an outgoing buffer.
     copies: u64,
-    /// Buffers allocated because no spare was left.
+    /// Lent buffers that went out with at least one reference: packets built once.
+    built: u64,
+    /// Sends queued by reference to the input.
+    input_references: u64,
+    /// Buffers allocated because no free one was left.
     allocated: u64,
 }
 
@@ -32,64 +122,217 @@ impl Outbox {
     pub fn new(mtu: usize) -> Outbox {
         Outbox {
             queue: VecDeque::new(),
-            spare: Vec::new(),
+            buffers: Vec::new(),
+            free: Vec::new(),
             buffer_len: mtu,
+            input: None,
+            lent: None,
             copies: 0,
+            built: 0,
+            input_references: 0,
             allocated: 0,
         }
     }
 
-    /// Allocates `buffers` spares (at most [`MAX_SPARE_BUFFERS`]) and room for every spare and
-    /// a long queue now, so that sending a stream allocates nothing while no more than that
-    /// many packets are in flight.
+    /// Allocates `buffers` free buffers (at most [`MAX_SPARE_BUFFERS`]) and room for a long
+    /// queue now, so that sending a stream allocates nothing while no more than that many
+    /// packets are in flight.
     pub fn reserve(&mut self, buffers: usize) {
-        self.spare.reserve_exact(MAX_SPARE_BUFFERS);
+        self.buffers.reserve(MAX_SPARE_BUFFERS);
+        self.free.reserve(MAX_SPARE_BUFFERS);
         self.queue.reserve(RESERVED_QUEUE);
         let missing = buffers
             .min(MAX_SPARE_BUFFERS)
-            .saturating_sub(self.spare.len());
+            .saturating_sub(self.free.len());
         for _ in 0..missing {
-            self.spare.push(Vec::with_capacity(self.buffer_len));
+            let id = self.new_buffer();
+            self.free.push(id);
         }
+    }
+
+    /// A buffer of `buffer_len` bytes added to the table (not yet free or lent).
+    fn new_buffer(&mut self) -> BufferId {
+        let id = BufferId::try_from(self.buffers.len()).unwrap_or(BufferId::MAX);
+        self.buffers.push(Buffer {
+            bytes: vec![0; self.buffer_len],
+            refs: 0,
+        });
+        id
+    }
+
+    /// A free buffer of at least `len` bytes, allocated (and counted) when none is left.
+    fn take_free(&mut self, len: usize) -> BufferId {
+        let Some(id) = self.free.pop() else {
+            self.allocated += 1;
+            let id = self.new_buffer();
+            self.grow(id, len);
+            return id;
+        };
+        if self.buffers[id as usize].bytes.len() < len.max(self.buffer_len) {
+            self.allocated += 1;
+            self.grow(id, len);
+        }
+        id
+    }
+
+    fn grow(&mut self, id: BufferId, len: usize) {
+        let bytes = &mut self.buffers[id as usize].bytes;
+        bytes.resize(len.max(self.buffer_len), 0);
     }
 
     /// Queues a packet built elsewhere (a control-plane message) as it is.
     pub fn push_back(&mut self, t: Transmit) {
-        self.queue.push_back(t);
+        self.queue.push_back(Outgoing {
+            to: t.to,
+            payload: Payload::Owned(t.packet),
+        });
     }
 
-    /// Queues a copy of `bytes` for neighbour `to`, in a spare buffer when there is one.
-    pub fn push_copy(&mut self, to: NodeAddr, bytes: &[u8]) {
-        let mut packet = match self.spare.pop() {
-            Some(spare) => spare,
-            None => {
-                self.allocated += 1;
-                Vec::with_capacity(self.buffer_len.max(bytes.len()))
-            }
-        };
-        packet.extend_from_slice(bytes);
+    /// Queues `bytes`, one whole packet, for neighbour `to`: by reference when they lie in the
+    /// input or the lent buffer, else as a copy in a free buffer.
+    pub fn push(&mut self, to: NodeAddr, bytes: &[u8]) {
+        if let Some((token, input)) = self.input
+            && let Some(span) = input.span_of(bytes)
+        {
+            self.input_references += 1;
+            let payload = Payload::Input { token, span };
+            self.queue.push_back(Outgoing { to, payload });
+            return;
+        }
+        if let Some((id, lent)) = self.lent
+            && let Some(span) = lent.span_of(bytes)
+        {
+            self.buffers[id as usize].refs += 1;
+            let payload = Payload::Shared { id, span };
+            self.queue.push_back(Outgoing { to, payload });
+            return;
+        }
+        let id = self.take_free(bytes.len());
+        let buffer = &mut self.buffers[id as usize];
+        buffer.bytes[..bytes.len()].copy_from_slice(bytes);
+        buffer.refs = 1;
         self.copies += 1;
-        self.queue.push_back(Transmit { to, packet });
+        let span = Span {
+            offset: 0,
+            len: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+        };
+        let payload = Payload::Shared { id, span };
+        self.queue.push_back(Outgoing { to, payload });
     }
 
-    pub fn pop_front(&mut self) -> Option<Transmit> {
+    /// The datagram the node handles next lies in an engine's receive buffer, which it keeps
+    /// for the sends that refer to it: packets passed on unchanged are queued as
+    /// [`Payload::Input`] with `token` (the engine's name for where `datagram` is) until
+    /// [`Outbox::clear_input`].
+    pub fn set_input(&mut self, token: u64, datagram: &[u8]) {
+        self.input = Some((token, Region::of(datagram)));
+    }
+
+    pub fn clear_input(&mut self) {
+        self.input = None;
+    }
+
+    /// A free buffer for a core to build a packet into (its bytes taken out of the table
+    /// meanwhile): what [`Outbox::push`] is given from it is queued by reference. Hand it back
+    /// with [`Outbox::give_back`], which keeps it while any reference is queued or in flight.
+    pub fn lend(&mut self) -> Vec<u8> {
+        debug_assert!(self.lent.is_none(), "lent twice without a give-back");
+        if let Some((id, _)) = self.lent.take() {
+            // Its bytes are gone with the caller: a free buffer without memory.
+            if self.buffers[id as usize].refs == 0 {
+                self.free.push(id);
+            }
+        }
+        let id = self.take_free(self.buffer_len);
+        let bytes = std::mem::take(&mut self.buffers[id as usize].bytes);
+        self.lent = Some((id, Region::of(&bytes)));
+        bytes
+    }
+
+    /// Whether a packet was queued from the lent buffer since it was lent: the next packet
+    /// needs another one.
+    pub fn lent_is_referenced(&self) -> bool {
+        self.lent
+            .is_some_and(|(id, _)| self.buffers[id as usize].refs > 0)
+    }
+
+    /// Takes back the buffer [`Outbox::lend`] gave out.
+    pub fn give_back(&mut self, bytes: Vec<u8>) {
+        let Some((id, _)) = self.lent.take() else {
+            return;
+        };
+        self.buffers[id as usize].bytes = bytes;
+        if self.buffers[id as usize].refs > 0 {
+            self.built += 1;
+        } else {
+            self.free.push(id);
+        }
+    }
+
+    pub fn pop_front(&mut self) -> Option<Outgoing> {
         self.queue.pop_front()
     }
 
-    /// Takes back a packet's buffer once the engine is done with it, to be written again; one
-    /// smaller than an MTU, or beyond [`MAX_SPARE_BUFFERS`], is freed.
-    pub fn recycle(&mut self, mut packet: Vec<u8>) {
-        if packet.capacity() >= self.buffer_len && self.spare.len() < MAX_SPARE_BUFFERS {
-            packet.clear();
-            self.spare.push(packet);
+    /// The next packet as an owned buffer, for an engine that keeps its packets (the
+    /// simulator): a shared buffer's bytes are copied out and its reference released. An
+    /// input reference cannot be resolved here (the datagram is gone): such an engine hands
+    /// datagrams in without a token, so there is none; one would be dropped.
+    pub fn pop_transmit(&mut self) -> Option<Transmit> {
+        loop {
+            let Outgoing { to, payload } = self.queue.pop_front()?;
+            match payload {
+                Payload::Owned(packet) => return Some(Transmit { to, packet }),
+                Payload::Shared { id, span } => {
+                    let packet = self.bytes(id, span).to_vec();
+                    self.release(id);
+                    return Some(Transmit { to, packet });
+                }
+                Payload::Input { .. } => debug_assert!(false, "an input reference without input"),
+            }
         }
     }
 
-    /// Drops every queued packet (their buffers become spares).
+    /// Drops every queued packet (their buffers are released).
     pub fn clear(&mut self) {
-        while let Some(t) = self.queue.pop_front() {
-            self.recycle(t.packet);
+        while let Some(o) = self.queue.pop_front() {
+            if let Payload::Shared { id, .. } = o.payload {
+                self.release(id);
+            }
         }
+    }
+
+    /// The bytes of a [`Payload::Shared`] reference (empty for an id or span the outbox never
+    /// gave out). They stay where they are until that reference is released.
+    pub fn bytes(&self, id: BufferId, span: Span) -> &[u8] {
+        self.buffers
+            .get(id as usize)
+            .and_then(|b| b.bytes.get(span.range()))
+            .unwrap_or(&[])
+    }
+
+    /// One reference to buffer `id` is done with (its send completed, failed, or was dropped):
+    /// after the last, the buffer is free to be written again.
+    pub fn release(&mut self, id: BufferId) {
+        let Some(buffer) = self.buffers.get_mut(id as usize) else {
+            return;
+        };
+        if buffer.refs == 0 {
+            return;
+        }
+        buffer.refs -= 1;
+        let lent = self.lent.is_some_and(|(l, _)| l == id);
+        if buffer.refs == 0 && !lent {
+            self.release_unlent(id);
+        }
+    }
+
+    /// Buffer `id` has no reference left and is not lent: free again (its memory too, beyond
+    /// [`MAX_SPARE_BUFFERS`] free ones).
+    fn release_unlent(&mut self, id: BufferId) {
+        if self.free.len() >= MAX_SPARE_BUFFERS {
+            self.buffers[id as usize].bytes = Vec::new();
+        }
+        self.free.push(id);
     }
 
     /// Packets copied into an outgoing buffer since the node started.
@@ -97,9 +340,25 @@ impl Outbox {
         self.copies
     }
 
-    /// Buffers allocated because every spare was in use, since the node started.
+    /// Packets a local core built once in a lent buffer and queued (to any number of
+    /// neighbours) by reference, since the node started.
+    pub fn built(&self) -> u64 {
+        self.built
+    }
+
+    /// Sends queued by reference to the datagram being handled, since the node started.
+    pub fn input_references(&self) -> u64 {
+        self.input_references
+    }
+
+    /// Buffers allocated because every one was in use, since the node started.
     pub fn allocated(&self) -> u64 {
         self.allocated
+    }
+
+    /// Buffers neither free nor lent: queued or in flight.
+    pub fn in_use(&self) -> usize {
+        self.buffers.len() - self.free.len() - usize::from(self.lent.is_some())
     }
 }
 
@@ -111,40 +370,151 @@ mod tests {
         NodeAddr::new(v).expect("a node address")
     }
 
-    /// A recycled buffer carries the next copy: same memory, the new bytes only.
+    fn shared(o: &Outgoing) -> (BufferId, Span) {
+        match o.payload {
+            Payload::Shared { id, span } => (id, span),
+            ref other => panic!("not a shared buffer: {other:?}"),
+        }
+    }
+
+    /// A released buffer carries the next copy: same memory, the new bytes only.
     #[test]
-    fn a_recycled_buffer_is_written_again() {
+    fn a_released_buffer_is_written_again() {
         let mut out = Outbox::new(1500);
-        out.push_copy(n(1), &[1, 2, 3]);
+        out.push(n(1), &[1, 2, 3]);
         let first = out.pop_front().expect("a packet");
-        assert_eq!(first.packet, [1, 2, 3]);
-        let at = first.packet.as_ptr();
-        out.recycle(first.packet);
-        out.push_copy(n(2), &[4, 5]);
+        let (id, span) = shared(&first);
+        assert_eq!(out.bytes(id, span), [1, 2, 3]);
+        let at = out.bytes(id, span).as_ptr();
+        out.release(id);
+        out.push(n(2), &[4, 5]);
         let second = out.pop_front().expect("a packet");
-        assert_eq!((second.to, second.packet.as_slice()), (n(2), &[4u8, 5][..]));
-        assert_eq!(second.packet.as_ptr(), at);
+        let (again, span) = shared(&second);
+        assert_eq!((second.to, out.bytes(again, span)), (n(2), &[4u8, 5][..]));
+        assert_eq!(out.bytes(again, span).as_ptr(), at);
         assert_eq!(out.copies(), 2);
         assert_eq!(out.allocated(), 1);
     }
 
-    /// Reserved spares carry the first packets: nothing is allocated until they are all out.
+    /// Reserved buffers carry the first packets: nothing is allocated until they are all out.
     #[test]
-    fn reserved_spares_come_first() {
+    fn reserved_buffers_come_first() {
         let mut out = Outbox::new(1500);
         out.reserve(2);
-        out.push_copy(n(1), &[1]);
-        out.push_copy(n(1), &[2]);
+        out.push(n(1), &[1]);
+        out.push(n(1), &[2]);
         assert_eq!(out.allocated(), 0);
-        out.push_copy(n(1), &[3]);
+        out.push(n(1), &[3]);
         assert_eq!(out.allocated(), 1);
     }
 
-    /// A buffer too small for an MTU is not kept: the next copy could outgrow it.
+    /// A packet built in the lent buffer goes to three neighbours by reference: written once,
+    /// no copy; the buffer is free again only after its third release, exactly once.
     #[test]
-    fn a_small_buffer_is_not_kept() {
+    fn a_built_packet_is_shared_until_its_last_send() {
         let mut out = Outbox::new(1500);
-        out.recycle(vec![0; 10]);
-        assert!(out.spare.is_empty());
+        out.reserve(4);
+        let mut buf = out.lend();
+        buf[..4].copy_from_slice(&[9, 8, 7, 6]);
+        for to in 1..=3 {
+            out.push(n(to), &buf[..4]);
+        }
+        assert!(out.lent_is_referenced());
+        out.give_back(buf);
+        let sent: Vec<Outgoing> = std::iter::from_fn(|| out.pop_front()).collect();
+        let ids: Vec<BufferId> = sent.iter().map(|o| shared(o).0).collect();
+        assert!(ids.iter().all(|&id| id == ids[0]), "{ids:?}");
+        let (id, span) = shared(&sent[0]);
+        assert_eq!(out.bytes(id, span), [9, 8, 7, 6]);
+        assert_eq!((out.copies(), out.built()), (0, 1));
+        assert_eq!(out.in_use(), 1);
+        out.release(id);
+        out.release(id);
+        assert_eq!(out.in_use(), 1, "one send still refers to it");
+        out.release(id);
+        assert_eq!(out.in_use(), 0);
+        // A release too many changes nothing: the buffer is on the free list once.
+        out.release(id);
+        assert_eq!(out.free.iter().filter(|&&f| f == id).count(), 1);
+    }
+
+    /// A lent buffer nothing referred to is free again at once; one whose references were all
+    /// released while still lent becomes free at its give-back.
+    #[test]
+    fn a_lent_buffer_is_freed_by_its_give_back_when_unreferenced() {
+        let mut out = Outbox::new(1500);
+        out.reserve(2);
+        let buf = out.lend();
+        assert!(!out.lent_is_referenced());
+        out.give_back(buf);
+        assert_eq!(out.in_use(), 0);
+
+        let buf = out.lend();
+        out.push(n(1), &buf[..10]);
+        let (id, _) = shared(&out.pop_front().expect("a packet"));
+        out.release(id);
+        assert_eq!(out.free.len(), 1, "still lent");
+        out.give_back(buf);
+        assert_eq!((out.in_use(), out.free.len()), (0, 2));
+    }
+
+    /// Bytes of the input are queued by reference with the engine's token and their place in
+    /// the datagram; anything else is copied; after `clear_input`, the input is copied too.
+    #[test]
+    fn the_input_is_sent_by_reference() {
+        let mut out = Outbox::new(1500);
+        let datagram = [0u8; 100];
+        out.set_input(77, &datagram);
+        out.push(n(1), &datagram);
+        out.push(n(2), &datagram[10..20]);
+        out.push(n(3), &[0u8; 100]);
+        out.clear_input();
+        out.push(n(4), &datagram);
+        let spans: Vec<Payload> = std::iter::from_fn(|| out.pop_front())
+            .map(|o| o.payload)
+            .collect();
+        let whole = Span {
+            offset: 0,
+            len: 100,
+        };
+        assert_eq!(
+            spans[0],
+            Payload::Input {
+                token: 77,
+                span: whole
+            }
+        );
+        assert_eq!(
+            spans[1],
+            Payload::Input {
+                token: 77,
+                span: Span {
+                    offset: 10,
+                    len: 10
+                }
+            }
+        );
+        assert!(matches!(spans[2], Payload::Shared { .. }));
+        assert!(matches!(spans[3], Payload::Shared { .. }));
+        assert_eq!((out.input_references(), out.copies()), (2, 2));
+    }
+
+    /// An engine that keeps its packets gets owned copies, and the shared buffer is released.
+    #[test]
+    fn an_owned_transmit_releases_its_buffer() {
+        let mut out = Outbox::new(1500);
+        let mut buf = out.lend();
+        buf[0] = 5;
+        out.push(n(1), &buf[..1]);
+        out.push(n(2), &buf[..1]);
+        out.give_back(buf);
+        out.push_back(Transmit {
+            to: n(3),
+            packet: vec![6],
+        });
+        let got: Vec<Transmit> = std::iter::from_fn(|| out.pop_transmit()).collect();
+        let packets: Vec<(NodeAddr, Vec<u8>)> = got.into_iter().map(|t| (t.to, t.packet)).collect();
+        assert_eq!(packets, [(n(1), vec![5]), (n(2), vec![5]), (n(3), vec![6])]);
+        assert_eq!(out.in_use(), 0);
     }
 }

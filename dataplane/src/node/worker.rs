@@ -114,8 +114,6 @@ pub struct Transfers {
     relay: RmtpRelay,
     senders: BTreeMap<GroupAddr, LocalSender>,
     receivers: BTreeMap<u16, LocalReceiver>,
-    /// Where cores build their packets; one MTU, reused.
-    buf: Vec<u8>,
     events: VecDeque<TransferEvent>,
 }
 
@@ -139,7 +137,6 @@ impl Transfers {
             relay: RmtpRelay::new(relay),
             senders: BTreeMap::new(),
             receivers: BTreeMap::new(),
-            buf: vec![0; mtu],
             events: VecDeque::new(),
         }
     }
@@ -312,9 +309,11 @@ impl Transfers {
         self.pump(now, ctx);
     }
 
-    /// Lets every local core send what it has, until none has anything more.
+    /// Lets every local core send what it has, until none has anything more. Cores build in a
+    /// buffer the outbox lends: a packet for neighbours is queued from there by reference (to
+    /// each of them, no copy), and the next one is built in another.
     fn pump(&mut self, now: Instant, ctx: Ctx<'_>) {
-        let mut buf = std::mem::take(&mut self.buf);
+        let mut buf = ctx.out.lend();
         let (me, mtu) = (self.me, self.mtu);
         loop {
             let mut progress = false;
@@ -334,6 +333,10 @@ impl Transfers {
                         LocalEnds::new(now, &mut self.senders, &mut self.receivers, ctx.out);
                     carry_out(&mut ends, action, &p);
                     progress = true;
+                    if ctx.out.lent_is_referenced() {
+                        ctx.out.give_back(buf);
+                        buf = ctx.out.lend();
+                    }
                 }
             }
             for (&sid, r) in self.receivers.iter_mut() {
@@ -352,12 +355,16 @@ impl Transfers {
                     Packet::built_here(b, mtu).ok()
                 });
                 progress = true;
+                if ctx.out.lent_is_referenced() {
+                    ctx.out.give_back(buf);
+                    buf = ctx.out.lend();
+                }
             }
             if !progress {
                 break;
             }
         }
-        self.buf = buf;
+        ctx.out.give_back(buf);
         self.collect_events(now);
     }
 
@@ -432,7 +439,7 @@ impl<'a> LocalEnds<'a> {
 
 impl DecisionSink<Packet<'_>> for LocalEnds<'_> {
     fn to_neighbour(&mut self, to: NodeAddr, bytes: &[u8]) {
-        self.out.push_copy(to, bytes);
+        self.out.push(to, bytes);
     }
 
     fn to_receivers(&mut self, group: GroupAddr, sender: NodeAddr, packet: &Packet<'_>) {

@@ -92,6 +92,28 @@ impl BufRing {
         unsafe { std::slice::from_raw_parts(self.buffers.as_ptr().add(bid * self.buf_size), len) }
     }
 
+    /// `len` bytes from `offset` in buffer `bid` (which the kernel filled and the engine has
+    /// not recycled yet); `None` beyond the buffer.
+    pub fn bytes_at(&self, bid: u16, offset: usize, len: usize) -> Option<&[u8]> {
+        if bid >= self.count || offset.checked_add(len)? > self.buf_size {
+            return None;
+        }
+        // SAFETY: in bounds of buffer `bid`, which the kernel is done with until it is recycled.
+        Some(unsafe {
+            std::slice::from_raw_parts(
+                self.buffers
+                    .as_ptr()
+                    .add(usize::from(bid) * self.buf_size + offset),
+                len,
+            )
+        })
+    }
+
+    /// Buffer `bid` as the ring numbers it (the kernel's ids are below the count).
+    pub fn index(&self, bid: u16) -> u16 {
+        bid % self.count
+    }
+
     /// Gives buffer `bid` back to the kernel (seen once [`BufRing::publish`] runs).
     pub fn recycle(&mut self, bid: u16) {
         let bid = bid % self.count;

@@ -6,7 +6,8 @@
 //! Nothing here decides anything about a protocol: bytes in, bytes out, time.
 
 use super::bufring::BufRing;
-use super::send::{MAX_SEGMENTS, Outgoing, SendSlots};
+use super::holds::ReceiveHolds;
+use super::send::{Holder, MAX_SEGMENTS, Outgoing, SendSlots};
 use super::shared::{Command, Shared};
 use super::socket::{self, RECV_CONTROL_LEN};
 use super::stats::EngineStats;
@@ -14,7 +15,7 @@ use super::transfers::Handles;
 use crate::garbler::GarbledCopy;
 use crate::garbler::schedule::LinkChange;
 use crate::host::{ReceiveHandle, ReceiveOptions, SendHandle, SendOptions};
-use crate::node::{Node, StartError};
+use crate::node::{Node, Payload, StartError};
 use crate::rmtp::{Sink, Source};
 use control::drp::RoutingTable;
 use control::gmp::MulticastTable;
@@ -67,6 +68,15 @@ fn new_ring(entries: u32) -> io::Result<IoUring> {
         .map_err(|e| socket::unavailable("creating a ring", &e))
 }
 
+/// The node's name for a datagram at `offset` in receive buffer `bid`.
+fn input_token(bid: u16, offset: usize) -> u64 {
+    (u64::from(bid) << 32) | (offset as u64 & u64::from(u32::MAX))
+}
+
+fn split_input_token(token: u64) -> (u16, usize) {
+    ((token >> 32) as u16, (token & u64::from(u32::MAX)) as usize)
+}
+
 /// How the engine runs (from the node's options).
 pub(crate) struct EngineConfig {
     pub ring_entries: u32,
@@ -88,6 +98,10 @@ pub(crate) struct Engine {
     /// Declared first, so dropped first: it must let go of the buffers and messages below.
     ring: IoUring,
     bufs: BufRing,
+    /// References to each receive buffer from the sends that pass its datagrams on.
+    holds: ReceiveHolds,
+    /// Buffers held after the last early send (`Engine::send_early`).
+    held_at_early_send: usize,
     pub node: Node,
     pub shared: Arc<Shared>,
     socket: UdpSocket,
@@ -158,6 +172,8 @@ impl Engine {
         let mut engine = Engine {
             ring,
             bufs,
+            holds: ReceiveHolds::new(config.recv_buffers),
+            held_at_early_send: 0,
             node,
             shared,
             socket,
@@ -170,7 +186,8 @@ impl Engine {
             // Every send slot's worth: queueing a full batch of sends allocates nothing.
             pending: VecDeque::with_capacity(config.send_slots.saturating_mul(MAX_SEGMENTS)),
             copies: Vec::with_capacity(2),
-            cqes: Vec::with_capacity(256),
+            // A turn's completions, and those an early send finds (`send_early`).
+            cqes: Vec::with_capacity(1024),
             last_completions: 0,
             commands: VecDeque::new(),
             stats,
@@ -224,8 +241,7 @@ impl Engine {
             self.after_input();
             self.flush();
             self.stats.wakeups += 1;
-            self.stats.payload_copies = self.node.payload_copies();
-            self.stats.send_buffers_allocated = self.node.send_buffers_allocated();
+            self.count_buffers();
             self.shared.counters.store(&self.stats);
             if !self.stopping {
                 self.wait();
@@ -245,6 +261,15 @@ impl Engine {
             drop(ring);
             std::mem::forget((bufs, slots, recv_msg, event_buf));
         }
+    }
+
+    /// The node's buffer counts, and the buffers held now, into the engine's counters.
+    fn count_buffers(&mut self) {
+        self.stats.payload_copies = self.node.payload_copies();
+        self.stats.packets_built = self.node.packets_built();
+        self.stats.send_buffers_allocated = self.node.send_buffers_allocated();
+        self.stats.send_buffers_in_use = self.node.send_buffers_in_use() as u64;
+        self.stats.rx_buffers_held = self.holds.held() as u64;
     }
 
     /// What the node produced besides packets: events for the transfer handles, new tables.
@@ -367,10 +392,21 @@ impl Engine {
                 .map(|c| (c.user_data(), c.result(), c.flags())),
         );
         let mut recycled = false;
-        for &(tag, result, flags) in &cqes {
+        // By index: sending early appends the completions it finds.
+        let mut at = 0;
+        while let Some(&(tag, result, flags)) = cqes.get(at) {
+            at += 1;
             match tag & !SLOT_MASK {
-                TAG_RECV => recycled |= self.on_receive(result, flags),
-                TAG_SEND => self.on_sent(tag & SLOT_MASK, result),
+                TAG_RECV => {
+                    // Once per filling of the held half (a send that could not complete at
+                    // once leaves the count as it was: no submit per receive then).
+                    if !self.holds.may_hold() && self.holds.held() != self.held_at_early_send {
+                        self.send_early(&mut cqes);
+                        self.held_at_early_send = self.holds.held();
+                    }
+                    recycled |= self.on_receive(result, flags);
+                }
+                TAG_SEND => recycled |= self.on_sent(tag & SLOT_MASK, result),
                 TAG_EVENT => self.event_armed = false,
                 _ => {}
             }
@@ -386,7 +422,33 @@ impl Engine {
         }
     }
 
-    /// One receive completion; true if it used a buffer (now recycled).
+    /// Half the receive buffers are held by sends not submitted or not reaped yet (a turn of
+    /// many small receives): submits what is pending now and handles the send completions
+    /// already in (a UDP send completes as it is submitted), so that the receives still to
+    /// handle in this turn are sent from their buffers too. Other completions go to `cqes`.
+    fn send_early(&mut self, cqes: &mut Vec<(u64, i32, u32)>) {
+        self.flush();
+        let _ = self.ring.submit();
+        let mut recycled = false;
+        loop {
+            let Some(c) = self.ring.completion().next() else {
+                break;
+            };
+            let tag = c.user_data();
+            if tag & !SLOT_MASK == TAG_SEND {
+                recycled |= self.on_sent(tag & SLOT_MASK, c.result());
+            } else {
+                cqes.push((tag, c.result(), c.flags()));
+            }
+        }
+        if recycled {
+            self.bufs.publish();
+        }
+        self.stats.early_sends += 1;
+    }
+
+    /// One receive completion; true if it used a buffer and that buffer is back with the
+    /// kernel (no send refers to it).
     fn on_receive(&mut self, result: i32, flags: u32) -> bool {
         if !cqueue::more(flags) {
             self.recv_armed = false;
@@ -401,6 +463,28 @@ impl Engine {
         let Some(bid) = cqueue::buffer_select(flags) else {
             return false;
         };
+        let bid = self.bufs.index(bid);
+        // The receive holds its buffer while it is handled; each send of a datagram passed on
+        // from it holds it too. With half the buffers held already, this one is copied from.
+        let in_place = self.holds.may_hold();
+        self.holds.hold(bid);
+        let copies_before = self.node.payload_copies();
+        self.handle_receive(bid, result, in_place);
+        if !in_place {
+            self.stats.rx_buffers_held_copies += self.node.payload_copies() - copies_before;
+        }
+        // The sends that refer to this buffer take their references before the receive lets go.
+        self.take_outgoing();
+        if self.holds.release(bid) {
+            self.bufs.recycle(bid);
+            return true;
+        }
+        false
+    }
+
+    /// Hands the datagrams of receive buffer `bid` to the node, with their place in the buffer
+    /// when `in_place` (what the node passes on is then sent from there).
+    fn handle_receive(&mut self, bid: u16, result: i32, in_place: bool) {
         let len = usize::try_from(result).unwrap_or(0);
         let buf = self.bufs.filled(bid, len);
         match RecvMsgOut::parse(buf, &self.recv_msg) {
@@ -422,7 +506,13 @@ impl Engine {
                         let now = self.shared.clock.now();
                         // A coalesced receive is handed over segment by segment, in place.
                         for datagram in segments {
-                            self.node.handle_datagram(now, from, datagram);
+                            if in_place {
+                                let offset = datagram.as_ptr() as usize - buf.as_ptr() as usize;
+                                let token = input_token(bid, offset);
+                                self.node.handle_received(now, from, datagram, token);
+                            } else {
+                                self.node.handle_datagram(now, from, datagram);
+                            }
                         }
                         self.stats.datagrams_received += datagrams.max(1);
                     }
@@ -437,15 +527,23 @@ impl Engine {
             }
             _ => self.stats.recv_truncated += 1,
         }
-        self.bufs.recycle(bid);
-        true
     }
 
-    fn on_sent(&mut self, slot: u64, result: i32) {
-        let node = &mut self.node;
-        let datagrams = self
-            .slots
-            .complete(slot as usize, |packet| node.recycle(packet));
+    /// One send completion, done or failed: what it held is released. True if a receive buffer
+    /// went back to the kernel.
+    fn on_sent(&mut self, slot: u64, result: i32) -> bool {
+        let (node, holds, bufs) = (&mut self.node, &mut self.holds, &mut self.bufs);
+        let mut recycled = false;
+        let datagrams = self.slots.complete(slot as usize, |holder| match holder {
+            Holder::Owned(_) => {}
+            Holder::Node(id) => node.release(id),
+            Holder::Receive(bid) => {
+                if holds.release(bid) {
+                    bufs.recycle(bid);
+                    recycled = true;
+                }
+            }
+        });
         if result < 0 {
             self.stats.send_errors += 1;
             // A segmented send the path refuses (a device without UDP GSO, a segment above the
@@ -458,15 +556,14 @@ impl Engine {
             self.stats.sends += 1;
             self.stats.datagrams_sent += datagrams;
         }
+        recycled
     }
 
     // ---- sending ----
 
     /// Garbles what the node wants sent and submits it, a batch per send slot.
     fn flush(&mut self) {
-        while let Some(t) = self.node.poll_transmit() {
-            self.route(t);
-        }
+        self.take_outgoing();
         let fd = self.socket.as_raw_fd();
         while !self.pending.is_empty() {
             let Some((slot, entry)) = self.slots.fill(&mut self.pending, fd) else {
@@ -476,34 +573,73 @@ impl Engine {
         }
     }
 
-    /// The garbler's faults for the direction to `t.to`, then the pending queue (or the delay
-    /// line for copies held back).
-    fn route(&mut self, t: Transmit) {
-        let Some(peer) = self.shared.peers.get(&t.to) else {
+    /// Routes every packet the node has queued.
+    fn take_outgoing(&mut self) {
+        while let Some(o) = self.node.poll_outgoing() {
+            self.route(o.to, o.payload);
+        }
+    }
+
+    /// The garbler's faults for the direction to `to`, then the pending queue (or the delay
+    /// line for copies held back). A clean direction sends the bytes where they are, holding
+    /// their buffer until the send completed; the garbler's copies are its own.
+    fn route(&mut self, to: NodeAddr, payload: Payload) {
+        let Some(peer) = self.shared.peers.get(&to) else {
             self.stats.tx_unknown_neighbour += 1;
-            self.node.recycle(t.packet);
+            if let Payload::Shared { id, .. } = payload {
+                self.node.release(id);
+            }
             return;
         };
+        let dest = peer.socket;
         if peer.link.is_clean() {
-            self.pending.push_back(Outgoing {
-                dest: peer.socket,
-                packet: t.packet,
-            });
+            let out = match payload {
+                Payload::Owned(packet) => Outgoing::owned(dest, packet),
+                Payload::Shared { id, span } => {
+                    let bytes = self.node.outgoing_bytes(id, span);
+                    Outgoing::held(dest, bytes, Holder::Node(id))
+                }
+                Payload::Input { token, span } => {
+                    let (bid, offset) = split_input_token(token);
+                    let Some(bytes) =
+                        self.bufs
+                            .bytes_at(bid, offset + span.range().start, span.range().len())
+                    else {
+                        debug_assert!(false, "an input reference beyond its receive buffer");
+                        return;
+                    };
+                    let out = Outgoing::held(dest, bytes, Holder::Receive(bid));
+                    self.holds.hold(bid);
+                    self.stats.sends_from_receive_buffer += 1;
+                    out
+                }
+            };
+            self.pending.push_back(out);
             return;
         }
-        peer.link.apply(&t.packet, &mut self.copies);
-        self.node.recycle(t.packet);
+        let bytes: &[u8] = match &payload {
+            Payload::Owned(packet) => packet,
+            Payload::Shared { id, span } => self.node.outgoing_bytes(*id, *span),
+            Payload::Input { token, span } => {
+                let (bid, offset) = split_input_token(*token);
+                self.bufs
+                    .bytes_at(bid, offset + span.range().start, span.range().len())
+                    .unwrap_or(&[])
+            }
+        };
+        peer.link.apply(bytes, &mut self.copies);
+        self.stats.garbler_copies += self.copies.len() as u64;
+        if let Payload::Shared { id, .. } = payload {
+            self.node.release(id);
+        }
         let now = StdInstant::now();
         for copy in self.copies.drain(..) {
             if copy.delay.is_zero() {
-                self.pending.push_back(Outgoing {
-                    dest: peer.socket,
-                    packet: copy.packet,
-                });
+                self.pending.push_back(Outgoing::owned(dest, copy.packet));
             } else {
                 self.shared
                     .delay
-                    .schedule(now + copy.delay, peer.socket, copy.packet);
+                    .schedule(now + copy.delay, dest, copy.packet);
             }
         }
     }
@@ -627,7 +763,7 @@ impl Engine {
             })
             .collect();
         for t in leaves {
-            self.route(t);
+            self.route(t.to, Payload::Owned(t.packet));
         }
         self.node.terminate(self.shared.clock.now());
         let deadline = StdInstant::now() + FINAL_FLUSH;
@@ -644,12 +780,18 @@ impl Engine {
         }
         let deadline = StdInstant::now() + FINAL_FLUSH;
         let quiet = loop {
-            let quiet = !self.recv_armed && !self.event_armed && self.slots.idle();
+            // What the last receives passed on leaves too, releasing their buffers.
+            self.flush();
+            let quiet = !self.recv_armed
+                && !self.event_armed
+                && self.pending.is_empty()
+                && self.slots.idle();
             if quiet || StdInstant::now() >= deadline {
                 break quiet;
             }
             self.wait_briefly();
         };
+        self.count_buffers();
         self.shared.counters.store(&self.stats);
         self.shared.close();
         quiet

@@ -6,10 +6,14 @@
 //!                                                                     │
 //!   UDP socket ──► multishot recvmsg ──► provided buffer ring ──┐     ▼
 //!   (UDP_GRO: one receive, many datagrams, split in place)      ├─► engine thread: Node
-//!                                                               │   handle_datagram / timeout
-//!   sendmsg per run of equal-size packets to one neighbour ◄────┘   poll_transmit ─► garbler
+//!                                                               │   handle_received / timeout
+//!   sendmsg per run of equal-size packets to one neighbour ◄────┘   poll_outgoing ─► garbler
 //!   (UDP_SEGMENT), from send slots held until completion            (delayed copies: delay line)
 //! ```
+//!
+//! A packet passed on leaves from the receive buffer it arrived in, and a packet the node built
+//! from the one buffer it was built in, whatever the number of next hops: each buffer counts
+//! the sends that refer to it (`holds.rs` for receive buffers, the node's outbox for its own).
 //!
 //! It waits in `io_uring_enter` until a completion or the node's next deadline (never
 //! spinning unless [`UringOptions::busy_poll`]). The engine decides nothing about protocols:
@@ -18,6 +22,7 @@
 
 mod bufring;
 mod engine;
+mod holds;
 mod node;
 mod send;
 mod shared;

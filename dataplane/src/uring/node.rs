@@ -44,16 +44,19 @@ pub struct UringOptions {
     /// Send runs of equal-size packets to one neighbour as one segmented send (`UDP_SEGMENT`).
     pub gso: bool,
     /// Receive buffers in the provided-buffer ring (a power of two). Each holds one receive:
-    /// 64 KiB plus headers with GRO on, one MTU plus headers without.
+    /// 64 KiB plus headers with GRO on, one MTU plus headers without. A buffer whose datagrams
+    /// are passed on stays out of the ring until their sends completed; at most half of them
+    /// do (beyond, datagrams are copied: `engine.rx_buffers_held_copies`).
     pub recv_buffers: u16,
     /// Submission queue entries of the ring.
     pub ring_entries: u32,
     /// Sends in flight at once (each may carry a segmented batch).
     pub send_slots: usize,
-    /// Outgoing buffers of one MTU the node writes the packets it passes on into, allocated
-    /// at start and recycled after each send (more are allocated, and counted as
-    /// `engine.send_buffers_allocated`, while every one is in flight). A relay holds a whole
-    /// receiver window's burst in them (the default window, 2 MiB, is about 2,000 packets).
+    /// Outgoing buffers of one MTU the node's local cores build their packets in (each shared
+    /// by the sends to every next hop), allocated at start and free again after the last of
+    /// those sends (more are allocated, and counted as `engine.send_buffers_allocated`, while
+    /// every one is in flight). A relay holds a whole receiver window's burst in them (the
+    /// default window, 2 MiB, is about 2,000 packets).
     pub send_buffers: usize,
     /// Kernel receive and send buffer asked for the socket, bytes (as the threaded engine).
     pub socket_buffer_bytes: usize,

@@ -1,9 +1,12 @@
-//! Send slots: each holds one `sendmsg` in flight (its packets, their iovecs, the destination
-//! and the `UDP_SEGMENT` control message) until its completion. Consecutive packets of one
-//! size to one destination share a slot and leave as one segmented (GSO) send: the kernel
-//! reads the packets where they are, through one iovec each, and cuts them back into datagrams.
+//! Send slots: each holds one `sendmsg` in flight (what keeps its packets' bytes alive, their
+//! iovecs, the destination and the `UDP_SEGMENT` control message) until its completion.
+//! Consecutive packets of one size to one destination share a slot and leave as one segmented
+//! (GSO) send: the kernel reads the packets where they are (a receive buffer, a node's
+//! outgoing buffer, a buffer of their own), through one iovec per contiguous run, and cuts
+//! them back into datagrams.
 
 use super::socket::{self, SegmentControl};
+use crate::node::BufferId;
 use io_uring::opcode;
 use io_uring::squeue;
 use io_uring::types::Fd;
@@ -16,14 +19,48 @@ pub(crate) use control::settings::uring::MAX_SEGMENTS;
 /// Most payload bytes in one segmented send: one UDP datagram's worth.
 const MAX_GSO_BYTES: usize = 65_000;
 
-/// A packet ready to leave.
+/// What keeps a packet's bytes where they are until its send completed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Holder {
+    /// A buffer of its own, dropped after the send.
+    Owned(Vec<u8>),
+    /// The node's outgoing buffer of this id, one reference of which the send holds.
+    Node(BufferId),
+    /// The receive buffer of this id, one reference of which the send holds.
+    Receive(u16),
+}
+
+/// A packet ready to leave: `len` bytes at `at`, which `holder` keeps alive.
 pub(crate) struct Outgoing {
     pub dest: SocketAddr,
-    pub packet: Vec<u8>,
+    pub at: *const u8,
+    pub len: usize,
+    pub holder: Holder,
+}
+
+impl Outgoing {
+    /// `bytes`, which `holder` keeps where they are until the send completed.
+    pub fn held(dest: SocketAddr, bytes: &[u8], holder: Holder) -> Outgoing {
+        Outgoing {
+            dest,
+            at: bytes.as_ptr(),
+            len: bytes.len(),
+            holder,
+        }
+    }
+
+    pub fn owned(dest: SocketAddr, packet: Vec<u8>) -> Outgoing {
+        Outgoing {
+            dest,
+            at: packet.as_ptr(),
+            len: packet.len(),
+            holder: Holder::Owned(packet),
+        }
+    }
 }
 
 struct Slot {
-    packets: Vec<Vec<u8>>,
+    holders: Vec<Holder>,
     iov: Vec<libc::iovec>,
     addr: libc::sockaddr_storage,
     msg: libc::msghdr,
@@ -43,7 +80,7 @@ impl SendSlots {
         let count = count.max(1);
         let slots = (0..count)
             .map(|_| Slot {
-                packets: Vec::with_capacity(MAX_SEGMENTS),
+                holders: Vec::with_capacity(MAX_SEGMENTS),
                 iov: Vec::with_capacity(MAX_SEGMENTS),
                 // SAFETY: all-zero is a valid sockaddr_storage and msghdr.
                 addr: unsafe { zeroed() },
@@ -78,17 +115,18 @@ impl SendSlots {
     ) -> Option<(usize, squeue::Entry)> {
         let first = pending.front()?;
         let index = self.free.pop()?;
-        let (dest, size) = (first.dest, first.packet.len());
+        let (dest, size) = (first.dest, first.len);
         let slot = &mut self.slots[index];
+        slot.iov.clear();
         let mut total = 0usize;
         while let Some(next) = pending.front() {
-            let len = next.packet.len();
-            let fits = slot.packets.is_empty()
+            let len = next.len;
+            let fits = slot.holders.is_empty()
                 || (self.gso
                     && next.dest == dest
                     && len <= size
                     && len > 0
-                    && slot.packets.len() < MAX_SEGMENTS
+                    && slot.holders.len() < MAX_SEGMENTS
                     && total + len <= MAX_GSO_BYTES
                     && size <= usize::from(u16::MAX));
             if !fits {
@@ -98,18 +136,28 @@ impl SendSlots {
                 break;
             };
             total += len;
-            slot.packets.push(out.packet);
+            // The segments of one coalesced receive forwarded whole lie end to end: one iovec.
+            match slot.iov.last_mut() {
+                Some(last)
+                    if last
+                        .iov_base
+                        .cast_const()
+                        .cast::<u8>()
+                        .wrapping_add(last.iov_len)
+                        == out.at =>
+                {
+                    last.iov_len += len;
+                }
+                _ => slot.iov.push(libc::iovec {
+                    iov_base: out.at.cast_mut().cast(),
+                    iov_len: len,
+                }),
+            }
+            slot.holders.push(out.holder);
             if len < size {
                 // Only the last segment may be short.
                 break;
             }
-        }
-        slot.iov.clear();
-        for p in &slot.packets {
-            slot.iov.push(libc::iovec {
-                iov_base: p.as_ptr().cast_mut().cast(),
-                iov_len: p.len(),
-            });
         }
         let (addr, addr_len) = socket::sockaddr(dest);
         slot.addr = addr;
@@ -119,7 +167,7 @@ impl SendSlots {
         slot.msg.msg_namelen = addr_len;
         slot.msg.msg_iov = slot.iov.as_mut_ptr();
         slot.msg.msg_iovlen = slot.iov.len() as _;
-        if slot.packets.len() > 1 {
+        if slot.holders.len() > 1 {
             let len = socket::write_segment(&mut slot.control, size as u16);
             slot.msg.msg_control = slot.control.as_mut_ptr().cast();
             slot.msg.msg_controllen = len as _;
@@ -128,21 +176,92 @@ impl SendSlots {
         Some((index, entry))
     }
 
-    /// The send of `index` completed: its packets go to `recycle` (whose buffers the node
-    /// writes its next packets into) and the slot is free again. Returns how many datagrams it
-    /// carried.
-    pub fn complete(&mut self, index: usize, mut recycle: impl FnMut(Vec<u8>)) -> u64 {
+    /// The send of `index` completed (or failed): what held its packets' bytes goes to
+    /// `release` (a reference to a receive or outgoing buffer, which may then be written
+    /// again) and the slot is free again. Returns how many datagrams it carried.
+    pub fn complete(&mut self, index: usize, mut release: impl FnMut(Holder)) -> u64 {
         let Some(slot) = self.slots.get_mut(index) else {
             return 0;
         };
-        let datagrams = slot.packets.len() as u64;
-        for packet in slot.packets.drain(..) {
-            recycle(packet);
+        let datagrams = slot.holders.len() as u64;
+        for holder in slot.holders.drain(..) {
+            release(holder);
         }
         slot.iov.clear();
         if datagrams > 0 {
             self.free.push(index);
         }
         datagrams
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dest() -> SocketAddr {
+        "127.0.0.1:9".parse().expect("an address")
+    }
+
+    /// Three packets of one size to one destination lying end to end in one buffer (the
+    /// segments of a coalesced receive) leave as one send through one iovec; its completion
+    /// releases each packet's holder exactly once, and a second completion of the same slot
+    /// releases nothing.
+    #[test]
+    fn a_completed_send_releases_each_holder_once() {
+        let buffer = [7u8; 300];
+        let mut pending: VecDeque<Outgoing> = (0..3)
+            .map(|i| Outgoing::held(dest(), &buffer[i * 100..(i + 1) * 100], Holder::Receive(4)))
+            .collect();
+        pending.push_back(Outgoing::owned(dest(), vec![1; 100]));
+        let mut slots = SendSlots::new(2, true);
+        let (index, _) = slots.fill(&mut pending, -1).expect("a free slot");
+        assert!(pending.is_empty());
+        assert_eq!(
+            slots.slots[index].iov.len(),
+            2,
+            "the receive's run is one iovec"
+        );
+        assert_eq!(slots.slots[index].iov[0].iov_len, 300);
+        let mut released = Vec::new();
+        assert_eq!(slots.complete(index, |h| released.push(h)), 4);
+        assert_eq!(
+            released,
+            [
+                Holder::Receive(4),
+                Holder::Receive(4),
+                Holder::Receive(4),
+                Holder::Owned(vec![1; 100])
+            ]
+        );
+        assert!(slots.idle());
+        released.clear();
+        assert_eq!(slots.complete(index, |h| released.push(h)), 0);
+        assert!(released.is_empty());
+        assert!(slots.idle(), "the slot is free once, not twice");
+    }
+
+    /// Packets to two destinations take two slots; with GSO off, one packet per send.
+    #[test]
+    fn a_send_carries_one_destination_and_one_size() {
+        let other: SocketAddr = "127.0.0.1:10".parse().expect("an address");
+        let mut pending = VecDeque::from([
+            Outgoing::owned(dest(), vec![0; 100]),
+            Outgoing::owned(other, vec![0; 100]),
+            Outgoing::owned(other, vec![0; 200]),
+        ]);
+        let mut slots = SendSlots::new(4, true);
+        let (first, _) = slots.fill(&mut pending, -1).expect("a slot");
+        assert_eq!(slots.slots[first].holders.len(), 1);
+        let (second, _) = slots.fill(&mut pending, -1).expect("a slot");
+        assert_eq!(
+            slots.slots[second].holders.len(),
+            1,
+            "a larger packet starts a send"
+        );
+        slots.disable_gso();
+        let (third, _) = slots.fill(&mut pending, -1).expect("a slot");
+        assert_eq!(slots.slots[third].holders.len(), 1);
+        assert!(pending.is_empty());
     }
 }

@@ -60,10 +60,30 @@ engine_counters! {
     recv_buffers_exhausted,
     /// Datagrams from a socket address that is no node of the topology file, dropped.
     unknown_source,
-    /// Packets the node copied into a send buffer: once per forwarded packet and next hop (the
-    /// receive buffer goes back to the kernel at once; the copy goes into a recycled buffer,
-    /// not a new allocation), and once per packet a local core built.
+    /// Packets the node copied into a send buffer: a datagram passed on while half the
+    /// receive buffers were held by sends (see `rx_buffers_held_copies`); 0 otherwise, as a
+    /// forward leaves from its receive buffer and a built packet from the one it was built in.
     payload_copies,
+    /// Datagrams sent straight from the receive buffer they arrived in (forwards and the
+    /// relay's fan-out: one per next hop).
+    sends_from_receive_buffer,
+    /// Datagrams copied rather than sent from their receive buffer because half the buffers
+    /// were held by sends in flight (`UringOptions::recv_buffers` too small for the load).
+    rx_buffers_held_copies,
+    /// Packets local cores (sender, receivers, relay) built once in an outgoing buffer, which
+    /// every next hop's send then refers to.
+    packets_built,
+    /// Times half the receive buffers were held within a turn and the pending sends were
+    /// submitted before its next receives (`Engine::send_early`).
+    early_sends,
+    /// Copies the garbler made of packets to a faulty direction (lost ones make none; each
+    /// duplicate, corrupted or delayed one is a copy of its own); 0 on clean links.
+    garbler_copies,
+    /// Receive buffers out of the ring now, held by sends of their datagrams (0 once stopped).
+    rx_buffers_held,
+    /// The node's outgoing buffers referred to by a queued or in-flight send now (0 once
+    /// stopped).
+    send_buffers_in_use,
     /// Send buffers the node allocated because every reserved one was in flight
     /// (`UringOptions::send_buffers` too small for the load); 0 in steady state.
     send_buffers_allocated,
