@@ -107,9 +107,13 @@ fn a_member_node_that_stops_leaves_at_once() {
     net.converge();
     net.node(3).subscribe(g(1), n(1), 7).unwrap();
     assert!(wait_until(LIMIT, || tree_reaches_sender(&net, n(3), n(1))).is_some());
+    // Counted from here: on a loaded machine a late hello can move node 3's tree (a leave to
+    // its old upstream) before the stop, and a count that passed 1 before the first look
+    // would never be seen equal to it.
+    let leaves = net.node(2).stats().gmp.leaves_received;
     net.nodes.remove(&n(3)).unwrap().stop();
     // Node 2 hears the leave (not just the expiry, which would take gmp_expire).
-    assert!(wait_until(LIMIT, || net.node(2).stats().gmp.leaves_received == 1).is_some());
+    assert!(wait_until(LIMIT, || net.node(2).stats().gmp.leaves_received > leaves).is_some());
     assert!(wait_until(LIMIT, || net.node(1).multicast().entries().is_empty()).is_some());
     assert_eq!(net.node(2).stats().gmp.expiries, 0);
     net.stop();
