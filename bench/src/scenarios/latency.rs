@@ -132,8 +132,24 @@ impl ProbeChain {
         Ok(ProbeChain { chain, inbox })
     }
 
-    fn end(&self) -> Box<dyn ProbeEnd> {
-        Box::new(InboxEnd(Arc::clone(&self.inbox)))
+    /// The probes of `schedule` through this chain, into its sink node's buffer.
+    fn measure(
+        &self,
+        packet: &mut ProbePacket,
+        schedule: Schedule,
+        wait: Wait,
+        stop: &Stop,
+    ) -> io::Result<openloop::Measured> {
+        let mut end = InboxEnd(Arc::clone(&self.inbox));
+        openloop::measure(
+            self.chain.source(),
+            self.chain.entry(),
+            packet,
+            schedule,
+            wait,
+            &mut end,
+            stop,
+        )
     }
 
     fn stop(self) {
@@ -277,26 +293,12 @@ impl System for ProbeRow<'_> {
         let node = |n: usize| Addr::Node(NodeAddr::new(n as u16).expect("a small node address"));
         let mut packet = ProbePacket::new(node(self.hops + 2), node(1), Flag::RmtpData, PACKET_LEN);
         let measured = match self.path {
-            Path::Engine(_, chain) => openloop::measure(
-                chain.chain.source(),
-                chain.chain.entry(),
-                &mut packet,
-                self.schedule,
-                self.wait,
-                chain.end().as_mut(),
-                &self.stop,
-            )?,
+            Path::Engine(_, chain) => {
+                chain.measure(&mut packet, self.schedule, self.wait, &self.stop)?
+            }
             Path::BusyEngine(engine) => {
                 let chain = ProbeChain::start(engine, self.hops, true)?;
-                let measured = openloop::measure(
-                    chain.chain.source(),
-                    chain.chain.entry(),
-                    &mut packet,
-                    self.schedule,
-                    self.wait,
-                    chain.end().as_mut(),
-                    &self.stop,
-                );
+                let measured = chain.measure(&mut packet, self.schedule, self.wait, &self.stop);
                 chain.stop();
                 measured?
             }

@@ -1234,6 +1234,20 @@ mod tests {
         }
     }
 
+    /// A receiver that took a whole 200-byte transfer at time zero (two agreeing finished
+    /// SPMs, two DATA), and the transfer's hash as its SPMs carry it.
+    fn completed() -> (RmtpReceiver<MemSink>, Option<[u8; 32]>) {
+        let content = [3u8; 200];
+        let hash = Some(*blake3::hash(&content).as_bytes());
+        let mut r = rx();
+        let t0 = Instant::ZERO;
+        feed(&mut r, t0, &spm(0, 2, 200, hash));
+        feed(&mut r, t0, &spm(1, 2, 200, hash));
+        feed(&mut r, t0, &data(0, &content[..100]));
+        feed(&mut r, t0, &data(1, &content[100..]));
+        (r, hash)
+    }
+
     fn events(r: &mut RmtpReceiver<MemSink>) -> Vec<ReceiverEvent> {
         std::iter::from_fn(|| r.poll_event()).collect()
     }
@@ -1328,14 +1342,8 @@ mod tests {
 
     #[test]
     fn a_complete_receiver_lingers_while_the_sender_is_heard() {
-        let content = [3u8; 200];
-        let hash = Some(*blake3::hash(&content).as_bytes());
-        let mut r = rx();
+        let (mut r, hash) = completed();
         let t0 = Instant::ZERO;
-        feed(&mut r, t0, &spm(0, 2, 200, hash));
-        feed(&mut r, t0, &spm(1, 2, 200, hash));
-        feed(&mut r, t0, &data(0, &content[..100]));
-        feed(&mut r, t0, &data(1, &content[100..]));
         assert!(r.is_complete());
         assert!(matches!(
             events(&mut r)[..],
@@ -1363,14 +1371,8 @@ mod tests {
     /// multicast, 256 MiB to 7 receivers on the threaded engine, "no receiver left".)
     #[test]
     fn a_receiver_stalled_at_completion_reports_it_for_the_linger_before_leaving() {
-        let content = [3u8; 200];
-        let hash = Some(*blake3::hash(&content).as_bytes());
-        let mut r = rx();
+        let (mut r, _) = completed();
         let t0 = Instant::ZERO;
-        feed(&mut r, t0, &spm(0, 2, 200, hash));
-        feed(&mut r, t0, &spm(1, 2, 200, hash));
-        feed(&mut r, t0, &data(0, &content[..100]));
-        feed(&mut r, t0, &data(1, &content[100..]));
         assert!(r.is_complete());
         let _ = events(&mut r);
         let linger = r.config().linger_silence;
@@ -1403,14 +1405,8 @@ mod tests {
     /// left").
     #[test]
     fn a_receiver_reports_its_completion_twice_before_its_linger_counts() {
-        let content = [3u8; 200];
-        let hash = Some(*blake3::hash(&content).as_bytes());
-        let mut r = rx();
+        let (mut r, _) = completed();
         let t0 = Instant::ZERO;
-        feed(&mut r, t0, &spm(0, 2, 200, hash));
-        feed(&mut r, t0, &spm(1, 2, 200, hash));
-        feed(&mut r, t0, &data(0, &content[..100]));
-        feed(&mut r, t0, &data(1, &content[100..]));
         let _ = events(&mut r);
         let mut buf = [0u8; DEFAULT_MTU];
         let received = |r: &mut RmtpReceiver<MemSink>, at: Instant, buf: &mut [u8]| {
