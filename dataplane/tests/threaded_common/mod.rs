@@ -25,7 +25,7 @@ pub fn g(i: u16) -> GroupAddr {
 pub fn fast_timers() -> Timers {
     Timers {
         hello_interval: Duration::from_millis(100),
-        dead_hellos: 5,
+        dead_hellos: 10,
         lsp_retransmit: Duration::from_millis(200),
         former_probe_interval: Duration::from_millis(300),
         gmp_refresh: Duration::from_millis(200),
