@@ -132,7 +132,6 @@ impl ControlPlane {
         now: Instant,
         from: NodeAddr,
         packet: &Packet<'_>,
-        out: &mut Outbox,
         stats: &mut NodeStats,
     ) {
         let malformed = match packet.flag() {
@@ -142,7 +141,7 @@ impl ControlPlane {
                 .handle_body(now, from, packet.body(), &self.routes)
                 .is_err(),
             Flag::Rap => {
-                self.handle_rap(now, from, packet, out, stats);
+                self.handle_rap(now, packet, stats);
                 false
             }
             // RMTP is the worker's; the node never hands it here.
@@ -153,17 +152,10 @@ impl ControlPlane {
         }
     }
 
-    fn handle_rap(
-        &mut self,
-        now: Instant,
-        from: NodeAddr,
-        packet: &Packet<'_>,
-        out: &mut Outbox,
-        stats: &mut NodeStats,
-    ) {
+    fn handle_rap(&mut self, now: Instant, packet: &Packet<'_>, stats: &mut NodeStats) {
         match packet.dst() {
             Addr::Node(dst) if dst == self.me => {}
-            Addr::Node(dst) => return self.forward_unicast(from, dst, packet.bytes(), out, stats),
+            // The data plane passes RAP for other nodes on and never hands it here.
             _ => {
                 stats.rx_bad_address += 1;
                 return;
@@ -193,28 +185,6 @@ impl ControlPlane {
             }
             Ok(msg) => self.rap_client.handle_packet(now, src, msg),
             Err(_) => stats.malformed_body += 1,
-        }
-    }
-
-    /// An end-to-end packet for another node, arrived from neighbour `from`, goes on unchanged
-    /// toward its destination, but never back to `from`: that neighbour's route runs through
-    /// us, a loop (forged link states can make one for a flood's round trip; DNP has no hop
-    /// limit, so the packet would circle until the routes heal).
-    pub(super) fn forward_unicast(
-        &mut self,
-        from: NodeAddr,
-        dst: NodeAddr,
-        bytes: &[u8],
-        out: &mut Outbox,
-        stats: &mut NodeStats,
-    ) {
-        match self.routes.next_hop(dst) {
-            Some(to) if to == from => stats.forward_loop += 1,
-            Some(to) => {
-                stats.forwarded += 1;
-                out.push(to, bytes);
-            }
-            None => stats.forward_no_route += 1,
         }
     }
 
@@ -392,7 +362,7 @@ mod tests {
                 let from = if t.to == n(1) { n(2) } else { n(1) };
                 let plane = &mut planes[usize::from(t.to.get() - 1)];
                 let packet = Packet::parse(&t.packet, mtu).expect("a valid packet");
-                plane.handle_packet(*now, from, &packet, &mut out, stats);
+                plane.handle_packet(*now, from, &packet, stats);
                 plane.sync(*now, &mut out, stats);
             }
             *now += Duration::from_millis(10);

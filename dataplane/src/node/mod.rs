@@ -12,12 +12,14 @@
 //! out the relay's decisions with the worker's own code ([`worker::decisions`]).
 
 mod control_plane;
+mod data_plane;
 mod outbox;
 mod stats;
 mod tables;
 pub mod worker;
 
 pub use control_plane::{ControlEvent, ControlPlane, RAP_CLIENT_SID, RAP_SERVER_SID};
+pub use data_plane::DataPlane;
 pub use outbox::{BufferId, MAX_SPARE_BUFFERS, Outbox, Outgoing, Payload, Span};
 pub use stats::NodeStats;
 pub use tables::{Neighbour, NeighbourTable, SharedTables, Tables};
@@ -30,9 +32,9 @@ use control::drp::{Drp, RoutingTable};
 use control::gmp::{Gmp, GmpError, MulticastTable};
 use control::rap::{RapClient, RapServer};
 use control::topology::Topology;
-use control::wire::dnp::{Flag, Packet};
+use control::wire::dnp::Packet;
 use control::wire::rap::ServiceEntry;
-use control::{Addr, GroupAddr, Instant, NodeAddr, Transmit};
+use control::{GroupAddr, Instant, NodeAddr, Transmit};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -76,13 +78,10 @@ impl std::error::Error for StartError {}
 pub struct Node {
     me: NodeAddr,
     mtu: usize,
-    /// [`RmtpOptions::enabled`].
-    rmtp_enabled: bool,
     control: ControlPlane,
-    transfers: Transfers,
-    out: Outbox,
+    /// Shares its outgoing queue and counters with the control plane.
+    data: DataPlane,
     events: VecDeque<NodeEvent>,
-    stats: NodeStats,
 }
 
 impl Node {
@@ -96,15 +95,15 @@ impl Node {
         now: Instant,
         options: RmtpOptions,
     ) -> Node {
+        let mtu = topology.network.mtu;
+        let control = ControlPlane::new(me, topology, now);
+        let data = DataPlane::new(me, mtu, control.shared_tables().clone(), options);
         let mut node = Node {
             me,
-            mtu: topology.network.mtu,
-            rmtp_enabled: options.enabled,
-            control: ControlPlane::new(me, topology, now),
-            transfers: Transfers::new(me, topology.network.mtu, options),
-            out: Outbox::new(topology.network.mtu),
+            mtu,
+            control,
+            data,
             events: VecDeque::new(),
-            stats: NodeStats::default(),
         };
         node.sync(now);
         node
@@ -139,16 +138,21 @@ impl Node {
     }
 
     pub fn stats(&self) -> &NodeStats {
-        &self.stats
+        self.data.stats()
     }
 
     pub fn transfers(&self) -> &Transfers {
-        &self.transfers
+        self.data.transfers()
     }
 
     /// The control plane half (its published tables: [`ControlPlane::shared_tables`]).
     pub fn control_plane(&self) -> &ControlPlane {
         &self.control
+    }
+
+    /// The data plane half.
+    pub fn data_plane(&self) -> &DataPlane {
+        &self.data
     }
 
     /// Starts multicasting `source` to `group` from this node, and announces it over RAP as
@@ -187,31 +191,14 @@ impl Node {
         source: Box<dyn Source>,
         adjust: impl FnOnce(&mut SenderConfig),
     ) -> Result<ServiceEntry, StartError> {
-        if entry.sender != self.me || entry.size != source.len() {
-            return Err(StartError::Unavailable(format!(
-                "the announcement is of {} bytes from node {}, not of this source ({} bytes) from node {}",
-                entry.size,
-                entry.sender,
-                source.len(),
-                self.me
-            )));
-        }
-        if self.transfers.sender(entry.group).is_some() {
+        check_entry(self.me, &entry, source.as_ref())?;
+        if self.data.transfers().sender(entry.group).is_some() {
             return Err(StartError::Busy);
         }
         self.control
             .announce(entry.clone())
             .map_err(|e| StartError::Announce(format!("{e:?}")))?;
-        // The announcement's hash: the sender need not hash the source again as it sends.
-        let hash = entry.hash;
-        let given_hash = |config: &mut SenderConfig| {
-            config.content_hash = Some(hash);
-            adjust(config);
-        };
-        if !self
-            .transfers
-            .add_sender_with(now, entry.group, source, given_hash)
-        {
+        if !add_sender(&mut self.data, now, &entry, source, adjust) {
             return Err(StartError::Busy);
         }
         self.sync(now);
@@ -225,7 +212,7 @@ impl Node {
     ///
     /// [`RmtpSender::has_ended`]: crate::rmtp::RmtpSender::has_ended
     pub fn stop_send(&mut self, now: Instant, group: GroupAddr) -> bool {
-        let removed = self.transfers.remove_sender(group);
+        let removed = self.data.transfers_mut().remove_sender(group);
         self.sync(now);
         removed
     }
@@ -254,13 +241,14 @@ impl Node {
         adjust: impl FnOnce(&mut ReceiverConfig),
     ) -> Result<(), StartError> {
         if !self
-            .transfers
+            .data
+            .transfers_mut()
             .add_receiver_with(now, sid, group, sender, sink, adjust)
         {
             return Err(StartError::Busy);
         }
         if let Err(e) = self.control.subscribe(now, group, sender, sid) {
-            self.transfers.remove_receiver(sid);
+            self.data.transfers_mut().remove_receiver(sid);
             return Err(StartError::Membership(e));
         }
         self.sync(now);
@@ -269,7 +257,7 @@ impl Node {
 
     /// Stops local receiver `sid` and leaves its group; an incomplete output stays partial.
     pub fn stop_receive(&mut self, now: Instant, group: GroupAddr, sender: NodeAddr, sid: u16) {
-        self.transfers.remove_receiver(sid);
+        self.data.transfers_mut().remove_receiver(sid);
         let _ = self.control.unsubscribe(now, group, sender, sid);
         self.sync(now);
     }
@@ -323,106 +311,47 @@ impl Node {
         self.sync(now);
     }
 
-    /// A datagram from a socket that is no neighbour of this node: validated like any other (a
-    /// refusal counted by its DNP error), then dropped. True when it passed DNP validation, so
-    /// the engine counts it as from an unknown peer, the way the threaded engine's DNP does.
+    /// See [`DataPlane::validate_from_stranger`].
     pub fn validate_from_stranger(&mut self, datagram: &[u8]) -> bool {
-        match Packet::parse(datagram, self.mtu) {
-            Ok(_) => true,
-            Err(e) => {
-                self.stats.count_dnp_error(&e);
-                false
-            }
-        }
+        self.data.validate_from_stranger(datagram)
     }
 
-    /// A datagram from neighbour `from` that lies in a receive buffer the engine keeps for the
-    /// sends that refer to it: as [`Node::handle_datagram`], but what is passed on unchanged
-    /// (a forward, the relay's fan-out) is queued as [`Payload::Input`] with `token`, the
-    /// engine's name for where `datagram` lies, instead of a copy.
+    /// See [`DataPlane::handle_received`].
     pub fn handle_received(&mut self, now: Instant, from: NodeAddr, datagram: &[u8], token: u64) {
-        self.out.set_input(token, datagram);
-        self.handle_datagram(now, from, datagram);
-        self.out.clear_input();
+        if let Some(packet) = self.data.handle_received(now, from, datagram, token) {
+            self.handle_control(now, from, &packet);
+        }
+        self.collect_transfer_events();
     }
 
     /// A datagram from neighbour `from`: validated, then handed to its half by flag.
     pub fn handle_datagram(&mut self, now: Instant, from: NodeAddr, datagram: &[u8]) {
-        let packet = match Packet::parse(datagram, self.mtu) {
-            Ok(p) => p,
-            Err(e) => {
-                self.stats.count_dnp_error(&e);
-                return;
-            }
-        };
-        self.stats.rx_accepted += 1;
-        // An end-to-end datagram for another node (RAP, or RMTP without the RMTP layer) passes
-        // on unchanged and changes nothing of the control plane: no sync (a look at every
-        // table) per forwarded packet.
-        if let Some(dst) = self.passes_on(&packet) {
-            self.control
-                .forward_unicast(from, dst, packet.bytes(), &mut self.out, &mut self.stats);
-            return;
+        if let Some(packet) = self.data.handle_datagram(now, from, datagram) {
+            self.handle_control(now, from, &packet);
         }
-        match packet.flag() {
-            Flag::Drp | Flag::Gmp | Flag::Rap => {
-                self.control
-                    .handle_packet(now, from, &packet, &mut self.out, &mut self.stats)
-            }
-            // The rest is RMTP. Without the RMTP layer, one for another node was passed on
-            // above; this node has no end for one to itself or to a group.
-            _ if !self.rmtp_enabled => self.stats.rmtp_unclaimed += 1,
-            _ => {
-                // The worker's batch is this one datagram: the tables are loaded once for it.
-                let tables = self.control.shared_tables().load();
-                let ctx = Ctx {
-                    mcast: &tables.multicast,
-                    routes: &tables.routes,
-                    out: &mut self.out,
-                };
-                self.transfers.handle_packet(now, from, &packet, ctx);
-                // Data-plane work leaves the control plane as it was: only the transfers'
-                // events to collect (the control plane's sync costs a table look per packet).
-                self.collect_transfer_events();
-                return;
-            }
-        }
-        self.sync(now);
+        // Data-plane work leaves the control plane as it was: only the transfers' events to
+        // collect (the control plane's sync costs a table look per packet).
+        self.collect_transfer_events();
     }
 
-    /// The destination of a packet this node only passes on toward it: RAP for another node,
-    /// or RMTP for another node when the RMTP layer is off. DRP and GMP are hop by hop; RMTP
-    /// with the layer on is the relay's.
-    fn passes_on(&self, packet: &Packet<'_>) -> Option<NodeAddr> {
-        let Addr::Node(dst) = packet.dst() else {
-            return None;
-        };
-        let end_to_end = match packet.flag() {
-            Flag::Drp | Flag::Gmp => false,
-            Flag::Rap => true,
-            _ => !self.rmtp_enabled,
-        };
-        (end_to_end && dst != self.me).then_some(dst)
+    fn handle_control(&mut self, now: Instant, from: NodeAddr, packet: &Packet<'_>) {
+        let (_, stats) = self.data.out_and_stats();
+        self.control.handle_packet(now, from, packet, stats);
+        self.sync(now);
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.control
-            .handle_timeout(now, &mut self.out, &mut self.stats);
+        let (out, stats) = self.data.out_and_stats();
+        self.control.handle_timeout(now, out, stats);
         self.sync(now);
-        if self.transfers.poll_timeout().is_some_and(|t| t <= now) {
-            let tables = self.control.shared_tables().load();
-            let ctx = Ctx {
-                mcast: &tables.multicast,
-                routes: &tables.routes,
-                out: &mut self.out,
-            };
-            self.transfers.handle_timeout(now, ctx);
+        if self.data.poll_timeout().is_some_and(|t| t <= now) {
+            self.data.handle_timeout(now);
             self.sync(now);
         }
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.control.poll_timeout(), self.transfers.poll_timeout()]
+        [self.control.poll_timeout(), self.data.poll_timeout()]
             .into_iter()
             .flatten()
             .min()
@@ -431,63 +360,64 @@ impl Node {
     /// The next packet to send, as a buffer of its own: for an engine that keeps its packets
     /// (the simulator) and hands datagrams in with [`Node::handle_datagram`].
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.pop_transmit()
+        self.data.poll_transmit()
     }
 
     /// The next packet to send, where its bytes are: an engine that sends from its own buffers
     /// reads a [`Payload::Shared`] one with [`Node::outgoing_bytes`] and hands it back with
     /// [`Node::release`] once its send completed.
     pub fn poll_outgoing(&mut self) -> Option<Outgoing> {
-        self.out.pop_front()
+        self.data.poll_outgoing()
     }
 
     /// The bytes of a [`Payload::Shared`] packet; they stay put until it is released.
     pub fn outgoing_bytes(&self, id: BufferId, span: Span) -> &[u8] {
-        self.out.bytes(id, span)
+        self.data.outgoing_bytes(id, span)
     }
 
     /// A [`Payload::Shared`] packet's send is over (completed, failed or dropped): after the
     /// last one referring to its buffer, the node writes its next packets there.
     pub fn release(&mut self, id: BufferId) {
-        self.out.release(id);
+        self.data.release(id);
     }
 
     /// Allocates `buffers` outgoing buffers of MTU capacity now (see [`Outbox::reserve`]): an
     /// engine that recycles them calls it once, before the first packet.
     pub fn reserve_send_buffers(&mut self, buffers: usize) {
-        self.out.reserve(buffers);
+        self.data.reserve_send_buffers(buffers);
     }
 
     /// Outgoing buffers allocated because every reserved or released one was in use.
     pub fn send_buffers_allocated(&self) -> u64 {
-        self.out.allocated()
+        self.data.send_buffers_allocated()
     }
 
     /// Outgoing buffers a queued or in-flight packet refers to now.
     pub fn send_buffers_in_use(&self) -> usize {
-        self.out.in_use()
+        self.data.send_buffers_in_use()
     }
 
     /// Packets the node copied into an outgoing buffer (a packet passed on from a datagram
     /// handed in without a token, once per next hop), since it started.
     pub fn payload_copies(&self) -> u64 {
-        self.out.copies()
+        self.data.payload_copies()
     }
 
     /// Packets a local core built once and queued to one or more neighbours by reference.
     pub fn packets_built(&self) -> u64 {
-        self.out.built()
+        self.data.packets_built()
     }
 
     /// Sends queued by reference to a datagram handed in with [`Node::handle_received`].
     pub fn input_references(&self) -> u64 {
-        self.out.input_references()
+        self.data.input_references()
     }
 
     /// Moves what the halves produced to where it goes: the control plane's packets and tables
     /// (it publishes them), then both halves' events to the node's queue.
     fn sync(&mut self, now: Instant) {
-        self.control.sync(now, &mut self.out, &mut self.stats);
+        let (out, stats) = self.data.out_and_stats();
+        self.control.sync(now, out, stats);
         while let Some(ControlEvent::Services { server, list }) = self.control.poll_event() {
             self.events.push_back(NodeEvent::Services { server, list });
         }
@@ -495,10 +425,46 @@ impl Node {
     }
 
     fn collect_transfer_events(&mut self) {
-        while let Some(e) = self.transfers.poll_event() {
+        while let Some(e) = self.data.poll_event() {
             self.events.push_back(NodeEvent::Transfer(e));
         }
     }
+}
+
+/// Refuses an entry that does not describe `source` sent from node `me`.
+pub fn check_entry(
+    me: NodeAddr,
+    entry: &ServiceEntry,
+    source: &dyn Source,
+) -> Result<(), StartError> {
+    if entry.sender != me || entry.size != source.len() {
+        return Err(StartError::Unavailable(format!(
+            "the announcement is of {} bytes from node {}, not of this source ({} bytes) from node {}",
+            entry.size,
+            entry.sender,
+            source.len(),
+            me
+        )));
+    }
+    Ok(())
+}
+
+/// Adds the local sender of the transfer `entry` announces to `data` (false: the group has
+/// one already). The announcement's hash is given to the sender, which need not hash the
+/// source again as it sends.
+pub fn add_sender(
+    data: &mut DataPlane,
+    now: Instant,
+    entry: &ServiceEntry,
+    source: Box<dyn Source>,
+    adjust: impl FnOnce(&mut SenderConfig),
+) -> bool {
+    let hash = entry.hash;
+    data.transfers_mut()
+        .add_sender_with(now, entry.group, source, |config| {
+            config.content_hash = Some(hash);
+            adjust(config);
+        })
 }
 
 /// What RAP announces for a transfer of `source` to `group` from node `sender`: the one place
