@@ -28,6 +28,11 @@ macro_rules! counters {
             pub fn fields(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
                 [$((stringify!($field), self.$field)),*].into_iter()
             }
+
+            /// Adds `other`'s counts to these (one total from several threads' counters).
+            pub fn add(&mut self, other: &Self) {
+                $(self.$field = self.$field.saturating_add(other.$field);)*
+            }
         }
     };
 }
@@ -55,5 +60,11 @@ mod tests {
             [("first", 3), ("second", 5)]
         );
         assert_eq!(Probe::default().second, 0);
+        let mut sum = Probe {
+            first: 1,
+            second: u64::MAX,
+        };
+        sum.add(&p);
+        assert_eq!((sum.first, sum.second), (4, u64::MAX));
     }
 }

@@ -281,6 +281,14 @@ settings! {
         WAIT_BATCH: usize = 4;
         /// Longest a streaming wait holds out for its batch.
         BATCH_WAIT_LIMIT: Duration = Duration::from_micros(50);
+        /// Dataplane workers of a node (`--cores`), each with its ring and its socket on the
+        /// node's port; every packet of one tree is handled by one of them.
+        WORKERS: usize = 1;
+        /// Control-plane packets (DRP, GMP, RAP) the workers may queue for the control thread
+        /// before it takes them; beyond, they are dropped and counted
+        /// (`engine.control_inbox_full`): the protocols repeat what matters. Each has an MTU
+        /// buffer made at start.
+        CONTROL_INBOX: usize = 1024;
     }
 
     /// The garbler (faults a topology file puts on real links).

@@ -1,27 +1,25 @@
-//! The engine thread: one io_uring, one socket, one [`Node`]. Each turn of its loop reaps the
-//! ring's completions (a multishot receive into the provided buffers, sends, the command
-//! eventfd), feeds the node, runs its timers, sends what it produced, and sleeps in
-//! `io_uring_enter` until the next completion or the node's next deadline.
+//! A dataplane worker thread: one io_uring, one socket, one [`DataPlane`]. Each turn of its
+//! loop reaps the ring's completions (a multishot receive into the provided buffers, sends,
+//! the command eventfd), feeds the data plane (control-plane packets go on to the control
+//! thread), runs its timers, sends what it produced, and sleeps in `io_uring_enter` until the
+//! next completion or its next deadline.
 //!
 //! Nothing here decides anything about a protocol: bytes in, bytes out, time.
 
 use super::bufring::BufRing;
 use super::holds::ReceiveHolds;
 use super::send::{Holder, MAX_SEGMENTS, Outgoing, SendSlots};
-use super::shared::{Command, Shared};
+use super::shared::{Command, Shared, WorkerLink};
 use super::socket::{self, RECV_CONTROL_LEN};
 use super::stats::EngineStats;
 use super::transfers::Handles;
 use crate::garbler::GarbledCopy;
 use crate::garbler::schedule::LinkChange;
 use crate::host::{ReceiveHandle, ReceiveOptions, SendHandle, SendOptions};
-use crate::node::{Node, Payload, StartError};
+use crate::node::{DataPlane, Payload, StartError};
 use crate::rmtp::{Sink, Source};
-use control::drp::RoutingTable;
-use control::gmp::MulticastTable;
 use control::rap::ServiceEntry;
-use control::wire::gmp::GmpMessage;
-use control::{GroupAddr, Instant, NodeAddr, Transmit};
+use control::{GroupAddr, Instant, NodeAddr};
 use io_uring::types::{Fd, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 use std::collections::{HashMap, VecDeque};
@@ -102,8 +100,10 @@ pub(crate) struct Engine {
     holds: ReceiveHolds,
     /// Buffers held after the last early send (`Engine::send_early`).
     held_at_early_send: usize,
-    pub node: Node,
+    pub data: DataPlane,
     pub shared: Arc<Shared>,
+    /// This worker's index in `shared.workers`.
+    worker: usize,
     socket: UdpSocket,
     by_socket: HashMap<SocketAddr, NodeAddr>,
     /// The receive's message header: only its name and control lengths matter to the kernel.
@@ -118,12 +118,10 @@ pub(crate) struct Engine {
     cqes: Vec<(u64, i32, u32)>,
     /// Completions the last turn reaped: whether traffic is streaming.
     last_completions: usize,
-    commands: VecDeque<Command>,
+    commands: VecDeque<Command<super::shared::Call>>,
     pub stats: EngineStats,
     pub handles: Handles,
     busy_poll: bool,
-    /// The tables last published to other threads.
-    published: (Arc<RoutingTable>, Arc<MulticastTable>),
     /// Link changes still to apply, the next first.
     schedule: VecDeque<LinkChange>,
     stopping: bool,
@@ -133,8 +131,9 @@ impl Engine {
     /// Builds the ring, its buffers and the socket options; any failure is the one line the
     /// node's `start` returns.
     pub fn new(
-        mut node: Node,
+        mut data: DataPlane,
         shared: Arc<Shared>,
+        worker: usize,
         socket: UdpSocket,
         by_socket: HashMap<SocketAddr, NodeAddr>,
         config: &EngineConfig,
@@ -166,16 +165,15 @@ impl Engine {
         let mut recv_msg: Box<libc::msghdr> = Box::new(unsafe { zeroed() });
         recv_msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         recv_msg.msg_controllen = RECV_CONTROL_LEN as _;
-        node.reserve_send_buffers(config.send_buffers);
-        let published = (Arc::clone(node.routes()), Arc::clone(node.multicast()));
-        shared.publish_tables(&published.0, &published.1);
+        data.reserve_send_buffers(config.send_buffers);
         let mut engine = Engine {
             ring,
             bufs,
             holds: ReceiveHolds::new(config.recv_buffers),
             held_at_early_send: 0,
-            node,
+            data,
             shared,
+            worker,
             socket,
             by_socket,
             recv_msg,
@@ -193,7 +191,6 @@ impl Engine {
             stats,
             handles: Handles::default(),
             busy_poll: config.busy_poll,
-            published,
             schedule: config.schedule.iter().copied().collect(),
             stopping: false,
         };
@@ -235,14 +232,14 @@ impl Engine {
             self.run_commands();
             let now = self.shared.clock.now();
             self.apply_schedule(now);
-            if self.node.poll_timeout().is_some_and(|t| t <= now) {
-                self.node.handle_timeout(now);
+            if self.data.poll_timeout().is_some_and(|t| t <= now) {
+                self.data.handle_timeout(now);
             }
             self.after_input();
             self.flush();
             self.stats.wakeups += 1;
             self.count_buffers();
-            self.shared.counters.store(&self.stats);
+            self.shared.workers[self.worker].counters.store(&self.stats);
             if !self.stopping {
                 self.wait();
             }
@@ -265,62 +262,52 @@ impl Engine {
 
     /// The node's buffer counts, and the buffers held now, into the engine's counters.
     fn count_buffers(&mut self) {
-        self.stats.payload_copies = self.node.payload_copies();
-        self.stats.packets_built = self.node.packets_built();
-        self.stats.send_buffers_allocated = self.node.send_buffers_allocated();
-        self.stats.send_buffers_in_use = self.node.send_buffers_in_use() as u64;
+        self.stats.payload_copies = self.data.payload_copies();
+        self.stats.packets_built = self.data.packets_built();
+        self.stats.send_buffers_allocated = self.data.send_buffers_allocated();
+        self.stats.send_buffers_in_use = self.data.send_buffers_in_use() as u64;
         self.stats.rx_buffers_held = self.holds.held() as u64;
     }
 
-    /// What the node produced besides packets: events for the transfer handles, new tables.
+    /// This worker as the other threads reach it.
+    pub fn link(&self) -> &WorkerLink {
+        &self.shared.workers[self.worker]
+    }
+
+    /// What the data plane produced besides packets: events for the transfer handles.
     pub fn after_input(&mut self) {
-        let now = StdInstant::now();
-        let clock = self.shared.clock.now();
-        while let Some(event) = self.node.poll_event() {
-            self.handles.on_event(&mut self.node, event, clock);
+        while let Some(event) = self.data.poll_event() {
+            self.handles.on_event(&mut self.data, &self.shared, event);
         }
-        self.handles.tick(&mut self.node, clock, now);
-        let (routes, mcast) = (self.node.routes(), self.node.multicast());
-        if !Arc::ptr_eq(routes, &self.published.0) || !Arc::ptr_eq(mcast, &self.published.1) {
-            self.published = (Arc::clone(routes), Arc::clone(mcast));
-            self.shared.publish_tables(routes, mcast);
-        }
+        self.handles
+            .tick(&mut self.data, &self.shared, StdInstant::now());
     }
 
     // ---- transfers ----
 
-    /// Starts the transfer `entry` announces (built, hash included, by the caller's thread).
+    /// Starts the local sender of the transfer `entry` announces (built, hash included, by the
+    /// caller's thread); the caller has the control thread announce it next.
     pub fn start_send(
         &mut self,
         entry: ServiceEntry,
         source: Box<dyn Source + Send>,
         options: SendOptions,
     ) -> Result<SendHandle, StartError> {
-        let group = entry.group;
-        // Refused before the announcements change: the running transfer keeps its own.
-        if self.node.transfers().sender(group).is_some() {
+        crate::node::check_entry(self.data.me(), &entry, source.as_ref())?;
+        let now = self.shared.clock.now();
+        if !crate::node::add_sender(&mut self.data, now, &entry, source, |c| options.apply(c)) {
             return Err(StartError::Busy);
         }
-        // An earlier entry of the same tree (a pre-announcement, an ended transfer) gives way to
-        // this one, as on the threaded engine.
-        let me = self.node.me();
-        let others: Vec<ServiceEntry> = self
-            .node
-            .rap_server()
-            .services()
-            .iter()
-            .filter(|e| (e.group, e.sender) != (group, me))
-            .cloned()
-            .collect();
-        // A shorter list always fits.
-        let _ = self.node.set_services(others);
-        let now = self.shared.clock.now();
-        let entry = self
-            .node
-            .start_send_entry(now, entry, source, |c| options.apply(c))?;
         Ok(self.handles.add_sender(entry))
     }
 
+    /// Takes back a local sender whose announcement the control plane refused.
+    pub fn cancel_send(&mut self, group: GroupAddr) {
+        self.data.transfers_mut().remove_sender(group);
+        self.handles.forget_sender(group);
+    }
+
+    /// Starts local receiver `sid`; the caller has the control thread subscribe it next.
     pub fn start_receive(
         &mut self,
         group: GroupAddr,
@@ -335,13 +322,25 @@ impl Engine {
         let now = self.shared.clock.now();
         // The kernel's receive buffer is what holds a burst beyond the window's last MAB.
         let max_window = self.stats.socket_rcvbuf;
-        self.node
-            .start_receive_with(now, group, sender, sid, sink, |c| {
-                options.apply(c, max_window)
-            })?;
+        let added =
+            self.data
+                .transfers_mut()
+                .add_receiver_with(now, sid, group, sender, sink, |c| {
+                    options.apply(c, max_window)
+                });
+        if !added {
+            return Err(StartError::Busy);
+        }
         let shared = Arc::clone(&self.shared);
-        let kick = Box::new(move || shared.wake());
+        let worker = self.worker;
+        let kick = Box::new(move || shared.workers[worker].wake());
         Ok(self.handles.add_receiver(sid, group, sender, kick))
+    }
+
+    /// Takes back a local receiver the control plane could not subscribe.
+    pub fn cancel_receive(&mut self, sid: u16) {
+        self.data.transfers_mut().remove_receiver(sid);
+        self.handles.forget_receiver(sid);
     }
 
     // ---- the ring ----
@@ -372,7 +371,7 @@ impl Engine {
 
     fn arm_event(&mut self) {
         let entry = opcode::Read::new(
-            Fd(self.shared.eventfd()),
+            Fd(self.link().eventfd()),
             (&raw mut *self.event_buf).cast(),
             size_of::<u64>() as u32,
         )
@@ -468,10 +467,10 @@ impl Engine {
         // from it holds it too. With half the buffers held already, this one is copied from.
         let in_place = self.holds.may_hold();
         self.holds.hold(bid);
-        let copies_before = self.node.payload_copies();
+        let copies_before = self.data.payload_copies();
         self.handle_receive(bid, result, in_place);
         if !in_place {
-            self.stats.rx_buffers_held_copies += self.node.payload_copies() - copies_before;
+            self.stats.rx_buffers_held_copies += self.data.payload_copies() - copies_before;
         }
         // The sends that refer to this buffer take their references before the receive lets go.
         self.take_outgoing();
@@ -506,19 +505,22 @@ impl Engine {
                         let now = self.shared.clock.now();
                         // A coalesced receive is handed over segment by segment, in place.
                         for datagram in segments {
-                            if in_place {
+                            let for_control = if in_place {
                                 let offset = datagram.as_ptr() as usize - buf.as_ptr() as usize;
                                 let token = input_token(bid, offset);
-                                self.node.handle_received(now, from, datagram, token);
+                                self.data.handle_received(now, from, datagram, token)
                             } else {
-                                self.node.handle_datagram(now, from, datagram);
+                                self.data.handle_datagram(now, from, datagram)
+                            };
+                            if let Some(packet) = for_control {
+                                self.shared.control.deliver(from, packet.bytes());
                             }
                         }
                         self.stats.datagrams_received += datagrams.max(1);
                     }
                     None => {
                         for datagram in segments {
-                            if self.node.validate_from_stranger(datagram) {
+                            if self.data.validate_from_stranger(datagram) {
                                 self.stats.unknown_source += 1;
                             }
                         }
@@ -532,7 +534,7 @@ impl Engine {
     /// One send completion, done or failed: what it held is released. True if a receive buffer
     /// went back to the kernel.
     fn on_sent(&mut self, slot: u64, result: i32) -> bool {
-        let (node, holds, bufs) = (&mut self.node, &mut self.holds, &mut self.bufs);
+        let (node, holds, bufs) = (&mut self.data, &mut self.holds, &mut self.bufs);
         let mut recycled = false;
         let datagrams = self.slots.complete(slot as usize, |holder| match holder {
             Holder::Owned(_) => {}
@@ -575,7 +577,7 @@ impl Engine {
 
     /// Routes every packet the node has queued.
     fn take_outgoing(&mut self) {
-        while let Some(o) = self.node.poll_outgoing() {
+        while let Some(o) = self.data.poll_outgoing() {
             self.route(o.to, o.payload);
         }
     }
@@ -587,7 +589,7 @@ impl Engine {
         let Some(peer) = self.shared.peers.get(&to) else {
             self.stats.tx_unknown_neighbour += 1;
             if let Payload::Shared { id, .. } = payload {
-                self.node.release(id);
+                self.data.release(id);
             }
             return;
         };
@@ -596,7 +598,7 @@ impl Engine {
             let out = match payload {
                 Payload::Owned(packet) => Outgoing::owned(dest, packet),
                 Payload::Shared { id, span } => {
-                    let bytes = self.node.outgoing_bytes(id, span);
+                    let bytes = self.data.outgoing_bytes(id, span);
                     Outgoing::held(dest, bytes, Holder::Node(id))
                 }
                 Payload::Input { token, span } => {
@@ -619,7 +621,7 @@ impl Engine {
         }
         let bytes: &[u8] = match &payload {
             Payload::Owned(packet) => packet,
-            Payload::Shared { id, span } => self.node.outgoing_bytes(*id, *span),
+            Payload::Shared { id, span } => self.data.outgoing_bytes(*id, *span),
             Payload::Input { token, span } => {
                 let (bid, offset) = split_input_token(*token);
                 self.bufs
@@ -630,7 +632,7 @@ impl Engine {
         peer.link.apply(bytes, &mut self.copies);
         self.stats.garbler_copies += self.copies.len() as u64;
         if let Payload::Shared { id, .. } = payload {
-            self.node.release(id);
+            self.data.release(id);
         }
         let now = StdInstant::now();
         for copy in self.copies.drain(..) {
@@ -661,7 +663,7 @@ impl Engine {
         }
         let now = StdInstant::now();
         let deadline = [
-            self.node
+            self.data
                 .poll_timeout()
                 .and_then(|t| self.shared.clock.to_std(t)),
             self.handles.next_deadline(now),
@@ -728,10 +730,10 @@ impl Engine {
         if !self.event_armed {
             let mut word = 0u64;
             // SAFETY: reads at most 8 bytes into a live u64 from our non-blocking eventfd.
-            unsafe { libc::read(self.shared.eventfd(), (&raw mut word).cast(), 8) };
+            unsafe { libc::read(self.link().eventfd(), (&raw mut word).cast(), 8) };
             self.arm_event();
         }
-        self.shared.take_commands(&mut self.commands);
+        self.shared.workers[self.worker].take_commands(&mut self.commands);
         while let Some(c) = self.commands.pop_front() {
             self.stats.commands += 1;
             match c {
@@ -743,29 +745,11 @@ impl Engine {
 
     // ---- stopping ----
 
-    /// Ends the local transfers, leaves every tree (a leave to each upstream), sends DRP
-    /// terminates to the live neighbours, and waits (briefly) for all of it to leave.
+    /// Ends the local transfers (their receivers' leaves go to the control thread, which sends
+    /// them when the node stops) and waits (briefly) for what is queued to leave.
     /// True once nothing is left in flight on the ring (the engine's memory may be freed).
     fn shutdown(&mut self) -> bool {
-        self.handles
-            .stop_all(&mut self.node, self.shared.clock.now());
-        let me = self.node.me();
-        let leaves: Vec<Transmit> = self
-            .node
-            .multicast()
-            .entries()
-            .iter()
-            .filter_map(|e| {
-                e.upstream.map(|up| Transmit {
-                    to: up,
-                    packet: GmpMessage::leave(e.group, e.sender).packet(up, me),
-                })
-            })
-            .collect();
-        for t in leaves {
-            self.route(t.to, Payload::Owned(t.packet));
-        }
-        self.node.terminate(self.shared.clock.now());
+        self.handles.stop_all(&mut self.data, &self.shared);
         let deadline = StdInstant::now() + FINAL_FLUSH;
         loop {
             self.flush();
@@ -792,8 +776,8 @@ impl Engine {
             self.wait_briefly();
         };
         self.count_buffers();
-        self.shared.counters.store(&self.stats);
-        self.shared.close();
+        self.shared.workers[self.worker].counters.store(&self.stats);
+        self.shared.workers[self.worker].close();
         quiet
     }
 

@@ -21,6 +21,7 @@
 //! and what is left.
 
 mod bufring;
+mod control;
 mod engine;
 mod holds;
 mod node;

@@ -2,6 +2,7 @@
 //! runs (each request a command the engine thread runs with the node in hand), and how it
 //! stops. The surface follows `ThreadedNode`'s, so a caller can hold either.
 
+use super::control::ControlThread;
 use super::engine::{Engine, EngineConfig};
 use super::shared::{Command, Peer, Shared};
 use super::stats::{EngineStats, UringStats};
@@ -11,7 +12,9 @@ use crate::host::{
     RapRequestError, ReceiveHandle, ReceiveOptions, RunningNode, SendHandle, SendOptions,
     UnknownPeer,
 };
-use crate::node::{Node, RAP_SERVER_SID, RmtpOptions, StartError, service_entry};
+use crate::node::{
+    ControlPlane, DataPlane, RAP_SERVER_SID, RmtpOptions, StartError, service_entry,
+};
 use crate::rmtp::{Sink, Source};
 use crate::sync::lock;
 use crate::threaded::{Clock, SendError};
@@ -23,6 +26,7 @@ use control::{GroupAddr, NodeAddr};
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -33,7 +37,10 @@ use std::time::Duration;
 pub struct UringOptions {
     /// Seed of the garbler's per-link random streams.
     pub seed: u64,
-    /// Pin the engine thread to this core (`core_affinity`); `None`: the scheduler decides.
+    /// Dataplane workers, each a thread with its ring and its socket on the node's port.
+    pub workers: usize,
+    /// Pin worker `i` to core `core + i` (`core_affinity`); `None`: the scheduler decides.
+    /// The control thread is never pinned.
     pub core: Option<usize>,
     /// Never sleep in the kernel: submit and look for completions in a loop (yielding the core
     /// after a turn that found nothing). For benchmarks on dedicated cores only; the default
@@ -73,6 +80,7 @@ impl Default for UringOptions {
         use control::settings::uring as s;
         UringOptions {
             seed: 0,
+            workers: s::WORKERS,
             core: None,
             busy_poll: false,
             gro: s::GRO,
@@ -113,7 +121,61 @@ pub struct UringNode {
     /// The network's MTU, for the announcement a send builds on the caller's thread.
     mtu: usize,
     /// Taken by the first stop; behind a lock so that a node shared in an `Arc` can stop.
-    thread: Mutex<Option<JoinHandle<()>>>,
+    threads: Mutex<Option<Threads>>,
+}
+
+struct Threads {
+    control: JoinHandle<()>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+/// Starts worker `worker` on `socket`; its ring and buffers are built on its own thread, and
+/// any failure there is the one line the node's `start` returns.
+fn spawn_worker(
+    shared: &Arc<Shared>,
+    worker: usize,
+    rmtp: RmtpOptions,
+    socket: UdpSocket,
+    by_socket: HashMap<SocketAddr, NodeAddr>,
+    config: EngineConfig,
+) -> io::Result<JoinHandle<()>> {
+    let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
+    let shared = Arc::clone(shared);
+    // Every worker carries the node's name: the allocation test counts by it.
+    let thread = std::thread::Builder::new()
+        .name(format!("n{}-uring", shared.me))
+        .spawn(move || {
+            // Built here: a transfer's source and sink stay on the thread that runs them.
+            let data = DataPlane::new(shared.me, config.mtu, shared.tables.clone(), rmtp);
+            match Engine::new(
+                data,
+                Arc::clone(&shared),
+                worker,
+                socket,
+                by_socket,
+                &config,
+            ) {
+                Ok(engine) => {
+                    let _ = ready_tx.send(Ok(()));
+                    engine.run();
+                }
+                Err(e) => {
+                    shared.workers[worker].close();
+                    let _ = ready_tx.send(Err(e));
+                }
+            }
+        })?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(thread),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err(io::Error::other("an io_uring worker thread ended at start"))
+        }
+    }
 }
 
 fn invalid(msg: String) -> io::Error {
@@ -209,77 +271,129 @@ impl UringNode {
                 move |dest: &SocketAddr, packet| tx.send_to(packet, dest).is_ok(),
             )?
         };
+        let sockets = vec![socket];
         let clock = Clock::start();
-        let shared = Arc::new(Shared::new(me, socket.local_addr()?, clock, peers, delay)?);
-        let config = EngineConfig {
-            ring_entries: options.ring_entries.max(8),
-            recv_buffers: options.recv_buffers,
-            gro: options.gro,
-            gso: options.gso,
-            busy_poll: options.busy_poll,
-            send_slots: options.send_slots,
-            send_buffers: options.send_buffers,
-            socket_buffer_bytes: options.socket_buffer_bytes,
-            core: options.core,
+        let control_plane = ControlPlane::new(me, topology, clock.now());
+        let tables = control_plane.shared_tables().clone();
+        let shared = Arc::new(Shared::new(
+            me,
+            sockets[0].local_addr()?,
+            clock,
+            peers,
+            delay,
+            tables.clone(),
+            sockets.len(),
+            control::settings::uring::CONTROL_INBOX,
             mtu,
-            schedule: if options.apply_schedule {
-                link_changes(me, &topology.schedule)
-            } else {
-                Vec::new()
-            },
-        };
-        let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
-        let thread_shared = Arc::clone(&shared);
-        let topology = topology.clone();
-        let rmtp = options.rmtp;
-        let thread = std::thread::Builder::new()
-            .name(format!("n{me}-uring"))
+        )?);
+        let control_socket = sockets[0].try_clone()?;
+        let control_shared = Arc::clone(&shared);
+        let control = std::thread::Builder::new()
+            .name(format!("n{me}-control"))
             .spawn(move || {
-                let node = Node::with_options(me, &topology, clock.now(), rmtp);
-                match Engine::new(node, Arc::clone(&thread_shared), socket, by_socket, &config) {
-                    Ok(engine) => {
-                        let _ = ready_tx.send(Ok(()));
-                        engine.run();
-                    }
-                    Err(e) => {
-                        thread_shared.close();
-                        let _ = ready_tx.send(Err(e));
-                    }
-                }
+                ControlThread::new(control_plane, control_shared, control_socket, mtu).run()
             })?;
         let node = UringNode {
-            shared,
+            shared: Arc::clone(&shared),
             mtu,
-            thread: Mutex::new(Some(thread)),
+            threads: Mutex::new(Some(Threads {
+                control,
+                workers: Vec::new(),
+            })),
         };
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(node),
-            Ok(Err(e)) => {
-                node.shutdown();
-                Err(e)
-            }
-            Err(_) => {
-                node.shutdown();
-                Err(io::Error::other(
-                    "the io_uring engine thread ended at start",
-                ))
+        let schedule = if options.apply_schedule {
+            link_changes(me, &topology.schedule)
+        } else {
+            Vec::new()
+        };
+        for (worker, socket) in sockets.into_iter().enumerate() {
+            let config = EngineConfig {
+                ring_entries: options.ring_entries.max(8),
+                recv_buffers: options.recv_buffers,
+                gro: options.gro,
+                gso: options.gso,
+                busy_poll: options.busy_poll,
+                send_slots: options.send_slots,
+                send_buffers: options.send_buffers,
+                socket_buffer_bytes: options.socket_buffer_bytes,
+                core: options.core.map(|c| c + worker),
+                mtu,
+                // The garbler's directions are the node's, not a worker's: one worker applies
+                // the schedule to them.
+                schedule: if worker == 0 {
+                    schedule.clone()
+                } else {
+                    Vec::new()
+                },
+            };
+            let rmtp = options.rmtp.clone();
+            let started = spawn_worker(&shared, worker, rmtp, socket, by_socket.clone(), config);
+            match started {
+                Ok(thread) => {
+                    if let Some(t) = lock(&node.threads).as_mut() {
+                        t.workers.push(thread);
+                    }
+                }
+                Err(e) => {
+                    node.shutdown();
+                    return Err(e);
+                }
             }
         }
+        Ok(node)
     }
 
-    /// Runs `f` on the engine thread and waits for its answer; `None` once the engine ended.
-    fn call<T: Send + 'static>(
+    /// Runs `f` on worker `worker`'s thread and waits for its answer; `None` once it ended.
+    fn call_worker<T: Send + 'static>(
         &self,
+        worker: usize,
         f: impl FnOnce(&mut Engine) -> T + Send + 'static,
     ) -> Option<T> {
         let (tx, rx) = mpsc::sync_channel(1);
-        let sent = self.shared.command(Command::Call(Box::new(move |engine| {
-            let _ = tx.send(f(engine));
-        })));
+        let sent = self
+            .shared
+            .workers
+            .get(worker)?
+            .command(Command::Call(Box::new(move |engine| {
+                let _ = tx.send(f(engine));
+            })));
         if !sent {
             return None;
         }
         rx.recv().ok()
+    }
+
+    /// Runs `f` on every worker's thread, in order; the answers of those still running.
+    fn call_workers<T: Send + 'static>(
+        &self,
+        f: impl Fn(&mut Engine) -> T + Send + Sync + Clone + 'static,
+    ) -> Vec<T> {
+        (0..self.shared.workers.len())
+            .filter_map(|w| self.call_worker(w, f.clone()))
+            .collect()
+    }
+
+    /// Runs `f` on the control thread and waits for its answer; `None` once it ended.
+    fn call_control<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut ControlThread) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let sent = self
+            .shared
+            .control
+            .command(Command::Call(Box::new(move |control| {
+                let _ = tx.send(f(control));
+            })));
+        if !sent {
+            return None;
+        }
+        rx.recv().ok()
+    }
+
+    /// The worker that handles every packet of `group`'s trees (and so its local ends).
+    fn worker_for(&self, group: GroupAddr) -> usize {
+        usize::from(group.get()) % self.shared.workers.len()
     }
 
     pub fn addr(&self) -> NodeAddr {
@@ -297,9 +411,9 @@ impl UringNode {
 
     // ---- inspection ----
 
-    /// The routing table the engine last published (at most one loop turn old).
+    /// The routing table the control plane last published.
     pub fn routes(&self) -> Arc<RoutingTable> {
-        Arc::clone(&lock(&self.shared.tables).routes)
+        Arc::clone(&self.shared.tables.load().routes)
     }
 
     pub fn next_hop(&self, dst: NodeAddr) -> Option<NodeAddr> {
@@ -307,17 +421,18 @@ impl UringNode {
     }
 
     pub fn multicast(&self) -> Arc<MulticastTable> {
-        Arc::clone(&lock(&self.shared.tables).multicast)
+        Arc::clone(&self.shared.tables.load().multicast)
     }
 
     /// Live DRP neighbours, ascending.
     pub fn neighbours(&self) -> Vec<NodeAddr> {
-        self.call(|e| e.node.drp().neighbours()).unwrap_or_default()
+        self.call_control(|c| c.control.drp().neighbours())
+            .unwrap_or_default()
     }
 
     /// Every node in DRP's link-state database, this one included.
     pub fn known_nodes(&self) -> Vec<NodeAddr> {
-        self.call(|e| e.node.drp().known_nodes())
+        self.call_control(|c| c.control.drp().known_nodes())
             .unwrap_or_default()
     }
 
@@ -343,9 +458,11 @@ impl UringNode {
 
     /// A local client (service id `sid`) joins the tree of (`group`, `sender`).
     pub fn subscribe(&self, group: GroupAddr, sender: NodeAddr, sid: u16) -> Result<(), GmpError> {
-        self.call(move |e| {
-            let now = e.shared.clock.now();
-            e.node.subscribe(now, group, sender, sid)
+        self.call_control(move |c| {
+            let now = c.now();
+            let result = c.control.subscribe(now, group, sender, sid);
+            c.sync(now);
+            result
         })
         .unwrap_or(Err(GmpError::NotMember))
     }
@@ -356,9 +473,11 @@ impl UringNode {
         sender: NodeAddr,
         sid: u16,
     ) -> Result<(), GmpError> {
-        self.call(move |e| {
-            let now = e.shared.clock.now();
-            e.node.unsubscribe(now, group, sender, sid)
+        self.call_control(move |c| {
+            let now = c.now();
+            let result = c.control.unsubscribe(now, group, sender, sid);
+            c.sync(now);
+            result
         })
         .unwrap_or(Err(GmpError::NotMember))
     }
@@ -377,10 +496,11 @@ impl UringNode {
             return Err(RapRequestError::TimedOut);
         }
         let (tx, rx) = mpsc::channel();
-        let asked = self.call(move |e| {
-            e.handles.wait_for_services(server, tx);
-            let now = e.shared.clock.now();
-            e.node.request_services(now, server);
+        let asked = self.call_control(move |c| {
+            c.wait_for_services(server, tx);
+            let now = c.now();
+            c.control.request_services(now, server);
+            c.sync(now);
         });
         if asked.is_none() {
             return Err(RapRequestError::Stopped);
@@ -399,7 +519,7 @@ impl UringNode {
                 "no RAP server with service id {sid} (this engine runs only {RAP_SERVER_SID})"
             )));
         }
-        self.call(move |e| e.node.set_services(services))
+        self.call_control(move |c| c.control.set_services(services))
             .ok_or_else(|| io::Error::other("the node is stopping"))?
             .map_err(|e| invalid(e.to_string()))
     }
@@ -410,7 +530,8 @@ impl UringNode {
     /// RAP server. The transfer ends when the sender's core has ended (everyone has
     /// everything and its linger passed, or it failed), and its announcement goes with it; the
     /// group may then be sent to again. The source is read for its hash here, on the caller's
-    /// thread, so that the engine never stalls on it.
+    /// thread, so that the engine never stalls on it. The sender runs on the worker that
+    /// handles the group's trees; the control thread announces it.
     pub fn send(
         &self,
         group: GroupAddr,
@@ -419,8 +540,34 @@ impl UringNode {
         options: SendOptions,
     ) -> Result<SendHandle, StartError> {
         let entry = service_entry(self.shared.me, self.mtu, group, name, source.as_ref());
-        self.call(move |e| e.start_send(entry, source, options))
-            .unwrap_or_else(|| Err(stopping()))
+        let worker = self.worker_for(group);
+        let start = entry.clone();
+        let handle = self
+            .call_worker(worker, move |e| e.start_send(start, source, options))
+            .unwrap_or_else(|| Err(stopping()))?;
+        let announced = self
+            .call_control(move |c| {
+                // An earlier entry of the same tree (a pre-announcement, an ended transfer)
+                // gives way to this one, as on the threaded engine.
+                let mut services: Vec<ServiceEntry> = c
+                    .control
+                    .rap_server()
+                    .services()
+                    .iter()
+                    .filter(|e| (e.group, e.sender) != (entry.group, entry.sender))
+                    .cloned()
+                    .collect();
+                services.push(entry);
+                c.control
+                    .set_services(services)
+                    .map_err(|e| StartError::Announce(format!("{e:?}")))
+            })
+            .unwrap_or_else(|| Err(stopping()));
+        if let Err(e) = announced {
+            self.call_worker(worker, move |e| e.cancel_send(group));
+            return Err(e);
+        }
+        Ok(handle)
     }
 
     /// Joins (`group`, `sender`) as local client `sid` and writes the transfer to `sink`. The
@@ -434,22 +581,44 @@ impl UringNode {
         sink: Box<dyn Sink + Send>,
         options: ReceiveOptions,
     ) -> Result<ReceiveHandle, StartError> {
-        self.call(move |e| e.start_receive(group, sender, sid, sink, options))
-            .unwrap_or_else(|| Err(stopping()))
+        let worker = self.worker_for(group);
+        let handle = self
+            .call_worker(worker, move |e| {
+                e.start_receive(group, sender, sid, sink, options)
+            })
+            .unwrap_or_else(|| Err(stopping()))?;
+        let joined = self
+            .call_control(move |c| {
+                let now = c.now();
+                let joined = c.control.subscribe(now, group, sender, sid);
+                c.sync(now);
+                joined.map_err(StartError::Membership)
+            })
+            .unwrap_or_else(|| Err(stopping()));
+        if let Err(e) = joined {
+            self.call_worker(worker, move |e| e.cancel_receive(sid));
+            return Err(e);
+        }
+        Ok(handle)
     }
 
     // ---- counters ----
 
-    /// The engine thread's own counters as it last published them (once per loop turn): read
-    /// from atomics, without a call into the engine thread, so reading them costs that thread
+    /// The workers' own counters as they last published them (once per loop turn), summed:
+    /// read from atomics, without a call into a worker, so reading them costs the workers
     /// nothing (the allocation test watches a stream with them).
     pub fn engine_counters(&self) -> EngineStats {
-        self.shared.counters.snapshot()
+        let mut all = EngineStats::default();
+        for (i, w) in self.shared.workers.iter().enumerate() {
+            all.add_worker(i, &w.counters.snapshot());
+        }
+        all.control_inbox_full = self.shared.control.inbox_full.load(Ordering::Relaxed);
+        all
     }
 
-    /// Every counter of the node (`UringStats::lines` gives `name value` pairs).
+    /// Every counter of the node (`UringStats::lines` gives `name value` pairs): the control
+    /// thread's and every worker's, summed.
     pub fn stats(&self) -> UringStats {
-        let engine = self.shared.counters.snapshot();
         let me = self.shared.me;
         let uptime = self.shared.clock.uptime();
         let garbler = self
@@ -460,35 +629,40 @@ impl UringNode {
             .filter(|(_, s)| *s != Default::default())
             .collect();
         let delay_line = self.shared.delay.stats();
-        let from_engine = self.call(|e| {
-            let control = (
-                e.node.drp().stats().clone(),
-                *e.node.gmp().stats(),
-                *e.node.rap_server().stats(),
-                *e.node.rap_client().stats(),
-            );
+        let control = self
+            .call_control(|c| {
+                (
+                    c.stats,
+                    c.control.drp().stats().clone(),
+                    *c.control.gmp().stats(),
+                    *c.control.rap_server().stats(),
+                    *c.control.rap_client().stats(),
+                    c.send_errors,
+                )
+            })
+            .unwrap_or_default();
+        let (mut node, drp, gmp, rap_server, rap_client, control_send_errors) = control;
+        let mut relay = crate::rmtp::RelayStats::default();
+        let (mut senders, mut receivers) = (Vec::new(), Vec::new());
+        let workers = self.call_workers(|e| {
             (
-                *e.node.stats(),
-                e.node.transfers().relay_stats().clone(),
-                control,
+                *e.data.stats(),
+                e.data.transfers().relay_stats().clone(),
                 e.handles.progress(),
-                e.stats,
             )
         });
-        let (node, relay, (drp, gmp, rap_server, rap_client), (senders, receivers), engine) =
-            match from_engine {
-                Some(all) => all,
-                None => (
-                    Default::default(),
-                    Default::default(),
-                    Default::default(),
-                    Default::default(),
-                    engine,
-                ),
-            };
+        for (n, r, (s, rc)) in workers {
+            node.add(&n);
+            relay.add(&r);
+            senders.extend(s);
+            receivers.extend(rc);
+        }
+        let mut engine = self.engine_counters();
+        engine.send_errors += control_send_errors;
         UringStats {
             addr: me,
             uptime,
+            threads: self.shared.workers.len() + 1,
             engine,
             node,
             relay,
@@ -512,13 +686,21 @@ impl UringNode {
         self.shutdown();
     }
 
+    /// The workers first (their transfers end, their receivers' leaves go to the control
+    /// thread), then the control thread (it leaves every tree and terminates its links).
     fn shutdown(&self) {
-        let Some(thread) = lock(&self.thread).take() else {
+        let Some(threads) = lock(&self.threads).take() else {
             return;
         };
-        self.shared.command(Command::Stop);
-        // An engine that panicked has reported it; the rest still stops.
-        let _ = thread.join();
+        for w in &self.shared.workers {
+            w.command(Command::Stop);
+        }
+        // A thread that panicked has reported it; the rest still stops.
+        for t in threads.workers {
+            let _ = t.join();
+        }
+        self.shared.control.command(Command::Stop);
+        let _ = threads.control.join();
         self.shared.delay.shutdown();
     }
 }

@@ -1,26 +1,31 @@
-//! What the engine thread shares with the node's handle and any other thread: the peers and
-//! their garblers, the published tables, the counters, and the command queue with the eventfd
-//! that wakes the ring.
+//! What the node's threads share: the peers and their garblers, the published tables, the
+//! counters, each worker's command queue with the eventfd that wakes its ring, and the control
+//! thread's inbox (control-plane packets from the workers, lock-free) and command queue.
 
+use super::control::ControlThread;
 use super::engine::Engine;
 use super::stats::Counters;
 use crate::garbler::{DelayLine, LinkGarbler};
+use crate::node::SharedTables;
 use crate::sync::lock;
 use crate::threaded::Clock;
 use control::NodeAddr;
-use control::drp::RoutingTable;
-use control::gmp::MulticastTable;
+use crossbeam_queue::ArrayQueue;
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::thread::Thread;
 
-/// Work for the engine thread, run there with the node in hand.
+/// Work for a worker thread, run there with its engine in hand.
 pub(crate) type Call = Box<dyn FnOnce(&mut Engine) + Send>;
+/// Work for the control thread, run there with the control plane in hand.
+pub(crate) type ControlCall = Box<dyn FnOnce(&mut ControlThread) + Send>;
 
-pub(crate) enum Command {
-    Call(Call),
+pub(crate) enum Command<T> {
+    Call(T),
     Stop,
 }
 
@@ -30,63 +35,61 @@ pub(crate) struct Peer {
     pub link: LinkGarbler,
 }
 
-/// The snapshots the engine publishes when they change, read by other threads without a call.
-pub(crate) struct Tables {
-    pub routes: Arc<RoutingTable>,
-    pub multicast: Arc<MulticastTable>,
-}
-
-struct Queue {
-    commands: VecDeque<Command>,
-    /// The engine has ended: nothing more is taken.
+/// Commands for one thread, refused once it has ended.
+struct Queue<T> {
+    commands: VecDeque<Command<T>>,
     closed: bool,
 }
 
-pub(crate) struct Shared {
-    pub me: NodeAddr,
-    pub local_addr: SocketAddr,
-    pub clock: Clock,
-    pub peers: BTreeMap<NodeAddr, Peer>,
-    pub counters: Counters,
-    /// Delayed, jittered and reordered copies the garbler holds back.
-    pub delay: DelayLine<SocketAddr>,
-    pub tables: Mutex<Tables>,
-    queue: Mutex<Queue>,
-    /// Written once per command; the ring has a read on it outstanding.
-    eventfd: OwnedFd,
+impl<T> Queue<T> {
+    fn new() -> Mutex<Self> {
+        Mutex::new(Queue {
+            commands: VecDeque::new(),
+            closed: false,
+        })
+    }
 }
 
-impl Shared {
-    pub fn new(
-        me: NodeAddr,
-        local_addr: SocketAddr,
-        clock: Clock,
-        peers: BTreeMap<NodeAddr, Peer>,
-        delay: DelayLine<SocketAddr>,
-    ) -> io::Result<Shared> {
+fn push<T>(queue: &Mutex<Queue<T>>, command: Command<T>) -> bool {
+    let mut q = lock(queue);
+    if q.closed {
+        return false;
+    }
+    q.commands.push_back(command);
+    true
+}
+
+fn close<T>(queue: &Mutex<Queue<T>>) {
+    let dropped = {
+        let mut q = lock(queue);
+        q.closed = true;
+        std::mem::take(&mut q.commands)
+    };
+    // Their callers see the reply channel close.
+    drop(dropped);
+}
+
+/// One dataplane worker as the other threads reach it.
+pub(crate) struct WorkerLink {
+    queue: Mutex<Queue<Call>>,
+    /// Written once per command; the worker's ring has a read on it outstanding.
+    eventfd: OwnedFd,
+    /// The worker's counters, published once per loop turn.
+    pub counters: Counters,
+}
+
+impl WorkerLink {
+    fn new() -> io::Result<WorkerLink> {
         // SAFETY: eventfd takes no pointers; a non-negative result is a new descriptor we own.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: `fd` was just created and is owned by nothing else.
-        let eventfd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Shared {
-            me,
-            local_addr,
-            clock,
-            peers,
+        Ok(WorkerLink {
+            queue: Queue::new(),
+            // SAFETY: `fd` was just created and is owned by nothing else.
+            eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
             counters: Counters::default(),
-            delay,
-            tables: Mutex::new(Tables {
-                routes: Arc::new(RoutingTable::empty(me)),
-                multicast: Arc::new(MulticastTable::default()),
-            }),
-            queue: Mutex::new(Queue {
-                commands: VecDeque::new(),
-                closed: false,
-            }),
-            eventfd,
         })
     }
 
@@ -94,20 +97,16 @@ impl Shared {
         self.eventfd.as_raw_fd()
     }
 
-    /// Queues a command and wakes the engine; false (the command dropped) once it has ended.
-    pub fn command(&self, command: Command) -> bool {
-        {
-            let mut q = lock(&self.queue);
-            if q.closed {
-                return false;
-            }
-            q.commands.push_back(command);
+    /// Queues a command and wakes the worker; false (the command dropped) once it has ended.
+    pub fn command(&self, command: Command<Call>) -> bool {
+        let queued = push(&self.queue, command);
+        if queued {
+            self.wake();
         }
-        self.wake();
-        true
+        queued
     }
 
-    /// Makes the engine run its loop once (its ring has a read on the eventfd outstanding).
+    /// Makes the worker run its loop once (its ring has a read on the eventfd outstanding).
     pub fn wake(&self) {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to our eventfd. A full counter (EAGAIN) still
@@ -116,28 +115,141 @@ impl Shared {
     }
 
     /// The commands waiting, oldest first.
-    pub fn take_commands(&self, into: &mut VecDeque<Command>) {
+    pub fn take_commands(&self, into: &mut VecDeque<Command<Call>>) {
         into.append(&mut lock(&self.queue).commands);
     }
 
-    /// Refuses every later command and drops those still queued (their callers see the reply
-    /// channel close).
+    /// Refuses every later command and drops those still queued.
     pub fn close(&self) {
-        let dropped = {
-            let mut q = lock(&self.queue);
-            q.closed = true;
-            std::mem::take(&mut q.commands)
-        };
-        drop(dropped);
+        close(&self.queue);
+    }
+}
+
+/// A control-plane packet a worker received, for the control thread.
+pub(crate) struct ControlPacket {
+    pub from: NodeAddr,
+    pub bytes: Vec<u8>,
+}
+
+/// The control thread as the other threads reach it.
+pub(crate) struct ControlLink {
+    inbox: ArrayQueue<ControlPacket>,
+    /// Buffers for the workers' copies of control packets, back once the control thread is
+    /// done with them: as many as the inbox holds are made at start, so a stream of control
+    /// packets allocates nothing.
+    spare: ArrayQueue<Vec<u8>>,
+    queue: Mutex<Queue<ControlCall>>,
+    thread: OnceLock<Thread>,
+    /// Control packets dropped because the inbox was full.
+    pub inbox_full: AtomicU64,
+}
+
+impl ControlLink {
+    /// An inbox of `inbox` packets, with as many buffers of `mtu` bytes made now.
+    fn new(inbox: usize, mtu: usize) -> ControlLink {
+        let spare = ArrayQueue::new(inbox.max(1));
+        while spare.push(Vec::with_capacity(mtu)).is_ok() {}
+        ControlLink {
+            inbox: ArrayQueue::new(inbox.max(1)),
+            spare,
+            queue: Queue::new(),
+            thread: OnceLock::new(),
+            inbox_full: AtomicU64::new(0),
+        }
     }
 
-    pub fn publish_tables(&self, routes: &Arc<RoutingTable>, multicast: &Arc<MulticastTable>) {
-        let mut t = lock(&self.tables);
-        if !Arc::ptr_eq(&t.routes, routes) {
-            t.routes = Arc::clone(routes);
+    /// The control thread names itself, to be woken.
+    pub fn register(&self) {
+        let _ = self.thread.set(std::thread::current());
+    }
+
+    fn wake(&self) {
+        if let Some(t) = self.thread.get() {
+            t.unpark();
         }
-        if !Arc::ptr_eq(&t.multicast, multicast) {
-            t.multicast = Arc::clone(multicast);
+    }
+
+    /// Hands a copy of a control-plane packet to the control thread (dropped and counted when
+    /// its inbox is full: DRP, GMP and RAP repeat what matters).
+    pub fn deliver(&self, from: NodeAddr, packet: &[u8]) {
+        if self.inbox.is_full() {
+            self.inbox_full.fetch_add(1, Ordering::Relaxed);
+            return;
         }
+        let mut bytes = self.spare.pop().unwrap_or_default();
+        bytes.clear();
+        bytes.extend_from_slice(packet);
+        if let Err(refused) = self.inbox.push(ControlPacket { from, bytes }) {
+            self.inbox_full.fetch_add(1, Ordering::Relaxed);
+            let _ = self.spare.push(refused.bytes);
+        }
+        self.wake();
+    }
+
+    pub fn take_packet(&self) -> Option<ControlPacket> {
+        self.inbox.pop()
+    }
+
+    /// A packet's buffer, handled: kept for a later packet (dropped if enough are kept).
+    pub fn give_back(&self, bytes: Vec<u8>) {
+        let _ = self.spare.push(bytes);
+    }
+
+    /// Queues a command and wakes the control thread; false once it has ended.
+    pub fn command(&self, command: Command<ControlCall>) -> bool {
+        let queued = push(&self.queue, command);
+        if queued {
+            self.wake();
+        }
+        queued
+    }
+
+    pub fn take_commands(&self, into: &mut VecDeque<Command<ControlCall>>) {
+        into.append(&mut lock(&self.queue).commands);
+    }
+
+    pub fn close(&self) {
+        close(&self.queue);
+    }
+}
+
+pub(crate) struct Shared {
+    pub me: NodeAddr,
+    pub local_addr: SocketAddr,
+    pub clock: Clock,
+    pub peers: BTreeMap<NodeAddr, Peer>,
+    /// Delayed, jittered and reordered copies the garbler holds back.
+    pub delay: DelayLine<SocketAddr>,
+    /// What the control plane publishes.
+    pub tables: SharedTables,
+    pub workers: Vec<WorkerLink>,
+    pub control: ControlLink,
+}
+
+impl Shared {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        me: NodeAddr,
+        local_addr: SocketAddr,
+        clock: Clock,
+        peers: BTreeMap<NodeAddr, Peer>,
+        delay: DelayLine<SocketAddr>,
+        tables: SharedTables,
+        workers: usize,
+        control_inbox: usize,
+        mtu: usize,
+    ) -> io::Result<Shared> {
+        Ok(Shared {
+            me,
+            local_addr,
+            clock,
+            peers,
+            delay,
+            tables,
+            workers: (0..workers.max(1))
+                .map(|_| WorkerLink::new())
+                .collect::<io::Result<_>>()?,
+            control: ControlLink::new(control_inbox, mtu),
+        })
     }
 }

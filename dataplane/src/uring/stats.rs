@@ -38,6 +38,20 @@ macro_rules! engine_counters {
         }
 
         impl EngineStats {
+            /// Adds worker `index`'s counters to these: counts add up; what describes a
+            /// worker's setup (its socket, its core) is worker 0's.
+            pub fn add_worker(&mut self, index: usize, other: &EngineStats) {
+                let setup = *self;
+                $(self.$name = self.$name.saturating_add(other.$name);)*
+                if index > 0 {
+                    self.socket_rcvbuf = setup.socket_rcvbuf;
+                    self.socket_sndbuf = setup.socket_sndbuf;
+                    self.gro = setup.gro;
+                    self.pinned_core = setup.pinned_core;
+                    self.gso_disabled = setup.gso_disabled.max(other.gso_disabled);
+                }
+            }
+
             /// Every counter by name, in a fixed order.
             pub fn fields(&self) -> Vec<(&'static str, u64)> {
                 vec![$((stringify!($name), self.$name),)*]
@@ -108,8 +122,10 @@ engine_counters! {
     socket_sndbuf,
     /// 1 when the kernel coalesces receives (`UDP_GRO`), 0 otherwise.
     gro,
-    /// The core the engine thread is pinned to, plus one (0: not pinned).
+    /// The core the (first) worker thread is pinned to, plus one (0: not pinned).
     pinned_core,
+    /// Control-plane packets the workers dropped because the control thread's inbox was full.
+    control_inbox_full,
 }
 
 /// Every counter of one node at one moment.
@@ -117,6 +133,9 @@ engine_counters! {
 pub struct UringStats {
     pub addr: NodeAddr,
     pub uptime: Duration,
+    /// The control thread and the workers.
+    pub threads: usize,
+    /// The workers' counters, summed.
     pub engine: EngineStats,
     /// What DNP validation and dispatch counted (the sans-IO node's counters).
     pub node: crate::node::NodeStats,
@@ -143,7 +162,7 @@ impl UringStats {
                 "node.uptime_ms".to_string(),
                 u64::try_from(self.uptime.as_millis()).unwrap_or(u64::MAX),
             ),
-            ("node.threads".to_string(), 1),
+            ("node.threads".to_string(), self.threads as u64),
         ];
         for (name, v) in self.engine.fields() {
             // The threaded engine's names for the same events, so `ctl stats` and the

@@ -6,17 +6,17 @@
 //! announcement, so the group can be sent to again; a completed receiver leaves the group on
 //! its core's `MayLeave` (its last MABs reached the sender, or the sender went silent).
 
+use super::shared::{Command, Shared};
 use crate::host::{
     Kick, ReceiveHandle, ReceiveProgress, ReceiveShared, ReceiveState, SendHandle, SendProgress,
     SendShared,
 };
-use crate::node::{Node, NodeEvent, TransferEvent};
+use crate::node::{DataPlane, TransferEvent};
 use crate::sync::lock;
 use control::rap::ServiceEntry;
-use control::{GroupAddr, Instant, NodeAddr};
+use control::{GroupAddr, NodeAddr};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant as StdInstant};
 
 /// How often a running receiver's progress is looked at while nothing else wakes the engine
@@ -25,8 +25,6 @@ const PROGRESS_POLL: Duration = Duration::from_millis(100);
 /// Progress is published at most this often while a transfer runs (and always on a change
 /// of state).
 const PUBLISH_EVERY: Duration = Duration::from_millis(20);
-/// Most callers waiting for one RAP answer at once.
-const MAX_SERVICE_WAITERS: usize = 64;
 
 /// Each local transfer's last published progress: senders by group, receivers by client id.
 pub(crate) type Progress = (Vec<(GroupAddr, SendProgress)>, Vec<(u16, ReceiveProgress)>);
@@ -49,7 +47,6 @@ struct Receiving {
 pub(crate) struct Handles {
     senders: BTreeMap<GroupAddr, Sending>,
     receivers: BTreeMap<u16, Receiving>,
-    services: Vec<(NodeAddr, Sender<Vec<ServiceEntry>>)>,
 }
 
 impl Handles {
@@ -108,69 +105,62 @@ impl Handles {
         ReceiveHandle { shared }
     }
 
-    pub fn wait_for_services(&mut self, server: NodeAddr, reply: Sender<Vec<ServiceEntry>>) {
-        if self.services.len() >= MAX_SERVICE_WAITERS {
-            self.services.remove(0);
-        }
-        self.services.push((server, reply));
+    /// Forgets a sender that never started (its announcement was refused).
+    pub fn forget_sender(&mut self, group: GroupAddr) {
+        self.senders.remove(&group);
     }
 
-    pub fn on_event(&mut self, node: &mut Node, event: NodeEvent, clock: Instant) {
+    /// Forgets a receiver that never started (its subscription was refused).
+    pub fn forget_receiver(&mut self, sid: u16) {
+        self.receivers.remove(&sid);
+    }
+
+    pub fn on_event(&mut self, data: &mut DataPlane, shared: &Shared, event: TransferEvent) {
         match event {
-            NodeEvent::Services { server, list } => {
-                let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.services)
-                    .into_iter()
-                    .partition(|(s, _)| *s == server);
-                self.services = waiting;
-                for (_, reply) in ready {
-                    // A caller that gave up has dropped its receiver.
-                    let _ = reply.send(list.clone());
-                }
-            }
-            NodeEvent::Transfer(TransferEvent::Received { sid, .. }) => {
+            TransferEvent::Received { sid, .. } => {
                 if let Some(r) = self.receivers.get_mut(&sid) {
                     r.complete = true;
-                    publish_receiver(node, sid, r, None);
+                    publish_receiver(data, sid, r, None);
                 }
             }
-            NodeEvent::Transfer(TransferEvent::MayLeave { sid, .. }) => {
-                self.finish_receiver(node, clock, sid, None);
+            TransferEvent::MayLeave { sid, .. } => {
+                self.finish_receiver(data, shared, sid, None);
             }
-            NodeEvent::Transfer(TransferEvent::ReceiveFailed { sid, reason, .. }) => {
-                self.finish_receiver(node, clock, sid, Some(reason));
+            TransferEvent::ReceiveFailed { sid, reason, .. } => {
+                self.finish_receiver(data, shared, sid, Some(reason));
             }
-            NodeEvent::Transfer(TransferEvent::Sent { group, .. }) => {
+            TransferEvent::Sent { group, .. } => {
                 if let Some(s) = self.senders.get(&group) {
-                    publish_sender(node, group, s);
+                    publish_sender(data, group, s);
                 }
             }
-            NodeEvent::Transfer(TransferEvent::SendFailed { group, reason }) => {
+            TransferEvent::SendFailed { group, reason } => {
                 if let Some(s) = self.senders.get_mut(&group) {
                     s.failed = Some(reason);
                 }
-                self.finish_sender(node, clock, group);
+                self.finish_sender(data, shared, group);
             }
         }
     }
 
     /// Publishes progress, ends aborted receivers and ended senders.
-    pub fn tick(&mut self, node: &mut Node, clock: Instant, at: StdInstant) {
+    pub fn tick(&mut self, data: &mut DataPlane, shared: &Shared, at: StdInstant) {
         let mut ended = Vec::new();
         for (&sid, r) in &mut self.receivers {
             if !r.complete && r.shared.abort_requested() {
                 ended.push((sid, Some("aborted".to_string())));
             } else if at >= r.published_at + PUBLISH_EVERY {
                 r.published_at = at;
-                publish_receiver(node, sid, r, None);
+                publish_receiver(data, sid, r, None);
             }
         }
         for (sid, failure) in ended {
-            self.finish_receiver(node, clock, sid, failure);
+            self.finish_receiver(data, shared, sid, failure);
         }
         let mut done = Vec::new();
         for (&group, s) in &mut self.senders {
             // The core's timeout (the end of its linger) woke the engine for this.
-            let ended = node
+            let ended = data
                 .transfers()
                 .sender(group)
                 .is_none_or(|core| core.has_ended());
@@ -178,16 +168,16 @@ impl Handles {
                 done.push(group);
             } else if at >= s.published_at + PUBLISH_EVERY {
                 s.published_at = at;
-                publish_sender(node, group, s);
+                publish_sender(data, group, s);
             }
         }
         for group in done {
-            self.finish_sender(node, clock, group);
+            self.finish_sender(data, shared, group);
         }
     }
 
     /// When the engine must look again even if nothing arrives (the cores' own deadlines,
-    /// lingers included, are the node's timeout).
+    /// lingers included, are the data plane's timeout).
     pub fn next_deadline(&self, now: StdInstant) -> Option<StdInstant> {
         let receiving = self.receivers.values().any(|r| !r.complete);
         receiving.then_some(now + PROGRESS_POLL)
@@ -195,61 +185,70 @@ impl Handles {
 
     /// The node is stopping: every transfer ends (an incomplete receiver fails, leaving its
     /// output partial).
-    pub fn stop_all(&mut self, node: &mut Node, clock: Instant) {
+    pub fn stop_all(&mut self, data: &mut DataPlane, shared: &Shared) {
         let sids: Vec<u16> = self.receivers.keys().copied().collect();
         for sid in sids {
             let incomplete = !self.receivers[&sid].complete;
             self.finish_receiver(
-                node,
-                clock,
+                data,
+                shared,
                 sid,
                 incomplete.then(|| "the node stopped".to_string()),
             );
         }
         let groups: Vec<GroupAddr> = self.senders.keys().copied().collect();
         for group in groups {
-            self.finish_sender(node, clock, group);
+            self.finish_sender(data, shared, group);
         }
-        self.services.clear();
     }
 
+    /// Drops the receiver and has the control thread leave its group for it.
     fn finish_receiver(
         &mut self,
-        node: &mut Node,
-        clock: Instant,
+        data: &mut DataPlane,
+        shared: &Shared,
         sid: u16,
         failure: Option<String>,
     ) {
         let Some(r) = self.receivers.remove(&sid) else {
             return;
         };
-        publish_receiver(node, sid, &r, failure);
-        node.stop_receive(clock, r.group, r.sender, sid);
+        publish_receiver(data, sid, &r, failure);
+        data.transfers_mut().remove_receiver(sid);
+        let (group, sender) = (r.group, r.sender);
+        shared.control.command(Command::Call(Box::new(move |c| {
+            let now = c.now();
+            let _ = c.control.unsubscribe(now, group, sender, sid);
+        })));
         r.shared.ended();
     }
 
-    fn finish_sender(&mut self, node: &mut Node, clock: Instant, group: GroupAddr) {
+    /// Drops the sender and has the control thread withdraw its announcement.
+    fn finish_sender(&mut self, data: &mut DataPlane, shared: &Shared, group: GroupAddr) {
         let Some(s) = self.senders.remove(&group) else {
             return;
         };
-        publish_sender(node, group, &s);
-        node.stop_send(clock, group);
-        let entry = s.shared.entry();
-        let services: Vec<ServiceEntry> = node
-            .rap_server()
-            .services()
-            .iter()
-            .filter(|e| *e != entry)
-            .cloned()
-            .collect();
-        // A shorter list always fits.
-        let _ = node.set_services(services);
+        publish_sender(data, group, &s);
+        data.transfers_mut().remove_sender(group);
+        let entry = s.shared.entry().clone();
+        shared.control.command(Command::Call(Box::new(move |c| {
+            let services: Vec<ServiceEntry> = c
+                .control
+                .rap_server()
+                .services()
+                .iter()
+                .filter(|e| **e != entry)
+                .cloned()
+                .collect();
+            // A shorter list always fits.
+            let _ = c.control.set_services(services);
+        })));
         s.shared.ended();
     }
 }
 
-fn publish_sender(node: &Node, group: GroupAddr, s: &Sending) {
-    let Some(core) = node.transfers().sender(group) else {
+fn publish_sender(data: &DataPlane, group: GroupAddr, s: &Sending) {
+    let Some(core) = data.transfers().sender(group) else {
         return;
     };
     let stats = core.stats();
@@ -268,8 +267,8 @@ fn publish_sender(node: &Node, group: GroupAddr, s: &Sending) {
     s.shared.publish(progress, stats);
 }
 
-fn publish_receiver(node: &Node, sid: u16, r: &Receiving, failure: Option<String>) {
-    let t = node.transfers();
+fn publish_receiver(data: &DataPlane, sid: u16, r: &Receiving, failure: Option<String>) {
+    let t = data.transfers();
     // The node keeps the receiver until `finish_receiver` has published its last progress.
     let delivered = t.delivered(sid).unwrap_or(0);
     let stats = t.receiver_stats(sid).cloned().unwrap_or_default();
