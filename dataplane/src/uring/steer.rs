@@ -35,6 +35,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 /// some targets only.
 const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
 
+// The kernel ends a program whose load runs past the datagram with 0: that answer must be the
+// control worker's, as `worker_of` gives a datagram too short for its fields to it.
+const _: () = assert!(CONTROL_WORKER == 0);
+
 /// `workers` UDP sockets on `addr` (port 0: the first bind picks the port), steered by group
 /// when there are several; index `i` is worker `i`. Errors name the cause in one line.
 pub(crate) fn bind_workers(addr: SocketAddr, workers: u16) -> io::Result<Vec<UdpSocket>> {
