@@ -9,6 +9,7 @@ pub mod drp;
 pub mod gmp;
 pub mod rap;
 pub mod rmtp;
+pub mod steer;
 pub mod trailer;
 
 pub use dnp::{DEFAULT_MTU, DNP_HEADER_LEN, DnpError, DnpHeader, Flag, Packet};
