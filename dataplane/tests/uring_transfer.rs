@@ -7,7 +7,9 @@ mod uring_common;
 
 use control::topology::{Faults, build};
 use dataplane::node::StartError;
+use dataplane::rmtp::FileSink;
 use dataplane::sim::scenario::content;
+use dataplane::uring::UringOptions;
 use std::time::Duration;
 use uring_common::*;
 
@@ -99,6 +101,73 @@ fn mixed_tree_moves_a_file_through_loss(root: Engine, seed: u64) {
         garbled.iter().any(|(_, s)| s.lost > 0),
         "an io_uring node's links lost packets: {garbled:?}"
     );
+    net.stop();
+}
+
+/// The 7-node binary tree of io_uring nodes with two dataplane workers each, through loss: the
+/// root sends two files at once to every leaf, on groups that belong to different workers.
+/// Every copy is verified; on the relays, each worker handled datagrams (its tree's) and no
+/// datagram reached a worker other than its tree's.
+#[test]
+fn two_workers_per_node_carry_two_trees_through_loss() {
+    let faults = Faults {
+        loss: 0.02,
+        ..Faults::default()
+    };
+    let mut topology = build::binary_tree(3, 7001);
+    topology.network.timers.dead_hellos = 8;
+    let options = || UringOptions {
+        workers: 2,
+        ..UringOptions::default()
+    };
+    let net = Net::start_with(topology, faults, |_| Engine::Uring, options);
+    net.converge();
+    let leaves = [n(4), n(5), n(6), n(7)];
+    // Groups 1 and 2 belong to workers 1 and 0 of two.
+    let transfers: Vec<_> = [(g(1), 1u16, 31u64), (g(2), 2, 32)]
+        .into_iter()
+        .map(|(group, sid, seed)| {
+            let data = content(2 * MIB, seed);
+            let dir = TempDir::new(&format!("workers-{sid}"));
+            let rx: Vec<_> = leaves
+                .iter()
+                .map(|&r| {
+                    let sink = FileSink::create(&dir.of(r), NAME).expect("create the sink");
+                    let h = net.nodes[&r]
+                        .receive(group, n(1), sid, Box::new(sink))
+                        .expect("start a receiver");
+                    (r, h)
+                })
+                .collect();
+            net.wait_for_members(group, n(1), &leaves);
+            (group, data, dir, rx)
+        })
+        .collect();
+    let sends: Vec<_> = transfers
+        .iter()
+        .map(|(group, data, dir, _)| {
+            net.node(1)
+                .send(*group, NAME, Box::new(dir.source(data)))
+                .expect("start a sender")
+        })
+        .collect();
+    for (_, data, dir, rx) in &transfers {
+        assert_all_received(dir, rx, data);
+    }
+    for send in &sends {
+        assert!(send.wait(Duration::from_secs(60)), "{:?}", send.progress());
+    }
+    for relay in [2, 3] {
+        let workers = net.node(relay).uring().unwrap().worker_counters();
+        assert_eq!(workers.len(), 2);
+        for (i, w) in workers.iter().enumerate() {
+            assert!(
+                w.datagrams_received > 1000,
+                "node {relay} worker {i} handled its tree: {w:?}"
+            );
+            assert_eq!(w.rx_other_worker, 0, "node {relay} worker {i}: {w:?}");
+        }
+    }
     net.stop();
 }
 

@@ -19,6 +19,17 @@ pub fn parse_rate_mbit(text: &str) -> Result<u64, String> {
     }
 }
 
+/// Dataplane workers of a node: `1` to [`dataplane::uring::MAX_WORKERS`].
+pub fn parse_cores(text: &str) -> Result<usize, String> {
+    let max = usize::from(dataplane::uring::MAX_WORKERS);
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a number of cores from 1 to {max}, got {text:?}"
+        )),
+    }
+}
+
 /// A node address: `1` to `61439`.
 pub fn parse_node(text: &str) -> Result<NodeAddr, String> {
     let raw: u16 = text

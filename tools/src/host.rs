@@ -35,6 +35,8 @@ pub struct StartOptions {
     pub seed: u64,
     /// Apply the topology's schedule of link events for this node.
     pub apply_schedule: bool,
+    /// Dataplane workers (the uring engine; the threaded engine runs the seed's threads).
+    pub cores: usize,
 }
 
 impl Engine {
@@ -64,6 +66,7 @@ impl Engine {
         let options = EngineOptions {
             seed: options.seed,
             apply_schedule: options.apply_schedule,
+            workers: options.cores,
             rap_servers: vec![RAP_SERVER_SID],
             ..EngineOptions::default()
         };
@@ -93,6 +96,11 @@ pub struct NodeArgs {
     /// from the node's start.
     #[arg(long)]
     pub schedule: bool,
+    /// Dataplane workers of the uring engine, each a thread with its own ring and socket on
+    /// the node's port, the packets of one group's trees all on one of them.
+    #[arg(long, value_name = "N", default_value_t = control::settings::uring::WORKERS,
+          value_parser = crate::args::parse_cores)]
+    pub cores: usize,
 }
 
 /// A node running in this process, with its control socket.
@@ -125,6 +133,7 @@ impl Host {
         let options = StartOptions {
             seed: args.seed.unwrap_or(u64::from(me.get())),
             apply_schedule: args.schedule,
+            cores: args.cores,
         };
         let node = args.engine.start(&topology, me, &options).map_err(|e| {
             let hint = if e.kind() == std::io::ErrorKind::AddrInUse {

@@ -38,6 +38,9 @@ pub struct EngineOptions {
     /// ([`Engine::can_busy_poll`]; the threaded engine's threads sleep by design): for
     /// latency benchmarks on dedicated cores.
     pub busy_poll: bool,
+    /// Dataplane workers ([`crate::uring::UringOptions::workers`]); the threaded engine runs
+    /// the seed's threads and refuses more than one.
+    pub workers: usize,
     /// A socket the caller bound at the node's address in `topology` (harnesses bind on port 0
     /// first and write the ports into the topology, so no port is raced for); `None`: the
     /// engine binds the topology's address itself.
@@ -52,6 +55,7 @@ impl Default for EngineOptions {
             rap_servers: Vec::new(),
             rmtp: true,
             busy_poll: false,
+            workers: control::settings::uring::WORKERS,
             socket: None,
         }
     }
@@ -91,6 +95,16 @@ impl Engine {
     ) -> io::Result<Arc<dyn RunningNode>> {
         match self {
             Engine::Threaded => {
+                if options.workers > 1 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        format!(
+                            "the threaded engine runs the seed's threads, not {} dataplane \
+                             workers (--cores is for --engine uring)",
+                            options.workers
+                        ),
+                    ));
+                }
                 let threaded = ThreadedOptions {
                     seed: options.seed,
                     apply_schedule: options.apply_schedule,
@@ -125,6 +139,7 @@ impl Engine {
                     seed: options.seed,
                     apply_schedule: options.apply_schedule,
                     busy_poll: options.busy_poll,
+                    workers: options.workers,
                     ..UringOptions::default()
                 };
                 uring.rmtp.enabled = options.rmtp;

@@ -19,6 +19,7 @@ use crate::host::{ReceiveHandle, ReceiveOptions, SendHandle, SendOptions};
 use crate::node::{DataPlane, Payload, StartError};
 use crate::rmtp::{Sink, Source};
 use control::rap::ServiceEntry;
+use control::wire::steer;
 use control::{GroupAddr, Instant, NodeAddr};
 use io_uring::types::{Fd, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
@@ -102,8 +103,9 @@ pub(crate) struct Engine {
     held_at_early_send: usize,
     pub data: DataPlane,
     pub shared: Arc<Shared>,
-    /// This worker's index in `shared.workers`.
+    /// This worker's index in `shared.workers`, and how many there are.
     worker: usize,
+    workers: u16,
     socket: UdpSocket,
     by_socket: HashMap<SocketAddr, NodeAddr>,
     /// The receive's message header: only its name and control lengths matter to the kernel.
@@ -166,6 +168,7 @@ impl Engine {
         recv_msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         recv_msg.msg_controllen = RECV_CONTROL_LEN as _;
         data.reserve_send_buffers(config.send_buffers);
+        let workers = u16::try_from(shared.workers.len()).unwrap_or(u16::MAX);
         let mut engine = Engine {
             ring,
             bufs,
@@ -174,6 +177,7 @@ impl Engine {
             data,
             shared,
             worker,
+            workers,
             socket,
             by_socket,
             recv_msg,
@@ -505,6 +509,16 @@ impl Engine {
                         let now = self.shared.clock.now();
                         // A coalesced receive is handed over segment by segment, in place.
                         for datagram in segments {
+                            if self.workers > 1
+                                && usize::from(steer::worker_of(datagram, self.workers))
+                                    != self.worker
+                            {
+                                // Another worker's tree (a segmented send mixing groups, or
+                                // one that came before the steering program): handling it
+                                // here would split the tree's state. RMTP repairs it.
+                                self.stats.rx_other_worker += 1;
+                                continue;
+                            }
                             let for_control = if in_place {
                                 let offset = datagram.as_ptr() as usize - buf.as_ptr() as usize;
                                 let token = input_token(bid, offset);

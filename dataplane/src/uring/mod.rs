@@ -30,9 +30,8 @@ mod shared;
 mod socket;
 mod stats;
 // Not called yet: the engine's split into per-core workers (issue 10) wires it in.
-#[allow(dead_code)]
 mod steer;
 mod transfers;
 
-pub use node::{UringNode, UringOptions};
+pub use node::{MAX_WORKERS, UringNode, UringOptions};
 pub use stats::{EngineStats, UringStats};

@@ -6,6 +6,7 @@ use super::control::ControlThread;
 use super::engine::{Engine, EngineConfig};
 use super::shared::{Command, Peer, Shared};
 use super::stats::{EngineStats, UringStats};
+use super::steer;
 use crate::garbler::schedule::link_changes;
 use crate::garbler::{DelayLine, LinkGarbler, link_rng};
 use crate::host::{
@@ -31,6 +32,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+/// Most dataplane workers of one node.
+pub const MAX_WORKERS: u16 = 64;
 
 /// How an io_uring node runs, beyond what the topology file says.
 #[derive(Clone, Debug)]
@@ -271,7 +275,16 @@ impl UringNode {
                 move |dest: &SocketAddr, packet| tx.send_to(packet, dest).is_ok(),
             )?
         };
-        let sockets = vec![socket];
+        let workers = u16::try_from(options.workers)
+            .ok()
+            .filter(|w| (1..=MAX_WORKERS).contains(w))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "workers must be from 1 to {MAX_WORKERS}, not {}",
+                    options.workers
+                ))
+            })?;
+        let sockets = steer::add_workers(socket, workers)?;
         let clock = Clock::start();
         let control_plane = ControlPlane::new(me, topology, clock.now());
         let tables = control_plane.shared_tables().clone();
@@ -393,7 +406,8 @@ impl UringNode {
 
     /// The worker that handles every packet of `group`'s trees (and so its local ends).
     fn worker_for(&self, group: GroupAddr) -> usize {
-        usize::from(group.get()) % self.shared.workers.len()
+        let workers = u16::try_from(self.shared.workers.len()).unwrap_or(MAX_WORKERS);
+        usize::from(control::wire::steer::worker_of_group(group, workers))
     }
 
     pub fn addr(&self) -> NodeAddr {
@@ -614,6 +628,15 @@ impl UringNode {
         }
         all.control_inbox_full = self.shared.control.inbox_full.load(Ordering::Relaxed);
         all
+    }
+
+    /// Each worker's own counters as it last published them, by worker index.
+    pub fn worker_counters(&self) -> Vec<EngineStats> {
+        self.shared
+            .workers
+            .iter()
+            .map(|w| w.counters.snapshot())
+            .collect()
     }
 
     /// Every counter of the node (`UringStats::lines` gives `name value` pairs): the control

@@ -1,7 +1,7 @@
 //! Send slots: each holds one `sendmsg` in flight (what keeps its packets' bytes alive, their
 //! iovecs, the destination and the `UDP_SEGMENT` control message) until its completion.
-//! Consecutive packets of one size to one destination share a slot and leave as one segmented
-//! (GSO) send: the kernel reads the packets where they are (a receive buffer, a node's
+//! Consecutive packets of one size and one group to one destination share a slot and leave as
+//! one segmented (GSO) send: the kernel reads the packets where they are (a receive buffer, a node's
 //! outgoing buffer, a buffer of their own), through one iovec per contiguous run, and cuts
 //! them back into datagrams.
 
@@ -35,6 +35,9 @@ pub(crate) struct Outgoing {
     pub dest: SocketAddr,
     pub at: *const u8,
     pub len: usize,
+    /// The group the packet is steered by at its next hop (0: none): a segmented send holds
+    /// one group's packets only, as the receiving node's kernel steers it whole, by its first.
+    pub group: u16,
     pub holder: Holder,
 }
 
@@ -45,6 +48,7 @@ impl Outgoing {
             dest,
             at: bytes.as_ptr(),
             len: bytes.len(),
+            group: steer_group(bytes),
             holder,
         }
     }
@@ -54,9 +58,14 @@ impl Outgoing {
             dest,
             at: packet.as_ptr(),
             len: packet.len(),
+            group: steer_group(&packet),
             holder: Holder::Owned(packet),
         }
     }
+}
+
+fn steer_group(bytes: &[u8]) -> u16 {
+    control::wire::steer::group_of(bytes).map_or(0, |g| g.get())
 }
 
 struct Slot {
@@ -115,7 +124,7 @@ impl SendSlots {
     ) -> Option<(usize, squeue::Entry)> {
         let first = pending.front()?;
         let index = self.free.pop()?;
-        let (dest, size) = (first.dest, first.len);
+        let (dest, size, group) = (first.dest, first.len, first.group);
         let slot = &mut self.slots[index];
         slot.iov.clear();
         let mut total = 0usize;
@@ -124,6 +133,7 @@ impl SendSlots {
             let fits = slot.holders.is_empty()
                 || (self.gso
                     && next.dest == dest
+                    && next.group == group
                     && len <= size
                     && len > 0
                     && slot.holders.len() < MAX_SEGMENTS

@@ -126,6 +126,9 @@ engine_counters! {
     pinned_core,
     /// Control-plane packets the workers dropped because the control thread's inbox was full.
     control_inbox_full,
+    /// Datagrams of another worker's tree that reached this one (a segmented send mixing
+    /// groups), dropped: handling them here would split the tree's state.
+    rx_other_worker,
 }
 
 /// Every counter of one node at one moment.

@@ -41,6 +41,7 @@ const _: () = assert!(CONTROL_WORKER == 0);
 
 /// `workers` UDP sockets on `addr` (port 0: the first bind picks the port), steered by group
 /// when there are several; index `i` is worker `i`. Errors name the cause in one line.
+#[cfg(test)]
 pub(crate) fn bind_workers(addr: SocketAddr, workers: u16) -> io::Result<Vec<UdpSocket>> {
     let first = UdpSocket::bind(addr).map_err(|e| failed(workers, addr, "binding worker 0", &e))?;
     add_workers(first, workers)

@@ -108,10 +108,16 @@ pub struct Net {
 
 impl Net {
     /// Every node of `topology` (fast timers, every link with `faults`), on `engine(addr)`.
-    pub fn start(
+    pub fn start(topology: Topology, faults: Faults, engine: impl Fn(NodeAddr) -> Engine) -> Net {
+        Net::start_with(topology, faults, engine, UringOptions::default)
+    }
+
+    /// As [`Net::start`], the io_uring nodes with `uring()`'s options (their seed set here).
+    pub fn start_with(
         mut topology: Topology,
         faults: Faults,
         engine: impl Fn(NodeAddr) -> Engine,
+        uring: impl Fn() -> UringOptions,
     ) -> Net {
         topology.network.timers = fast_timers();
         for l in &mut topology.links {
@@ -139,10 +145,7 @@ impl Net {
                         &topology,
                         addr,
                         socket,
-                        UringOptions {
-                            seed,
-                            ..UringOptions::default()
-                        },
+                        UringOptions { seed, ..uring() },
                     )
                     .expect("start an io_uring node"),
                 ),
