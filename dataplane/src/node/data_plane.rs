@@ -8,7 +8,7 @@
 
 use super::outbox::{BufferId, Outbox, Outgoing, Span};
 use super::stats::NodeStats;
-use super::tables::SharedTables;
+use super::tables::{SharedTables, TablesCache};
 use super::worker::{Ctx, RmtpOptions, TransferEvent, Transfers};
 use control::wire::dnp::{Flag, Packet};
 use control::{Addr, Instant, NodeAddr};
@@ -19,6 +19,8 @@ pub struct DataPlane {
     /// [`RmtpOptions::enabled`].
     rmtp_enabled: bool,
     tables: SharedTables,
+    /// `tables` as this data plane last saw them: one atomic load per look.
+    current: TablesCache,
     transfers: Transfers,
     out: Outbox,
     stats: NodeStats,
@@ -31,6 +33,7 @@ impl DataPlane {
             me,
             mtu,
             rmtp_enabled: options.enabled,
+            current: tables.cache(),
             tables,
             transfers: Transfers::new(me, mtu, options),
             out: Outbox::new(mtu),
@@ -97,7 +100,7 @@ impl DataPlane {
             // above; this node has no end for one to itself or to a group.
             _ if !self.rmtp_enabled => self.stats.rmtp_unclaimed += 1,
             _ => {
-                let tables = self.tables.load();
+                let tables = self.current.load();
                 let ctx = Ctx {
                     mcast: &tables.multicast,
                     routes: &tables.routes,
@@ -159,7 +162,7 @@ impl DataPlane {
     /// flood's round trip; DNP has no hop limit, so the packet would circle until the routes
     /// heal).
     fn forward_unicast(&mut self, from: NodeAddr, dst: NodeAddr, bytes: &[u8]) {
-        match self.tables.load().routes.next_hop(dst) {
+        match self.current.load().routes.next_hop(dst) {
             Some(to) if to == from => self.stats.forward_loop += 1,
             Some(to) => {
                 self.stats.forwarded += 1;
@@ -171,7 +174,7 @@ impl DataPlane {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.transfers.poll_timeout().is_some_and(|t| t <= now) {
-            let tables = self.tables.load();
+            let tables = self.current.load();
             let ctx = Ctx {
                 mcast: &tables.multicast,
                 routes: &tables.routes,

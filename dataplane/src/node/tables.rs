@@ -20,6 +20,9 @@ pub struct Tables {
     pub neighbours: Arc<NeighbourTable>,
 }
 
+/// A worker's cached view of [`SharedTables`] (see [`SharedTables::cache`]).
+pub type TablesCache = arc_swap::Cache<Arc<ArcSwap<Tables>>, Arc<Tables>>;
+
 /// The published pointer. Cloning it is cheap: every clone sees the same snapshots.
 #[derive(Clone, Debug)]
 pub struct SharedTables(Arc<ArcSwap<Tables>>);
@@ -32,6 +35,13 @@ impl SharedTables {
     /// The current snapshot, for one batch (no lock; a reference count at most).
     pub fn load(&self) -> Guard<Arc<Tables>> {
         self.0.load()
+    }
+
+    /// A reader's own view of the pointer: [`TablesCache::load`] then costs one atomic load
+    /// while nothing was published (no reference count is touched), so a worker may look at
+    /// the tables for every datagram.
+    pub fn cache(&self) -> TablesCache {
+        arc_swap::Cache::new(Arc::clone(&self.0))
     }
 
     /// The current snapshot, owned: for a reader that keeps it longer than a batch.
