@@ -42,13 +42,24 @@ fn mab_packet(from: u16, sender: u16, group: GroupAddr, mab: u64, received: u64)
 }
 
 fn spm_packet(sender: u16, group: GroupAddr, trailing: u64, leading: u64) -> Vec<u8> {
+    spm_packet_of(sender, group, trailing, leading, TOTAL_UNKNOWN)
+}
+
+/// An SPM of a transfer of `total` bytes in 100-byte segments.
+fn spm_packet_of(
+    sender: u16,
+    group: GroupAddr,
+    trailing: u64,
+    leading: u64,
+    total: u64,
+) -> Vec<u8> {
     let mut b = vec![0u8; DEFAULT_MTU];
     let spm = SpmFields {
         spm_sequence: 1,
         trailing,
         leading,
         segment_size: 100,
-        total: TOTAL_UNKNOWN,
+        total,
         finished: false,
         hash: [0; 32],
     };
@@ -1058,6 +1069,41 @@ fn a_forged_claim_past_the_window_is_not_passed_upstream_even_under_a_forged_lea
     // Node 3's real reports follow; it really completes: its second report in a row counts.
     b.handle(3, &mab_packet(3, SENDER, g(), 400, 300));
     b.handle(3, &mab_packet(3, SENDER, g(), 1000 + 4096, 1000));
+    b.handle(3, &mab_packet(3, SENDER, g(), 1000 + 4096, 1000));
+    assert_eq!(received_upstream(&mut b).last(), Some(&1000));
+}
+
+/// As above, but the lagging receiver's window already covers the whole transfer, so a forged
+/// claim of the real total is no leap past it (seed 21 of
+/// `every_kind_at_once_ends_every_receiver_cleanly`): a report of the total the sender's SPMs
+/// announced is a completion claim whatever a forged SPM made the relay believe was sent, and
+/// counts from the peer's second in a row.
+#[test]
+fn a_forged_claim_of_the_announced_total_is_not_passed_upstream_under_a_forged_leading_edge() {
+    let mut b = Bench::new(no_cache());
+    b.data(10);
+    b.handle(SENDER, &spm_packet_of(SENDER, g(), 0, 10, 1000));
+    b.drain();
+    let complete = mab_packet(ATTACKER, SENDER, g(), 1000 + 4096, 1000);
+    b.handle(ATTACKER, &complete);
+    b.handle(ATTACKER, &complete);
+    // Node 3 holds 200 bytes; its window covers the whole file.
+    b.handle(3, &mab_packet(3, SENDER, g(), 200 + 4096, 200));
+    b.now += Duration::from_millis(60);
+    b.relay.handle_timeout(b.now, &b.mc, &b.rt);
+    assert_eq!(received_upstream(&mut b), vec![200]);
+    // The forged SPM raises the leading edge, then one forged claim of the real total.
+    b.handle(SENDER, &spm_packet(SENDER, g(), 0, 1000));
+    b.drain();
+    let held = b.stats().mab_completions_held;
+    b.handle(3, &mab_packet(3, SENDER, g(), 1000 + 4096, 1000));
+    let reported = received_upstream(&mut b);
+    assert!(
+        reported.iter().all(|&r| r <= 200),
+        "node 3 holds 200 bytes, the relay reported {reported:?}"
+    );
+    assert_eq!(b.stats().mab_completions_held, held + 1);
+    // Node 3 really completes: its second claim in a row counts.
     b.handle(3, &mab_packet(3, SENDER, g(), 1000 + 4096, 1000));
     assert_eq!(received_upstream(&mut b).last(), Some(&1000));
 }

@@ -3,7 +3,7 @@
 //! MABs from below are judged. Every field it is fed passed the DNP checksum and the CRC-32C,
 //! so every field may be forged.
 
-use control::wire::rmtp::SpmFields;
+use control::wire::rmtp::{SpmFields, TOTAL_UNKNOWN};
 
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Edges {
@@ -26,6 +26,10 @@ pub(crate) struct Edges {
     /// ratcheting up: one forged SPM or MAB must not make the relay refuse, for good, the NACKs
     /// of a receiver that is behind.
     trailing: u64,
+    /// The least total size an SPM announced (`None` before any announced one). The least: a
+    /// forged SPM can lower it, which only makes more reports count as completion claims (each
+    /// then counts from the peer's second in a row), never fewer.
+    least_total: Option<u64>,
 }
 
 /// Moves `edge` toward `to`, never back and never by more than `step` at once.
@@ -54,6 +58,9 @@ impl Edges {
             .saturating_mul(spm.segment_size.into())
             .min(spm.total);
         advance(&mut self.leading_byte, sent, step);
+        if spm.total != TOTAL_UNKNOWN {
+            self.least_total = Some(self.least_total.map_or(spm.total, |t| t.min(spm.total)));
+        }
         let held = self
             .reported_received
             .checked_div(self.segment)
@@ -70,6 +77,14 @@ impl Edges {
 
     pub(crate) fn leading(&self) -> u64 {
         self.leading
+    }
+
+    /// Whether a report of `received` claims every byte of the transfer: all this relay
+    /// forwarded, or the total the sender's SPMs announced. Only a receiver that verified the
+    /// whole transfer reports either (the others report one byte less); the total holds even
+    /// when a forged SPM or DATA raised what the relay believes was forwarded.
+    pub(crate) fn claims_everything(&self, received: u64) -> bool {
+        received >= self.leading_byte || self.least_total.is_some_and(|t| received >= t)
     }
 
     /// One past the highest byte known to exist here.

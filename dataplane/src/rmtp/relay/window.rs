@@ -94,8 +94,9 @@ impl RmtpRelay {
         let tree = self.trees[slot].as_mut().expect("slot in use");
         let bounded = tree.edges.bound_report(mab, received, step);
         self.stats.mabs_clamped += u64::from(bounded != (mab, received));
-        // Only a receiver that verified the whole transfer claims every byte forwarded (the
-        // others report one byte less): one forged MAB must not make the sender believe it, so
+        // Only a receiver that verified the whole transfer claims every byte forwarded, or the
+        // announced total (the others report one byte less): one forged MAB must not make the
+        // sender believe it, so
         // such a claim counts from the peer's second claim in a row, and not while the peer is
         // out of the tree (no data goes to it from here: forged leaves keep a lagging receiver
         // out, and a forged claim with its address is then all there is). No receiver holds
@@ -103,7 +104,7 @@ impl RmtpRelay {
         // accepts none there): a forged SPM or DATA can raise what this relay believes was
         // sent, so that a forged claim of the real total looks like an ordinary report; such a
         // leap counts from the next report, which it must agree with.
-        let claims_all = bounded.1 >= tree.edges.leading_byte();
+        let claims_all = tree.edges.claims_everything(bounded.1);
         let p = &mut tree.peers[pi];
         let past_window = p.has_mab && bounded.1 > p.mab;
         let received = if past_window || (claims_all && (!p.claimed_all || !in_tree)) {
