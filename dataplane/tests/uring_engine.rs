@@ -291,3 +291,62 @@ fn the_topology_schedule_takes_a_link_down_and_up() {
 fn the_probe_finds_io_uring_where_nodes_start() {
     UringNode::probe().expect("io_uring runs here");
 }
+
+/// A neighbour floods node 2 with control-plane packets (RAP for a service it does not run:
+/// each goes from a worker to the control thread) as fast as one socket sends, 100,000 of them.
+/// The control thread's inbox is bounded: every packet node 2 accepted from the flood is counted
+/// where it ended (refused by RAP, or dropped at the full inbox, or by the kernel at the full
+/// socket), and the control plane stays live: node 2 keeps node 3 as a neighbour and still
+/// routes to it, and answers a RAP request from node 3 after the flood.
+#[test]
+fn a_control_packet_flood_is_bounded_and_the_control_plane_stays_live() {
+    let mut topology = build::line(3, 7001);
+    topology.network.timers = fast_timers();
+    let mut sockets = bind_all(&mut topology);
+    let attacker = sockets.remove(&n(1)).unwrap();
+    let start = |a: u16, sockets: &mut std::collections::BTreeMap<NodeAddr, UdpSocket>| {
+        UringNode::start_with_socket(
+            &topology,
+            n(a),
+            sockets.remove(&n(a)).unwrap(),
+            UringOptions::default(),
+        )
+        .expect("start a node")
+    };
+    let (two, three) = (start(2, &mut sockets), start(3, &mut sockets));
+    let neighbours = wait_until(LIMIT, || two.neighbours().contains(&n(3)));
+    assert!(neighbours.is_some(), "{}", two.stats());
+    let packet = {
+        let mut body = vec![0xA5; 200];
+        body[..2].copy_from_slice(&0xBE0C_u16.to_be_bytes());
+        control::wire::trailer::push(&mut body);
+        dnp::frame(Addr::Node(n(2)), Addr::Node(n(1)), Flag::Rap, &body)
+    };
+    let before = two.stats();
+    const FLOOD: u64 = 100_000;
+    for _ in 0..FLOOD {
+        let _ = attacker.send_to(&packet, two.local_addr());
+    }
+    let counted = |s: &dataplane::uring::UringStats| {
+        s.get("dnp.rap_no_endpoint").unwrap_or(0) + s.engine.control_inbox_full
+    };
+    // Whatever the kernel did not drop for a full socket queue reaches its end.
+    let settled = wait_until(LIMIT, || {
+        let s = two.stats();
+        counted(&s) - counted(&before) + s.engine.rx_queue_overflows >= FLOOD
+    });
+    let after = two.stats();
+    println!(
+        "flood: {} refused by RAP, {} dropped at the full inbox, {} dropped by the kernel",
+        after.get("dnp.rap_no_endpoint").unwrap_or(0),
+        after.engine.control_inbox_full,
+        after.engine.rx_queue_overflows
+    );
+    assert!(settled.is_some(), "{after}");
+    assert!(two.neighbours().contains(&n(3)), "{after}");
+    assert_eq!(two.next_hop(n(3)), Some(n(3)));
+    let services = three.request_services(n(2), RAP_SERVER_SID, LIMIT);
+    assert_eq!(services, Ok(Vec::new()), "node 2's RAP server answers");
+    two.stop();
+    three.stop();
+}
