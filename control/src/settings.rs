@@ -185,8 +185,12 @@ settings! {
         /// After completing, a receiver stops lingering once the sender has been silent this
         /// long (counted from its first report of the completion).
         LINGER_SILENCE: Duration = Duration::from_millis(500);
-        /// Bytes a file sink stages before it hashes and writes them, in one write.
+        /// Bytes a file sink stages before its writer thread hashes and writes them, in one
+        /// write.
         STAGED_BYTES: usize = 256 * 1024;
+        /// Staging blocks of a file sink, made at start: the receiving thread waits for the
+        /// writer only when the disk is this many blocks behind.
+        STAGED_BLOCKS: usize = 4;
         /// How often a sink syncing a verified file to disk off the engine's thread is asked
         /// whether it is done.
         FINISH_POLL: Duration = Duration::from_millis(5);

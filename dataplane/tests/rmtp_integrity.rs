@@ -100,22 +100,16 @@ fn file_sink_renames_only_after_a_verified_hash() {
     ));
     // The sync to disk and the rename go on off this thread: the sink says when they are done.
     assert_eq!(ok.finish(&hash).unwrap(), Finished::Pending);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let outcome = loop {
-        if let Some(outcome) = ok.poll_finished() {
-            break outcome;
-        }
-        assert!(std::time::Instant::now() < deadline, "the sync never ended");
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    };
-    outcome.unwrap();
+    outcome(&mut ok).unwrap();
     assert!(ok.poll_finished().is_none(), "the outcome is told once");
     assert_eq!(dir.names(), ["good.bin"]);
     assert_eq!(std::fs::read(dir.0.join("good.bin")).unwrap(), data);
 
+    // The hash is checked by the sink's writer thread too: its outcome says it did not match.
     let mut bad = FileSink::create(&dir.0, "bad.bin").unwrap();
     bad.write_at(0, &data).unwrap();
-    let err = bad.finish(&[0; 32]).unwrap_err();
+    assert_eq!(bad.finish(&[0; 32]).unwrap(), Finished::Pending);
+    let err = outcome(&mut bad).unwrap_err();
     assert!(matches!(err, SinkError::HashMismatch { .. }));
     assert!(err.to_string().contains("hash mismatch"));
 
@@ -132,6 +126,21 @@ fn file_sink_renames_only_after_a_verified_hash() {
     );
     for name in ["../x", "a/b", "", ".."] {
         assert!(FileSink::create(&dir.0, name).is_err(), "{name:?}");
+    }
+}
+
+/// A file sink's outcome, once its writer thread has one.
+fn outcome(sink: &mut FileSink) -> Result<(), SinkError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(outcome) = sink.poll_finished() {
+            return outcome;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never finished"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 

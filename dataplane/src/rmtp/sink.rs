@@ -4,6 +4,7 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::thread::{self, JoinHandle};
 
 #[derive(Debug)]
@@ -97,23 +98,41 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
 // Bytes gathered before they are hashed and written in one piece: BLAKE3 hashes a long run
 // several times faster than segment-sized pieces (it hashes many 1 KiB chunks at once), and
 // one write per block spares the system calls.
-use control::settings::receiver::STAGED_BYTES;
+use control::settings::receiver::{STAGED_BLOCKS, STAGED_BYTES};
+
+/// What the receiver's thread hands the sink's writer thread.
+enum ToWriter {
+    /// A full (or the last) block: hash it, write it, give the buffer back.
+    Block(Vec<u8>),
+    /// Every byte was handed in: check the hash, sync, rename.
+    Finish([u8; 32]),
+}
 
 /// Writes `NAME.partial` in a directory and renames it to `NAME` only after a verified hash.
+/// The bytes handed in are staged in blocks of [`STAGED_BYTES`]; a thread of the sink's own
+/// hashes and writes each full block, and syncs and renames the verified file, so the thread
+/// that receives (a whole node's, on the uring engine) neither hashes nor makes a system call.
+/// [`STAGED_BLOCKS`] blocks are made at start and go back and forth: the receiving thread
+/// waits only when the disk is that many blocks behind the network.
 pub struct FileSink {
-    file: Option<File>,
-    /// What was handed in since the last block went out (at most [`STAGED_BYTES`]).
-    staged: Vec<u8>,
+    /// The block being filled (`None` once the sink has finished or aborted).
+    staged: Option<Vec<u8>>,
+    to_writer: Option<SyncSender<ToWriter>>,
+    /// Blocks the writer is done with.
+    spare: Receiver<Vec<u8>>,
+    /// The writer's first failure, or its outcome after a finish.
+    outcome: Receiver<Result<(), SinkError>>,
+    writer: Option<JoinHandle<()>>,
+    /// `poll_finished` told the outcome (it tells it once).
+    told: bool,
     partial: PathBuf,
     final_path: PathBuf,
     written: u64,
-    hasher: blake3::Hasher,
-    /// The sync to disk and the rename of a verified file, on a thread of their own.
-    finishing: Option<JoinHandle<io::Result<()>>>,
 }
 
 impl FileSink {
-    /// Creates (or truncates) `dir/NAME.partial`. `name` must be a plain file name.
+    /// Creates (or truncates) `dir/NAME.partial` and starts the sink's writer thread. `name`
+    /// must be a plain file name.
     pub fn create(dir: &Path, name: &str) -> io::Result<Self> {
         let plain = Path::new(name)
             .file_name()
@@ -125,15 +144,38 @@ impl FileSink {
             ));
         }
         let partial = dir.join(format!("{name}.partial"));
+        let final_path = dir.join(name);
         let file = File::create(&partial)?;
-        Ok(FileSink {
+        let blocks = STAGED_BLOCKS.max(1);
+        // Bounded channels, each with room for every block: no send ever waits, and none
+        // allocates.
+        let (to_writer, from_sink) = mpsc::sync_channel(blocks + 1);
+        let (spare_tx, spare) = mpsc::sync_channel(blocks);
+        let (outcome_tx, outcome) = mpsc::sync_channel(2);
+        for _ in 1..blocks {
+            let _ = spare_tx.send(Vec::with_capacity(STAGED_BYTES));
+        }
+        let writer = Writer {
             file: Some(file),
-            staged: Vec::with_capacity(STAGED_BYTES),
-            partial,
-            final_path: dir.join(name),
-            written: 0,
             hasher: blake3::Hasher::new(),
-            finishing: None,
+            partial: partial.clone(),
+            final_path: final_path.clone(),
+            spare: spare_tx,
+            outcome: outcome_tx,
+        };
+        let writer = thread::Builder::new()
+            .name("sink-writer".into())
+            .spawn(move || writer.run(from_sink))?;
+        Ok(FileSink {
+            staged: Some(Vec::with_capacity(STAGED_BYTES)),
+            to_writer: Some(to_writer),
+            spare,
+            outcome,
+            writer: Some(writer),
+            told: false,
+            partial,
+            final_path,
+            written: 0,
         })
     }
 
@@ -145,16 +187,43 @@ impl FileSink {
         &self.final_path
     }
 
-    /// Hashes and writes what is staged.
-    fn write_staged(&mut self) -> io::Result<()> {
-        let file = self
-            .file
-            .as_mut()
-            .ok_or_else(|| io::Error::other("sink already closed"))?;
-        self.hasher.update(&self.staged);
-        let written = file.write_all(&self.staged);
-        self.staged.clear();
-        written
+    fn closed() -> SinkError {
+        io::Error::other("sink already closed").into()
+    }
+
+    fn send(&self, message: ToWriter) -> Result<(), SinkError> {
+        self.to_writer
+            .as_ref()
+            .ok_or_else(Self::closed)?
+            .send(message)
+            .map_err(|_| io::Error::other("the sink's writer thread ended").into())
+    }
+
+    /// Hands the staged block to the writer and takes an empty one (waiting for it if the
+    /// writer is every block behind).
+    fn hand_over(&mut self) -> Result<(), SinkError> {
+        let block = self.staged.take().ok_or_else(Self::closed)?;
+        self.send(ToWriter::Block(block))?;
+        let next = self
+            .spare
+            .recv()
+            .map_err(|_| io::Error::other("the sink's writer thread ended"))?;
+        self.staged = Some(next);
+        Ok(())
+    }
+
+    /// Hands what is staged to the writer, then lets it end, and waits for it.
+    fn close(&mut self, finish: Option<[u8; 32]>) -> Result<(), SinkError> {
+        let result = match self.staged.take() {
+            Some(block) if !block.is_empty() => self.send(ToWriter::Block(block)),
+            _ => Ok(()),
+        };
+        let result = result.and_then(|()| match finish {
+            Some(hash) => self.send(ToWriter::Finish(hash)),
+            None => Ok(()),
+        });
+        self.to_writer = None;
+        result
     }
 }
 
@@ -166,16 +235,18 @@ impl Sink for FileSink {
                 got: offset,
             });
         }
-        if self.file.is_none() {
-            return Err(io::Error::other("sink already closed").into());
+        // A write the writer thread failed ends the transfer now, not at its end.
+        if let Ok(Err(e)) = self.outcome.try_recv() {
+            return Err(e);
         }
         let mut rest = data;
         while !rest.is_empty() {
-            let room = STAGED_BYTES - self.staged.len();
+            let staged = self.staged.as_mut().ok_or_else(Self::closed)?;
+            let room = STAGED_BYTES - staged.len();
             let (now, later) = rest.split_at(room.min(rest.len()));
-            self.staged.extend_from_slice(now);
-            if self.staged.len() == STAGED_BYTES {
-                self.write_staged()?;
+            staged.extend_from_slice(now);
+            if staged.len() == STAGED_BYTES {
+                self.hand_over()?;
             }
             rest = later;
         }
@@ -183,12 +254,93 @@ impl Sink for FileSink {
         Ok(())
     }
 
+    /// The writer checks the hash and makes the file final: always [`Finished::Pending`].
     fn finish(&mut self, hash: &[u8; 32]) -> Result<Finished, SinkError> {
-        self.write_staged()?;
+        if self.staged.is_none() {
+            return Err(Self::closed());
+        }
+        self.close(Some(*hash))?;
+        Ok(Finished::Pending)
+    }
+
+    fn poll_finished(&mut self) -> Option<Result<(), SinkError>> {
+        if self.told {
+            return None;
+        }
+        let outcome = match self.outcome.try_recv() {
+            Ok(outcome) => outcome,
+            Err(TryRecvError::Empty) => return None,
+            Err(TryRecvError::Disconnected) => {
+                Err(io::Error::other("the sink's writer thread ended").into())
+            }
+        };
+        self.told = true;
+        Some(outcome)
+    }
+
+    /// What was handed in is written before this returns: the partial file holds it all.
+    fn abort(&mut self) {
+        // Best effort: the partial file is kept for inspection whatever happens here.
+        let _ = self.close(None);
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Drop for FileSink {
+    fn drop(&mut self) {
+        // A sink dropped unfinished keeps what it was given, like an aborted one; a finished
+        // one's writer ends on its own once the file is final.
+        if self.staged.is_some() {
+            self.abort();
+        }
+    }
+}
+
+/// The sink's own thread: hashes and writes each block in order, then checks, syncs and
+/// renames.
+struct Writer {
+    /// `None` after the first failed write: nothing more is written.
+    file: Option<File>,
+    hasher: blake3::Hasher,
+    partial: PathBuf,
+    final_path: PathBuf,
+    spare: SyncSender<Vec<u8>>,
+    outcome: SyncSender<Result<(), SinkError>>,
+}
+
+impl Writer {
+    fn run(mut self, from_sink: Receiver<ToWriter>) {
+        for message in from_sink {
+            match message {
+                ToWriter::Block(mut block) => {
+                    if let Some(file) = self.file.as_mut() {
+                        self.hasher.update(&block);
+                        if let Err(e) = file.write_all(&block) {
+                            self.file = None;
+                            let _ = self.outcome.try_send(Err(e.into()));
+                        }
+                    }
+                    block.clear();
+                    // The sink may be gone (aborted): then the block goes too.
+                    let _ = self.spare.try_send(block);
+                }
+                ToWriter::Finish(hash) => {
+                    let outcome = self.make_final(&hash);
+                    let _ = self.outcome.try_send(outcome);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn make_final(&mut self, hash: &[u8; 32]) -> Result<(), SinkError> {
+        // A failed write was reported already; the receiver has failed on it.
         let file = self
             .file
             .take()
-            .ok_or_else(|| io::Error::other("sink already closed"))?;
+            .ok_or_else(|| io::Error::other("an earlier write failed"))?;
         let actual = *self.hasher.finalize().as_bytes();
         if actual != *hash {
             return Err(SinkError::HashMismatch {
@@ -196,43 +348,11 @@ impl Sink for FileSink {
                 actual,
             });
         }
+        // Durable before it is renamed: a crash never leaves a short file under the final name.
+        file.sync_all()?;
         drop(file);
-        let (partial, final_path) = (self.partial.clone(), self.final_path.clone());
-        let make_final = move || -> io::Result<()> {
-            // Durable before it is renamed: a crash never leaves a short file under the
-            // final name. Any descriptor of the file syncs its data.
-            File::open(&partial)?.sync_all()?;
-            fs::rename(&partial, &final_path)
-        };
-        match thread::Builder::new()
-            .name("sink-sync".into())
-            .spawn(make_final)
-        {
-            Ok(handle) => {
-                self.finishing = Some(handle);
-                Ok(Finished::Pending)
-            }
-            // No thread to be had: do it here.
-            Err(_) => {
-                File::open(&self.partial)?.sync_all()?;
-                fs::rename(&self.partial, &self.final_path)?;
-                Ok(Finished::Done)
-            }
-        }
-    }
-
-    fn poll_finished(&mut self) -> Option<Result<(), SinkError>> {
-        let handle = self.finishing.take_if(|h| h.is_finished())?;
-        Some(match handle.join() {
-            Ok(result) => result.map_err(SinkError::Io),
-            Err(_) => Err(io::Error::other("the thread syncing the file panicked").into()),
-        })
-    }
-
-    fn abort(&mut self) {
-        // Best effort: the partial file is kept for inspection whatever happens here.
-        let _ = self.write_staged();
-        self.file = None;
+        fs::rename(&self.partial, &self.final_path)?;
+        Ok(())
     }
 }
 
@@ -280,5 +400,106 @@ impl Sink for MemSink {
 
     fn abort(&mut self) {
         self.verified = Some(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// A fresh directory under the system's temporary one, removed when dropped.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(test: &str) -> Dir {
+            let path =
+                std::env::temp_dir().join(format!("burghers-sink-{test}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&path);
+            fs::create_dir_all(&path).unwrap();
+            Dir(path)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Bytes that differ from block to block.
+    fn content(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 4099) as u8).collect()
+    }
+
+    /// Hands `data` in, in segments of 994 bytes, as a receiver does.
+    fn write_all(sink: &mut FileSink, data: &[u8]) {
+        let mut offset = 0u64;
+        for segment in data.chunks(994) {
+            sink.write_at(offset, segment).unwrap();
+            offset += segment.len() as u64;
+        }
+    }
+
+    fn outcome(sink: &mut FileSink) -> Result<(), SinkError> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(outcome) = sink.poll_finished() {
+                return outcome;
+            }
+            assert!(Instant::now() < deadline, "the writer never finished");
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// More blocks than the sink has go through its writer: the verified file appears under
+    /// its final name, byte for byte, and the partial one is gone.
+    #[test]
+    fn a_verified_file_is_renamed_after_its_writer_wrote_every_block() {
+        let dir = Dir::new("verified");
+        let data = content(STAGED_BYTES * (STAGED_BLOCKS + 3) + 12_345);
+        let mut sink = FileSink::create(&dir.0, "f").unwrap();
+        write_all(&mut sink, &data);
+        let hash = *blake3::hash(&data).as_bytes();
+        assert_eq!(sink.finish(&hash).unwrap(), Finished::Pending);
+        outcome(&mut sink).unwrap();
+        assert_eq!(fs::read(dir.0.join("f")).unwrap(), data);
+        assert!(!dir.0.join("f.partial").exists());
+    }
+
+    /// A hash that does not match is the writer's outcome; nothing takes the final name.
+    #[test]
+    fn a_wrong_hash_fails_and_keeps_the_file_partial() {
+        let dir = Dir::new("wrong");
+        let data = content(STAGED_BYTES + 1);
+        let mut sink = FileSink::create(&dir.0, "f").unwrap();
+        write_all(&mut sink, &data);
+        sink.finish(&[0; 32]).unwrap();
+        let e = outcome(&mut sink).unwrap_err();
+        assert!(matches!(e, SinkError::HashMismatch { .. }), "{e}");
+        assert!(!dir.0.join("f").exists());
+        assert_eq!(fs::read(dir.0.join("f.partial")).unwrap(), data);
+    }
+
+    /// An aborted sink has written everything it was given once `abort` returns; a write
+    /// after it is refused; so is one that does not continue where the last ended.
+    #[test]
+    fn an_abort_leaves_every_byte_given_in_the_partial_file() {
+        let dir = Dir::new("abort");
+        let data = content(STAGED_BYTES * 2 + 777);
+        let mut sink = FileSink::create(&dir.0, "f").unwrap();
+        let skipped = sink.write_at(5, b"x").unwrap_err();
+        assert!(matches!(
+            skipped,
+            SinkError::OutOfOrder {
+                expected: 0,
+                got: 5
+            }
+        ));
+        write_all(&mut sink, &data);
+        sink.abort();
+        assert_eq!(fs::read(dir.0.join("f.partial")).unwrap(), data);
+        assert!(sink.write_at(data.len() as u64, b"more").is_err());
+        assert!(sink.finish(&[0; 32]).is_err());
     }
 }
