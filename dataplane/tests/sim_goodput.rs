@@ -1,9 +1,9 @@
 //! How close a transfer comes to the link rate, in virtual time: links of 10 Gbit/s, 50 µs
 //! delay and a 1 MiB drop-tail queue (a socket buffer's worth), to 1 receiver, to 3 on a star
 //! and to the 4 leaves of the 7-node tree, without loss, at 2% and at 10% loss (and unpaced
-//! cases behind deep queues, to 1 and 3 receivers, as the uring engine runs on loopback). The simulator
-//! charges no processing time, so what is left is the protocol: its window, its MAB cadence, its NACK
-//! and repair timers, and the queue drops its bursts cause.
+//! cases behind deep queues, to 1 and 3 receivers, as the uring engine runs on loopback).
+//! The simulator charges no processing time, so what is left is the protocol: its window, its
+//! MAB cadence, its NACK and repair timers, and the queue drops its bursts cause.
 //!
 //! The sender is paced at the link rate and the receivers' window is 4 MiB: the window must
 //! cover the round trip plus a repair's (and, at 2% loss, the retry of a lost repair) at
