@@ -167,6 +167,10 @@ settings! {
         NACK_RETRY: Duration = Duration::from_millis(10);
         /// Longest NACK retry period.
         NACK_RETRY_MAX: Duration = Duration::from_millis(200);
+        /// Retries at the first retry period, after the first retry, before the period starts
+        /// doubling: a lost NACK or repair is common on a lossy path (a third of them at 10%
+        /// loss over two hops), and each doubling holds the window at that gap for longer.
+        NACK_RETRIES_UNDOUBLED: u32 = 2;
         /// After an NCF for a sequence, it is not NACKed again for this long (or the retry
         /// timer derived from the measured round trip, when shorter).
         NCF_HOLDOFF: Duration = Duration::from_millis(15);
@@ -174,8 +178,20 @@ settings! {
         MAX_MISSING: usize = 1 << 16;
         /// Out-of-order segments held at most.
         MAX_BUFFERED: usize = 1 << 16;
-        /// Report the MAB at once when it advanced this many bytes (0: an eighth of the window).
+        /// Report the MAB at once when it advanced this many bytes (0: an eighth of the window,
+        /// or a quarter of the in-flight allowance when less).
         MAB_STEP: u64 = 0;
+        /// The MAB grants at most this many bytes past the highest byte received, plus
+        /// `IN_FLIGHT_GAIN` times the measured delivery rate × round trip: a sender, paced or
+        /// not, then queues no more than the path needs in front of the receiver, and repairs
+        /// do not wait behind a whole window (0: no cap, the MAB is delivered + window).
+        IN_FLIGHT_HEADROOM: u64 = 256 * 1024;
+        /// Bandwidth-delay products (measured delivery rate × smallest window round trip)
+        /// allowed in flight besides `IN_FLIGHT_HEADROOM`; above 1, so the rate can grow.
+        IN_FLIGHT_GAIN: u64 = 2;
+        /// Period over which a receiver measures its delivery rate (the largest of the last 8
+        /// periods counts).
+        RATE_INTERVAL: Duration = Duration::from_millis(1);
         /// SPMs in a row that must agree before a trailing edge that fails the transfer, or a
         /// content hash, is believed.
         SPM_AGREEMENT: usize = 2;

@@ -69,6 +69,20 @@ pub struct SimArgs {
     /// paced, only the window holds it back].
     #[arg(long, value_name = "MBIT", value_parser = parse_rate_mbit)]
     pub pace_mbit: Option<u64>,
+    /// What a receiver lets its sender have in flight past the highest byte it received,
+    /// besides twice the measured bandwidth-delay product (0: no cap, the whole window)
+    /// [default: receiver.in_flight_headroom, 256k].
+    #[arg(long, value_name = "SIZE|off", value_parser = parse_headroom)]
+    pub in_flight_headroom: Option<u64>,
+}
+
+/// A size, or `off` (0: no in-flight cap).
+fn parse_headroom(text: &str) -> Result<u64, String> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        Ok(0)
+    } else {
+        parse_size(text)
+    }
 }
 
 pub fn run(args: SimArgs) -> Result<(), String> {
@@ -208,6 +222,9 @@ fn transfer(
         options.receiver_window = w.max(1);
     }
     options.sender_rate = args.pace_mbit;
+    if let Some(h) = args.in_flight_headroom {
+        options.receiver_in_flight_headroom = h;
+    }
     let mut s = Scenario::start(topology, args.seed, options, from, to, data)?;
     let done = s.run_until_received(to, Duration::from_secs_f64(args.until.max(600.0)));
     s.report(&format!(

@@ -32,6 +32,9 @@ pub struct RmtpOptions {
     pub cache_bytes: usize,
     /// A receiver's window: bytes it accepts beyond what it delivered.
     pub receiver_window: u64,
+    /// A receiver's in-flight headroom (`ReceiverConfig::in_flight_headroom`; 0: its MAB is
+    /// delivered + window).
+    pub receiver_in_flight_headroom: u64,
     /// How far a sender may go before the first MAB arrives.
     pub initial_window: u64,
     /// Sender pacing, bytes per second; `None`: window-limited only.
@@ -50,6 +53,7 @@ impl Default for RmtpOptions {
             enabled: true,
             cache_bytes: settings::relay::CACHE_BYTES,
             receiver_window: settings::receiver::WINDOW,
+            receiver_in_flight_headroom: settings::receiver::IN_FLIGHT_HEADROOM,
             initial_window: settings::sender::INITIAL_WINDOW,
             sender_rate: None,
             nack_entries: settings::rmtp::NACK_ENTRIES,
@@ -229,6 +233,7 @@ impl Transfers {
         }
         let mut config = ReceiverConfig::new(self.me, group, sender, self.mtu);
         config.window = self.options.receiver_window;
+        config.in_flight_headroom = self.options.receiver_in_flight_headroom;
         adjust(&mut config);
         crate::rmtp::fit_receiver_to_relay(&mut config, self.relay.config());
         let core = RmtpReceiver::new(config, sink, now);

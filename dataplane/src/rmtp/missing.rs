@@ -132,20 +132,22 @@ impl MissingTable {
         out.sort_unstable();
     }
 
-    /// `seq` was NACKed at `now`: the next NACK after a back-off that doubles per try
-    /// (`retry`, at most `max`).
+    /// `seq` was NACKed at `now`: the next NACK after `retry` for the first `undoubled` + 1
+    /// tries, then after a back-off that doubles per try (at most `max`).
     pub fn nacked(
         &mut self,
         seq: u64,
         now: Instant,
         retry: std::time::Duration,
         max: std::time::Duration,
+        undoubled: u32,
     ) {
         let Some(m) = self.by_seq.get_mut(&seq) else {
             return;
         };
         self.by_time.remove(&(m.next_nack, seq));
-        let backoff = retry.saturating_mul(1u32 << m.tries.min(16)).min(max);
+        let doublings = m.tries.saturating_sub(undoubled).min(16);
+        let backoff = retry.saturating_mul(1u32 << doublings).min(max);
         m.tries = m.tries.saturating_add(1);
         m.nacked_at = Some(now);
         m.next_nack = now + backoff;
@@ -178,6 +180,7 @@ mod tests {
                 ms(1),
                 Duration::from_millis(10),
                 Duration::from_millis(100),
+                0,
             );
         }
         assert_eq!(t.next_due(), Some(ms(11)));
@@ -198,6 +201,24 @@ mod tests {
         t.remove(3);
         t.remove(5);
         assert!(t.len() == 0 && t.next_due().is_none());
+    }
+
+    /// The retry period stays at `retry` for the first `undoubled` retries after the first,
+    /// then doubles up to `max`.
+    #[test]
+    fn the_back_off_doubles_after_the_undoubled_retries() {
+        let mut t = MissingTable::default();
+        t.insert(1, ms(0));
+        let (retry, max) = (Duration::from_millis(10), Duration::from_millis(50));
+        let mut now = ms(0);
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            t.nacked(1, now, retry, max, 2);
+            let next = t.next_due().unwrap();
+            waits.push(next.saturating_since(now).as_millis());
+            now = next;
+        }
+        assert_eq!(waits, [10, 10, 10, 20, 40, 50]);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 mod cache;
 mod edges;
+pub mod in_flight;
 mod missing;
 pub mod receiver;
 pub mod relay;

@@ -27,6 +27,7 @@
 //! `sender_timeout` in all); then [`ReceiverEvent::MayLeave`] says its
 //! member may leave the group without cutting off the MAB that completes the sender.
 
+use super::in_flight::InFlightEstimate;
 use super::missing::{MAX_DUE_PER_NACK, MissingTable, Repaired};
 use super::rtt::RttEstimate;
 use super::sink::{Finished, Sink, SinkError};
@@ -59,17 +60,32 @@ pub struct ReceiverConfig {
     /// measured, `srtt + 4 rttvar` of it (at least `timer_floor`) when shorter.
     pub nack_retry: Duration,
     pub nack_retry_max: Duration,
+    /// Retries at the `nack_retry` period, after the first, before the period starts
+    /// doubling. A NACK or its repair lost on a lossy path is common (a third of them at 10%
+    /// loss over two hops), and each doubling holds the window at that gap for longer; the
+    /// doubling is for a sender or path that stays unable to answer.
+    pub nack_retries_undoubled: u32,
     /// After an NCF for a sequence, do not NACK it again for this long. Once a repair round
     /// trip is measured, the retry timer derived from it when shorter.
     pub ncf_holdoff: Duration,
     /// The shortest timer derived from a measured round trip.
     pub timer_floor: Duration,
     pub mab_interval: Duration,
-    /// Report the MAB at once when it advanced this many bytes (0: an eighth of the window).
-    /// The sender never runs more than this short of the window a receiver could grant, so an
-    /// eighth keeps it sending while a loss at the head of the window is repaired, for one
-    /// MAB per eighth of a window of data.
+    /// Report the MAB at once when it advanced this many bytes (0: an eighth of the window,
+    /// or a quarter of the in-flight allowance when that is less). The sender never runs more
+    /// than this short of the window a receiver could grant, so an eighth keeps it sending
+    /// while a loss at the head of the window is repaired, for one MAB per eighth of a window
+    /// of data.
     pub mab_step: u64,
+    /// The MAB also stays within this many bytes past the highest byte received, plus
+    /// `in_flight_gain` times the measured delivery rate × window round trip (see
+    /// `rmtp::in_flight`): the sender's data in flight toward this receiver, so the queue in
+    /// front of it, stays what the path needs. 0: no cap, the MAB is delivered + window.
+    pub in_flight_headroom: u64,
+    /// Bandwidth-delay products allowed in flight besides the headroom.
+    pub in_flight_gain: u64,
+    /// Period over which the delivery rate is measured.
+    pub rate_interval: Duration,
     /// Most missing sequences tracked at once; the rest are tracked as these are repaired.
     pub max_missing: usize,
     /// Most out-of-order segments held at once; a segment refused here is NACKed later.
@@ -113,10 +129,14 @@ impl ReceiverConfig {
             nack_delay: s::NACK_DELAY,
             nack_retry: s::NACK_RETRY,
             nack_retry_max: s::NACK_RETRY_MAX,
+            nack_retries_undoubled: s::NACK_RETRIES_UNDOUBLED,
             ncf_holdoff: s::NCF_HOLDOFF,
             timer_floor: rmtp::TIMER_FLOOR,
             mab_interval: rmtp::MAB_INTERVAL,
             mab_step: s::MAB_STEP,
+            in_flight_headroom: s::IN_FLIGHT_HEADROOM,
+            in_flight_gain: s::IN_FLIGHT_GAIN,
+            rate_interval: s::RATE_INTERVAL,
             max_missing: s::MAX_MISSING,
             max_buffered: s::MAX_BUFFERED,
             spm_agreement: s::SPM_AGREEMENT,
@@ -274,6 +294,10 @@ pub struct RmtpReceiver<K: Sink> {
     /// (Karn's rule: a repair after a retry could answer either NACK).
     repair_rtt: RttEstimate,
     mab_reported: u64,
+    /// One past the highest byte of accepted DATA, in order or not.
+    highest_end: u64,
+    /// The path's round trip and delivery rate, for the in-flight cap.
+    in_flight: InFlightEstimate,
     mab_due: bool,
     next_mab_at: Instant,
     /// When DATA or an SPM of the transfer was last accepted (the start, before any).
@@ -321,6 +345,8 @@ impl<K: Sink> RmtpReceiver<K> {
             due: Vec::with_capacity(MAX_DUE_PER_NACK),
             repair_rtt: RttEstimate::default(),
             mab_reported: 0,
+            highest_end: 0,
+            in_flight: InFlightEstimate::default(),
             mab_due: true,
             next_mab_at: now,
             last_heard: now,
@@ -358,6 +384,27 @@ impl<K: Sink> RmtpReceiver<K> {
     /// The maximum acceptable byte: data ending above it is refused.
     pub fn mab(&self) -> u64 {
         self.delivered.saturating_add(self.config.window)
+    }
+
+    /// The MAB reported while receiving: [`Self::mab`], within the in-flight allowance past the
+    /// highest byte received, and never below a grant already made (the sender may have used
+    /// it; the data it sent is accepted).
+    pub fn mab_to_report(&self) -> u64 {
+        let c = &self.config;
+        if c.in_flight_headroom == 0 {
+            return self.mab();
+        }
+        let allowance = self
+            .in_flight
+            .allowance(c.in_flight_headroom, c.in_flight_gain);
+        self.mab()
+            .min(self.highest_end.saturating_add(allowance))
+            .max(self.mab_reported)
+    }
+
+    /// The measured round trip and delivery rate the in-flight cap follows.
+    pub fn in_flight(&self) -> &InFlightEstimate {
+        &self.in_flight
     }
 
     pub fn is_complete(&self) -> bool {
@@ -549,6 +596,11 @@ impl<K: Sink> RmtpReceiver<K> {
         if retransmit {
             self.stats.repairs_received += 1;
         }
+        // `offset + len` fits: `fits_shape` checked it.
+        let end = offset + len;
+        self.highest_end = self.highest_end.max(end);
+        self.in_flight
+            .on_data(now, end, len, self.config.rate_interval);
         let repaired = self.missing.remove(seq);
         if let Some(Repaired {
             tries: 1,
@@ -617,12 +669,18 @@ impl<K: Sink> RmtpReceiver<K> {
         if self.state != State::Receiving {
             return;
         }
-        let step = if self.config.mab_step == 0 {
-            (self.config.window / 8).max(1)
+        let c = &self.config;
+        let step = if c.mab_step != 0 {
+            c.mab_step
+        } else if c.in_flight_headroom != 0 {
+            let allowance = self
+                .in_flight
+                .allowance(c.in_flight_headroom, c.in_flight_gain);
+            (c.window / 8).min(allowance / 4).max(1)
         } else {
-            self.config.mab_step
+            (c.window / 8).max(1)
         };
-        if self.mab() >= self.mab_reported.saturating_add(step) {
+        if self.mab_to_report() >= self.mab_reported.saturating_add(step) {
             self.mab_due = true;
         }
         self.extend_tracking(now, self.leading);
@@ -939,7 +997,11 @@ impl<K: Sink> RmtpReceiver<K> {
                     }
                     (self.mab(), self.delivered)
                 }
-                State::Receiving => (self.mab(), self.delivered.saturating_sub(1)),
+                State::Receiving => {
+                    let mab = self.mab_to_report();
+                    self.in_flight.on_report(now, mab);
+                    (mab, self.delivered.saturating_sub(1))
+                }
             };
             self.mab_reported = mab;
             self.mab_due = false;
@@ -999,6 +1061,7 @@ impl<K: Sink> RmtpReceiver<K> {
         let limit = rmtp::max_nack_ranges(self.config.mtu).min(MAX_RANGES);
         let mut ranges = RangeBuf::<MAX_RANGES>::default();
         let (retry, max) = (self.nack_retry(), self.config.nack_retry_max);
+        let undoubled = self.config.nack_retries_undoubled;
         let mut due = std::mem::take(&mut self.due);
         self.missing.due(now, &mut due);
         for &seq in &due {
@@ -1010,7 +1073,7 @@ impl<K: Sink> RmtpReceiver<K> {
             if !ranges.push(seq, limit) {
                 break;
             }
-            self.missing.nacked(seq, now, retry, max);
+            self.missing.nacked(seq, now, retry, max, undoubled);
             self.stats.sequences_nacked += 1;
         }
         self.due = due;
@@ -1187,6 +1250,64 @@ mod tests {
         let m = Mab::parse(Packet::parse(&buf[..len], DEFAULT_MTU).unwrap().body()).unwrap();
         assert_eq!((m.mab, m.received), (1300, 299));
         assert!(r.poll_transmit(t, &mut buf).is_none());
+    }
+
+    /// The MAB grants the in-flight allowance past the highest byte received, not the whole
+    /// window: before the path is measured the headroom alone, then the headroom and twice the
+    /// measured bandwidth-delay product; it never goes back on a grant; the window still
+    /// bounds what is accepted.
+    #[test]
+    fn the_mab_grants_what_the_path_needs_past_the_highest_byte() {
+        let mut c = ReceiverConfig::new(n(5), GroupAddr::new(G).unwrap(), n(1), DEFAULT_MTU);
+        c.window = 100_000;
+        c.in_flight_headroom = 400;
+        c.in_flight_gain = 2;
+        c.rate_interval = Duration::from_millis(1);
+        let mut r = RmtpReceiver::new(c, MemSink::new(), Instant::ZERO);
+        let mut buf = [0u8; DEFAULT_MTU];
+        let mut report = |r: &mut RmtpReceiver<MemSink>, now: Instant| {
+            let mut last = None;
+            while let Some(len) = r.poll_transmit(now, &mut buf) {
+                let p = Packet::parse(&buf[..len], DEFAULT_MTU).unwrap();
+                if p.flag() == Flag::RmtpMab {
+                    last = Some(Mab::parse(p.body()).unwrap().mab);
+                }
+            }
+            last
+        };
+        let t = Instant::ZERO;
+        feed(&mut r, t, &spm(0, 0, 1_000_000, None));
+        assert_eq!(report(&mut r, t), Some(400), "the headroom, not 100 000");
+        // Sequence 1 arrives, 0 is lost: the grant runs from the highest byte (200).
+        feed(&mut r, t, &data(1, &[1; 100]));
+        assert_eq!(r.mab_to_report(), 600);
+        assert_eq!(
+            report(&mut r, t),
+            Some(600),
+            "a quarter of the allowance moved"
+        );
+        // One segment every 10 µs (10 MB/s); the first past the old grant (400, sequence 4)
+        // comes 30 µs after the MAB that raised it: a 30 µs round trip.
+        for seq in 2..=101 {
+            let at = Instant::from_nanos((seq - 1) * 10_000);
+            feed(&mut r, at, &data(seq, &[1; 100]));
+        }
+        let rtt = r.in_flight().rtt_min();
+        assert_eq!(rtt, Some(Duration::from_micros(30)));
+        assert_eq!(r.in_flight().rate(), Some(10_000_000));
+        // 10 MB/s × 30 µs = 300 bytes in the path, twice, and the headroom.
+        assert_eq!(r.mab_to_report(), 10_200 + 400 + 2 * 300);
+        // Data up to the window is still accepted: a sender may act on an older grant.
+        feed(&mut r, Instant::from_millis(2), &data(500, &[1; 100]));
+        assert_eq!(r.stats().beyond_window, 0);
+        assert_eq!(r.mab_to_report(), 50_100 + 400 + 2 * 300);
+        let granted = report(&mut r, Instant::from_millis(2)).unwrap();
+        // With no cap the MAB is delivered + window (sequence 0 is still missing).
+        r.config.in_flight_headroom = 0;
+        assert_eq!(r.mab_to_report(), 100_000);
+        // The rate falls away, the grant does not.
+        r.config.in_flight_headroom = 1;
+        assert_eq!(r.mab_to_report(), granted);
     }
 
     #[test]
