@@ -14,6 +14,7 @@ pub mod in_flight;
 mod missing;
 pub mod receiver;
 pub mod relay;
+mod reorder;
 pub mod rtt;
 pub mod sender;
 pub mod sink;

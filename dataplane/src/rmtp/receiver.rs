@@ -29,13 +29,14 @@
 
 use super::in_flight::InFlightEstimate;
 use super::missing::{MAX_DUE_PER_NACK, MissingTable, Repaired};
+use super::reorder::Reorder;
 use super::rtt::RttEstimate;
 use super::sink::{Finished, Sink, SinkError};
 use super::{MAX_RANGES, RangeBuf, RmtpError};
 use control::wire::dnp::{Flag, Packet};
 use control::wire::rmtp::{self, Data, Mab, Ncf, SeqRange, SpmFields, TOTAL_UNKNOWN};
 use control::{GroupAddr, Instant, NodeAddr};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 /// Completion reports a receiver sends before its linger's silence may count: a relay takes a
@@ -282,9 +283,7 @@ pub struct RmtpReceiver<K: Sink> {
     /// A shape (segment, total as sent) that refused SPMs agree on, and how many in a row.
     contrary_shape: Option<((u64, u64), usize)>,
     /// Out-of-order segments waiting for the gap before them.
-    buffered: BTreeMap<u64, Vec<u8>>,
-    /// Spare buffers, so steady state does not allocate per packet.
-    pool: Vec<Vec<u8>>,
+    buffered: Reorder,
     /// Every sequence below is delivered, buffered or in `missing`.
     tracked_end: u64,
     missing: MissingTable,
@@ -338,8 +337,7 @@ impl<K: Sink> RmtpReceiver<K> {
             trailing: 0,
             recent_spms: VecDeque::with_capacity(agreement),
             contrary_shape: None,
-            buffered: BTreeMap::new(),
-            pool: Vec::new(),
+            buffered: Reorder::new(),
             tracked_end: 0,
             missing: MissingTable::default(),
             due: Vec::with_capacity(MAX_DUE_PER_NACK),
@@ -427,12 +425,11 @@ impl<K: Sink> RmtpReceiver<K> {
 
     /// Entries and approximate bytes of the tables the network can grow.
     pub fn table_usage(&self) -> TableUsage {
-        let payload: usize = self.buffered.values().map(Vec::capacity).sum();
         TableUsage {
             missing: self.missing.len(),
             missing_bytes: self.missing.len() * MissingTable::ENTRY_BYTES,
             buffered: self.buffered.len(),
-            buffered_bytes: self.buffered.len() * std::mem::size_of::<(u64, Vec<u8>)>() + payload,
+            buffered_bytes: self.buffered.bytes(),
         }
     }
 
@@ -521,7 +518,7 @@ impl<K: Sink> RmtpReceiver<K> {
         let up_to = up_to.min(self.limit_seq());
         let mut seq = self.tracked_end.max(self.next_seq);
         while seq < up_to {
-            if !self.buffered.contains_key(&seq) {
+            if !self.buffered.contains(seq) {
                 if self.missing.len() >= self.config.max_missing {
                     self.stats.missing_full += 1;
                     break;
@@ -581,7 +578,7 @@ impl<K: Sink> RmtpReceiver<K> {
             self.stats.duplicates += 1;
             return;
         }
-        if seq < self.next_seq || self.buffered.contains_key(&seq) {
+        if seq < self.next_seq || self.buffered.contains(seq) {
             self.stats.duplicates += 1;
             return;
         }
@@ -589,9 +586,20 @@ impl<K: Sink> RmtpReceiver<K> {
             self.stats.beyond_window += 1;
             return;
         }
-        if seq != self.next_seq && self.buffered.len() >= self.config.max_buffered {
-            self.stats.buffer_full += 1;
-            return;
+        if seq != self.next_seq {
+            // Nothing past the window is accepted: the sequences held span its segments.
+            let span = self
+                .config
+                .window
+                .div_ceil(seg)
+                .saturating_add(2)
+                .min(self.config.max_buffered as u64);
+            self.buffered
+                .reserve(usize::try_from(span).unwrap_or(usize::MAX));
+            if self.buffered.len() >= self.config.max_buffered || !self.buffered.has_room(seq) {
+                self.stats.buffer_full += 1;
+                return;
+            }
         }
         if retransmit {
             self.stats.repairs_received += 1;
@@ -630,10 +638,8 @@ impl<K: Sink> RmtpReceiver<K> {
             }
             self.drain();
         } else {
-            let mut buf = self.pool.pop().unwrap_or_default();
-            buf.clear();
-            buf.extend_from_slice(payload);
-            self.buffered.insert(seq, buf);
+            // Room was checked above.
+            self.buffered.insert(seq, payload);
         }
         self.progressed(now);
     }
@@ -652,13 +658,9 @@ impl<K: Sink> RmtpReceiver<K> {
     }
 
     fn drain(&mut self) {
-        while let Some(entry) = self.buffered.first_entry() {
-            if *entry.key() != self.next_seq {
-                break;
-            }
-            let buf = entry.remove();
+        while let Some(buf) = self.buffered.take(self.next_seq) {
             let ok = self.deliver(&buf);
-            self.pool.push(buf);
+            self.buffered.recycle(buf);
             if !ok {
                 return;
             }
@@ -820,9 +822,7 @@ impl<K: Sink> RmtpReceiver<K> {
         self.contrary_shape = None;
         self.missing.clear();
         self.tracked_end = self.next_seq;
-        while let Some((_, buf)) = self.buffered.pop_first() {
-            self.pool.push(buf);
-        }
+        self.buffered.clear();
         self.accept_spm(now, spm);
     }
 
@@ -869,7 +869,7 @@ impl<K: Sink> RmtpReceiver<K> {
     fn adopt_total(&mut self, total: u64) {
         self.total = Some(total);
         if let Some(segments) = self.segments() {
-            let _ = self.buffered.split_off(&segments);
+            self.buffered.drop_from(segments);
             self.missing.truncate_from(segments);
         }
     }
