@@ -133,6 +133,9 @@ settings! {
     mod sender {
         /// How far (bytes) a sender may go before the first MAB arrives.
         INITIAL_WINDOW: u64 = 64 * 1024;
+        /// Bytes a paced sender sends at once ahead of its pace (a burst per wake-up, which
+        /// leaves as one segmented send); its rate holds on average.
+        PACE_QUANTUM: u64 = 16 * 1024;
         /// Period of SPMs while data flows.
         SPM_INTERVAL: Duration = Duration::from_millis(100);
         /// Period of SPMs once everything was sent, until every receiver has it.

@@ -38,6 +38,10 @@ pub struct SenderConfig {
     pub initial_window: u64,
     /// Pacing of DATA and RETRANSMIT in bytes per second (payload + headers); `None`: unpaced.
     pub rate: Option<u64>,
+    /// Bytes a paced sender may send at once ahead of its pace: packets leave in bursts of
+    /// about this much (one wake-up and one segmented send each), the rate kept on average;
+    /// 0: one packet at a time.
+    pub pace_quantum: u64,
     /// SPM period while sending.
     pub spm_interval: Duration,
     /// SPM period once every segment was sent and until every receiver has everything: faster,
@@ -91,6 +95,7 @@ impl SenderConfig {
             segment_size: None,
             initial_window: s::INITIAL_WINDOW,
             rate: None,
+            pace_quantum: s::PACE_QUANTUM,
             spm_interval: s::SPM_INTERVAL,
             spm_interval_end: s::SPM_INTERVAL_END,
             repair_holdoff: rmtp::REPAIR_HOLDOFF,
@@ -217,6 +222,8 @@ pub struct RmtpSender<S: Source> {
     repairs: BTreeSet<u64>,
     last_repair: BTreeMap<u64, Instant>,
     pace_at: Instant,
+    /// The pace slots up to this leave in the burst under way (see `may_send`).
+    burst_until: Instant,
     next_spm_at: Instant,
     spm_sequence: u64,
     /// SPMs sent that said finished.
@@ -257,6 +264,7 @@ impl<S: Source> RmtpSender<S> {
             repairs: BTreeSet::new(),
             last_repair: BTreeMap::new(),
             pace_at: now,
+            burst_until: now,
             next_spm_at: now,
             spm_sequence: 0,
             finished_spms: 0,
@@ -550,7 +558,7 @@ impl<S: Source> RmtpSender<S> {
         if self.spm_due(now) {
             return self.build_spm(now, buf);
         }
-        if now < self.pace_at {
+        if !self.may_send(now) {
             return None;
         }
         let trail = self.trailing_edge();
@@ -627,6 +635,24 @@ impl<S: Source> RmtpSender<S> {
     fn repair_holdoff(&self) -> Duration {
         let c = &self.config;
         c.timer_floor.min(c.repair_holdoff)
+    }
+
+    /// Whether a paced packet may leave now: once its pace slot has come a burst begins, and
+    /// the packets whose slots lie within one quantum of its start leave with it.
+    fn may_send(&mut self, now: Instant) -> bool {
+        if self.pace_at <= now {
+            let quantum = match self.config.rate.filter(|r| *r > 0) {
+                Some(rate) => {
+                    let nanos =
+                        u128::from(self.config.pace_quantum) * 1_000_000_000 / u128::from(rate);
+                    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+                }
+                None => Duration::ZERO,
+            };
+            self.burst_until = now + quantum;
+            return true;
+        }
+        self.pace_at <= self.burst_until
     }
 
     fn pace(&mut self, now: Instant, len: usize) {
@@ -887,6 +913,7 @@ mod tests {
     fn pacing_spreads_packets() {
         let mut c = cfg();
         c.rate = Some(130_000); // one 130-byte packet per millisecond
+        c.pace_quantum = 0;
         let mut s = RmtpSender::new(c, MemSource::new(vec![0; 1000]), Instant::ZERO);
         let mut buf = [0u8; DEFAULT_MTU];
         let mut sent = 0;
@@ -900,6 +927,36 @@ mod tests {
         }
         assert_eq!(sent, 5);
         assert_eq!(s.poll_timeout(), Some(Instant::from_millis(5)));
+    }
+
+    /// With a quantum, a paced sender sends a burst of about a quantum at once, then one
+    /// quantum's worth per quantum's time: the same rate on average.
+    #[test]
+    fn pacing_releases_bursts_of_a_quantum() {
+        let mut c = cfg();
+        c.rate = Some(130_000); // one 130-byte packet per millisecond
+        c.pace_quantum = 4 * 130;
+        c.initial_window = 1 << 20;
+        let mut s = RmtpSender::new(c, MemSource::new(vec![0; 10_000]), Instant::ZERO);
+        let mut buf = [0u8; DEFAULT_MTU];
+        let mut data = |s: &mut RmtpSender<MemSource>, ms: u64| {
+            let now = Instant::from_millis(ms);
+            std::iter::from_fn(|| s.poll_transmit(now, &mut buf))
+                .filter(|&n| n == 130)
+                .count()
+        };
+        for burst in 0..3 {
+            let start = burst * 5;
+            assert_eq!(
+                data(&mut s, start),
+                5,
+                "one packet and a quantum of four more"
+            );
+            assert_eq!(s.poll_timeout(), Some(Instant::from_millis(start + 5)));
+            for ms in start + 1..start + 5 {
+                assert_eq!(data(&mut s, ms), 0, "the burst is paid back first");
+            }
+        }
     }
 
     #[test]
