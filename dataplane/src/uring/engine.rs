@@ -83,6 +83,7 @@ pub(crate) struct EngineConfig {
     pub gro: bool,
     pub gso: bool,
     pub busy_poll: bool,
+    pub spin_before_sleep: Duration,
     pub send_slots: usize,
     pub send_buffers: usize,
     pub socket_buffer_bytes: usize,
@@ -120,10 +121,15 @@ pub(crate) struct Engine {
     cqes: Vec<(u64, i32, u32)>,
     /// Completions the last turn reaped: whether traffic is streaming.
     last_completions: usize,
+    /// Whether the last turn reaped a receive: whether packets are coming in (adaptive waiting
+    /// looks for the next one before sleeping; the completion of a lone forward's send does
+    /// not count, so a lone packet costs no spin).
+    last_received: bool,
     commands: VecDeque<Command<super::shared::Call>>,
     pub stats: EngineStats,
     pub handles: Handles,
     busy_poll: bool,
+    spin_before_sleep: Duration,
     /// Link changes still to apply, the next first.
     schedule: VecDeque<LinkChange>,
     stopping: bool,
@@ -191,10 +197,12 @@ impl Engine {
             // A turn's completions, and those an early send finds (`send_early`).
             cqes: Vec::with_capacity(1024),
             last_completions: 0,
+            last_received: false,
             commands: VecDeque::new(),
             stats,
             handles: Handles::default(),
             busy_poll: config.busy_poll,
+            spin_before_sleep: config.spin_before_sleep,
             schedule: config.schedule.iter().copied().collect(),
             stopping: false,
         };
@@ -395,6 +403,7 @@ impl Engine {
                 .map(|c| (c.user_data(), c.result(), c.flags())),
         );
         let mut recycled = false;
+        self.last_received = false;
         // By index: sending early appends the completions it finds.
         let mut at = 0;
         while let Some(&(tag, result, flags)) = cqes.get(at) {
@@ -407,6 +416,7 @@ impl Engine {
                         self.send_early(&mut cqes);
                         self.held_at_early_send = self.holds.held();
                     }
+                    self.last_received = true;
                     recycled |= self.on_receive(result, flags);
                 }
                 TAG_SEND => recycled |= self.on_sent(tag & SLOT_MASK, result),
@@ -688,6 +698,9 @@ impl Engine {
         .into_iter()
         .flatten()
         .min();
+        if self.last_received && self.spin(deadline.map(|d| d.saturating_duration_since(now))) {
+            return;
+        }
         // Streaming (the last turn reaped several completions): sleep until a few are in,
         // for a moment at most, rather than wake per completion (with deferred task running
         // the kernel wakes us only then, which spares the senders a wake-up per batch).
@@ -719,6 +732,43 @@ impl Engine {
             )
         {
             self.stats.recv_errors += 1;
+        }
+    }
+
+    /// Adaptive waiting, after a turn that received: submits what is queued, then looks at the
+    /// ring for a moment (at most
+    /// `spin_before_sleep`, and not past the next deadline) before the caller sleeps. True if
+    /// completions came: as many as a streaming wait asks for, or any by the end of the spin
+    /// (the caller then runs its next turn at once). With deferred task running, a completion
+    /// is first a flag on the submission ring (work waits for this thread); the submit that
+    /// sees it runs that work, which posts the completion.
+    fn spin(&mut self, until_deadline: Option<Duration>) -> bool {
+        let limit =
+            until_deadline.map_or(self.spin_before_sleep, |d| d.min(self.spin_before_sleep));
+        if limit.is_zero() {
+            return false;
+        }
+        let want = if self.last_completions >= STREAMING {
+            WAIT_BATCH
+        } else {
+            1
+        };
+        let _ = self.ring.submit();
+        let start = StdInstant::now();
+        loop {
+            if self.ring.submission().taskrun() {
+                let _ = self.ring.submit();
+            }
+            let ready = self.ring.completion().len();
+            if ready >= want || (ready > 0 && start.elapsed() >= limit) {
+                self.stats.spins_found_work += 1;
+                return true;
+            }
+            if start.elapsed() >= limit {
+                self.stats.spins_gave_up += 1;
+                return false;
+            }
+            std::hint::spin_loop();
         }
     }
 
