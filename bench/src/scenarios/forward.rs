@@ -285,3 +285,26 @@ fn print_saturation(points: &[serde_json::Value]) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The uring engine is compared twice, batched and not, each row against the kernel
+    /// forwarder that makes its system calls; an engine left out has no rows.
+    #[test]
+    fn the_unbatched_uring_row_is_measured_against_the_bare_io_uring_forwarder() {
+        let rows = Row::all(&[Engine::Threaded, Engine::Uring]);
+        let named: Vec<(String, &str)> =
+            rows.iter().map(|r| (r.name(), r.limit().name())).collect();
+        assert_eq!(
+            named,
+            [
+                ("threaded".to_string(), "kernel-recvfrom-sendto"),
+                ("uring".to_string(), "kernel-recvfrom-sendto"),
+                ("uring-unbatched".to_string(), "kernel-io_uring-multishot"),
+            ]
+        );
+        assert_eq!(Row::all(&[Engine::Threaded]).len(), 1);
+    }
+}
