@@ -790,13 +790,17 @@ impl Engine {
 
     // ---- commands ----
 
+    /// Runs the commands queued for this worker. Every command is queued before its eventfd
+    /// write, so the queue (behind a lock) is looked at only in a turn whose eventfd read
+    /// completed: a turn of packets alone takes no lock.
     fn run_commands(&mut self) {
-        if !self.event_armed {
-            let mut word = 0u64;
-            // SAFETY: reads at most 8 bytes into a live u64 from our non-blocking eventfd.
-            unsafe { libc::read(self.link().eventfd(), (&raw mut word).cast(), 8) };
-            self.arm_event();
+        if self.event_armed {
+            return;
         }
+        let mut word = 0u64;
+        // SAFETY: reads at most 8 bytes into a live u64 from our non-blocking eventfd.
+        unsafe { libc::read(self.link().eventfd(), (&raw mut word).cast(), 8) };
+        self.arm_event();
         self.shared.workers[self.worker].take_commands(&mut self.commands);
         while let Some(c) = self.commands.pop_front() {
             self.stats.commands += 1;
