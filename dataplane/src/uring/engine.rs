@@ -109,6 +109,9 @@ pub(crate) struct Engine {
     workers: u16,
     socket: UdpSocket,
     by_socket: HashMap<SocketAddr, NodeAddr>,
+    /// The last source `by_socket` named: a stream's receives come from one neighbour, which
+    /// then costs a comparison rather than a hash of the address per receive.
+    last_source: Option<(SocketAddr, NodeAddr)>,
     /// The receive's message header: only its name and control lengths matter to the kernel.
     recv_msg: Box<libc::msghdr>,
     recv_armed: bool,
@@ -186,6 +189,7 @@ impl Engine {
             workers,
             socket,
             by_socket,
+            last_source: None,
             recv_msg,
             recv_armed: false,
             event_buf: Box::new(0),
@@ -514,8 +518,17 @@ impl Engine {
                 let segments = payload
                     .chunks(segment)
                     .chain(payload.is_empty().then_some(payload));
-                match socket::source(out.name_data()).and_then(|s| self.by_socket.get(&s)) {
-                    Some(&from) => {
+                let from =
+                    socket::source(out.name_data()).and_then(|source| match self.last_source {
+                        Some((last, node)) if last == source => Some(node),
+                        _ => {
+                            let node = *self.by_socket.get(&source)?;
+                            self.last_source = Some((source, node));
+                            Some(node)
+                        }
+                    });
+                match from {
+                    Some(from) => {
                         let now = self.shared.clock.now();
                         // A coalesced receive is handed over segment by segment, in place.
                         for datagram in segments {
