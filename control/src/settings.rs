@@ -304,6 +304,13 @@ settings! {
         WAIT_BATCH: usize = 4;
         /// Longest a streaming wait holds out for its batch.
         BATCH_WAIT_LIMIT: Duration = Duration::from_micros(50);
+        /// After a turn that received, a worker that does not busy-poll looks at its ring for
+        /// this long before it sleeps in the kernel: a packet that comes in the meantime costs
+        /// no sleep and wake-up (0: sleep at once). Off by default: on a 2-core machine shared
+        /// with other work, 20 us made neither `bench latency --hops 3` nor `forward` nor
+        /// `multicast` better beyond their run-to-run noise, and the spins take the core from
+        /// the next hop's process (docs/BENCHMARKS.md).
+        SPIN_BEFORE_SLEEP: Duration = Duration::ZERO;
         /// Dataplane workers of a node (`--cores`), each with its ring and its socket on the
         /// node's port; every packet of one tree is handled by one of them.
         WORKERS: usize = 1;

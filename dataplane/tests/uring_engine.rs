@@ -176,6 +176,68 @@ fn a_busy_polling_receiver_completes_and_rap_answers() {
     sender.stop();
 }
 
+/// Adaptive waiting: a node that looks at their ring for a while after a receive before sleeping
+/// still completes a transfer and counts its spins (found work or gave up); by default a node
+/// never spins.
+#[test]
+fn a_node_spinning_before_it_sleeps_completes_a_transfer_and_counts_its_spins() {
+    let data = content(1 << 20, 29);
+    let mut topology = build::line(2, 7001);
+    topology.network.timers = fast_timers();
+    let mut sockets = bind_all(&mut topology);
+    let mut start = |a: NodeAddr, spin: Duration| {
+        UringNode::start_with_socket(
+            &topology,
+            a,
+            sockets.remove(&a).unwrap(),
+            UringOptions {
+                spin_before_sleep: spin,
+                ..UringOptions::default()
+            },
+        )
+        .expect("start a node")
+    };
+    let sender = start(n(1), Duration::from_micros(50));
+    let receiver = start(n(2), UringOptions::default().spin_before_sleep);
+    let routed = wait_until(LIMIT, || receiver.next_hop(n(1)).is_some());
+    assert!(routed.is_some(), "no route from 2 to 1");
+    let sink = dataplane::rmtp::MemSink::new();
+    let h = receiver
+        .receive(g(1), n(1), 1, Box::new(sink), Default::default())
+        .unwrap();
+    let joined = wait_until(LIMIT, || {
+        sender
+            .multicast()
+            .lookup(g(1), n(1))
+            .is_some_and(|e| e.downstream.contains(&n(2)))
+    });
+    assert!(joined.is_some(), "the join reached the sender");
+    let send = sender
+        .send(
+            g(1),
+            NAME,
+            Box::new(MemSource::new(data.clone())),
+            Default::default(),
+        )
+        .unwrap();
+    assert_eq!(h.wait(LIMIT), ReceiveState::Complete, "{:?}", h.progress());
+    // Complete means the sink verified the transfer's hash.
+    assert_eq!(h.progress().delivered, data.len() as u64);
+    assert!(send.wait(Duration::from_secs(30)), "{:?}", send.progress());
+    let spins = |node: &UringNode| {
+        let s = node.stats();
+        (
+            s.get("engine.spins_found_work").unwrap_or(0),
+            s.get("engine.spins_gave_up").unwrap_or(0),
+        )
+    };
+    let (found, gave_up) = spins(&sender);
+    assert!(found + gave_up > 0, "the sender never spun");
+    assert_eq!(spins(&receiver), (0, 0), "the default sleeps at once");
+    receiver.stop();
+    sender.stop();
+}
+
 /// With one receive buffer a burst exhausts the ring: the kernel ends the multishot receive,
 /// the engine counts it and re-arms, and datagrams keep being received afterwards.
 #[test]

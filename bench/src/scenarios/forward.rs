@@ -3,10 +3,12 @@
 //! offered load is swept open-loop at fixed rates to find saturation and the loss there. At
 //! every point a chain of k bare `recvfrom`/`sendto` forwarders — the same system calls per
 //! packet as the threaded engine, and no protocol — is measured in the same run: the kernel
-//! limit each engine row is a share of.
+//! limit each engine row is a share of. The uring engine runs a second time with its batching
+//! (`UDP_GRO`, `UDP_SEGMENT`) off, as `uring-unbatched`, beside a chain of bare io_uring
+//! forwarders: the same calls per datagram with no protocol, the limit that row is a share of.
 
 use super::kernel_chain::KernelChain;
-use super::node_chain::NodeChain;
+use super::node_chain::{How, NodeChain};
 use super::{Engine, Outcome, PACKET_LEN, Sweep, dnp_packet};
 use crate::forwarders::Kind;
 use crate::runner::{self, Comparison, ComparisonResult, Sample, Stop, System};
@@ -18,10 +20,50 @@ use std::time::Duration;
 
 /// The kernel row every engine row of a comparison is a share of.
 const KERNEL_LIMIT: Kind = Kind::Blocking;
+/// The kernel row of an engine moving one datagram per call on io_uring.
+const UNBATCHED_LIMIT: Kind = Kind::Uring;
+
+/// A row of the comparison: an engine, with its batching on or off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Row {
+    pub(super) engine: Engine,
+    pub(super) batching: bool,
+}
+
+impl Row {
+    /// Each engine as it runs by default, then the uring engine unbatched (when it is compared).
+    fn all(engines: &[Engine]) -> Vec<Row> {
+        let batched = engines.iter().map(|&engine| Row {
+            engine,
+            batching: true,
+        });
+        let unbatched = engines.contains(&Engine::Uring).then_some(Row {
+            engine: Engine::Uring,
+            batching: false,
+        });
+        batched.chain(unbatched).collect()
+    }
+
+    pub(super) fn name(self) -> String {
+        if self.batching {
+            self.engine.name().to_string()
+        } else {
+            format!("{}-unbatched", self.engine.name())
+        }
+    }
+
+    fn limit(self) -> Kind {
+        if self.batching {
+            KERNEL_LIMIT
+        } else {
+            UNBATCHED_LIMIT
+        }
+    }
+}
 
 /// One engine's chain at one offered load.
 pub(super) struct EngineRun<'a> {
-    pub(super) engine: Engine,
+    pub(super) row: Row,
     pub(super) chain: &'a NodeChain,
     pub(super) packet: &'a [u8],
     pub(super) rate: Rate,
@@ -31,11 +73,11 @@ pub(super) struct EngineRun<'a> {
 
 impl System for EngineRun<'_> {
     fn name(&self) -> String {
-        self.engine.name().to_string()
+        self.row.name()
     }
 
     fn limit(&self) -> Option<String> {
-        Some(KERNEL_LIMIT.name().to_string())
+        Some(self.row.limit().name().to_string())
     }
 
     fn measure(&mut self) -> io::Result<Sample> {
@@ -101,6 +143,14 @@ impl Plan {
 
 pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> {
     let plan = Plan::new(quick);
+    let rows = Row::all(engines);
+    // Each kernel row a measured row is a share of, once, in the order of the rows.
+    let mut limits: Vec<Kind> = Vec::new();
+    for row in &rows {
+        if !limits.contains(&row.limit()) {
+            limits.push(row.limit());
+        }
+    }
     let mut comparisons = Vec::new();
     let mut saturation = Vec::new();
     let mut sweep_points = Vec::new();
@@ -111,9 +161,16 @@ pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> 
         let sink = NodeAddr::new(hops as u16 + 2).expect("a small node address");
         let packet = dnp_packet(sink, NodeAddr::new(1).expect("node 1"), PACKET_LEN);
         eprintln!("  starting chains of {hops} forwarding node(s) …");
-        let chains = engines
+        let chains = rows
             .iter()
-            .map(|&e| NodeChain::start(e, hops, true).map(|c| (e, c)))
+            .map(|&row| {
+                let how = How {
+                    rmtp: true,
+                    busy_poll: false,
+                    batching: row.batching,
+                };
+                NodeChain::start(row.engine, hops, how).map(|c| (row, c))
+            })
             .collect::<io::Result<Vec<_>>>()?;
         let mut sweep: Sweep = Vec::new();
         for &rate in &plan.rates {
@@ -122,9 +179,9 @@ pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> 
             }
             let mut systems: Vec<Box<dyn System + '_>> = chains
                 .iter()
-                .map(|(engine, chain)| {
+                .map(|(row, chain)| {
                     Box::new(EngineRun {
-                        engine: *engine,
+                        row: *row,
                         chain,
                         packet: &packet,
                         rate,
@@ -133,14 +190,16 @@ pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> 
                     }) as Box<dyn System>
                 })
                 .collect();
-            systems.push(Box::new(KernelChain {
-                kind: KERNEL_LIMIT,
-                hops,
-                packet: packet.clone(),
-                rate,
-                duration: plan.duration,
-                stop: stop.clone(),
-            }));
+            for kind in &limits {
+                systems.push(Box::new(KernelChain {
+                    kind: *kind,
+                    hops,
+                    packet: packet.clone(),
+                    rate,
+                    duration: plan.duration,
+                    stop: stop.clone(),
+                }));
+            }
             let comparison = Comparison {
                 title: format!("{hops} hop(s), offered {rate}"),
                 metric: super::limit::FORWARDED,
@@ -149,8 +208,8 @@ pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> 
             sweep.push((rate, runner::run(comparison, plan.repetitions, stop)));
         }
         sweep_points.extend(super::sweep_points(&sweep, Some(hops)));
-        for (engine, chain) in chains {
-            saturation.extend(saturation_point(engine, hops, &sweep));
+        for (row, chain) in chains {
+            saturation.extend(saturation_point(row, hops, &sweep));
             chain.stop();
         }
         comparisons.extend(sweep.into_iter().map(|(_, c)| c));
@@ -167,7 +226,9 @@ pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> 
                 Rate::PerSecond(r) => json!(r),
             }).collect::<Vec<_>>(),
             "engines": engines.iter().map(|e| e.name()).collect::<Vec<_>>(),
+            "systems": rows.iter().map(|r| r.name()).collect::<Vec<_>>(),
             "kernel_limit": KERNEL_LIMIT.name(),
+            "unbatched_kernel_limit": UNBATCHED_LIMIT.name(),
             "address": "127.0.0.1",
         }),
         comparisons,
@@ -175,18 +236,20 @@ pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> 
     })
 }
 
-/// The point of the sweep where `engine` delivered the most, with the loss there and the
-/// kernel chain's figure at the same offered load.
+/// The point of the sweep where `row` delivered the most, with the loss there and its kernel
+/// limit's figure at the same offered load.
 fn saturation_point(
-    engine: Engine,
+    measured: Row,
     hops: usize,
     sweep: &[(Rate, ComparisonResult)],
 ) -> Option<serde_json::Value> {
-    let (rate, comparison, row) = super::saturation(sweep, engine.name())?;
-    let kernel = comparison.system(KERNEL_LIMIT.name()).map(|k| k.median);
+    let (rate, comparison, row) = super::saturation(sweep, &measured.name())?;
+    let limit = measured.limit().name();
+    let kernel = comparison.system(limit).map(|k| k.median);
     Some(json!({
         "hops": hops,
-        "engine": engine.name(),
+        "engine": measured.name(),
+        "kernel_limit": limit,
         "offered": rate.to_string(),
         "delivered_pkt_per_s": row.median,
         "delivered_gbit_per_s": row.details.get("delivered_gbit_per_s"),
@@ -199,17 +262,17 @@ fn saturation_point(
 
 fn print_saturation(points: &[serde_json::Value]) {
     println!(
-        "\n== saturation: the highest delivered rate over the sweep, beside {} at the same load ==",
-        KERNEL_LIMIT.name()
+        "\n== saturation: the highest delivered rate over the sweep, beside the row's kernel \
+         limit at the same load =="
     );
     println!(
-        "{:>4} {:<10} {:>14} {:>9} {:>7} {:>14} {:>14} {:>7}",
+        "{:>4} {:<16} {:>14} {:>9} {:>7} {:>14} {:>14} {:>7}  kernel limit",
         "hops", "engine", "delivered", "Gbit/s", "loss", "offered", "kernel", "share"
     );
     let number = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
     for p in points {
         println!(
-            "{:>4} {:<10} {:>14} {:>9.3} {:>6.1}% {:>14} {:>14} {:>6.0}%",
+            "{:>4} {:<16} {:>14} {:>9.3} {:>6.1}% {:>14} {:>14} {:>6.0}%  {}",
             p["hops"].as_u64().unwrap_or(0),
             p["engine"].as_str().unwrap_or(""),
             crate::report::si(number(&p["delivered_pkt_per_s"]), "pkt/s"),
@@ -218,6 +281,30 @@ fn print_saturation(points: &[serde_json::Value]) {
             p["offered"].as_str().unwrap_or(""),
             crate::report::si(number(&p["kernel_limit_pkt_per_s"]), "pkt/s"),
             number(&p["share_of_kernel_limit"]) * 100.0,
+            p["kernel_limit"].as_str().unwrap_or(""),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The uring engine is compared twice, batched and not, each row against the kernel
+    /// forwarder that makes its system calls; an engine left out has no rows.
+    #[test]
+    fn the_unbatched_uring_row_is_measured_against_the_bare_io_uring_forwarder() {
+        let rows = Row::all(&[Engine::Threaded, Engine::Uring]);
+        let named: Vec<(String, &str)> =
+            rows.iter().map(|r| (r.name(), r.limit().name())).collect();
+        assert_eq!(
+            named,
+            [
+                ("threaded".to_string(), "kernel-recvfrom-sendto"),
+                ("uring".to_string(), "kernel-recvfrom-sendto"),
+                ("uring-unbatched".to_string(), "kernel-io_uring-multishot"),
+            ]
+        );
+        assert_eq!(Row::all(&[Engine::Threaded]).len(), 1);
     }
 }

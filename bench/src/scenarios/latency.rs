@@ -18,7 +18,7 @@
 //! queues them in its RMTP buffer (attached by the bench), where the measuring end takes them
 //! as a protocol thread of the node would.
 
-use super::forward::EngineRun;
+use super::forward::{EngineRun, Row};
 use super::node_chain::{How, NodeChain};
 use super::{Engine, Outcome, PACKET_LEN, dnp_packet};
 use crate::forwarders::{Kind, Line};
@@ -117,6 +117,7 @@ impl ProbeChain {
         let how = How {
             rmtp: false,
             busy_poll,
+            batching: true,
         };
         let chain = NodeChain::start_with(engine, hops, how, &mut |topology, me, socket| {
             let options = ThreadedOptions {
@@ -372,7 +373,10 @@ fn saturation_sweep(
             engine.name()
         );
         let sample = EngineRun {
-            engine,
+            row: Row {
+                engine,
+                batching: true,
+            },
             chain: &chain.chain,
             packet: &packet,
             rate,

@@ -69,6 +69,8 @@ pub struct How {
     pub rmtp: bool,
     /// Spinning rather than sleeping (`EngineOptions::busy_poll`).
     pub busy_poll: bool,
+    /// Moving datagrams in batches where the engine can (`EngineOptions::batching`).
+    pub batching: bool,
 }
 
 /// A running chain of nodes.
@@ -78,13 +80,9 @@ pub struct NodeChain {
 }
 
 impl NodeChain {
-    /// Starts `forwarders + 2` nodes of `engine` (each with the RMTP layer or not, as `rmtp`
-    /// says) and waits until every forwarding node routes toward the sink.
-    pub fn start(engine: Engine, forwarders: usize, rmtp: bool) -> io::Result<NodeChain> {
-        let how = How {
-            rmtp,
-            busy_poll: false,
-        };
+    /// Starts `forwarders + 2` nodes of `engine`, run as `how` says, and waits until every
+    /// forwarding node routes toward the sink.
+    pub fn start(engine: Engine, forwarders: usize, how: How) -> io::Result<NodeChain> {
         Self::start_with(engine, forwarders, how, &mut |topology, me, socket| {
             start_node(engine, topology, me, socket, how)
         })
@@ -193,6 +191,7 @@ fn start_node(
         seed: u64::from(me.get()),
         rmtp: how.rmtp,
         busy_poll: how.busy_poll,
+        batching: how.batching,
         socket: Some(socket),
         ..EngineOptions::default()
     };

@@ -38,6 +38,11 @@ pub struct EngineOptions {
     /// ([`Engine::can_busy_poll`]; the threaded engine's threads sleep by design): for
     /// latency benchmarks on dedicated cores.
     pub busy_poll: bool,
+    /// Move datagrams in batches where the engine can (the uring engine's `UDP_GRO` receives
+    /// and `UDP_SEGMENT` sends, as its settings say); off, one datagram per receive and per
+    /// send: the benchmarks' way to compare it with a bare forwarder of the same calls. The
+    /// threaded engine moves one datagram per call either way.
+    pub batching: bool,
     /// Dataplane workers ([`crate::uring::UringOptions::workers`]); the threaded engine runs
     /// the seed's threads and refuses more than one.
     pub workers: usize,
@@ -55,6 +60,7 @@ impl Default for EngineOptions {
             rap_servers: Vec::new(),
             rmtp: true,
             busy_poll: false,
+            batching: true,
             workers: control::settings::uring::WORKERS,
             socket: None,
         }
@@ -143,6 +149,8 @@ impl Engine {
                     ..UringOptions::default()
                 };
                 uring.rmtp.enabled = options.rmtp;
+                uring.gro &= options.batching;
+                uring.gso &= options.batching;
                 let node = match options.socket {
                     Some(socket) => UringNode::start_with_socket(topology, me, socket, uring),
                     None => UringNode::start(topology, me, uring),

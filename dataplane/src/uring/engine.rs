@@ -83,6 +83,7 @@ pub(crate) struct EngineConfig {
     pub gro: bool,
     pub gso: bool,
     pub busy_poll: bool,
+    pub spin_before_sleep: Duration,
     pub send_slots: usize,
     pub send_buffers: usize,
     pub socket_buffer_bytes: usize,
@@ -108,6 +109,9 @@ pub(crate) struct Engine {
     workers: u16,
     socket: UdpSocket,
     by_socket: HashMap<SocketAddr, NodeAddr>,
+    /// The last source `by_socket` named: a stream's receives come from one neighbour, which
+    /// then costs a comparison rather than a hash of the address per receive.
+    last_source: Option<(SocketAddr, NodeAddr)>,
     /// The receive's message header: only its name and control lengths matter to the kernel.
     recv_msg: Box<libc::msghdr>,
     recv_armed: bool,
@@ -120,10 +124,15 @@ pub(crate) struct Engine {
     cqes: Vec<(u64, i32, u32)>,
     /// Completions the last turn reaped: whether traffic is streaming.
     last_completions: usize,
+    /// Whether the last turn reaped a receive: whether packets are coming in (adaptive waiting
+    /// looks for the next one before sleeping; the completion of a lone forward's send does
+    /// not count, so a lone packet costs no spin).
+    last_received: bool,
     commands: VecDeque<Command<super::shared::Call>>,
     pub stats: EngineStats,
     pub handles: Handles,
     busy_poll: bool,
+    spin_before_sleep: Duration,
     /// Link changes still to apply, the next first.
     schedule: VecDeque<LinkChange>,
     stopping: bool,
@@ -180,6 +189,7 @@ impl Engine {
             workers,
             socket,
             by_socket,
+            last_source: None,
             recv_msg,
             recv_armed: false,
             event_buf: Box::new(0),
@@ -191,10 +201,12 @@ impl Engine {
             // A turn's completions, and those an early send finds (`send_early`).
             cqes: Vec::with_capacity(1024),
             last_completions: 0,
+            last_received: false,
             commands: VecDeque::new(),
             stats,
             handles: Handles::default(),
             busy_poll: config.busy_poll,
+            spin_before_sleep: config.spin_before_sleep,
             schedule: config.schedule.iter().copied().collect(),
             stopping: false,
         };
@@ -395,6 +407,7 @@ impl Engine {
                 .map(|c| (c.user_data(), c.result(), c.flags())),
         );
         let mut recycled = false;
+        self.last_received = false;
         // By index: sending early appends the completions it finds.
         let mut at = 0;
         while let Some(&(tag, result, flags)) = cqes.get(at) {
@@ -407,6 +420,7 @@ impl Engine {
                         self.send_early(&mut cqes);
                         self.held_at_early_send = self.holds.held();
                     }
+                    self.last_received = true;
                     recycled |= self.on_receive(result, flags);
                 }
                 TAG_SEND => recycled |= self.on_sent(tag & SLOT_MASK, result),
@@ -504,8 +518,17 @@ impl Engine {
                 let segments = payload
                     .chunks(segment)
                     .chain(payload.is_empty().then_some(payload));
-                match socket::source(out.name_data()).and_then(|s| self.by_socket.get(&s)) {
-                    Some(&from) => {
+                let from =
+                    socket::source(out.name_data()).and_then(|source| match self.last_source {
+                        Some((last, node)) if last == source => Some(node),
+                        _ => {
+                            let node = *self.by_socket.get(&source)?;
+                            self.last_source = Some((source, node));
+                            Some(node)
+                        }
+                    });
+                match from {
+                    Some(from) => {
                         let now = self.shared.clock.now();
                         // A coalesced receive is handed over segment by segment, in place.
                         for datagram in segments {
@@ -688,6 +711,9 @@ impl Engine {
         .into_iter()
         .flatten()
         .min();
+        if self.last_received && self.spin(deadline.map(|d| d.saturating_duration_since(now))) {
+            return;
+        }
         // Streaming (the last turn reaped several completions): sleep until a few are in,
         // for a moment at most, rather than wake per completion (with deferred task running
         // the kernel wakes us only then, which spares the senders a wake-up per batch).
@@ -722,6 +748,43 @@ impl Engine {
         }
     }
 
+    /// Adaptive waiting, after a turn that received: submits what is queued, then looks at the
+    /// ring for a moment (at most
+    /// `spin_before_sleep`, and not past the next deadline) before the caller sleeps. True if
+    /// completions came: as many as a streaming wait asks for, or any by the end of the spin
+    /// (the caller then runs its next turn at once). With deferred task running, a completion
+    /// is first a flag on the submission ring (work waits for this thread); the submit that
+    /// sees it runs that work, which posts the completion.
+    fn spin(&mut self, until_deadline: Option<Duration>) -> bool {
+        let limit =
+            until_deadline.map_or(self.spin_before_sleep, |d| d.min(self.spin_before_sleep));
+        if limit.is_zero() {
+            return false;
+        }
+        let want = if self.last_completions >= STREAMING {
+            WAIT_BATCH
+        } else {
+            1
+        };
+        let _ = self.ring.submit();
+        let start = StdInstant::now();
+        loop {
+            if self.ring.submission().taskrun() {
+                let _ = self.ring.submit();
+            }
+            let ready = self.ring.completion().len();
+            if ready >= want || (ready > 0 && start.elapsed() >= limit) {
+                self.stats.spins_found_work += 1;
+                return true;
+            }
+            if start.elapsed() >= limit {
+                self.stats.spins_gave_up += 1;
+                return false;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
     // ---- the topology's schedule ----
 
     /// Applies the link changes whose time has come to the garbler of that direction.
@@ -740,13 +803,17 @@ impl Engine {
 
     // ---- commands ----
 
+    /// Runs the commands queued for this worker. Every command is queued before its eventfd
+    /// write, so the queue (behind a lock) is looked at only in a turn whose eventfd read
+    /// completed: a turn of packets alone takes no lock.
     fn run_commands(&mut self) {
-        if !self.event_armed {
-            let mut word = 0u64;
-            // SAFETY: reads at most 8 bytes into a live u64 from our non-blocking eventfd.
-            unsafe { libc::read(self.link().eventfd(), (&raw mut word).cast(), 8) };
-            self.arm_event();
+        if self.event_armed {
+            return;
         }
+        let mut word = 0u64;
+        // SAFETY: reads at most 8 bytes into a live u64 from our non-blocking eventfd.
+        unsafe { libc::read(self.link().eventfd(), (&raw mut word).cast(), 8) };
+        self.arm_event();
         self.shared.workers[self.worker].take_commands(&mut self.commands);
         while let Some(c) = self.commands.pop_front() {
             self.stats.commands += 1;

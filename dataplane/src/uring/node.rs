@@ -50,6 +50,9 @@ pub struct UringOptions {
     /// after a turn that found nothing). For benchmarks on dedicated cores only; the default
     /// sleeps until a completion or a deadline.
     pub busy_poll: bool,
+    /// Without `busy_poll`: after a turn that found completions, look for more this long
+    /// before sleeping in the kernel (adaptive waiting; zero sleeps at once).
+    pub spin_before_sleep: Duration,
     /// Let the kernel coalesce receives (`UDP_GRO`); a coalesced receive is split in place.
     pub gro: bool,
     /// Send runs of equal-size packets to one neighbour as one segmented send (`UDP_SEGMENT`).
@@ -87,6 +90,7 @@ impl Default for UringOptions {
             workers: s::WORKERS,
             core: None,
             busy_poll: false,
+            spin_before_sleep: s::SPIN_BEFORE_SLEEP,
             gro: s::GRO,
             gso: s::GSO,
             recv_buffers: s::RECV_BUFFERS,
@@ -326,6 +330,7 @@ impl UringNode {
                 gro: options.gro,
                 gso: options.gso,
                 busy_poll: options.busy_poll,
+                spin_before_sleep: options.spin_before_sleep,
                 send_slots: options.send_slots,
                 send_buffers: options.send_buffers,
                 socket_buffer_bytes: options.socket_buffer_bytes,

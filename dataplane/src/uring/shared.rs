@@ -35,6 +35,40 @@ pub(crate) struct Peer {
     pub link: LinkGarbler,
 }
 
+/// The topology's other nodes, found by address with two indexed loads (every packet sent
+/// looks its destination up here; a tree search per packet was one of the forwarding path's
+/// costs).
+pub(crate) struct Peers {
+    /// Ascending by address.
+    list: Vec<(NodeAddr, Peer)>,
+    /// Indexed by address: the position in `list` plus one, 0 for no peer. As long as the
+    /// largest address of the topology (below the group range; made once).
+    position: Box<[u32]>,
+}
+
+impl Peers {
+    pub fn new(peers: BTreeMap<NodeAddr, Peer>) -> Peers {
+        let len = peers.keys().last().map_or(0, |a| usize::from(a.get()) + 1);
+        let mut position = vec![0u32; len].into_boxed_slice();
+        let list: Vec<(NodeAddr, Peer)> = peers.into_iter().collect();
+        for (i, (addr, _)) in list.iter().enumerate() {
+            position[usize::from(addr.get())] = u32::try_from(i + 1).unwrap_or(0);
+        }
+        Peers { list, position }
+    }
+
+    #[inline]
+    pub fn get(&self, addr: &NodeAddr) -> Option<&Peer> {
+        let at = *self.position.get(usize::from(addr.get()))?;
+        let index = usize::try_from(at).ok()?.checked_sub(1)?;
+        self.list.get(index).map(|(_, p)| p)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&NodeAddr, &Peer)> {
+        self.list.iter().map(|(a, p)| (a, p))
+    }
+}
+
 /// Commands for one thread, refused once it has ended.
 struct Queue<T> {
     commands: VecDeque<Command<T>>,
@@ -217,7 +251,7 @@ pub(crate) struct Shared {
     pub me: NodeAddr,
     pub local_addr: SocketAddr,
     pub clock: Clock,
-    pub peers: BTreeMap<NodeAddr, Peer>,
+    pub peers: Peers,
     /// Delayed, jittered and reordered copies the garbler holds back.
     pub delay: DelayLine<SocketAddr>,
     /// What the control plane publishes.
@@ -243,7 +277,7 @@ impl Shared {
             me,
             local_addr,
             clock,
-            peers,
+            peers: Peers::new(peers),
             delay,
             tables,
             workers: (0..workers.max(1))
@@ -251,5 +285,42 @@ impl Shared {
                 .collect::<io::Result<_>>()?,
             control: ControlLink::new(control_inbox, mtu),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::garbler::LinkGarbler;
+    use control::topology::Faults;
+
+    fn peer(port: u16) -> Peer {
+        Peer {
+            socket: SocketAddr::from(([127, 0, 0, 1], port)),
+            link: LinkGarbler::new(Faults::default(), control::rng::Rng::new(1), 1024),
+        }
+    }
+
+    /// Each peer is found by its address and no other address finds one, the largest address
+    /// and those beyond it included.
+    #[test]
+    fn peers_are_found_by_their_address_only() {
+        const LARGEST: u16 = control::addr::GROUP_BASE - 1;
+        let addr = |a: u16| NodeAddr::new(a).expect("an address");
+        let peers = Peers::new(BTreeMap::from([
+            (addr(2), peer(2)),
+            (addr(7), peer(7)),
+            (addr(LARGEST), peer(9)),
+        ]));
+        assert_eq!(peers.get(&addr(7)).map(|p| p.socket.port()), Some(7));
+        assert_eq!(peers.get(&addr(2)).map(|p| p.socket.port()), Some(2));
+        assert_eq!(peers.get(&addr(LARGEST)).map(|p| p.socket.port()), Some(9));
+        for missing in [1, 3, 6, 8, LARGEST - 1] {
+            assert!(peers.get(&addr(missing)).is_none(), "{missing}");
+        }
+        let few = Peers::new(BTreeMap::from([(addr(3), peer(3))]));
+        assert!(few.get(&addr(4)).is_none() && few.get(&addr(1000)).is_none());
+        assert_eq!(few.iter().count(), 1);
+        assert!(Peers::new(BTreeMap::new()).get(&addr(1)).is_none());
     }
 }

@@ -117,6 +117,11 @@ engine_counters! {
     wakeups,
     /// Commands run for other threads.
     commands,
+    /// Waits that looked at the ring before sleeping (`uring.spin_before_sleep`) and found a
+    /// completion, so spared a sleep and a wake-up ...
+    spins_found_work,
+    /// ... and those that found none in time and slept.
+    spins_gave_up,
     /// The socket's granted receive and send buffers, bytes.
     socket_rcvbuf,
     socket_sndbuf,
