@@ -9,39 +9,11 @@ use control::wire::dnp::{Flag, Packet};
 use control::wire::rmtp::{self, Mab, SeqRange, data_packet};
 use control::{GroupAddr, Instant, NodeAddr};
 use dataplane::rmtp::{RelayAction, RelayConfig, RmtpRelay};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::time::Duration;
 
-struct Counting;
+mod counting;
 
-thread_local! {
-    static COUNT: Cell<Option<u64>> = const { Cell::new(None) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = COUNT.try_with(|c| c.set(c.get().map(|n| n + 1)));
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = COUNT.try_with(|c| c.set(c.get().map(|n| n + 1)));
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
-
-fn counted<T>(f: impl FnOnce() -> T) -> (T, u64) {
-    COUNT.with(|c| c.set(Some(0)));
-    let out = f();
-    let n = COUNT.with(|c| c.replace(None)).unwrap();
-    (out, n)
-}
+use counting::counted;
 
 fn n(v: u16) -> NodeAddr {
     NodeAddr::new(v).unwrap()

@@ -15,33 +15,10 @@ use control::topology::{Timers, build};
 use control::{GroupAddr, Instant, NodeAddr};
 use dataplane::node::{Node, Payload};
 use dataplane::rmtp::{Finished, MemSource, Sink, SinkError};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::time::Duration;
 
-struct Counting;
-
-thread_local! {
-    static COUNT: Cell<Option<u64>> = const { Cell::new(None) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = COUNT.try_with(|c| c.set(c.get().map(|n| n + 1)));
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = COUNT.try_with(|c| c.set(c.get().map(|n| n + 1)));
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
+mod counting;
 
 const SIZE: usize = 16 << 20;
 const MTU: usize = 1024;
@@ -212,7 +189,7 @@ fn the_node_core_allocates_nothing_per_packet_through_a_transfer_with_loss() {
     for _ in 0..10_000_000 {
         let d = delivered(&nodes);
         if counted.is_none() && d >= SIZE as u64 / 4 {
-            COUNT.with(|c| c.set(Some(0)));
+            counting::start();
             counted = Some(d);
             lost_in_window = wire.lost;
         }
@@ -226,7 +203,8 @@ fn the_node_core_allocates_nothing_per_packet_through_a_transfer_with_loss() {
         turn(&mut nodes, &mut wire, now);
         now += step;
     }
-    let allocations = COUNT.with(|c| c.replace(None)).unwrap_or(u64::MAX);
+    assert!(counted.is_some(), "the transfer reached a quarter");
+    let allocations = counting::stop();
     assert!(measured_bytes > 0, "the transfer reached three quarters");
     let relay = nodes[1].transfers().relay_stats().clone();
     let receiver = nodes[2].transfers().receiver_stats(1).cloned().unwrap();
