@@ -586,20 +586,23 @@ impl<K: Sink> RmtpReceiver<K> {
             self.stats.beyond_window += 1;
             return;
         }
-        if seq != self.next_seq {
-            // Nothing past the window is accepted: the sequences held span its segments.
-            let span = self
-                .config
-                .window
-                .div_ceil(seg)
-                .saturating_add(2)
-                .min(self.config.max_buffered as u64);
-            self.buffered
-                .reserve(usize::try_from(span).unwrap_or(usize::MAX));
-            if self.buffered.len() >= self.config.max_buffered || !self.buffered.has_room(seq) {
-                self.stats.buffer_full += 1;
-                return;
-            }
+        // Nothing past the window is accepted: the sequences held span its segments. Made at
+        // the first DATA, so that the first loss in steady state allocates nothing.
+        let span = self
+            .config
+            .window
+            .div_ceil(seg)
+            .saturating_add(2)
+            .min(self.config.max_buffered as u64);
+        self.buffered.reserve(
+            usize::try_from(span).unwrap_or(usize::MAX),
+            usize::try_from(seg).unwrap_or(0),
+        );
+        if seq != self.next_seq
+            && (self.buffered.len() >= self.config.max_buffered || !self.buffered.has_room(seq))
+        {
+            self.stats.buffer_full += 1;
+            return;
         }
         if retransmit {
             self.stats.repairs_received += 1;

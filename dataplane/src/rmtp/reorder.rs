@@ -4,6 +4,10 @@
 //! sized for that span once (no tree node per segment, no search). Payload buffers come from
 //! and go back to a pool, so steady state allocates nothing.
 
+/// Out-of-order segments whose buffers are made with the ring: a first loss in steady state
+/// allocates nothing.
+const PREPARED: usize = 64;
+
 pub(crate) struct Reorder {
     /// Slot `seq % len`: the segment of `seq` (its sequence kept, to tell it from another
     /// sequence of the same slot).
@@ -34,11 +38,15 @@ impl Reorder {
         self.slots.len() * size_of::<Option<(u64, Vec<u8>)>>() + self.held_bytes
     }
 
-    /// Makes room for sequences spanning `span` (a larger ring keeps what it holds). Called
-    /// once the transfer's shape is known; later calls with no larger span change nothing.
-    pub fn reserve(&mut self, span: usize) {
+    /// Makes room for sequences spanning `span` (a larger ring keeps what it holds), and
+    /// buffers of `segment` bytes for the first [`PREPARED`] segments held. Called from the
+    /// transfer's first DATA on; later calls with no larger span change nothing.
+    pub fn reserve(&mut self, span: usize, segment: usize) {
         if span <= self.slots.len() {
             return;
+        }
+        while self.pool.len() < span.min(PREPARED) {
+            self.pool.push(Vec::with_capacity(segment));
         }
         let old = std::mem::take(&mut self.slots);
         self.slots.resize_with(span, || None);
@@ -130,7 +138,7 @@ mod tests {
     fn segments_wait_in_their_slot_and_come_out_in_order() {
         let mut r = Reorder::new();
         assert!(!r.insert(3, b"c"), "no ring before its shape is known");
-        r.reserve(4);
+        r.reserve(4, 1);
         assert!(r.insert(3, b"c"));
         assert!(r.insert(5, b"e"));
         assert!(!r.insert(7, b"g"), "7 shares 3's slot: beyond the span");
@@ -143,7 +151,7 @@ mod tests {
         r.recycle(c);
         assert!(r.has_room(7));
         assert!(r.insert(7, b"g"), "3's slot is free again");
-        r.reserve(16);
+        r.reserve(16, 1);
         assert!(
             r.contains(5) && r.contains(7),
             "a larger ring keeps what it holds"
