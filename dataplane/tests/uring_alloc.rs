@@ -318,13 +318,9 @@ fn relaying_and_delivering_a_transfer_allocates_nothing_per_packet() {
     assert!(send.wait(Duration::from_secs(60)), "{:?}", send.progress());
     let got = std::fs::read(dir.of(n(3)).join("payload.bin")).expect("the file arrived");
     assert!(got == data, "the file differs ({} bytes)", got.len());
-    // Not one per packet, which would be tens of thousands here. On a loaded machine a queue
-    // has been seen to grow once mid-transfer (2 allocations in 29,400 packets, CI of
-    // 801fec9; not yet traced), so a handful is not taken for a per-packet cost.
-    assert!(
-        allocs * 1000 <= packets,
-        "allocations per relayed packet: {per_packet}"
-    );
+    // The receiving thread waits for a slow disk by sleeping, not on a channel (whose first
+    // blocking receive allocates: 2 allocations seen under load before FileSink waited so).
+    assert_eq!(allocs, 0, "allocations per relayed packet: {per_packet}");
     for node in nodes {
         node.stop();
     }
