@@ -8,7 +8,6 @@
 //! full, until this test reads it.
 
 mod counting;
-#[allow(unused_imports)] // only its TempDir is used here
 mod uring_common;
 
 use control::settings::receiver::{STAGED_BLOCKS, STAGED_BYTES};
