@@ -100,6 +100,8 @@ struct Buffer {
 
 pub struct Outbox {
     queue: VecDeque<Outgoing>,
+    /// Room for regrouping the end of the queue by neighbour ([`Outbox::group_by_neighbour`]).
+    regroup: Vec<Option<Outgoing>>,
     buffers: Vec<Buffer>,
     free: Vec<BufferId>,
     /// The capacity of a buffer: the topology's MTU.
@@ -122,6 +124,7 @@ impl Outbox {
     pub fn new(mtu: usize) -> Outbox {
         Outbox {
             queue: VecDeque::new(),
+            regroup: Vec::new(),
             buffers: Vec::new(),
             free: Vec::new(),
             buffer_len: mtu,
@@ -141,6 +144,7 @@ impl Outbox {
         self.buffers.reserve(MAX_SPARE_BUFFERS);
         self.free.reserve(MAX_SPARE_BUFFERS);
         self.queue.reserve(RESERVED_QUEUE);
+        self.regroup.reserve(RESERVED_QUEUE);
         let missing = buffers
             .min(MAX_SPARE_BUFFERS)
             .saturating_sub(self.free.len());
@@ -267,6 +271,52 @@ impl Outbox {
         } else {
             self.free.push(id);
         }
+    }
+
+    /// Packets queued now.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Reorders the packets queued from position `from` on so that each neighbour's are
+    /// together (neighbours in the order of their first packet; each neighbour's packets in
+    /// the order they were queued). A batch fanned out to three neighbours queues them in
+    /// turn, one packet each; grouped, each neighbour's run can leave as one segmented send.
+    pub fn group_by_neighbour(&mut self, from: usize) {
+        let tail = self.queue.len().saturating_sub(from);
+        if tail < 3 {
+            return;
+        }
+        // Already grouped when no change of destination returns to an earlier one: the
+        // common case (one neighbour, or a sender's batches queued per neighbour), checked
+        // without moving anything.
+        let returns = (from + 1..self.queue.len()).any(|i| {
+            let to = self.queue[i].to;
+            to != self.queue[i - 1].to && (from..i - 1).any(|j| self.queue[j].to == to)
+        });
+        if !returns {
+            return;
+        }
+        self.regroup.extend(self.queue.drain(from..).map(Some));
+        for i in 0..self.regroup.len() {
+            let Some(first) = self.regroup[i].take() else {
+                continue;
+            };
+            let to = first.to;
+            self.queue.push_back(first);
+            for later in &mut self.regroup[i + 1..] {
+                if later.as_ref().is_some_and(|o| o.to == to)
+                    && let Some(o) = later.take()
+                {
+                    self.queue.push_back(o);
+                }
+            }
+        }
+        self.regroup.clear();
     }
 
     pub fn pop_front(&mut self) -> Option<Outgoing> {
@@ -497,6 +547,47 @@ mod tests {
         assert!(matches!(spans[2], Payload::Shared { .. }));
         assert!(matches!(spans[3], Payload::Shared { .. }));
         assert_eq!((out.input_references(), out.copies()), (2, 2));
+    }
+
+    /// A batch fanned out in turn (1, 2, 3, 1, 2, 3, ...) is regrouped by neighbour from the
+    /// mark on, each neighbour's packets in their order; what was queued before the mark and
+    /// a tail already grouped stay as they are.
+    #[test]
+    fn a_fanned_out_batch_is_grouped_by_neighbour() {
+        let mut out = Outbox::new(1500);
+        out.push_back(Transmit {
+            to: n(2),
+            packet: vec![0],
+        });
+        let mark = out.len();
+        for seq in 1..=3u8 {
+            for to in [3, 2, 4] {
+                out.push_back(Transmit {
+                    to: n(to),
+                    packet: vec![seq],
+                });
+            }
+        }
+        out.group_by_neighbour(mark);
+        out.group_by_neighbour(mark);
+        let order: Vec<(u16, u8)> = std::iter::from_fn(|| out.pop_transmit())
+            .map(|t| (t.to.get(), t.packet[0]))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                (2, 0),
+                (3, 1),
+                (3, 2),
+                (3, 3),
+                (2, 1),
+                (2, 2),
+                (2, 3),
+                (4, 1),
+                (4, 2),
+                (4, 3)
+            ]
+        );
     }
 
     /// An engine that keeps its packets gets owned copies, and the shared buffer is released.

@@ -264,7 +264,9 @@ impl Transfers {
         }
     }
 
-    /// An RMTP packet from neighbour `from`.
+    /// An RMTP packet from neighbour `from`: the relay's decision on it is carried out (the
+    /// packet passed on, handed to local ends). What that makes the local cores send waits for
+    /// [`Self::after_batch`], called once the whole batch of received packets is in.
     pub fn handle_packet(
         &mut self,
         now: Instant,
@@ -275,6 +277,11 @@ impl Transfers {
         let action = self.relay.handle(now, from, packet, ctx.mcast, ctx.routes);
         let mut ends = LocalEnds::new(now, &mut self.senders, &mut self.receivers, ctx.out);
         carry_out(&mut ends, action, packet);
+    }
+
+    /// A batch of received packets is in: every local core sends what it now has (once per
+    /// batch, not per datagram: a MAB opens a window once, a receiver reports once).
+    pub fn after_batch(&mut self, now: Instant, ctx: Ctx<'_>) {
         self.pump(now, ctx);
     }
 
