@@ -26,8 +26,11 @@ fn drain(node: &mut Node) -> Vec<(NodeAddr, Vec<u8>)> {
         match o.payload {
             Payload::Owned(packet) => out.push((o.to, packet)),
             Payload::Shared { id, span } => {
-                out.push((o.to, node.outgoing_bytes(id, span).to_vec()));
-                node.release(id);
+                // A sender's batch is a run of datagrams, each its own reference.
+                for segment in span.segments(o.segment_size.unwrap_or(0)) {
+                    out.push((o.to, node.outgoing_bytes(id, segment).to_vec()));
+                    node.release(id);
+                }
             }
             Payload::Input { .. } => panic!("no datagram was handed in with a token"),
         }

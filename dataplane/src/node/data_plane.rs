@@ -71,6 +71,7 @@ impl<'a> Received<'a> {
 impl DataPlane {
     /// A data plane reading `tables` (the control plane's [`SharedTables`]).
     pub fn new(me: NodeAddr, mtu: usize, tables: SharedTables, options: RmtpOptions) -> Self {
+        let send_batch = options.send_batch(mtu);
         DataPlane {
             me,
             mtu,
@@ -78,7 +79,7 @@ impl DataPlane {
             current: tables.cache(),
             tables,
             transfers: Transfers::new(me, mtu, options),
-            out: Outbox::new(mtu),
+            out: Outbox::with_batches(mtu, send_batch),
             stats: NodeStats::default(),
             batch_rmtp: false,
         }

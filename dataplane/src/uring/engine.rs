@@ -612,10 +612,19 @@ impl Engine {
         }
     }
 
-    /// Routes every packet the node has queued.
+    /// Routes every packet the node has queued; a run of datagrams (a sender's batch) is
+    /// routed datagram by datagram from its one buffer, each holding its reference, and leaves
+    /// as one segmented send through one iovec.
     fn take_outgoing(&mut self) {
         while let Some(o) = self.data.poll_outgoing() {
-            self.route(o.to, o.payload);
+            match (o.segment_size, o.payload) {
+                (Some(size), Payload::Shared { id, span }) => {
+                    for segment in span.segments(size) {
+                        self.route(o.to, Payload::Shared { id, span: segment });
+                    }
+                }
+                (_, payload) => self.route(o.to, payload),
+            }
         }
     }
 
