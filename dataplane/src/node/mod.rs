@@ -20,7 +20,7 @@ pub mod worker;
 
 pub use control_plane::{ControlEvent, ControlPlane, RAP_CLIENT_SID, RAP_SERVER_SID};
 pub use data_plane::{DataPlane, Received};
-pub use outbox::{BufferId, MAX_SPARE_BUFFERS, Outbox, Outgoing, Payload, Span};
+pub use outbox::{BufferId, MAX_SPARE_BATCHES, MAX_SPARE_BUFFERS, Outbox, Outgoing, Payload, Span};
 pub use stats::NodeStats;
 pub use tables::{Neighbour, NeighbourTable, SharedTables, Tables};
 pub use worker::{Ctx, RmtpOptions, TransferEvent, Transfers};
@@ -376,7 +376,8 @@ impl Node {
 
     /// The next packet to send, where its bytes are: an engine that sends from its own buffers
     /// reads a [`Payload::Shared`] one with [`Node::outgoing_bytes`] and hands it back with
-    /// [`Node::release`] once its send completed.
+    /// [`Node::release`] once its send completed, once per datagram of a run
+    /// ([`Outgoing::segment_size`], [`Span::segments`]).
     pub fn poll_outgoing(&mut self) -> Option<Outgoing> {
         self.data.poll_outgoing()
     }
