@@ -103,8 +103,11 @@ fn drain(nodes: &mut [Node], i: usize, input: &[u8], wire: &mut Wire) {
         match o.payload {
             Payload::Owned(packet) => wire.carry(from, o.to, &packet),
             Payload::Shared { id, span } => {
-                wire.carry(from, o.to, nodes[i].outgoing_bytes(id, span));
-                nodes[i].release(id);
+                // A sender's batch is a run of datagrams, each its own reference.
+                for segment in span.segments(o.segment_size.unwrap_or(0)) {
+                    wire.carry(from, o.to, nodes[i].outgoing_bytes(id, segment));
+                    nodes[i].release(id);
+                }
             }
             Payload::Input { span, .. } => wire.carry(from, o.to, &input[span.range()]),
         }
