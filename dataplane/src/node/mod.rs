@@ -399,32 +399,6 @@ impl Node {
         self.data.reserve_send_buffers(buffers);
     }
 
-    /// Outgoing buffers allocated because every reserved or released one was in use.
-    pub fn send_buffers_allocated(&self) -> u64 {
-        self.data.send_buffers_allocated()
-    }
-
-    /// Outgoing buffers a queued or in-flight packet refers to now.
-    pub fn send_buffers_in_use(&self) -> usize {
-        self.data.send_buffers_in_use()
-    }
-
-    /// Packets the node copied into an outgoing buffer (a packet passed on from a datagram
-    /// handed in without a token, once per next hop), since it started.
-    pub fn payload_copies(&self) -> u64 {
-        self.data.payload_copies()
-    }
-
-    /// Packets a local core built once and queued to one or more neighbours by reference.
-    pub fn packets_built(&self) -> u64 {
-        self.data.packets_built()
-    }
-
-    /// Sends queued by reference to a datagram handed in with [`Node::handle_received`].
-    pub fn input_references(&self) -> u64 {
-        self.data.input_references()
-    }
-
     /// Moves what the halves produced to where it goes: the control plane's packets and tables
     /// (it publishes them), then both halves' events to the node's queue.
     fn sync(&mut self, now: Instant) {
