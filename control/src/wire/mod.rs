@@ -4,6 +4,7 @@
 //! The byte tables are in `docs/PROTOCOL.md`; golden vectors in the tests keep the two in step.
 
 pub mod checksum;
+pub mod crc32c;
 pub mod dnp;
 pub mod drp;
 pub mod gmp;

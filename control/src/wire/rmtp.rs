@@ -166,7 +166,7 @@ pub fn data_crc(sequence: u64, offset: u64, payload: &[u8]) -> u32 {
     let mut head = [0u8; 16];
     head[..8].copy_from_slice(&sequence.to_be_bytes());
     head[8..].copy_from_slice(&offset.to_be_bytes());
-    crc32c::crc32c_append(crc32c::crc32c(&head), payload)
+    super::crc32c::crc32c_append(super::crc32c::crc32c(&head), payload)
 }
 
 /// Parsed sequence ranges, borrowed from a NACK or NCF body. Every range was checked at parse

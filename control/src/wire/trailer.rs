@@ -2,6 +2,7 @@
 //! its header). The 16-bit DNP checksum lets some multi-bit corruptions through; the trailer
 //! makes a receiver refuse such a body rather than act on it.
 
+use super::crc32c::crc32c;
 use super::{BodyError, BuildError, room};
 
 /// Bytes of the trailer: a big-endian CRC-32C (Castagnoli) of the body bytes before it.
@@ -17,7 +18,7 @@ pub fn checked(body: &[u8]) -> Result<&[u8], BodyError> {
     };
     let (fields, trailer) = body.split_at(split);
     let carried = u32::from_be_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
-    if crc32c::crc32c(fields) == carried {
+    if crc32c(fields) == carried {
         Ok(fields)
     } else {
         Err(BodyError::BadCrc)
@@ -29,14 +30,14 @@ pub fn checked(body: &[u8]) -> Result<&[u8], BodyError> {
 pub fn append(body: &mut [u8], len: usize) -> Result<usize, BuildError> {
     let end = len.saturating_add(CRC_LEN);
     room(end, body.len())?;
-    let crc = crc32c::crc32c(&body[..len]);
+    let crc = crc32c(&body[..len]);
     body[len..end].copy_from_slice(&crc.to_be_bytes());
     Ok(end)
 }
 
 /// Pushes the trailer of everything in `body` onto its end.
 pub fn push(body: &mut Vec<u8>) {
-    let crc = crc32c::crc32c(body);
+    let crc = crc32c(body);
     body.extend_from_slice(&crc.to_be_bytes());
 }
 
@@ -55,7 +56,7 @@ mod tests {
     #[test]
     fn crc32c_is_castagnoli() {
         // The standard CRC-32C check value.
-        assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
     }
 
     #[test]
