@@ -1,12 +1,13 @@
 //! CRC-32C (Castagnoli, the iSCSI CRC of RFC 3720): the one place the workspace computes it.
 //!
 //! Every DATA packet's CRC is computed by its sender and checked by its receiver (and by a relay
-//! before it serves a repair), so this is per-packet work at 1024-1472 bytes. The CPU's CRC32 instruction takes 8 bytes per cycle only when
-//! three independent streams are in flight (its latency is three cycles). The `crc32c` crate
-//! runs three streams only over whole 768-byte or 24 KiB blocks and the rest one word at a time:
-//! a quarter of a 1024-byte buffer and almost half of a 1472-byte one. Here every buffer is cut into
-//! three equal streams, and their CRCs are joined with two carry-less multiplications by
-//! constants computed at compile time. Without SSE 4.2 and PCLMULQDQ the crate does the work.
+//! before it serves a repair), so this is per-packet work at 1024-1472 bytes. The CPU's CRC32
+//! instruction takes 8 bytes per cycle only when three independent streams are in flight (its
+//! latency is three cycles). The `crc32c` crate runs three streams only over whole 768-byte or
+//! 24 KiB blocks and the rest one word at a time: a quarter of a 1024-byte buffer and almost
+//! half of a 1472-byte one. Here every buffer is cut into three equal streams, and their CRCs
+//! are joined with two carry-less multiplications by constants computed at compile time.
+//! Without SSE 4.2 and PCLMULQDQ the crate does the work.
 
 /// CRC-32C of `data`.
 pub fn crc32c(data: &[u8]) -> u32 {
