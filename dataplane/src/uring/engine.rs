@@ -533,12 +533,13 @@ impl Engine {
                         // A coalesced receive is handed over segment by segment, in place.
                         for datagram in segments {
                             if self.workers > 1
-                                && usize::from(steer::worker_of(datagram, self.workers))
-                                    != self.worker
+                                && steer::tree_worker(datagram, self.workers)
+                                    .is_some_and(|w| usize::from(w) != self.worker)
                             {
                                 // Another worker's tree (a segmented send mixing groups, or
                                 // one that came before the steering program): handling it
-                                // here would split the tree's state. RMTP repairs it.
+                                // here would split the tree's state. RMTP repairs it. What
+                                // names no tree is handled by whichever worker has it.
                                 self.stats.rx_other_worker += 1;
                                 continue;
                             }

@@ -2,8 +2,9 @@
 //! all on the node's address (`SO_REUSEPORT`), and a classic BPF program on the socket group
 //! that the kernel runs on every datagram to pick the socket: the worker
 //! [`control::wire::steer::worker_of`] names. Every packet of one multicast group (all its trees:
-//! DATA, RETRANSMIT and SPM down, NACK, MAB and NCF up) thus reaches one worker, and DRP, GMP,
-//! RAP and whatever names no group reach worker 0, the control plane's feeder.
+//! DATA, RETRANSMIT and SPM down, NACK, MAB and NCF up) thus reaches one worker; DRP, GMP, RAP
+//! (which carry no tree state) are spread by their DNP source, and any worker hands those for
+//! this node to the control thread.
 //!
 //! The sockets are returned in bind order, which is the index the kernel's program returns: the
 //! vector's index is the worker. They live and die together: when a socket of the group closes
@@ -25,7 +26,7 @@
 use crate::threaded::sockopt;
 use control::addr::GROUP_BASE;
 use control::wire::Flag;
-use control::wire::steer::{CONTROL_WORKER, FLAG_AT, group_at};
+use control::wire::steer::{CONTROL_WORKER, FLAG_AT, SOURCE_AT, group_at};
 use std::io;
 use std::mem::size_of;
 use std::net::{SocketAddr, UdpSocket};
@@ -168,11 +169,12 @@ fn offset(from: usize, to: usize) -> u8 {
 /// ```text
 ///        A = u16 at FLAG_AT                  (a datagram too short: the kernel returns 0)
 ///        for each RMTP flag: if A == flag goto load_<its group offset>
-///        return 0                            (DRP, GMP, RAP, unknown flag)
+///        A = u16 at SOURCE_AT; goto spread    (DRP, GMP, RAP, unknown flag: by source)
 /// load_2:  A = u16 at 2;  goto reduce         (DATA, RETRANSMIT, SPM: the DNP destination)
 /// load_10: A = u16 at 10; goto reduce         (NACK, MAB, NCF: body bytes 0–1; too short: 0)
 /// reduce:  if A < GROUP_BASE return 0         (not a group)
-///          return (A - GROUP_BASE) % workers  (always below the socket count: never the
+///          A -= GROUP_BASE
+/// spread:  return A % workers                 (always below the socket count: never the
 ///                                             kernel's hash fallback)
 /// ```
 fn steering_program(workers: u16) -> Vec<libc::sock_filter> {
@@ -183,11 +185,12 @@ fn steering_program(workers: u16) -> Vec<libc::sock_filter> {
     let mut loads: Vec<usize> = steered.iter().map(|&(_, at)| at).collect();
     loads.sort_unstable();
     loads.dedup();
-    // Layout: the flag load, one compare per steered flag, the return to the control worker,
-    // two instructions per group offset, then `reduce`.
-    let first_load = 1 + steered.len() + 1;
+    // Layout: the flag load, one compare per steered flag, the source load and its jump, two
+    // instructions per group offset, then `reduce`.
+    let first_load = 1 + steered.len() + 2;
     let load_at = |at: usize| first_load + 2 * loads.iter().position(|&l| l == at).unwrap_or(0);
     let reduce = first_load + 2 * loads.len();
+    let spread = reduce + 2;
     let control = u32::from(CONTROL_WORKER);
 
     let mut program = vec![instruction(LOAD_HALF, 0, 0, FLAG_AT as u32)];
@@ -200,7 +203,9 @@ fn steering_program(workers: u16) -> Vec<libc::sock_filter> {
             u32::from(flag as u16),
         ));
     }
-    program.push(instruction(RETURN, 0, 0, control));
+    program.push(instruction(LOAD_HALF, 0, 0, SOURCE_AT as u32));
+    let here = program.len();
+    program.push(instruction(JUMP, 0, 0, u32::from(offset(here, spread))));
     for &at in &loads {
         program.push(instruction(LOAD_HALF, 0, 0, at as u32));
         let here = program.len();
@@ -210,6 +215,7 @@ fn steering_program(workers: u16) -> Vec<libc::sock_filter> {
     program.extend([
         instruction(JUMP_IF_AT_LEAST, 0, 3, u32::from(GROUP_BASE)),
         instruction(SUBTRACT, 0, 0, u32::from(GROUP_BASE)),
+        // `spread`
         instruction(MODULO, 0, 0, u32::from(workers)),
         instruction(RETURN_A, 0, 0, 0),
         instruction(RETURN, 0, 0, control),
@@ -334,7 +340,10 @@ mod tests {
                 }
             }
             for packet in garbage() {
-                assert_eq!(run(&program, &packet), 0);
+                assert_eq!(
+                    run(&program, &packet),
+                    u32::from(worker_of(&packet, workers))
+                );
             }
         }
     }
