@@ -168,6 +168,7 @@ pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> 
                     rmtp: true,
                     busy_poll: false,
                     batching: row.batching,
+                    workers: 1,
                 };
                 NodeChain::start(row.engine, hops, how).map(|c| (row, c))
             })

@@ -71,6 +71,9 @@ pub struct How {
     pub busy_poll: bool,
     /// Moving datagrams in batches where the engine can (`EngineOptions::batching`).
     pub batching: bool,
+    /// Dataplane workers of each forwarding node (`EngineOptions::workers`); the source's and
+    /// the sink's nodes run one.
+    pub workers: usize,
 }
 
 /// A running chain of nodes.
@@ -84,7 +87,7 @@ impl NodeChain {
     /// forwarding node routes toward the sink.
     pub fn start(engine: Engine, forwarders: usize, how: How) -> io::Result<NodeChain> {
         Self::start_with(engine, forwarders, how, &mut |topology, me, socket| {
-            start_node(engine, topology, me, socket, how)
+            start_node(engine, topology, me, socket, How { workers: 1, ..how })
         })
     }
 
@@ -102,8 +105,11 @@ impl NodeChain {
         let mut nodes = Vec::with_capacity(sockets.len());
         for (i, socket) in sockets.into_iter().enumerate() {
             let me = node(i + 1);
+            let one_worker = How { workers: 1, ..how };
             nodes.push(if i == last {
                 sink(&topology, me, socket)?
+            } else if i == 0 {
+                start_node(engine, &topology, me, socket, one_worker)?
             } else {
                 start_node(engine, &topology, me, socket, how)?
             });
@@ -192,6 +198,7 @@ fn start_node(
         rmtp: how.rmtp,
         busy_poll: how.busy_poll,
         batching: how.batching,
+        workers: how.workers,
         socket: Some(socket),
         ..EngineOptions::default()
     };
