@@ -45,13 +45,19 @@ const _: () = assert!(CONTROL_WORKER == 0);
 #[cfg(test)]
 pub(crate) fn bind_workers(addr: SocketAddr, workers: u16) -> io::Result<Vec<UdpSocket>> {
     let first = UdpSocket::bind(addr).map_err(|e| failed(workers, addr, "binding worker 0", &e))?;
-    add_workers(first, workers)
+    add_workers(first, workers, true)
 }
 
 /// `first`, bound by the caller (with or without `SO_REUSEPORT`), and `workers - 1` sockets
-/// bound beside it on its address, steered by group: index `i` is worker `i`. With one worker,
-/// `first` alone, untouched. Errors name the cause in one line.
-pub(crate) fn add_workers(first: UdpSocket, workers: u16) -> io::Result<Vec<UdpSocket>> {
+/// bound beside it on its address: index `i` is worker `i`. With `steer`, the steering program
+/// delivers each datagram to its worker; without it the kernel spreads datagrams by its hash
+/// of addresses and ports (the hand-off mode's sockets). With one worker, `first` alone,
+/// untouched. Errors name the cause in one line.
+pub(crate) fn add_workers(
+    first: UdpSocket,
+    workers: u16,
+    steer: bool,
+) -> io::Result<Vec<UdpSocket>> {
     let addr = first.local_addr()?;
     if workers == 0 {
         return Err(io::Error::new(
@@ -70,6 +76,9 @@ pub(crate) fn add_workers(first: UdpSocket, workers: u16) -> io::Result<Vec<UdpS
         let socket = bind_reuseport(addr)
             .map_err(|e| failed(workers, addr, &format!("binding worker {worker}"), &e))?;
         sockets.push(socket);
+    }
+    if !steer {
+        return Ok(sockets);
     }
     // Attached once every socket is in the group: an index beyond the group's size would make
     // the kernel fall back to its hash. Until here the kernel hashes by source port.
@@ -411,7 +420,7 @@ mod tests {
     /// Workers bound by `bind_workers` on port 0, or beside a socket the caller bound.
     fn workers_on_loopback(workers: u16, caller_bound: bool) -> Vec<UdpSocket> {
         let sockets = if caller_bound {
-            add_workers(UdpSocket::bind(loopback()).unwrap(), workers).unwrap()
+            add_workers(UdpSocket::bind(loopback()).unwrap(), workers, true).unwrap()
         } else {
             bind_workers(loopback(), workers).unwrap()
         };
@@ -516,7 +525,7 @@ mod tests {
     fn one_worker_is_the_socket_alone() {
         let first = UdpSocket::bind(loopback()).unwrap();
         let addr = first.local_addr().unwrap();
-        let sockets = add_workers(first, 1).unwrap();
+        let sockets = add_workers(first, 1, true).unwrap();
         assert_eq!(sockets.len(), 1);
         assert_eq!(sockets[0].local_addr().unwrap(), addr);
         // Not shared: nothing else can bind beside it.
