@@ -322,8 +322,9 @@ settings! {
         /// counts, `engine.hand_off_full`). Steering was the faster in `bench scale` (see
         /// docs/BENCHMARKS.md).
         HAND_OFF: bool = false;
-        /// Datagrams each worker's hand-off queue holds, each in an MTU buffer made at start.
-        HAND_OFF_QUEUE: usize = 1024;
+        /// Datagrams each worker's hand-off queue holds, each in an MTU buffer made at start
+        /// (a turn of coalesced receives can hold thousands).
+        HAND_OFF_QUEUE: usize = 4096;
         /// Control-plane packets (DRP, GMP, RAP) the workers may queue for the control thread
         /// before it takes them; beyond, they are dropped and counted
         /// (`engine.control_inbox_full`): the protocols repeat what matters. Each has an MTU

@@ -109,7 +109,7 @@ pub(crate) struct Engine {
     workers: u16,
     /// `uring.hand_off`: the kernel hashes, and another worker's tree is handed over to it.
     hand_off: bool,
-    /// Workers this turn handed datagrams to (bit `i`: worker `i`), woken once at its end.
+    /// Workers this turn handed datagrams to (bit `i`: worker `i`), each woken at the first.
     to_wake: u64,
     socket: UdpSocket,
     by_socket: HashMap<SocketAddr, NodeAddr>,
@@ -586,16 +586,11 @@ impl Engine {
         }
     }
 
-    /// Wakes each worker this turn handed datagrams to: one eventfd write per worker and turn,
-    /// not per datagram.
+    /// Ends the turn's hand-offs: each worker this turn handed datagrams to was woken at the
+    /// first (one eventfd write per worker and turn, not per datagram); the next turn wakes
+    /// again.
     fn wake_owners(&mut self) {
-        while self.to_wake != 0 {
-            let owner = self.to_wake.trailing_zeros() as usize;
-            self.to_wake &= self.to_wake - 1;
-            if let Some(link) = self.shared.workers.get(owner) {
-                link.wake();
-            }
-        }
+        self.to_wake = 0;
     }
 
     /// Handles the datagrams of this worker's trees that other workers received (hand-off
@@ -927,7 +922,8 @@ impl Engine {
 /// A datagram of worker `owner`'s tree that worker `self` received. Steered, it is a stray (a
 /// segmented send mixing groups, or one that came before the steering program): dropped and
 /// counted, RMTP repairs it. In hand-off mode it is copied into the owner's queue (a full one
-/// drops and counts), and the owner is marked in `to_wake`, woken at the end of the turn.
+/// drops and counts), and the owner is woken at its first of the turn (`to_wake` says which
+/// were).
 fn not_mine(
     hand_off: bool,
     shared: &Shared,
@@ -942,7 +938,15 @@ fn not_mine(
         Some(queue) if hand_off => {
             if queue.push(from, datagram) {
                 stats.handed_over += 1;
-                *to_wake |= 1 << (owner % 64);
+                // The first of the turn wakes the owner at once, so that it drains its queue
+                // while this turn goes on (a turn can hold thousands of datagrams).
+                let bit = 1 << (owner % 64);
+                if *to_wake & bit == 0 {
+                    *to_wake |= bit;
+                    if let Some(link) = shared.workers.get(owner) {
+                        link.wake();
+                    }
+                }
             } else {
                 stats.hand_off_full += 1;
             }
