@@ -46,7 +46,7 @@ fn node(n: usize) -> NodeAddr {
 
 /// `forwarders + 2` nodes in a line with loopback sockets bound on ports the kernel picks
 /// (written into the topology before any node starts, so no port is raced for).
-fn line_on_loopback(forwarders: usize) -> io::Result<(Topology, Vec<UdpSocket>)> {
+pub(super) fn line_on_loopback(forwarders: usize) -> io::Result<(Topology, Vec<UdpSocket>)> {
     let mut topology = build::line(forwarders + 2, 7001);
     topology.network.timers = timers();
     let mut sockets = Vec::new();

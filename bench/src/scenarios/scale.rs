@@ -10,11 +10,14 @@
 //! stream's packets from another DNP source, so the steering program spreads them one per worker
 //! (`control::wire::steer::worker_of_source`). Its per-worker rate is measured in the same
 //! comparisons as the bare cells (alternated with them) and printed beside them with its ratio
-//! to the bare per-core figure. An engine with no core setting (the threaded engine) is listed
+//! to the bare per-core figure. With the uring engine, the tree rows (trees.rs) then compare
+//! the two ways a node's workers get their trees' datagrams, steering and hand-off, at each
+//! worker count. An engine with no core setting (the threaded engine) is listed
 //! as skipped, with the reason, in the output and in the JSON.
 
 use super::Engine;
 use super::node_chain::{How, NodeChain};
+use super::trees::{self, Steering, Trees};
 use super::{Outcome, PACKET_LEN, Sweep, dnp_packet};
 use crate::affinity;
 use crate::forwarders::{Chain, Kind};
@@ -168,6 +171,8 @@ struct Plan {
     loads: Vec<Rate>,
     duration: Duration,
     repetitions: usize,
+    /// Bytes of each file of the tree rows.
+    tree_bytes: usize,
 }
 
 impl Plan {
@@ -178,6 +183,7 @@ impl Plan {
                 loads: super::limit::offered_loads(true),
                 duration: Duration::from_millis(250),
                 repetitions: 1,
+                tree_bytes: 4 << 20,
             }
         } else {
             Plan {
@@ -185,6 +191,7 @@ impl Plan {
                 loads: super::limit::offered_loads(false),
                 duration: Duration::from_secs(1),
                 repetitions: 3,
+                tree_bytes: 32 << 20,
             }
         }
     }
@@ -365,7 +372,14 @@ pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> 
         scaling.extend(bare);
         comparisons.extend(sweep.into_iter().map(|(_, c)| c));
     }
+    let mut tree_points = Vec::new();
+    if measured.contains(&Engine::Uring) && !stop.requested() {
+        let (comparison, points) = tree_rows(&plan, allowed.len(), stop);
+        comparisons.push(comparison);
+        tree_points = points;
+    }
     print_scaling(&scaling, &ratios, &skipped);
+    print_trees(&tree_points);
     Ok(Outcome {
         settings: json!({
             "packet_bytes": PACKET_LEN,
@@ -377,6 +391,8 @@ pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> 
             "seconds_per_measurement": plan.duration.as_secs_f64(),
             "repetitions": plan.repetitions,
             "cell": "per core: a source, a one-hop bare forwarder and a sink, each with its own socket, all pinned to that core",
+            "tree_bytes": plan.tree_bytes,
+            "tree_row": "three uring nodes in a line, N workers each, N files at once from the first to the last on N groups (one per worker); the relay's received datagrams per second and per worker, steered by the program or handed off between workers",
             "engine_row": "one node with N dataplane workers between a source and a sink node, N streams of packets from N DNP sources, one per worker (unpinned)",
             "address": "127.0.0.1",
         }),
@@ -384,6 +400,7 @@ pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> 
         summary: json!({
             "scaling": scaling,
             "engine_vs_bare": ratios,
+            "trees": tree_points,
             "engines": skipped,
             "note": SHARED_CORES_NOTE,
         }),
@@ -415,6 +432,80 @@ fn scaling_points(
             }))
         })
         .collect()
+}
+
+/// The tree rows: steered at 1 worker, then steered and hand-off at each larger count, in one
+/// comparison (alternated); per count, each mode's median and hand-off over steered.
+fn tree_rows(
+    plan: &Plan,
+    cores: usize,
+    stop: &Stop,
+) -> (runner::ComparisonResult, Vec<serde_json::Value>) {
+    let mut systems: Vec<Box<dyn System>> = Vec::new();
+    for n in 1..=cores {
+        for steering in Steering::ALL {
+            // One worker has no one to hand off to: the same as steered.
+            if n > 1 || steering == Steering::Program {
+                systems.push(Box::new(Trees {
+                    steering,
+                    workers: n,
+                    bytes: plan.tree_bytes,
+                }));
+            }
+        }
+    }
+    let comparison = Comparison {
+        title: format!(
+            "uring trees, {} per tree: steered by the program vs handed off between workers",
+            crate::report::si(plan.tree_bytes as f64, "B")
+        ),
+        metric: PER_CORE,
+        systems,
+    };
+    let result = runner::run(comparison, plan.repetitions, stop);
+    let points = (1..=cores)
+        .flat_map(|n| {
+            let result = &result;
+            Steering::ALL.into_iter().filter_map(move |steering| {
+                let row = result.system(&trees::row(steering, n))?;
+                let steered = result.system(&trees::row(Steering::Program, n))?;
+                Some(json!({
+                    "forwarder": format!("uring-{}", steering.name()),
+                    "cores": n,
+                    "per_core_pkt_per_s": row.median,
+                    "total_pkt_per_s": row.details.get("total_pkt_per_s"),
+                    "goodput_mb_per_s": row.details.get("goodput_mb_per_s"),
+                    "handed_over": row.details.get("relay_handed_over"),
+                    "over_steered": row.median / steered.median,
+                }))
+            })
+        })
+        .collect();
+    (result, points)
+}
+
+fn print_trees(points: &[serde_json::Value]) {
+    if points.is_empty() {
+        return;
+    }
+    println!("\n== trees: the relay's received datagrams per worker, steered vs hand-off ==");
+    println!(
+        "{:<20} {:>7} {:>14} {:>14} {:>12} {:>12} {:>10}",
+        "mode", "workers", "per worker", "total", "goodput", "handed over", "/steered"
+    );
+    let number = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    for p in points {
+        println!(
+            "{:<20} {:>7} {:>14} {:>14} {:>9.0} MB/s {:>12.0} {:>9.2}x",
+            p["forwarder"].as_str().unwrap_or(""),
+            p["cores"].as_u64().unwrap_or(0),
+            si(number(&p["per_core_pkt_per_s"]), "pkt/s"),
+            si(number(&p["total_pkt_per_s"]), "pkt/s"),
+            number(&p["goodput_mb_per_s"]),
+            number(&p["handed_over"]),
+            number(&p["over_steered"]),
+        );
+    }
 }
 
 /// Per core count: an engine's best per-worker rate over the bare cells' best per-core rate.
