@@ -275,7 +275,12 @@ impl ControlLink {
             self.inbox_full.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let mut bytes = self.spare.pop().unwrap_or_default();
+        // No spare buffer while the inbox is one short of full (the control thread holds the
+        // last one it took): dropped like a full inbox, rather than a buffer allocated.
+        let Some(mut bytes) = self.spare.pop() else {
+            self.inbox_full.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
         bytes.clear();
         bytes.extend_from_slice(packet);
         if let Err(refused) = self.inbox.push(ControlPacket { from, bytes }) {
@@ -365,6 +370,24 @@ mod tests {
             socket: SocketAddr::from(([127, 0, 0, 1], port)),
             link: LinkGarbler::new(Faults::default(), control::rng::Rng::new(1), 1024),
         }
+    }
+
+    /// While the control thread holds a packet it took, the inbox is one short of full but no
+    /// buffer is spare: the next packet is dropped and counted, not given a new buffer.
+    #[test]
+    fn the_control_inbox_never_makes_a_buffer() {
+        let from = NodeAddr::new(2).unwrap();
+        let link = ControlLink::new(2, 16);
+        link.deliver(from, &[1; 8]);
+        link.deliver(from, &[2; 8]);
+        let held = link.take_packet().unwrap();
+        link.deliver(from, &[3; 8]);
+        assert_eq!(link.inbox_full.load(Ordering::Relaxed), 1);
+        assert_eq!(link.take_packet().unwrap().bytes, vec![2; 8]);
+        assert!(link.take_packet().is_none());
+        link.give_back(held.bytes);
+        link.deliver(from, &[4; 8]);
+        assert_eq!(link.take_packet().unwrap().bytes, vec![4; 8]);
     }
 
     /// A hand-off queue takes what it has buffers for, refuses the rest (full, or longer than a
