@@ -586,11 +586,20 @@ impl Engine {
         }
     }
 
-    /// Ends the turn's hand-offs: each worker this turn handed datagrams to was woken at the
-    /// first (one eventfd write per worker and turn, not per datagram); the next turn wakes
-    /// again.
+    /// Ends the turn's hand-offs. Each worker this turn handed datagrams to was woken at the
+    /// first; one that has drained its queue since may have slept again with later ones in it,
+    /// so a worker whose queue is not empty is woken once more. At most two eventfd writes per
+    /// owner and turn, none per datagram.
     fn wake_owners(&mut self) {
-        self.to_wake = 0;
+        while self.to_wake != 0 {
+            let owner = self.to_wake.trailing_zeros() as usize;
+            self.to_wake &= self.to_wake - 1;
+            if let Some(link) = self.shared.workers.get(owner)
+                && link.hand_off.as_ref().is_some_and(|q| !q.is_empty())
+            {
+                link.wake();
+            }
+        }
     }
 
     /// Handles the datagrams of this worker's trees that other workers received (hand-off
@@ -919,7 +928,7 @@ impl Engine {
     }
 }
 
-/// A datagram of worker `owner`'s tree that worker `self` received. Steered, it is a stray (a
+/// A datagram of worker `owner`'s tree that this worker received. Steered, it is a stray (a
 /// segmented send mixing groups, or one that came before the steering program): dropped and
 /// counted, RMTP repairs it. In hand-off mode it is copied into the owner's queue (a full one
 /// drops and counts), and the owner is woken at its first of the turn (`to_wake` says which

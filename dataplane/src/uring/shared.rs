@@ -153,6 +153,10 @@ impl HandOff {
         self.queue.pop()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
     /// A handled datagram's buffer, for the next one.
     pub fn give_back(&self, bytes: Vec<u8>) {
         let _ = self.spare.push(bytes);
