@@ -71,6 +71,10 @@ enum Scenario {
         /// Engines to compare (comma-separated) [default: every engine that exists].
         #[arg(long, value_delimiter = ',', value_name = "ENGINE", value_parser = engine_parser())]
         engines: Vec<Engine>,
+        /// Chain lengths, forwarding nodes (comma-separated, 1 to 4) [default: 1,2,3,4; with
+        /// --quick 1,2].
+        #[arg(long, value_delimiter = ',', value_name = "K", value_parser = clap::value_parser!(u64).range(1..=4))]
+        hops: Vec<u64>,
     },
     /// One probe at a time through chains of 1-4 nodes of each engine, open loop, at a low
     /// fixed rate and at 50/75/90% of the engine's saturation, beside a chain of bare forwarders of
@@ -209,8 +213,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     };
     let outcome = match &cli.scenario {
         Scenario::Limit(_) => scenarios::limit::run(common.quick, &stop),
-        Scenario::Forward { engines, .. } => {
-            scenarios::forward::run(common.quick, &or_every_engine(engines), &stop)
+        Scenario::Forward { engines, hops, .. } => {
+            let hops: Vec<usize> = hops.iter().map(|&k| k as usize).collect();
+            scenarios::forward::run(common.quick, &or_every_engine(engines), &hops, &stop)
         }
         Scenario::Latency { engines, hops, .. } => {
             let hops: Vec<usize> = hops.iter().map(|&k| k as usize).collect();

@@ -16,5 +16,6 @@ pub mod publish;
 pub mod report;
 pub mod runner;
 pub mod scenarios;
+pub mod threads;
 pub mod traffic;
 pub mod udp;

@@ -102,6 +102,9 @@ pub fn offer(
 /// nothing when its thread is briefly descheduled (the systems measured keep the default).
 pub const SINK_RECEIVE_BUFFER: usize = 8 << 20;
 
+/// The sink's thread name (its CPU time is read by it).
+pub const SINK_THREAD: &str = "bench-sink";
+
 /// A thread counting every datagram that reaches its socket until it gets [`udp::STOP`].
 pub struct Sink {
     addr: SocketAddr,
@@ -118,7 +121,7 @@ impl Sink {
         let received = Arc::new(AtomicU64::new(0));
         let count = Arc::clone(&received);
         let thread = std::thread::Builder::new()
-            .name("bench-sink".into())
+            .name(SINK_THREAD.into())
             .spawn(move || {
                 let mut batch = Batch::new(16, udp::SUPER_PACKET, true);
                 loop {
@@ -201,6 +204,24 @@ pub fn limited_by(rate: Rate, offered: &Offered, stages: &[(String, u64)]) -> St
     }
 }
 
+/// The CPU time of the first forwarding stage and of the sink (ns, over a run) per datagram
+/// delivered, as sample details (none when nothing was delivered).
+pub fn cpu_per_datagram((hop1, sink): (u64, u64), delivered: u64) -> Vec<(String, f64)> {
+    if delivered == 0 {
+        return Vec::new();
+    }
+    vec![
+        (
+            "hop1_cpu_ns_per_datagram".into(),
+            hop1 as f64 / delivered as f64,
+        ),
+        (
+            "sink_cpu_ns_per_datagram".into(),
+            sink as f64 / delivered as f64,
+        ),
+    ]
+}
+
 /// The sample of one throughput run: delivered datagrams per second of sending, with the
 /// offered load, the loss, the bit rate and the verdict on what limited it.
 pub fn throughput_sample(
@@ -228,6 +249,10 @@ pub fn throughput_sample(
         "dropped_at_sockets".into(),
         stages.iter().map(|(_, d)| *d).sum::<u64>() as f64,
     );
+    // The last stage is the sink, the instrument: drops there mean it, not the path, saturated.
+    if let Some((_, sink)) = stages.last() {
+        details.insert("dropped_at_sink".into(), *sink as f64);
+    }
     crate::runner::Sample {
         value: per_second,
         details,

@@ -210,6 +210,9 @@ settings! {
         /// Staging blocks of a file sink, made at start: the receiving thread waits for the
         /// writer only when the disk is this many blocks behind.
         STAGED_BLOCKS: usize = 4;
+        /// How long the receiving thread sleeps between looks for a spare staging block when
+        /// the sink's writer is every block behind.
+        WRITER_WAIT: Duration = Duration::from_micros(50);
         /// How often a sink syncing a verified file to disk off the engine's thread is asked
         /// whether it is done.
         FINISH_POLL: Duration = Duration::from_millis(5);

@@ -22,7 +22,7 @@
 mod uring_common;
 
 use control::Addr;
-use control::topology::{Timers, Topology, build};
+use control::topology::{Topology, build};
 use control::wire::dnp::{self, Flag};
 use dataplane::host::RunningNode;
 use dataplane::rmtp::FileSink;
@@ -35,7 +35,7 @@ use std::net::UdpSocket;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use uring_common::{LIMIT, TempDir, bind_all, g, n, wait_until};
+use uring_common::{LIMIT, TempDir, bind_all, g, n, quiet_timers, wait_until};
 
 /// Engine threads of nodes 1..MAX_NODE are told apart.
 const MAX_NODE: usize = 8;
@@ -111,21 +111,6 @@ fn allocations(node: u16) -> u64 {
 
 /// The tests share node addresses: they run one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// Hellos, refreshes and retries far apart: after the first exchange (which finds the
-/// neighbours and routes at once), no timer fires for a minute, so nothing but the stream
-/// allocates in a window. Nodes never declare each other dead during a test.
-fn quiet_timers() -> Timers {
-    Timers {
-        hello_interval: Duration::from_secs(60),
-        dead_hellos: 10,
-        lsp_retransmit: Duration::from_millis(200),
-        former_probe_interval: Duration::from_secs(60),
-        gmp_refresh: Duration::from_secs(60),
-        gmp_expire: Duration::from_secs(600),
-        rap_retry: Duration::from_millis(200),
-    }
-}
 
 /// A line 1 - 2 - 3 of io_uring nodes with quiet timers, each routing to the others; also a
 /// second handle on node 1's socket, for a test that sends from it.
@@ -318,13 +303,9 @@ fn relaying_and_delivering_a_transfer_allocates_nothing_per_packet() {
     assert!(send.wait(Duration::from_secs(60)), "{:?}", send.progress());
     let got = std::fs::read(dir.of(n(3)).join("payload.bin")).expect("the file arrived");
     assert!(got == data, "the file differs ({} bytes)", got.len());
-    // Not one per packet, which would be tens of thousands here. On a loaded machine a queue
-    // has been seen to grow once mid-transfer (2 allocations in 29,400 packets, CI of
-    // 801fec9; not yet traced), so a handful is not taken for a per-packet cost.
-    assert!(
-        allocs * 1000 <= packets,
-        "allocations per relayed packet: {per_packet}"
-    );
+    // The receiving thread waits for a slow disk by sleeping, not on a channel (whose first
+    // blocking receive allocates: 2 allocations seen under load before FileSink waited so).
+    assert_eq!(allocs, 0, "allocations per relayed packet: {per_packet}");
     for node in nodes {
         node.stop();
     }

@@ -11,7 +11,7 @@
 //! the relay's repair cache keeps each DATA it forwards (its fixed ring), and the receiver keeps
 //! a segment that arrives out of order until the gap before it is repaired (its reorder ring).
 
-use control::topology::{Timers, build};
+use control::topology::build;
 use control::{GroupAddr, Instant, NodeAddr};
 use dataplane::node::{Node, Payload};
 use dataplane::rmtp::{Finished, MemSource, Sink, SinkError};
@@ -19,6 +19,10 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 mod counting;
+#[path = "threaded_common/mod.rs"]
+mod threaded_common;
+
+use threaded_common::quiet_timers;
 
 const SIZE: usize = 16 << 20;
 const MTU: usize = 1024;
@@ -27,20 +31,6 @@ const LOSS_EVERY: u64 = 50;
 
 fn n(a: u16) -> NodeAddr {
     NodeAddr::new(a).unwrap()
-}
-
-/// Long protocol timers: none fires inside the measured half (each would build a control
-/// packet of its own).
-fn quiet_timers() -> Timers {
-    Timers {
-        hello_interval: Duration::from_secs(60),
-        dead_hellos: 10,
-        lsp_retransmit: Duration::from_millis(200),
-        former_probe_interval: Duration::from_secs(60),
-        gmp_refresh: Duration::from_secs(60),
-        gmp_expire: Duration::from_secs(600),
-        rap_retry: Duration::from_millis(200),
-    }
 }
 
 /// Hashes what it is given and keeps nothing, as a file sink's writer would.

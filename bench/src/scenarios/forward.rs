@@ -1,19 +1,31 @@
-//! `forward`: a chain of k nodes (k = 1..4) of each engine forwards 1024-byte DNP packets from
-//! a source socket to a sink node, hop by hop by `next_hop` in each node's DNP receiver. The
-//! offered load is swept open-loop at fixed rates to find saturation and the loss there. At
-//! every point a chain of k bare `recvfrom`/`sendto` forwarders — the same system calls per
+//! `forward`: a chain of k nodes (k = 1..4, `--hops`) of each engine forwards 1024-byte DNP
+//! packets from a source socket to a sink node, hop by hop by `next_hop` in each node's DNP
+//! receiver. The offered load is swept open-loop at fixed rates up to 3.2M packets/s, then as
+//! fast as the source can (the worst point: see `limit`), to find saturation and the loss there.
+//! At every point a chain of k bare `recvfrom`/`sendto` forwarders — the same system calls per
 //! packet as the threaded engine, and no protocol — is measured in the same run: the kernel
-//! limit each engine row is a share of. The uring engine runs a second time with its batching
-//! (`UDP_GRO`, `UDP_SEGMENT`) off, as `uring-unbatched`, beside a chain of bare io_uring
-//! forwarders: the same calls per datagram with no protocol, the limit that row is a share of.
+//! limit each engine row is a share of. Beside the batched uring row, the bare GRO/GSO
+//! forwarder (its share of that forwarder's ceiling is in the saturation table). The uring
+//! engine runs a second time with its batching (`UDP_GRO`, `UDP_SEGMENT`) off, as
+//! `uring-unbatched`, beside a chain of bare io_uring forwarders: the same calls per datagram
+//! with no protocol, the limit that row is a share of.
+//!
+//! Every engine's chain ends in the same sink, a uring node (see [`NodeChain::start`]): a sink
+//! of the engine measured was the bottleneck of the uring rows, not the forwarding node. Each
+//! row's details give what the first forwarding stage and the sink cost in CPU time per
+//! datagram delivered (`hop1_cpu_ns_per_datagram`, `sink_cpu_ns_per_datagram`: a figure a
+//! loaded machine moves less than the rate), and for an engine with the counters, the first
+//! forwarding node's datagrams per receive and per send and its wake-ups.
 
 use super::kernel_chain::KernelChain;
 use super::node_chain::{How, NodeChain};
-use super::{Engine, Outcome, PACKET_LEN, Sweep, dnp_packet};
+use super::{Engine, Outcome, PACKET_LEN, Sweep, rmtp_packet};
 use crate::forwarders::Kind;
 use crate::runner::{self, Comparison, ComparisonResult, Sample, Stop, System};
+use crate::threads;
 use crate::traffic::{self, Rate};
 use control::NodeAddr;
+use dataplane::host::counter;
 use serde_json::json;
 use std::io;
 use std::time::Duration;
@@ -22,6 +34,9 @@ use std::time::Duration;
 const KERNEL_LIMIT: Kind = Kind::Blocking;
 /// The kernel row of an engine moving one datagram per call on io_uring.
 const UNBATCHED_LIMIT: Kind = Kind::Uring;
+/// The kernel's batched forwarder (`UDP_GRO` receives, `UDP_SEGMENT` sends): measured beside an
+/// engine row that batches, so that its share of what the kernel can do with batches shows.
+const BATCHED_LIMIT: Kind = Kind::GroGso;
 
 /// A row of the comparison: an engine, with its batching on or off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +74,34 @@ impl Row {
             UNBATCHED_LIMIT
         }
     }
+
+    /// The bare forwarder making this row's kernel calls, when it is not [`Row::limit`]: the
+    /// GRO/GSO forwarder for an engine that moves batches.
+    fn batched_limit(self) -> Option<Kind> {
+        (self.batching && moves_batches(self.engine)).then_some(BATCHED_LIMIT)
+    }
+}
+
+/// Whether `engine`, batching on, moves runs of datagrams per kernel call.
+fn moves_batches(engine: Engine) -> bool {
+    match engine {
+        Engine::Threaded => false,
+        Engine::Uring => true,
+    }
+}
+
+/// The kernel rows of a comparison, each once, in the order of the rows they serve.
+fn kernel_rows(rows: &[Row]) -> Vec<Kind> {
+    let mut kinds: Vec<Kind> = Vec::new();
+    for kind in rows
+        .iter()
+        .flat_map(|r| std::iter::once(r.limit()).chain(r.batched_limit()))
+    {
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    kinds
 }
 
 /// One engine's chain at one offered load.
@@ -83,6 +126,10 @@ impl System for EngineRun<'_> {
     fn measure(&mut self) -> io::Result<Sample> {
         let drops_before = self.chain.drops();
         let delivered_before = self.chain.delivered();
+        let counters_before = self.chain.first_forwarder_stats();
+        let sink_before = self.chain.sink_stats();
+        let (hop1, sink) = (node_threads(2), node_threads(self.chain.sink_addr()));
+        let cpu_before = (threads::cpu_ns(&hop1), threads::cpu_ns(&sink));
         let offered = traffic::offer(
             self.chain.source(),
             self.chain.entry(),
@@ -100,14 +147,75 @@ impl System for EngineRun<'_> {
             .zip(drops_before)
             .map(|((name, after), (_, before))| (name, after.saturating_sub(before)))
             .collect();
-        Ok(traffic::throughput_sample(
-            self.rate,
-            &offered,
-            delivered,
-            &drops,
-            self.packet.len(),
-        ))
+        let mut sample =
+            traffic::throughput_sample(self.rate, &offered, delivered, &drops, self.packet.len());
+        let cpu = (
+            threads::cpu_ns(&hop1).saturating_sub(cpu_before.0),
+            threads::cpu_ns(&sink).saturating_sub(cpu_before.1),
+        );
+        sample
+            .details
+            .extend(traffic::cpu_per_datagram(cpu, delivered));
+        let sink_received = moved(&sink_before, &self.chain.sink_stats(), "dnp.rx_datagrams");
+        if let Some(received) = sink_received {
+            // Datagrams the sink node took from its socket but did not count as delivered (an
+            // instrument losing them inside, e.g. a full queue to its control thread).
+            sample.details.insert(
+                "sink_received_not_counted".into(),
+                received.saturating_sub(delivered) as f64,
+            );
+        }
+        let counters_after = self.chain.first_forwarder_stats();
+        sample
+            .details
+            .extend(kernel_operations(&counters_before, &counters_after));
+        Ok(sample)
     }
+}
+
+/// How far counter `name` moved from `before` to `after` (`None`: the node has no such counter).
+fn moved(before: &[(String, u64)], after: &[(String, u64)], name: &str) -> Option<u64> {
+    Some(counter(after, name)?.saturating_sub(counter(before, name).unwrap_or(0)))
+}
+
+/// The name prefix of node `n`'s threads (every engine names them `n<address>-<job>`).
+fn node_threads(n: usize) -> String {
+    format!("n{n}-")
+}
+
+/// The first forwarding node's kernel operations over a measurement, per datagram it received,
+/// from the engine's counters (an engine without them adds nothing): how far its batches are
+/// from the bare GRO/GSO forwarder's.
+fn kernel_operations(before: &[(String, u64)], after: &[(String, u64)]) -> Vec<(String, f64)> {
+    let moved = |name: &str| moved(before, after, name).map(|n| n as f64);
+    let Some(received) = moved("dnp.rx_datagrams").filter(|&r| r > 0.0) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if let (Some(receives), Some(sent), Some(sends)) = (
+        moved("engine.receives"),
+        moved("dnp.tx_packets"),
+        moved("engine.sends"),
+    ) {
+        out.push((
+            "hop1_datagrams_per_receive".into(),
+            received / receives.max(1.0),
+        ));
+        out.push(("hop1_datagrams_per_send".into(), sent / sends.max(1.0)));
+    }
+    for (name, key) in [
+        ("engine.wakeups", "hop1_wakeups_per_1k_datagrams"),
+        (
+            "engine.recv_buffers_exhausted",
+            "hop1_buffers_exhausted_per_1k_datagrams",
+        ),
+        ("engine.early_sends", "hop1_early_sends_per_1k_datagrams"),
+    ] {
+        if let Some(n) = moved(name) {
+            out.push((key.into(), n * 1000.0 / received));
+        }
+    }
+    out
 }
 
 struct Plan {
@@ -122,14 +230,21 @@ impl Plan {
         if quick {
             Plan {
                 chain_lengths: vec![1, 2],
-                rates: vec![Rate::PerSecond(20_000.0), Rate::Max],
+                rates: vec![
+                    Rate::PerSecond(20_000.0),
+                    Rate::PerSecond(1_600_000.0),
+                    Rate::Max,
+                ],
                 duration: Duration::from_millis(250),
                 repetitions: 1,
             }
         } else {
             Plan {
                 chain_lengths: vec![1, 2, 3, 4],
-                rates: [25e3, 50e3, 100e3, 200e3, 400e3]
+                // Up to 3.2M: a batching engine saturates between the paced points, and "max"
+                // is the worst point of all (see `limit`: the source's sends do the receive
+                // work of the datagrams dropped, on the cores the forwarding node needs).
+                rates: [25e3, 50e3, 100e3, 200e3, 400e3, 800e3, 1.6e6, 3.2e6]
                     .into_iter()
                     .map(Rate::PerSecond)
                     .chain([Rate::Max])
@@ -141,16 +256,14 @@ impl Plan {
     }
 }
 
-pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> {
-    let plan = Plan::new(quick);
-    let rows = Row::all(engines);
-    // Each kernel row a measured row is a share of, once, in the order of the rows.
-    let mut limits: Vec<Kind> = Vec::new();
-    for row in &rows {
-        if !limits.contains(&row.limit()) {
-            limits.push(row.limit());
-        }
+/// `hops`: the chain lengths to measure (empty: the plan's).
+pub fn run(quick: bool, engines: &[Engine], hops: &[usize], stop: &Stop) -> io::Result<Outcome> {
+    let mut plan = Plan::new(quick);
+    if !hops.is_empty() {
+        plan.chain_lengths = hops.to_vec();
     }
+    let rows = Row::all(engines);
+    let limits = kernel_rows(&rows);
     let mut comparisons = Vec::new();
     let mut saturation = Vec::new();
     let mut sweep_points = Vec::new();
@@ -159,13 +272,15 @@ pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> 
             break;
         }
         let sink = NodeAddr::new(hops as u16 + 2).expect("a small node address");
-        let packet = dnp_packet(sink, NodeAddr::new(1).expect("node 1"), PACKET_LEN);
+        let packet = rmtp_packet(sink, NodeAddr::new(1).expect("node 1"), PACKET_LEN);
         eprintln!("  starting chains of {hops} forwarding node(s) …");
         let chains = rows
             .iter()
             .map(|&row| {
+                // Without the RMTP layer: the RMTP-flagged packets are passed on by
+                // `next_hop`, as RAP packets are with it, and the sink counts them.
                 let how = How {
-                    rmtp: true,
+                    rmtp: false,
                     busy_poll: false,
                     batching: row.batching,
                     workers: 1,
@@ -230,6 +345,7 @@ pub fn run(quick: bool, engines: &[Engine], stop: &Stop) -> io::Result<Outcome> 
             "systems": rows.iter().map(|r| r.name()).collect::<Vec<_>>(),
             "kernel_limit": KERNEL_LIMIT.name(),
             "unbatched_kernel_limit": UNBATCHED_LIMIT.name(),
+            "batched_kernel_limit": BATCHED_LIMIT.name(),
             "address": "127.0.0.1",
         }),
         comparisons,
@@ -247,6 +363,12 @@ fn saturation_point(
     let (rate, comparison, row) = super::saturation(sweep, &measured.name())?;
     let limit = measured.limit().name();
     let kernel = comparison.system(limit).map(|k| k.median);
+    // The batched forwarder's ceiling, wherever in the sweep it was (it saturates at another
+    // load than the engine).
+    let batched = measured.batched_limit().and_then(|kind| {
+        let (_, _, ceiling) = super::saturation(sweep, kind.name())?;
+        Some((kind.name(), ceiling.median))
+    });
     Some(json!({
         "hops": hops,
         "engine": measured.name(),
@@ -258,6 +380,9 @@ fn saturation_point(
         "limited_by": row.limited_by,
         "kernel_limit_pkt_per_s": kernel,
         "share_of_kernel_limit": row.share_of_limit,
+        "batched_kernel_limit": batched.map(|(name, _)| name),
+        "batched_kernel_limit_pkt_per_s": batched.map(|(_, ceiling)| ceiling),
+        "share_of_batched_kernel_limit": batched.map(|(_, ceiling)| row.median / ceiling),
     }))
 }
 
@@ -267,7 +392,7 @@ fn print_saturation(points: &[serde_json::Value]) {
          limit at the same load =="
     );
     println!(
-        "{:>4} {:<16} {:>14} {:>9} {:>7} {:>14} {:>14} {:>7}  kernel limit",
+        "{:>4} {:<16} {:>14} {:>9} {:>7} {:>14} {:>14} {:>7}  kernel limit (batched: its ceiling)",
         "hops", "engine", "delivered", "Gbit/s", "loss", "offered", "kernel", "share"
     );
     let number = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
@@ -284,6 +409,19 @@ fn print_saturation(points: &[serde_json::Value]) {
             number(&p["share_of_kernel_limit"]) * 100.0,
             p["kernel_limit"].as_str().unwrap_or(""),
         );
+        if let Some(batched) = p["batched_kernel_limit"].as_str() {
+            println!(
+                "{:>4} {:<16} {:>14} {:>9} {:>7} {:>14} {:>14} {:>6.0}%  {batched}",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                crate::report::si(number(&p["batched_kernel_limit_pkt_per_s"]), "pkt/s"),
+                number(&p["share_of_batched_kernel_limit"]) * 100.0,
+            );
+        }
     }
 }
 
@@ -307,5 +445,26 @@ mod tests {
             ]
         );
         assert_eq!(Row::all(&[Engine::Threaded]).len(), 1);
+    }
+
+    /// The batched uring row brings the bare GRO/GSO forwarder into the comparison; threaded
+    /// alone (one datagram per call) does not, and each kernel row is measured once.
+    #[test]
+    fn a_batching_engine_is_compared_with_the_gro_gso_forwarder_too() {
+        let names = |engines: &[Engine]| -> Vec<&str> {
+            kernel_rows(&Row::all(engines))
+                .into_iter()
+                .map(Kind::name)
+                .collect()
+        };
+        assert_eq!(
+            names(&[Engine::Threaded, Engine::Uring]),
+            [
+                "kernel-recvfrom-sendto",
+                "kernel-gro-gso",
+                "kernel-io_uring-multishot"
+            ]
+        );
+        assert_eq!(names(&[Engine::Threaded]), ["kernel-recvfrom-sendto"]);
     }
 }

@@ -43,6 +43,15 @@ pub fn dnp_packet(dst: NodeAddr, src: NodeAddr, len: usize) -> Vec<u8> {
     control::wire::dnp::frame(Addr::Node(dst), Addr::Node(src), Flag::Rap, &body)
 }
 
+/// A sealed DNP packet of `len` bytes from `src` to `dst` with an RMTP data flag: a node without
+/// the RMTP layer passes it on by `next_hop` in its DNP receiver, the path of [`dnp_packet`],
+/// and the node it is for counts it in its data plane (`rmtp_unclaimed`), with no hand-off to
+/// a control thread as a RAP packet's. The body is never read.
+pub fn rmtp_packet(dst: NodeAddr, src: NodeAddr, len: usize) -> Vec<u8> {
+    let body = vec![0xA5; len - control::wire::DNP_HEADER_LEN];
+    control::wire::dnp::frame(Addr::Node(dst), Addr::Node(src), Flag::RmtpData, &body)
+}
+
 /// One comparison per offered load, in the order measured.
 pub type Sweep = Vec<(Rate, ComparisonResult)>;
 

@@ -6,10 +6,12 @@
 //! ```
 //!
 //! Nodes 1 and k+2 are nodes too, so that DRP finds the routes; the source sends from node 1's
-//! own socket (node 2 knows it as a neighbour), and the sink node accepts each packet (checksum,
-//! neighbour, flag) and counts it (see [`super::UNCLAIMED_RAP_SID`]). Every node is hosted as a
-//! [`RunningNode`] of the engine measured (the sink may be another, see [`NodeChain::start_with`]),
-//! so nothing here depends on the engine.
+//! own socket (node 2 knows it as a neighbour). The forwarding nodes are hosted as
+//! [`RunningNode`]s of the engine measured, so nothing here depends on the engine. The sink
+//! node is the bench's instrument, the same whatever the engine measured ([`NodeChain::start`]:
+//! a uring node without the RMTP layer, which accepts each RMTP packet for it (checksum,
+//! neighbour, flag) and counts it in its data plane, see [`super::rmtp_packet`]; or the caller's,
+//! [`NodeChain::start_with`]).
 
 use control::NodeAddr;
 use control::topology::{Timers, Topology, build};
@@ -22,8 +24,12 @@ use std::time::{Duration, Instant};
 /// How long the routes may take to appear before the run gives up.
 const CONVERGENCE_LIMIT: Duration = Duration::from_secs(20);
 
-/// The sink's counter of accepted benchmark packets (RAP packets for a service id it lacks).
-const DELIVERED_COUNTER: &str = "dnp.rap_no_endpoint";
+/// The bench's sink node's counter of accepted benchmark packets (RMTP packets for it, no RMTP
+/// layer: [`super::rmtp_packet`]).
+const RMTP_DELIVERED: &str = "dnp.rmtp_unclaimed";
+/// A caller's sink node's counter of accepted benchmark packets (RAP packets for a service id
+/// it lacks: [`super::dnp_packet`]).
+const RAP_DELIVERED: &str = "dnp.rap_no_endpoint";
 
 /// Short protocol timers, so that the routes are up in well under a second, and a long dead
 /// interval: a saturated node drops hellos with everything else, and must not lose its
@@ -80,19 +86,35 @@ pub struct How {
 pub struct NodeChain {
     nodes: Vec<Arc<dyn RunningNode>>,
     source: UdpSocket,
+    /// The sink's counter of the benchmark packets it accepted.
+    delivered_counter: &'static str,
 }
 
 impl NodeChain {
-    /// Starts `forwarders + 2` nodes of `engine`, run as `how` says, and waits until every
-    /// forwarding node routes toward the sink.
+    /// Starts `forwarders` nodes of `engine` (and node 1), run as `how` says, ending in the
+    /// bench's sink node, and waits until every forwarding node routes toward the sink.
+    ///
+    /// The sink is a uring node with batching on and no RMTP layer for every engine measured:
+    /// the same instrument in every row, and the cheapest correct one (GRO receives, each
+    /// datagram's checksum verified and counted on its worker). A sink of the engine measured
+    /// was not: a uring sink handed each RAP packet to its control thread's bounded inbox and
+    /// counted a fraction of what the forwarding node delivered (docs/BENCHMARKS.md, `forward`).
     pub fn start(engine: Engine, forwarders: usize, how: How) -> io::Result<NodeChain> {
-        Self::start_with(engine, forwarders, how, &mut |topology, me, socket| {
-            start_node(engine, topology, me, socket, How { workers: 1, ..how })
-        })
+        let sink_how = How {
+            rmtp: false,
+            busy_poll: false,
+            batching: true,
+            workers: 1,
+        };
+        let mut chain = Self::start_with(engine, forwarders, how, &mut |topology, me, socket| {
+            start_node(Engine::Uring, topology, me, socket, sink_how)
+        })?;
+        chain.delivered_counter = RMTP_DELIVERED;
+        Ok(chain)
     }
 
     /// The same with the sink node started by `sink` (a measuring instrument of the bench, the
-    /// same for every engine compared).
+    /// same for every engine compared), which counts the RAP packets of [`super::dnp_packet`].
     pub fn start_with(
         engine: Engine,
         forwarders: usize,
@@ -114,7 +136,11 @@ impl NodeChain {
                 start_node(engine, &topology, me, socket, how)?
             });
         }
-        let chain = NodeChain { nodes, source };
+        let chain = NodeChain {
+            nodes,
+            source,
+            delivered_counter: RAP_DELIVERED,
+        };
         chain.wait_for_routes()?;
         Ok(chain)
     }
@@ -150,6 +176,11 @@ impl NodeChain {
         &self.source
     }
 
+    /// The sink node's address (the last of the line).
+    pub fn sink_addr(&self) -> usize {
+        self.nodes.len()
+    }
+
     /// The first forwarding node's socket.
     pub fn entry(&self) -> SocketAddr {
         self.nodes[1].local_addr()
@@ -157,7 +188,17 @@ impl NodeChain {
 
     /// Benchmark packets the sink node has accepted since it started.
     pub fn delivered(&self) -> u64 {
-        counter(&self.sink().stats(), DELIVERED_COUNTER).unwrap_or(0)
+        counter(&self.sink().stats(), self.delivered_counter).unwrap_or(0)
+    }
+
+    /// The counters of the first forwarding node (the one a 1-hop run measures).
+    pub fn first_forwarder_stats(&self) -> Vec<(String, u64)> {
+        self.nodes[1].stats()
+    }
+
+    /// The sink node's counters.
+    pub fn sink_stats(&self) -> Vec<(String, u64)> {
+        self.sink().stats()
     }
 
     /// Each receiving socket in path order with the datagrams the kernel has dropped there

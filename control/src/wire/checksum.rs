@@ -6,6 +6,25 @@
 
 /// One's complement sum of `data`, folded to 16 bits, as a big-endian word value.
 pub fn ones_complement_sum(data: &[u8]) -> u16 {
+    // Every packet is summed at every hop: where the CPU has AVX2 (checked once, cached by
+    // the standard library), the same loop compiled for it sums four words per instruction
+    // rather than the baseline x86-64's two.
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU was just found to have AVX2.
+        return unsafe { wide_sum_avx2(data) };
+    }
+    wide_sum(data)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn wide_sum_avx2(data: &[u8]) -> u16 {
+    wide_sum(data)
+}
+
+#[inline(always)]
+fn wide_sum(data: &[u8]) -> u16 {
     // 32-bit native words widened into a u64 need no carry handling until the fold (2^32 words
     // would be needed to overflow), which leaves the loop free for the compiler to vectorise.
     let mut acc: u64 = 0;
@@ -79,6 +98,8 @@ mod tests {
         #[test]
         fn wordwise_equals_bytewise(data in proptest::collection::vec(any::<u8>(), 0..2100)) {
             prop_assert_eq!(ones_complement_sum(&data), ones_complement_sum_bytewise(&data));
+            // The baseline build too, whichever one the CPU running the test gets.
+            prop_assert_eq!(wide_sum(&data), ones_complement_sum_bytewise(&data));
         }
 
         #[test]

@@ -182,6 +182,8 @@ control::counters! {
         /// Times a shape learnt from an SPM was replaced by one that `spm_agreement` SPMs in a
         /// row agreed on (the first SPM was forged).
         pub shapes_replaced: u64,
+        /// Times delivering waited for the sink (its writer every staged block behind).
+        pub sink_waits: u64,
     }
 }
 
@@ -656,6 +658,7 @@ impl<K: Sink> RmtpReceiver<K> {
         }
         self.delivered += payload.len() as u64;
         self.stats.delivered_bytes = self.delivered;
+        self.stats.sink_waits = self.sink.waits();
         self.next_seq += 1;
         true
     }

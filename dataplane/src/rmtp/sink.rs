@@ -75,6 +75,11 @@ pub trait Sink {
     }
     /// Give up; what was written stays clearly partial.
     fn abort(&mut self);
+    /// Times the caller's thread waited for the sink to catch up (the disk behind the
+    /// network).
+    fn waits(&self) -> u64 {
+        0
+    }
 }
 
 impl<S: Sink + ?Sized> Sink for Box<S> {
@@ -93,12 +98,16 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     fn abort(&mut self) {
         (**self).abort()
     }
+
+    fn waits(&self) -> u64 {
+        (**self).waits()
+    }
 }
 
 // Bytes gathered before they are hashed and written in one piece: BLAKE3 hashes a long run
 // several times faster than segment-sized pieces (it hashes many 1 KiB chunks at once), and
 // one write per block spares the system calls.
-use control::settings::receiver::{STAGED_BLOCKS, STAGED_BYTES};
+use control::settings::receiver::{STAGED_BLOCKS, STAGED_BYTES, WRITER_WAIT};
 
 /// What the receiver's thread hands the sink's writer thread.
 enum ToWriter {
@@ -128,6 +137,8 @@ pub struct FileSink {
     partial: PathBuf,
     final_path: PathBuf,
     written: u64,
+    /// Times the receiving thread waited for a spare block.
+    waits: u64,
 }
 
 impl FileSink {
@@ -176,6 +187,7 @@ impl FileSink {
             partial,
             final_path,
             written: 0,
+            waits: 0,
         })
     }
 
@@ -204,10 +216,18 @@ impl FileSink {
     fn hand_over(&mut self) -> Result<(), SinkError> {
         let block = self.staged.take().ok_or_else(Self::closed)?;
         self.send(ToWriter::Block(block))?;
-        let next = self
-            .spare
-            .recv()
-            .map_err(|_| io::Error::other("the sink's writer thread ended"))?;
+        let next = loop {
+            match self.spare.try_recv() {
+                Ok(next) => break next,
+                Err(TryRecvError::Empty) => {
+                    self.waits += 1;
+                    thread::sleep(WRITER_WAIT);
+                }
+                Err(TryRecvError::Disconnected) => {
+                    return Err(io::Error::other("the sink's writer thread ended").into());
+                }
+            }
+        };
         self.staged = Some(next);
         Ok(())
     }
@@ -276,6 +296,10 @@ impl Sink for FileSink {
         };
         self.told = true;
         Some(outcome)
+    }
+
+    fn waits(&self) -> u64 {
+        self.waits
     }
 
     /// What was handed in is written before this returns: the partial file holds it all.

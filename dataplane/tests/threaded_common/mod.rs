@@ -34,6 +34,22 @@ pub fn fast_timers() -> Timers {
     }
 }
 
+/// Protocol timers that stay quiet through a measured window: after the first exchange (which
+/// finds the neighbours and routes at once), no hello, refresh or probe for a minute, so nothing
+/// but the traffic measured builds a packet or allocates; nodes never declare each other dead
+/// during a test.
+pub fn quiet_timers() -> Timers {
+    Timers {
+        hello_interval: Duration::from_secs(60),
+        dead_hellos: 10,
+        lsp_retransmit: Duration::from_millis(200),
+        former_probe_interval: Duration::from_secs(60),
+        gmp_refresh: Duration::from_secs(60),
+        gmp_expire: Duration::from_secs(600),
+        rap_retry: Duration::from_millis(200),
+    }
+}
+
 /// Binds one loopback socket per node and writes their addresses into the topology.
 pub fn bind_all(topology: &mut Topology) -> BTreeMap<NodeAddr, UdpSocket> {
     let mut sockets = BTreeMap::new();

@@ -3,13 +3,14 @@
 //! with the threaded tests' timers, waits and route checks; and files in a temporary
 //! directory, verified byte for byte.
 
-#![allow(dead_code)]
+// Each test binary uses part of what is here (and of what it re-exports).
+#![allow(dead_code, unused_imports)]
 
 #[path = "../threaded_common/mod.rs"]
 mod threaded_common;
 
 pub use threaded_common::{
-    LIMIT, bind_all, expected_next_hops, fast_timers, g, links_of, n, wait_until,
+    LIMIT, bind_all, expected_next_hops, fast_timers, g, links_of, n, quiet_timers, wait_until,
 };
 
 use control::drp::RoutingTable;
