@@ -11,14 +11,14 @@
 //!   DNP destination (which, at the sender's node, is the node itself), so a mapping on the group
 //!   is the one cheap rule under which the DATA, NACKs, NCFs and MABs of one tree meet on one
 //!   worker. Every sender of a group therefore shares the group's worker.
-//! - A datagram whose flag names no tree (DRP, GMP, RAP, an unknown flag) belongs to the worker
-//!   of its DNP source ([`worker_of_source`]): it carries no per-tree state, so any worker may
-//!   handle it (one for this node goes on to the control thread from whichever worker has it),
-//!   and spreading by source lets a node's workers share the end-to-end traffic it passes on
-//!   while one origin's packets stay in order on one worker.
-//! - Everything else goes to [`CONTROL_WORKER`]: a datagram too short to hold the fields read,
-//!   and an RMTP packet whose group field is not a group (refused there and counted like any
-//!   malformed packet).
+//! - A datagram that names no tree (DRP, GMP, RAP, an unknown flag, and an RMTP packet whose
+//!   group field is not a group: RMTP to a node, which a node without the RMTP layer passes on,
+//!   else refused and counted) belongs to the worker of its DNP source ([`worker_of_source`]):
+//!   it carries no per-tree state, so any worker may handle it (one for this node goes on to
+//!   the control thread from whichever worker has it), and spreading by source lets a node's
+//!   workers share the end-to-end traffic it passes on while one origin's packets stay in
+//!   order on one worker.
+//! - A datagram too short to hold the fields read goes to [`CONTROL_WORKER`].
 
 use super::dnp::{DNP_HEADER_LEN, Flag};
 use crate::addr::{GROUP_BASE, GroupAddr};
@@ -55,30 +55,33 @@ pub fn group_of(datagram: &[u8]) -> Option<GroupAddr> {
     GroupAddr::new(read_u16(datagram, group_at(flag)?)?)
 }
 
-/// The worker, of `workers`, that owns `datagram`: its group's worker for an RMTP packet, its
-/// source's for one whose flag names no tree, else [`CONTROL_WORKER`]. Always below `workers`
+/// The worker, of `workers`, that owns `datagram`: its group's worker for an RMTP packet naming
+/// a group, its source's for one that names no tree, [`CONTROL_WORKER`] for one too short for
+/// its fields. Always below `workers`
 /// (0 when `workers` is 0 or 1). Never panics.
 pub fn worker_of(datagram: &[u8], workers: u16) -> u16 {
     let Some(flag) = read_u16(datagram, FLAG_AT) else {
         return CONTROL_WORKER;
     };
+    // The flag is read, so the source field before it is there.
+    let by_source =
+        || read_u16(datagram, SOURCE_AT).map_or(CONTROL_WORKER, |s| worker_of_source(s, workers));
     match Flag::from_raw(flag).and_then(group_at) {
-        Some(at) => tree_worker_at(datagram, at, workers).unwrap_or(CONTROL_WORKER),
-        None => read_u16(datagram, SOURCE_AT)
-            .map_or(CONTROL_WORKER, |source| worker_of_source(source, workers)),
+        Some(at) => match read_u16(datagram, at) {
+            Some(field) => match GroupAddr::new(field) {
+                Some(group) => worker_of_group(group, workers),
+                None => by_source(),
+            },
+            None => CONTROL_WORKER,
+        },
+        None => by_source(),
     }
 }
 
 /// The worker, of `workers`, that must handle `datagram` because it holds its tree's state:
 /// `Some` for an RMTP packet naming a group, `None` for anything any worker may handle.
 pub fn tree_worker(datagram: &[u8], workers: u16) -> Option<u16> {
-    let at = group_at(Flag::from_raw(read_u16(datagram, FLAG_AT)?)?)?;
-    tree_worker_at(datagram, at, workers)
-}
-
-fn tree_worker_at(datagram: &[u8], at: usize, workers: u16) -> Option<u16> {
-    let group = GroupAddr::new(read_u16(datagram, at)?)?;
-    Some(worker_of_group(group, workers))
+    Some(worker_of_group(group_of(datagram)?, workers))
 }
 
 /// The worker, of `workers`, of a datagram from DNP source `source` that names no tree: the
@@ -245,17 +248,20 @@ mod tests {
     }
 
     #[test]
-    fn rmtp_without_a_group_goes_to_the_control_worker() {
-        // DATA addressed to a node, and a NACK whose group field is a node: refused downstream
-        // (by the control worker), never steered by a value outside the group range.
+    fn rmtp_without_a_group_goes_by_its_source() {
+        // DATA addressed to a node (passed on by a node without the RMTP layer), a NACK whose
+        // group field is a node, an SPM to no one: no tree, so by source (node 1: worker 1).
         let data = frame(n(3).into(), n(1).into(), Flag::RmtpData, &[0; 24]);
-        assert_eq!(worker_of(&data, 4), CONTROL_WORKER);
+        assert_eq!(worker_of(&data, 4), 1);
+        assert_eq!(tree_worker(&data, 4), None);
         let mut nack = rmtp_packets(g(0xF001)).remove(2).1;
         nack[BODY_GROUP_AT..BODY_GROUP_AT + 2].copy_from_slice(&0x0003u16.to_be_bytes());
-        assert_eq!(worker_of(&nack, 4), CONTROL_WORKER);
+        let source = u16::from_be_bytes([nack[SOURCE_AT], nack[SOURCE_AT + 1]]);
+        assert_eq!(worker_of(&nack, 4), source % 4);
+        assert_eq!(tree_worker(&nack, 4), None);
         let unspecified = frame(Addr::Unspecified, n(1).into(), Flag::RmtpSpm, &[0; 8]);
-        assert_eq!(worker_of(&unspecified, 4), CONTROL_WORKER);
-        // An unknown flag names no tree: it goes by its source (node 1).
+        assert_eq!(worker_of(&unspecified, 4), 1);
+        // An unknown flag names no tree either.
         let mut odd = rmtp_packets(g(0xF001)).remove(0).1;
         odd[FLAG_AT..FLAG_AT + 2].copy_from_slice(&0x0016u16.to_be_bytes());
         assert_eq!(worker_of(&odd, 4), 1);
@@ -293,23 +299,26 @@ mod tests {
             }
             let worker = worker_of(&bytes, workers);
             prop_assert!(worker < workers.max(1));
-            let names_a_tree = bytes
+            let group_field_at = bytes
                 .get(FLAG_AT..FLAG_AT + 2)
                 .and_then(|f| Flag::from_raw(u16::from_be_bytes([f[0], f[1]])))
-                .and_then(group_at)
-                .is_some();
+                .and_then(group_at);
             match group_of(&bytes) {
                 Some(group) => {
                     prop_assert_eq!(worker, worker_of_group(group, workers));
                     prop_assert_eq!(tree_worker(&bytes, workers), Some(worker));
                 }
-                None if names_a_tree || bytes.len() < FLAG_AT + 2 => {
+                None if bytes.len() < FLAG_AT + 2 => prop_assert_eq!(worker, CONTROL_WORKER),
+                None if group_field_at.is_some_and(|at| bytes.len() < at + 2) => {
                     prop_assert_eq!(worker, CONTROL_WORKER);
                 }
-                None => prop_assert_eq!(
-                    worker,
-                    worker_of_source(u16::from_be_bytes([bytes[4], bytes[5]]), workers)
-                ),
+                None => {
+                    prop_assert_eq!(tree_worker(&bytes, workers), None);
+                    prop_assert_eq!(
+                        worker,
+                        worker_of_source(u16::from_be_bytes([bytes[4], bytes[5]]), workers)
+                    );
+                }
             }
         }
     }

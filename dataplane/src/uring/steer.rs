@@ -156,7 +156,6 @@ const JUMP_IF_AT_LEAST: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u
 const JUMP: u16 = (libc::BPF_JMP | libc::BPF_JA) as u16;
 const SUBTRACT: u16 = (libc::BPF_ALU | libc::BPF_SUB | libc::BPF_K) as u16;
 const MODULO: u16 = (libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K) as u16;
-const RETURN: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 const RETURN_A: u16 = (libc::BPF_RET | libc::BPF_A) as u16;
 
 fn instruction(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
@@ -178,14 +177,15 @@ fn offset(from: usize, to: usize) -> u8 {
 /// ```text
 ///        A = u16 at FLAG_AT                  (a datagram too short: the kernel returns 0)
 ///        for each RMTP flag: if A == flag goto load_<its group offset>
-///        A = u16 at SOURCE_AT; goto spread    (DRP, GMP, RAP, unknown flag: by source)
+///        goto by_source                       (DRP, GMP, RAP, unknown flag)
 /// load_2:  A = u16 at 2;  goto reduce         (DATA, RETRANSMIT, SPM: the DNP destination)
 /// load_10: A = u16 at 10; goto reduce         (NACK, MAB, NCF: body bytes 0–1; too short: 0)
-/// reduce:  if A < GROUP_BASE return 0         (not a group)
-///          A -= GROUP_BASE
-/// spread:  return A % workers                 (always below the socket count: never the
-///                                             kernel's hash fallback)
+/// reduce:  if A < GROUP_BASE goto by_source   (not a group: no tree)
+///          return (A - GROUP_BASE) % workers
+/// by_source: return (u16 at SOURCE_AT) % workers
 /// ```
+///
+/// Every result is below the socket count, never the kernel's hash fallback.
 fn steering_program(workers: u16) -> Vec<libc::sock_filter> {
     let steered: Vec<(Flag, usize)> = Flag::ALL
         .into_iter()
@@ -194,13 +194,12 @@ fn steering_program(workers: u16) -> Vec<libc::sock_filter> {
     let mut loads: Vec<usize> = steered.iter().map(|&(_, at)| at).collect();
     loads.sort_unstable();
     loads.dedup();
-    // Layout: the flag load, one compare per steered flag, the source load and its jump, two
-    // instructions per group offset, then `reduce`.
-    let first_load = 1 + steered.len() + 2;
+    // Layout: the flag load, one compare per steered flag, the jump to `by_source`, two
+    // instructions per group offset, then `reduce` (4) and `by_source` (3).
+    let first_load = 1 + steered.len() + 1;
     let load_at = |at: usize| first_load + 2 * loads.iter().position(|&l| l == at).unwrap_or(0);
     let reduce = first_load + 2 * loads.len();
-    let spread = reduce + 2;
-    let control = u32::from(CONTROL_WORKER);
+    let by_source = reduce + 4;
 
     let mut program = vec![instruction(LOAD_HALF, 0, 0, FLAG_AT as u32)];
     for &(flag, at) in &steered {
@@ -212,9 +211,8 @@ fn steering_program(workers: u16) -> Vec<libc::sock_filter> {
             u32::from(flag as u16),
         ));
     }
-    program.push(instruction(LOAD_HALF, 0, 0, SOURCE_AT as u32));
     let here = program.len();
-    program.push(instruction(JUMP, 0, 0, u32::from(offset(here, spread))));
+    program.push(instruction(JUMP, 0, 0, u32::from(offset(here, by_source))));
     for &at in &loads {
         program.push(instruction(LOAD_HALF, 0, 0, at as u32));
         let here = program.len();
@@ -224,10 +222,14 @@ fn steering_program(workers: u16) -> Vec<libc::sock_filter> {
     program.extend([
         instruction(JUMP_IF_AT_LEAST, 0, 3, u32::from(GROUP_BASE)),
         instruction(SUBTRACT, 0, 0, u32::from(GROUP_BASE)),
-        // `spread`
         instruction(MODULO, 0, 0, u32::from(workers)),
         instruction(RETURN_A, 0, 0, 0),
-        instruction(RETURN, 0, 0, control),
+    ]);
+    debug_assert_eq!(program.len(), by_source);
+    program.extend([
+        instruction(LOAD_HALF, 0, 0, SOURCE_AT as u32),
+        instruction(MODULO, 0, 0, u32::from(workers)),
+        instruction(RETURN_A, 0, 0, 0),
     ]);
     program
 }
@@ -275,7 +277,6 @@ mod tests {
                 JUMP => pc += k as usize,
                 SUBTRACT => a = a.wrapping_sub(k),
                 MODULO => a %= k,
-                RETURN => return k,
                 RETURN_A => return a,
                 other => panic!("unexpected instruction {other:#x}"),
             }
