@@ -18,7 +18,7 @@
 use super::Engine;
 use super::node_chain::{How, NodeChain};
 use super::trees::{self, Steering, Trees};
-use super::{Outcome, PACKET_LEN, Sweep, dnp_packet};
+use super::{Outcome, PACKET_LEN, Sweep, dnp_packet, rmtp_packet};
 use crate::affinity;
 use crate::forwarders::{Chain, Kind};
 use crate::report::si;
@@ -60,7 +60,8 @@ fn engine_row(engine: Engine, workers: usize) -> String {
 }
 
 /// One node of an engine with `workers` dataplane workers between a source and a sink node,
-/// offered `workers` streams at one load per stream. Stream `i`'s packets come from DNP source
+/// offered `workers` streams at one load per stream (the chain's sink, a uring node counting on
+/// its worker, is the same instrument as `forward`'s). Stream `i`'s packets come from DNP source
 /// `base + i` (base a multiple of the worker count), which the steering program gives to worker
 /// `i`: the source sends from one socket (node 1's), so the kernel's own hash would put every
 /// stream on one worker.
@@ -77,9 +78,11 @@ impl EngineWorkers {
     fn new(engine: Engine, workers: usize, rate: Rate, duration: Duration, stop: Stop) -> Self {
         let node = |n: usize| NodeAddr::new(n as u16).expect("a small node address");
         let base = 100 * workers;
-        // The chain's sink is node 3: source node 1, the node measured, the sink.
+        // The chain's sink is node 3: source node 1, the node measured, the sink. RMTP DATA
+        // for a node, as `forward`'s: passed on by a node without the RMTP layer, counted by
+        // the sink on its worker.
         let packets = (0..workers)
-            .map(|i| dnp_packet(node(3), node(base + i), PACKET_LEN))
+            .map(|i| rmtp_packet(node(3), node(base + i), PACKET_LEN))
             .collect();
         EngineWorkers {
             engine,
@@ -99,7 +102,7 @@ impl System for EngineWorkers {
 
     fn measure(&mut self) -> io::Result<Sample> {
         let how = How {
-            rmtp: true,
+            rmtp: false,
             busy_poll: false,
             batching: true,
             workers: self.workers,
