@@ -136,6 +136,11 @@ settings! {
         /// Bytes a paced sender sends at once ahead of its pace (a burst per wake-up, which
         /// leaves as one segmented send); its rate holds on average.
         PACE_QUANTUM: u64 = 16 * 1024;
+        /// Bytes of new DATA a local sender builds in one call at most (whole packets, at
+        /// least one, at most 64), end to end in one buffer: each next hop gets the batch as
+        /// one run, which leaves as one segmented send (the kernel takes up to 64 KiB and 64
+        /// segments), and the engine makes one call per batch rather than per packet.
+        BATCH_BYTES: usize = 64_000;
         /// Period of SPMs while data flows.
         SPM_INTERVAL: Duration = Duration::from_millis(100);
         /// Period of SPMs once everything was sent, until every receiver has it.

@@ -364,9 +364,9 @@ fn a_sender_builds_each_packet_once_for_all_its_next_hops() {
     }
     let end: EngineStats = nodes[0].engine_counters();
     println!(
-        "sender: {} packets built, {} datagrams sent, {} payload copies; {allocs} allocations \
-         for {packets} packets built (indicative)",
-        end.packets_built, end.datagrams_sent, end.payload_copies
+        "sender: {} packets built, {} datagrams sent in {} sends, {} payload copies; {allocs} \
+         allocations for {packets} packets built (indicative)",
+        end.packets_built, end.datagrams_sent, end.sends, end.payload_copies
     );
     // Each packet built went to both next hops from its one buffer: no copy. (Besides the
     // DATA, what the sender sends to both is built too; the few control-plane packets are

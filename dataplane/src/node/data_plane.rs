@@ -24,11 +24,54 @@ pub struct DataPlane {
     transfers: Transfers,
     out: Outbox,
     stats: NodeStats,
+    /// The batch being handled gave the RMTP worker a packet: its cores answer at its end.
+    batch_rmtp: bool,
+}
+
+/// Datagrams from one neighbour that one receive brought: `payload` cut into `segment`-byte
+/// datagrams, the last possibly shorter (a GRO super-buffer), or one datagram (`segment` its
+/// length). Handled with one `now` by [`DataPlane::handle_batch`].
+#[derive(Clone, Copy, Debug)]
+pub struct Received<'a> {
+    pub from: NodeAddr,
+    pub payload: &'a [u8],
+    pub segment: usize,
+    /// The engine's name for where `payload` lies, in a receive buffer it keeps for the sends
+    /// that refer to it: what is passed on unchanged is then queued as
+    /// [`super::Payload::Input`] (its span counted from the start of `payload`), not copied.
+    pub token: Option<u64>,
+}
+
+impl<'a> Received<'a> {
+    /// One datagram, without a token.
+    pub fn one(from: NodeAddr, datagram: &'a [u8]) -> Self {
+        Received {
+            from,
+            payload: datagram,
+            segment: datagram.len(),
+            token: None,
+        }
+    }
+
+    /// The datagrams, in order; an empty payload is one empty datagram (which DNP refuses as
+    /// too short), and a segment size of 0 counts as the whole payload.
+    pub fn datagrams(&self) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+        let payload = self.payload;
+        let segment = if self.segment == 0 {
+            payload.len().max(1)
+        } else {
+            self.segment
+        };
+        payload
+            .chunks(segment)
+            .chain(payload.is_empty().then_some(payload))
+    }
 }
 
 impl DataPlane {
     /// A data plane reading `tables` (the control plane's [`SharedTables`]).
     pub fn new(me: NodeAddr, mtu: usize, tables: SharedTables, options: RmtpOptions) -> Self {
+        let send_batch = options.send_batch(mtu);
         DataPlane {
             me,
             mtu,
@@ -36,8 +79,9 @@ impl DataPlane {
             current: tables.cache(),
             tables,
             transfers: Transfers::new(me, mtu, options),
-            out: Outbox::new(mtu),
+            out: Outbox::with_batches(mtu, send_batch),
             stats: NodeStats::default(),
+            batch_rmtp: false,
         }
     }
 
@@ -71,10 +115,81 @@ impl DataPlane {
         (&mut self.out, &mut self.stats)
     }
 
-    /// A datagram from neighbour `from`. Validated by DNP (a refusal counted), then passed on,
-    /// or handed to the RMTP worker; a DRP, GMP or RAP packet for this node is returned for
-    /// the control plane, which the data plane never runs.
+    /// A batch of datagrams from one neighbour, as one receive brought them, all handled at
+    /// `now`: each is validated by DNP (a refusal counted), then passed on or handed to the
+    /// RMTP worker, or, a DRP, GMP or RAP packet for this node, given to `for_control` (the
+    /// data plane never runs the control plane). A datagram `accept` refuses is skipped (an
+    /// engine's filter, e.g. another worker's group). What the local cores send in answer is
+    /// made once, after the whole batch ([`Transfers::after_batch`]).
+    pub fn handle_batch<'a>(
+        &mut self,
+        now: Instant,
+        batch: Received<'a>,
+        mut accept: impl FnMut(&'a [u8]) -> bool,
+        mut for_control: impl FnMut(Packet<'a>),
+    ) {
+        let mark = self.begin_batch(batch);
+        for datagram in batch.datagrams() {
+            if !accept(datagram) {
+                continue;
+            }
+            if let Some(packet) = self.handle_in_batch(now, batch.from, datagram) {
+                for_control(packet);
+            }
+        }
+        self.end_batch(now, mark);
+    }
+
+    /// A datagram from neighbour `from`: [`Self::handle_batch`] with a batch of one, the
+    /// packet for the control plane returned.
     pub fn handle_datagram<'a>(
+        &mut self,
+        now: Instant,
+        from: NodeAddr,
+        datagram: &'a [u8],
+    ) -> Option<Packet<'a>> {
+        let mark = self.begin_batch(Received::one(from, datagram));
+        let for_control = self.handle_in_batch(now, from, datagram);
+        self.end_batch(now, mark);
+        for_control
+    }
+
+    /// A datagram from neighbour `from` that lies in a receive buffer the engine keeps for the
+    /// sends that refer to it: as [`Self::handle_datagram`], but what is passed on unchanged
+    /// (a forward, the relay's fan-out) is queued as [`super::Payload::Input`] with `token`,
+    /// the engine's name for where `datagram` lies, instead of a copy.
+    pub fn handle_received<'a>(
+        &mut self,
+        now: Instant,
+        from: NodeAddr,
+        datagram: &'a [u8],
+        token: u64,
+    ) -> Option<Packet<'a>> {
+        let batch = Received {
+            token: Some(token),
+            ..Received::one(from, datagram)
+        };
+        let mark = self.begin_batch(batch);
+        let for_control = self.handle_in_batch(now, from, datagram);
+        self.end_batch(now, mark);
+        for_control
+    }
+
+    /// Starts a batch: its input region for references, and where its packets begin in the
+    /// outgoing queue (returned, for [`Self::end_batch`]).
+    pub(super) fn begin_batch(&mut self, batch: Received<'_>) -> usize {
+        self.stats.rx_batches += 1;
+        if let Some(token) = batch.token {
+            self.out.set_input(token, batch.payload);
+        }
+        self.batch_rmtp = false;
+        self.out.len()
+    }
+
+    /// One datagram of the batch begun: validated, passed on, or handed to the RMTP worker
+    /// (whose cores answer at [`Self::end_batch`]); a DRP, GMP or RAP packet for this node is
+    /// returned.
+    pub(super) fn handle_in_batch<'a>(
         &mut self,
         now: Instant,
         from: NodeAddr,
@@ -107,26 +222,34 @@ impl DataPlane {
                     out: &mut self.out,
                 };
                 self.transfers.handle_packet(now, from, &packet, ctx);
+                self.batch_rmtp = true;
             }
         }
         None
     }
 
-    /// A datagram from neighbour `from` that lies in a receive buffer the engine keeps for the
-    /// sends that refer to it: as [`Self::handle_datagram`], but what is passed on unchanged
-    /// (a forward, the relay's fan-out) is queued as [`super::Payload::Input`] with `token`,
-    /// the engine's name for where `datagram` lies, instead of a copy.
-    pub fn handle_received<'a>(
-        &mut self,
-        now: Instant,
-        from: NodeAddr,
-        datagram: &'a [u8],
-        token: u64,
-    ) -> Option<Packet<'a>> {
-        self.out.set_input(token, datagram);
-        let for_control = self.handle_datagram(now, from, datagram);
+    /// Ends the batch begun at `mark`: the local cores send what the batch's RMTP packets
+    /// call for (once), and the batch's packets are grouped by neighbour, so that a run to one
+    /// neighbour can leave as one segmented send.
+    pub(super) fn end_batch(&mut self, now: Instant, mark: usize) {
+        if self.batch_rmtp {
+            self.batch_rmtp = false;
+            self.pump(now);
+        }
         self.out.clear_input();
-        for_control
+        self.out.group_by_neighbour(mark);
+    }
+
+    /// The RMTP worker's cores send what they have.
+    fn pump(&mut self, now: Instant) {
+        self.stats.transfer_pumps += 1;
+        let tables = self.current.load();
+        let ctx = Ctx {
+            mcast: &tables.multicast,
+            routes: &tables.routes,
+            out: &mut self.out,
+        };
+        self.transfers.after_batch(now, ctx);
     }
 
     /// A datagram from a socket that is no neighbour of this node: validated like any other (a
@@ -174,6 +297,8 @@ impl DataPlane {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.transfers.poll_timeout().is_some_and(|t| t <= now) {
+            let mark = self.out.len();
+            self.stats.transfer_pumps += 1;
             let tables = self.current.load();
             let ctx = Ctx {
                 mcast: &tables.multicast,
@@ -181,6 +306,7 @@ impl DataPlane {
                 out: &mut self.out,
             };
             self.transfers.handle_timeout(now, ctx);
+            self.out.group_by_neighbour(mark);
         }
     }
 

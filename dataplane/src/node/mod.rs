@@ -19,8 +19,8 @@ mod tables;
 pub mod worker;
 
 pub use control_plane::{ControlEvent, ControlPlane, RAP_CLIENT_SID, RAP_SERVER_SID};
-pub use data_plane::DataPlane;
-pub use outbox::{BufferId, MAX_SPARE_BUFFERS, Outbox, Outgoing, Payload, Span};
+pub use data_plane::{DataPlane, Received};
+pub use outbox::{BufferId, MAX_SPARE_BATCHES, MAX_SPARE_BUFFERS, Outbox, Outgoing, Payload, Span};
 pub use stats::NodeStats;
 pub use tables::{Neighbour, NeighbourTable, SharedTables, Tables};
 pub use worker::{Ctx, RmtpOptions, TransferEvent, Transfers};
@@ -316,22 +316,33 @@ impl Node {
         self.data.validate_from_stranger(datagram)
     }
 
-    /// See [`DataPlane::handle_received`].
-    pub fn handle_received(&mut self, now: Instant, from: NodeAddr, datagram: &[u8], token: u64) {
-        if let Some(packet) = self.data.handle_received(now, from, datagram, token) {
-            self.handle_control(now, from, &packet);
+    /// A batch of datagrams from one neighbour with one `now` ([`DataPlane::handle_batch`]):
+    /// the control plane takes its packets as they come, the transfers answer once at the end.
+    pub fn handle_batch(&mut self, now: Instant, batch: Received<'_>) {
+        let mark = self.data.begin_batch(batch);
+        for datagram in batch.datagrams() {
+            if let Some(packet) = self.data.handle_in_batch(now, batch.from, datagram) {
+                self.handle_control(now, batch.from, &packet);
+            }
         }
+        self.data.end_batch(now, mark);
         self.collect_transfer_events();
     }
 
-    /// A datagram from neighbour `from`: validated, then handed to its half by flag.
+    /// See [`DataPlane::handle_received`]: a batch of one with its token.
+    pub fn handle_received(&mut self, now: Instant, from: NodeAddr, datagram: &[u8], token: u64) {
+        let batch = Received {
+            token: Some(token),
+            ..Received::one(from, datagram)
+        };
+        self.handle_batch(now, batch);
+    }
+
+    /// A datagram from neighbour `from`: validated, then handed to its half by flag (a batch
+    /// of one). Data-plane work leaves the control plane as it was: only the transfers'
+    /// events to collect (the control plane's sync costs a table look per packet).
     pub fn handle_datagram(&mut self, now: Instant, from: NodeAddr, datagram: &[u8]) {
-        if let Some(packet) = self.data.handle_datagram(now, from, datagram) {
-            self.handle_control(now, from, &packet);
-        }
-        // Data-plane work leaves the control plane as it was: only the transfers' events to
-        // collect (the control plane's sync costs a table look per packet).
-        self.collect_transfer_events();
+        self.handle_batch(now, Received::one(from, datagram));
     }
 
     fn handle_control(&mut self, now: Instant, from: NodeAddr, packet: &Packet<'_>) {
@@ -365,7 +376,8 @@ impl Node {
 
     /// The next packet to send, where its bytes are: an engine that sends from its own buffers
     /// reads a [`Payload::Shared`] one with [`Node::outgoing_bytes`] and hands it back with
-    /// [`Node::release`] once its send completed.
+    /// [`Node::release`] once its send completed, once per datagram of a run
+    /// ([`Outgoing::segment_size`], [`Span::segments`]).
     pub fn poll_outgoing(&mut self) -> Option<Outgoing> {
         self.data.poll_outgoing()
     }
@@ -385,32 +397,6 @@ impl Node {
     /// engine that recycles them calls it once, before the first packet.
     pub fn reserve_send_buffers(&mut self, buffers: usize) {
         self.data.reserve_send_buffers(buffers);
-    }
-
-    /// Outgoing buffers allocated because every reserved or released one was in use.
-    pub fn send_buffers_allocated(&self) -> u64 {
-        self.data.send_buffers_allocated()
-    }
-
-    /// Outgoing buffers a queued or in-flight packet refers to now.
-    pub fn send_buffers_in_use(&self) -> usize {
-        self.data.send_buffers_in_use()
-    }
-
-    /// Packets the node copied into an outgoing buffer (a packet passed on from a datagram
-    /// handed in without a token, once per next hop), since it started.
-    pub fn payload_copies(&self) -> u64 {
-        self.data.payload_copies()
-    }
-
-    /// Packets a local core built once and queued to one or more neighbours by reference.
-    pub fn packets_built(&self) -> u64 {
-        self.data.packets_built()
-    }
-
-    /// Sends queued by reference to a datagram handed in with [`Node::handle_received`].
-    pub fn input_references(&self) -> u64 {
-        self.data.input_references()
     }
 
     /// Moves what the halves produced to where it goes: the control plane's packets and tables

@@ -21,6 +21,10 @@ use std::collections::VecDeque;
 /// memory is freed): enough for every send slot of the io_uring engine full of segmented
 /// batches (64 slots × 64 datagrams).
 pub const MAX_SPARE_BUFFERS: usize = 4096;
+/// Most free batch buffers an outbox keeps with their memory: as many datagrams as
+/// [`MAX_SPARE_BUFFERS`] at the default batch, so a burst of a receiver window's worth of
+/// batches allocates nothing either.
+pub const MAX_SPARE_BATCHES: usize = 128;
 /// Packets the queue holds without growing, once reserved: a coalesced receive's worth of
 /// forwards several times over.
 const RESERVED_QUEUE: usize = 1024;
@@ -40,6 +44,20 @@ impl Span {
         let start = self.offset as usize;
         start..start + self.len as usize
     }
+
+    /// The datagrams of a segmented packet run: `size` bytes each, the last possibly shorter
+    /// (a size of 0 is the whole span).
+    pub fn segments(self, size: usize) -> impl Iterator<Item = Span> {
+        let size = u32::try_from(size).unwrap_or(u32::MAX);
+        let size = if size == 0 { self.len.max(1) } else { size };
+        (0..self.len.div_ceil(size)).map(move |i| {
+            let at = i * size;
+            Span {
+                offset: self.offset + at,
+                len: size.min(self.len - at),
+            }
+        })
+    }
 }
 
 /// Where a queued packet's bytes are.
@@ -55,11 +73,38 @@ pub enum Payload {
     Input { token: u64, span: Span },
 }
 
-/// A packet for neighbour `to`.
+/// A packet for neighbour `to`, or with `segment_size`, a run of datagrams for it (as quinn's
+/// `Transmit` describes a segmented send).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Outgoing {
     pub to: NodeAddr,
     pub payload: Payload,
+    /// `Some(size)`: the payload is datagrams of `size` bytes laid end to end, the last
+    /// possibly shorter, which can leave as one segmented send; each holds its own reference
+    /// to a [`Payload::Shared`] buffer (released once per datagram). `None`: one datagram.
+    pub segment_size: Option<usize>,
+}
+
+impl Outgoing {
+    fn one(to: NodeAddr, payload: Payload) -> Outgoing {
+        Outgoing {
+            to,
+            payload,
+            segment_size: None,
+        }
+    }
+
+    /// The datagrams it carries.
+    pub fn datagrams(&self) -> usize {
+        let len = match &self.payload {
+            Payload::Owned(_) => return 1,
+            Payload::Shared { span, .. } | Payload::Input { span, .. } => span.len as usize,
+        };
+        match self.segment_size {
+            Some(size) if size > 0 => len.div_ceil(size).max(1),
+            _ => 1,
+        }
+    }
 }
 
 /// A range of memory whose bytes are queued by reference rather than copied.
@@ -92,18 +137,30 @@ impl Region {
 }
 
 struct Buffer {
-    /// `buffer_len` bytes (empty while lent, or once its memory was freed).
+    /// `buffer_len` bytes, or `batch_len` for a batch buffer (empty while lent, or once its
+    /// memory was freed).
     bytes: Vec<u8>,
     /// Queued or in-flight sends that refer to it: free when none is left.
     refs: u32,
+    /// One of the buffers a local sender builds a batch of datagrams in
+    /// ([`Outbox::lend_batch`]), which go back to their own free list.
+    batch: bool,
 }
 
 pub struct Outbox {
     queue: VecDeque<Outgoing>,
+    /// Room for regrouping the end of the queue by neighbour ([`Outbox::group_by_neighbour`]).
+    regroup: Vec<Option<Outgoing>>,
     buffers: Vec<Buffer>,
     free: Vec<BufferId>,
+    /// Free batch buffers.
+    batch_free: Vec<BufferId>,
     /// The capacity of a buffer: the topology's MTU.
     buffer_len: usize,
+    /// The capacity of a batch buffer: a sender's batch of datagrams of one MTU.
+    batch_len: usize,
+    /// Packets the lent buffer holds (a batch's count; 1 otherwise), for `built`.
+    lent_packets: u64,
     /// The datagram being handled, when the engine can send from where it lies.
     input: Option<(u64, Region)>,
     /// The buffer lent to a core, and where its bytes are while lent.
@@ -120,11 +177,20 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(mtu: usize) -> Outbox {
+        Outbox::with_batches(mtu, 1)
+    }
+
+    /// An outbox whose batch buffers hold `batch` datagrams of one MTU ([`Outbox::lend_batch`]).
+    pub fn with_batches(mtu: usize, batch: usize) -> Outbox {
         Outbox {
             queue: VecDeque::new(),
+            regroup: Vec::new(),
             buffers: Vec::new(),
             free: Vec::new(),
+            batch_free: Vec::new(),
             buffer_len: mtu,
+            batch_len: mtu.saturating_mul(batch.max(1)),
+            lent_packets: 1,
             input: None,
             lent: None,
             copies: 0,
@@ -141,21 +207,43 @@ impl Outbox {
         self.buffers.reserve(MAX_SPARE_BUFFERS);
         self.free.reserve(MAX_SPARE_BUFFERS);
         self.queue.reserve(RESERVED_QUEUE);
+        self.regroup.reserve(RESERVED_QUEUE);
         let missing = buffers
             .min(MAX_SPARE_BUFFERS)
             .saturating_sub(self.free.len());
         for _ in 0..missing {
-            let id = self.new_buffer();
+            let id = self.new_buffer(false);
             self.free.push(id);
+        }
+        // As many batches as the buffers would hold datagrams one by one (none without
+        // batches: a sender then builds in the buffers above).
+        let batches = if self.batch_len > self.buffer_len {
+            (buffers * self.buffer_len)
+                .div_ceil(self.batch_len)
+                .min(MAX_SPARE_BATCHES)
+        } else {
+            0
+        };
+        self.batch_free.reserve(MAX_SPARE_BATCHES);
+        for _ in self.batch_free.len()..batches {
+            let id = self.new_buffer(true);
+            self.batch_free.push(id);
         }
     }
 
-    /// A buffer of `buffer_len` bytes added to the table (not yet free or lent).
-    fn new_buffer(&mut self) -> BufferId {
+    /// A buffer of `buffer_len` bytes (`batch_len` for a batch buffer) added to the table (not
+    /// yet free or lent).
+    fn new_buffer(&mut self, batch: bool) -> BufferId {
         let id = BufferId::try_from(self.buffers.len()).unwrap_or(BufferId::MAX);
+        let len = if batch {
+            self.batch_len
+        } else {
+            self.buffer_len
+        };
         self.buffers.push(Buffer {
-            bytes: vec![0; self.buffer_len],
+            bytes: vec![0; len],
             refs: 0,
+            batch,
         });
         id
     }
@@ -164,13 +252,26 @@ impl Outbox {
     fn take_free(&mut self, len: usize) -> BufferId {
         let Some(id) = self.free.pop() else {
             self.allocated += 1;
-            let id = self.new_buffer();
+            let id = self.new_buffer(false);
             self.grow(id, len);
             return id;
         };
         if self.buffers[id as usize].bytes.len() < len.max(self.buffer_len) {
             self.allocated += 1;
             self.grow(id, len);
+        }
+        id
+    }
+
+    /// A free batch buffer, allocated (and counted) when none is left.
+    fn take_batch(&mut self) -> BufferId {
+        let Some(id) = self.batch_free.pop() else {
+            self.allocated += 1;
+            return self.new_buffer(true);
+        };
+        if self.buffers[id as usize].bytes.len() < self.batch_len {
+            self.allocated += 1;
+            self.grow(id, self.batch_len);
         }
         id
     }
@@ -182,10 +283,8 @@ impl Outbox {
 
     /// Queues a packet built elsewhere (a control-plane message) as it is.
     pub fn push_back(&mut self, t: Transmit) {
-        self.queue.push_back(Outgoing {
-            to: t.to,
-            payload: Payload::Owned(t.packet),
-        });
+        self.queue
+            .push_back(Outgoing::one(t.to, Payload::Owned(t.packet)));
     }
 
     /// Queues `bytes`, one whole packet, for neighbour `to`: by reference when they lie in the
@@ -196,7 +295,7 @@ impl Outbox {
         {
             self.input_references += 1;
             let payload = Payload::Input { token, span };
-            self.queue.push_back(Outgoing { to, payload });
+            self.queue.push_back(Outgoing::one(to, payload));
             return;
         }
         if let Some((id, lent)) = self.lent
@@ -204,7 +303,7 @@ impl Outbox {
         {
             self.buffers[id as usize].refs += 1;
             let payload = Payload::Shared { id, span };
-            self.queue.push_back(Outgoing { to, payload });
+            self.queue.push_back(Outgoing::one(to, payload));
             return;
         }
         let id = self.take_free(bytes.len());
@@ -217,7 +316,32 @@ impl Outbox {
             len: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
         };
         let payload = Payload::Shared { id, span };
-        self.queue.push_back(Outgoing { to, payload });
+        self.queue.push_back(Outgoing::one(to, payload));
+    }
+
+    /// Queues `bytes`, datagrams of `segment` bytes laid end to end (the last possibly
+    /// shorter), for neighbour `to`: as one run referring to the lent buffer when they lie
+    /// there (a reference per datagram), else datagram by datagram as [`Outbox::push`] does.
+    pub fn push_segments(&mut self, to: NodeAddr, bytes: &[u8], segment: usize) {
+        if let Some((id, lent)) = self.lent
+            && let Some(span) = lent.span_of(bytes)
+            && segment > 0
+        {
+            let datagrams = bytes.len().div_ceil(segment).max(1);
+            let buffer = &mut self.buffers[id as usize];
+            buffer.refs = buffer
+                .refs
+                .saturating_add(u32::try_from(datagrams).unwrap_or(u32::MAX));
+            self.queue.push_back(Outgoing {
+                to,
+                payload: Payload::Shared { id, span },
+                segment_size: Some(segment),
+            });
+            return;
+        }
+        for datagram in bytes.chunks(segment.max(1)) {
+            self.push(to, datagram);
+        }
     }
 
     /// The datagram the node handles next lies in an engine's receive buffer, which it keeps
@@ -236,17 +360,55 @@ impl Outbox {
     /// meanwhile): what [`Outbox::push`] is given from it is queued by reference. Hand it back
     /// with [`Outbox::give_back`], which keeps it while any reference is queued or in flight.
     pub fn lend(&mut self) -> Vec<u8> {
-        debug_assert!(self.lent.is_none(), "lent twice without a give-back");
-        if let Some((id, _)) = self.lent.take() {
-            // Its bytes are gone with the caller: a free buffer without memory.
-            if self.buffers[id as usize].refs == 0 {
-                self.free.push(id);
-            }
-        }
+        self.forget_lent();
         let id = self.take_free(self.buffer_len);
+        self.lend_buffer(id)
+    }
+
+    /// As [`Outbox::lend`], a batch buffer: room for a sender's batch of datagrams of one MTU
+    /// each, end to end ([`Outbox::push_segments`]).
+    pub fn lend_batch(&mut self) -> Vec<u8> {
+        self.forget_lent();
+        let id = self.take_batch();
+        self.lend_buffer(id)
+    }
+
+    /// The lent buffer holds `packets` packets (a batch's): each counts as built once.
+    pub fn lent_packets(&mut self, packets: usize) {
+        self.lent_packets = packets as u64;
+    }
+
+    fn lend_buffer(&mut self, id: BufferId) -> Vec<u8> {
         let bytes = std::mem::take(&mut self.buffers[id as usize].bytes);
         self.lent = Some((id, Region::of(&bytes)));
+        self.lent_packets = 1;
         bytes
+    }
+
+    /// A buffer lent and never given back: its bytes are gone with the caller, so it is a
+    /// free buffer without memory once nothing refers to it.
+    fn forget_lent(&mut self) {
+        debug_assert!(self.lent.is_none(), "lent twice without a give-back");
+        if let Some((id, _)) = self.lent.take()
+            && self.buffers[id as usize].refs == 0
+        {
+            self.make_free(id);
+        }
+    }
+
+    /// Buffer `id` (referred to by nothing, not lent) back on its free list.
+    fn make_free(&mut self, id: BufferId) {
+        if self.buffers[id as usize].batch {
+            if self.batch_free.len() >= MAX_SPARE_BATCHES {
+                self.buffers[id as usize].bytes = Vec::new();
+            }
+            self.batch_free.push(id);
+        } else {
+            if self.free.len() >= MAX_SPARE_BUFFERS {
+                self.buffers[id as usize].bytes = Vec::new();
+            }
+            self.free.push(id);
+        }
     }
 
     /// Whether a packet was queued from the lent buffer since it was lent: the next packet
@@ -263,10 +425,56 @@ impl Outbox {
         };
         self.buffers[id as usize].bytes = bytes;
         if self.buffers[id as usize].refs > 0 {
-            self.built += 1;
+            self.built += self.lent_packets;
         } else {
-            self.free.push(id);
+            self.make_free(id);
         }
+    }
+
+    /// Packets queued now.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Reorders the packets queued from position `from` on so that each neighbour's are
+    /// together (neighbours in the order of their first packet; each neighbour's packets in
+    /// the order they were queued). A batch fanned out to three neighbours queues them in
+    /// turn, one packet each; grouped, each neighbour's run can leave as one segmented send.
+    pub fn group_by_neighbour(&mut self, from: usize) {
+        let tail = self.queue.len().saturating_sub(from);
+        if tail < 3 {
+            return;
+        }
+        // Already grouped when no change of destination returns to an earlier one: the
+        // common case (one neighbour, or a sender's batches queued per neighbour), checked
+        // without moving anything.
+        let returns = (from + 1..self.queue.len()).any(|i| {
+            let to = self.queue[i].to;
+            to != self.queue[i - 1].to && (from..i - 1).any(|j| self.queue[j].to == to)
+        });
+        if !returns {
+            return;
+        }
+        self.regroup.extend(self.queue.drain(from..).map(Some));
+        for i in 0..self.regroup.len() {
+            let Some(first) = self.regroup[i].take() else {
+                continue;
+            };
+            let to = first.to;
+            self.queue.push_back(first);
+            for later in &mut self.regroup[i + 1..] {
+                if later.as_ref().is_some_and(|o| o.to == to)
+                    && let Some(o) = later.take()
+                {
+                    self.queue.push_back(o);
+                }
+            }
+        }
+        self.regroup.clear();
     }
 
     pub fn pop_front(&mut self) -> Option<Outgoing> {
@@ -279,11 +487,29 @@ impl Outbox {
     /// datagrams in without a token, so there is none; one would be dropped.
     pub fn pop_transmit(&mut self) -> Option<Transmit> {
         loop {
-            let Outgoing { to, payload } = self.queue.pop_front()?;
+            let Outgoing {
+                to,
+                payload,
+                segment_size,
+            } = self.queue.pop_front()?;
             match payload {
                 Payload::Owned(packet) => return Some(Transmit { to, packet }),
                 Payload::Shared { id, span } => {
-                    let packet = self.bytes(id, span).to_vec();
+                    let mut segments = span.segments(segment_size.unwrap_or(0));
+                    let first = segments.next().unwrap_or(span);
+                    // The rest of a run waits at the front, as datagrams of their own.
+                    if first.len < span.len {
+                        let rest = Span {
+                            offset: first.offset + first.len,
+                            len: span.len - first.len,
+                        };
+                        self.queue.push_front(Outgoing {
+                            to,
+                            payload: Payload::Shared { id, span: rest },
+                            segment_size,
+                        });
+                    }
+                    let packet = self.bytes(id, first).to_vec();
                     self.release(id);
                     return Some(Transmit { to, packet });
                 }
@@ -296,7 +522,9 @@ impl Outbox {
     pub fn clear(&mut self) {
         while let Some(o) = self.queue.pop_front() {
             if let Payload::Shared { id, .. } = o.payload {
-                self.release(id);
+                for _ in 0..o.datagrams() {
+                    self.release(id);
+                }
             }
         }
     }
@@ -329,10 +557,7 @@ impl Outbox {
     /// Buffer `id` has no reference left and is not lent: free again (its memory too, beyond
     /// [`MAX_SPARE_BUFFERS`] free ones).
     fn release_unlent(&mut self, id: BufferId) {
-        if self.free.len() >= MAX_SPARE_BUFFERS {
-            self.buffers[id as usize].bytes = Vec::new();
-        }
-        self.free.push(id);
+        self.make_free(id);
     }
 
     /// Packets copied into an outgoing buffer since the node started.
@@ -358,7 +583,10 @@ impl Outbox {
 
     /// Buffers neither free nor lent: queued or in flight.
     pub fn in_use(&self) -> usize {
-        self.buffers.len() - self.free.len() - usize::from(self.lent.is_some())
+        self.buffers.len()
+            - self.free.len()
+            - self.batch_free.len()
+            - usize::from(self.lent.is_some())
     }
 }
 
@@ -497,6 +725,47 @@ mod tests {
         assert!(matches!(spans[2], Payload::Shared { .. }));
         assert!(matches!(spans[3], Payload::Shared { .. }));
         assert_eq!((out.input_references(), out.copies()), (2, 2));
+    }
+
+    /// A batch fanned out in turn (1, 2, 3, 1, 2, 3, ...) is regrouped by neighbour from the
+    /// mark on, each neighbour's packets in their order; what was queued before the mark and
+    /// a tail already grouped stay as they are.
+    #[test]
+    fn a_fanned_out_batch_is_grouped_by_neighbour() {
+        let mut out = Outbox::new(1500);
+        out.push_back(Transmit {
+            to: n(2),
+            packet: vec![0],
+        });
+        let mark = out.len();
+        for seq in 1..=3u8 {
+            for to in [3, 2, 4] {
+                out.push_back(Transmit {
+                    to: n(to),
+                    packet: vec![seq],
+                });
+            }
+        }
+        out.group_by_neighbour(mark);
+        out.group_by_neighbour(mark);
+        let order: Vec<(u16, u8)> = std::iter::from_fn(|| out.pop_transmit())
+            .map(|t| (t.to.get(), t.packet[0]))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                (2, 0),
+                (3, 1),
+                (3, 2),
+                (3, 3),
+                (2, 1),
+                (2, 2),
+                (2, 3),
+                (4, 1),
+                (4, 2),
+                (4, 3)
+            ]
+        );
     }
 
     /// An engine that keeps its packets gets owned copies, and the shared buffer is released.

@@ -30,6 +30,12 @@ control::counters! {
         pub forward_loop: u64,
         /// RMTP packets for this node, or to a group, while the RMTP layer is off.
         pub rmtp_unclaimed: u64,
+        /// Batches of received datagrams handed in (a receive completion's, GRO-coalesced or
+        /// not; the simulator hands in batches of one): `rx_accepted / rx_batches` is the batch.
+        pub rx_batches: u64,
+        /// Passes of the RMTP worker over its local cores and relay for what they send: at most
+        /// one per batch of received datagrams and one per timer call, never one per datagram.
+        pub transfer_pumps: u64,
     }
 }
 

@@ -8,9 +8,10 @@
 pub mod decisions;
 
 use super::outbox::Outbox;
+use crate::rmtp::relay::DropReason;
 use crate::rmtp::{
-    ReceiverConfig, ReceiverEvent, ReceiverStats, RelayConfig, RelayStats, RmtpReceiver, RmtpRelay,
-    RmtpSender, SenderConfig, SenderStats, Sink, Source,
+    Fanout, ReceiverConfig, ReceiverEvent, ReceiverStats, RelayAction, RelayConfig, RelayStats,
+    RmtpReceiver, RmtpRelay, RmtpSender, SenderConfig, SenderStats, Sink, Source,
 };
 use control::drp::RoutingTable;
 use control::gmp::MulticastTable;
@@ -45,6 +46,20 @@ pub struct RmtpOptions {
     pub nack_entries: usize,
     /// Trees the relay tracks at once (`RelayConfig::max_trees`).
     pub max_trees: usize,
+    /// Bytes of packets a local sender builds per call at most, end to end in one buffer
+    /// (`sender.batch_bytes`; below two MTUs: one packet at a time).
+    pub send_batch_bytes: usize,
+}
+
+/// The most packets in a sender's batch: the kernel's segments per segmented send.
+pub const MAX_SEND_BATCH: usize = 64;
+
+impl RmtpOptions {
+    /// How many packets of `mtu` bytes a sender's batch holds: at least one, at most
+    /// [`MAX_SEND_BATCH`].
+    pub fn send_batch(&self, mtu: usize) -> usize {
+        (self.send_batch_bytes / mtu.max(1)).clamp(1, MAX_SEND_BATCH)
+    }
 }
 
 impl Default for RmtpOptions {
@@ -58,6 +73,7 @@ impl Default for RmtpOptions {
             sender_rate: None,
             nack_entries: settings::rmtp::NACK_ENTRIES,
             max_trees: settings::relay::MAX_TREES,
+            send_batch_bytes: settings::sender::BATCH_BYTES,
         }
     }
 }
@@ -115,6 +131,10 @@ pub struct Transfers {
     me: NodeAddr,
     mtu: usize,
     options: RmtpOptions,
+    /// Packets a local sender builds per call ([`RmtpOptions::send_batch`]).
+    send_batch: usize,
+    /// The relay's decision on each packet of the batch being sent (room made once).
+    batch_actions: Vec<RelayAction>,
     relay: RmtpRelay,
     senders: BTreeMap<GroupAddr, LocalSender>,
     receivers: BTreeMap<u16, LocalReceiver>,
@@ -134,9 +154,12 @@ impl Transfers {
         relay.cache_bytes = options.cache_bytes;
         relay.nack_entries = options.nack_entries;
         relay.max_trees = options.max_trees;
+        let send_batch = options.send_batch(mtu);
         Transfers {
             me,
             mtu,
+            send_batch,
+            batch_actions: Vec::with_capacity(send_batch),
             options,
             relay: RmtpRelay::new(relay),
             senders: BTreeMap::new(),
@@ -264,7 +287,9 @@ impl Transfers {
         }
     }
 
-    /// An RMTP packet from neighbour `from`.
+    /// An RMTP packet from neighbour `from`: the relay's decision on it is carried out (the
+    /// packet passed on, handed to local ends). What that makes the local cores send waits for
+    /// [`Self::after_batch`], called once the whole batch of received packets is in.
     pub fn handle_packet(
         &mut self,
         now: Instant,
@@ -275,6 +300,11 @@ impl Transfers {
         let action = self.relay.handle(now, from, packet, ctx.mcast, ctx.routes);
         let mut ends = LocalEnds::new(now, &mut self.senders, &mut self.receivers, ctx.out);
         carry_out(&mut ends, action, packet);
+    }
+
+    /// A batch of received packets is in: every local core sends what it now has (once per
+    /// batch, not per datagram: a MAB opens a window once, a receiver reports once).
+    pub fn after_batch(&mut self, now: Instant, ctx: Ctx<'_>) {
         self.pump(now, ctx);
     }
 
@@ -317,33 +347,17 @@ impl Transfers {
     /// Lets every local core send what it has, until none has anything more. Cores build in a
     /// buffer the outbox lends: a packet for neighbours is queued from there by reference (to
     /// each of them, no copy), and the next one is built in another.
-    fn pump(&mut self, now: Instant, ctx: Ctx<'_>) {
-        let mut buf = ctx.out.lend();
+    fn pump(&mut self, now: Instant, mut ctx: Ctx<'_>) {
         let (me, mtu) = (self.me, self.mtu);
         loop {
             let mut progress = false;
             // By position, not by iterator: carrying out a decision needs every sender.
             for i in 0..self.senders.len() {
-                while let Some(len) = self
-                    .senders
-                    .values_mut()
-                    .nth(i)
-                    .and_then(|s| s.core.poll_transmit(now, &mut buf))
-                {
-                    let Ok(p) = Packet::built_here(&buf[..len], mtu) else {
-                        break;
-                    };
-                    let action = self.relay.handle_local(now, &p, ctx.mcast, ctx.routes);
-                    let mut ends =
-                        LocalEnds::new(now, &mut self.senders, &mut self.receivers, ctx.out);
-                    carry_out(&mut ends, action, &p);
+                while self.send_batch(i, now, &mut ctx) {
                     progress = true;
-                    if ctx.out.lent_is_referenced() {
-                        ctx.out.give_back(buf);
-                        buf = ctx.out.lend();
-                    }
                 }
             }
+            let mut buf = ctx.out.lend();
             for (&sid, r) in self.receivers.iter_mut() {
                 while let Some(len) = r.core.poll_transmit(now, &mut buf) {
                     if let Ok(p) = Packet::built_here(&buf[..len], mtu) {
@@ -365,12 +379,78 @@ impl Transfers {
                     buf = ctx.out.lend();
                 }
             }
+            ctx.out.give_back(buf);
             if !progress {
                 break;
             }
         }
-        ctx.out.give_back(buf);
         self.collect_events(now);
+    }
+
+    /// Lets the `i`th local sender build a batch of packets end to end in one buffer the
+    /// outbox lends, and carries out the relay's decision on each. A batch whose packets all
+    /// go the same way (new DATA of one tree: the same neighbours) is queued to each
+    /// neighbour as one run, a reference per packet and no copy; otherwise packet by packet.
+    /// False when the sender had nothing to send.
+    fn send_batch(&mut self, i: usize, now: Instant, ctx: &mut Ctx<'_>) -> bool {
+        let mtu = self.mtu;
+        let batched = self.send_batch > 1;
+        let mut buf = if batched {
+            ctx.out.lend_batch()
+        } else {
+            ctx.out.lend()
+        };
+        let max = self.send_batch;
+        let Some(batch) = self
+            .senders
+            .values_mut()
+            .nth(i)
+            .and_then(|s| s.core.poll_batch(now, &mut buf, max))
+        else {
+            ctx.out.give_back(buf);
+            return false;
+        };
+        ctx.out.lent_packets(batch.count);
+        let packet = |j: usize| &buf[j * batch.size..((j + 1) * batch.size).min(batch.len)];
+        self.batch_actions.clear();
+        for j in 0..batch.count {
+            let action = match Packet::built_here(packet(j), mtu) {
+                Ok(p) => self.relay.handle_local(now, &p, ctx.mcast, ctx.routes),
+                Err(_) => RelayAction::Drop(DropReason::Malformed),
+            };
+            self.batch_actions.push(action);
+        }
+        let first = self.batch_actions[0];
+        let uniform = self.batch_actions.iter().all(|a| *a == first);
+        let mut ends = LocalEnds::new(now, &mut self.senders, &mut self.receivers, ctx.out);
+        match first {
+            RelayAction::Forward { to, deliver_local } if uniform && batch.count > 1 => {
+                for neighbour in to.iter() {
+                    ends.out
+                        .push_segments(neighbour, &buf[..batch.len], batch.size);
+                }
+                if deliver_local {
+                    for j in 0..batch.count {
+                        if let Ok(p) = Packet::built_here(packet(j), mtu) {
+                            let local = RelayAction::Forward {
+                                to: Fanout::empty(),
+                                deliver_local: true,
+                            };
+                            carry_out(&mut ends, local, &p);
+                        }
+                    }
+                }
+            }
+            _ => {
+                for (j, action) in self.batch_actions.iter().enumerate() {
+                    if let Ok(p) = Packet::built_here(packet(j), mtu) {
+                        carry_out(&mut ends, *action, &p);
+                    }
+                }
+            }
+        }
+        ctx.out.give_back(buf);
+        true
     }
 
     fn collect_events(&mut self, now: Instant) {

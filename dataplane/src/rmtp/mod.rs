@@ -27,7 +27,7 @@ pub use relay::{
     Fanout, Hop, RelayAction, RelayConfig, RelayFootprint, RelayStats, RelayTransmit, RmtpRelay,
 };
 pub use rtt::RttEstimate;
-pub use sender::{RmtpSender, SendFailure, SenderConfig, SenderStats};
+pub use sender::{RmtpSender, SendFailure, SenderConfig, SenderStats, SentBatch};
 pub use sink::{FileSink, Finished, MemSink, Sink, SinkError};
 pub use source::{FileSource, MemSource, Source};
 

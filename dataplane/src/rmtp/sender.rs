@@ -26,6 +26,15 @@ use std::time::Duration;
 /// `spm_agreement` needs to believe the hash.
 const FINISHING_SPMS: u64 = 2;
 
+/// Packets [`RmtpSender::poll_batch`] wrote end to end: `count` of `size` bytes each, the last
+/// possibly shorter, `len` bytes in all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SentBatch {
+    pub count: usize,
+    pub size: usize,
+    pub len: usize,
+}
+
 #[derive(Clone, Debug)]
 pub struct SenderConfig {
     pub me: NodeAddr,
@@ -609,6 +618,56 @@ impl<S: Source> RmtpSender<S> {
         Some(len)
     }
 
+    /// Up to `max` packets written into `buf` end to end, as [`Self::poll_transmit`] would
+    /// send them one by one: new DATA of one size continues a batch (the last may be shorter:
+    /// the file's end), anything else (an SPM, a repair) leaves alone, and the batch ends where
+    /// the window, the pace or `buf` does. Every packet takes `size` bytes at most (one MTU at
+    /// the first), so the batch can leave as one segmented send.
+    pub fn poll_batch(&mut self, now: Instant, buf: &mut [u8], max: usize) -> Option<SentBatch> {
+        let first_room = buf.len().min(self.config.mtu);
+        let data_before = self.stats.data_sent;
+        let size = self.poll_transmit(now, &mut buf[..first_room])?;
+        let mut batch = SentBatch {
+            count: 1,
+            size,
+            len: size,
+        };
+        if self.stats.data_sent == data_before {
+            return Some(batch);
+        }
+        while batch.count < max && batch.len == batch.count * size {
+            let Some(next) = self.next_new_len(now) else {
+                break;
+            };
+            if next > size || batch.len + next > buf.len() {
+                break;
+            }
+            let Some(len) = self.poll_transmit(now, &mut buf[batch.len..batch.len + next]) else {
+                break;
+            };
+            batch.count += 1;
+            batch.len += len;
+        }
+        Some(batch)
+    }
+
+    /// The length of the next packet if it is new DATA that may leave now (no SPM or repair
+    /// first, the window open, its pace slot within the burst).
+    fn next_new_len(&self, now: Instant) -> Option<usize> {
+        let paced = self.pace_at <= now || self.pace_at <= self.burst_until;
+        if self.failure.is_some()
+            || self.spm_due(now)
+            || !self.repairs.is_empty()
+            || !paced
+            || !self.next_new_fits()
+        {
+            return None;
+        }
+        let offset = self.next_seq * self.segment;
+        let payload = self.segment.min(self.total - offset) as usize;
+        Some(DNP_HEADER_LEN + DATA_HEADER_LEN + payload)
+    }
+
     /// The measured round trip, if any.
     pub fn rtt(&self) -> &RttEstimate {
         &self.rtt
@@ -927,6 +986,42 @@ mod tests {
         }
         assert_eq!(sent, 5);
         assert_eq!(s.poll_timeout(), Some(Instant::from_millis(5)));
+    }
+
+    /// A batch is what `poll_transmit` sends one by one, byte for byte, end to end: the SPM
+    /// alone, then new DATA of one size up to the window (or `max`), the file's short last
+    /// segment closing its batch, and the finishing SPMs alone again.
+    #[test]
+    fn a_batch_is_the_packets_one_call_each_would_make() {
+        let data: Vec<u8> = (0..2050u32).map(|i| (i * 7) as u8).collect();
+        let mut c = cfg();
+        c.initial_window = 1 << 20;
+        let now = Instant::ZERO;
+        let mut one = RmtpSender::new(c.clone(), MemSource::new(data.clone()), now);
+        let mut batched = RmtpSender::new(c, MemSource::new(data), now);
+        let singles = drain(&mut one, now);
+        let mut buf = vec![0u8; 8 * DEFAULT_MTU];
+        let mut batches = Vec::new();
+        let mut bytes = Vec::new();
+        while let Some(b) = batched.poll_batch(now, &mut buf, 8) {
+            batches.push((b.count, b.size, b.len));
+            bytes.extend(buf[..b.len].chunks(b.size).map(<[u8]>::to_vec));
+        }
+        assert_eq!(bytes, singles);
+        let data_len = DNP_HEADER_LEN + DATA_HEADER_LEN + 100;
+        let tail = DNP_HEADER_LEN + DATA_HEADER_LEN + 50;
+        let spm = singles[0].len();
+        assert_eq!(
+            batches,
+            [
+                (1, spm, spm),
+                (8, data_len, 8 * data_len),
+                (8, data_len, 8 * data_len),
+                (5, data_len, 4 * data_len + tail),
+                (1, spm, spm),
+                (1, spm, spm),
+            ]
+        );
     }
 
     /// With a quantum, a paced sender sends a burst of about a quantum at once, then one

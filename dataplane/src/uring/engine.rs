@@ -16,7 +16,7 @@ use super::transfers::Handles;
 use crate::garbler::GarbledCopy;
 use crate::garbler::schedule::LinkChange;
 use crate::host::{ReceiveHandle, ReceiveOptions, SendHandle, SendOptions};
-use crate::node::{DataPlane, Payload, StartError};
+use crate::node::{DataPlane, Payload, Received, StartError};
 use crate::rmtp::{Sink, Source};
 use control::rap::ServiceEntry;
 use control::wire::steer;
@@ -416,6 +416,8 @@ impl Engine {
         );
         let mut recycled = false;
         self.last_received = false;
+        // One time for the whole turn's receives.
+        let now = self.shared.clock.now();
         // By index: sending early appends the completions it finds.
         let mut at = 0;
         while let Some(&(tag, result, flags)) = cqes.get(at) {
@@ -429,7 +431,7 @@ impl Engine {
                         self.held_at_early_send = self.holds.held();
                     }
                     self.last_received = true;
-                    recycled |= self.on_receive(result, flags);
+                    recycled |= self.on_receive(result, flags, now);
                 }
                 TAG_SEND => recycled |= self.on_sent(tag & SLOT_MASK, result),
                 TAG_EVENT => self.event_armed = false,
@@ -475,7 +477,7 @@ impl Engine {
 
     /// One receive completion; true if it used a buffer and that buffer is back with the
     /// kernel (no send refers to it).
-    fn on_receive(&mut self, result: i32, flags: u32) -> bool {
+    fn on_receive(&mut self, result: i32, flags: u32, now: Instant) -> bool {
         if !cqueue::more(flags) {
             self.recv_armed = false;
         }
@@ -495,7 +497,7 @@ impl Engine {
         let in_place = self.holds.may_hold();
         self.holds.hold(bid);
         let copies_before = self.data.payload_copies();
-        self.handle_receive(bid, result, in_place);
+        self.handle_receive(bid, result, in_place, now);
         if !in_place {
             self.stats.rx_buffers_held_copies += self.data.payload_copies() - copies_before;
         }
@@ -510,7 +512,7 @@ impl Engine {
 
     /// Hands the datagrams of receive buffer `bid` to the node, with their place in the buffer
     /// when `in_place` (what the node passes on is then sent from there).
-    fn handle_receive(&mut self, bid: u16, result: i32, in_place: bool) {
+    fn handle_receive(&mut self, bid: u16, result: i32, in_place: bool, now: Instant) {
         let len = usize::try_from(result).unwrap_or(0);
         let buf = self.bufs.filled(bid, len);
         match RecvMsgOut::parse(buf, &self.recv_msg) {
@@ -523,10 +525,6 @@ impl Engine {
                 let segment = control.segment.unwrap_or(payload.len()).max(1);
                 let datagrams = payload.len().div_ceil(segment) as u64;
                 self.stats.receives += 1;
-                // An empty datagram is one datagram too (DNP counts it as too short).
-                let segments = payload
-                    .chunks(segment)
-                    .chain(payload.is_empty().then_some(payload));
                 let from =
                     socket::source(out.name_data()).and_then(|source| match self.last_source {
                         Some((last, node)) if last == source => Some(node),
@@ -536,51 +534,50 @@ impl Engine {
                             Some(node)
                         }
                     });
-                match from {
-                    Some(from) => {
-                        let now = self.shared.clock.now();
-                        // A coalesced receive is handed over segment by segment, in place.
-                        for datagram in segments {
-                            if self.workers > 1
-                                && let Some(owner) = steer::tree_worker(datagram, self.workers)
-                                && usize::from(owner) != self.worker
-                            {
-                                // Another worker's tree: handling it here would split the
-                                // tree's state. What names no tree is handled by whichever
-                                // worker has it.
+                let Some(from) = from else {
+                    // An empty datagram is one datagram too (DNP counts it as too short).
+                    let datagrams = payload
+                        .chunks(segment)
+                        .chain(payload.is_empty().then_some(payload));
+                    for datagram in datagrams {
+                        if self.data.validate_from_stranger(datagram) {
+                            self.stats.unknown_source += 1;
+                        }
+                    }
+                    return;
+                };
+                let offset = payload.as_ptr() as usize - buf.as_ptr() as usize;
+                let batch = Received {
+                    from,
+                    payload,
+                    segment,
+                    // In place, what the node passes on is sent from this buffer.
+                    token: in_place.then(|| input_token(bid, offset)),
+                };
+                let (workers, worker, hand_off) = (self.workers, self.worker, self.hand_off);
+                let (stats, shared, to_wake) = (&mut self.stats, &self.shared, &mut self.to_wake);
+                // A coalesced receive is handed over whole, with one `now`.
+                self.data.handle_batch(
+                    now,
+                    batch,
+                    |datagram| {
+                        if workers <= 1 {
+                            return true;
+                        }
+                        // Another worker's tree: handling it here would split the tree's
+                        // state. What names no tree is handled by whichever worker has it.
+                        match steer::tree_worker(datagram, workers) {
+                            Some(owner) if usize::from(owner) != worker => {
                                 let owner = usize::from(owner);
-                                not_mine(
-                                    self.hand_off,
-                                    &self.shared,
-                                    &mut self.stats,
-                                    &mut self.to_wake,
-                                    owner,
-                                    from,
-                                    datagram,
-                                );
-                                continue;
+                                not_mine(hand_off, shared, stats, to_wake, owner, from, datagram);
+                                false
                             }
-                            let for_control = if in_place {
-                                let offset = datagram.as_ptr() as usize - buf.as_ptr() as usize;
-                                let token = input_token(bid, offset);
-                                self.data.handle_received(now, from, datagram, token)
-                            } else {
-                                self.data.handle_datagram(now, from, datagram)
-                            };
-                            if let Some(packet) = for_control {
-                                self.shared.control.deliver(from, packet.bytes());
-                            }
+                            _ => true,
                         }
-                        self.stats.datagrams_received += datagrams.max(1);
-                    }
-                    None => {
-                        for datagram in segments {
-                            if self.data.validate_from_stranger(datagram) {
-                                self.stats.unknown_source += 1;
-                            }
-                        }
-                    }
-                }
+                    },
+                    |packet| shared.control.deliver(from, packet.bytes()),
+                );
+                self.stats.datagrams_received += datagrams.max(1);
             }
             _ => self.stats.recv_truncated += 1,
         }
@@ -669,10 +666,19 @@ impl Engine {
         }
     }
 
-    /// Routes every packet the node has queued.
+    /// Routes every packet the node has queued; a run of datagrams (a sender's batch) is
+    /// routed datagram by datagram from its one buffer, each holding its reference, and leaves
+    /// as one segmented send through one iovec.
     fn take_outgoing(&mut self) {
         while let Some(o) = self.data.poll_outgoing() {
-            self.route(o.to, o.payload);
+            match (o.segment_size, o.payload) {
+                (Some(size), Payload::Shared { id, span }) => {
+                    for segment in span.segments(size) {
+                        self.route(o.to, Payload::Shared { id, span: segment });
+                    }
+                }
+                (_, payload) => self.route(o.to, payload),
+            }
         }
     }
 
