@@ -326,7 +326,7 @@ fn latency_quick_writes_percentiles_loss_and_cdf_beside_the_kernel_chain() {
 }
 
 #[test]
-fn scale_quick_writes_per_core_figures_and_skips_engines_without_cores() {
+fn scale_quick_writes_per_core_figures_with_uring_rows_and_skips_engines_without_cores() {
     let v = run_quick("scale");
     check_report(&v, "scale");
     let points = v["summary"]["scaling"].as_array().expect("scaling points");
@@ -345,6 +345,23 @@ fn scale_quick_writes_per_core_figures_and_skips_engines_without_cores() {
         );
     }
     assert_eq!(points[0]["cores"], 1);
+    // The uring engine is a row, beside the bare cells, with its ratio to them.
+    assert!(
+        points.iter().any(|p| p["forwarder"] == "uring"),
+        "{points:?}"
+    );
+    let ratios = v["summary"]["engine_vs_bare"].as_array().expect("ratios");
+    assert!(
+        ratios
+            .iter()
+            .any(|r| r["engine"] == "uring" && r["ratio"].is_f64())
+    );
+    // The tree rows: steered at every worker count, hand-off from two workers on.
+    let trees = v["summary"]["trees"].as_array().expect("tree rows");
+    let cores = v["settings"]["cores"].as_array().expect("cores").len();
+    let rows = |mode: &str| trees.iter().filter(|t| t["forwarder"] == mode).count();
+    assert_eq!(rows("uring-steered"), cores, "{trees:?}");
+    assert_eq!(rows("uring-hand-off"), cores - 1, "{trees:?}");
     let engines = v["summary"]["engines"].as_array().expect("engine notes");
     let threaded = engines
         .iter()

@@ -322,6 +322,17 @@ settings! {
         /// Dataplane workers of a node (`--cores`), each with its ring and its socket on the
         /// node's port; every packet of one tree is handled by one of them.
         WORKERS: usize = 1;
+        /// How a node's workers get their trees' datagrams. Off (the default): a classic-BPF
+        /// reuseport program makes the kernel deliver each datagram to its tree's worker. On:
+        /// the kernel spreads datagrams by its own hash (of addresses and ports), and a worker
+        /// that receives a datagram of a tree another worker owns copies it into one of that
+        /// worker's hand-off buffers and queues it there (lock-free; a full queue drops and
+        /// counts, `engine.hand_off_full`). Steering was the faster in `bench scale` (see
+        /// docs/BENCHMARKS.md).
+        HAND_OFF: bool = false;
+        /// Datagrams each worker's hand-off queue holds, each in an MTU buffer made at start
+        /// (a turn of coalesced receives can hold thousands).
+        HAND_OFF_QUEUE: usize = 4096;
         /// Control-plane packets (DRP, GMP, RAP) the workers may queue for the control thread
         /// before it takes them; beyond, they are dropped and counted
         /// (`engine.control_inbox_full`): the protocols repeat what matters. Each has an MTU

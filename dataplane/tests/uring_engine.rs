@@ -412,3 +412,63 @@ fn a_control_packet_flood_is_bounded_and_the_control_plane_stays_live() {
     two.stop();
     three.stop();
 }
+
+/// A node with two workers passes end-to-end traffic of two origins on both workers (the
+/// steering program spreads what names no tree by its DNP source), and its control plane,
+/// fed from whichever worker receives, keeps its neighbours and answers RAP.
+#[test]
+fn two_workers_share_unicast_by_origin_and_both_feed_the_control_plane() {
+    let mut topology = build::line(3, 7001);
+    topology.network.timers = fast_timers();
+    let mut sockets = bind_all(&mut topology);
+    let source = sockets.remove(&n(1)).unwrap();
+    let start = |a: u16, workers, sockets: &mut std::collections::BTreeMap<NodeAddr, UdpSocket>| {
+        let options = UringOptions {
+            workers,
+            ..UringOptions::default()
+        };
+        UringNode::start_with_socket(&topology, n(a), sockets.remove(&n(a)).unwrap(), options)
+            .expect("start a node")
+    };
+    let (two, three) = (start(2, 2, &mut sockets), start(3, 1, &mut sockets));
+    let routed = wait_until(LIMIT, || two.next_hop(n(3)) == Some(n(3)));
+    assert!(routed.is_some(), "{}", two.stats());
+    // Origins 10 and 11: workers 0 and 1 of two. RAP for an unclaimed service: node 3 counts
+    // each one it gets.
+    let packet = |origin: u16| {
+        let mut body = vec![0xA5; 200];
+        body[..2].copy_from_slice(&0xBE0C_u16.to_be_bytes());
+        control::wire::trailer::push(&mut body);
+        dnp::frame(Addr::Node(n(3)), Addr::Node(n(origin)), Flag::Rap, &body)
+    };
+    let before = three.stats().get("dnp.rap_no_endpoint").unwrap_or(0);
+    const EACH: u64 = 200;
+    for _ in 0..EACH {
+        for origin in [10, 11] {
+            source.send_to(&packet(origin), two.local_addr()).unwrap();
+        }
+        // A few at a time: the test is about where they go, not the kernel's queues.
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let delivered = wait_until(LIMIT, || {
+        three.stats().get("dnp.rap_no_endpoint").unwrap_or(0) - before >= 2 * EACH
+    });
+    assert!(delivered.is_some(), "{}", three.stats());
+    let workers = two.worker_counters();
+    assert_eq!(workers.len(), 2);
+    for (i, w) in workers.iter().enumerate() {
+        assert!(w.datagrams_received >= EACH, "worker {i}: {w:?}");
+        assert_eq!(w.rx_other_worker, 0, "worker {i}: {w:?}");
+    }
+    // Node 3's hellos and RAP (origin 3) reach node 2 through worker 1, not worker 0: its
+    // control plane keeps the link and answers.
+    assert_eq!(
+        usize::from(control::wire::steer::worker_of(&packet(3), 2)),
+        1
+    );
+    assert!(two.neighbours().contains(&n(3)), "{}", two.stats());
+    let services = three.request_services(n(2), RAP_SERVER_SID, LIMIT);
+    assert_eq!(services, Ok(Vec::new()), "node 2's RAP server answers");
+    two.stop();
+    three.stop();
+}

@@ -110,6 +110,19 @@ fn mixed_tree_moves_a_file_through_loss(root: Engine, seed: u64) {
 /// datagram reached a worker other than its tree's.
 #[test]
 fn two_workers_per_node_carry_two_trees_through_loss() {
+    two_workers_per_node_carry_two_trees(false);
+}
+
+/// The same in hand-off mode: the kernel spreads datagrams by its hash (a neighbour's workers
+/// all send from the node's one port, so one neighbour's datagrams reach one worker), and a
+/// worker hands each datagram of the other worker's tree over to it. Every copy is verified;
+/// on each relay datagrams were handed over, and each worker handled its tree's.
+#[test]
+fn two_workers_per_node_hand_two_trees_over_through_loss() {
+    two_workers_per_node_carry_two_trees(true);
+}
+
+fn two_workers_per_node_carry_two_trees(hand_off: bool) {
     let faults = Faults {
         loss: 0.02,
         ..Faults::default()
@@ -118,6 +131,7 @@ fn two_workers_per_node_carry_two_trees_through_loss() {
     topology.network.timers.dead_hellos = 8;
     let options = || UringOptions {
         workers: 2,
+        hand_off,
         ..UringOptions::default()
     };
     let net = Net::start_with(topology, faults, |_| Engine::Uring, options);
@@ -128,7 +142,7 @@ fn two_workers_per_node_carry_two_trees_through_loss() {
         .into_iter()
         .map(|(group, sid, seed)| {
             let data = content(2 * MIB, seed);
-            let dir = TempDir::new(&format!("workers-{sid}"));
+            let dir = TempDir::new(&format!("workers-{sid}-hand-off-{hand_off}"));
             let rx: Vec<_> = leaves
                 .iter()
                 .map(|&r| {
@@ -161,11 +175,20 @@ fn two_workers_per_node_carry_two_trees_through_loss() {
         let workers = net.node(relay).uring().unwrap().worker_counters();
         assert_eq!(workers.len(), 2);
         for (i, w) in workers.iter().enumerate() {
+            // Received here and kept, or handed over by the other worker.
+            let handled = w.datagrams_received - w.handed_over - w.hand_off_full + w.taken_over;
             assert!(
-                w.datagrams_received > 1000,
+                handled > 1000,
                 "node {relay} worker {i} handled its tree: {w:?}"
             );
             assert_eq!(w.rx_other_worker, 0, "node {relay} worker {i}: {w:?}");
+        }
+        let handed_over: u64 = workers.iter().map(|w| w.handed_over).sum();
+        if hand_off {
+            // The root's datagrams of both trees reach one worker of each relay.
+            assert!(handed_over > 1000, "node {relay}: {workers:?}");
+        } else {
+            assert_eq!(handed_over, 0, "node {relay}: {workers:?}");
         }
     }
     net.stop();

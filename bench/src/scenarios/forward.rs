@@ -283,6 +283,7 @@ pub fn run(quick: bool, engines: &[Engine], hops: &[usize], stop: &Stop) -> io::
                     rmtp: false,
                     busy_poll: false,
                     batching: row.batching,
+                    workers: 1,
                 };
                 NodeChain::start(row.engine, hops, how).map(|c| (row, c))
             })

@@ -118,6 +118,7 @@ impl ProbeChain {
             rmtp: false,
             busy_poll,
             batching: true,
+            workers: 1,
         };
         let chain = NodeChain::start_with(engine, hops, how, &mut |topology, me, socket| {
             let options = ThreadedOptions {

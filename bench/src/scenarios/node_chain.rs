@@ -52,7 +52,7 @@ fn node(n: usize) -> NodeAddr {
 
 /// `forwarders + 2` nodes in a line with loopback sockets bound on ports the kernel picks
 /// (written into the topology before any node starts, so no port is raced for).
-fn line_on_loopback(forwarders: usize) -> io::Result<(Topology, Vec<UdpSocket>)> {
+pub(super) fn line_on_loopback(forwarders: usize) -> io::Result<(Topology, Vec<UdpSocket>)> {
     let mut topology = build::line(forwarders + 2, 7001);
     topology.network.timers = timers();
     let mut sockets = Vec::new();
@@ -77,6 +77,9 @@ pub struct How {
     pub busy_poll: bool,
     /// Moving datagrams in batches where the engine can (`EngineOptions::batching`).
     pub batching: bool,
+    /// Dataplane workers of each forwarding node (`EngineOptions::workers`); the source's and
+    /// the sink's nodes run one.
+    pub workers: usize,
 }
 
 /// A running chain of nodes.
@@ -101,6 +104,7 @@ impl NodeChain {
             rmtp: false,
             busy_poll: false,
             batching: true,
+            workers: 1,
         };
         let mut chain = Self::start_with(engine, forwarders, how, &mut |topology, me, socket| {
             start_node(Engine::Uring, topology, me, socket, sink_how)
@@ -123,8 +127,11 @@ impl NodeChain {
         let mut nodes = Vec::with_capacity(sockets.len());
         for (i, socket) in sockets.into_iter().enumerate() {
             let me = node(i + 1);
+            let one_worker = How { workers: 1, ..how };
             nodes.push(if i == last {
                 sink(&topology, me, socket)?
+            } else if i == 0 {
+                start_node(engine, &topology, me, socket, one_worker)?
             } else {
                 start_node(engine, &topology, me, socket, how)?
             });
@@ -232,6 +239,7 @@ fn start_node(
         rmtp: how.rmtp,
         busy_poll: how.busy_poll,
         batching: how.batching,
+        workers: how.workers,
         socket: Some(socket),
         ..EngineOptions::default()
     };

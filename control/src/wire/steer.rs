@@ -11,19 +11,26 @@
 //!   DNP destination (which, at the sender's node, is the node itself), so a mapping on the group
 //!   is the one cheap rule under which the DATA, NACKs, NCFs and MABs of one tree meet on one
 //!   worker. Every sender of a group therefore shares the group's worker.
-//! - Everything else goes to [`CONTROL_WORKER`], whose socket feeds the control plane: DRP, GMP
-//!   and RAP, a datagram too short to hold the fields read, an unknown flag, and an RMTP packet
-//!   whose group field is not a group (refused there and counted like any malformed packet).
+//! - A datagram that names no tree (DRP, GMP, RAP, an unknown flag, and an RMTP packet whose
+//!   group field is not a group: RMTP to a node, which a node without the RMTP layer passes on,
+//!   else refused and counted) belongs to the worker of its DNP source ([`worker_of_source`]):
+//!   it carries no per-tree state, so any worker may handle it (one for this node goes on to
+//!   the control thread from whichever worker has it), and spreading by source lets a node's
+//!   workers share the end-to-end traffic it passes on while one origin's packets stay in
+//!   order on one worker.
+//! - A datagram too short to hold the fields read goes to [`CONTROL_WORKER`].
 
 use super::dnp::{DNP_HEADER_LEN, Flag};
 use crate::addr::{GROUP_BASE, GroupAddr};
 
-/// The worker whose socket feeds the control plane, and the owner of every datagram that names
-/// no group.
+/// The owner of a datagram too short for its fields, and of an RMTP packet that names no group.
 pub const CONTROL_WORKER: u16 = 0;
 
 /// Where every datagram's flag lies: DNP header bytes 6–7 (big-endian).
 pub const FLAG_AT: usize = 6;
+
+/// Where every datagram's originator lies: DNP header bytes 4–5 (big-endian).
+pub const SOURCE_AT: usize = 4;
 
 /// Where an RMTP packet carrying its group as DNP destination has it: header bytes 2–3.
 pub const HEADER_GROUP_AT: usize = 2;
@@ -32,7 +39,7 @@ pub const HEADER_GROUP_AT: usize = 2;
 pub const BODY_GROUP_AT: usize = DNP_HEADER_LEN;
 
 /// Where a datagram of `flag` carries its tree's group, or `None` for a protocol that is not
-/// steered by group (it goes to [`CONTROL_WORKER`]). See the RMTP table of `docs/PROTOCOL.md`.
+/// steered by group (it goes by its source, [`worker_of_source`]). See the RMTP table of `docs/PROTOCOL.md`.
 pub const fn group_at(flag: Flag) -> Option<usize> {
     match flag {
         Flag::RmtpData | Flag::RmtpRetransmit | Flag::RmtpSpm => Some(HEADER_GROUP_AT),
@@ -48,12 +55,42 @@ pub fn group_of(datagram: &[u8]) -> Option<GroupAddr> {
     GroupAddr::new(read_u16(datagram, group_at(flag)?)?)
 }
 
-/// The worker, of `workers`, that owns `datagram`: its group's worker, or [`CONTROL_WORKER`].
-/// Always below `workers` (0 when `workers` is 0 or 1). Never panics.
+/// The worker, of `workers`, that owns `datagram`: its group's worker for an RMTP packet naming
+/// a group, its source's for one that names no tree, [`CONTROL_WORKER`] for one too short for
+/// its fields. Always below `workers`
+/// (0 when `workers` is 0 or 1). Never panics.
 pub fn worker_of(datagram: &[u8], workers: u16) -> u16 {
-    match group_of(datagram) {
-        Some(group) => worker_of_group(group, workers),
-        None => CONTROL_WORKER,
+    let Some(flag) = read_u16(datagram, FLAG_AT) else {
+        return CONTROL_WORKER;
+    };
+    // The flag is read, so the source field before it is there.
+    let by_source =
+        || read_u16(datagram, SOURCE_AT).map_or(CONTROL_WORKER, |s| worker_of_source(s, workers));
+    match Flag::from_raw(flag).and_then(group_at) {
+        Some(at) => match read_u16(datagram, at) {
+            Some(field) => match GroupAddr::new(field) {
+                Some(group) => worker_of_group(group, workers),
+                None => by_source(),
+            },
+            None => CONTROL_WORKER,
+        },
+        None => by_source(),
+    }
+}
+
+/// The worker, of `workers`, that must handle `datagram` because it holds its tree's state:
+/// `Some` for an RMTP packet naming a group, `None` for anything any worker may handle.
+pub fn tree_worker(datagram: &[u8], workers: u16) -> Option<u16> {
+    Some(worker_of_group(group_of(datagram)?, workers))
+}
+
+/// The worker, of `workers`, of a datagram from DNP source `source` that names no tree: the
+/// raw source field modulo the count. Always below `workers` (0 when `workers` is 0 or 1).
+pub const fn worker_of_source(source: u16, workers: u16) -> u16 {
+    if workers <= 1 {
+        CONTROL_WORKER
+    } else {
+        source % workers
     }
 }
 
@@ -193,30 +230,42 @@ mod tests {
     }
 
     #[test]
-    fn control_plane_packets_go_to_the_control_worker() {
+    fn control_plane_packets_go_by_their_source() {
         for (flag, packet) in control_packets() {
             assert_eq!(group_of(&packet), None, "{flag:?}");
+            assert_eq!(tree_worker(&packet, 4), None, "{flag:?}");
+            let source = u16::from_be_bytes([packet[4], packet[5]]);
+            assert!(source == 1 || source == 2, "{flag:?}");
             for workers in 0..=9 {
-                assert_eq!(worker_of(&packet, workers), CONTROL_WORKER, "{flag:?}");
+                let expected = if workers <= 1 { 0 } else { source % workers };
+                assert_eq!(worker_of(&packet, workers), expected, "{flag:?}");
             }
         }
+        // Sources spread over every worker.
+        let from = |source: u16| rap::packet(n(1), n(source), &rap::request(0x10, 0x20));
+        let workers: Vec<u16> = (1..=6).map(|s| worker_of(&from(s), 3)).collect();
+        assert_eq!(workers, vec![1, 2, 0, 1, 2, 0]);
     }
 
     #[test]
-    fn rmtp_without_a_group_goes_to_the_control_worker() {
-        // DATA addressed to a node, and a NACK whose group field is a node: refused downstream
-        // (by the control worker), never steered by a value outside the group range.
+    fn rmtp_without_a_group_goes_by_its_source() {
+        // DATA addressed to a node (passed on by a node without the RMTP layer), a NACK whose
+        // group field is a node, an SPM to no one: no tree, so by source (node 1: worker 1).
         let data = frame(n(3).into(), n(1).into(), Flag::RmtpData, &[0; 24]);
-        assert_eq!(worker_of(&data, 4), CONTROL_WORKER);
+        assert_eq!(worker_of(&data, 4), 1);
+        assert_eq!(tree_worker(&data, 4), None);
         let mut nack = rmtp_packets(g(0xF001)).remove(2).1;
         nack[BODY_GROUP_AT..BODY_GROUP_AT + 2].copy_from_slice(&0x0003u16.to_be_bytes());
-        assert_eq!(worker_of(&nack, 4), CONTROL_WORKER);
+        let source = u16::from_be_bytes([nack[SOURCE_AT], nack[SOURCE_AT + 1]]);
+        assert_eq!(worker_of(&nack, 4), source % 4);
+        assert_eq!(tree_worker(&nack, 4), None);
         let unspecified = frame(Addr::Unspecified, n(1).into(), Flag::RmtpSpm, &[0; 8]);
-        assert_eq!(worker_of(&unspecified, 4), CONTROL_WORKER);
-        // An unknown flag.
+        assert_eq!(worker_of(&unspecified, 4), 1);
+        // An unknown flag names no tree either.
         let mut odd = rmtp_packets(g(0xF001)).remove(0).1;
         odd[FLAG_AT..FLAG_AT + 2].copy_from_slice(&0x0016u16.to_be_bytes());
-        assert_eq!(worker_of(&odd, 4), CONTROL_WORKER);
+        assert_eq!(worker_of(&odd, 4), 1);
+        assert_eq!(tree_worker(&odd, 4), None);
     }
 
     #[test]
@@ -250,9 +299,26 @@ mod tests {
             }
             let worker = worker_of(&bytes, workers);
             prop_assert!(worker < workers.max(1));
+            let group_field_at = bytes
+                .get(FLAG_AT..FLAG_AT + 2)
+                .and_then(|f| Flag::from_raw(u16::from_be_bytes([f[0], f[1]])))
+                .and_then(group_at);
             match group_of(&bytes) {
-                Some(group) => prop_assert_eq!(worker, worker_of_group(group, workers)),
-                None => prop_assert_eq!(worker, CONTROL_WORKER),
+                Some(group) => {
+                    prop_assert_eq!(worker, worker_of_group(group, workers));
+                    prop_assert_eq!(tree_worker(&bytes, workers), Some(worker));
+                }
+                None if bytes.len() < FLAG_AT + 2 => prop_assert_eq!(worker, CONTROL_WORKER),
+                None if group_field_at.is_some_and(|at| bytes.len() < at + 2) => {
+                    prop_assert_eq!(worker, CONTROL_WORKER);
+                }
+                None => {
+                    prop_assert_eq!(tree_worker(&bytes, workers), None);
+                    prop_assert_eq!(
+                        worker,
+                        worker_of_source(u16::from_be_bytes([bytes[4], bytes[5]]), workers)
+                    );
+                }
             }
         }
     }

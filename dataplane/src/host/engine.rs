@@ -46,6 +46,10 @@ pub struct EngineOptions {
     /// Dataplane workers ([`crate::uring::UringOptions::workers`]); the threaded engine runs
     /// the seed's threads and refuses more than one.
     pub workers: usize,
+    /// With several workers, hand datagrams of another worker's tree over to it rather than
+    /// steer them in the kernel ([`crate::uring::UringOptions::hand_off`]); the threaded
+    /// engine has no workers to hand to.
+    pub hand_off: bool,
     /// A socket the caller bound at the node's address in `topology` (harnesses bind on port 0
     /// first and write the ports into the topology, so no port is raced for); `None`: the
     /// engine binds the topology's address itself.
@@ -62,6 +66,7 @@ impl Default for EngineOptions {
             busy_poll: false,
             batching: true,
             workers: control::settings::uring::WORKERS,
+            hand_off: control::settings::uring::HAND_OFF,
             socket: None,
         }
     }
@@ -146,6 +151,7 @@ impl Engine {
                     apply_schedule: options.apply_schedule,
                     busy_poll: options.busy_poll,
                     workers: options.workers,
+                    hand_off: options.hand_off,
                     ..UringOptions::default()
                 };
                 uring.rmtp.enabled = options.rmtp;

@@ -107,6 +107,10 @@ pub(crate) struct Engine {
     /// This worker's index in `shared.workers`, and how many there are.
     worker: usize,
     workers: u16,
+    /// `uring.hand_off`: the kernel hashes, and another worker's tree is handed over to it.
+    hand_off: bool,
+    /// Workers this turn handed datagrams to (bit `i`: worker `i`), each woken at the first.
+    to_wake: u64,
     socket: UdpSocket,
     by_socket: HashMap<SocketAddr, NodeAddr>,
     /// The last source `by_socket` named: a stream's receives come from one neighbour, which
@@ -178,6 +182,7 @@ impl Engine {
         recv_msg.msg_controllen = RECV_CONTROL_LEN as _;
         data.reserve_send_buffers(config.send_buffers);
         let workers = u16::try_from(shared.workers.len()).unwrap_or(u16::MAX);
+        let hand_off = shared.workers[worker].hand_off.is_some();
         let mut engine = Engine {
             ring,
             bufs,
@@ -187,6 +192,8 @@ impl Engine {
             shared,
             worker,
             workers,
+            hand_off,
+            to_wake: 0,
             socket,
             by_socket,
             last_source: None,
@@ -245,6 +252,7 @@ impl Engine {
     pub fn run(mut self) {
         while !self.stopping {
             self.reap();
+            self.take_handed_over();
             self.run_commands();
             let now = self.shared.clock.now();
             self.apply_schedule(now);
@@ -433,6 +441,7 @@ impl Engine {
         self.last_completions = cqes.len();
         cqes.clear();
         self.cqes = cqes;
+        self.wake_owners();
         if recycled {
             self.bufs.publish();
         }
@@ -545,26 +554,71 @@ impl Engine {
                     // In place, what the node passes on is sent from this buffer.
                     token: in_place.then(|| input_token(bid, offset)),
                 };
-                let (workers, worker) = (self.workers, self.worker);
-                let (stats, shared) = (&mut self.stats, &self.shared);
+                let (workers, worker, hand_off) = (self.workers, self.worker, self.hand_off);
+                let (stats, shared, to_wake) = (&mut self.stats, &self.shared, &mut self.to_wake);
                 // A coalesced receive is handed over whole, with one `now`.
                 self.data.handle_batch(
                     now,
                     batch,
                     |datagram| {
-                        let ours = workers <= 1
-                            || usize::from(steer::worker_of(datagram, workers)) == worker;
-                        // Another worker's tree (a segmented send mixing groups, or one that
-                        // came before the steering program): handling it here would split the
-                        // tree's state. RMTP repairs it.
-                        stats.rx_other_worker += u64::from(!ours);
-                        ours
+                        if workers <= 1 {
+                            return true;
+                        }
+                        // Another worker's tree: handling it here would split the tree's
+                        // state. What names no tree is handled by whichever worker has it.
+                        match steer::tree_worker(datagram, workers) {
+                            Some(owner) if usize::from(owner) != worker => {
+                                let owner = usize::from(owner);
+                                not_mine(hand_off, shared, stats, to_wake, owner, from, datagram);
+                                false
+                            }
+                            _ => true,
+                        }
                     },
                     |packet| shared.control.deliver(from, packet.bytes()),
                 );
                 self.stats.datagrams_received += datagrams.max(1);
             }
             _ => self.stats.recv_truncated += 1,
+        }
+    }
+
+    /// Ends the turn's hand-offs. Each worker this turn handed datagrams to was woken at the
+    /// first; one that has drained its queue since may have slept again with later ones in it,
+    /// so a worker whose queue is not empty is woken once more. At most two eventfd writes per
+    /// owner and turn, none per datagram.
+    fn wake_owners(&mut self) {
+        while self.to_wake != 0 {
+            let owner = self.to_wake.trailing_zeros() as usize;
+            self.to_wake &= self.to_wake - 1;
+            if let Some(link) = self.shared.workers.get(owner)
+                && link.hand_off.as_ref().is_some_and(|q| !q.is_empty())
+            {
+                link.wake();
+            }
+        }
+    }
+
+    /// Handles the datagrams of this worker's trees that other workers received (hand-off
+    /// mode), as if received here; what is passed on is copied out of the hand-off buffer,
+    /// which then serves the next hand-off.
+    fn take_handed_over(&mut self) {
+        if !self.hand_off {
+            return;
+        }
+        fn queue(engine: &Engine) -> Option<&super::shared::HandOff> {
+            engine.shared.workers[engine.worker].hand_off.as_ref()
+        }
+        let now = self.shared.clock.now();
+        while let Some(handed) = queue(self).and_then(|q| q.pop()) {
+            self.stats.taken_over += 1;
+            if let Some(packet) = self.data.handle_datagram(now, handed.from, &handed.bytes) {
+                self.shared.control.deliver(handed.from, packet.bytes());
+            }
+            self.take_outgoing();
+            if let Some(q) = queue(self) {
+                q.give_back(handed.bytes);
+            }
         }
     }
 
@@ -877,5 +931,41 @@ impl Engine {
         let args = SubmitArgs::new().timespec(&ts);
         let _ = self.ring.submitter().submit_with_args(1, &args);
         self.reap();
+    }
+}
+
+/// A datagram of worker `owner`'s tree that this worker received. Steered, it is a stray (a
+/// segmented send mixing groups, or one that came before the steering program): dropped and
+/// counted, RMTP repairs it. In hand-off mode it is copied into the owner's queue (a full one
+/// drops and counts), and the owner is woken at its first of the turn (`to_wake` says which
+/// were).
+fn not_mine(
+    hand_off: bool,
+    shared: &Shared,
+    stats: &mut EngineStats,
+    to_wake: &mut u64,
+    owner: usize,
+    from: NodeAddr,
+    datagram: &[u8],
+) {
+    let queue = shared.workers.get(owner).and_then(|w| w.hand_off.as_ref());
+    match queue {
+        Some(queue) if hand_off => {
+            if queue.push(from, datagram) {
+                stats.handed_over += 1;
+                // The first of the turn wakes the owner at once, so that it drains its queue
+                // while this turn goes on (a turn can hold thousands of datagrams).
+                let bit = 1 << (owner % 64);
+                if *to_wake & bit == 0 {
+                    *to_wake |= bit;
+                    if let Some(link) = shared.workers.get(owner) {
+                        link.wake();
+                    }
+                }
+            } else {
+                stats.hand_off_full += 1;
+            }
+        }
+        _ => stats.rx_other_worker += 1,
     }
 }

@@ -43,6 +43,10 @@ pub struct UringOptions {
     pub seed: u64,
     /// Dataplane workers, each a thread with its ring and its socket on the node's port.
     pub workers: usize,
+    /// With several workers: the kernel spreads datagrams by its hash and a worker hands a
+    /// datagram of another worker's tree over to it (`uring.hand_off`), instead of the
+    /// steering program delivering each to its tree's worker.
+    pub hand_off: bool,
     /// Pin worker `i` to core `core + i` (`core_affinity`); `None`: the scheduler decides.
     /// The control thread is never pinned.
     pub core: Option<usize>,
@@ -88,6 +92,7 @@ impl Default for UringOptions {
         UringOptions {
             seed: 0,
             workers: s::WORKERS,
+            hand_off: s::HAND_OFF,
             core: None,
             busy_poll: false,
             spin_before_sleep: s::SPIN_BEFORE_SLEEP,
@@ -288,7 +293,8 @@ impl UringNode {
                     options.workers
                 ))
             })?;
-        let sockets = steer::add_workers(socket, workers)?;
+        let hand_off = options.hand_off && workers > 1;
+        let sockets = steer::add_workers(socket, workers, !hand_off)?;
         let clock = Clock::start();
         let control_plane = ControlPlane::new(me, topology, clock.now());
         let tables = control_plane.shared_tables().clone();
@@ -301,6 +307,7 @@ impl UringNode {
             tables.clone(),
             sockets.len(),
             control::settings::uring::CONTROL_INBOX,
+            hand_off.then_some(control::settings::uring::HAND_OFF_QUEUE),
             mtu,
         )?);
         let control_socket = sockets[0].try_clone()?;

@@ -1,6 +1,7 @@
 //! What the node's threads share: the peers and their garblers, the published tables, the
 //! counters, each worker's command queue with the eventfd that wakes its ring, and the control
-//! thread's inbox (control-plane packets from the workers, lock-free) and command queue.
+//! thread's inbox (control-plane packets from the workers, lock-free) and command queue, and,
+//! in hand-off mode, each worker's queue of datagrams of its trees that another worker received.
 
 use super::control::ControlThread;
 use super::engine::Engine;
@@ -15,7 +16,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::thread::Thread;
 
@@ -103,9 +104,72 @@ fn close<T>(queue: &Mutex<Queue<T>>) {
     drop(dropped);
 }
 
+/// A datagram of a worker's tree that another worker received (`uring.hand_off`).
+pub(crate) struct HandedOver {
+    pub from: NodeAddr,
+    pub bytes: Vec<u8>,
+}
+
+/// A worker's hand-off queue: bounded and lock-free, with as many MTU buffers made at start as
+/// it holds, which go back to `spare` once handled, so handing over allocates nothing.
+pub(crate) struct HandOff {
+    queue: ArrayQueue<HandedOver>,
+    spare: ArrayQueue<Vec<u8>>,
+}
+
+impl HandOff {
+    fn new(datagrams: usize, mtu: usize) -> HandOff {
+        let spare = ArrayQueue::new(datagrams.max(1));
+        while spare.push(Vec::with_capacity(mtu)).is_ok() {}
+        HandOff {
+            queue: ArrayQueue::new(datagrams.max(1)),
+            spare,
+        }
+    }
+
+    /// Copies `datagram` into a spare buffer and queues it; false (nothing queued) when no
+    /// buffer is spare or the queue is full, or the datagram is longer than a buffer (DNP
+    /// refuses it anyway, as longer than the MTU).
+    pub fn push(&self, from: NodeAddr, datagram: &[u8]) -> bool {
+        let Some(mut bytes) = self.spare.pop() else {
+            return false;
+        };
+        if datagram.len() > bytes.capacity() {
+            let _ = self.spare.push(bytes);
+            return false;
+        }
+        bytes.clear();
+        bytes.extend_from_slice(datagram);
+        match self.queue.push(HandedOver { from, bytes }) {
+            Ok(()) => true,
+            Err(refused) => {
+                let _ = self.spare.push(refused.bytes);
+                false
+            }
+        }
+    }
+
+    pub fn pop(&self) -> Option<HandedOver> {
+        self.queue.pop()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// A handled datagram's buffer, for the next one.
+    pub fn give_back(&self, bytes: Vec<u8>) {
+        let _ = self.spare.push(bytes);
+    }
+}
+
 /// One dataplane worker as the other threads reach it.
 pub(crate) struct WorkerLink {
     queue: Mutex<Queue<Call>>,
+    /// Set with each command queued: a wake-up for handed-over datagrams alone takes no lock.
+    commands_waiting: AtomicBool,
+    /// Datagrams of this worker's trees from the others (`uring.hand_off`), or `None`.
+    pub hand_off: Option<HandOff>,
     /// Written once per command; the worker's ring has a read on it outstanding.
     eventfd: OwnedFd,
     /// The worker's counters, published once per loop turn.
@@ -113,7 +177,7 @@ pub(crate) struct WorkerLink {
 }
 
 impl WorkerLink {
-    fn new() -> io::Result<WorkerLink> {
+    fn new(hand_off: Option<HandOff>) -> io::Result<WorkerLink> {
         // SAFETY: eventfd takes no pointers; a non-negative result is a new descriptor we own.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
@@ -121,6 +185,8 @@ impl WorkerLink {
         }
         Ok(WorkerLink {
             queue: Queue::new(),
+            commands_waiting: AtomicBool::new(false),
+            hand_off,
             // SAFETY: `fd` was just created and is owned by nothing else.
             eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
             counters: Counters::default(),
@@ -135,6 +201,7 @@ impl WorkerLink {
     pub fn command(&self, command: Command<Call>) -> bool {
         let queued = push(&self.queue, command);
         if queued {
+            self.commands_waiting.store(true, Ordering::Release);
             self.wake();
         }
         queued
@@ -150,7 +217,9 @@ impl WorkerLink {
 
     /// The commands waiting, oldest first.
     pub fn take_commands(&self, into: &mut VecDeque<Command<Call>>) {
-        into.append(&mut lock(&self.queue).commands);
+        if self.commands_waiting.swap(false, Ordering::Acquire) {
+            into.append(&mut lock(&self.queue).commands);
+        }
     }
 
     /// Refuses every later command and drops those still queued.
@@ -210,7 +279,12 @@ impl ControlLink {
             self.inbox_full.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let mut bytes = self.spare.pop().unwrap_or_default();
+        // No spare buffer while the inbox is one short of full (the control thread holds the
+        // last one it took): dropped like a full inbox, rather than a buffer allocated.
+        let Some(mut bytes) = self.spare.pop() else {
+            self.inbox_full.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
         bytes.clear();
         bytes.extend_from_slice(packet);
         if let Err(refused) = self.inbox.push(ControlPacket { from, bytes }) {
@@ -271,6 +345,7 @@ impl Shared {
         tables: SharedTables,
         workers: usize,
         control_inbox: usize,
+        hand_off_queue: Option<usize>,
         mtu: usize,
     ) -> io::Result<Shared> {
         Ok(Shared {
@@ -281,7 +356,7 @@ impl Shared {
             delay,
             tables,
             workers: (0..workers.max(1))
-                .map(|_| WorkerLink::new())
+                .map(|_| WorkerLink::new(hand_off_queue.map(|q| HandOff::new(q, mtu))))
                 .collect::<io::Result<_>>()?,
             control: ControlLink::new(control_inbox, mtu),
         })
@@ -299,6 +374,46 @@ mod tests {
             socket: SocketAddr::from(([127, 0, 0, 1], port)),
             link: LinkGarbler::new(Faults::default(), control::rng::Rng::new(1), 1024),
         }
+    }
+
+    /// While the control thread holds a packet it took, the inbox is one short of full but no
+    /// buffer is spare: the next packet is dropped and counted, not given a new buffer.
+    #[test]
+    fn the_control_inbox_never_makes_a_buffer() {
+        let from = NodeAddr::new(2).unwrap();
+        let link = ControlLink::new(2, 16);
+        link.deliver(from, &[1; 8]);
+        link.deliver(from, &[2; 8]);
+        let held = link.take_packet().unwrap();
+        link.deliver(from, &[3; 8]);
+        assert_eq!(link.inbox_full.load(Ordering::Relaxed), 1);
+        assert_eq!(link.take_packet().unwrap().bytes, vec![2; 8]);
+        assert!(link.take_packet().is_none());
+        link.give_back(held.bytes);
+        link.deliver(from, &[4; 8]);
+        assert_eq!(link.take_packet().unwrap().bytes, vec![4; 8]);
+    }
+
+    /// A hand-off queue takes what it has buffers for, refuses the rest (full, or longer than a
+    /// buffer) and reuses the buffers it gave out: its capacity never grows.
+    #[test]
+    fn a_hand_off_queue_is_bounded_and_reuses_its_buffers() {
+        let from = NodeAddr::new(3).unwrap();
+        let queue = HandOff::new(2, 16);
+        assert!(queue.push(from, &[1; 10]));
+        assert!(queue.push(from, &[2; 16]));
+        assert!(!queue.push(from, &[3; 4]), "full");
+        let first = queue.pop().unwrap();
+        assert_eq!((first.from, first.bytes.as_slice()), (from, &[1u8; 10][..]));
+        let buffer = first.bytes.as_ptr();
+        queue.give_back(first.bytes);
+        assert!(!queue.push(from, &[4; 17]), "longer than a buffer");
+        assert!(queue.push(from, &[5; 16]));
+        assert_eq!(queue.pop().unwrap().bytes, vec![2; 16]);
+        let last = queue.pop().unwrap();
+        assert_eq!(last.bytes, vec![5; 16]);
+        assert_eq!(last.bytes.as_ptr(), buffer, "the buffer given back");
+        assert!(queue.pop().is_none());
     }
 
     /// Each peer is found by its address and no other address finds one, the largest address

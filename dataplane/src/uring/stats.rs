@@ -134,6 +134,13 @@ engine_counters! {
     /// Datagrams of another worker's tree that reached this one (a segmented send mixing
     /// groups), dropped: handling them here would split the tree's state.
     rx_other_worker,
+    /// With `uring.hand_off`: datagrams of another worker's tree this one copied into that
+    /// worker's hand-off queue (one payload copy each) ...
+    handed_over,
+    /// ... those it dropped because that queue was full ...
+    hand_off_full,
+    /// ... and datagrams of this worker's trees it took from its own queue and handled.
+    taken_over,
 }
 
 /// Every counter of one node at one moment.

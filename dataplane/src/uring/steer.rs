@@ -2,8 +2,9 @@
 //! all on the node's address (`SO_REUSEPORT`), and a classic BPF program on the socket group
 //! that the kernel runs on every datagram to pick the socket: the worker
 //! [`control::wire::steer::worker_of`] names. Every packet of one multicast group (all its trees:
-//! DATA, RETRANSMIT and SPM down, NACK, MAB and NCF up) thus reaches one worker, and DRP, GMP,
-//! RAP and whatever names no group reach worker 0, the control plane's feeder.
+//! DATA, RETRANSMIT and SPM down, NACK, MAB and NCF up) thus reaches one worker; DRP, GMP, RAP
+//! (which carry no tree state) are spread by their DNP source, and any worker hands those for
+//! this node to the control thread.
 //!
 //! The sockets are returned in bind order, which is the index the kernel's program returns: the
 //! vector's index is the worker. They live and die together: when a socket of the group closes
@@ -25,7 +26,7 @@
 use crate::threaded::sockopt;
 use control::addr::GROUP_BASE;
 use control::wire::Flag;
-use control::wire::steer::{CONTROL_WORKER, FLAG_AT, group_at};
+use control::wire::steer::{CONTROL_WORKER, FLAG_AT, SOURCE_AT, group_at};
 use std::io;
 use std::mem::size_of;
 use std::net::{SocketAddr, UdpSocket};
@@ -44,13 +45,19 @@ const _: () = assert!(CONTROL_WORKER == 0);
 #[cfg(test)]
 pub(crate) fn bind_workers(addr: SocketAddr, workers: u16) -> io::Result<Vec<UdpSocket>> {
     let first = UdpSocket::bind(addr).map_err(|e| failed(workers, addr, "binding worker 0", &e))?;
-    add_workers(first, workers)
+    add_workers(first, workers, true)
 }
 
 /// `first`, bound by the caller (with or without `SO_REUSEPORT`), and `workers - 1` sockets
-/// bound beside it on its address, steered by group: index `i` is worker `i`. With one worker,
-/// `first` alone, untouched. Errors name the cause in one line.
-pub(crate) fn add_workers(first: UdpSocket, workers: u16) -> io::Result<Vec<UdpSocket>> {
+/// bound beside it on its address: index `i` is worker `i`. With `steer`, the steering program
+/// delivers each datagram to its worker; without it the kernel spreads datagrams by its hash
+/// of addresses and ports (the hand-off mode's sockets). With one worker, `first` alone,
+/// untouched. Errors name the cause in one line.
+pub(crate) fn add_workers(
+    first: UdpSocket,
+    workers: u16,
+    steer: bool,
+) -> io::Result<Vec<UdpSocket>> {
     let addr = first.local_addr()?;
     if workers == 0 {
         return Err(io::Error::new(
@@ -69,6 +76,9 @@ pub(crate) fn add_workers(first: UdpSocket, workers: u16) -> io::Result<Vec<UdpS
         let socket = bind_reuseport(addr)
             .map_err(|e| failed(workers, addr, &format!("binding worker {worker}"), &e))?;
         sockets.push(socket);
+    }
+    if !steer {
+        return Ok(sockets);
     }
     // Attached once every socket is in the group: an index beyond the group's size would make
     // the kernel fall back to its hash. Until here the kernel hashes by source port.
@@ -146,7 +156,6 @@ const JUMP_IF_AT_LEAST: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u
 const JUMP: u16 = (libc::BPF_JMP | libc::BPF_JA) as u16;
 const SUBTRACT: u16 = (libc::BPF_ALU | libc::BPF_SUB | libc::BPF_K) as u16;
 const MODULO: u16 = (libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K) as u16;
-const RETURN: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 const RETURN_A: u16 = (libc::BPF_RET | libc::BPF_A) as u16;
 
 fn instruction(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
@@ -168,13 +177,15 @@ fn offset(from: usize, to: usize) -> u8 {
 /// ```text
 ///        A = u16 at FLAG_AT                  (a datagram too short: the kernel returns 0)
 ///        for each RMTP flag: if A == flag goto load_<its group offset>
-///        return 0                            (DRP, GMP, RAP, unknown flag)
+///        goto by_source                       (DRP, GMP, RAP, unknown flag)
 /// load_2:  A = u16 at 2;  goto reduce         (DATA, RETRANSMIT, SPM: the DNP destination)
 /// load_10: A = u16 at 10; goto reduce         (NACK, MAB, NCF: body bytes 0–1; too short: 0)
-/// reduce:  if A < GROUP_BASE return 0         (not a group)
-///          return (A - GROUP_BASE) % workers  (always below the socket count: never the
-///                                             kernel's hash fallback)
+/// reduce:  if A < GROUP_BASE goto by_source   (not a group: no tree)
+///          return (A - GROUP_BASE) % workers
+/// by_source: return (u16 at SOURCE_AT) % workers
 /// ```
+///
+/// Every result is below the socket count, never the kernel's hash fallback.
 fn steering_program(workers: u16) -> Vec<libc::sock_filter> {
     let steered: Vec<(Flag, usize)> = Flag::ALL
         .into_iter()
@@ -183,12 +194,12 @@ fn steering_program(workers: u16) -> Vec<libc::sock_filter> {
     let mut loads: Vec<usize> = steered.iter().map(|&(_, at)| at).collect();
     loads.sort_unstable();
     loads.dedup();
-    // Layout: the flag load, one compare per steered flag, the return to the control worker,
-    // two instructions per group offset, then `reduce`.
+    // Layout: the flag load, one compare per steered flag, the jump to `by_source`, two
+    // instructions per group offset, then `reduce` (4) and `by_source` (3).
     let first_load = 1 + steered.len() + 1;
     let load_at = |at: usize| first_load + 2 * loads.iter().position(|&l| l == at).unwrap_or(0);
     let reduce = first_load + 2 * loads.len();
-    let control = u32::from(CONTROL_WORKER);
+    let by_source = reduce + 4;
 
     let mut program = vec![instruction(LOAD_HALF, 0, 0, FLAG_AT as u32)];
     for &(flag, at) in &steered {
@@ -200,7 +211,8 @@ fn steering_program(workers: u16) -> Vec<libc::sock_filter> {
             u32::from(flag as u16),
         ));
     }
-    program.push(instruction(RETURN, 0, 0, control));
+    let here = program.len();
+    program.push(instruction(JUMP, 0, 0, u32::from(offset(here, by_source))));
     for &at in &loads {
         program.push(instruction(LOAD_HALF, 0, 0, at as u32));
         let here = program.len();
@@ -212,7 +224,12 @@ fn steering_program(workers: u16) -> Vec<libc::sock_filter> {
         instruction(SUBTRACT, 0, 0, u32::from(GROUP_BASE)),
         instruction(MODULO, 0, 0, u32::from(workers)),
         instruction(RETURN_A, 0, 0, 0),
-        instruction(RETURN, 0, 0, control),
+    ]);
+    debug_assert_eq!(program.len(), by_source);
+    program.extend([
+        instruction(LOAD_HALF, 0, 0, SOURCE_AT as u32),
+        instruction(MODULO, 0, 0, u32::from(workers)),
+        instruction(RETURN_A, 0, 0, 0),
     ]);
     program
 }
@@ -260,7 +277,6 @@ mod tests {
                 JUMP => pc += k as usize,
                 SUBTRACT => a = a.wrapping_sub(k),
                 MODULO => a %= k,
-                RETURN => return k,
                 RETURN_A => return a,
                 other => panic!("unexpected instruction {other:#x}"),
             }
@@ -334,7 +350,10 @@ mod tests {
                 }
             }
             for packet in garbage() {
-                assert_eq!(run(&program, &packet), 0);
+                assert_eq!(
+                    run(&program, &packet),
+                    u32::from(worker_of(&packet, workers))
+                );
             }
         }
     }
@@ -402,7 +421,7 @@ mod tests {
     /// Workers bound by `bind_workers` on port 0, or beside a socket the caller bound.
     fn workers_on_loopback(workers: u16, caller_bound: bool) -> Vec<UdpSocket> {
         let sockets = if caller_bound {
-            add_workers(UdpSocket::bind(loopback()).unwrap(), workers).unwrap()
+            add_workers(UdpSocket::bind(loopback()).unwrap(), workers, true).unwrap()
         } else {
             bind_workers(loopback(), workers).unwrap()
         };
@@ -507,7 +526,7 @@ mod tests {
     fn one_worker_is_the_socket_alone() {
         let first = UdpSocket::bind(loopback()).unwrap();
         let addr = first.local_addr().unwrap();
-        let sockets = add_workers(first, 1).unwrap();
+        let sockets = add_workers(first, 1, true).unwrap();
         assert_eq!(sockets.len(), 1);
         assert_eq!(sockets[0].local_addr().unwrap(), addr);
         // Not shared: nothing else can bind beside it.
