@@ -28,7 +28,7 @@ use dataplane::host::RunningNode;
 use dataplane::rmtp::FileSink;
 use dataplane::sim::scenario::content;
 use dataplane::threaded::ReceiveState;
-use dataplane::uring::{EngineStats, UringNode, UringOptions};
+use dataplane::uring::{EngineStats, UringNode, UringOptions, UringStats};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::UdpSocket;
@@ -204,15 +204,20 @@ fn forwarding_a_stream_allocates_nothing_per_packet() {
          accepted ({per_packet:.3} per packet)"
     );
     let forwarder: EngineStats = nodes[1].engine_counters();
-    let stats = nodes[2].stats();
     // Its worker validated every packet; the control thread refused each for its service id,
-    // but may have been refused some by its inbox first (a loaded machine), all counted.
+    // but may have been refused some by its inbox first (a loaded machine), all counted. The
+    // control thread may still be working through its inbox: its count is waited for.
+    let ended = |stats: &UringStats| {
+        stats.get("dnp.rap_no_endpoint").unwrap_or(0) + stats.engine.control_inbox_full
+    };
+    wait_until(LIMIT, || ended(&nodes[2].stats()) >= 55_000);
+    let stats = nodes[2].stats();
     assert!(
         stats.get("dnp.rx_accepted").unwrap_or(0) >= 55_000,
         "node 3 accepted the stream: {stats}"
     );
     assert!(
-        stats.get("dnp.rap_no_endpoint").unwrap_or(0) + stats.engine.control_inbox_full >= 55_000,
+        ended(&stats) >= 55_000,
         "every packet of the stream is counted where it ended: {stats}"
     );
     println!(
