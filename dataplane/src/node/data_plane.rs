@@ -242,6 +242,11 @@ impl DataPlane {
 
     /// The RMTP worker's cores send what they have.
     fn pump(&mut self, now: Instant) {
+        self.run_transfers(|transfers, ctx| transfers.after_batch(now, ctx));
+    }
+
+    /// Runs the transfers with the current tables and this node's outbox (a pump, counted).
+    fn run_transfers(&mut self, run: impl FnOnce(&mut Transfers, Ctx<'_>)) {
         self.stats.transfer_pumps += 1;
         let tables = self.current.load();
         let ctx = Ctx {
@@ -249,7 +254,7 @@ impl DataPlane {
             routes: &tables.routes,
             out: &mut self.out,
         };
-        self.transfers.after_batch(now, ctx);
+        run(&mut self.transfers, ctx);
     }
 
     /// A datagram from a socket that is no neighbour of this node: validated like any other (a
@@ -298,14 +303,7 @@ impl DataPlane {
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.transfers.poll_timeout().is_some_and(|t| t <= now) {
             let mark = self.out.len();
-            self.stats.transfer_pumps += 1;
-            let tables = self.current.load();
-            let ctx = Ctx {
-                mcast: &tables.multicast,
-                routes: &tables.routes,
-                out: &mut self.out,
-            };
-            self.transfers.handle_timeout(now, ctx);
+            self.run_transfers(|transfers, ctx| transfers.handle_timeout(now, ctx));
             self.out.group_by_neighbour(mark);
         }
     }
