@@ -159,8 +159,11 @@ settings! {
         /// How long a complete sender keeps sending SPMs (so every receiver sees the final
         /// trailing edge and may leave) before its transfer has ended.
         LINGER: Duration = Duration::from_secs(1);
-        /// Bytes a file source reads ahead of what is sent, in one read.
-        READ_AHEAD: usize = 256 * 1024;
+        /// Bytes a file source reads ahead of what is sent, in one read: small enough that
+        /// the block is still in the core's first caches when the segments are copied out of
+        /// it (on the 2-core EPYC VM 256 KiB and 64 KiB cost ~1 us per 1 KiB segment, read and
+        /// copy, against ~0.3 us at 32 KiB; 8 KiB pays for its system calls).
+        READ_AHEAD: usize = 32 * 1024;
     }
 
     /// The RMTP receiver.

@@ -56,6 +56,17 @@ fn uring_nodes_move_a_file_and_batch_their_datagrams() {
     );
     assert_eq!(get(&relay, "dnp.rx_unknown_peer"), 0);
     assert_eq!(get(&relay, "engine.send_errors"), 0);
+    // The sender core's own counters are `ctl stats` lines too, while it lingers.
+    let segments = (4 * MIB).div_ceil(control::wire::rmtp::max_payload(1024)) as u64;
+    assert!(get(&sender, "rmtp.server.g1.data_sent") >= segments);
+    assert_eq!(get(&sender, "rmtp.server.g1.complete"), 1);
+    // Every phase of the loop is timed.
+    for phase in ["reap", "transfers", "route", "submit", "wait"] {
+        assert!(
+            get(&relay, &format!("engine.time_{phase}_nanos")) > 0,
+            "{phase}"
+        );
+    }
     net.stop();
 }
 

@@ -2,7 +2,9 @@
 //! (`ctl stats` reads them), so a counter has one name whatever the engine.
 
 use crate::garbler::{DelayStats, GarblerStats};
-use crate::rmtp::RelayStats;
+use crate::host::transfer::{ReceiveProgress, ReceiveState, SendProgress};
+use crate::rmtp::{ReceiverStats, RelayStats, SenderStats};
+use control::GroupAddr;
 use control::NodeAddr;
 use control::drp::DrpStats;
 use control::gmp::GmpStats;
@@ -49,4 +51,40 @@ pub(crate) fn garbler_lines(
 /// `rmtp.relay.*`.
 pub(crate) fn relay_lines(out: &mut Vec<(String, u64)>, relay: &RelayStats) {
     push_fields(out, "rmtp.relay", relay.fields());
+}
+
+/// A local sender's or receiver's progress with its core's counters.
+pub(crate) type SenderLines = (GroupAddr, SendProgress, SenderStats);
+pub(crate) type ReceiverLines = (u16, ReceiveProgress, ReceiverStats);
+
+/// `rmtp.server.<group>.*` and `rmtp.client.<sid>.*`: each transfer's progress, then its
+/// core's counters.
+pub(crate) fn transfer_lines(
+    out: &mut Vec<(String, u64)>,
+    servers: &[SenderLines],
+    clients: &[ReceiverLines],
+) {
+    for (group, p, s) in servers {
+        let prefix = format!("rmtp.server.{group}");
+        for (name, v) in [("total", p.total), ("sent", p.sent), ("acked", p.acked)] {
+            out.push((format!("{prefix}.{name}"), v));
+        }
+        out.push((format!("{prefix}.complete"), u64::from(p.complete)));
+        out.push((format!("{prefix}.failed"), u64::from(p.failed.is_some())));
+        push_fields(out, &prefix, s.fields());
+    }
+    for (sid, p, s) in clients {
+        let prefix = format!("rmtp.client.{sid}");
+        out.push((format!("{prefix}.delivered"), p.delivered));
+        out.push((format!("{prefix}.total"), p.total.unwrap_or(0)));
+        out.push((
+            format!("{prefix}.complete"),
+            u64::from(p.state == ReceiveState::Complete),
+        ));
+        out.push((
+            format!("{prefix}.failed"),
+            u64::from(matches!(p.state, ReceiveState::Failed(_))),
+        ));
+        push_fields(out, &prefix, s.fields());
+    }
 }

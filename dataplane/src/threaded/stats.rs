@@ -2,9 +2,11 @@
 
 use super::buffer::BufferStats;
 use super::counters::DnpStats;
-use super::rmtp::{ReceiveState, RmtpStats};
+use super::rmtp::RmtpStats;
 use crate::garbler::{DelayStats, GarblerStats};
-use crate::host::lines::{control_plane_lines, garbler_lines, push_fields, relay_lines};
+use crate::host::lines::{
+    control_plane_lines, garbler_lines, push_fields, relay_lines, transfer_lines,
+};
 use control::NodeAddr;
 use control::drp::DrpStats;
 use control::gmp::GmpStats;
@@ -85,32 +87,10 @@ impl fmt::Display for NodeStats {
     }
 }
 
-/// `rmtp.middle.*` (the middle-layer thread), `rmtp.relay.*` (its core), `rmtp.server.<group>.*`
-/// and `rmtp.client.<sid>.*` (progress, then the core's counters).
+/// `rmtp.middle.*` (the middle-layer thread), `rmtp.relay.*` (its core), then each local
+/// transfer's lines.
 fn rmtp_lines(out: &mut Vec<(String, u64)>, r: &RmtpStats) {
     push_fields(out, "rmtp.middle", r.middle.fields());
     relay_lines(out, &r.relay);
-    for (group, p, s) in &r.servers {
-        let prefix = format!("rmtp.server.{group}");
-        for (name, v) in [("total", p.total), ("sent", p.sent), ("acked", p.acked)] {
-            out.push((format!("{prefix}.{name}"), v));
-        }
-        out.push((format!("{prefix}.complete"), u64::from(p.complete)));
-        out.push((format!("{prefix}.failed"), u64::from(p.failed.is_some())));
-        push_fields(out, &prefix, s.fields());
-    }
-    for (sid, p, s) in &r.clients {
-        let prefix = format!("rmtp.client.{sid}");
-        out.push((format!("{prefix}.delivered"), p.delivered));
-        out.push((format!("{prefix}.total"), p.total.unwrap_or(0)));
-        out.push((
-            format!("{prefix}.complete"),
-            u64::from(p.state == ReceiveState::Complete),
-        ));
-        out.push((
-            format!("{prefix}.failed"),
-            u64::from(matches!(p.state, ReceiveState::Failed(_))),
-        ));
-        push_fields(out, &prefix, s.fields());
-    }
+    transfer_lines(out, &r.servers, &r.clients);
 }

@@ -3,13 +3,15 @@
 //! lines like the threaded engine's.
 
 use crate::garbler::{DelayStats, GarblerStats};
-use crate::host::lines::{control_plane_lines, garbler_lines, push_fields, relay_lines};
+use crate::host::lines::{
+    ReceiverLines, SenderLines, control_plane_lines, garbler_lines, push_fields, relay_lines,
+    transfer_lines,
+};
 use crate::node::RAP_SERVER_SID;
-use crate::threaded::{ReceiveProgress, ReceiveState, SendProgress};
+use control::NodeAddr;
 use control::drp::DrpStats;
 use control::gmp::GmpStats;
 use control::rap::{RapClientStats, RapServerStats};
-use control::{GroupAddr, NodeAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -115,6 +117,17 @@ engine_counters! {
     rx_queue_overflows,
     /// Turns of the engine loop (a wake from the ring, a timer, or a command).
     wakeups,
+    /// Where the worker's time goes, nanoseconds (`engine.time_*`): handling what the ring
+    /// completed (receives through the node, send completions) ...
+    time_reap_nanos,
+    /// ... the local transfers' turn (senders building batches, receivers' sinks) and timers ...
+    time_transfers_nanos,
+    /// ... routing what the node queued into send slots ...
+    time_route_nanos,
+    /// ... in the kernel submitting (the sends run inline: copies, loopback delivery) ...
+    time_submit_nanos,
+    /// ... and asleep (or spinning) waiting for completions or a deadline.
+    time_wait_nanos,
     /// Commands run for other threads.
     commands,
     /// Waits that looked at the ring before sleeping (`uring.spin_before_sleep`) and found a
@@ -164,9 +177,9 @@ pub struct UringStats {
     pub garbler: Vec<(NodeAddr, GarblerStats)>,
     pub delay_line: DelayStats,
     /// Transfers this node multicasts (still running or lingering).
-    pub senders: Vec<(GroupAddr, SendProgress)>,
+    pub senders: Vec<SenderLines>,
     /// Transfers local clients receive (still running or lingering).
-    pub receivers: Vec<(u16, ReceiveProgress)>,
+    pub receivers: Vec<ReceiverLines>,
 }
 
 impl UringStats {
@@ -200,22 +213,7 @@ impl UringStats {
             &self.rap_client,
         );
         garbler_lines(&mut out, &self.garbler, &self.delay_line);
-        for (group, p) in &self.senders {
-            let at = format!("rmtp.server.{group}");
-            out.push((format!("{at}.total"), p.total));
-            out.push((format!("{at}.sent"), p.sent));
-            out.push((format!("{at}.acked"), p.acked));
-            out.push((format!("{at}.retransmissions"), p.retransmissions));
-            out.push((format!("{at}.complete"), u64::from(p.complete)));
-        }
-        for (sid, p) in &self.receivers {
-            let at = format!("rmtp.client.{sid}");
-            out.push((format!("{at}.delivered"), p.delivered));
-            out.push((format!("{at}.repairs"), p.repairs));
-            out.push((format!("{at}.nacks"), p.nacks));
-            let complete = p.state == ReceiveState::Complete;
-            out.push((format!("{at}.complete"), u64::from(complete)));
-        }
+        transfer_lines(&mut out, &self.senders, &self.receivers);
         out
     }
 

@@ -7,6 +7,7 @@
 //! its core's `MayLeave` (its last MABs reached the sender, or the sender went silent).
 
 use super::shared::{Command, Shared};
+use crate::host::lines::{ReceiverLines, SenderLines};
 use crate::host::{
     Kick, ReceiveHandle, ReceiveProgress, ReceiveShared, ReceiveState, SendHandle, SendProgress,
     SendShared,
@@ -26,8 +27,9 @@ const PROGRESS_POLL: Duration = Duration::from_millis(100);
 /// of state).
 const PUBLISH_EVERY: Duration = Duration::from_millis(20);
 
-/// Each local transfer's last published progress: senders by group, receivers by client id.
-pub(crate) type Progress = (Vec<(GroupAddr, SendProgress)>, Vec<(u16, ReceiveProgress)>);
+/// Each local transfer's last published progress and counters: senders by group, receivers by
+/// client id.
+pub(crate) type Progress = (Vec<SenderLines>, Vec<ReceiverLines>);
 
 struct Sending {
     shared: Arc<SendShared>,
@@ -68,12 +70,18 @@ impl Handles {
         let senders = self
             .senders
             .iter()
-            .map(|(&g, s)| (g, lock(&s.shared.status).progress.clone()))
+            .map(|(&g, s)| {
+                let status = lock(&s.shared.status);
+                (g, status.progress.clone(), status.stats.clone())
+            })
             .collect();
         let receivers = self
             .receivers
             .iter()
-            .map(|(&sid, r)| (sid, lock(&r.shared.status).progress.clone()))
+            .map(|(&sid, r)| {
+                let status = lock(&r.shared.status);
+                (sid, status.progress.clone(), status.stats.clone())
+            })
             .collect();
         (senders, receivers)
     }
