@@ -107,25 +107,34 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
 // Bytes gathered before they are hashed and written in one piece: BLAKE3 hashes a long run
 // several times faster than segment-sized pieces (it hashes many 1 KiB chunks at once), and
 // one write per block spares the system calls.
-use control::settings::receiver::{STAGED_BLOCKS, STAGED_BYTES, WRITER_WAIT};
+use control::settings::receiver::{HASH_RUN, STAGED_BLOCKS, STAGED_BYTES, WRITER_WAIT};
 
 /// What the receiver's thread hands the sink's writer thread.
 enum ToWriter {
-    /// A full (or the last) block: hash it, write it, give the buffer back.
+    /// A full (or the last) block: write it, give the buffer back.
     Block(Vec<u8>),
-    /// Every byte was handed in: check the hash, sync, rename.
-    Finish([u8; 32]),
+    /// Every byte was handed in: once written, compare the hash announced with the one the
+    /// bytes have, then sync and rename.
+    Finish {
+        expected: [u8; 32],
+        actual: [u8; 32],
+    },
 }
 
 /// Writes `NAME.partial` in a directory and renames it to `NAME` only after a verified hash.
-/// The bytes handed in are staged in blocks of [`STAGED_BYTES`]; a thread of the sink's own
-/// hashes and writes each full block, and syncs and renames the verified file, so the thread
-/// that receives (a whole node's, on the uring engine) neither hashes nor makes a system call.
+/// The bytes handed in are staged in blocks of [`STAGED_BYTES`] and hashed there every
+/// [`HASH_RUN`] bytes, while the receiving thread still has them in its caches; a thread of the
+/// sink's own writes each full block, and syncs and renames the verified file, so the thread
+/// that receives (a whole node's, on the uring engine) makes no system call.
 /// [`STAGED_BLOCKS`] blocks are made at start and go back and forth: the receiving thread
 /// waits only when the disk is that many blocks behind the network.
 pub struct FileSink {
     /// The block being filled (`None` once the sink has finished or aborted).
     staged: Option<Vec<u8>>,
+    /// The hash of every byte handed in up to the block's first `hashed` bytes (boxed: about
+    /// 2 KiB).
+    hasher: Box<blake3::Hasher>,
+    hashed: usize,
     to_writer: Option<SyncSender<ToWriter>>,
     /// Blocks the writer is done with.
     spare: Receiver<Vec<u8>>,
@@ -168,7 +177,6 @@ impl FileSink {
         }
         let writer = Writer {
             file: Some(file),
-            hasher: blake3::Hasher::new(),
             partial: partial.clone(),
             final_path: final_path.clone(),
             spare: spare_tx,
@@ -179,6 +187,8 @@ impl FileSink {
             .spawn(move || writer.run(from_sink))?;
         Ok(FileSink {
             staged: Some(Vec::with_capacity(STAGED_BYTES)),
+            hasher: Box::default(),
+            hashed: 0,
             to_writer: Some(to_writer),
             spare,
             outcome,
@@ -214,6 +224,8 @@ impl FileSink {
     /// Hands the staged block to the writer and takes an empty one (waiting for it if the
     /// writer is every block behind).
     fn hand_over(&mut self) -> Result<(), SinkError> {
+        self.hash_staged(0);
+        self.hashed = 0;
         let block = self.staged.take().ok_or_else(Self::closed)?;
         self.send(ToWriter::Block(block))?;
         let next = loop {
@@ -232,14 +244,31 @@ impl FileSink {
         Ok(())
     }
 
+    /// Hashes the staged bytes not hashed yet, in runs of `run` bytes (0: all of them).
+    fn hash_staged(&mut self, run: usize) {
+        let Some(staged) = self.staged.as_ref() else {
+            return;
+        };
+        let ready = staged.len() - self.hashed;
+        let take = if run == 0 { ready } else { ready - ready % run };
+        if take > 0 {
+            self.hasher.update(&staged[self.hashed..self.hashed + take]);
+            self.hashed += take;
+        }
+    }
+
     /// Hands what is staged to the writer, then lets it end, and waits for it.
     fn close(&mut self, finish: Option<[u8; 32]>) -> Result<(), SinkError> {
+        self.hash_staged(0);
         let result = match self.staged.take() {
             Some(block) if !block.is_empty() => self.send(ToWriter::Block(block)),
             _ => Ok(()),
         };
         let result = result.and_then(|()| match finish {
-            Some(hash) => self.send(ToWriter::Finish(hash)),
+            Some(expected) => self.send(ToWriter::Finish {
+                expected,
+                actual: *self.hasher.finalize().as_bytes(),
+            }),
             None => Ok(()),
         });
         self.to_writer = None;
@@ -267,6 +296,8 @@ impl Sink for FileSink {
             staged.extend_from_slice(now);
             if staged.len() == STAGED_BYTES {
                 self.hand_over()?;
+            } else {
+                self.hash_staged(HASH_RUN);
             }
             rest = later;
         }
@@ -322,12 +353,10 @@ impl Drop for FileSink {
     }
 }
 
-/// The sink's own thread: hashes and writes each block in order, then checks, syncs and
-/// renames.
+/// The sink's own thread: writes each block in order, then checks, syncs and renames.
 struct Writer {
     /// `None` after the first failed write: nothing more is written.
     file: Option<File>,
-    hasher: blake3::Hasher,
     partial: PathBuf,
     final_path: PathBuf,
     spare: SyncSender<Vec<u8>>,
@@ -340,7 +369,6 @@ impl Writer {
             match message {
                 ToWriter::Block(mut block) => {
                     if let Some(file) = self.file.as_mut() {
-                        self.hasher.update(&block);
                         if let Err(e) = file.write_all(&block) {
                             self.file = None;
                             let _ = self.outcome.try_send(Err(e.into()));
@@ -350,8 +378,8 @@ impl Writer {
                     // The sink may be gone (aborted): then the block goes too.
                     let _ = self.spare.try_send(block);
                 }
-                ToWriter::Finish(hash) => {
-                    let outcome = self.make_final(&hash);
+                ToWriter::Finish { expected, actual } => {
+                    let outcome = self.make_final(expected, actual);
                     let _ = self.outcome.try_send(outcome);
                     return;
                 }
@@ -359,18 +387,14 @@ impl Writer {
         }
     }
 
-    fn make_final(&mut self, hash: &[u8; 32]) -> Result<(), SinkError> {
+    fn make_final(&mut self, expected: [u8; 32], actual: [u8; 32]) -> Result<(), SinkError> {
         // A failed write was reported already; the receiver has failed on it.
         let file = self
             .file
             .take()
             .ok_or_else(|| io::Error::other("an earlier write failed"))?;
-        let actual = *self.hasher.finalize().as_bytes();
-        if actual != *hash {
-            return Err(SinkError::HashMismatch {
-                expected: *hash,
-                actual,
-            });
+        if actual != expected {
+            return Err(SinkError::HashMismatch { expected, actual });
         }
         // Durable before it is renamed: a crash never leaves a short file under the final name.
         file.sync_all()?;
