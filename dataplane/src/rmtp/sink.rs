@@ -368,11 +368,11 @@ impl Writer {
         for message in from_sink {
             match message {
                 ToWriter::Block(mut block) => {
-                    if let Some(file) = self.file.as_mut() {
-                        if let Err(e) = file.write_all(&block) {
-                            self.file = None;
-                            let _ = self.outcome.try_send(Err(e.into()));
-                        }
+                    if let Some(file) = self.file.as_mut()
+                        && let Err(e) = file.write_all(&block)
+                    {
+                        self.file = None;
+                        let _ = self.outcome.try_send(Err(e.into()));
                     }
                     block.clear();
                     // The sink may be gone (aborted): then the block goes too.
