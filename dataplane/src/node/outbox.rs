@@ -151,6 +151,8 @@ pub struct Outbox {
     queue: VecDeque<Outgoing>,
     /// Room for regrouping the end of the queue by neighbour ([`Outbox::group_by_neighbour`]).
     regroup: Vec<Option<Outgoing>>,
+    /// The neighbours of the regrouped packets, in the order of their first.
+    neighbours: Vec<NodeAddr>,
     buffers: Vec<Buffer>,
     free: Vec<BufferId>,
     /// Free batch buffers.
@@ -185,6 +187,7 @@ impl Outbox {
         Outbox {
             queue: VecDeque::new(),
             regroup: Vec::new(),
+            neighbours: Vec::new(),
             buffers: Vec::new(),
             free: Vec::new(),
             batch_free: Vec::new(),
@@ -208,6 +211,7 @@ impl Outbox {
         self.free.reserve(MAX_SPARE_BUFFERS);
         self.queue.reserve(RESERVED_QUEUE);
         self.regroup.reserve(RESERVED_QUEUE);
+        self.neighbours.reserve(crate::rmtp::relay::MAX_FANOUT);
         let missing = buffers
             .min(MAX_SPARE_BUFFERS)
             .saturating_sub(self.free.len());
@@ -444,31 +448,37 @@ impl Outbox {
     /// together (neighbours in the order of their first packet; each neighbour's packets in
     /// the order they were queued). A batch fanned out to three neighbours queues them in
     /// turn, one packet each; grouped, each neighbour's run can leave as one segmented send.
+    /// One pass finds the neighbours, one more per neighbour moves their packets: the work
+    /// grows with the packets times the batch's fan-out, not with the packets squared.
     pub fn group_by_neighbour(&mut self, from: usize) {
-        let tail = self.queue.len().saturating_sub(from);
-        if tail < 3 {
+        if self.queue.len().saturating_sub(from) < 3 {
             return;
         }
         // Already grouped when no change of destination returns to an earlier one: the
         // common case (one neighbour, or a sender's batches queued per neighbour), checked
         // without moving anything.
-        let returns = (from + 1..self.queue.len()).any(|i| {
-            let to = self.queue[i].to;
-            to != self.queue[i - 1].to && (from..i - 1).any(|j| self.queue[j].to == to)
-        });
-        if !returns {
+        self.neighbours.clear();
+        let mut interleaved = false;
+        let mut last = None;
+        for o in self.queue.range(from..) {
+            if last == Some(o.to) {
+                continue;
+            }
+            last = Some(o.to);
+            if self.neighbours.contains(&o.to) {
+                interleaved = true;
+            } else {
+                self.neighbours.push(o.to);
+            }
+        }
+        if !interleaved {
             return;
         }
         self.regroup.extend(self.queue.drain(from..).map(Some));
-        for i in 0..self.regroup.len() {
-            let Some(first) = self.regroup[i].take() else {
-                continue;
-            };
-            let to = first.to;
-            self.queue.push_back(first);
-            for later in &mut self.regroup[i + 1..] {
-                if later.as_ref().is_some_and(|o| o.to == to)
-                    && let Some(o) = later.take()
+        for &to in &self.neighbours {
+            for slot in &mut self.regroup {
+                if slot.as_ref().is_some_and(|o| o.to == to)
+                    && let Some(o) = slot.take()
                 {
                     self.queue.push_back(o);
                 }
