@@ -5,7 +5,7 @@
 //! that the workers load once per datagram without a lock. It sleeps (parked) until a packet,
 //! a command or its next deadline.
 
-use super::shared::{Command, ControlCall, ControlPacket, Shared};
+use super::shared::{Command, ControlCall, Copied, Shared};
 use crate::garbler::GarbledCopy;
 use crate::node::{ControlEvent, ControlPlane, NodeStats, Outbox};
 use control::wire::dnp::Packet;
@@ -72,7 +72,7 @@ impl ControlThread {
         while !self.stopping {
             self.run_commands();
             let now = self.now();
-            while let Some(ControlPacket { from, bytes }) = self.shared.control.take_packet() {
+            while let Some(Copied { from, bytes }) = self.shared.control.take_packet() {
                 // The worker validated it; parsed again here, where it is read.
                 if let Ok(packet) = Packet::parse(&bytes, self.mtu) {
                     self.control

@@ -616,7 +616,7 @@ impl Engine {
         if !self.hand_off {
             return;
         }
-        fn queue(engine: &Engine) -> Option<&super::shared::HandOff> {
+        fn queue(engine: &Engine) -> Option<&super::shared::DatagramQueue> {
             engine.shared.workers[engine.worker].hand_off.as_ref()
         }
         let now = self.shared.clock.now();

@@ -104,32 +104,33 @@ fn close<T>(queue: &Mutex<Queue<T>>) {
     drop(dropped);
 }
 
-/// A datagram of a worker's tree that another worker received (`uring.hand_off`).
-pub(crate) struct HandedOver {
+/// A copy of a datagram a worker received, for another thread: one of another worker's tree
+/// (`uring.hand_off`), or a control-plane packet for the control thread.
+pub(crate) struct Copied {
     pub from: NodeAddr,
     pub bytes: Vec<u8>,
 }
 
-/// A worker's hand-off queue: bounded and lock-free, with as many MTU buffers made at start as
-/// it holds, which go back to `spare` once handled, so handing over allocates nothing.
-pub(crate) struct HandOff {
-    queue: ArrayQueue<HandedOver>,
+/// A bounded lock-free queue of datagram copies, with as many MTU buffers made at start as it
+/// holds, which go back to `spare` once handled, so a stream through it allocates nothing.
+pub(crate) struct DatagramQueue {
+    queue: ArrayQueue<Copied>,
     spare: ArrayQueue<Vec<u8>>,
 }
 
-impl HandOff {
-    fn new(datagrams: usize, mtu: usize) -> HandOff {
+impl DatagramQueue {
+    fn new(datagrams: usize, mtu: usize) -> DatagramQueue {
         let spare = ArrayQueue::new(datagrams.max(1));
         while spare.push(Vec::with_capacity(mtu)).is_ok() {}
-        HandOff {
+        DatagramQueue {
             queue: ArrayQueue::new(datagrams.max(1)),
             spare,
         }
     }
 
     /// Copies `datagram` into a spare buffer and queues it; false (nothing queued) when no
-    /// buffer is spare or the queue is full, or the datagram is longer than a buffer (DNP
-    /// refuses it anyway, as longer than the MTU).
+    /// buffer is spare (the queue full, or its taker still holding buffers), or the datagram
+    /// is longer than a buffer (DNP refuses it anyway, as longer than the MTU).
     pub fn push(&self, from: NodeAddr, datagram: &[u8]) -> bool {
         let Some(mut bytes) = self.spare.pop() else {
             return false;
@@ -140,7 +141,7 @@ impl HandOff {
         }
         bytes.clear();
         bytes.extend_from_slice(datagram);
-        match self.queue.push(HandedOver { from, bytes }) {
+        match self.queue.push(Copied { from, bytes }) {
             Ok(()) => true,
             Err(refused) => {
                 let _ = self.spare.push(refused.bytes);
@@ -149,7 +150,7 @@ impl HandOff {
         }
     }
 
-    pub fn pop(&self) -> Option<HandedOver> {
+    pub fn pop(&self) -> Option<Copied> {
         self.queue.pop()
     }
 
@@ -169,7 +170,7 @@ pub(crate) struct WorkerLink {
     /// Set with each command queued: a wake-up for handed-over datagrams alone takes no lock.
     commands_waiting: AtomicBool,
     /// Datagrams of this worker's trees from the others (`uring.hand_off`), or `None`.
-    pub hand_off: Option<HandOff>,
+    pub hand_off: Option<DatagramQueue>,
     /// Written once per command; the worker's ring has a read on it outstanding.
     eventfd: OwnedFd,
     /// The worker's counters, published once per loop turn.
@@ -177,7 +178,7 @@ pub(crate) struct WorkerLink {
 }
 
 impl WorkerLink {
-    fn new(hand_off: Option<HandOff>) -> io::Result<WorkerLink> {
+    fn new(hand_off: Option<DatagramQueue>) -> io::Result<WorkerLink> {
         // SAFETY: eventfd takes no pointers; a non-negative result is a new descriptor we own.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
@@ -228,19 +229,10 @@ impl WorkerLink {
     }
 }
 
-/// A control-plane packet a worker received, for the control thread.
-pub(crate) struct ControlPacket {
-    pub from: NodeAddr,
-    pub bytes: Vec<u8>,
-}
-
 /// The control thread as the other threads reach it.
 pub(crate) struct ControlLink {
-    inbox: ArrayQueue<ControlPacket>,
-    /// Buffers for the workers' copies of control packets, back once the control thread is
-    /// done with them: as many as the inbox holds are made at start, so a stream of control
-    /// packets allocates nothing.
-    spare: ArrayQueue<Vec<u8>>,
+    /// The workers' copies of control-plane packets.
+    inbox: DatagramQueue,
     queue: Mutex<Queue<ControlCall>>,
     thread: OnceLock<Thread>,
     /// Control packets dropped because the inbox was full.
@@ -250,11 +242,8 @@ pub(crate) struct ControlLink {
 impl ControlLink {
     /// An inbox of `inbox` packets, with as many buffers of `mtu` bytes made now.
     fn new(inbox: usize, mtu: usize) -> ControlLink {
-        let spare = ArrayQueue::new(inbox.max(1));
-        while spare.push(Vec::with_capacity(mtu)).is_ok() {}
         ControlLink {
-            inbox: ArrayQueue::new(inbox.max(1)),
-            spare,
+            inbox: DatagramQueue::new(inbox, mtu),
             queue: Queue::new(),
             thread: OnceLock::new(),
             inbox_full: AtomicU64::new(0),
@@ -273,34 +262,23 @@ impl ControlLink {
     }
 
     /// Hands a copy of a control-plane packet to the control thread (dropped and counted when
-    /// its inbox is full: DRP, GMP and RAP repeat what matters).
+    /// its inbox has no room or no spare buffer, rather than a buffer allocated: DRP, GMP and
+    /// RAP repeat what matters).
     pub fn deliver(&self, from: NodeAddr, packet: &[u8]) {
-        if self.inbox.is_full() {
+        if self.inbox.push(from, packet) {
+            self.wake();
+        } else {
             self.inbox_full.fetch_add(1, Ordering::Relaxed);
-            return;
         }
-        // No spare buffer while the inbox is one short of full (the control thread holds the
-        // last one it took): dropped like a full inbox, rather than a buffer allocated.
-        let Some(mut bytes) = self.spare.pop() else {
-            self.inbox_full.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        bytes.clear();
-        bytes.extend_from_slice(packet);
-        if let Err(refused) = self.inbox.push(ControlPacket { from, bytes }) {
-            self.inbox_full.fetch_add(1, Ordering::Relaxed);
-            let _ = self.spare.push(refused.bytes);
-        }
-        self.wake();
     }
 
-    pub fn take_packet(&self) -> Option<ControlPacket> {
+    pub fn take_packet(&self) -> Option<Copied> {
         self.inbox.pop()
     }
 
-    /// A packet's buffer, handled: kept for a later packet (dropped if enough are kept).
+    /// A packet's buffer, handled: kept for a later packet.
     pub fn give_back(&self, bytes: Vec<u8>) {
-        let _ = self.spare.push(bytes);
+        self.inbox.give_back(bytes);
     }
 
     /// Queues a command and wakes the control thread; false once it has ended.
@@ -356,7 +334,7 @@ impl Shared {
             delay,
             tables,
             workers: (0..workers.max(1))
-                .map(|_| WorkerLink::new(hand_off_queue.map(|q| HandOff::new(q, mtu))))
+                .map(|_| WorkerLink::new(hand_off_queue.map(|q| DatagramQueue::new(q, mtu))))
                 .collect::<io::Result<_>>()?,
             control: ControlLink::new(control_inbox, mtu),
         })
@@ -399,7 +377,7 @@ mod tests {
     #[test]
     fn a_hand_off_queue_is_bounded_and_reuses_its_buffers() {
         let from = NodeAddr::new(3).unwrap();
-        let queue = HandOff::new(2, 16);
+        let queue = DatagramQueue::new(2, 16);
         assert!(queue.push(from, &[1; 10]));
         assert!(queue.push(from, &[2; 16]));
         assert!(!queue.push(from, &[3; 4]), "full");
