@@ -43,6 +43,9 @@ pub struct InFlightEstimate {
     /// Bytes per second of the last intervals (0: none yet).
     rates: [u64; RATE_SAMPLES],
     next_rate: usize,
+    /// The bandwidth-delay product, bytes: [`Self::rate`] × [`Self::rtt_min`], kept as they
+    /// change (a receiver asks for it with every DATA; a 128-bit division each time showed).
+    bdp: u64,
 }
 
 impl InFlightEstimate {
@@ -67,6 +70,7 @@ impl InFlightEstimate {
             let sample = now.saturating_since(at);
             self.rtt_min = Some(self.rtt_min.map_or(sample, |m| m.min(sample)));
             self.probe = None;
+            self.bdp = self.product();
         }
         let Some((start, bytes)) = self.interval else {
             // The first arrival opens the first interval: what came before it is unknown.
@@ -83,6 +87,7 @@ impl InFlightEstimate {
         self.rates[self.next_rate] = u64::try_from(per_second).unwrap_or(u64::MAX);
         self.next_rate = (self.next_rate + 1) % RATE_SAMPLES;
         self.interval = Some((now, 0));
+        self.bdp = self.product();
     }
 
     /// The smallest window round trip measured.
@@ -98,14 +103,18 @@ impl InFlightEstimate {
     /// Bytes the sender may have in flight past the highest byte received: `headroom` plus
     /// `gain` bandwidth-delay products once both are measured.
     pub fn allowance(&self, headroom: u64, gain: u64) -> u64 {
-        let bdp = match (self.rate(), self.rtt_min) {
+        headroom.saturating_add(self.bdp.saturating_mul(gain))
+    }
+
+    /// Rate × smallest round trip, bytes (0 until both are measured).
+    fn product(&self) -> u64 {
+        match (self.rate(), self.rtt_min) {
             (Some(rate), Some(rtt)) => {
                 let bytes = u128::from(rate) * rtt.as_nanos() / 1_000_000_000;
                 u64::try_from(bytes).unwrap_or(u64::MAX)
             }
             _ => 0,
-        };
-        headroom.saturating_add(bdp.saturating_mul(gain))
+        }
     }
 }
 

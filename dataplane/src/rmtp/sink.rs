@@ -224,6 +224,11 @@ impl FileSink {
     /// Hands the staged block to the writer and takes an empty one (waiting for it if the
     /// writer is every block behind).
     fn hand_over(&mut self) -> Result<(), SinkError> {
+        // A write the writer thread failed ends the transfer at the next block, not at its
+        // end (looked at per block: a channel receive per segment showed in profiles).
+        if let Ok(Err(e)) = self.outcome.try_recv() {
+            return Err(e);
+        }
         self.hash_staged(0);
         self.hashed = 0;
         let block = self.staged.take().ok_or_else(Self::closed)?;
@@ -283,10 +288,6 @@ impl Sink for FileSink {
                 expected: self.written,
                 got: offset,
             });
-        }
-        // A write the writer thread failed ends the transfer now, not at its end.
-        if let Ok(Err(e)) = self.outcome.try_recv() {
-            return Err(e);
         }
         let mut rest = data;
         while !rest.is_empty() {
