@@ -80,6 +80,28 @@ fn mistakes_are_one_clear_line(engine: &'static str) {
     let out = lab.run(&["ctl", "--node", "0", "routes"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("reserved"));
+    let out = lab.run(&["node", "-t", &topo, "-a", "1", "--pin", "100000"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected a core from 0 to"));
+    if engine == "threaded" {
+        let e = error_line(&lab.run(&["node", "-t", &topo, "-a", "1", "--pin", "0"]));
+        assert!(e.contains("--pin is for --engine uring"), "{e}");
+    }
+}
+
+/// `--pin 0` pins the uring engine's worker to core 0 (`engine.pinned_core` is the core plus
+/// one).
+#[test]
+fn a_pinned_uring_node_says_where_its_worker_runs() {
+    let mut lab = Lab::new(build::line(2, 7001), "uring");
+    let topo = lab.topology_path.display().to_string();
+    lab.spawn("pinned", &["node", "-t", &topo, "-a", "1", "--pin", "0"]);
+    lab.wait_until("node 1 answers", LIMIT, |lab| lab.ctl(1, &["info"]).is_ok());
+    assert_eq!(
+        lab.stats(1, "engine.pinned_core").get("engine.pinned_core"),
+        Some(&1)
+    );
+    lab.stop_all(Duration::from_secs(5));
 }
 
 fn a_running_node_refuses_bad_requests_and_keeps_going(engine: &'static str) {

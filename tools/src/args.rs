@@ -30,6 +30,18 @@ pub fn parse_cores(text: &str) -> Result<usize, String> {
     }
 }
 
+/// A core of this machine to pin to: `0` to one less than the cores it has.
+pub fn parse_core(text: &str) -> Result<usize, String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match text.trim().parse::<usize>() {
+        Ok(c) if c < cores => Ok(c),
+        _ => Err(format!(
+            "expected a core from 0 to {} (this machine has {cores}), got {text:?}",
+            cores - 1
+        )),
+    }
+}
+
 /// A node address: `1` to `61439`.
 pub fn parse_node(text: &str) -> Result<NodeAddr, String> {
     let raw: u16 = text

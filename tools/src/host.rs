@@ -37,6 +37,8 @@ pub struct StartOptions {
     pub apply_schedule: bool,
     /// Dataplane workers (the uring engine; the threaded engine runs the seed's threads).
     pub cores: usize,
+    /// Pin worker i to core `pin + i` (the uring engine); `None`: the scheduler places them.
+    pub pin: Option<usize>,
 }
 
 impl Engine {
@@ -67,6 +69,7 @@ impl Engine {
             seed: options.seed,
             apply_schedule: options.apply_schedule,
             workers: options.cores,
+            pin: options.pin,
             rap_servers: vec![RAP_SERVER_SID],
             ..EngineOptions::default()
         };
@@ -101,6 +104,11 @@ pub struct NodeArgs {
     #[arg(long, value_name = "N", default_value_t = control::settings::uring::WORKERS,
           value_parser = crate::args::parse_cores)]
     pub cores: usize,
+    /// Pin the uring engine's worker i to core CORE + i [default: not pinned, the scheduler
+    /// places them]. For benchmarks on dedicated cores: nodes sharing a machine's cores are
+    /// better left to the scheduler.
+    #[arg(long, value_name = "CORE", value_parser = crate::args::parse_core)]
+    pub pin: Option<usize>,
 }
 
 /// A node running in this process, with its control socket.
@@ -134,6 +142,7 @@ impl Host {
             seed: args.seed.unwrap_or(u64::from(me.get())),
             apply_schedule: args.schedule,
             cores: args.cores,
+            pin: args.pin,
         };
         let node = args.engine.start(&topology, me, &options).map_err(|e| {
             let hint = if e.kind() == std::io::ErrorKind::AddrInUse {

@@ -50,6 +50,9 @@ pub struct EngineOptions {
     /// steer them in the kernel ([`crate::uring::UringOptions::hand_off`]); the threaded
     /// engine has no workers to hand to.
     pub hand_off: bool,
+    /// Pin worker i to core `pin + i` ([`crate::uring::UringOptions::core`]); the threaded
+    /// engine's threads are not pinned and it refuses this.
+    pub pin: Option<usize>,
     /// A socket the caller bound at the node's address in `topology` (harnesses bind on port 0
     /// first and write the ports into the topology, so no port is raced for); `None`: the
     /// engine binds the topology's address itself.
@@ -67,6 +70,7 @@ impl Default for EngineOptions {
             batching: true,
             workers: control::settings::uring::WORKERS,
             hand_off: control::settings::uring::HAND_OFF,
+            pin: None,
             socket: None,
         }
     }
@@ -116,6 +120,13 @@ impl Engine {
                         ),
                     ));
                 }
+                if options.pin.is_some() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        "the threaded engine runs the seed's threads unpinned (--pin is for \
+                         --engine uring)",
+                    ));
+                }
                 let threaded = ThreadedOptions {
                     seed: options.seed,
                     apply_schedule: options.apply_schedule,
@@ -152,6 +163,7 @@ impl Engine {
                     busy_poll: options.busy_poll,
                     workers: options.workers,
                     hand_off: options.hand_off,
+                    core: options.pin,
                     ..UringOptions::default()
                 };
                 uring.rmtp.enabled = options.rmtp;
