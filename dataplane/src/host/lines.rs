@@ -4,11 +4,10 @@
 use crate::garbler::{DelayStats, GarblerStats};
 use crate::host::transfer::{ReceiveProgress, ReceiveState, SendProgress};
 use crate::rmtp::{ReceiverStats, RelayStats, SenderStats};
-use control::GroupAddr;
-use control::NodeAddr;
 use control::drp::DrpStats;
 use control::gmp::GmpStats;
 use control::rap::{RapClientStats, RapServerStats};
+use control::{GroupAddr, NodeAddr};
 
 /// Pushes a `prefix.name value` line for every counter in `fields` (a stats struct's
 /// `fields()`, see [`control::counters!`]).

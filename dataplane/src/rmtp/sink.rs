@@ -104,9 +104,9 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     }
 }
 
-// Bytes gathered before they are hashed and written in one piece: BLAKE3 hashes a long run
-// several times faster than segment-sized pieces (it hashes many 1 KiB chunks at once), and
-// one write per block spares the system calls.
+// Bytes gathered before they are written in one piece (one write per block spares the system
+// calls), and hashed in runs of HASH_RUN: BLAKE3 hashes a long run several times faster than
+// segment-sized pieces (it hashes many 1 KiB chunks at once).
 use control::settings::receiver::{HASH_RUN, STAGED_BLOCKS, STAGED_BYTES, WRITER_WAIT};
 
 /// What the receiver's thread hands the sink's writer thread.
