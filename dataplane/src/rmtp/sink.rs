@@ -177,6 +177,7 @@ impl FileSink {
         }
         let writer = Writer {
             file: Some(file),
+            written: 0,
             partial: partial.clone(),
             final_path: final_path.clone(),
             spare: spare_tx,
@@ -358,6 +359,8 @@ impl Drop for FileSink {
 struct Writer {
     /// `None` after the first failed write: nothing more is written.
     file: Option<File>,
+    /// Bytes written so far: where the next block goes.
+    written: u64,
     partial: PathBuf,
     final_path: PathBuf,
     spare: SyncSender<Vec<u8>>,
@@ -369,11 +372,17 @@ impl Writer {
         for message in from_sink {
             match message {
                 ToWriter::Block(mut block) => {
-                    if let Some(file) = self.file.as_mut()
-                        && let Err(e) = file.write_all(&block)
-                    {
-                        self.file = None;
-                        let _ = self.outcome.try_send(Err(e.into()));
+                    if let Some(file) = self.file.as_mut() {
+                        match file.write_all(&block) {
+                            Ok(()) => {
+                                start_write_back(file, self.written, block.len());
+                                self.written += block.len() as u64;
+                            }
+                            Err(e) => {
+                                self.file = None;
+                                let _ = self.outcome.try_send(Err(e.into()));
+                            }
+                        }
                     }
                     block.clear();
                     // The sink may be gone (aborted): then the block goes too.
@@ -402,6 +411,22 @@ impl Writer {
         drop(file);
         fs::rename(&self.partial, &self.final_path)?;
         Ok(())
+    }
+}
+
+/// Asks the kernel to start writing a block just written to the disk, without waiting: the
+/// disk works while the transfer goes on, and the sync before the rename finds little left
+/// (it took 0.13-0.2 s after a 256 MiB transfer of ~0.5 s on the 2-core VM's disk otherwise).
+/// Only a hint: where the file system cannot (a pipe, some file systems), the sync does it all.
+fn start_write_back(file: &File, offset: u64, len: usize) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (libc::off64_t::try_from(offset), libc::off64_t::try_from(len))
+    else {
+        return;
+    };
+    // SAFETY: a plain system call on a descriptor `file` owns; it touches no memory of ours.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
     }
 }
 
