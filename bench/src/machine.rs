@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Machine {
@@ -36,6 +36,28 @@ impl Machine {
                 .map(|s| !s.is_empty()),
         }
     }
+}
+
+/// CPU time the hypervisor gave other guests while this one's CPUs wanted to run (`steal` of
+/// `/proc/stat`, every CPU together), as a clock to read before and after a measurement: on a
+/// shared VM a slow sample is often a stolen one. `None` where the kernel does not say.
+pub fn stolen_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    // SAFETY: sysconf reads a constant of the system; no memory of ours is touched.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    stolen_in(&stat, u64::try_from(ticks_per_second).ok()?)
+}
+
+fn stolen_in(stat: &str, ticks_per_second: u64) -> Option<Duration> {
+    // cpu  user nice system idle iowait irq softirq steal ...
+    let ticks: u64 = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))?
+        .split_whitespace()
+        .nth(8)?
+        .parse()
+        .ok()?;
+    (ticks_per_second > 0).then(|| Duration::from_secs_f64(ticks as f64 / ticks_per_second as f64))
 }
 
 fn cpu_model(cpuinfo: &str) -> Option<String> {
@@ -105,13 +127,21 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn dates_in_utc() {
         assert_eq!(utc_iso8601(UNIX_EPOCH), "1970-01-01T00:00:00Z");
         let t = UNIX_EPOCH + Duration::from_secs(1_709_210_096); // a leap day
         assert_eq!(utc_iso8601(t), "2024-02-29T12:34:56Z");
+    }
+
+    #[test]
+    fn stolen_time_is_the_eighth_number_of_the_cpu_line() {
+        let stat =
+            "cpu  3527590 133 755576 1483832 550994 0 143745 73247 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        assert_eq!(stolen_in(stat, 100), Some(Duration::from_millis(732_470)));
+        assert_eq!(stolen_in("cpu  1 2 3\n", 100), None);
+        assert_eq!(stolen_in("intr 5\n", 100), None);
     }
 
     #[test]

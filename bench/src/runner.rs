@@ -3,6 +3,7 @@
 //! progress on stderr, and a summary per system: median, min, max, the ratio to the first
 //! system, and the share of the system's kernel limit when the comparison has one.
 
+use crate::machine;
 use crate::report::{self, si};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -38,6 +39,10 @@ impl Stop {
         self.0.load(Ordering::Relaxed)
     }
 }
+
+/// The detail every sample gets: seconds of CPU the hypervisor took from this machine while
+/// the sample ran ([`machine::stolen_cpu`]).
+pub const STOLEN_CPU: &str = "stolen_cpu_s";
 
 /// What a comparison measures.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -128,11 +133,16 @@ pub fn run(mut comparison: Comparison<'_>, repetitions: usize, stop: &Stop) -> C
                 "  {} | {} | repetition {rep}/{repetitions} … ",
                 comparison.title, names[i]
             );
+            let stolen_before = machine::stolen_cpu();
             match system.measure() {
                 Ok(_) if stop.requested() => {
                     eprintln!("interrupted (not counted)");
                 }
-                Ok(sample) => {
+                Ok(mut sample) => {
+                    if let (Some(before), Some(after)) = (stolen_before, machine::stolen_cpu()) {
+                        let stolen = after.saturating_sub(before).as_secs_f64();
+                        sample.details.insert(STOLEN_CPU.into(), stolen);
+                    }
                     eprintln!("{}", si(sample.value, comparison.metric.unit));
                     samples[i].push(sample);
                 }

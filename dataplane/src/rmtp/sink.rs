@@ -420,8 +420,10 @@ impl Writer {
 /// Only a hint: where the file system cannot (a pipe, some file systems), the sync does it all.
 fn start_write_back(file: &File, offset: u64, len: usize) {
     use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (libc::off64_t::try_from(offset), libc::off64_t::try_from(len))
-    else {
+    let (Ok(offset), Ok(len)) = (
+        libc::off64_t::try_from(offset),
+        libc::off64_t::try_from(len),
+    ) else {
         return;
     };
     // SAFETY: a plain system call on a descriptor `file` owns; it touches no memory of ours.
