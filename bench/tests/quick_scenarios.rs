@@ -422,7 +422,7 @@ fn control_quick_writes_spf_convergence_and_snapshot_figures() {
 }
 
 #[test]
-fn multicast_quick_writes_each_engine_beside_the_kernel_fanout() {
+fn multicast_quick_writes_each_engine_beside_the_kernel_fanout_and_the_disk() {
     // The scenario runs the `burghers` executable beside the bench's (it builds it first when
     // run under cargo, as here).
     let v = run_quick("multicast");
@@ -430,6 +430,17 @@ fn multicast_quick_writes_each_engine_beside_the_kernel_fanout() {
     let names = system_names(&v);
     assert!(names.iter().any(|n| n == "threaded"));
     assert!(names.iter().any(|n| n == "kernel-udp-fanout"));
+    assert!(names.iter().any(|n| n == "disk-write"));
+    let disk = v["comparisons"][0]["systems"]
+        .as_array()
+        .expect("systems")
+        .iter()
+        .find(|s| s["name"] == "disk-write")
+        .expect("a disk-write row");
+    assert!(
+        disk["median"].as_f64().is_some_and(|g| g > 0.0),
+        "the disk wrote nothing: {disk}"
+    );
     has_keys(
         &v["settings"],
         &["file_bytes", "receivers", "shapes", "loss_per_link", "uftp"],

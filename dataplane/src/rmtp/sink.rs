@@ -418,7 +418,7 @@ impl Writer {
 /// disk works while the transfer goes on, and the sync before the rename finds little left
 /// (it took 0.13-0.2 s after a 256 MiB transfer of ~0.5 s on the 2-core VM's disk otherwise).
 /// Only a hint: where the file system cannot (a pipe, some file systems), the sync does it all.
-fn start_write_back(file: &File, offset: u64, len: usize) {
+pub fn start_write_back(file: &File, offset: u64, len: usize) {
     use std::os::fd::AsRawFd;
     let (Ok(offset), Ok(len)) = (
         libc::off64_t::try_from(offset),
