@@ -212,8 +212,8 @@ settings! {
         /// After completing, a receiver stops lingering once the sender has been silent this
         /// long (counted from its first report of the completion).
         LINGER_SILENCE: Duration = Duration::from_millis(500);
-        /// Bytes a file sink stages before its writer thread hashes and writes them, in one
-        /// write.
+        /// Bytes a file sink stages before its writer thread writes them, in one write (and
+        /// starts their write-back to the disk).
         STAGED_BYTES: usize = 256 * 1024;
         /// Staging blocks of a file sink, made at start: the receiving thread waits for the
         /// writer only when the disk is this many blocks behind.
