@@ -957,3 +957,83 @@ fn deadlines_that_move_later_fire_on_time_and_never_early() {
     assert!(e.timers_rearmed > 0);
     assert!(most_pending <= 6, "{most_pending}");
 }
+
+// ---- arrivals handed in as GRO batches ------------------------------------------------------
+
+/// Records how the engine hands datagrams in. Node 1 sends, at its first timeout, datagrams
+/// of the given sizes to the given neighbours, in that order.
+struct Gro {
+    script: Vec<(u16, usize)>,
+    out: VecDeque<Transmit>,
+    /// Every hand-in: (payload bytes, segment size, datagrams).
+    hand_ins: Vec<(usize, usize, usize)>,
+}
+
+impl SimNode for Gro {
+    fn handle_datagram(&mut self, _now: Instant, _from: NodeAddr, datagram: &[u8]) {
+        self.hand_ins.push((datagram.len(), datagram.len(), 1));
+    }
+
+    fn handle_batch(&mut self, _now: Instant, _from: NodeAddr, payload: &[u8], segment: usize) {
+        self.hand_ins
+            .push((payload.len(), segment, payload.len().div_ceil(segment)));
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        (!self.script.is_empty()).then_some(ms(1))
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) {
+        for (to, len) in self.script.drain(..) {
+            self.out.push_back(Transmit {
+                to: n(to),
+                packet: vec![0xA5; len],
+            });
+        }
+    }
+}
+
+#[test]
+fn same_instant_arrivals_of_one_link_are_handed_in_as_one_gro_batch() {
+    let faults = Faults {
+        delay: Duration::from_millis(5),
+        ..Faults::default()
+    };
+    let topo = topology(3, &[(1, 2), (1, 3)], faults, Vec::new());
+    // To node 2: two equal (a batch), interrupted by one to node 3; then three of which the
+    // last is shorter (a batch: GRO's last segment may be shorter); then one that a longer one
+    // cannot follow.
+    let script = vec![
+        (2, 100),
+        (2, 100),
+        (3, 100),
+        (2, 100),
+        (2, 100),
+        (2, 60),
+        (2, 100),
+        (2, 120),
+    ];
+    let mut sim = Sim::new(&topo, 1, move |b: Boot| Gro {
+        script: if b.addr == n(1) {
+            script.clone()
+        } else {
+            Vec::new()
+        },
+        out: VecDeque::new(),
+        hand_ins: Vec::new(),
+    })
+    .unwrap();
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(
+        sim.node(n(2)).unwrap().hand_ins,
+        [(200, 100, 2), (260, 100, 3), (100, 100, 1), (120, 120, 1)]
+    );
+    assert_eq!(sim.node(n(3)).unwrap().hand_ins, [(100, 100, 1)]);
+    let e = sim.engine_stats();
+    assert_eq!((e.arrivals, e.arrival_batches), (8, 2));
+    assert_eq!(sim.link_stats(n(1), n(2)).unwrap().delivered, 7);
+}

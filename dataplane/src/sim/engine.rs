@@ -4,7 +4,7 @@ use super::link::{Copy, DirLink, Offer};
 use super::queue::{Arrival, Event, EventQueue};
 use super::stats::{EngineStats, LinkStats};
 use super::trace::TraceHash;
-use super::{Boot, SimError, SimNode};
+use super::{Boot, MAX_ARRIVAL_BATCH, SimError, SimNode};
 use control::rng::Rng;
 use control::topology::{Action, Faults, Topology};
 use control::{Instant, NodeAddr, Transmit};
@@ -81,6 +81,9 @@ pub struct Sim<N> {
     /// Reused buffers, so steady state does not allocate per call.
     outbox: Vec<Transmit>,
     copies: Vec<Copy>,
+    /// Arrivals handed in together, and their datagrams end to end.
+    arrivals: Vec<Arrival>,
+    batch: Vec<u8>,
 }
 
 impl<N: SimNode> Sim<N> {
@@ -161,6 +164,8 @@ impl<N: SimNode> Sim<N> {
             reorder_window: Duration::from_millis(10),
             cond_interval: Duration::from_millis(1),
             outbox: Vec::new(),
+            arrivals: Vec::new(),
+            batch: Vec::new(),
             copies: Vec::new(),
         };
         for idx in 0..sim.slots.len() {
@@ -503,10 +508,10 @@ impl<N: SimNode> Sim<N> {
 
     fn run_batch(&mut self, t: Instant) {
         self.now = self.now.max(t);
-        while let Some((_, event)) = self.queue.pop_due(t) {
+        while let Some((at, event)) = self.queue.pop_due(t) {
             self.engine.events += 1;
             match event {
-                Event::Arrival(a) => self.arrive(a),
+                Event::Arrival(a) => self.arrive(at, a),
                 Event::Timer { node, generation } => self.fire(node as usize, generation),
                 Event::Scheduled(action) => self.apply(action),
             }
@@ -524,32 +529,83 @@ impl<N: SimNode> Sim<N> {
         };
     }
 
-    fn arrive(&mut self, a: Arrival) {
-        self.engine.arrivals += 1;
-        let link = &mut self.links[a.link as usize];
-        link.in_flight -= 1;
-        if link.epoch != a.link_epoch {
-            link.stats.dropped_down += 1;
+    /// Hands `first`, and the arrivals due at the same instant `at` right after it that would
+    /// make one `UDP_GRO` receive with it, to the node at the link's far end.
+    fn arrive(&mut self, at: Instant, first: Arrival) {
+        let mut arrivals = std::mem::take(&mut self.arrivals);
+        let segment = first.packet.len();
+        arrivals.push(first);
+        while segment > 0 && arrivals.len() < MAX_ARRIVAL_BATCH {
+            let last = &arrivals[arrivals.len() - 1];
+            if last.packet.len() != segment {
+                break;
+            }
+            let joins = |next: &Arrival| {
+                (
+                    next.link,
+                    next.link_epoch,
+                    next.from_incarnation,
+                    next.to_incarnation,
+                ) == (
+                    last.link,
+                    last.link_epoch,
+                    last.from_incarnation,
+                    last.to_incarnation,
+                ) && (1..=segment).contains(&next.packet.len())
+            };
+            let Some(next) = self.queue.pop_arrival_at(at, joins) else {
+                break;
+            };
+            self.engine.events += 1;
+            arrivals.push(next);
+        }
+        self.deliver(&arrivals, segment);
+        arrivals.clear();
+        self.arrivals = arrivals;
+    }
+
+    /// Delivers arrivals of one link, stamped alike, as one batch.
+    fn deliver(&mut self, arrivals: &[Arrival], segment: usize) {
+        let Some(first) = arrivals.first() else {
+            return;
+        };
+        let count = arrivals.len() as u64;
+        self.engine.arrivals += count;
+        let link = &mut self.links[first.link as usize];
+        link.in_flight -= count;
+        if link.epoch != first.link_epoch {
+            link.stats.dropped_down += count;
             return;
         }
         let (from, to) = (link.from as usize, link.to as usize);
         let from_addr = self.slots[from].addr;
-        let from_same = self.slots[from].incarnation == a.from_incarnation;
+        let from_same = self.slots[from].incarnation == first.from_incarnation;
         let slot = &mut self.slots[to];
         let node = match slot.node.as_mut() {
-            Some(node) if from_same && slot.incarnation == a.to_incarnation => node,
+            Some(node) if from_same && slot.incarnation == first.to_incarnation => node,
             _ => {
-                link.stats.dropped_node_down += 1;
+                link.stats.dropped_node_down += count;
                 return;
             }
         };
-        link.stats.delivered += 1;
-        self.trace
-            .delivery(self.now, from_addr, slot.addr, &a.packet);
-        if let Some(tap) = self.tap.as_mut() {
-            tap(self.now, from_addr, slot.addr, &a.packet);
+        link.stats.delivered += count;
+        for a in arrivals {
+            self.trace
+                .delivery(self.now, from_addr, slot.addr, &a.packet);
+            if let Some(tap) = self.tap.as_mut() {
+                tap(self.now, from_addr, slot.addr, &a.packet);
+            }
         }
-        node.handle_datagram(self.now, from_addr, &a.packet);
+        if let [one] = arrivals {
+            node.handle_datagram(self.now, from_addr, &one.packet);
+        } else {
+            self.engine.arrival_batches += 1;
+            self.batch.clear();
+            for a in arrivals {
+                self.batch.extend_from_slice(&a.packet);
+            }
+            node.handle_batch(self.now, from_addr, &self.batch, segment);
+        }
         self.after_touch(to);
     }
 

@@ -9,7 +9,10 @@
 //!
 //! - **arrival**: a copy of a packet reaches the far end of a directed link and is handed to the
 //!   receiving node's [`SimNode::handle_datagram`], with `from` set to the neighbour it came
-//!   from;
+//!   from. Copies that reach the same node over the same link at the same instant, one after
+//!   the other, are handed in together as a [`SimNode::handle_batch`] when they would make one
+//!   `UDP_GRO` receive (equal sizes, the last possibly shorter, at most
+//!   [`MAX_ARRIVAL_BATCH`]), as a real engine receives them;
 //! - **timer**: a node's deadline (from [`SimNode::poll_timeout`]) has come and
 //!   [`SimNode::handle_timeout`] runs;
 //! - **scheduled action**: a link or node goes down or up, from the topology's `schedule`.
@@ -50,12 +53,23 @@ pub use stats::{EngineStats, LinkStats};
 use control::{Instant, NodeAddr, Transmit};
 use std::fmt;
 
+/// The most datagrams handed in as one batch: the kernel's most segments per `UDP_GRO` receive.
+pub const MAX_ARRIVAL_BATCH: usize = 64;
+
 /// A node as the simulator drives it: a sans-IO state machine that takes datagrams and time and
 /// yields datagrams and deadlines.
 pub trait SimNode {
     /// A datagram arrived over the link from neighbour `from` (the previous hop, not the DNP
     /// source). The bytes are what the link delivered, corrupted or not.
     fn handle_datagram(&mut self, now: Instant, from: NodeAddr, datagram: &[u8]);
+    /// Datagrams that arrived together over the link from `from`, end to end in `payload`,
+    /// each `segment` bytes but the last (which may be shorter): what one `UDP_GRO` receive
+    /// hands an engine. By default, one datagram at a time.
+    fn handle_batch(&mut self, now: Instant, from: NodeAddr, payload: &[u8], segment: usize) {
+        for datagram in payload.chunks(segment.max(1)) {
+            self.handle_datagram(now, from, datagram);
+        }
+    }
     /// The next packet to send to a neighbour; drained after every call into the node.
     fn poll_transmit(&mut self) -> Option<Transmit>;
     /// When the node next wants [`SimNode::handle_timeout`]; `None` for never.

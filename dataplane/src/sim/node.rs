@@ -2,13 +2,21 @@
 //! run a whole topology of them.
 
 use super::{Boot, Sim, SimNode};
-use crate::node::Node;
+use crate::node::{Node, Received};
 use control::topology::Topology;
 use control::{Instant, NodeAddr, Transmit};
 
 impl SimNode for Node {
     fn handle_datagram(&mut self, now: Instant, from: NodeAddr, datagram: &[u8]) {
         Node::handle_datagram(self, now, from, datagram)
+    }
+
+    fn handle_batch(&mut self, now: Instant, from: NodeAddr, payload: &[u8], segment: usize) {
+        let batch = Received {
+            segment,
+            ..Received::one(from, payload)
+        };
+        Node::handle_batch(self, now, batch)
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit> {

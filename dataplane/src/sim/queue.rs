@@ -82,6 +82,24 @@ impl EventQueue {
         self.heap.pop().map(|e| (e.at, e.event))
     }
 
+    /// The next event if it is an arrival due at exactly `at` that `joins`: one more datagram
+    /// for the batch being handed in.
+    pub(super) fn pop_arrival_at(
+        &mut self,
+        at: Instant,
+        joins: impl FnOnce(&Arrival) -> bool,
+    ) -> Option<Arrival> {
+        let next = self.heap.peek()?;
+        match &next.event {
+            Event::Arrival(a) if next.at == at && joins(a) => {}
+            _ => return None,
+        }
+        match self.heap.pop()?.event {
+            Event::Arrival(a) => Some(a),
+            _ => None,
+        }
+    }
+
     pub(super) fn len(&self) -> usize {
         self.heap.len()
     }

@@ -98,6 +98,8 @@ pub struct EngineStats {
     pub events: u64,
     /// Packet arrivals processed (delivered or dropped on arrival).
     pub arrivals: u64,
+    /// Hand-ins of more than one arrival at once ([`super::SimNode::handle_batch`]).
+    pub arrival_batches: u64,
     /// Calls to `handle_timeout`.
     pub timeouts: u64,
     /// Timer entries that fired for a deadline the node had moved later (re-armed, no call).
@@ -114,9 +116,10 @@ impl fmt::Display for EngineStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "events {} arrivals {} timeouts {} rearmed {} stale {} scheduled {} boots {}",
+            "events {} arrivals {} (batches {}) timeouts {} rearmed {} stale {} scheduled {} boots {}",
             self.events,
             self.arrivals,
+            self.arrival_batches,
             self.timeouts,
             self.timers_rearmed,
             self.timers_stale,
