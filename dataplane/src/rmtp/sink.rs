@@ -4,8 +4,10 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
-use std::thread::{self, JoinHandle};
+use std::sync::{Arc, OnceLock};
+use std::thread::{self, JoinHandle, Thread};
 
 #[derive(Debug)]
 pub enum SinkError {
@@ -109,6 +111,29 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
 // segment-sized pieces (it hashes many 1 KiB chunks at once).
 use control::settings::receiver::{HASH_RUN, STAGED_BLOCKS, STAGED_BYTES, WRITER_WAIT};
 
+/// How the writer wakes the receiving thread when it gives a block back while that thread
+/// waits for one (a park, not a sleep: woken the moment a block is free).
+#[derive(Default)]
+struct SpareSignal {
+    waiting: AtomicBool,
+    /// The thread that waits: the one that hands the sink its bytes.
+    receiver: OnceLock<Thread>,
+}
+
+impl SpareSignal {
+    /// The writer's side, after giving a block back.
+    fn block_given_back(&self) {
+        // Pairs with the fence in `FileSink::wait_for_spare`: either that look finds the
+        // block, or this one finds the flag.
+        fence(Ordering::SeqCst);
+        if self.waiting.load(Ordering::Relaxed)
+            && let Some(receiver) = self.receiver.get()
+        {
+            receiver.unpark();
+        }
+    }
+}
+
 /// What the receiver's thread hands the sink's writer thread.
 enum ToWriter {
     /// A full (or the last) block: write it, give the buffer back.
@@ -138,6 +163,7 @@ pub struct FileSink {
     to_writer: Option<SyncSender<ToWriter>>,
     /// Blocks the writer is done with.
     spare: Receiver<Vec<u8>>,
+    spare_signal: Arc<SpareSignal>,
     /// The writer's first failure, or its outcome after a finish.
     outcome: Receiver<Result<(), SinkError>>,
     writer: Option<JoinHandle<()>>,
@@ -175,8 +201,10 @@ impl FileSink {
         for _ in 1..blocks {
             let _ = spare_tx.send(Vec::with_capacity(STAGED_BYTES));
         }
+        let spare_signal = Arc::new(SpareSignal::default());
         let writer = Writer {
             file: Some(file),
+            spare_signal: Arc::clone(&spare_signal),
             written: 0,
             partial: partial.clone(),
             final_path: final_path.clone(),
@@ -192,6 +220,7 @@ impl FileSink {
             hashed: 0,
             to_writer: Some(to_writer),
             spare,
+            spare_signal,
             outcome,
             writer: Some(writer),
             told: false,
@@ -239,7 +268,9 @@ impl FileSink {
                 Ok(next) => break next,
                 Err(TryRecvError::Empty) => {
                     self.waits += 1;
-                    thread::sleep(WRITER_WAIT);
+                    if let Some(next) = self.wait_for_spare() {
+                        break next;
+                    }
                 }
                 Err(TryRecvError::Disconnected) => {
                     return Err(io::Error::other("the sink's writer thread ended").into());
@@ -248,6 +279,28 @@ impl FileSink {
         };
         self.staged = Some(next);
         Ok(())
+    }
+
+    /// Parks the receiving thread until the writer gives a block back (it unparks it) or
+    /// [`WRITER_WAIT`] has passed; the block, if one came in time.
+    fn wait_for_spare(&self) -> Option<Vec<u8>> {
+        let signal = &self.spare_signal;
+        signal.receiver.get_or_init(thread::current);
+        signal.waiting.store(true, Ordering::Relaxed);
+        // Pairs with the fence in `SpareSignal::block_given_back`: a block given back after
+        // this look finds the flag set.
+        fence(Ordering::SeqCst);
+        let block = match self.spare.try_recv() {
+            Ok(block) => Some(block),
+            Err(TryRecvError::Empty) => {
+                thread::park_timeout(WRITER_WAIT);
+                None
+            }
+            // The caller's next look reports it.
+            Err(TryRecvError::Disconnected) => None,
+        };
+        signal.waiting.store(false, Ordering::Relaxed);
+        block
     }
 
     /// Hashes the staged bytes not hashed yet, in runs of `run` bytes (0: all of them).
@@ -359,6 +412,7 @@ impl Drop for FileSink {
 struct Writer {
     /// `None` after the first failed write: nothing more is written.
     file: Option<File>,
+    spare_signal: Arc<SpareSignal>,
     /// Bytes written so far: where the next block goes.
     written: u64,
     partial: PathBuf,
@@ -386,7 +440,9 @@ impl Writer {
                     }
                     block.clear();
                     // The sink may be gone (aborted): then the block goes too.
-                    let _ = self.spare.try_send(block);
+                    if self.spare.try_send(block).is_ok() {
+                        self.spare_signal.block_given_back();
+                    }
                 }
                 ToWriter::Finish { expected, actual } => {
                     let outcome = self.make_final(expected, actual);
