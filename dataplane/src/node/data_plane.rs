@@ -342,6 +342,12 @@ impl DataPlane {
         self.out.reserve(buffers);
     }
 
+    /// Allocates the batch buffers a local sender builds in, at the first one's start (see
+    /// [`Outbox::reserve_batches`]).
+    pub fn reserve_sender_buffers(&mut self) {
+        self.out.reserve_batches();
+    }
+
     /// Outgoing buffers allocated because every reserved or released one was in use.
     pub fn send_buffers_allocated(&self) -> u64 {
         self.out.allocated()

@@ -437,7 +437,8 @@ pub fn check_entry(
 
 /// Adds the local sender of the transfer `entry` announces to `data` (false: the group has
 /// one already). The announcement's hash is given to the sender, which need not hash the
-/// source again as it sends.
+/// source again as it sends. The first sender makes the batch buffers senders build in
+/// ([`DataPlane::reserve_sender_buffers`]).
 pub fn add_sender(
     data: &mut DataPlane,
     now: Instant,
@@ -446,11 +447,16 @@ pub fn add_sender(
     adjust: impl FnOnce(&mut SenderConfig),
 ) -> bool {
     let hash = entry.hash;
-    data.transfers_mut()
+    let added = data
+        .transfers_mut()
         .add_sender_with(now, entry.group, source, |config| {
             config.content_hash = Some(hash);
             adjust(config);
-        })
+        });
+    if added {
+        data.reserve_sender_buffers();
+    }
+    added
 }
 
 /// What RAP announces for a transfer of `source` to `group` from node `sender`: the one place

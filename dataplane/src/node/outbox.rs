@@ -175,6 +175,9 @@ pub struct Outbox {
     input_references: u64,
     /// Buffers allocated because no free one was left.
     allocated: u64,
+    /// The buffers [`Outbox::reserve`] was asked for, for [`Outbox::reserve_batches`].
+    reserved: usize,
+    batches_reserved: bool,
 }
 
 impl Outbox {
@@ -200,13 +203,17 @@ impl Outbox {
             built: 0,
             input_references: 0,
             allocated: 0,
+            reserved: 0,
+            batches_reserved: false,
         }
     }
 
     /// Allocates `buffers` free buffers (at most [`MAX_SPARE_BUFFERS`]) and room for a long
     /// queue now, so that sending a stream allocates nothing while no more than that many
-    /// packets are in flight.
+    /// packets are in flight. A local sender's batch buffers wait for
+    /// [`Outbox::reserve_batches`]: a node that only relays never needs them.
     pub fn reserve(&mut self, buffers: usize) {
+        self.reserved = self.reserved.max(buffers);
         self.buffers.reserve(MAX_SPARE_BUFFERS);
         self.free.reserve(MAX_SPARE_BUFFERS);
         self.queue.reserve(RESERVED_QUEUE);
@@ -219,10 +226,17 @@ impl Outbox {
             let id = self.new_buffer(false);
             self.free.push(id);
         }
-        // As many batches as the buffers would hold datagrams one by one (none without
-        // batches: a sender then builds in the buffers above).
+    }
+
+    /// Allocates, once, the batch buffers a local sender builds in: as many as the reserved
+    /// buffers would hold datagrams one by one (none without batches: a sender then builds in
+    /// the buffers [`Outbox::reserve`] made).
+    pub fn reserve_batches(&mut self) {
+        if std::mem::replace(&mut self.batches_reserved, true) {
+            return;
+        }
         let batches = if self.batch_len > self.buffer_len {
-            (buffers * self.buffer_len)
+            (self.reserved * self.buffer_len)
                 .div_ceil(self.batch_len)
                 .min(MAX_SPARE_BATCHES)
         } else {
@@ -644,6 +658,29 @@ mod tests {
         assert_eq!(out.allocated(), 0);
         out.push(n(1), &[3]);
         assert_eq!(out.allocated(), 1);
+    }
+
+    /// Batch buffers are made when a local sender starts, not with the others: a relay's
+    /// outbox holds none; the sender's first batches then allocate nothing.
+    #[test]
+    fn batch_buffers_wait_for_a_sender() {
+        let mut out = Outbox::with_batches(1000, 64);
+        out.reserve(256);
+        assert_eq!((out.buffers.len(), out.batch_free.len()), (256, 0));
+        out.reserve_batches();
+        assert_eq!(
+            out.batch_free.len(),
+            4,
+            "256 datagrams' worth of 64-datagram batches"
+        );
+        out.reserve_batches();
+        assert_eq!(out.batch_free.len(), 4, "once");
+        for _ in 0..4 {
+            let buf = out.lend_batch();
+            assert_eq!(buf.len(), 64_000);
+            out.give_back(buf);
+        }
+        assert_eq!(out.allocated(), 0);
     }
 
     /// A packet built in the lent buffer goes to three neighbours by reference: written once,
