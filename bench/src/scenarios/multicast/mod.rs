@@ -236,6 +236,9 @@ pub fn run(options: &Options, stop: &Stop) -> io::Result<Outcome> {
         .tempdir()?;
     let source = work.path().join("payload.bin");
     let hash = burghers_lab::lab::write_random(&source, plan.size, 1).map_err(io::Error::other)?;
+    // On the disk before the first transfer, whose receivers' writes its write-back would
+    // otherwise slow.
+    std::fs::File::open(&source)?.sync_all()?;
     let mut comparisons = Vec::new();
     let mut shapes_of = Vec::new();
     let mut notes = Vec::new();
