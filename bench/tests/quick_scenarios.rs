@@ -476,6 +476,7 @@ fn multicast_quick_writes_each_engine_beside_the_kernel_fanout_and_the_disk() {
             "repair_share",
             "nack_aggregation",
             "share_of_kernel_limit",
+            "share_of_disk_limit",
         ],
         "a transfer row",
     );

@@ -8,7 +8,17 @@ pub fn summary_rows(comparisons: &[ComparisonResult]) -> Vec<serde_json::Value> 
     comparisons
         .iter()
         .flat_map(|c| {
+            // The disk's limit in the same comparison, for the systems that write copies.
+            let disk = c
+                .systems
+                .iter()
+                .find(|s| s.name == super::disk::NAME)
+                .map(|d| d.median);
             c.systems.iter().map(move |s| {
+                let writes_copies = s.details.contains_key("copies_verified");
+                let share_of_disk = disk
+                    .filter(|_| writes_copies)
+                    .and_then(|d| finite(s.median / d));
                 json!({
                     "transfer": c.title,
                     "system": s.name,
@@ -19,6 +29,7 @@ pub fn summary_rows(comparisons: &[ComparisonResult]) -> Vec<serde_json::Value> 
                     "nack_aggregation": s.details.get("nack_aggregation"),
                     "ratio_to_first": finite(s.ratio_to_first),
                     "share_of_kernel_limit": s.share_of_limit,
+                    "share_of_disk_limit": share_of_disk,
                     "error": s.error,
                 })
             })
@@ -55,7 +66,7 @@ fn finite(x: f64) -> Option<f64> {
 pub fn print_summary(rows: &[serde_json::Value]) {
     println!("\n== multicast: medians per transfer and system ==");
     println!(
-        "{:<44} {:<18} {:>12} {:>9} {:>9} {:>8} {:>7} {:>8} {:>7}",
+        "{:<44} {:<18} {:>12} {:>9} {:>9} {:>8} {:>7} {:>8} {:>7} {:>6}",
         "transfer",
         "system",
         "goodput",
@@ -64,14 +75,15 @@ pub fn print_summary(rows: &[serde_json::Value]) {
         "repairs",
         "NACK:1",
         "/first",
-        "/limit"
+        "/limit",
+        "/disk"
     );
     let num = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
     let opt =
         |v: &serde_json::Value, f: &dyn Fn(f64) -> String| v.as_f64().map_or("-".to_string(), f);
     for r in rows {
         println!(
-            "{:<44} {:<18} {:>12} {:>9} {:>9} {:>8} {:>7} {:>8} {:>7}",
+            "{:<44} {:<18} {:>12} {:>9} {:>9} {:>8} {:>7} {:>8} {:>7} {:>6}",
             r["transfer"].as_str().unwrap_or(""),
             r["system"].as_str().unwrap_or(""),
             crate::report::si(num(&r["goodput_slowest_b_per_s"]), "B/s"),
@@ -84,6 +96,7 @@ pub fn print_summary(rows: &[serde_json::Value]) {
                 "{:.0}%",
                 x * 100.0
             )),
+            opt(&r["share_of_disk_limit"], &|x| format!("{:.0}%", x * 100.0)),
         );
     }
 }
