@@ -11,7 +11,10 @@
 //! the threaded engine and the io_uring engine can share it.
 //!
 //! A clean link costs one relaxed atomic load per packet ([`LinkGarbler::is_clean`]), after
-//! which the engine sends the caller's bytes directly: no lock, no copy, no random draw.
+//! which the engine sends the caller's bytes directly: no lock, no copy, no random draw. A link
+//! whose faults can only drop (loss, down) copies nothing either: a packet that survives is
+//! sent from the caller's bytes ([`LinkGarbler::apply`] says so), so a lossy benchmark measures
+//! the engine, not copies the garbler made.
 //!
 //! For each packet on a faulty link, in this fixed order (the simulator's, see
 //! `docs/SIMULATOR.md`): down drops it; loss drops it; duplicate makes a second copy; then per
@@ -64,6 +67,9 @@ control::counters! {
         pub corrupted_undetected: u64,
         /// Copies sent later than at once (delay, jitter or reorder hold-back).
         pub delayed: u64,
+        /// Packets that went on as they were (the faults can only drop): sent from the
+        /// caller's bytes, with no copy.
+        pub unchanged: u64,
         pub reordered: u64,
     }
 }
@@ -96,6 +102,17 @@ struct State {
 impl State {
     fn is_active(&self) -> bool {
         self.faults != Faults::default() || self.undetected > 0.0
+    }
+
+    /// Whether a packet that is neither lost nor dropped by a link down goes on unchanged and
+    /// at once: every other fault is off.
+    fn only_drops(&self) -> bool {
+        let f = Faults {
+            loss: 0.0,
+            down: false,
+            ..self.faults
+        };
+        f == Faults::default() && self.undetected == 0.0
     }
 }
 
@@ -163,18 +180,26 @@ impl LinkGarbler {
 
     /// Applies the faults to one packet and appends each surviving copy to `out` (nothing for a
     /// dropped packet). The draws happen in a fixed order, so one seed and one sequence of
-    /// packets always give one outcome.
-    pub fn apply(&self, packet: &[u8], out: &mut Vec<GarbledCopy>) {
+    /// packets always give one outcome. True when the packet survived as it is and at once
+    /// (the faults can only drop): nothing is added to `out`, the caller sends its own bytes.
+    #[must_use = "true means the caller sends the packet itself"]
+    pub fn apply(&self, packet: &[u8], out: &mut Vec<GarbledCopy>) -> bool {
         let mut guard = lock(&self.state);
         let s = &mut *guard;
         s.stats.offered += 1;
         if s.faults.down {
             s.stats.dropped_down += 1;
-            return;
+            return false;
         }
         if s.rng.chance(s.faults.loss) {
             s.stats.lost += 1;
-            return;
+            return false;
+        }
+        // The draws below all have probability 0 here (none is made): skipping them keeps
+        // the random stream, and so every packet's fate, what it was.
+        if s.only_drops() {
+            s.stats.unchanged += 1;
+            return true;
         }
         let copies = if s.rng.chance(s.faults.duplicate) {
             s.stats.duplicated += 1;
@@ -209,6 +234,7 @@ impl LinkGarbler {
                 packet: bytes,
             });
         }
+        false
     }
 }
 
@@ -227,10 +253,18 @@ mod tests {
         LinkGarbler::new(faults, Rng::new(seed), DEFAULT_MTU)
     }
 
+    /// Every packet that leaves, as the engines send them: the caller's own when it went on
+    /// unchanged, else the garbler's copies.
     fn run(g: &LinkGarbler, n: usize) -> Vec<GarbledCopy> {
         let mut out = Vec::new();
         for _ in 0..n {
-            g.apply(&sealed(40), &mut out);
+            let packet = sealed(40);
+            if g.apply(&packet, &mut out) {
+                out.push(GarbledCopy {
+                    delay: Duration::ZERO,
+                    packet,
+                });
+            }
         }
         out
     }
@@ -277,6 +311,37 @@ mod tests {
         });
         assert!(run(&g, 10).is_empty());
         assert_eq!(g.stats().dropped_down, 10);
+    }
+
+    #[test]
+    fn a_link_that_only_drops_copies_nothing_and_drops_what_it_would_have() {
+        let lossy = |delay| {
+            garbler(
+                Faults {
+                    loss: 0.3,
+                    delay,
+                    ..Faults::default()
+                },
+                11,
+            )
+        };
+        let (only_drops, delaying) = (lossy(Duration::ZERO), lossy(Duration::from_micros(1)));
+        let mut copies = Vec::new();
+        for i in 0..2_000 {
+            let packet = sealed(40);
+            let as_is = only_drops.apply(&packet, &mut copies);
+            assert!(copies.is_empty(), "packet {i}: a copy made");
+            // The same stream with a delay (which draws nothing) decides alike, by copies.
+            let before = copies.len();
+            assert!(!delaying.apply(&packet, &mut copies));
+            assert_eq!(as_is, copies.len() > before, "packet {i}: another fate");
+            copies.clear();
+        }
+        let s = only_drops.stats();
+        assert_eq!(s.offered, 2_000);
+        assert!((500..700).contains(&s.lost), "{s:?}");
+        assert_eq!(s.unchanged, s.offered - s.lost);
+        assert_eq!(delaying.stats().unchanged, 0);
     }
 
     #[test]

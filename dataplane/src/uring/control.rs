@@ -131,13 +131,12 @@ impl ControlThread {
             return;
         };
         let dest = peer.socket;
-        if peer.link.is_clean() {
+        if peer.link.is_clean() || peer.link.apply(&t.packet, &mut self.copies) {
             if self.socket.send_to(&t.packet, dest).is_err() {
                 self.send_errors += 1;
             }
             return;
         }
-        peer.link.apply(&t.packet, &mut self.copies);
         let now = std::time::Instant::now();
         for copy in self.copies.drain(..) {
             if copy.delay.is_zero() {

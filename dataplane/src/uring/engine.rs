@@ -693,8 +693,9 @@ impl Engine {
     }
 
     /// The garbler's faults for the direction to `to`, then the pending queue (or the delay
-    /// line for copies held back). A clean direction sends the bytes where they are, holding
-    /// their buffer until the send completed; the garbler's copies are its own.
+    /// line for copies held back). A packet that goes on unchanged (a clean direction, or one
+    /// whose faults only drop) is sent from where its bytes are, holding their buffer until
+    /// the send completed; the garbler's copies are its own.
     fn route(&mut self, to: NodeAddr, payload: Payload) {
         let Some(peer) = self.shared.peers.get(&to) else {
             self.stats.tx_unknown_neighbour += 1;
@@ -704,7 +705,22 @@ impl Engine {
             return;
         };
         let dest = peer.socket;
-        if peer.link.is_clean() {
+        let as_is = peer.link.is_clean() || {
+            let bytes: &[u8] = match &payload {
+                Payload::Owned(packet) => packet,
+                Payload::Shared { id, span } => self.data.outgoing_bytes(*id, *span),
+                Payload::Input { token, span } => {
+                    let (bid, offset) = split_input_token(*token);
+                    self.bufs
+                        .bytes_at(bid, offset + span.range().start, span.range().len())
+                        .unwrap_or(&[])
+                }
+            };
+            let as_is = peer.link.apply(bytes, &mut self.copies);
+            self.stats.garbler_copies += self.copies.len() as u64;
+            as_is
+        };
+        if as_is {
             let out = match payload {
                 Payload::Owned(packet) => Outgoing::owned(dest, packet),
                 Payload::Shared { id, span } => {
@@ -729,18 +745,6 @@ impl Engine {
             self.pending.push_back(out);
             return;
         }
-        let bytes: &[u8] = match &payload {
-            Payload::Owned(packet) => packet,
-            Payload::Shared { id, span } => self.data.outgoing_bytes(*id, *span),
-            Payload::Input { token, span } => {
-                let (bid, offset) = split_input_token(*token);
-                self.bufs
-                    .bytes_at(bid, offset + span.range().start, span.range().len())
-                    .unwrap_or(&[])
-            }
-        };
-        peer.link.apply(bytes, &mut self.copies);
-        self.stats.garbler_copies += self.copies.len() as u64;
         if let Payload::Shared { id, .. } = payload {
             self.data.release(id);
         }

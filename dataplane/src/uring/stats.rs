@@ -92,8 +92,9 @@ engine_counters! {
     /// Times half the receive buffers were held within a turn and the pending sends were
     /// submitted before its next receives (`Engine::send_early`).
     early_sends,
-    /// Copies the garbler made of packets to a faulty direction (lost ones make none; each
-    /// duplicate, corrupted or delayed one is a copy of its own); 0 on clean links.
+    /// Copies the garbler made of packets to a faulty direction (lost ones make none, nor do
+    /// those of a direction whose faults only drop; each duplicate, corrupted or delayed one
+    /// is a copy of its own); 0 on clean links.
     garbler_copies,
     /// Receive buffers out of the ring now, held by sends of their datagrams (0 once stopped).
     rx_buffers_held,
