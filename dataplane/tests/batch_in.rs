@@ -7,7 +7,7 @@
 
 use control::topology::build;
 use control::{GroupAddr, Instant, NodeAddr};
-use dataplane::node::{Node, Payload, Received};
+use dataplane::node::{Node, Payload, Received, RmtpOptions};
 use dataplane::rmtp::MemSource;
 use std::time::Duration;
 
@@ -16,11 +16,13 @@ const MTU: usize = 1024;
 /// The most datagrams one coalesced receive carries here.
 const GRO_SEGMENTS: usize = 64;
 
-/// What a node queued: entries of its outgoing queue, and the datagrams in them.
+/// What a node queued: entries of its outgoing queue, and the datagrams in them; the most
+/// datagrams it queued between two turns.
 #[derive(Clone, Copy, Default)]
 struct Queued {
     entries: u64,
     datagrams: u64,
+    most_per_turn: u64,
 }
 
 fn n(a: u16) -> NodeAddr {
@@ -31,6 +33,7 @@ fn n(a: u16) -> NodeAddr {
 /// the datagrams they held.
 fn drain(node: &mut Node, queued: &mut Queued) -> Vec<(NodeAddr, Vec<u8>)> {
     let mut out = Vec::new();
+    let before = queued.datagrams;
     while let Some(o) = node.poll_outgoing() {
         queued.entries += 1;
         queued.datagrams += o.datagrams() as u64;
@@ -46,6 +49,7 @@ fn drain(node: &mut Node, queued: &mut Queued) -> Vec<(NodeAddr, Vec<u8>)> {
             Payload::Input { .. } => panic!("no datagram was handed in with a token"),
         }
     }
+    queued.most_per_turn = queued.most_per_turn.max(queued.datagrams - before);
     out
 }
 
@@ -99,10 +103,16 @@ struct Shown {
 
 /// Runs the transfer with node 2's receives coalesced or not.
 fn transfer(coalesce: bool) -> Shown {
+    transfer_with(coalesce, RmtpOptions::default())
+}
+
+fn transfer_with(coalesce: bool, options: RmtpOptions) -> Shown {
     let mut topology = build::line(2, 7001);
     topology.network.mtu = MTU;
     let mut now = Instant::ZERO;
-    let mut nodes: Vec<Node> = (1..=2).map(|a| Node::new(n(a), &topology, now)).collect();
+    let mut nodes: Vec<Node> = (1..=2)
+        .map(|a| Node::with_options(n(a), &topology, now, options.clone()))
+        .collect();
     let step = Duration::from_micros(50);
     let mut queued = [Queued::default(); 2];
     let turn = |nodes: &mut Vec<Node>, now: Instant, queued: &mut [Queued; 2]| {
@@ -175,6 +185,7 @@ fn transfer(coalesce: bool) -> Shown {
         sender: Queued {
             entries: queued[0].entries - sender_before.entries,
             datagrams: queued[0].datagrams - sender_before.datagrams,
+            most_per_turn: queued[0].most_per_turn,
         },
     }
 }
@@ -232,5 +243,29 @@ fn a_sender_queues_its_data_in_runs() {
     assert!(
         sender.entries * 10 < sender.datagrams,
         "runs of datagrams, not one entry each"
+    );
+}
+
+/// A sender whose window opens wide builds a few batches per pump, not the whole window: the
+/// engine sends them and reads what came in before it builds more. Node 1 here takes two
+/// pumps a turn at most (the receive of node 2's reports, a timeout); granted 4 MiB at once
+/// (no in-flight cap), it queued the window's ~4200 datagrams in one turn without the bound.
+#[test]
+fn a_sender_builds_a_few_batches_per_pump() {
+    let options = RmtpOptions {
+        receiver_window: 4 << 20,
+        receiver_in_flight_headroom: 0,
+        ..RmtpOptions::default()
+    };
+    let per_pump = (options.send_batches_per_pump * options.send_batch(MTU)) as u64;
+    let Shown { sender, .. } = transfer_with(true, options);
+    println!(
+        "node 1 queued at most {} datagrams in a turn ({per_pump} per pump)",
+        sender.most_per_turn
+    );
+    assert!(sender.most_per_turn <= 2 * per_pump, "bounded per pump");
+    assert!(
+        sender.most_per_turn >= per_pump,
+        "the window let the sender use its whole budget"
     );
 }

@@ -49,6 +49,9 @@ pub struct RmtpOptions {
     /// Bytes of packets a local sender builds per call at most, end to end in one buffer
     /// (`sender.batch_bytes`; below two MTUs: one packet at a time).
     pub send_batch_bytes: usize,
+    /// Batches a local sender builds per pump at most (`sender.batches_per_pump`; at least
+    /// one): the rest waits for the node's next pump, after what was built has left.
+    pub send_batches_per_pump: usize,
 }
 
 /// The most packets in a sender's batch: the kernel's segments per segmented send.
@@ -74,6 +77,7 @@ impl Default for RmtpOptions {
             nack_entries: settings::rmtp::NACK_ENTRIES,
             max_trees: settings::relay::MAX_TREES,
             send_batch_bytes: settings::sender::BATCH_BYTES,
+            send_batches_per_pump: settings::sender::BATCHES_PER_PUMP,
         }
     }
 }
@@ -349,11 +353,19 @@ impl Transfers {
     /// each of them, no copy), and the next one is built in another.
     fn pump(&mut self, now: Instant, mut ctx: Ctx<'_>) {
         let (me, mtu) = (self.me, self.mtu);
+        // The senders build a few batches per pump (each at most its share per round): their
+        // `poll_timeout` says when they have more, and the engine sends these first and reads
+        // what came in.
+        let share = self.options.send_batches_per_pump.max(1);
+        let mut budget = share.saturating_mul(self.senders.len());
         loop {
             let mut progress = false;
             // By position, not by iterator: carrying out a decision needs every sender.
             for i in 0..self.senders.len() {
-                while self.send_batch(i, now, &mut ctx) {
+                let mut turn = share;
+                while budget > 0 && turn > 0 && self.send_batch(i, now, &mut ctx) {
+                    budget -= 1;
+                    turn -= 1;
                     progress = true;
                 }
             }
