@@ -98,9 +98,17 @@ impl RmtpRelay {
                 seq
             }
         };
+        // The cache repairs what a link lost. Where the tree goes on to no neighbour, only the
+        // local members take the packet, with no link to lose it on; they refuse in-window
+        // DATA only before they know the transfer's shape (a receiver that learns it from an
+        // SPM), so the copy is kept until every one of them reports receiving.
+        let onward = entry.downstream.iter().any(|&n| Some(n) != from);
+        let cached = onward || tree.receiving_locals < entry.local_members.len();
         match flag {
             Flag::RmtpData => {
-                tree.cache.insert(seq, packet.bytes());
+                if cached {
+                    tree.cache.insert(seq, packet.bytes());
+                }
                 // Everyone downstream gets this one: nothing left to wait for.
                 if let Ok(i) = tree.find_nack(seq) {
                     tree.nacks.remove(i);
@@ -108,7 +116,9 @@ impl RmtpRelay {
                 self.fan_out(entry, from)
             }
             _ => {
-                tree.cache.insert(seq, packet.bytes());
+                if cached {
+                    tree.cache.insert(seq, packet.bytes());
+                }
                 let Ok(i) = tree.find_nack(seq) else {
                     return RelayAction::Drop(DropReason::Unrequested);
                 };

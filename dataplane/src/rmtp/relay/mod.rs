@@ -6,7 +6,8 @@
 //!
 //! - DATA and SPM fan out to every downstream neighbour but the one they came from, and to the
 //!   local members. DATA is also copied into a bounded per-tree repair cache: the one copy a
-//!   relay makes of a payload.
+//!   relay makes of a payload; not where the tree goes on to no neighbour and every local
+//!   member reports receiving (see `fanout.rs`).
 //! - NACKs are answered from the cache when it holds the sequence (PGM's nearest repairer);
 //!   otherwise the first NACK for a sequence goes upstream and later ones only record who waits,
 //!   until the entry is stale. Every NACKer gets an NCF.
@@ -382,6 +383,9 @@ struct Tree {
     edges: Edges,
     /// A local member or the local sender is in this tree: it is never evicted for another.
     local: bool,
+    /// Local members in the tree that reported receiving (a MAB past byte 0): they know the
+    /// transfer's shape, so they refuse no in-window DATA that the cache would repair.
+    receiving_locals: usize,
     /// When DATA or SPM last came through; `None`: never (made by a NACK or MAB, which forged
     /// joins can bring for any group).
     last_traffic: Option<Instant>,

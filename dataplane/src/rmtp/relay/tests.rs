@@ -337,6 +337,41 @@ fn cached_data_answers_nacks_locally() {
     assert_eq!(r.stats().nacks_sent_upstream, 0);
 }
 
+/// Where a tree goes on to no neighbour, the cache keeps copies only until every local member
+/// reports receiving: before, a member that has not learnt the transfer's shape refuses DATA,
+/// which the copy then repairs; after, nothing here can lose a packet.
+#[test]
+fn a_leaf_keeps_copies_until_its_members_report_receiving() {
+    let entry = TreeEntry {
+        group: g(),
+        sender: n(1),
+        upstream: Some(n(1)),
+        downstream: vec![],
+        local_members: vec![9],
+    };
+    let mc = MulticastTable::new(vec![entry]);
+    let (_, rt) = tables(&[1]);
+    let mut r = relay();
+    let t0 = Instant::ZERO;
+    announced(&mut r, &mc, &rt, t0);
+    r.handle(t0, n(1), &p(&data(7, Flag::RmtpData)), &mc, &rt);
+    r.local_nack(t0, 9, g(), n(1), [SeqRange::single(7)], &mc);
+    drain(&mut r, t0);
+    assert_eq!(r.stats().repairs_from_cache, 1, "a copy before any report");
+    // The member reports receiving (bytes 0..700): later DATA is not copied, its repair
+    // comes from upstream.
+    r.local_mab(t0, 9, g(), n(1), 10_000, 700, &mc, &rt);
+    r.handle(t0, n(1), &p(&data(8, Flag::RmtpData)), &mc, &rt);
+    r.local_nack(t0, 9, g(), n(1), [SeqRange::single(8)], &mc);
+    let out = drain(&mut r, t0);
+    assert_eq!(r.stats().repairs_from_cache, 1, "no copy of 8");
+    assert!(
+        out.iter()
+            .any(|(hop, flag, _)| (*hop, *flag) == (Hop::Neighbour(n(1)), Flag::RmtpNack)),
+        "{out:?}"
+    );
+}
+
 #[test]
 fn corrupted_cache_copy_is_not_served() {
     let (mc, rt) = tables(&[1, 3, 4]);

@@ -122,6 +122,7 @@ impl RmtpRelay {
                     next_mab_at: now + self.config.mab_interval,
                     edges: Edges::default(),
                     local,
+                    receiving_locals: 0,
                     last_traffic: None,
                     next_retry_at: None,
                     rtt: RttEstimate::default(),

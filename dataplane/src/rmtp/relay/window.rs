@@ -16,6 +16,7 @@ impl Tree {
     ) {
         let mut mab: Option<u64> = None;
         let mut received: Option<u64> = None;
+        let mut receiving_locals = 0;
         for i in 0..self.peers.len() {
             let p = self.peers[i];
             if !p.used {
@@ -48,8 +49,12 @@ impl Tree {
                 if holds_window {
                     mab = Some(mab.map_or(p.mab, |m| m.min(p.mab)));
                 }
+                if in_tree && p.received > 0 && matches!(p.key, PeerKey::Local(_)) {
+                    receiving_locals += 1;
+                }
             }
         }
+        self.receiving_locals = receiving_locals;
         let min = mab.zip(received);
         self.min = min;
         if min.is_some() && min != self.sent {
