@@ -306,6 +306,8 @@ impl ThreadedNode {
         let rmtp = options.rmtp.then(|| {
             let mut relay = RelayConfig::new(me, dnp.mtu());
             relay.nack_entries = options.nack_entries;
+            // The client threads' impatient buffers drop when full: the cache repairs that.
+            relay.lossless_to_members = false;
             Layer::new(relay, dnp.claim_rmtp(), capacity)
         });
         let node = Arc::new(Node {

@@ -99,11 +99,14 @@ impl RmtpRelay {
             }
         };
         // The cache repairs what a link lost. Where the tree goes on to no neighbour, only the
-        // local members take the packet, with no link to lose it on; they refuse in-window
-        // DATA only before they know the transfer's shape (a receiver that learns it from an
-        // SPM), so the copy is kept until every one of them reports receiving.
+        // local members take the packet, with no link to lose it on (unless the engine's
+        // buffers on the way may drop); they refuse in-window DATA only before they know the
+        // transfer's shape (a receiver that learns it from an SPM), so the copy is kept until
+        // every one of them reports receiving.
         let onward = entry.downstream.iter().any(|&n| Some(n) != from);
-        let cached = onward || tree.receiving_locals < entry.local_members.len();
+        let cached = onward
+            || !self.config.lossless_to_members
+            || tree.receiving_locals < entry.local_members.len();
         match flag {
             Flag::RmtpData => {
                 if cached {

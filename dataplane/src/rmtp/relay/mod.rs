@@ -7,7 +7,8 @@
 //! - DATA and SPM fan out to every downstream neighbour but the one they came from, and to the
 //!   local members. DATA is also copied into a bounded per-tree repair cache: the one copy a
 //!   relay makes of a payload; not where the tree goes on to no neighbour and every local
-//!   member reports receiving (see `fanout.rs`).
+//!   member reports receiving, on an engine that cannot drop on the way to them (see
+//!   `fanout.rs`).
 //! - NACKs are answered from the cache when it holds the sequence (PGM's nearest repairer);
 //!   otherwise the first NACK for a sequence goes upstream and later ones only record who waits,
 //!   until the entry is stale. Every NACKer gets an NCF.
@@ -92,6 +93,11 @@ pub struct RelayConfig {
     pub cache_bytes: usize,
     /// Cache on the sender's own node too (the sender can re-read its source, so off by default).
     pub cache_at_root: bool,
+    /// The engine hands the local members what the relay delivers without ever dropping it
+    /// (it calls them directly): a leaf then stops copying DATA into its cache once every
+    /// local member reports receiving. Off where a buffer between them may drop (the
+    /// threaded engine's impatient buffers of the seed): their losses are repaired there.
+    pub lossless_to_members: bool,
     /// Queued cache repairs at most; more are dropped (the receiver asks again).
     pub repair_queue: usize,
     /// A sequence repaired from the cache toward a peer is not repaired toward it again sooner.
@@ -129,6 +135,7 @@ impl RelayConfig {
             mab_expire: s::MAB_EXPIRE,
             cache_bytes: s::CACHE_BYTES,
             cache_at_root: s::CACHE_AT_ROOT,
+            lossless_to_members: true,
             repair_queue: s::REPAIR_QUEUE,
             repair_holdoff: rmtp::REPAIR_HOLDOFF,
             repair_holdoff_floor: s::REPAIR_HOLDOFF_FLOOR,
