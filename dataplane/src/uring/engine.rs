@@ -16,7 +16,7 @@ use super::transfers::Handles;
 use crate::garbler::GarbledCopy;
 use crate::garbler::schedule::LinkChange;
 use crate::host::{ReceiveHandle, ReceiveOptions, SendHandle, SendOptions};
-use crate::node::{DataPlane, Payload, Received, StartError};
+use crate::node::{DataPlane, Payload, Received, Span, StartError};
 use crate::rmtp::{Sink, Source};
 use control::rap::ServiceEntry;
 use control::wire::steer;
@@ -74,6 +74,14 @@ fn input_token(bid: u16, offset: usize) -> u64 {
 
 fn split_input_token(token: u64) -> (u16, usize) {
     ((token >> 32) as u16, (token & u64::from(u32::MAX)) as usize)
+}
+
+/// The receive buffer and the bytes of `span` of the datagram the node named `token`; `None`
+/// beyond the buffer.
+fn input_bytes(bufs: &BufRing, token: u64, span: Span) -> Option<(u16, &[u8])> {
+    let (bid, offset) = split_input_token(token);
+    let bytes = bufs.bytes_at(bid, offset + span.range().start, span.range().len())?;
+    Some((bid, bytes))
 }
 
 /// How the engine runs (from the node's options).
@@ -710,10 +718,7 @@ impl Engine {
                 Payload::Owned(packet) => packet,
                 Payload::Shared { id, span } => self.data.outgoing_bytes(*id, *span),
                 Payload::Input { token, span } => {
-                    let (bid, offset) = split_input_token(*token);
-                    self.bufs
-                        .bytes_at(bid, offset + span.range().start, span.range().len())
-                        .unwrap_or(&[])
+                    input_bytes(&self.bufs, *token, *span).map_or(&[][..], |(_, b)| b)
                 }
             };
             let as_is = peer.link.apply(bytes, &mut self.copies);
@@ -728,11 +733,7 @@ impl Engine {
                     Outgoing::held(dest, bytes, Holder::Node(id))
                 }
                 Payload::Input { token, span } => {
-                    let (bid, offset) = split_input_token(token);
-                    let Some(bytes) =
-                        self.bufs
-                            .bytes_at(bid, offset + span.range().start, span.range().len())
-                    else {
+                    let Some((bid, bytes)) = input_bytes(&self.bufs, token, span) else {
                         debug_assert!(false, "an input reference beyond its receive buffer");
                         return;
                     };
