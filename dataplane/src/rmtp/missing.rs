@@ -3,6 +3,7 @@
 //! capacity, so nothing here scans the whole table: the next deadline is the first entry of the
 //! time index, and a NACK looks at most [`MAX_DUE_PER_NACK`] due entries.
 
+use super::rtt::Asked;
 use control::Instant;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
@@ -13,18 +14,7 @@ pub(crate) const MAX_DUE_PER_NACK: usize = 1024;
 #[derive(Clone, Copy, Debug)]
 struct Miss {
     next_nack: Instant,
-    tries: u32,
-    /// When it was last NACKed.
-    nacked_at: Option<Instant>,
-}
-
-/// What a repaired sequence's entry said about its NACKs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Repaired {
-    /// NACKs sent for it.
-    pub tries: u32,
-    /// When the last one went.
-    pub nacked_at: Option<Instant>,
+    nacked: Asked,
 }
 
 #[derive(Default)]
@@ -52,21 +42,17 @@ impl MissingTable {
             seq,
             Miss {
                 next_nack: at,
-                tries: 0,
-                nacked_at: None,
+                nacked: Asked::default(),
             },
         );
         self.by_time.insert((at, seq));
     }
 
-    /// Stops tracking `seq`; what its entry said, if it was tracked.
-    pub fn remove(&mut self, seq: u64) -> Option<Repaired> {
+    /// Stops tracking `seq`; when it was NACKed, if it was tracked.
+    pub fn remove(&mut self, seq: u64) -> Option<Asked> {
         let m = self.by_seq.remove(&seq)?;
         self.by_time.remove(&(m.next_nack, seq));
-        Some(Repaired {
-            tries: m.tries,
-            nacked_at: m.nacked_at,
-        })
+        Some(m.nacked)
     }
 
     pub fn clear(&mut self) {
@@ -146,10 +132,9 @@ impl MissingTable {
             return;
         };
         self.by_time.remove(&(m.next_nack, seq));
-        let doublings = m.tries.saturating_sub(undoubled).min(16);
+        let doublings = m.nacked.times().saturating_sub(undoubled).min(16);
         let backoff = retry.saturating_mul(1u32 << doublings).min(max);
-        m.tries = m.tries.saturating_add(1);
-        m.nacked_at = Some(now);
+        m.nacked.sent(now);
         m.next_nack = now + backoff;
         self.by_time.insert((m.next_nack, seq));
     }

@@ -28,9 +28,9 @@
 //! member may leave the group without cutting off the MAB that completes the sender.
 
 use super::in_flight::InFlightEstimate;
-use super::missing::{MAX_DUE_PER_NACK, MissingTable, Repaired};
+use super::missing::{MAX_DUE_PER_NACK, MissingTable};
 use super::reorder::Reorder;
-use super::rtt::RttEstimate;
+use super::rtt::{AnswerTiming, Asked, RttEstimate};
 use super::sink::{Finished, Sink, SinkError};
 use super::{MAX_RANGES, RangeBuf, RmtpError};
 use control::wire::dnp::{Flag, Packet};
@@ -161,6 +161,9 @@ control::counters! {
         pub sequences_nacked: u64,
         /// Repair round trips measured (a sequence NACKed once to its RETRANSMIT).
         pub repair_rtt_samples: u64,
+        /// Repairs that came sooner after a NACK retry than any repair ever came: answers to
+        /// an earlier NACK, so the retry was needless (and its repair will be a duplicate).
+        pub nack_retries_spurious: u64,
         /// The smoothed repair round trip, nanoseconds (0 until measured).
         pub repair_srtt_nanos: u64,
         pub ncfs_received: u64,
@@ -292,7 +295,7 @@ pub struct RmtpReceiver<K: Sink> {
     /// Scratch for the sequences one NACK names (sized once).
     due: Vec<u64>,
     /// The repair round trip: a NACK to the RETRANSMIT it brought, for sequences NACKed once
-    /// (Karn's rule: a repair after a retry could answer either NACK).
+    /// (Karn's rule: a repair after a retry could answer either NACK; [`AnswerTiming`]).
     repair_rtt: RttEstimate,
     mab_reported: u64,
     /// One past the highest byte of accepted DATA, in order or not.
@@ -615,22 +618,10 @@ impl<K: Sink> RmtpReceiver<K> {
         self.in_flight
             .on_data(now, end, len, self.config.rate_interval);
         let repaired = self.missing.remove(seq);
-        if let Some(Repaired {
-            tries: 1,
-            nacked_at: Some(at),
-        }) = repaired
+        if let Some(nacked) = repaired
             && retransmit
         {
-            self.repair_rtt.sample(now.saturating_since(at));
-            if self.repair_rtt.samples() == 1 {
-                // NACKs and hold-backs timed so far used the unmeasured defaults.
-                self.missing.due_by(now + self.nack_retry());
-            }
-            self.stats.repair_rtt_samples = self.repair_rtt.samples();
-            self.stats.repair_srtt_nanos = self
-                .repair_rtt
-                .srtt()
-                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+            self.time_repair(now, &nacked);
         }
         self.extend_tracking(now, seq);
         // Only when tracking reached it: an untracked gap below stays to be found later.
@@ -1026,6 +1017,28 @@ impl<K: Sink> RmtpReceiver<K> {
     /// The measured repair round trip, if any.
     pub fn repair_rtt(&self) -> &RttEstimate {
         &self.repair_rtt
+    }
+
+    /// Takes the round trip a repair of a sequence NACKed as `nacked` measures, if any.
+    fn time_repair(&mut self, now: Instant, nacked: &Asked) {
+        let rtt = match self.repair_rtt.time_answer(nacked, now) {
+            AnswerTiming::Measured(rtt) => rtt,
+            AnswerTiming::SpuriousRetry => {
+                self.stats.nack_retries_spurious += 1;
+                return;
+            }
+            AnswerTiming::Ambiguous | AnswerTiming::Unasked => return,
+        };
+        self.repair_rtt.sample(rtt);
+        if self.repair_rtt.samples() == 1 {
+            // NACKs and hold-backs timed so far used the unmeasured defaults.
+            self.missing.due_by(now + self.nack_retry());
+        }
+        self.stats.repair_rtt_samples = self.repair_rtt.samples();
+        self.stats.repair_srtt_nanos = self
+            .repair_rtt
+            .srtt()
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     }
 
     /// The wait before a gap's first NACK: a quarter of the quickest repair round trip once
@@ -1627,6 +1640,30 @@ mod tests {
         feed(&mut r, us(3_100), &repair(3, &[1; 100]));
         assert_eq!(r.stats().repair_rtt_samples, 1);
         assert_eq!(r.stats().repairs_received, 2);
+    }
+
+    /// A repair that comes sooner after a NACK's retry than any repair ever came answers the
+    /// first NACK: the retry was needless, and it is counted (not sampled: see
+    /// [`AnswerTiming::SpuriousRetry`]).
+    #[test]
+    fn a_repair_quicker_than_any_after_a_retry_counts_a_spurious_retry() {
+        let mut r = rx();
+        let us = |v: u64| Instant::from_nanos(v * 1000);
+        feed(&mut r, us(0), &spm(0, 0, 900, None));
+        for seq in [0, 2, 4, 6] {
+            feed(&mut r, us(0), &data(seq, &[1; 100]));
+        }
+        assert_eq!(nacked(&mut r, us(2_000)), [1, 3, 5].map(SeqRange::single));
+        // Seq 1's repair after 200 µs: retry 600 µs; seqs 3 and 5 are slower than that.
+        feed(&mut r, us(2_200), &repair(1, &[1; 100]));
+        assert_eq!(nacked(&mut r, us(2_800)), [3, 5].map(SeqRange::single));
+        // 50 µs after the retry: the answer to the first NACK.
+        feed(&mut r, us(2_850), &repair(3, &[1; 100]));
+        // 250 µs after: it may answer the retry.
+        feed(&mut r, us(3_050), &repair(5, &[1; 100]));
+        assert_eq!(r.stats().nack_retries_spurious, 1);
+        assert_eq!(r.stats().repair_rtt_samples, 1);
+        assert_eq!(r.repair_rtt().srtt(), Some(Duration::from_micros(200)));
     }
 
     /// A gap waits for reordering a quarter of the quickest repair round trip, not of the

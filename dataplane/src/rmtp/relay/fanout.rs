@@ -126,9 +126,13 @@ impl RmtpRelay {
                     return RelayAction::Drop(DropReason::Unrequested);
                 };
                 let e = tree.nacks.remove(i);
-                if e.upstream_sends == 1 && !e.upstream_due {
-                    tree.rtt.sample(now.saturating_since(e.requested_at));
-                    self.stats.upstream_rtt_samples += 1;
+                match tree.rtt.time_answer(&e.sent, now) {
+                    AnswerTiming::Measured(rtt) => {
+                        tree.rtt.sample(rtt);
+                        self.stats.upstream_rtt_samples += 1;
+                    }
+                    AnswerTiming::SpuriousRetry => self.stats.upstream_retries_spurious += 1,
+                    AnswerTiming::Ambiguous | AnswerTiming::Unasked => {}
                 }
                 let mut to = Fanout::empty();
                 let mut deliver_local = false;

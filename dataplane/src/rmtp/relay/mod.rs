@@ -40,7 +40,7 @@
 
 use super::cache::{Cache, CacheRepair};
 use super::edges::Edges;
-use super::rtt::RttEstimate;
+use super::rtt::{AnswerTiming, Asked, RttEstimate};
 use super::{MAX_RANGES, RangeBuf};
 use control::drp::RoutingTable;
 use control::gmp::{MulticastTable, TreeEntry};
@@ -166,6 +166,9 @@ control::counters! {
         /// Upstream repair round trips measured (a sequence NACKed upstream once to its
         /// RETRANSMIT), over every tree.
         pub upstream_rtt_samples: u64,
+        /// Repairs that came sooner after a NACK went upstream again than any repair ever
+        /// came: answers to an earlier NACK, so sending it again was needless.
+        pub upstream_retries_spurious: u64,
         pub repairs_from_cache: u64,
         /// Cached copies that failed their CRC when about to be served (evicted, asked upstream).
         pub cache_corrupt: u64,
@@ -363,8 +366,8 @@ struct NackEntry {
     ncf_due: u64,
     /// When the sequence last went upstream (or was first asked).
     requested_at: Instant,
-    /// Times it went upstream: a repair after the first one is no round-trip sample (Karn).
-    upstream_sends: u8,
+    /// When it went upstream, to time its repair.
+    sent: Asked,
     upstream_due: bool,
     /// Upstream confirmed it with an NCF (or it went to the local sender): no more retries of
     /// our own; only a NACK arriving after the entry is stale sends it again.

@@ -165,7 +165,7 @@ pub(super) fn record_nack(
                 waiters: bit,
                 ncf_due: bit,
                 requested_at: now,
-                upstream_sends: 0,
+                sent: Asked::default(),
                 upstream_due: true,
                 confirmed: false,
             });
@@ -229,7 +229,7 @@ pub(super) fn build_upstream_nack(
         e.upstream_due = false;
         // The round trip is timed from when it leaves.
         e.requested_at = now;
-        e.upstream_sends = e.upstream_sends.saturating_add(1);
+        e.sent.sent(now);
         // Handing a NACK to the local sender cannot be lost: nothing to confirm.
         e.confirmed = hop == Hop::Local;
         seqs += 1;

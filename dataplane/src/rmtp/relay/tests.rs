@@ -240,7 +240,8 @@ fn confirm(
 
 /// Before a repair came down, a repeated NACK goes upstream again only after the
 /// configured `nack_stale` (10 ms); once the upstream repair round trip is measured
-/// (200 µs), after `srtt + 4 rttvar` (600 µs) of it.
+/// (200 µs), after `srtt + 4 rttvar` (600 µs) of it. A repair quicker than any after the
+/// second NACK answers the first: a spurious retry, counted.
 #[test]
 fn a_repeated_nack_goes_upstream_after_the_measured_repair_round_trip() {
     let (mc, rt) = tables(&[1, 3, 4]);
@@ -288,6 +289,17 @@ fn a_repeated_nack_goes_upstream_after_the_measured_repair_round_trip() {
     r.handle(us(3_600), n(3), &p(&nack(3, &seven)), &mc, &rt);
     drain(&mut r, us(3_600));
     assert_eq!(upstream(&r), 5, "a round trip on: asked again");
+    // Its repair 50 µs on, quicker than any: the answer to the NACK of 3,000 µs, and the
+    // second NACK was needless.
+    r.handle(
+        us(3_650),
+        n(1),
+        &p(&data(7, Flag::RmtpRetransmit)),
+        &mc,
+        &rt,
+    );
+    assert_eq!(r.stats().upstream_retries_spurious, 1);
+    assert_eq!(r.stats().upstream_rtt_samples, 1);
 }
 
 /// The sender probes a closed window with SPMs: an SPM passing down makes the relay send
