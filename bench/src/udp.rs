@@ -73,6 +73,23 @@ pub fn set_receive_buffer(socket: &UdpSocket, bytes: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// The receive buffer the kernel granted a socket, bytes (twice what was asked, capped).
+pub fn receive_buffer(socket: &UdpSocket) -> io::Result<usize> {
+    let mut value: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a valid socket and a pointer to a c_int with its length.
+    check(unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw mut value).cast(),
+            &raw mut len,
+        )
+    })?;
+    Ok(usize::try_from(value).unwrap_or(0))
+}
+
 /// A loopback IPv4 address in the form the system calls take.
 #[derive(Clone, Copy)]
 pub struct RawAddr(libc::sockaddr_in);

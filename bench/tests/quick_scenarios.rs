@@ -422,7 +422,7 @@ fn control_quick_writes_spf_convergence_and_snapshot_figures() {
 }
 
 #[test]
-fn multicast_quick_writes_each_engine_beside_the_kernel_fanout_and_the_disk() {
+fn multicast_quick_writes_each_engine_beside_the_kernel_fanout_the_disk_and_a_bare_copy() {
     // The scenario runs the `burghers` executable beside the bench's (it builds it first when
     // run under cargo, as here).
     let v = run_quick("multicast");
@@ -441,6 +441,21 @@ fn multicast_quick_writes_each_engine_beside_the_kernel_fanout_and_the_disk() {
         disk["median"].as_f64().is_some_and(|g| g > 0.0),
         "the disk wrote nothing: {disk}"
     );
+    // The least work of a verified copy: every copy hashed, written and checked, its CPU
+    // measured.
+    let bare = v["comparisons"][0]["systems"]
+        .as_array()
+        .expect("systems")
+        .iter()
+        .find(|s| s["name"] == "verified-copy")
+        .expect("a verified-copy row");
+    assert!(
+        bare["median"].as_f64().is_some_and(|g| g > 0.0) && bare["error"].is_null(),
+        "no verified copy: {bare}"
+    );
+    let sample = &bare["samples"][0]["details"];
+    assert!(sample["copies_verified"].as_f64().is_some_and(|n| n >= 1.0));
+    assert!(sample["cpu_s_per_gb"].as_f64().is_some_and(|c| c > 0.0));
     has_keys(
         &v["settings"],
         &["file_bytes", "receivers", "shapes", "loss_per_link", "uftp"],

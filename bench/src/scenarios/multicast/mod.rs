@@ -3,8 +3,9 @@
 //! `burghers` processes on loopback, one per node, for each engine. Beside them in the same
 //! run: `uftp`, an established multicast file tool, in network namespaces this scenario makes
 //! and removes (star only: it has no relays), and the kernel's limit, one GSO sender moving the
-//! same bytes to N bare UDP receivers, and the disk's, N threads writing as many copies to the
-//! folder the receivers write to. Every copy's BLAKE3 is checked against the source.
+//! same bytes to N bare UDP receivers, the disk's, N threads writing as many copies to the
+//! folder the receivers write to, and the least work of a verified copy, the file read, sent,
+//! hashed and written with no protocol. Every copy's BLAKE3 is checked against the source.
 
 mod disk;
 mod engine_run;
@@ -13,6 +14,7 @@ mod layout;
 mod netns;
 mod table;
 mod uftp;
+mod verified;
 
 pub use layout::{Layout, SENDER, Shape};
 
@@ -291,6 +293,10 @@ pub fn run(options: &Options, stop: &Stop) -> io::Result<Outcome> {
                     transfer: &transfer,
                     stop: stop.clone(),
                 }));
+                systems.push(Box::new(verified::Run {
+                    transfer: &transfer,
+                    stop: stop.clone(),
+                }));
                 let comparison = Comparison {
                     title: format!(
                         "{} MiB to {receivers} receiver(s), {}, {}% loss",
@@ -334,6 +340,7 @@ pub fn run(options: &Options, stop: &Stop) -> io::Result<Outcome> {
             "kernel_limit": fanout::NAME,
             "kernel_limit_datagram_bytes": fanout::DATAGRAM,
             "disk_limit": disk::NAME,
+            "verified_copy": verified::NAME,
             "address": "127.0.0.1 (uftp: 10.213.0.0/24 inside its own namespaces)",
             "default_note": "256 MiB and 2 repetitions by default: the full matrix takes about 25 minutes per repetition on a 2-core machine (the lossy transfers to 7 receivers dominate); --size or --loss shorten it",
         }),
