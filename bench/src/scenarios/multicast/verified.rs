@@ -6,9 +6,9 @@
 //! receivers' copies go to, starting each block's write-back as the sink does, then syncs the
 //! file and compares the hash. A window (bytes sent that the slowest receiver has not taken
 //! yet) keeps the kernel from dropping: nothing is lost, nothing repaired. It pays only the
-//! reads, the copies, the hash and the disk, so its CPU seconds per GB are a floor for every
-//! system here whose receivers verify and write their copies, and the cores over that floor
-//! a ceiling on their goodput. Its own goodput is that of the plainest pipeline (one thread
+//! reads, the copies, the hash and the disk, with the system calls a user-space protocol uses,
+//! so its CPU seconds per GB are a floor for every system here whose receivers verify and
+//! write their copies, and the cores over that floor a ceiling on their goodput. Its own goodput is that of the plainest pipeline (one thread
 //! per end), not a ceiling: a system that spreads the same work over more threads can pass it.
 
 use super::{Figures, Transfer, own_cpu};
