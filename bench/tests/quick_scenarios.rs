@@ -456,6 +456,8 @@ fn multicast_quick_writes_each_engine_beside_the_kernel_fanout_the_disk_and_a_ba
     let sample = &bare["samples"][0]["details"];
     assert!(sample["copies_verified"].as_f64().is_some_and(|n| n >= 1.0));
     assert!(sample["cpu_s_per_gb"].as_f64().is_some_and(|c| c > 0.0));
+    // The cores over that CPU: a ceiling for every system that verifies and writes copies.
+    assert!(sample["ceiling_b_per_s"].as_f64().is_some_and(|c| c > 0.0));
     has_keys(
         &v["settings"],
         &["file_bytes", "receivers", "shapes", "loss_per_link", "uftp"],

@@ -14,6 +14,11 @@ pub fn summary_rows(comparisons: &[ComparisonResult]) -> Vec<serde_json::Value> 
                 .iter()
                 .find(|s| s.name == super::disk::NAME)
                 .map(|d| d.median);
+            // The cores over the least work of a verified copy, and the kernel's fan-out.
+            let ceiling = c
+                .system(super::verified::NAME)
+                .and_then(|v| v.details.get(super::verified::CEILING).copied());
+            let fanout = c.system(super::fanout::NAME).map(|f| f.median);
             c.systems.iter().map(move |s| {
                 let writes_copies = s.details.contains_key("copies_verified");
                 let share_of_disk = disk
@@ -30,6 +35,14 @@ pub fn summary_rows(comparisons: &[ComparisonResult]) -> Vec<serde_json::Value> 
                     "ratio_to_first": finite(s.ratio_to_first),
                     "share_of_kernel_limit": s.share_of_limit,
                     "share_of_disk_limit": share_of_disk,
+                    "share_of_copy_ceiling": ceiling
+                        .filter(|_| writes_copies)
+                        .and_then(|c| finite(s.median / c)),
+                    "copy_ceiling_b_per_s": ceiling.filter(|_| s.name == super::verified::NAME),
+                    "share_of_kernel_limit_at_ceiling": ceiling
+                        .zip(fanout)
+                        .filter(|_| s.name == super::verified::NAME)
+                        .and_then(|(c, f)| finite(c / f)),
                     "error": s.error,
                 })
             })
@@ -66,7 +79,7 @@ fn finite(x: f64) -> Option<f64> {
 pub fn print_summary(rows: &[serde_json::Value]) {
     println!("\n== multicast: medians per transfer and system ==");
     println!(
-        "{:<44} {:<18} {:>12} {:>9} {:>9} {:>8} {:>7} {:>8} {:>7} {:>6}",
+        "{:<44} {:<18} {:>12} {:>9} {:>9} {:>8} {:>7} {:>8} {:>7} {:>6} {:>8}",
         "transfer",
         "system",
         "goodput",
@@ -76,14 +89,15 @@ pub fn print_summary(rows: &[serde_json::Value]) {
         "NACK:1",
         "/first",
         "/limit",
-        "/disk"
+        "/disk",
+        "/ceiling"
     );
     let num = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
     let opt =
         |v: &serde_json::Value, f: &dyn Fn(f64) -> String| v.as_f64().map_or("-".to_string(), f);
     for r in rows {
         println!(
-            "{:<44} {:<18} {:>12} {:>9} {:>9} {:>8} {:>7} {:>8} {:>7} {:>6}",
+            "{:<44} {:<18} {:>12} {:>9} {:>9} {:>8} {:>7} {:>8} {:>7} {:>6} {:>8}",
             r["transfer"].as_str().unwrap_or(""),
             r["system"].as_str().unwrap_or(""),
             crate::report::si(num(&r["goodput_slowest_b_per_s"]), "B/s"),
@@ -97,6 +111,23 @@ pub fn print_summary(rows: &[serde_json::Value]) {
                 x * 100.0
             )),
             opt(&r["share_of_disk_limit"], &|x| format!("{:.0}%", x * 100.0)),
+            opt(&r["share_of_copy_ceiling"], &|x| format!(
+                "{:.0}%",
+                x * 100.0
+            )),
         );
+        // The ceiling itself, beside the kernel's limit, under the verified copy's row.
+        if let (Some(c), Some(share)) = (
+            r["copy_ceiling_b_per_s"].as_f64(),
+            r["share_of_kernel_limit_at_ceiling"].as_f64(),
+        ) {
+            println!(
+                "{:<44} {:<18} {:>12} = the cores over its CPU per GB; {:.0}% of the kernel's limit",
+                "",
+                "  ceiling",
+                crate::report::si(c, "B/s"),
+                share * 100.0
+            );
+        }
     }
 }

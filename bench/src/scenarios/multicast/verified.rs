@@ -127,8 +127,24 @@ impl System for Run<'_> {
             cpu,
             ..Figures::default()
         };
-        Ok(figures.sample(t))
+        let mut sample = figures.sample(t);
+        if let Some(&cpu_per_gb) = sample.details.get("cpu_s_per_gb") {
+            sample
+                .details
+                .insert(CEILING.into(), ceiling(cpu_per_gb, t.receivers));
+        }
+        Ok(sample)
     }
+}
+
+/// The detail naming the most every receiver could get at once on this machine's cores, bytes
+/// per second, if nothing but this floor's work were done.
+pub const CEILING: &str = "ceiling_b_per_s";
+
+/// `cores` ÷ the CPU seconds one GB of copies costs, shared by `receivers` copies.
+fn ceiling(cpu_s_per_gb: f64, receivers: usize) -> f64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores as f64 * 1e9 / (cpu_s_per_gb * receivers.max(1) as f64).max(1e-9)
 }
 
 impl Run<'_> {
