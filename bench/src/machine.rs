@@ -25,7 +25,7 @@ impl Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         Machine {
             cpu_model: cpu_model(&cpuinfo).unwrap_or_else(|| "unknown".into()),
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cores: cores(),
             kernel: kernel(),
             load_average: std::fs::read_to_string("/proc/loadavg")
                 .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -36,6 +36,11 @@ impl Machine {
                 .map(|s| !s.is_empty()),
         }
     }
+}
+
+/// The cores this process may run on.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// CPU time the hypervisor gave other guests while this one's CPUs wanted to run (`steal` of

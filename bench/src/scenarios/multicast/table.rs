@@ -9,11 +9,7 @@ pub fn summary_rows(comparisons: &[ComparisonResult]) -> Vec<serde_json::Value> 
         .iter()
         .flat_map(|c| {
             // The disk's limit in the same comparison, for the systems that write copies.
-            let disk = c
-                .systems
-                .iter()
-                .find(|s| s.name == super::disk::NAME)
-                .map(|d| d.median);
+            let disk = c.system(super::disk::NAME).map(|d| d.median);
             // The cores over the least work of a verified copy, and the kernel's fan-out.
             let ceiling = c
                 .system(super::verified::NAME)

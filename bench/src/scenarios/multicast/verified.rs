@@ -8,8 +8,9 @@
 //! yet) keeps the kernel from dropping: nothing is lost, nothing repaired. It pays only the
 //! reads, the copies, the hash and the disk, with the system calls a user-space protocol uses,
 //! so its CPU seconds per GB are a floor for every system here whose receivers verify and
-//! write their copies, and the cores over that floor a ceiling on their goodput. Its own goodput is that of the plainest pipeline (one thread
-//! per end), not a ceiling: a system that spreads the same work over more threads can pass it.
+//! write their copies, and the cores over that floor a ceiling on their goodput. Its own
+//! goodput is that of the plainest pipeline (one thread per end), not a ceiling: a system that
+//! spreads the same work over more threads can pass it.
 
 use super::{Figures, Transfer, own_cpu};
 use crate::runner::{Sample, Stop, System};
@@ -143,8 +144,7 @@ pub const CEILING: &str = "ceiling_b_per_s";
 
 /// `cores` ÷ the CPU seconds one GB of copies costs, shared by `receivers` copies.
 fn ceiling(cpu_s_per_gb: f64, receivers: usize) -> f64 {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    cores as f64 * 1e9 / (cpu_s_per_gb * receivers.max(1) as f64).max(1e-9)
+    crate::machine::cores() as f64 * 1e9 / (cpu_s_per_gb * receivers.max(1) as f64).max(1e-9)
 }
 
 impl Run<'_> {
