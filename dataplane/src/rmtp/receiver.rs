@@ -185,7 +185,8 @@ control::counters! {
         /// Times a shape learnt from an SPM was replaced by one that `spm_agreement` SPMs in a
         /// row agreed on (the first SPM was forged).
         pub shapes_replaced: u64,
-        /// Times delivering waited for the sink (its writer every staged block behind).
+        /// Times delivering waited for the sink (its writer every staged block behind; on
+        /// the uring engine the receiving worker then writes the block itself).
         pub sink_waits: u64,
     }
 }

@@ -13,6 +13,7 @@ use super::shared::{Command, Shared, WorkerLink};
 use super::socket::{self, RECV_CONTROL_LEN};
 use super::stats::EngineStats;
 use super::transfers::Handles;
+use super::writes::FileWrites;
 use crate::garbler::GarbledCopy;
 use crate::garbler::schedule::LinkChange;
 use crate::host::{ReceiveHandle, ReceiveOptions, SendHandle, SendOptions};
@@ -31,11 +32,13 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
-/// Completion tags: the top two bits say what finished; a send carries its slot below them.
-const TAG_SHIFT: u32 = 62;
+/// Completion tags: the top three bits say what finished; a send or a file write carries its
+/// slot below them.
+const TAG_SHIFT: u32 = 61;
 const TAG_RECV: u64 = 1 << TAG_SHIFT;
 const TAG_EVENT: u64 = 2 << TAG_SHIFT;
 const TAG_SEND: u64 = 3 << TAG_SHIFT;
+const TAG_FILE: u64 = 4 << TAG_SHIFT;
 const SLOT_MASK: u64 = (1 << TAG_SHIFT) - 1;
 /// Cancellations: their own completions need nothing.
 const TAG_CANCEL: u64 = 0;
@@ -143,6 +146,8 @@ pub(crate) struct Engine {
     commands: VecDeque<Command<super::shared::Call>>,
     pub stats: EngineStats,
     pub handles: Handles,
+    /// Local receivers' files, written through the ring.
+    writes: FileWrites,
     busy_poll: bool,
     spin_before_sleep: Duration,
     /// Link changes still to apply, the next first.
@@ -220,6 +225,7 @@ impl Engine {
             commands: VecDeque::new(),
             stats,
             handles: Handles::default(),
+            writes: FileWrites::default(),
             busy_poll: config.busy_poll,
             spin_before_sleep: config.spin_before_sleep,
             schedule: config.schedule.iter().copied().collect(),
@@ -272,6 +278,7 @@ impl Engine {
             self.after_input();
             self.stats.time_transfers_nanos += clock.lap();
             self.flush();
+            self.submit_file_writes();
             self.stats.time_route_nanos += clock.lap();
             // Submitted on its own (not with the wait) so that its time is told apart.
             if !self.ring.submission().is_empty() {
@@ -295,10 +302,11 @@ impl Engine {
                 slots,
                 recv_msg,
                 event_buf,
+                writes,
                 ..
             } = self;
             drop(ring);
-            std::mem::forget((bufs, slots, recv_msg, event_buf));
+            std::mem::forget((bufs, slots, recv_msg, event_buf, writes));
         }
     }
 
@@ -309,6 +317,11 @@ impl Engine {
         self.stats.send_buffers_allocated = self.data.send_buffers_allocated();
         self.stats.send_buffers_in_use = self.data.send_buffers_in_use() as u64;
         self.stats.rx_buffers_held = self.holds.held() as u64;
+        let files = self.writes.counts;
+        self.stats.file_writes = files.writes;
+        self.stats.file_write_bytes = files.bytes;
+        self.stats.file_writes_short = files.short;
+        self.stats.file_write_errors = files.errors;
     }
 
     /// This worker as the other threads reach it.
@@ -355,12 +368,15 @@ impl Engine {
         group: GroupAddr,
         sender: NodeAddr,
         sid: u16,
-        sink: Box<dyn Sink + Send>,
+        mut sink: Box<dyn Sink + Send>,
         options: ReceiveOptions,
     ) -> Result<ReceiveHandle, StartError> {
         if self.handles.is_receiving(sid) {
             return Err(StartError::Busy);
         }
+        // The worker writes a file sink's blocks through its ring (a sink it does not take
+        // stays with its own writer).
+        let file = sink.take_block_writes();
         let now = self.shared.clock.now();
         // The kernel's receive buffer is what holds a burst beyond the window's last MAB.
         let max_window = self.stats.socket_rcvbuf;
@@ -372,6 +388,9 @@ impl Engine {
                 });
         if !added {
             return Err(StartError::Busy);
+        }
+        if let Some(file) = file {
+            self.writes.add(file);
         }
         let shared = Arc::clone(&self.shared);
         let worker = self.worker;
@@ -388,15 +407,14 @@ impl Engine {
     // ---- the ring ----
 
     fn push(&mut self, entry: &squeue::Entry) {
-        loop {
-            // SAFETY: every entry points at memory the engine owns and keeps until its
-            // completion (the receive's header and buffers, the eventfd word, the send slots).
-            if unsafe { self.ring.submission().push(entry) }.is_ok() {
-                return;
-            }
-            // A full submission queue: hand it to the kernel and try again.
-            let _ = self.ring.submit();
-        }
+        push_to(&mut self.ring, entry);
+    }
+
+    /// Queues the writes of the blocks local receivers' sinks handed over.
+    fn submit_file_writes(&mut self) {
+        let ring = &mut self.ring;
+        self.writes
+            .submit(&mut |e| push_to(ring, e), |slot| TAG_FILE | slot as u64);
     }
 
     fn arm_recv(&mut self) {
@@ -453,6 +471,15 @@ impl Engine {
                 }
                 TAG_SEND => recycled |= self.on_sent(tag & SLOT_MASK, result),
                 TAG_EVENT => self.event_armed = false,
+                TAG_FILE => {
+                    let ring = &mut self.ring;
+                    self.writes.complete(
+                        (tag & SLOT_MASK) as usize,
+                        result,
+                        &mut |e| push_to(ring, e),
+                        |slot| TAG_FILE | slot as u64,
+                    );
+                }
                 _ => {}
             }
         }
@@ -912,7 +939,10 @@ impl Engine {
         let deadline = StdInstant::now() + FINAL_FLUSH;
         loop {
             self.flush();
-            if self.pending.is_empty() && self.slots.idle() || StdInstant::now() >= deadline {
+            // The receivers stopped hand over their last blocks: written before the end.
+            self.submit_file_writes();
+            let idle = self.pending.is_empty() && self.slots.idle() && self.writes.idle();
+            if idle || StdInstant::now() >= deadline {
                 break;
             }
             self.wait_briefly();
@@ -928,7 +958,8 @@ impl Engine {
             let quiet = !self.recv_armed
                 && !self.event_armed
                 && self.pending.is_empty()
-                && self.slots.idle();
+                && self.slots.idle()
+                && self.writes.idle();
             if quiet || StdInstant::now() >= deadline {
                 break quiet;
             }
@@ -946,6 +977,19 @@ impl Engine {
         let args = SubmitArgs::new().timespec(&ts);
         let _ = self.ring.submitter().submit_with_args(1, &args);
         self.reap();
+    }
+}
+
+/// Queues `entry`, handing the queue to the kernel first if it is full.
+fn push_to(ring: &mut IoUring, entry: &squeue::Entry) {
+    loop {
+        // SAFETY: every entry points at memory the engine owns and keeps until its completion
+        // (the receive's header and buffers, the eventfd word, the send slots, the file
+        // writes' blocks).
+        if unsafe { ring.submission().push(entry) }.is_ok() {
+            return;
+        }
+        let _ = ring.submit();
     }
 }
 

@@ -155,6 +155,14 @@ engine_counters! {
     hand_off_full,
     /// ... and datagrams of this worker's trees it took from its own queue and handled.
     taken_over,
+    /// Local receivers' staging blocks written to their files through the ring ...
+    file_writes,
+    /// ... their bytes ...
+    file_write_bytes,
+    /// ... writes the kernel took only in part (the rest was written by another) ...
+    file_writes_short,
+    /// ... and writes that failed (the transfer fails; the file stays partial).
+    file_write_errors,
 }
 
 /// Every counter of one node at one moment.
