@@ -300,7 +300,7 @@ mod tests {
         let mut writes = FileWrites::default();
         writes.add(sink.take_block_writes().unwrap());
         let mut ring = IoUring::new(64).unwrap();
-        let mut push = |ring: &mut IoUring, e: &Entry| {
+        let push = |ring: &mut IoUring, e: &Entry| {
             // SAFETY: the entries refer to blocks `writes` keeps until their completion.
             unsafe { ring.submission().push(e) }.expect("room in the ring");
         };

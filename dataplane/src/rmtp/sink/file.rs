@@ -417,7 +417,7 @@ mod tests {
             "the blocks beyond the spare ones were written inline"
         );
         assert_eq!(
-            sink.finish(&*blake3::hash(&data).as_bytes()).unwrap(),
+            sink.finish(blake3::hash(&data).as_bytes()).unwrap(),
             Finished::Pending
         );
         let mut handed = Vec::new();
@@ -455,7 +455,7 @@ mod tests {
         let mut sink = FileSink::create(&dir.0, "f").unwrap();
         sink.write_at(0, b"early").unwrap();
         assert!(sink.take_block_writes().is_none());
-        sink.finish(&*blake3::hash(b"early").as_bytes()).unwrap();
+        sink.finish(blake3::hash(b"early").as_bytes()).unwrap();
         outcome(&mut sink).unwrap();
         assert_eq!(fs::read(dir.0.join("f")).unwrap(), b"early");
     }
