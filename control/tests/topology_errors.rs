@@ -2,6 +2,7 @@
 
 use control::topology::{ConfigError, Topology};
 use std::path::Path;
+use std::time::Duration;
 
 /// Three nodes on lines 1–9; text appended to it starts on line 10.
 const NODES: &str = "\
@@ -481,4 +482,28 @@ fn bad_rates_and_queues() {
     .unwrap();
     assert_eq!(t.links[0].faults.rate, Some(1_250_000_000));
     assert_eq!(t.links[0].faults.queue_bytes, Some(1 << 20));
+}
+
+#[test]
+fn coalescing_is_a_duration() {
+    expect(
+        &with_link(
+            "coalesce_ms = -0.5
+",
+        ),
+        12,
+        "coalesce_ms -0.5 is not a duration",
+    );
+    let t = Topology::from_toml_str(
+        &with_link(
+            "coalesce_ms = 0.02
+",
+        ),
+        "net.toml",
+    )
+    .unwrap();
+    assert_eq!(t.links[0].faults.coalesce, Duration::from_micros(20));
+    // Written back as read.
+    let again = Topology::from_toml_str(&t.to_toml(), "again.toml").unwrap();
+    assert_eq!(again.links[0].faults.coalesce, Duration::from_micros(20));
 }

@@ -20,6 +20,7 @@ const DOWN: Faults = Faults {
     down: true,
     rate: None,
     queue_bytes: None,
+    coalesce: std::time::Duration::ZERO,
 };
 
 #[test]

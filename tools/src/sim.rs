@@ -62,6 +62,11 @@ pub struct SimArgs {
     /// file's rate_mbit).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub queue_bytes: Option<u64>,
+    /// Override every link's coalescing interval: each node takes what a link brought once
+    /// per interval, as one batch (a NIC's interrupt coalescing with GRO) [default: the file's
+    /// coalesce_ms, else each packet as it arrives].
+    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    pub coalesce_ms: Option<Duration>,
     /// The receivers' window (bytes accepted beyond what they delivered) [default: 256k].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub window: Option<u64>,
@@ -111,6 +116,9 @@ pub fn run(args: SimArgs) -> Result<(), String> {
                 ));
             }
             link.faults.queue_bytes = Some(q);
+        }
+        if let Some(c) = args.coalesce_ms {
+            link.faults.coalesce = c;
         }
     }
     // Check the transfer's nodes before spending time on the routing run.

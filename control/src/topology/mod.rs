@@ -125,6 +125,10 @@ pub struct Faults {
     /// Drop-tail queue in front of the rate, bytes (simulator only, like a socket buffer): a
     /// packet that would make the backlog exceed it is dropped and counted. `None`: unbounded.
     pub queue_bytes: Option<u64>,
+    /// The far end takes what the link brought once per interval of this length, all of it
+    /// at once (simulator only): a NIC's interrupt coalescing with GRO, so that packets spaced
+    /// by a rate still reach a node as batches. Zero: each as it arrives.
+    pub coalesce: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

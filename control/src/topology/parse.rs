@@ -112,6 +112,7 @@ struct RawLink {
     down: Option<bool>,
     rate_mbit: Option<Spanned<f64>>,
     queue_bytes: Option<Spanned<i64>>,
+    coalesce_ms: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -538,6 +539,10 @@ impl Cx<'_> {
                 down: l.down.unwrap_or(false),
                 rate: self.rate(&l.rate_mbit)?,
                 queue_bytes: self.queue_bytes(&l.queue_bytes, l.rate_mbit.is_some())?,
+                coalesce: match &l.coalesce_ms {
+                    Some(v) => self.millis(v, "coalesce_ms")?,
+                    None => Duration::ZERO,
+                },
             };
             out.insert((a, b), (LinkSpec { a, b, faults }, line));
         }

@@ -84,6 +84,9 @@ impl Topology {
             if let Some(q) = f.queue_bytes {
                 let _ = writeln!(s, "queue_bytes = {q}");
             }
+            if !f.coalesce.is_zero() {
+                let _ = writeln!(s, "coalesce_ms = {}", fmt_millis(f.coalesce));
+            }
             s.push('\n');
         }
         for e in &self.schedule {

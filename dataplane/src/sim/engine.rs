@@ -696,10 +696,11 @@ impl<N: SimNode> Sim<N> {
             now: self.now,
         };
         link.offer(t.packet, &how, &mut self.copies);
+        let coalesce = link.faults().coalesce;
         for copy in self.copies.drain(..) {
             link.in_flight += 1;
             self.queue.push(
-                self.now + copy.delay,
+                coalesced(self.now + copy.delay, coalesce),
                 Event::Arrival(Arrival {
                     link: l as u32,
                     link_epoch: link.epoch,
@@ -709,6 +710,20 @@ impl<N: SimNode> Sim<N> {
                 }),
             );
         }
+    }
+}
+
+/// When an arrival at `at` is handed in over a link that coalesces every `interval`: at the end
+/// of the interval it falls in (monotonic, so a link's order is kept).
+fn coalesced(at: Instant, interval: Duration) -> Instant {
+    let step = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+    if step == 0 {
+        return at;
+    }
+    let nanos = at.as_nanos();
+    match nanos % step {
+        0 => at,
+        into => Instant::from_nanos(nanos.saturating_add(step - into)),
     }
 }
 

@@ -290,6 +290,11 @@ impl Scenario {
             f.receiver_nacks as f64 / f.nacks_at_sender.max(1) as f64,
             100.0 * f.cache_share()
         );
+        let engine = self.sim.engine_stats();
+        println!(
+            "  arrivals: {} handed in, {} batches of more than one",
+            engine.arrivals, engine.arrival_batches
+        );
     }
 
     pub fn figures(&self) -> Figures {
