@@ -7,5 +7,7 @@ pub mod node;
 pub mod rmtp;
 pub mod sim;
 mod sync;
+#[cfg(test)]
+mod test_dir;
 pub mod threaded;
 pub mod uring;

@@ -255,28 +255,10 @@ impl FileWrites {
 mod tests {
     use super::*;
     use crate::rmtp::{FileSink, Sink, SinkError};
+    use crate::test_dir::TestDir;
     use control::settings::receiver::STAGED_BYTES;
     use io_uring::IoUring;
-    use std::path::PathBuf;
     use std::time::{Duration, Instant};
-
-    struct Dir(PathBuf);
-
-    impl Dir {
-        fn new(test: &str) -> Dir {
-            let path =
-                std::env::temp_dir().join(format!("burghers-writes-{test}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path).unwrap();
-            Dir(path)
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     fn content(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 13 + i / 5003) as u8).collect()
@@ -294,7 +276,7 @@ mod tests {
     /// the worker holds nothing after.
     #[test]
     fn blocks_written_through_the_ring_make_the_verified_file() {
-        let dir = Dir::new("ring");
+        let dir = TestDir::new("writes-ring");
         let data = content(STAGED_BYTES * 3 + 777);
         let mut sink = FileSink::create(&dir.0, "f").unwrap();
         let mut writes = FileWrites::default();
@@ -339,7 +321,7 @@ mod tests {
     /// where it stopped; the file's blocks stay with the worker until their ops complete.
     #[test]
     fn a_failed_write_fails_the_sink_and_a_short_one_is_continued() {
-        let dir = Dir::new("fail");
+        let dir = TestDir::new("writes-fail");
         let data = content(STAGED_BYTES * 2);
         let mut sink = FileSink::create(&dir.0, "f").unwrap();
         let mut writes = FileWrites::default();

@@ -297,28 +297,9 @@ impl Drop for FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_dir::TestDir;
     use std::fs;
-    use std::path::PathBuf;
     use std::time::{Duration, Instant};
-
-    /// A fresh directory under the system's temporary one, removed when dropped.
-    struct Dir(PathBuf);
-
-    impl Dir {
-        fn new(test: &str) -> Dir {
-            let path =
-                std::env::temp_dir().join(format!("burghers-sink-{test}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&path);
-            fs::create_dir_all(&path).unwrap();
-            Dir(path)
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
 
     /// Bytes that differ from block to block.
     fn content(len: usize) -> Vec<u8> {
@@ -349,7 +330,7 @@ mod tests {
     /// its final name, byte for byte, and the partial one is gone.
     #[test]
     fn a_verified_file_is_renamed_after_its_writer_wrote_every_block() {
-        let dir = Dir::new("verified");
+        let dir = TestDir::new("sink-verified");
         let data = content(STAGED_BYTES * (STAGED_BLOCKS + 3) + 12_345);
         let mut sink = FileSink::create(&dir.0, "f").unwrap();
         write_all(&mut sink, &data);
@@ -363,7 +344,7 @@ mod tests {
     /// A hash that does not match is the writer's outcome; nothing takes the final name.
     #[test]
     fn a_wrong_hash_fails_and_keeps_the_file_partial() {
-        let dir = Dir::new("wrong");
+        let dir = TestDir::new("sink-wrong");
         let data = content(STAGED_BYTES + 1);
         let mut sink = FileSink::create(&dir.0, "f").unwrap();
         write_all(&mut sink, &data);
@@ -378,7 +359,7 @@ mod tests {
     /// after it is refused; so is one that does not continue where the last ended.
     #[test]
     fn an_abort_leaves_every_byte_given_in_the_partial_file() {
-        let dir = Dir::new("abort");
+        let dir = TestDir::new("sink-abort");
         let data = content(STAGED_BYTES * 2 + 777);
         let mut sink = FileSink::create(&dir.0, "f").unwrap();
         let skipped = sink.write_at(5, b"x").unwrap_err();
@@ -402,7 +383,7 @@ mod tests {
     #[test]
     fn an_engine_that_takes_the_writes_gets_every_block_at_its_offset() {
         use std::os::unix::fs::FileExt;
-        let dir = Dir::new("engine");
+        let dir = TestDir::new("sink-engine");
         let data = content(STAGED_BYTES * (STAGED_BLOCKS + 3) + 4_321);
         let mut sink = FileSink::create(&dir.0, "f").unwrap();
         let blocks = sink
@@ -451,7 +432,7 @@ mod tests {
     /// Writes are taken before the first byte or not at all (the sink's thread has written).
     #[test]
     fn writes_are_taken_before_the_first_byte_only() {
-        let dir = Dir::new("late");
+        let dir = TestDir::new("sink-late");
         let mut sink = FileSink::create(&dir.0, "f").unwrap();
         sink.write_at(0, b"early").unwrap();
         assert!(sink.take_block_writes().is_none());
