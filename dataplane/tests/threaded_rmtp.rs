@@ -501,7 +501,7 @@ fn a_sender_whose_only_receiver_left_ends_with_a_reason() {
     wait_for_members(&net, group, n(1), &[n(2)]);
     let options = SendOptions {
         rate: Some(100_000),
-        initial_window: None,
+        ..SendOptions::default()
     };
     let data = content(4 * MIB, 11);
     let send = net.node(1).send(group, NAME, mem(&data), options).unwrap();

@@ -6,7 +6,7 @@ use crate::progress::{Progress, mib, rate};
 use control::rap::ServiceEntry;
 use control::{GroupAddr, NodeAddr};
 use dataplane::host::{SendHandle, SendOptions, counter};
-use dataplane::node::RAP_SERVER_SID;
+use dataplane::node::{RAP_SERVER_SID, service_entry};
 use dataplane::rmtp::FileSource;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -91,17 +91,22 @@ pub fn run(args: SendArgs) -> Result<(), String> {
         .settle
         .unwrap_or(host.topology.network.timers.gmp_refresh * 3);
     // Announced now, so that receivers that learn the name over RAP can join meanwhile.
-    if let Err(e) = pre_announce(&host, &args, &name) {
-        host.stop();
-        return Err(e);
-    }
+    let announced = match pre_announce(&host, &args, &name, &source) {
+        Ok(entry) => entry,
+        Err(e) => {
+            host.stop();
+            return Err(e);
+        }
+    };
     if !settle.is_zero() && host.wait(settle) {
         host.stop();
         return Err("interrupted before the transfer started".into());
     }
     let options = SendOptions {
         rate: args.rate,
-        initial_window: None,
+        // Hashed once, for the announcement ahead.
+        content_hash: Some(announced.hash),
+        ..SendOptions::default()
     };
     let handle = match host.node.send(args.group, &name, Box::new(source), options) {
         Ok(h) => h,
@@ -241,22 +246,19 @@ fn wait_for_branches(
 }
 
 /// Puts the transfer's RAP entry (what `RunningNode::send` will announce) on this node's RAP
-/// server ahead of the first byte.
-fn pre_announce(host: &Host, args: &SendArgs, name: &str) -> Result<(), String> {
-    let (size, hash) = crate::recv::file_hash(&args.file)
-        .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
+/// server ahead of the first byte, and returns it.
+fn pre_announce(
+    host: &Host,
+    args: &SendArgs,
+    name: &str,
+    source: &FileSource,
+) -> Result<ServiceEntry, String> {
     let mtu = host.topology.network.mtu;
-    let entry = ServiceEntry {
-        group: args.group,
-        sender: host.addr(),
-        size,
-        hash,
-        segment_size: u16::try_from(control::wire::rmtp::max_payload(mtu)).unwrap_or(u16::MAX),
-        name: name.to_string(),
-    };
+    let entry = service_entry(host.addr(), mtu, args.group, name, source, None);
     host.node
-        .set_rap_services(RAP_SERVER_SID, vec![entry])
-        .map_err(|e| format!("cannot announce {name}: {e}"))
+        .set_rap_services(RAP_SERVER_SID, vec![entry.clone()])
+        .map_err(|e| format!("cannot announce {name}: {e}"))?;
+    Ok(entry)
 }
 
 fn describe(label: &str, h: &SendHandle) -> String {

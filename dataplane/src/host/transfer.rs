@@ -21,6 +21,10 @@ pub struct SendOptions {
     /// How far (bytes) the sender may go before the first MAB arrives; `None`: the core's
     /// default (64 KiB).
     pub initial_window: Option<u64>,
+    /// The source's BLAKE3 hash, when the caller has it already (it hashed the source to
+    /// announce the transfer ahead): the engine then does not read the whole source again for
+    /// it. A wrong one fails every receiver's verification. `None`: the engine hashes it.
+    pub content_hash: Option<[u8; 32]>,
 }
 
 /// How a local RMTP client receives.

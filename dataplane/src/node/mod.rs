@@ -177,7 +177,7 @@ impl Node {
         source: Box<dyn Source>,
         adjust: impl FnOnce(&mut SenderConfig),
     ) -> Result<ServiceEntry, StartError> {
-        let entry = service_entry(self.me, self.mtu, group, name, source.as_ref());
+        let entry = service_entry(self.me, self.mtu, group, name, source.as_ref(), None);
         self.start_send_entry(now, entry, source, adjust)
     }
 
@@ -460,26 +460,29 @@ pub fn add_sender(
 }
 
 /// What RAP announces for a transfer of `source` to `group` from node `sender`: the one place
-/// a transfer's entry is built, for every engine. It reads the whole source for its hash, so
-/// an engine calls it on the caller's thread, never its own.
+/// a transfer's entry is built, for every engine. Unless the caller knows the source's hash
+/// (`hash`), it reads the whole source for it, so an engine calls it on the caller's thread,
+/// never its own.
 pub fn service_entry(
     sender: NodeAddr,
     mtu: usize,
     group: GroupAddr,
     name: &str,
     source: &dyn Source,
+    hash: Option<[u8; 32]>,
 ) -> ServiceEntry {
     ServiceEntry {
         group,
         sender,
         size: source.len(),
-        hash: content_hash(source),
+        hash: hash.unwrap_or_else(|| content_hash(source)),
         segment_size: u16::try_from(control::wire::rmtp::max_payload(mtu)).unwrap_or(u16::MAX),
         name: name.to_string(),
     }
 }
 
-/// BLAKE3 of a whole source, read in 64 KiB pieces.
+/// BLAKE3 of a whole source, read in 64 KiB pieces. (Hashing 1 MiB pieces on both cores of
+/// the 2-core VM with blake3's rayon feature took a 256 MiB file 0.14 s against 0.085 on one.)
 fn content_hash(source: &dyn Source) -> [u8; 32] {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -515,8 +518,27 @@ mod tests {
         let group = GroupAddr::from_index(1).expect("a group");
         let data = vec![7u8; 5000];
         let source = || Box::new(MemSource::new(data.clone())) as Box<dyn Source>;
-        let entry = service_entry(n(1), topology.network.mtu, group, "f", source().as_ref());
+        let entry = service_entry(
+            n(1),
+            topology.network.mtu,
+            group,
+            "f",
+            source().as_ref(),
+            None,
+        );
         assert_eq!(entry.hash, *blake3::hash(&data).as_bytes());
+        // A hash the caller has already is taken as it is: the source is not read again.
+        struct Unreadable;
+        impl Source for Unreadable {
+            fn len(&self) -> u64 {
+                5000
+            }
+            fn read_at(&self, _: u64, _: &mut [u8]) -> usize {
+                panic!("the source was read for a hash the caller gave")
+            }
+        }
+        let known = service_entry(n(1), 1024, group, "f", &Unreadable, Some(entry.hash));
+        assert_eq!(known.hash, entry.hash);
 
         let other_sender = ServiceEntry {
             sender: n(2),

@@ -565,7 +565,14 @@ impl UringNode {
         source: Box<dyn Source + Send>,
         options: SendOptions,
     ) -> Result<SendHandle, StartError> {
-        let entry = service_entry(self.shared.me, self.mtu, group, name, source.as_ref());
+        let entry = service_entry(
+            self.shared.me,
+            self.mtu,
+            group,
+            name,
+            source.as_ref(),
+            options.content_hash,
+        );
         let worker = self.worker_for(group);
         let start = entry.clone();
         let handle = self

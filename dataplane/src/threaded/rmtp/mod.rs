@@ -168,7 +168,14 @@ pub(crate) fn send(
     }
     let mtu = node.dnp.mtu();
     // Read the whole source for its hash before taking any lock: RAP announces it up front.
-    let entry = service_entry(node.me, mtu, group, name, source.as_ref());
+    let entry = service_entry(
+        node.me,
+        mtu,
+        group,
+        name,
+        source.as_ref(),
+        options.content_hash,
+    );
     let mut config = SenderConfig::new(node.me, group, mtu);
     config.content_hash = Some(entry.hash);
     options.apply(&mut config);
