@@ -43,6 +43,11 @@ const SLOT_MASK: u64 = (1 << TAG_SHIFT) - 1;
 /// Cancellations: their own completions need nothing.
 const TAG_CANCEL: u64 = 0;
 
+/// The completion tag of file op `slot` (`writes.rs`).
+fn file_tag(slot: usize) -> u64 {
+    TAG_FILE | slot as u64
+}
+
 /// The provided buffer group of the receive.
 const RECV_GROUP: u16 = 0;
 /// Room in a receive buffer besides the payload: io_uring's header, the address, the control
@@ -413,8 +418,7 @@ impl Engine {
     /// Queues the writes of the blocks local receivers' sinks handed over.
     fn submit_file_writes(&mut self) {
         let ring = &mut self.ring;
-        self.writes
-            .submit(&mut |e| push_to(ring, e), |slot| TAG_FILE | slot as u64);
+        self.writes.submit(&mut |e| push_to(ring, e), file_tag);
     }
 
     fn arm_recv(&mut self) {
@@ -473,12 +477,9 @@ impl Engine {
                 TAG_EVENT => self.event_armed = false,
                 TAG_FILE => {
                     let ring = &mut self.ring;
-                    self.writes.complete(
-                        (tag & SLOT_MASK) as usize,
-                        result,
-                        &mut |e| push_to(ring, e),
-                        |slot| TAG_FILE | slot as u64,
-                    );
+                    let slot = (tag & SLOT_MASK) as usize;
+                    self.writes
+                        .complete(slot, result, &mut |e| push_to(ring, e), file_tag);
                 }
                 _ => {}
             }
