@@ -151,11 +151,11 @@ fn the_tree_reaches_the_link_rate_in_coalesced_batches() {
     );
     assert!(got >= 0.90, "{label}: {:.1}% of the link rate", got * 100.0);
     // 16 MiB over the tree's 6 links is ~101,000 DATA arrivals; 20 us at 1.25 GB/s brings
-    // ~24 of them to a node at once, handed in as runs that no other link's arrival
-    // interrupts in the event order (measured: 102,352 arrivals in 11,758 batches).
+    // ~24 of them to a node at once (measured: 102,330 arrivals in 4,234 batches; 11,758 when
+    // a batch ended at the first arrival of another link between its own in the event order).
     let data_arrivals = 6 * SIZE as u64 / 1_000;
     assert!(
-        engine.arrival_batches > 0 && engine.arrival_batches < data_arrivals / 4,
+        engine.arrival_batches > 0 && engine.arrival_batches < data_arrivals / 16,
         "{engine:?}"
     );
 }

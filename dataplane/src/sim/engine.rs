@@ -1,7 +1,7 @@
 //! The engine proper: the clock, the nodes, the links and the loop that applies events.
 
 use super::link::{Copy, DirLink, Offer};
-use super::queue::{Arrival, Event, EventQueue};
+use super::queue::{Arrival, Event, EventQueue, Gather};
 use super::stats::{EngineStats, LinkStats};
 use super::trace::TraceHash;
 use super::{Boot, MAX_ARRIVAL_BATCH, SimError, SimNode};
@@ -530,28 +530,41 @@ impl<N: SimNode> Sim<N> {
     }
 
     /// Hands `first`, and the arrivals due at the same instant `at` right after it that would
-    /// make one `UDP_GRO` receive with it, to the node at the link's far end.
+    /// make one `UDP_GRO` receive with it, to the node at the link's far end. On a link that
+    /// coalesces, its arrivals at `at` join wherever they are among that instant's events.
     fn arrive(&mut self, at: Instant, first: Arrival) {
         let mut arrivals = std::mem::take(&mut self.arrivals);
         let segment = first.packet.len();
+        let coalesces = !self.links[first.link as usize].faults().coalesce.is_zero();
         arrivals.push(first);
+        if coalesces && segment > 0 {
+            // What the link brought in its interval arrives at one instant: its arrivals
+            // make a batch even where another link's come between them in the queue.
+            let key = stamp(&arrivals[0]);
+            let (mut count, mut last_full) = (1, true);
+            let taken = self.queue.take_arrivals_at(at, &mut arrivals, |next| {
+                if !last_full || count >= MAX_ARRIVAL_BATCH {
+                    return Gather::Stop;
+                }
+                if stamp(next) != key {
+                    return Gather::Pass;
+                }
+                if !(1..=segment).contains(&next.packet.len()) {
+                    return Gather::Stop;
+                }
+                count += 1;
+                last_full = next.packet.len() == segment;
+                Gather::Take
+            });
+            self.engine.events += taken as u64;
+        }
         while segment > 0 && arrivals.len() < MAX_ARRIVAL_BATCH {
             let last = &arrivals[arrivals.len() - 1];
             if last.packet.len() != segment {
                 break;
             }
             let joins = |next: &Arrival| {
-                (
-                    next.link,
-                    next.link_epoch,
-                    next.from_incarnation,
-                    next.to_incarnation,
-                ) == (
-                    last.link,
-                    last.link_epoch,
-                    last.from_incarnation,
-                    last.to_incarnation,
-                ) && (1..=segment).contains(&next.packet.len())
+                stamp(next) == stamp(last) && (1..=segment).contains(&next.packet.len())
             };
             let Some(next) = self.queue.pop_arrival_at(at, joins) else {
                 break;
@@ -711,6 +724,12 @@ impl<N: SimNode> Sim<N> {
             );
         }
     }
+}
+
+/// What must match for two arrivals to make one batch: the link, its epoch, both ends'
+/// incarnations.
+fn stamp(a: &Arrival) -> (u32, u32, u32, u32) {
+    (a.link, a.link_epoch, a.from_incarnation, a.to_incarnation)
 }
 
 /// When an arrival at `at` is handed in over a link that coalesces every `interval`: at the end

@@ -12,7 +12,9 @@
 //!   from. Copies that reach the same node over the same link at the same instant, one after
 //!   the other, are handed in together as a [`SimNode::handle_batch`] when they would make one
 //!   `UDP_GRO` receive (equal sizes, the last possibly shorter, at most
-//!   [`MAX_ARRIVAL_BATCH`]), as a real engine receives them;
+//!   [`MAX_ARRIVAL_BATCH`]), as a real engine receives them; on a link that coalesces (its
+//!   arrivals moved to the end of their interval) wherever other events of that instant fall
+//!   between them;
 //! - **timer**: a node's deadline (from [`SimNode::poll_timeout`]) has come and
 //!   [`SimNode::handle_timeout`] runs;
 //! - **scheduled action**: a link or node goes down or up, from the topology's `schedule`.

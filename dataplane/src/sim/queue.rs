@@ -61,6 +61,17 @@ impl Ord for Entry {
 pub(super) struct EventQueue {
     heap: BinaryHeap<Entry>,
     next_seq: u64,
+    /// Events looked at and left queued by [`EventQueue::take_arrivals_at`] (kept for reuse).
+    passed: Vec<Entry>,
+}
+
+/// What [`EventQueue::take_arrivals_at`] does with an arrival.
+pub(super) enum Gather {
+    Take,
+    /// Leave it queued and look further.
+    Pass,
+    /// Leave it queued and look no further.
+    Stop,
 }
 
 impl EventQueue {
@@ -98,6 +109,41 @@ impl EventQueue {
             Event::Arrival(a) => Some(a),
             _ => None,
         }
+    }
+
+    /// Moves the arrivals due at exactly `at` that `gather` takes into `out`, in their order,
+    /// whatever other events at that instant come between them; everything else stays queued
+    /// at its place (same time, same sequence number), so the order of the rest is unchanged.
+    pub(super) fn take_arrivals_at(
+        &mut self,
+        at: Instant,
+        out: &mut Vec<Arrival>,
+        mut gather: impl FnMut(&Arrival) -> Gather,
+    ) -> usize {
+        let mut passed = std::mem::take(&mut self.passed);
+        let mut taken = 0;
+        while self.heap.peek().is_some_and(|e| e.at == at) {
+            let Some(entry) = self.heap.pop() else { break };
+            let verdict = match &entry.event {
+                Event::Arrival(a) => gather(a),
+                _ => Gather::Pass,
+            };
+            match (verdict, entry.event) {
+                (Gather::Take, Event::Arrival(a)) => {
+                    out.push(a);
+                    taken += 1;
+                }
+                (verdict, event) => {
+                    passed.push(Entry { event, ..entry });
+                    if matches!(verdict, Gather::Stop) {
+                        break;
+                    }
+                }
+            }
+        }
+        self.heap.extend(passed.drain(..));
+        self.passed = passed;
+        taken
     }
 
     pub(super) fn len(&self) -> usize {
@@ -140,5 +186,48 @@ mod tests {
         assert!(q.pop_due(Instant::from_nanos(6)).is_none());
         assert_eq!(q.peek_time(), Some(Instant::from_nanos(7)));
         assert_eq!(q.len(), 1);
+    }
+
+    fn arrival(link: u32, byte: u8) -> Event {
+        Event::Arrival(Arrival {
+            link,
+            link_epoch: 0,
+            from_incarnation: 0,
+            to_incarnation: 0,
+            packet: vec![byte],
+        })
+    }
+
+    /// One link's arrivals at an instant are gathered past another link's and a timer; what
+    /// is passed over, and what a stop leaves, keeps its place.
+    #[test]
+    fn arrivals_of_one_link_are_gathered_past_other_events() {
+        let mut q = EventQueue::default();
+        let t = Instant::from_nanos(10);
+        q.push(t, arrival(0, 1));
+        q.push(t, timer(7));
+        q.push(t, arrival(1, 2));
+        q.push(t, arrival(0, 3));
+        q.push(t, arrival(0, 4));
+        q.push(Instant::from_nanos(11), arrival(0, 5));
+        let mut out = Vec::new();
+        // Link 0's, the third one stopping the gathering.
+        let taken = q.take_arrivals_at(t, &mut out, |a| match (a.link, a.packet[0]) {
+            (0, 4) => Gather::Stop,
+            (0, _) => Gather::Take,
+            _ => Gather::Pass,
+        });
+        assert_eq!(taken, 2);
+        let got: Vec<u8> = out.iter().map(|a| a.packet[0]).collect();
+        assert_eq!(got, [1, 3]);
+        let mut rest = Vec::new();
+        while let Some((at, event)) = q.pop_due(Instant::from_nanos(u64::MAX)) {
+            rest.push(match event {
+                Event::Timer { node, .. } => (at.as_nanos(), 100 + node as u8),
+                Event::Arrival(a) => (at.as_nanos(), a.packet[0]),
+                Event::Scheduled(_) => (at.as_nanos(), 0),
+            });
+        }
+        assert_eq!(rest, [(10, 107), (10, 2), (10, 4), (11, 5)]);
     }
 }
