@@ -130,6 +130,11 @@ enum Scenario {
         /// Leave uftp out.
         #[arg(long)]
         no_uftp: bool,
+        /// Write the copies to the page cache as found: by default a file of the copies' size
+        /// is written and deleted just before each system writes them, so that no system's
+        /// copies land on pages a VM's host took back (docs/BENCHMARKS.md).
+        #[arg(long)]
+        cold_pages: bool,
     },
     /// The control plane: SPF time against topology size, convergence after a link cut in the
     /// simulator, and a worker's slowdown while routing-table snapshots are published.
@@ -234,6 +239,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             repetitions,
             uftp_rate,
             no_uftp,
+            cold_pages,
             ..
         } => {
             let options = multicast::Options {
@@ -246,6 +252,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
                 repetitions: repetitions.map(|r| r as usize),
                 uftp_rate: *uftp_rate,
                 no_uftp: *no_uftp,
+                cold_pages: *cold_pages,
             };
             multicast::run(&options, &stop)
         }

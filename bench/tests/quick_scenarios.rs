@@ -463,6 +463,14 @@ fn multicast_quick_writes_each_engine_beside_the_kernel_fanout_the_disk_and_a_ba
         &["file_bytes", "receivers", "shapes", "loss_per_link", "uftp"],
         "the settings",
     );
+    // Every system's copies went to freshly freed pages (not `--cold-pages`).
+    assert!(
+        v["settings"]["page_cache"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("warmed")),
+        "{}",
+        v["settings"]
+    );
     let threaded = v["comparisons"]
         .as_array()
         .expect("comparisons")

@@ -30,6 +30,7 @@ impl System for Run<'_> {
         let dir = tempfile::Builder::new()
             .prefix("bench-multicast-disk-")
             .tempdir()?;
+        t.warm_pages()?;
         let cpu_before = own_cpu();
         let me = &*self;
         let times = std::thread::scope(|s| {

@@ -168,6 +168,7 @@ impl Run<'_> {
         let (layout, topology) = (&network.layout, &network.topology);
         let deadline = Instant::now() + t.deadline();
         let branches: Vec<String> = layout.branches.iter().map(|b| b.to_string()).collect();
+        t.warm_pages()?;
         lab.spawn(
             "send1",
             &[

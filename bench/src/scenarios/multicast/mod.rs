@@ -32,6 +32,9 @@ pub const GOODPUT: Metric = Metric {
     higher_is_better: true,
 };
 
+/// Bytes per write of [`Transfer::warm_pages`].
+const WARM_BLOCK: usize = 1 << 20;
+
 /// What one comparison moves: the source file, its hash and where it goes.
 pub struct Transfer {
     pub source: PathBuf,
@@ -40,6 +43,8 @@ pub struct Transfer {
     pub receivers: usize,
     pub shape: Shape,
     pub loss: f64,
+    /// Warm the page cache just before each copy is written ([`Transfer::warm_pages`]).
+    pub warm_pages: bool,
 }
 
 impl Transfer {
@@ -51,6 +56,32 @@ impl Transfer {
     /// How long a transfer may take before it counts as failed.
     fn deadline(&self) -> Duration {
         Duration::from_secs(60 + self.size / (256 << 10))
+    }
+
+    /// Just before a system writes its copies: writes as many bytes as the copies take to a
+    /// file in the temporary folder and deletes it, so that the copies go to pages this
+    /// kernel has just freed. On a VM that reports free memory to its host (`virtio_balloon`
+    /// free page reporting), a page the host took back costs a fault in the host when it is
+    /// next written, and whether a copy's pages were taken back depends on the hour, not on
+    /// the system: a 256 MiB receive took 0.7-0.9 s of system time on fresh pages against
+    /// 0.3 on freed ones (docs/BENCHMARKS.md). Outside the timed and CPU-counted stretch of
+    /// every system; off with `--cold-pages`.
+    fn warm_pages(&self) -> io::Result<()> {
+        if !self.warm_pages {
+            return Ok(());
+        }
+        let mut file = tempfile::Builder::new()
+            .prefix("bench-multicast-warm-")
+            .tempfile()?;
+        let block = vec![0x5Au8; WARM_BLOCK];
+        let mut left = self.size.saturating_mul(self.receivers as u64);
+        while left > 0 {
+            let n = left.min(WARM_BLOCK as u64) as usize;
+            io::Write::write_all(&mut file, &block[..n])?;
+            left -= n as u64;
+        }
+        // Deleted unsynced: its pages are dropped, not written to the disk.
+        file.close()
     }
 
     /// An error unless `copy` is the source, byte for byte.
@@ -153,6 +184,8 @@ pub struct Options {
     pub uftp_rate: i64,
     /// Leave uftp out.
     pub no_uftp: bool,
+    /// Do not warm the page cache before each copy ([`Transfer::warm_pages`]).
+    pub cold_pages: bool,
 }
 
 /// The matrix measured.
@@ -257,6 +290,7 @@ pub fn run(options: &Options, stop: &Stop) -> io::Result<Outcome> {
                     receivers,
                     shape,
                     loss,
+                    warm_pages: !options.cold_pages,
                 };
                 let mut systems: Vec<Box<dyn System + '_>> = options
                     .engines
@@ -339,6 +373,7 @@ pub fn run(options: &Options, stop: &Stop) -> io::Result<Outcome> {
             "uftp_notes": notes,
             "kernel_limit": fanout::NAME,
             "kernel_limit_datagram_bytes": fanout::DATAGRAM,
+            "page_cache": if options.cold_pages { "as found (--cold-pages)" } else { "warmed before each copy: a file of the copies' size written and deleted" },
             "disk_limit": disk::NAME,
             "verified_copy": verified::NAME,
             "address": "127.0.0.1 (uftp: 10.213.0.0/24 inside its own namespaces)",

@@ -172,6 +172,7 @@ impl Run<'_> {
             .map(|i| Network::address(i).to_string())
             .collect();
         let sent_before = net.packets_sent(0)?;
+        t.warm_pages()?;
         let output = dir.join("uftp.log");
         let log = File::create(&output)?;
         let mut sender = net

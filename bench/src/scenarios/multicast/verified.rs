@@ -83,6 +83,7 @@ impl System for Run<'_> {
             .unwrap_or(0)
             .clamp(DATAGRAM as u64 * 64, MAX_WINDOW);
         let failed = AtomicBool::new(false);
+        t.warm_pages()?;
         let cpu_before = own_cpu();
         let start = Instant::now();
         let hashes = std::thread::scope(|s| {
