@@ -82,17 +82,11 @@ impl Sink for CheckSink {
 
     fn finish(&mut self, hash: &[u8; 32]) -> Result<Finished, SinkError> {
         let actual = *self.hasher.finalize().as_bytes();
+        let checked = SinkError::check_hash(hash, actual);
         let mut o = self.outcome.borrow_mut();
         o.hash = Some(actual);
-        o.verified = Some(actual == *hash);
-        if actual == *hash {
-            Ok(Finished::Done)
-        } else {
-            Err(SinkError::HashMismatch {
-                expected: *hash,
-                actual,
-            })
-        }
+        o.verified = Some(checked.is_ok());
+        checked.map(|()| Finished::Done)
     }
 
     fn abort(&mut self) {

@@ -151,9 +151,7 @@ impl FileBlocks {
         if self.has_failed() {
             return Err(io::Error::other("an earlier write failed").into());
         }
-        if actual != expected {
-            return Err(SinkError::HashMismatch { expected, actual });
-        }
+        SinkError::check_hash(&expected, actual)?;
         // Durable before it is renamed: a crash never leaves a short file under the final name.
         self.file.sync_all()?;
         fs::rename(&self.partial, &self.final_path)?;

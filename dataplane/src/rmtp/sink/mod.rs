@@ -44,6 +44,20 @@ impl std::fmt::Display for SinkError {
 
 impl std::error::Error for SinkError {}
 
+impl SinkError {
+    /// Whether the bytes' hash `actual` is the one the sender announced.
+    pub fn check_hash(expected: &[u8; 32], actual: [u8; 32]) -> Result<(), SinkError> {
+        if actual == *expected {
+            Ok(())
+        } else {
+            Err(SinkError::HashMismatch {
+                expected: *expected,
+                actual,
+            })
+        }
+    }
+}
+
 impl From<io::Error> for SinkError {
     fn from(e: io::Error) -> Self {
         SinkError::Io(e)
@@ -147,16 +161,9 @@ impl Sink for MemSink {
 
     fn finish(&mut self, hash: &[u8; 32]) -> Result<Finished, SinkError> {
         let actual = *self.hasher.finalize().as_bytes();
-        let ok = actual == *hash;
-        self.verified = Some(ok);
-        if ok {
-            Ok(Finished::Done)
-        } else {
-            Err(SinkError::HashMismatch {
-                expected: *hash,
-                actual,
-            })
-        }
+        let checked = SinkError::check_hash(hash, actual);
+        self.verified = Some(checked.is_ok());
+        checked.map(|()| Finished::Done)
     }
 
     fn abort(&mut self) {
