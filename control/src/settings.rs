@@ -230,6 +230,15 @@ settings! {
         /// submitted: with 1 MiB in 4 blocks, 19 of a 256 MiB transfer's 256 blocks were written
         /// by the worker itself; with 8, none (with 256 KiB in 4 blocks, 490 of 1,024).
         STAGED_BLOCKS: usize = 8;
+        /// A received file's pages are dropped from the page cache this many bytes behind the
+        /// block last written (whose write-back started then; pages not yet clean stay), and
+        /// all of them after the final sync: a bulk transfer does not push the machine's
+        /// cache out, and the blocks that follow reuse the freed pages, which on a VM that
+        /// hands free memory back to its host saves a fault in the host per page. A 1 GiB
+        /// transfer over loopback took 4.2-5.2 CPU-s of the machine against 4.9-6.6 keeping
+        /// them, in the same time (the disk's); 256 MiB, no difference (docs/BENCHMARKS.md).
+        /// 0: the pages stay cached.
+        DROP_BEHIND: u64 = 8 * 1024 * 1024;
         /// Bytes a file sink hashes at once on the receiving thread as they are staged, while
         /// they are still in its caches (its writer thread only writes): hashing a staged
         /// block on the writer's core cost ~0.43 us per KiB on the 2-core EPYC VM, most of it

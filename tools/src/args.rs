@@ -4,7 +4,7 @@
 use control::topology::Topology;
 use control::{GroupAddr, NodeAddr};
 
-pub use burghers_lab::units::{parse_probability, parse_size};
+pub use burghers_lab::units::{parse_probability, parse_size, parse_size_or_zero};
 
 /// A link rate in megabits per second, as bytes per second.
 pub fn parse_rate_mbit(text: &str) -> Result<u64, String> {
@@ -142,6 +142,8 @@ mod tests {
         assert_eq!(parse_size("500k"), Ok(500 << 10));
         assert_eq!(parse_size("123"), Ok(123));
         assert!(parse_size("0").is_err());
+        assert_eq!(parse_size_or_zero("0"), Ok(0));
+        assert_eq!(parse_size_or_zero("8MiB"), Ok(8 << 20));
         assert!(parse_size("5 parsecs").is_err());
         assert_eq!(parse_probability("0.05"), Ok(0.05));
         assert!(parse_probability("1.5").is_err());

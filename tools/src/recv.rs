@@ -1,6 +1,8 @@
 //! `burghers recv`: host a node and receive one multicast file on it.
 
-use crate::args::{Millis, parse_group, parse_millis_flag, parse_node, parse_size};
+use crate::args::{
+    Millis, parse_group, parse_millis_flag, parse_node, parse_size, parse_size_or_zero,
+};
 use crate::host::{Host, NodeArgs};
 use crate::progress::{Progress, rate};
 pub use burghers_lab::lab::file_hash;
@@ -60,6 +62,12 @@ pub struct RecvArgs {
     /// receive buffer) [default: 2MiB, within those limits].
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub window: Option<u64>,
+    /// Drop the file's pages from the page cache this far behind the writes, and all of them
+    /// once it is synced: a bulk transfer then leaves the machine's cache as it was. 0 keeps
+    /// them cached (quicker to read right after).
+    #[arg(long = "drop-behind", value_name = "BYTES", value_parser = parse_size_or_zero,
+          default_value_t = settings::receiver::DROP_BEHIND)]
+    pub drop_behind: u64,
     /// Replace DIR/NAME if it exists.
     #[arg(long)]
     pub overwrite: bool,
@@ -93,7 +101,7 @@ fn receive(host: &mut Host, args: &RecvArgs) -> Result<(), String> {
             final_path.display()
         ));
     }
-    let sink = FileSink::create(&args.out, &name)
+    let sink = FileSink::with_drop_behind(&args.out, &name, args.drop_behind)
         .map_err(|e| format!("cannot write {name} in {}: {e}", args.out.display()))?;
     let partial = sink.partial_path().to_path_buf();
     let defaults = ReceiveOptions::default();

@@ -28,9 +28,7 @@ pub use relay::{
 };
 pub use rtt::RttEstimate;
 pub use sender::{RmtpSender, SendFailure, SenderConfig, SenderStats, SentBatch};
-pub use sink::{
-    FileBlocks, FileSink, Finished, MemSink, Sink, SinkError, ToWriter, start_write_back,
-};
+pub use sink::{FileBlocks, FileSink, Finished, MemSink, Sink, SinkError, ToWriter, hints};
 pub use source::{FileSource, MemSource, Source};
 
 use control::wire::BodyError;

@@ -327,6 +327,7 @@ impl Engine {
         self.stats.file_write_bytes = files.bytes;
         self.stats.file_writes_short = files.short;
         self.stats.file_write_errors = files.errors;
+        self.stats.file_write_hints = files.hints;
     }
 
     /// This worker as the other threads reach it.

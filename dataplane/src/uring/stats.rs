@@ -161,8 +161,11 @@ engine_counters! {
     file_write_bytes,
     /// ... writes the kernel took only in part (the rest was written by another) ...
     file_writes_short,
-    /// ... and writes that failed (the transfer fails; the file stays partial).
+    /// ... writes that failed (the transfer fails; the file stays partial) ...
     file_write_errors,
+    /// ... and hints after them: a block's write-back started, an older range dropped from
+    /// the page cache (`receiver.drop_behind`).
+    file_write_hints,
 }
 
 /// Every counter of one node at one moment.

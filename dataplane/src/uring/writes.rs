@@ -1,6 +1,7 @@
 //! Local receivers' files, written through the worker's ring: each full staging block a file
 //! sink hands over becomes one write at its offset, then a hint to start its write-back to the
-//! disk; the block goes back to the sink when the write completes. The worker thread makes no
+//! disk and one to drop an older range from the page cache; the block goes back to the sink
+//! when the write completes. The worker thread makes no
 //! blocking call for a file: the final sync and rename run on a thread of their own.
 
 use crate::rmtp::{FileBlocks, ToWriter};
@@ -20,8 +21,9 @@ enum Op {
         offset: u64,
         done: usize,
     },
-    /// The disk was asked to start writing a written range (a hint: its result is ignored).
-    WriteBack { file: usize },
+    /// A hint about written pages: start their write-back to the disk, or drop them from the
+    /// page cache (its result is ignored).
+    Hint { file: usize },
 }
 
 /// One sink's file.
@@ -42,6 +44,8 @@ pub(crate) struct WriteCounts {
     pub bytes: u64,
     pub short: u64,
     pub errors: u64,
+    /// Write-back starts and page-cache drops asked for.
+    pub hints: u64,
 }
 
 #[derive(Default)]
@@ -55,16 +59,13 @@ pub(crate) struct FileWrites {
 }
 
 impl FileWrites {
-    /// From now on the worker writes `blocks`' file. Room for a write and a write-back of each
+    /// From now on the worker writes `blocks`' file. Room for a write and two hints for each
     /// block of every file is made now (and kept for the next files): a transfer's writes
     /// allocate nothing in steady state.
     pub fn add(&mut self, blocks: Arc<FileBlocks>) {
-        let room: usize = 2 * blocks.blocks()
-            + self
-                .files
-                .iter()
-                .map(|w| 2 * w.blocks.blocks())
-                .sum::<usize>();
+        const OPS_PER_BLOCK: usize = 3;
+        let room: usize = OPS_PER_BLOCK
+            * (blocks.blocks() + self.files.iter().map(|w| w.blocks.blocks()).sum::<usize>());
         self.free.reserve(room.saturating_sub(self.free.len()));
         while self.ops.len() < room {
             self.free.push(self.ops.len());
@@ -125,7 +126,7 @@ impl FileWrites {
         };
         self.free.push(slot);
         let id = match &op {
-            Op::Write { file, .. } | Op::WriteBack { file } => *file,
+            Op::Write { file, .. } | Op::Hint { file } => *file,
         };
         let Some(at) = self.files.iter().position(|w| w.id == id) else {
             return;
@@ -172,16 +173,28 @@ impl FileWrites {
                 Ok(n) => {
                     self.counts.writes += 1;
                     self.counts.bytes += (done + n) as u64;
-                    let write_back = opcode::SyncFileRange::new(
-                        Fd(blocks.file().as_raw_fd()),
-                        u32::try_from(block.len()).unwrap_or(u32::MAX),
-                    )
-                    .offset(offset)
-                    .flags(libc::SYNC_FILE_RANGE_WRITE);
+                    let fd = Fd(blocks.file().as_raw_fd());
+                    let write_back =
+                        opcode::SyncFileRange::new(fd, u32::try_from(block.len()).unwrap_or(0))
+                            .offset(offset)
+                            .flags(libc::SYNC_FILE_RANGE_WRITE)
+                            .build();
+                    // The op's length is 32 bits wide: a longer range is left cached.
+                    let drop = blocks
+                        .to_drop(offset, block.len())
+                        .and_then(|(from, len)| Some((from, u32::try_from(len).ok()?)))
+                        .map(|(from, len)| {
+                            opcode::Fadvise::new(fd, len.into(), libc::POSIX_FADV_DONTNEED)
+                                .offset(from)
+                                .build()
+                        });
                     blocks.give_back(block);
-                    let slot = self.slot(Op::WriteBack { file: id });
-                    self.files[at].in_flight += 1;
-                    push(&write_back.build().user_data(tag(slot)));
+                    for hint in std::iter::once(write_back).chain(drop) {
+                        let slot = self.slot(Op::Hint { file: id });
+                        self.files[at].in_flight += 1;
+                        self.counts.hints += 1;
+                        push(&hint.user_data(tag(slot)));
+                    }
                 }
             }
         }
@@ -272,13 +285,14 @@ mod tests {
     }
 
     /// Blocks written through a real ring, the last one first in line with the others: the
-    /// file is verified, synced and renamed once every write and write-back completed, and
-    /// the worker holds nothing after.
+    /// file is verified, synced and renamed once every write and its hints completed (a
+    /// write-back for each block, a drop from the page cache for the range a block behind),
+    /// and the worker holds nothing after.
     #[test]
     fn blocks_written_through_the_ring_make_the_verified_file() {
         let dir = TestDir::new("writes-ring");
         let data = content(STAGED_BYTES * 3 + 777);
-        let mut sink = FileSink::create(&dir.0, "f").unwrap();
+        let mut sink = FileSink::with_drop_behind(&dir.0, "f", STAGED_BYTES as u64).unwrap();
         let mut writes = FileWrites::default();
         writes.add(sink.take_block_writes().unwrap());
         let mut ring = IoUring::new(64).unwrap();
@@ -305,6 +319,7 @@ mod tests {
         }
         assert_eq!(writes.counts.writes, 4);
         assert_eq!(writes.counts.bytes, data.len() as u64);
+        assert_eq!(writes.counts.hints, 4 + 3, "4 write-backs, 3 drops");
         assert!(writes.files.is_empty(), "the file ended with its last op");
         let outcome = loop {
             if let Some(outcome) = sink.poll_finished() {

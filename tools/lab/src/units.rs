@@ -1,8 +1,16 @@
 //! Sizes and probabilities as people write them on a command line (shared by `burghers` and
 //! the benchmarks).
 
-/// `123`, `4k`/`4KiB` (×1024), `64M`/`64MiB`, `1G`/`1GiB`.
+/// `123`, `4k`/`4KiB` (×1024), `64M`/`64MiB`, `1G`/`1GiB`; more than 0.
 pub fn parse_size(text: &str) -> Result<u64, String> {
+    match parse_size_or_zero(text)? {
+        0 => Err(format!("expected a size above 0, got {text:?}")),
+        n => Ok(n),
+    }
+}
+
+/// A size as [`parse_size`] reads it, 0 allowed (for settings where 0 turns a thing off).
+pub fn parse_size_or_zero(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(digits);
@@ -22,7 +30,6 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     };
     number
         .checked_mul(scale)
-        .filter(|&n| n > 0)
         .ok_or_else(|| format!("size {text:?} out of range"))
 }
 

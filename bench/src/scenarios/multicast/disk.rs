@@ -1,13 +1,15 @@
 //! The disk's limit for a transfer: one thread per receiver writes the file's size to a new file
 //! in the folder the receivers' copies go to (the system's temporary folder), in the blocks a
-//! receiver's `FileSink` writes, starting each block's write-back as the sink does, then syncs
-//! it: no network, no protocol, no hash. Its goodput is the size over the slowest writer's time.
+//! receiver's `FileSink` writes, with the hints the sink gives after each (start the
+//! write-back, drop an older range from the page cache), then syncs it: no network, no
+//! protocol, no hash. Its goodput is the size over the slowest writer's time.
 //! A transfer whose receivers write their copies cannot be faster than this, whatever the
 //! network's limit.
 
 use super::{Figures, Transfer, own_cpu};
 use crate::runner::{Sample, Stop, System};
-use control::settings::receiver::STAGED_BYTES;
+use control::settings::receiver::{DROP_BEHIND, STAGED_BYTES};
+use dataplane::rmtp::hints;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
@@ -74,10 +76,11 @@ impl Run<'_> {
             }
             let n = (self.transfer.size - written).min(block.len() as u64) as usize;
             file.write_all(&block[..n])?;
-            dataplane::rmtp::start_write_back(&file, written, n);
+            hints::after_write(&file, written, n, DROP_BEHIND);
             written += n as u64;
         }
         file.sync_all()?;
+        hints::drop_cached(&file, 0, 0);
         Ok(start.elapsed())
     }
 }

@@ -3,7 +3,7 @@
 //! source in GSO batches (64 datagrams of 1024 bytes, read straight into the batch) and sends
 //! each batch to every receiver; a thread per receiver takes GRO batches, hashes their bytes
 //! with BLAKE3 and writes them from the receive buffer to a new file in the folder the
-//! receivers' copies go to, starting each block's write-back as the sink does, then syncs the
+//! receivers' copies go to, with the hints the sink gives after each block, then syncs the
 //! file and compares the hash. A window (bytes sent that the slowest receiver has not taken
 //! yet) keeps the kernel from dropping: nothing is lost, nothing repaired. It pays only the
 //! reads, the copies, the hash and the disk, with the system calls a user-space protocol uses,
@@ -15,7 +15,8 @@
 use super::{Figures, Transfer, own_cpu};
 use crate::runner::{Sample, Stop, System};
 use crate::udp::{self, Batch, RawAddr};
-use control::settings::receiver::STAGED_BYTES;
+use control::settings::receiver::{DROP_BEHIND, STAGED_BYTES};
+use dataplane::rmtp::hints;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -223,11 +224,12 @@ fn receive_copy(r: &Receiver, size: u64) -> io::Result<[u8; 32]> {
         }
         r.taken.store(written, Ordering::Release);
         while written - written_back >= STAGED_BYTES as u64 {
-            dataplane::rmtp::start_write_back(&file, written_back, STAGED_BYTES);
+            hints::after_write(&file, written_back, STAGED_BYTES, DROP_BEHIND);
             written_back += STAGED_BYTES as u64;
         }
     }
     file.sync_all()?;
+    hints::drop_cached(&file, 0, 0);
     Ok(*hasher.finalize().as_bytes())
 }
 

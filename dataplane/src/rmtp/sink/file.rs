@@ -12,7 +12,9 @@ use std::thread::{self, JoinHandle};
 // Bytes gathered before they are written in one piece (one write per block spares the system
 // calls), and hashed in runs of HASH_RUN: BLAKE3 hashes a long run several times faster than
 // segment-sized pieces (it hashes many 1 KiB chunks at once).
-use control::settings::receiver::{HASH_RUN, STAGED_BLOCKS, STAGED_BYTES, WRITER_WAIT};
+use control::settings::receiver::{
+    DROP_BEHIND, HASH_RUN, STAGED_BLOCKS, STAGED_BYTES, WRITER_WAIT,
+};
 
 /// Writes `NAME.partial` in a directory and renames it to `NAME` only after a verified hash.
 /// The bytes handed in are staged in blocks of [`STAGED_BYTES`] and hashed there every
@@ -46,8 +48,15 @@ pub struct FileSink {
 
 impl FileSink {
     /// Creates (or truncates) `dir/NAME.partial` and starts the sink's writer thread. `name`
-    /// must be a plain file name.
+    /// must be a plain file name. Written pages leave the page cache [`DROP_BEHIND`] bytes
+    /// behind the writes.
     pub fn create(dir: &Path, name: &str) -> io::Result<Self> {
+        Self::with_drop_behind(dir, name, DROP_BEHIND)
+    }
+
+    /// [`FileSink::create`], dropping written pages from the page cache `drop_behind` bytes
+    /// behind the writes (0: they stay cached).
+    pub fn with_drop_behind(dir: &Path, name: &str, drop_behind: u64) -> io::Result<Self> {
         let plain = Path::new(name)
             .file_name()
             .is_some_and(|f| f == std::ffi::OsStr::new(name));
@@ -64,8 +73,8 @@ impl FileSink {
             file,
             partial,
             final_path,
-            STAGED_BLOCKS,
-            STAGED_BYTES,
+            (STAGED_BLOCKS, STAGED_BYTES),
+            drop_behind,
         ));
         let writer = {
             let blocks = Arc::clone(&blocks);

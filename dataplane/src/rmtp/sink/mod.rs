@@ -3,8 +3,9 @@
 
 mod blocks;
 mod file;
+pub mod hints;
 
-pub use blocks::{FileBlocks, ToWriter, start_write_back};
+pub use blocks::{FileBlocks, ToWriter};
 pub use file::FileSink;
 
 use std::io;
