@@ -231,13 +231,13 @@ settings! {
         /// by the worker itself; with 8, none (with 256 KiB in 4 blocks, 490 of 1,024).
         STAGED_BLOCKS: usize = 8;
         /// A received file's pages are dropped from the page cache this many bytes behind the
-        /// block last written (whose write-back started then; pages not yet clean stay), and
-        /// all of them after the final sync: a bulk transfer does not push the machine's
-        /// cache out, and the blocks that follow reuse the freed pages, which on a VM that
-        /// hands free memory back to its host saves a fault in the host per page. A 1 GiB
-        /// transfer over loopback took 4.2-5.2 CPU-s of the machine against 4.9-6.6 keeping
-        /// them, in the same time (the disk's); 256 MiB, no difference (docs/BENCHMARKS.md).
-        /// 0: the pages stay cached.
+        /// block last written, once written back (the writer waits for that, off the uring
+        /// worker), and all of them after the final sync: a bulk transfer does not push the
+        /// machine's cache out, and the blocks that follow reuse the freed pages, which on a
+        /// VM that hands free memory back to its host saves a fault in the host per page. A
+        /// 1 GiB transfer over loopback took 3.5 s and 4.5 CPU-s of the machine (medians of 5
+        /// alternated) against 4.1 s and 6.4 keeping them; 256 MiB, 1.3 CPU-s against 1.5 in
+        /// the same time (docs/BENCHMARKS.md). 0: the pages stay cached.
         DROP_BEHIND: u64 = 8 * 1024 * 1024;
         /// Bytes a file sink hashes at once on the receiving thread as they are staged, while
         /// they are still in its caches (its writer thread only writes): hashing a staged

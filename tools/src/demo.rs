@@ -230,8 +230,8 @@ fn demo(args: &DemoArgs, engine: Engine, lab: &mut Lab, shutdown: &Shutdown) -> 
 
     // Verify and summarise.
     println!(
-        "  {:<8} {:>9} {:>12} {:>8} {:>7}  copy",
-        "receiver", "time", "goodput", "repairs", "NACKs"
+        "  {:<8} {:>9} {:>7} {:>12} {:>8} {:>7}  copy",
+        "receiver", "time", "sync", "goodput", "repairs", "NACKs"
     );
     let mut verified = 0;
     let mut receiver_nacks = 0;
@@ -264,9 +264,15 @@ fn demo(args: &DemoArgs, engine: Engine, lab: &mut Lab, shutdown: &Shutdown) -> 
                 .unwrap_or(0)
         };
         receiver_nacks += num("nacks");
+        // Of the time, the verified copy's final sync to the disk.
+        let sync = summary
+            .get("sync_seconds")
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|_| seconds.is_some());
         println!(
-            "  node {l:<3} {:>9} {:>12} {:>8} {:>7}  {verdict}",
+            "  node {l:<3} {:>9} {:>7} {:>12} {:>8} {:>7}  {verdict}",
             seconds.map_or("-".into(), |s| format!("{s:.2}s")),
+            sync.map_or("-".into(), |s| format!("{s:.2}s")),
             seconds.map_or("-".into(), |s| rate(args.size, Duration::from_secs_f64(s))),
             num("repairs"),
             num("nacks"),

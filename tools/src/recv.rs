@@ -104,6 +104,7 @@ fn receive(host: &mut Host, args: &RecvArgs) -> Result<(), String> {
     let sink = FileSink::with_drop_behind(&args.out, &name, args.drop_behind)
         .map_err(|e| format!("cannot write {name} in {}: {e}", args.out.display()))?;
     let partial = sink.partial_path().to_path_buf();
+    let final_sync = sink.final_sync();
     let defaults = ReceiveOptions::default();
     // The announcement fixes the transfer's shape: SPMs that disagree are refused.
     let announced = entry.as_ref().map(|e| TransferShape {
@@ -182,11 +183,15 @@ fn receive(host: &mut Host, args: &RecvArgs) -> Result<(), String> {
     if outcome.is_ok() {
         linger(host, args);
     }
+    // Part of `took`: the disk catching up before the verified file is renamed.
+    let synced = final_sync.took().unwrap_or_default();
     let summary = |state: &str| {
         format!(
-            "summary: state={state} bytes={} seconds={:.3} repairs={} nacks={} crc_failures={}",
+            "summary: state={state} bytes={} seconds={:.3} sync_seconds={:.3} repairs={} \
+             nacks={} crc_failures={}",
             p.delivered,
             took.as_secs_f64(),
+            synced.as_secs_f64(),
             p.repairs,
             p.nacks,
             p.crc_failures
@@ -195,12 +200,13 @@ fn receive(host: &mut Host, args: &RecvArgs) -> Result<(), String> {
     match outcome {
         Ok(()) => {
             println!(
-                "received {} ({} bytes) from node {} in {:.2}s, {}; {} repairs, {} NACKs, {} CRC failures; BLAKE3 verified{}",
+                "received {} ({} bytes) from node {} in {:.2}s, {} ({:.2}s of it the final sync to the disk); {} repairs, {} NACKs, {} CRC failures; BLAKE3 verified{}",
                 final_path.display(),
                 p.delivered,
                 args.sender,
                 took.as_secs_f64(),
                 rate(p.delivered, took),
+                synced.as_secs_f64(),
                 p.repairs,
                 p.nacks,
                 p.crc_failures,

@@ -28,7 +28,9 @@ pub use relay::{
 };
 pub use rtt::RttEstimate;
 pub use sender::{RmtpSender, SendFailure, SenderConfig, SenderStats, SentBatch};
-pub use sink::{FileBlocks, FileSink, Finished, MemSink, Sink, SinkError, ToWriter, hints};
+pub use sink::{
+    FileBlocks, FileSink, FinalSync, Finished, MemSink, Sink, SinkError, ToWriter, hints,
+};
 pub use source::{FileSource, MemSource, Source};
 
 use control::wire::BodyError;

@@ -163,8 +163,8 @@ engine_counters! {
     file_writes_short,
     /// ... writes that failed (the transfer fails; the file stays partial) ...
     file_write_errors,
-    /// ... and hints after them: a block's write-back started, an older range dropped from
-    /// the page cache (`receiver.drop_behind`).
+    /// ... and hints after them: a block's write-back started; an older range's write-back
+    /// waited for, then the range dropped from the page cache (`receiver.drop_behind`).
     file_write_hints,
 }
 

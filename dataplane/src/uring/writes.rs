@@ -1,12 +1,12 @@
 //! Local receivers' files, written through the worker's ring: each full staging block a file
 //! sink hands over becomes one write at its offset, then a hint to start its write-back to the
-//! disk and one to drop an older range from the page cache; the block goes back to the sink
-//! when the write completes. The worker thread makes no
+//! disk, and for an older range a wait for its write-back linked to a drop from the page
+//! cache; the block goes back to the sink when the write completes. The worker thread makes no
 //! blocking call for a file: the final sync and rename run on a thread of their own.
 
 use crate::rmtp::{FileBlocks, ToWriter};
 use io_uring::opcode;
-use io_uring::squeue::Entry;
+use io_uring::squeue::{self, Entry};
 use io_uring::types::Fd;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -59,11 +59,11 @@ pub(crate) struct FileWrites {
 }
 
 impl FileWrites {
-    /// From now on the worker writes `blocks`' file. Room for a write and two hints for each
+    /// From now on the worker writes `blocks`' file. Room for a write and three hints for each
     /// block of every file is made now (and kept for the next files): a transfer's writes
     /// allocate nothing in steady state.
     pub fn add(&mut self, blocks: Arc<FileBlocks>) {
-        const OPS_PER_BLOCK: usize = 3;
+        const OPS_PER_BLOCK: usize = 4;
         let room: usize = OPS_PER_BLOCK
             * (blocks.blocks() + self.files.iter().map(|w| w.blocks.blocks()).sum::<usize>());
         self.free.reserve(room.saturating_sub(self.free.len()));
@@ -179,17 +179,31 @@ impl FileWrites {
                             .offset(offset)
                             .flags(libc::SYNC_FILE_RANGE_WRITE)
                             .build();
-                    // The op's length is 32 bits wide: a longer range is left cached.
+                    // The range behind leaves the cache once its write-back is done (on an
+                    // io-wq thread, linked): a drop that finds pages still being written back
+                    // makes the kernel drain every core's page lists and try again. The ops'
+                    // length is 32 bits wide: a longer range is left cached.
                     let drop = blocks
                         .to_drop(offset, block.len())
                         .and_then(|(from, len)| Some((from, u32::try_from(len).ok()?)))
                         .map(|(from, len)| {
-                            opcode::Fadvise::new(fd, len.into(), libc::POSIX_FADV_DONTNEED)
+                            let written_back = opcode::SyncFileRange::new(fd, len)
                                 .offset(from)
+                                .flags(
+                                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                                        | libc::SYNC_FILE_RANGE_WRITE
+                                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                                )
                                 .build()
+                                .flags(squeue::Flags::IO_LINK);
+                            let drop =
+                                opcode::Fadvise::new(fd, len.into(), libc::POSIX_FADV_DONTNEED)
+                                    .offset(from)
+                                    .build();
+                            [written_back, drop]
                         });
                     blocks.give_back(block);
-                    for hint in std::iter::once(write_back).chain(drop) {
+                    for hint in std::iter::once(write_back).chain(drop.into_iter().flatten()) {
                         let slot = self.slot(Op::Hint { file: id });
                         self.files[at].in_flight += 1;
                         self.counts.hints += 1;
@@ -319,7 +333,11 @@ mod tests {
         }
         assert_eq!(writes.counts.writes, 4);
         assert_eq!(writes.counts.bytes, data.len() as u64);
-        assert_eq!(writes.counts.hints, 4 + 3, "4 write-backs, 3 drops");
+        assert_eq!(
+            writes.counts.hints,
+            4 + 3 * 2,
+            "4 write-backs started, 3 ranges waited for and dropped"
+        );
         assert!(writes.files.is_empty(), "the file ended with its last op");
         let outcome = loop {
             if let Some(outcome) = sink.poll_finished() {

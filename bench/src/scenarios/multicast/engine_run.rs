@@ -250,6 +250,11 @@ fn figures(lab: &Lab, layout: &Layout, relay_stats: &[String], t: &Transfer) -> 
         .map(|s| number(s, "seconds"))
         .fold(0.0, f64::max);
     let receiver_nacks: f64 = receivers.iter().map(|s| number(s, "nacks")).sum();
+    // The longest any receiver's verified copy took to sync to the disk before its rename.
+    let final_sync = receivers
+        .iter()
+        .map(|s| number(s, "sync_seconds"))
+        .fold(0.0, f64::max);
     let repairs: f64 = receivers.iter().map(|s| number(s, "repairs")).sum();
     let sender_nacks = number(&sender, "nacks");
     let relay = |name: &str| -> f64 {
@@ -268,6 +273,7 @@ fn figures(lab: &Lab, layout: &Layout, relay_stats: &[String], t: &Transfer) -> 
         nack_aggregation: (sender_nacks > 0.0).then(|| receiver_nacks / sender_nacks),
         counters: vec![
             ("receiver_nacks", receiver_nacks),
+            ("final_sync_s", final_sync),
             ("sender_nacks", sender_nacks),
             ("sender_retransmissions", number(&sender, "retransmissions")),
             ("relay_repairs_from_cache", relay("repairs_from_cache")),

@@ -105,15 +105,16 @@ impl System for Run<'_> {
             if sent.is_err() {
                 failed.store(true, Ordering::Relaxed);
             }
-            let hashes = takers
+            let copies = takers
                 .into_iter()
                 .map(|h| {
                     h.join()
                         .unwrap_or_else(|_| Err(io::Error::other("a receiver panicked")))
                 })
-                .collect::<io::Result<Vec<[u8; 32]>>>();
-            sent.and(hashes)
+                .collect::<io::Result<Vec<([u8; 32], Duration)>>>();
+            sent.and(copies)
         })?;
+        let (hashes, syncs): (Vec<[u8; 32]>, Vec<Duration>) = hashes.into_iter().unzip();
         let elapsed = start.elapsed();
         let cpu = own_cpu().saturating_sub(cpu_before);
         if hashes.iter().any(|h| *h != t.hash) {
@@ -124,10 +125,12 @@ impl System for Run<'_> {
         for r in &receivers {
             t.verify(&r.path)?;
         }
+        let final_sync = syncs.iter().max().copied().unwrap_or_default();
         let figures = Figures {
             slowest_receiver: elapsed,
             last_copy: elapsed,
             cpu,
+            counters: vec![("final_sync_s", final_sync.as_secs_f64())],
             ..Figures::default()
         };
         let mut sample = figures.sample(t);
@@ -203,8 +206,8 @@ impl Run<'_> {
 }
 
 /// Takes `size` bytes on the receiver's socket into its copy, hashing them on the way; the
-/// hash once the copy is synced.
-fn receive_copy(r: &Receiver, size: u64) -> io::Result<[u8; 32]> {
+/// hash once the copy is synced, and how long that sync took.
+fn receive_copy(r: &Receiver, size: u64) -> io::Result<([u8; 32], Duration)> {
     let mut file = File::create(&r.path)?;
     let mut hasher = blake3::Hasher::new();
     let mut batch = Batch::new(16, udp::SUPER_PACKET, true);
@@ -228,9 +231,11 @@ fn receive_copy(r: &Receiver, size: u64) -> io::Result<[u8; 32]> {
             written_back += STAGED_BYTES as u64;
         }
     }
+    let started = Instant::now();
     file.sync_all()?;
+    let synced = started.elapsed();
     hints::drop_cached(&file, 0, 0);
-    Ok(*hasher.finalize().as_bytes())
+    Ok((*hasher.finalize().as_bytes(), synced))
 }
 
 /// A receive that timed out means datagrams were dropped (nothing here repairs them).

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, OnceLock};
 use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
 
 /// What the sink hands its writer, in order.
 #[derive(Debug)]
@@ -49,6 +50,20 @@ pub struct FileBlocks {
     writer_detached: AtomicBool,
     /// Written pages leave the page cache this many bytes behind the writes (0: they stay).
     drop_behind: u64,
+    /// How long the final sync took, once it did.
+    final_sync: FinalSync,
+}
+
+/// How long a verified file's sync to the disk took before its rename, once it has: the part
+/// of a transfer's time that was the disk catching up.
+#[derive(Clone, Debug, Default)]
+pub struct FinalSync(Arc<OnceLock<Duration>>);
+
+impl FinalSync {
+    /// The sync's time, once it is done.
+    pub fn took(&self) -> Option<Duration> {
+        self.0.get().copied()
+    }
 }
 
 impl FileBlocks {
@@ -78,6 +93,7 @@ impl FileBlocks {
             spare_signal: SpareSignal::default(),
             writer_detached: AtomicBool::new(false),
             drop_behind,
+            final_sync: FinalSync::default(),
         }
     }
 
@@ -119,6 +135,11 @@ impl FileBlocks {
         hints::after_write(&self.file, offset, len, self.drop_behind);
     }
 
+    /// How long the final sync takes, once it is done.
+    pub fn final_sync(&self) -> FinalSync {
+        self.final_sync.clone()
+    }
+
     /// Whether a write failed (the writer then writes nothing more).
     pub fn has_failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
@@ -144,9 +165,15 @@ impl FileBlocks {
     /// (blocking: seconds on a slow disk), and gives the sink its outcome.
     pub fn make_final(&self, expected: [u8; 32], actual: [u8; 32]) {
         let outcome = self.check_sync_rename(expected, actual);
+        let synced = outcome.is_ok();
         // A failed write's error may still be queued: the finish's outcome replaces it.
         let _ = self.outcome.pop();
         let _ = self.outcome.push(outcome);
+        if synced && self.drop_behind > 0 {
+            // Every page is clean now: the last blocks leave the cache too (after the outcome
+            // is told: the transfer does not wait for it).
+            hints::drop_cached(&self.file, 0, 0);
+        }
     }
 
     /// [`FileBlocks::make_final`] on a thread of its own, for a writer that must not block.
@@ -168,11 +195,9 @@ impl FileBlocks {
         }
         SinkError::check_hash(&expected, actual)?;
         // Durable before it is renamed: a crash never leaves a short file under the final name.
+        let started = Instant::now();
         self.file.sync_all()?;
-        if self.drop_behind > 0 {
-            // Every page is clean now: the last blocks leave the cache too.
-            hints::drop_cached(&self.file, 0, 0);
-        }
+        let _ = self.final_sync.0.set(started.elapsed());
         fs::rename(&self.partial, &self.final_path)?;
         Ok(())
     }
@@ -215,7 +240,7 @@ impl FileBlocks {
 
     /// Parks the calling thread until a block comes back (the writer wakes it) or `wait` has
     /// passed; the block, if one came in time.
-    pub(super) fn wait_for_spare(&self, wait: std::time::Duration) -> Option<Vec<u8>> {
+    pub(super) fn wait_for_spare(&self, wait: Duration) -> Option<Vec<u8>> {
         let signal = &self.spare_signal;
         signal.receiver.get_or_init(thread::current);
         signal.waiting.store(true, Ordering::Relaxed);

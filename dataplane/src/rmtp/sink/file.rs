@@ -1,7 +1,7 @@
 //! A sink that writes a file: staged in blocks, hashed as it is staged, each full block
 //! written by the sink's own thread or by an engine that takes the writes.
 
-use super::blocks::{FileBlocks, ToWriter, run_writer};
+use super::blocks::{FileBlocks, FinalSync, ToWriter, run_writer};
 use super::{Finished, Sink, SinkError};
 use std::fs::File;
 use std::io;
@@ -94,6 +94,12 @@ impl FileSink {
             written: 0,
             waits: 0,
         })
+    }
+
+    /// How long the verified file's sync before its rename took, once it is done (the sink
+    /// may have moved into an engine by then).
+    pub fn final_sync(&self) -> FinalSync {
+        self.blocks.final_sync()
     }
 
     pub fn partial_path(&self) -> &Path {

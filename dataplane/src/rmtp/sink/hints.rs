@@ -1,6 +1,6 @@
 //! What a file writer tells the kernel about the pages it has written: start writing them to
-//! the disk now, and drop them from the page cache once they are well behind the writes (see
-//! `receiver.DROP_BEHIND`). Hints only: where a file cannot take them (a pipe, some file
+//! the disk now, and drop them from the page cache once they are well behind the writes and
+//! on the disk (see `receiver.DROP_BEHIND`). Hints only: where a file cannot take them (a pipe, some file
 //! systems), nothing changes but the cache.
 
 use std::fs::File;
@@ -44,11 +44,26 @@ pub fn range_behind(offset: u64, len: usize, behind: u64) -> Option<(u64, u64)> 
     (to > from).then_some((from, to - from))
 }
 
-/// Both hints after a write of `len` bytes at `offset`: its write-back starts, and the range
-/// `behind` bytes back leaves the cache.
+/// The hints after a write of `len` bytes at `offset`: its write-back starts, and the range
+/// `behind` bytes back leaves the cache once written back. Waits for that (the caller keeps
+/// `behind` bytes ahead of the disk at most): a drop that finds pages still being written
+/// back makes the kernel drain every core's page lists and try again.
 pub fn after_write(file: &File, offset: u64, len: usize, behind: u64) {
     start_write_back(file, offset, len);
     if let Some((from, len)) = range_behind(offset, len, behind) {
+        if let Some((from, len)) = file_range(from, len) {
+            // SAFETY: as above.
+            unsafe {
+                libc::sync_file_range(
+                    file.as_raw_fd(),
+                    from,
+                    len,
+                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                        | libc::SYNC_FILE_RANGE_WRITE
+                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                )
+            };
+        }
         drop_cached(file, from, len);
     }
 }

@@ -5,7 +5,7 @@ mod blocks;
 mod file;
 pub mod hints;
 
-pub use blocks::{FileBlocks, ToWriter};
+pub use blocks::{FileBlocks, FinalSync, ToWriter};
 pub use file::FileSink;
 
 use std::io;
