@@ -4,7 +4,7 @@
 //! cache; the block goes back to the sink when the write completes. The worker thread makes no
 //! blocking call for a file: the final sync and rename run on a thread of their own.
 
-use crate::rmtp::{FileBlocks, ToWriter};
+use crate::rmtp::{FileBlocks, ToWriter, hints};
 use io_uring::opcode;
 use io_uring::squeue::{self, Entry};
 use io_uring::types::Fd;
@@ -189,11 +189,7 @@ impl FileWrites {
                         .map(|(from, len)| {
                             let written_back = opcode::SyncFileRange::new(fd, len)
                                 .offset(from)
-                                .flags(
-                                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                                        | libc::SYNC_FILE_RANGE_WRITE
-                                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                                )
+                                .flags(hints::WAIT_WRITTEN_BACK)
                                 .build()
                                 .flags(squeue::Flags::IO_LINK);
                             let drop =

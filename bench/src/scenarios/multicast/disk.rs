@@ -80,7 +80,7 @@ impl Run<'_> {
             written += n as u64;
         }
         file.sync_all()?;
-        hints::drop_cached(&file, 0, 0);
+        hints::after_sync(&file, DROP_BEHIND);
         Ok(start.elapsed())
     }
 }

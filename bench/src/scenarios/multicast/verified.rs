@@ -234,7 +234,7 @@ fn receive_copy(r: &Receiver, size: u64) -> io::Result<([u8; 32], Duration)> {
     let started = Instant::now();
     file.sync_all()?;
     let synced = started.elapsed();
-    hints::drop_cached(&file, 0, 0);
+    hints::after_sync(&file, DROP_BEHIND);
     Ok((*hasher.finalize().as_bytes(), synced))
 }
 

@@ -125,7 +125,7 @@ impl FileBlocks {
     }
 
     /// After a block of `len` bytes was written at `offset`: the range of the file to drop
-    /// from the page cache now (once its write-back has started), if any.
+    /// from the page cache once it is written back, if any.
     pub fn to_drop(&self, offset: u64, len: usize) -> Option<(u64, u64)> {
         hints::range_behind(offset, len, self.drop_behind)
     }
@@ -169,10 +169,9 @@ impl FileBlocks {
         // A failed write's error may still be queued: the finish's outcome replaces it.
         let _ = self.outcome.pop();
         let _ = self.outcome.push(outcome);
-        if synced && self.drop_behind > 0 {
-            // Every page is clean now: the last blocks leave the cache too (after the outcome
-            // is told: the transfer does not wait for it).
-            hints::drop_cached(&self.file, 0, 0);
+        if synced {
+            // After the outcome is told: the transfer does not wait for it.
+            hints::after_sync(&self.file, self.drop_behind);
         }
     }
 

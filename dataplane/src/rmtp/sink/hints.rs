@@ -1,7 +1,7 @@
 //! What a file writer tells the kernel about the pages it has written: start writing them to
 //! the disk now, and drop them from the page cache once they are well behind the writes and
-//! on the disk (see `receiver.DROP_BEHIND`). Hints only: where a file cannot take them (a pipe, some file
-//! systems), nothing changes but the cache.
+//! on the disk (see `receiver.DROP_BEHIND`). Hints only: where a file cannot take them (a
+//! pipe, some file systems), nothing changes but the cache.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -24,6 +24,20 @@ pub fn drop_cached(file: &File, offset: u64, len: u64) {
     if let Some((offset, len)) = file_range(offset, len) {
         // SAFETY: as above.
         unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED) };
+    }
+}
+
+/// `sync_file_range` flags that return once a range is on the disk (its write-back started
+/// if need be).
+pub const WAIT_WRITTEN_BACK: u32 = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+    | libc::SYNC_FILE_RANGE_WRITE
+    | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+
+/// After the final sync, with pages dropped `behind` the writes (0: kept): the rest go too,
+/// every page being clean now.
+pub fn after_sync(file: &File, behind: u64) {
+    if behind > 0 {
+        drop_cached(file, 0, 0);
     }
 }
 
@@ -53,16 +67,7 @@ pub fn after_write(file: &File, offset: u64, len: usize, behind: u64) {
     if let Some((from, len)) = range_behind(offset, len, behind) {
         if let Some((from, len)) = file_range(from, len) {
             // SAFETY: as above.
-            unsafe {
-                libc::sync_file_range(
-                    file.as_raw_fd(),
-                    from,
-                    len,
-                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                        | libc::SYNC_FILE_RANGE_WRITE
-                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                )
-            };
+            unsafe { libc::sync_file_range(file.as_raw_fd(), from, len, WAIT_WRITTEN_BACK) };
         }
         drop_cached(file, from, len);
     }
