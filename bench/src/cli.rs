@@ -139,6 +139,18 @@ enum Scenario {
     /// The control plane: SPF time against topology size, convergence after a link cut in the
     /// simulator, and a worker's slowdown while routing-table snapshots are published.
     Control(Common),
+    /// How a receiver's DATA payloads reach its file and hash, no network: the product's
+    /// staging sink against writes straight from the receive buffers (CPU seconds per GB).
+    Sink {
+        #[command(flatten)]
+        common: Common,
+        /// Bytes written per copy, e.g. 64MiB [default: 256MiB; with --quick 16MiB].
+        #[arg(long, value_name = "SIZE", value_parser = burghers_lab::units::parse_size)]
+        size: Option<u64>,
+        /// Repetitions per system [default: 5; with --quick 1].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+        repetitions: Option<u32>,
+    },
 }
 
 impl Scenario {
@@ -150,6 +162,7 @@ impl Scenario {
             Scenario::Scale { .. } => "scale",
             Scenario::Control(_) => "control",
             Scenario::Multicast { .. } => "multicast",
+            Scenario::Sink { .. } => "sink",
         }
     }
 
@@ -160,7 +173,8 @@ impl Scenario {
             | Scenario::Latency { common, .. }
             | Scenario::Scale { common, .. }
             | Scenario::Control(common)
-            | Scenario::Multicast { common, .. } => common,
+            | Scenario::Multicast { common, .. }
+            | Scenario::Sink { common, .. } => common,
         }
     }
 }
@@ -256,6 +270,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             };
             multicast::run(&options, &stop)
         }
+        Scenario::Sink {
+            size, repetitions, ..
+        } => scenarios::sink::run(common.quick, *size, repetitions.map(|r| r as usize), &stop),
     };
     // The profile covers the run only, not the writing of its results.
     let mut profile = profile;

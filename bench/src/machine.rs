@@ -43,6 +43,49 @@ pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// Writes `bytes` to a file in the temporary folder and deletes it, so that what is written
+/// next goes to pages this kernel has just freed. On a VM that reports free memory to its host
+/// (`virtio_balloon` free page reporting), a page the host took back costs a fault in the host
+/// when it is next written, and whether a copy's pages were taken back depends on the hour,
+/// not on the system: a 256 MiB receive took 0.7-0.9 s of system time on fresh pages against
+/// 0.3 on freed ones (docs/BENCHMARKS.md). Run outside a measurement's timed and CPU-counted
+/// stretch.
+pub fn warm_free_pages(bytes: u64) -> std::io::Result<()> {
+    const BLOCK: usize = 1 << 20;
+    let mut file = tempfile::Builder::new().prefix("bench-warm-").tempfile()?;
+    let block = vec![0x5Au8; BLOCK];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(BLOCK as u64) as usize;
+        std::io::Write::write_all(&mut file, &block[..n])?;
+        left -= n as u64;
+    }
+    // Deleted unsynced: its pages are dropped, not written to the disk.
+    file.close()
+}
+
+/// User + system time of every child process this process has waited for.
+pub fn children_cpu() -> Duration {
+    rusage(libc::RUSAGE_CHILDREN)
+}
+
+/// User + system time of this process (every thread).
+pub fn own_cpu() -> Duration {
+    rusage(libc::RUSAGE_SELF)
+}
+
+fn rusage(who: libc::c_int) -> Duration {
+    // SAFETY: getrusage fills the plain-data struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(who, &raw mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
 /// CPU time the hypervisor gave other guests while this one's CPUs wanted to run (`steal` of
 /// `/proc/stat`, every CPU together), as a clock to read before and after a measurement: on a
 /// shared VM a slow sample is often a stolen one. `None` where the kernel does not say.

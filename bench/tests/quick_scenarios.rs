@@ -508,6 +508,35 @@ fn multicast_quick_writes_each_engine_beside_the_kernel_fanout_the_disk_and_a_ba
 }
 
 #[test]
+fn sink_quick_measures_every_write_path_and_each_copy_hashes_right() {
+    let v = run_quick("sink");
+    check_report(&v, "sink");
+    let systems = v["comparisons"][0]["systems"].as_array().expect("systems");
+    let names: Vec<&str> = systems.iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "staged (FileSink)",
+            "staged, ring writes",
+            "staged, hash staging",
+            "staged, hash mapped file",
+            "from-buffers, hash payloads",
+            "from-buffers, hash mapped file",
+        ]
+    );
+    // A copy whose hash differs from the file's is an error, not a sample: every row has one.
+    for s in systems {
+        assert!(s["error"].is_null(), "{}: {}", s["name"], s["error"]);
+        assert!(s["median"].as_f64().is_some_and(|m| m > 0.0), "{s}");
+        assert!(
+            s["details"]["bytes_per_s"]
+                .as_f64()
+                .is_some_and(|b| b > 0.0)
+        );
+    }
+}
+
+#[test]
 fn bad_arguments_get_a_clear_error() {
     for args in [
         &["nosuch"][..],
@@ -522,6 +551,8 @@ fn bad_arguments_get_a_clear_error() {
         &["multicast", "--receivers", "0"],
         &["multicast", "--size", "lots"],
         &["multicast", "--shapes", "ring"],
+        &["sink", "--size", "lots"],
+        &["sink", "--repetitions", "0"],
         &[],
     ] {
         let output = bench().args(args).output().expect("run the bench binary");

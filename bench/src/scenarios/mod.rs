@@ -9,6 +9,7 @@ pub mod limit;
 pub mod multicast;
 pub mod node_chain;
 pub mod scale;
+pub mod sink;
 pub mod trees;
 
 pub use dataplane::host::Engine;

@@ -6,7 +6,8 @@
 //! A transfer whose receivers write their copies cannot be faster than this, whatever the
 //! network's limit.
 
-use super::{Figures, Transfer, own_cpu};
+use super::{Figures, Transfer};
+use crate::machine::own_cpu;
 use crate::runner::{Sample, Stop, System};
 use control::settings::receiver::{DROP_BEHIND, STAGED_BYTES};
 use dataplane::rmtp::hints;

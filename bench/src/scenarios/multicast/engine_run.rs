@@ -3,7 +3,8 @@
 //! (the lab `burghers demo` runs on). Counters come from the processes' summaries and the
 //! relays' `ctl stats`.
 
-use super::{Figures, Layout, SENDER, Transfer, children_cpu};
+use super::{Figures, Layout, SENDER, Transfer};
+use crate::machine::children_cpu;
 use crate::runner::{Sample, Stop, System};
 use crate::scenarios::Engine;
 use burghers_lab::lab::{Lab, calm_timers, counter, summary_of};

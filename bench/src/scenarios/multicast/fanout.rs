@@ -4,7 +4,8 @@
 //! until [`MIN_TIME`] has passed. Its goodput is the slowest sink's datagrams over the time
 //! until the last of them arrived.
 
-use super::{Figures, Transfer, own_cpu};
+use super::{Figures, Transfer};
+use crate::machine::own_cpu;
 use crate::runner::{Sample, Stop, System};
 use crate::traffic::Sink;
 use crate::udp::{self, RawAddr};

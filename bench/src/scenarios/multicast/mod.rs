@@ -32,9 +32,6 @@ pub const GOODPUT: Metric = Metric {
     higher_is_better: true,
 };
 
-/// Bytes per write of [`Transfer::warm_pages`].
-const WARM_BLOCK: usize = 1 << 20;
-
 /// What one comparison moves: the source file, its hash and where it goes.
 pub struct Transfer {
     pub source: PathBuf,
@@ -58,30 +55,13 @@ impl Transfer {
         Duration::from_secs(60 + self.size / (256 << 10))
     }
 
-    /// Just before a system writes its copies: writes as many bytes as the copies take to a
-    /// file in the temporary folder and deletes it, so that the copies go to pages this
-    /// kernel has just freed. On a VM that reports free memory to its host (`virtio_balloon`
-    /// free page reporting), a page the host took back costs a fault in the host when it is
-    /// next written, and whether a copy's pages were taken back depends on the hour, not on
-    /// the system: a 256 MiB receive took 0.7-0.9 s of system time on fresh pages against
-    /// 0.3 on freed ones (docs/BENCHMARKS.md). Outside the timed and CPU-counted stretch of
-    /// every system; off with `--cold-pages`.
+    /// Just before a system writes its copies: [`crate::machine::warm_free_pages`] for as
+    /// many bytes as the copies take (off with `--cold-pages`).
     fn warm_pages(&self) -> io::Result<()> {
         if !self.warm_pages {
             return Ok(());
         }
-        let mut file = tempfile::Builder::new()
-            .prefix("bench-multicast-warm-")
-            .tempfile()?;
-        let block = vec![0x5Au8; WARM_BLOCK];
-        let mut left = self.size.saturating_mul(self.receivers as u64);
-        while left > 0 {
-            let n = left.min(WARM_BLOCK as u64) as usize;
-            io::Write::write_all(&mut file, &block[..n])?;
-            left -= n as u64;
-        }
-        // Deleted unsynced: its pages are dropped, not written to the disk.
-        file.close()
+        crate::machine::warm_free_pages(self.size.saturating_mul(self.receivers as u64))
     }
 
     /// An error unless `copy` is the source, byte for byte.
@@ -145,28 +125,6 @@ impl Figures {
             limited_by: None,
         }
     }
-}
-
-/// User + system time of every child process this process has waited for.
-fn children_cpu() -> Duration {
-    rusage(libc::RUSAGE_CHILDREN)
-}
-
-/// User + system time of this process (every thread).
-fn own_cpu() -> Duration {
-    rusage(libc::RUSAGE_SELF)
-}
-
-fn rusage(who: libc::c_int) -> Duration {
-    // SAFETY: getrusage fills the plain-data struct it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(who, &raw mut usage) } != 0 {
-        return Duration::ZERO;
-    }
-    let time = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-    };
-    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// What the run compares, from the command line.

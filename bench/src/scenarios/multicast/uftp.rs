@@ -6,7 +6,8 @@
 //! directions of every endpoint's link, as on the engines' links.
 
 use super::netns::{self, Network};
-use super::{Figures, Transfer, children_cpu};
+use super::{Figures, Transfer};
+use crate::machine::children_cpu;
 use crate::runner::{Sample, Stop, System};
 use std::fs::File;
 use std::io;

@@ -12,7 +12,8 @@
 //! goodput is that of the plainest pipeline (one thread per end), not a ceiling: a system that
 //! spreads the same work over more threads can pass it.
 
-use super::{Figures, Transfer, own_cpu};
+use super::{Figures, Transfer};
+use crate::machine::own_cpu;
 use crate::runner::{Sample, Stop, System};
 use crate::udp::{self, Batch, RawAddr};
 use control::settings::receiver::{DROP_BEHIND, STAGED_BYTES};
