@@ -2,7 +2,7 @@
 //! segment's payload copied into a 256 KiB block, the block hashed in one call, as `FileSink`
 //! does) and in place (the hash updated segment by segment straight from where the payloads
 //! lie in the receive buffers, which is what writing "without a copy from the receive buffer"
-//! would hash from). Run: `cargo bench -p bench --bench sink`.
+//! would hash from). Run: `cargo bench -p bench --bench sink_hash`.
 //!
 //! The payloads are DATA payloads of 1024-byte datagrams (994 bytes), each after its headers
 //! as in a coalesced (GRO) receive buffer, so the in-place hash is fed pieces that are neither
