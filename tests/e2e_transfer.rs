@@ -13,6 +13,7 @@ engine_tests!(
     a_link_taken_down_mid_transfer_reroutes_and_the_transfer_completes,
     a_receiver_killed_mid_transfer_does_not_stall_the_others,
     a_sender_killed_mid_transfer_leaves_partial_files_and_failing_receivers,
+    a_sender_waiting_for_its_branches_announces_to_receivers_that_ask_for_the_name,
 );
 
 const NAME: &str = "payload.bin";
@@ -152,6 +153,25 @@ fn a_file_crosses_the_faulty_tree_intact(engine: &'static str) {
             .any(|(k, v)| k.ends_with(".corrupted") && *v > 0),
         "no corruption happened on node 2's links: {relay:?}"
     );
+}
+
+/// A receiver without `--name` joins only once the sender's RAP announcement told it the
+/// name, so a sender that waits for that receiver's branch must announce while it waits.
+fn a_sender_waiting_for_its_branches_announces_to_receivers_that_ask_for_the_name(
+    engine: &'static str,
+) {
+    let _serial = serial();
+    let mut lab = lab_with(build::line(2, 7001), Faults::default(), engine);
+    let data = write_random(&lab.path("source.bin"), MIB / 4, 9);
+    let rx = lab.spawn_recv(2, 1, None, &["--announce-timeout-ms", "20000"]);
+    wait_up(&lab, &[2]);
+    let source = lab.path("source.bin");
+    let tx = lab.spawn_send(1, &source, &["--name", NAME, "--wait-branches", "2"]);
+    let status = lab.expect_exit(rx, Duration::from_secs(60));
+    assert!(status.success(), "receiver: {status}\n{}", lab.logs());
+    assert_intact(&lab, 2, &data);
+    let status = lab.expect_exit(tx, Duration::from_secs(30));
+    assert!(status.success(), "sender: {status}\n{}", lab.logs());
 }
 
 fn a_link_taken_down_mid_transfer_reroutes_and_the_transfer_completes(engine: &'static str) {

@@ -78,6 +78,15 @@ pub fn run(args: SendArgs) -> Result<(), String> {
     let mut host = Host::start(&args.node)?;
     let me = host.addr();
     let deadline = args.timeout.map(|t| Instant::now() + t);
+    // Announced first: receivers that learn the name over RAP join only once they have it,
+    // and the branches waited for may be theirs.
+    let announced = match pre_announce(&host, &args, &name, &source) {
+        Ok(entry) => entry,
+        Err(e) => {
+            host.stop();
+            return Err(e);
+        }
+    };
     if !args.wait_branches.is_empty()
         && let Err(e) = wait_for_branches(&mut host, &args, deadline)
     {
@@ -90,14 +99,6 @@ pub fn run(args: SendArgs) -> Result<(), String> {
     let settle = args
         .settle
         .unwrap_or(host.topology.network.timers.gmp_refresh * 3);
-    // Announced now, so that receivers that learn the name over RAP can join meanwhile.
-    let announced = match pre_announce(&host, &args, &name, &source) {
-        Ok(entry) => entry,
-        Err(e) => {
-            host.stop();
-            return Err(e);
-        }
-    };
     if !settle.is_zero() && host.wait(settle) {
         host.stop();
         return Err("interrupted before the transfer started".into());
