@@ -5,14 +5,13 @@ use crate::args::{
 };
 use crate::host::{Host, NodeArgs};
 use crate::progress::{Progress, rate};
-pub use burghers_lab::lab::file_hash;
 use control::rap::ServiceEntry;
 use control::settings;
 use control::{GroupAddr, NodeAddr};
 use dataplane::host::{RapRequestError, ReceiveHandle, ReceiveOptions, ReceiveState};
 use dataplane::node::RAP_SERVER_SID;
 use dataplane::rmtp::{FileSink, TransferShape};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
@@ -176,10 +175,6 @@ fn receive(host: &mut Host, args: &RecvArgs) -> Result<(), String> {
     let done = Instant::now();
     let took = done - first_data.unwrap_or(joined);
     let p = handle.progress();
-    let verified = match (&outcome, &entry) {
-        (Ok(()), Some(e)) => Some(check_announced(&final_path, e)?),
-        _ => None,
-    };
     if outcome.is_ok() {
         linger(host, args);
     }
@@ -210,7 +205,9 @@ fn receive(host: &mut Host, args: &RecvArgs) -> Result<(), String> {
                 p.repairs,
                 p.nacks,
                 p.crc_failures,
-                if verified.is_some() {
+                // The sink checked the bytes it wrote against the announced hash: the
+                // receiver refuses a finishing SPM with another.
+                if entry.is_some() {
                     " (equal to the announcement)"
                 } else {
                     ""
@@ -281,21 +278,6 @@ fn announcement(host: &mut Host, args: &RecvArgs) -> Result<ServiceEntry, String
             ));
         }
     }
-}
-
-/// The received file against what the sender announced (its size and BLAKE3).
-fn check_announced(path: &Path, e: &ServiceEntry) -> Result<(), String> {
-    let (size, hash) =
-        file_hash(path).map_err(|err| format!("cannot read back {}: {err}", path.display()))?;
-    if size != e.size || hash != e.hash {
-        return Err(format!(
-            "{} differs from what node {} announced ({} bytes, BLAKE3 mismatch)",
-            path.display(),
-            e.sender,
-            e.size
-        ));
-    }
-    Ok(())
 }
 
 /// After completion the client stays in the tree until the sender shows that everyone is done

@@ -695,3 +695,42 @@ fn a_sink_syncing_off_the_thread_completes_the_transfer_when_it_is_done() {
         }
     }
 }
+
+/// A receiver told the transfer's shape by the sender's RAP announcement checks the bytes it
+/// is given against the announced hash, whatever the finishing SPMs say (they are refused when
+/// they disagree with it): `burghers recv` relies on it and does not read the file back.
+#[test]
+fn the_bytes_are_checked_against_the_announced_hash() {
+    let content: Vec<u8> = (0..300u32).map(|i| (i * 13) as u8).collect();
+    let mut other = content.clone();
+    other[150] ^= 1;
+    let announced_rx = || {
+        let mut c = ReceiverConfig::new(n(5), GroupAddr::new(G).unwrap(), n(1), DEFAULT_MTU);
+        c.announced = Some(TransferShape {
+            segment_size: 100,
+            total: 300,
+            hash: *blake3::hash(&content).as_bytes(),
+        });
+        RmtpReceiver::new(c, MemSink::new(), Instant::ZERO)
+    };
+    let t = Instant::ZERO;
+    // The announced bytes: complete with no finishing SPM needed.
+    let mut r = announced_rx();
+    for seq in 0..3 {
+        feed(&mut r, t, &data(seq, &content[seq as usize * 100..][..100]));
+    }
+    assert!(r.is_complete());
+    assert_eq!(r.sink().verified, Some(true));
+    // Other bytes, with finishing SPMs carrying their own hash: the SPMs are refused and the
+    // bytes fail the announced hash.
+    let mut r = announced_rx();
+    let theirs = Some(*blake3::hash(&other).as_bytes());
+    feed(&mut r, t, &spm(0, 3, 300, theirs));
+    feed(&mut r, t, &spm(1, 3, 300, theirs));
+    for seq in 0..3 {
+        feed(&mut r, t, &data(seq, &other[seq as usize * 100..][..100]));
+    }
+    assert!(r.is_failed());
+    assert_eq!(r.sink().verified, Some(false));
+    assert_eq!(r.stats().spms_refused, 2);
+}
