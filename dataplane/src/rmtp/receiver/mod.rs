@@ -462,11 +462,7 @@ impl<K: Sink> RmtpReceiver<K> {
     /// sender back.
     pub fn abort(&mut self) {
         if self.state == State::Receiving {
-            self.sink.abort();
-            self.state = State::Failed;
-            self.finishing = None;
-            self.missing.clear();
-            self.mab_due = true;
+            self.end_failed();
         }
     }
 
@@ -736,6 +732,13 @@ impl<K: Sink> RmtpReceiver<K> {
     }
 
     fn fail(&mut self, reason: FailReason) {
+        self.end_failed();
+        self.events.push_back(ReceiverEvent::Failed(reason));
+    }
+
+    /// Ends in `Failed`: a sink still receiving keeps its partial result, nothing is tracked
+    /// any more, and the next MAB tells the tree.
+    fn end_failed(&mut self) {
         if self.state == State::Receiving {
             self.sink.abort();
         }
@@ -743,7 +746,6 @@ impl<K: Sink> RmtpReceiver<K> {
         self.finishing = None;
         self.missing.clear();
         self.mab_due = true;
-        self.events.push_back(ReceiverEvent::Failed(reason));
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
